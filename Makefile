@@ -1,0 +1,51 @@
+# Thin wrapper; CI calls `make test` through .ci/run.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_WORKERS ?= 2
+
+.PHONY: help install demo test test-deps lint fmt bench clean
+
+help:
+	@echo "make demo       run qcdr once on the bundled demo data (no credentials needed) -> ./policies"
+	@echo "make test       install test dependencies and run the whole test suite"
+	@echo "make lint       ruff, mypy and import-linter"
+	@echo "make bench      benchmarks; figures go to docs/PERFORMANCE.md"
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+install: $(UV)
+	@$(UV) sync --all-packages --locked --quiet
+
+demo: install
+	@$(UV) run qcdr demo --output ./policies
+
+# System packages the tests need when this machine lacks them (Debian packages).
+test-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	{ command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: test-deps install
+	@$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+lint: install
+	@$(UV) run ruff check .
+	@$(UV) run ruff format --check .
+	@$(UV) run mypy libs/common/src services/*/src src
+	@$(UV) run lint-imports
+
+fmt: install
+	@$(UV) run ruff format .
+	@$(UV) run ruff check --fix .
+
+bench: install
+	@$(UV) run python bench/run_once.py --findings 100000 --write-doc docs/PERFORMANCE.md
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache policies .demo bench/out

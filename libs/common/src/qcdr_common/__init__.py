@@ -1,0 +1,1 @@
+"""Shared pieces every qcdr service builds on: settings, contracts, registry, logging, health."""

@@ -1,0 +1,1 @@
+"""Versioned payload contracts shared between services (additive changes only within a version)."""

@@ -1,0 +1,57 @@
+"""Structured logging (structlog): JSON lines in services, readable lines on a terminal.
+
+Secrets never reach a log line: values of keys that look secret are replaced, and URLs have their
+user-info and query strings (webhook tokens live there) cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|dsn)", re.I)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+_URL_QUERY = re.compile(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?]+)\?\S*", re.I)
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """Drop credentials and the query string of a URL (Slack/Teams webhooks carry secrets there)."""
+    url = _URL_USERINFO.sub(r"\g<scheme>***@", url)
+    return _URL_QUERY.sub(r"\g<base>?***", url)
+
+
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        if key != "event" and _SECRET_KEY.search(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str) and "://" in value:
+            event_dict[key] = redact_url(value)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

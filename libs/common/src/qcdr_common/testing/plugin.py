@@ -1,0 +1,104 @@
+"""pytest plugin: real PostgreSQL and Redis for every package's tests.
+
+Loaded with ``-p qcdr_common.testing.plugin``. Each xdist worker gets its own database and a
+unique Redis key prefix, so parallel workers never see each other's rows or streams.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from qcdr_common.testing.services import ThrowawayServers, resolve_database_url, resolve_redis_url
+
+
+def shared_dir() -> Path | None:
+    """The team's ``shared/`` folder (schemas, corpora), beside the checkout or from QCDR_SHARED_DIR."""
+    env = os.environ.get("QCDR_SHARED_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared"
+        if (parent / "pyproject.toml").exists() and (parent / "libs").is_dir() and candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_path() -> Path:
+    """``../shared``; skips with a visible reason only when absent and ``CI`` is not set."""
+    path = shared_dir()
+    if path is None or not (path / "schemas").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("../shared (upstream schemas and corpora) is missing, and CI is set")
+        pytest.skip("../shared is absent: upstream schema/corpus checks cannot run here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def _throwaway_servers() -> Iterator[ThrowawayServers]:
+    servers = ThrowawayServers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def base_database_url(_throwaway_servers: ThrowawayServers) -> str:
+    return resolve_database_url(_throwaway_servers)
+
+
+@pytest.fixture(scope="session")
+def redis_url(_throwaway_servers: ThrowawayServers) -> str:
+    return resolve_redis_url(_throwaway_servers)
+
+
+@pytest.fixture(scope="session")
+def database_url(base_database_url: str, qcdr_worker: str) -> Iterator[str]:
+    """A database of its own for this xdist worker, created fresh and dropped at the end."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"qcdr_test_{qcdr_worker}_{uuid.uuid4().hex[:8]}"
+    plain = base_database_url.replace("+asyncpg", "")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(plain)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base, _, _ = base_database_url.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def qcdr_worker(request: pytest.FixtureRequest) -> str:
+    """xdist's worker id when running in parallel, ``master`` otherwise."""
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "master"))
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses, so stream and group names never collide."""
+    return f"qcdr-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[object]:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

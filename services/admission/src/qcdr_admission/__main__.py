@@ -1,0 +1,3 @@
+from qcdr_admission.cli import cli
+
+cli()

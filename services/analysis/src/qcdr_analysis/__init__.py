@@ -1,0 +1,1 @@
+"""qcdr analysis service."""

@@ -1,0 +1,3 @@
+from qcdr_analysis.cli import cli
+
+cli()

@@ -1,0 +1,3 @@
+from qcdr_federation.cli import cli
+
+cli()

@@ -1,0 +1,3 @@
+from qcdr_ingest.cli import cli
+
+cli()

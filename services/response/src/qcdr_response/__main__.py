@@ -1,0 +1,3 @@
+from qcdr_response.cli import cli
+
+cli()

@@ -1,0 +1,1 @@
+"""qcdr: the umbrella command-line tool."""

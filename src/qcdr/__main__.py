@@ -1,0 +1,3 @@
+from qcdr.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""Every service starts, serves health and metrics, and checks its real dependencies."""
+
+import importlib
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+SERVICES = ["ingest", "analysis", "response", "admission", "federation"]
+
+
+@pytest.mark.db
+@pytest.mark.redis
+@pytest.mark.parametrize("service", SERVICES)
+async def test_health_ready_and_metrics(
+    service: str, database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    settings_mod = importlib.import_module(f"qcdr_{service}.settings")
+    settings_mod.get_settings.cache_clear()
+    app = importlib.import_module(f"qcdr_{service}.app").create_app()
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+            assert (await client.get("/metrics")).status_code == 200
+    settings_mod.get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_readyz_reports_unreachable_redis(
+    service: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    settings_mod = importlib.import_module(f"qcdr_{service}.settings")
+    settings_mod.get_settings.cache_clear()
+    app = importlib.import_module(f"qcdr_{service}.app").create_app()
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["redis"].startswith("failed")
+    settings_mod.get_settings.cache_clear()
