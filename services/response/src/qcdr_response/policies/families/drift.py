@@ -1,0 +1,52 @@
+"""Drift: executables that were not in the image — run from writable paths, memory, or just compiled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qcdr_common.contracts.events.v1 import SecurityEvent
+
+from qcdr_response.policies import tetragon as tg
+from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
+
+WRITABLE_PREFIXES = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
+MEMORY_EXEC_PREFIXES = ("/proc/self/fd/", "/dev/fd/", "/memfd:")
+COMPILERS = ("gcc", "g++", "cc", "clang", "tcc", "rustc", "as", "ld")
+MAX_OBSERVED_PATHS = 64
+
+
+def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str, Any]]:
+    # The exact paths findings saw executed from writable places are enforced; the whole of
+    # /tmp is only observed, since build steps and init scripts run from there too.
+    observed = sorted(
+        {
+            e.process.path
+            for e in events
+            if e.process and e.process.path and e.process.path.startswith(WRITABLE_PREFIXES)
+            and len(e.process.path) < 256 and "*" not in e.process.path
+        }
+    )[:MAX_OBSERVED_PATHS]
+    enforce = [tg.selector(match_args=[tg.match_arg(0, "Equal", part)], action=ctx.enforce)
+               for part in tg.chunked(observed, 32)][:2]
+    enforce += tg.exec_selectors(COMPILERS, ctx.enforce)
+    enforce.append(tg.selector(match_args=[tg.match_arg(0, "Prefix", MEMORY_EXEC_PREFIXES)], action=ctx.enforce))
+    if not ctx.override_only:
+        enforce.append(tg.selector(match_args=[tg.match_arg(0, "Prefix", WRITABLE_PREFIXES)], action=ctx.audit))
+    return [tg.exec_hook(enforce)]
+
+
+register(
+    FamilyGenerator(
+        name="drift",
+        title="Executables that were not part of the image",
+        techniques=("T1059", "T1027.004", "T1620"),
+        tactic="execution",
+        routes=(
+            Route(categories=frozenset({"execution", "drift", "container_drift"})),
+            Route(keywords=("drift", "new_executable", "malware", "trojan", "backdoor")),
+            Route(techniques=("T1027.004", "T1620", "T1204")),
+        ),
+        build=build,
+    )
+)
