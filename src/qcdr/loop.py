@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from qcdr.apply_step import ApplyError
 from qcdr.pipeline import RunOptions, RunReport, run_cycle
 from qcdr.report import print_report
 from qcdr.sources import FindingsSource, SourceError
@@ -68,7 +69,7 @@ async def run_loop(options: RunOptions, source: FindingsSource, *, once: bool, e
         code = EXIT_OK
         try:
             report = await _one(options, source, json_out=json_out, applier=applier, err=err)
-        except (SourceError, OSError) as exc:
+        except (SourceError, ApplyError, OSError) as exc:
             err.print(f"qcdr: error: {exc}", highlight=False, markup=False)
             code = EXIT_FAILURE
             report = None

@@ -76,7 +76,7 @@ class RunReport:
             "reported_total": self.source.reported_total,
             "normalized": self.normalized,
             "malformed": {"count": len(self.malformed),
-                          "items": [{"id": m.ref, "reason": m.reason} for m in self.malformed[:100]]},
+                          "items": [{"id": m.id_or_index, "reason": m.reason} for m in self.malformed[:100]]},
             "already_known": self.already_known,
             "events_in_window": self.events_in_window,
             "families": families,
@@ -112,6 +112,7 @@ async def run_cycle(options: RunOptions, source: FindingsSource, *, now: datetim
     fetched = await source.fetch(start, end, progress=progress)
     normalized = normalize_all(fetched.findings, cluster=options.cluster)
     malformed = [MalformedRecord(ref, reason) for ref, reason in fetched.rejected] + list(normalized.malformed)
+    malformed.sort(key=lambda m: str(m.id_or_index))
     events: list[SecurityEvent] = list(normalized.events)
     already_known = 0
     if state:

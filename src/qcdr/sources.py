@@ -16,7 +16,7 @@ ProgressFn = Callable[[int, int | None], None]
 @dataclass
 class SourceResult:
     name: str
-    findings: list[dict[str, Any]]
+    findings: list[Any]  # raw items; the normalizer reports the ones that are not findings
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (reference, reason)
     reported_total: int | None = None
     pages: int = 0
@@ -69,14 +69,11 @@ class FileSource:
             raise SourceError(f"cannot read events file {self.path}: {exc.strerror or exc}") from exc
         items, unparseable = self._parse(data)
         rejected = list(unparseable)
-        findings: list[dict[str, Any]] = []
+        findings: list[Any] = []
         seen: set[str] = set()
         duplicates = 0
-        for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                rejected.append((f"item#{index}", f"not a JSON object but {type(item).__name__}"))
-                continue
-            uuid = item.get("uuid")
+        for item in items:
+            uuid = item.get("uuid") if isinstance(item, dict) else None
             if not isinstance(uuid, str) or not uuid.strip():
                 # Kept: the normalizer reports it as malformed with the precise reason.
                 findings.append(item)

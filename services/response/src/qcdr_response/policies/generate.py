@@ -208,9 +208,9 @@ class PolicyGenerator:
               kprobes: list[dict[str, Any]], action: EnforcementAction, *, override: bool) -> PolicyDocument:
         scope = f"namespace {namespace}" if namespace else "the whole cluster (findings had no namespace)"
         description = f"qcdr: {gen.title} ({len(events)} Qualys CDR findings in {scope})"
-        lbls = md.labels(generator=GENERATOR, family=gen.name, severity=md.max_severity(events),
+        lbls = md.policy_labels(generator=GENERATOR, family=gen.name, severity=md.max_severity(events),
                          action=action.value, technique=gen.techniques[0] if gen.techniques else None)
-        annos = md.annotations(description=description, events=events, config=self.config)
+        annos = md.policy_annotations(description=description, events=events, config=self.config)
         body = {
             "apiVersion": "cilium.io/v1alpha1",
             "kind": "TracingPolicyNamespaced" if namespace else "TracingPolicy",

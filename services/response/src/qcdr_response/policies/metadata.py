@@ -45,7 +45,7 @@ def bounded_list(values: Sequence[str], limit: int) -> tuple[str, int]:
     return ",".join(ordered[:limit]), max(0, len(ordered) - limit)
 
 
-def labels(*, generator: str, family: str, severity: Severity, action: str, technique: str | None) -> dict[str, str]:
+def policy_labels(*, generator: str, family: str, severity: Severity, action: str, technique: str | None) -> dict[str, str]:
     out = {
         **MANAGED_BY,
         **PART_OF,
@@ -59,7 +59,7 @@ def labels(*, generator: str, family: str, severity: Severity, action: str, tech
     return dict(sorted(out.items()))
 
 
-def annotations(
+def policy_annotations(
     *,
     description: str,
     events: Sequence[SecurityEvent],

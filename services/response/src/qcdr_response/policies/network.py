@@ -36,7 +36,7 @@ def _cidr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 def _common_meta(iocs: IocSet, config: GenerationConfig, description: str, action: str) -> tuple[dict[str, str],
                                                                                                  dict[str, str]]:
     ids, omitted = md.bounded_list(sorted(iocs.source_ids), config.max_source_ids)
-    lbls = md.labels(generator=GENERATOR, family="network-iocs", severity=Severity.HIGH, action=action,
+    lbls = md.policy_labels(generator=GENERATOR, family="network-iocs", severity=Severity.HIGH, action=action,
                      technique=None)
     annos = {
         f"{md.PREFIX}/description": description,

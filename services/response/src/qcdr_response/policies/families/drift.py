@@ -30,9 +30,12 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
     enforce = [tg.selector(match_args=[tg.match_arg(0, "Equal", part)], action=ctx.enforce)
                for part in tg.chunked(observed, 32)][:2]
     enforce += tg.exec_selectors(COMPILERS, ctx.enforce)
-    enforce.append(tg.selector(match_args=[tg.match_arg(0, "Prefix", MEMORY_EXEC_PREFIXES)], action=ctx.enforce))
     if not ctx.override_only:
-        enforce.append(tg.selector(match_args=[tg.match_arg(0, "Prefix", WRITABLE_PREFIXES)], action=ctx.audit))
+        # runc re-executes itself from a memfd, so executions from memory are observed, never killed.
+        enforce.append(
+            tg.selector(match_args=[tg.match_arg(0, "Prefix", WRITABLE_PREFIXES + MEMORY_EXEC_PREFIXES)],
+                        action=ctx.audit)
+        )
     return [tg.exec_hook(enforce)]
 
 

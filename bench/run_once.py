@@ -1,0 +1,118 @@
+"""Benchmark: ``qcdr run --once`` over N findings served by the local Qualys CDR API double.
+
+Measures wall time, findings/s and the peak RSS of the qcdr process (a child process, so the
+double's memory is not counted), and optionally rewrites docs/PERFORMANCE.md.
+
+    uv run python bench/run_once.py --findings 100000 --write-doc docs/PERFORMANCE.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from qcdr_ingest.qualys.demo_data import generate_findings
+from qcdr_ingest.qualys.double import DoubleConfig, serve_double
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+
+
+def run(count: int, page_size: int, repeats: int) -> dict[str, float | int]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    findings = generate_findings(count, seed=42, now=now)
+    best: dict[str, float | int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "findings.json"
+        data.write_bytes(orjson.dumps(findings))
+        config = DoubleConfig(findings=data, max_page_size=page_size, window_cap=10_000_000)
+        with serve_double(config) as base_url:
+            for _ in range(repeats):
+                out = Path(tmp) / "policies"
+                env = {**os.environ, "QUALYS_USERNAME": config.username, "QUALYS_PASSWORD": config.password}
+                cmd = [sys.executable, "-m", "qcdr", "run", "--once", "--gateway", base_url, "--hours", "24",
+                       "--output", str(out), "--json"]
+                before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
+                seconds = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    raise SystemExit(f"qcdr failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+                rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                report = orjson.loads(proc.stdout)
+                result = {"findings": report["fetched"], "seconds": seconds,
+                          "findings_per_s": report["fetched"] / seconds,
+                          "peak_rss_mb": max(rss_kib, before) / 1024, "pages": report["source"]["pages"],
+                          "policies": sum(len(f["policies"]) for f in report["families"].values())}
+                if not best or seconds < float(best["seconds"]):
+                    best = result
+    return best
+
+
+DOC_HEADER = """# Performance
+
+Figures from `make bench` (`bench/run_once.py`). Goals come from the issues; a missed goal is
+explained below its table.
+"""
+
+
+def write_doc(path: Path, result: dict[str, float | int], count: int, page_size: int) -> None:
+    ok_time = "met" if float(result["seconds"]) <= 10 else "missed"
+    ok_rss = "met" if float(result["peak_rss_mb"]) <= 500 else "missed"
+    text = f"""{DOC_HEADER}
+## Once mode over {count:,} findings (issue #2)
+
+Machine: {machine()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.
+`qcdr run --once --json` against the local Qualys CDR API double (page size {page_size}), in a child
+process; best of the runs; peak RSS of the qcdr process only.
+
+| findings | pages | policies | time | findings/s | peak RSS | goal ≤ 10 s | goal ≤ 500 MB |
+|---|---|---|---|---|---|---|---|
+| {int(result["findings"]):,} | {int(result["pages"]):,} | {int(result["policies"])} | {float(result["seconds"]):.2f} s | {float(result["findings_per_s"]):,.0f} | {float(result["peak_rss_mb"]):.0f} MB | {ok_time} | {ok_rss} |
+"""
+    path.write_text(text + NOTES, encoding="utf-8")
+
+
+NOTES = """
+Where the time goes (profile with `py-spy record -o profile.svg -- python -m qcdr run --once ...`):
+paging the double over HTTP on loopback (both processes share the 2 cores), JSON decoding (orjson),
+normalizing into `SecurityEvent` models (pydantic), and routing plus policy generation.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--findings", type=int, default=100_000)
+    parser.add_argument("--page-size", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--write-doc", type=Path)
+    args = parser.parse_args()
+    result = run(args.findings, args.page_size, args.repeats)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if args.write_doc:
+        write_doc(args.write_doc, result, args.findings, args.page_size)
+
+
+if __name__ == "__main__":
+    main()
