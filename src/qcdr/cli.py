@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -177,7 +177,7 @@ async def _main(options: Any, source: Any, *, once: bool, every: timedelta, json
     from qcdr.loop import run_loop
 
     return await run_loop(options, source, once=once, every=every, json_out=json_out, applier=applier,
-                          console=Console(), err=err)
+                          console=Console(soft_wrap=True), err=err)
 
 
 def main() -> None:

@@ -13,16 +13,32 @@ CFG = GenerationConfig(run_date=date(2026, 12, 4))
 
 def _events() -> list:
     return [
-        make_event(category="Network_Scanning_Utility", techniques=["T1046"], namespace="payments",
-                   process={"name": "nmap", "path": "/usr/bin/nmap"}),
-        make_event(category="Network_Scanning_Utility", techniques=["T1046"], namespace="web",
-                   process={"name": "bash", "path": "/bin/bash"}),
+        make_event(
+            category="Network_Scanning_Utility",
+            techniques=["T1046"],
+            namespace="payments",
+            process={"name": "nmap", "path": "/usr/bin/nmap"},
+        ),
+        make_event(
+            category="Network_Scanning_Utility",
+            techniques=["T1046"],
+            namespace="web",
+            process={"name": "bash", "path": "/bin/bash"},
+        ),
         make_event(category="Network_Scanning_Utility", techniques=["T1046"], namespace=None),
-        make_event(category="Crypto_Mining", techniques=["T1496"], namespace="web",
-                   process={"name": "xmrig-custom", "path": "/tmp/xmrig-custom"},
-                   network={"ip": "45.9.148.10", "port": 3333}),
-        make_event(category="Networking_C2_Communication", techniques=["T1059.004"], namespace="web",
-                   network={"ip": "2a01:4f8::7", "port": 4444, "domain": "c2.example.net"}),
+        make_event(
+            category="Crypto_Mining",
+            techniques=["T1496"],
+            namespace="web",
+            process={"name": "xmrig-custom", "path": "/tmp/xmrig-custom"},
+            network={"ip": "45.9.148.10", "port": 3333},
+        ),
+        make_event(
+            category="Networking_C2_Communication",
+            techniques=["T1059.004"],
+            namespace="web",
+            network={"ip": "2a01:4f8::7", "port": 4444, "domain": "c2.example.net"},
+        ),
         make_event(category="Discovery", techniques=[], namespace="web"),
     ]
 
@@ -74,7 +90,12 @@ def test_override_goes_to_separate_policies() -> None:
     over = [d for d in docs if d.name.endswith("-override")]
     assert len(main) == len(over) == 3
     for doc in main:
-        actions = {a["action"] for h in doc.body["spec"]["kprobes"] for s in h["selectors"] for a in s["matchActions"]}
+        actions = {
+            a["action"]
+            for h in doc.body["spec"]["kprobes"]
+            for s in h["selectors"]
+            for a in s["matchActions"]
+        }
         assert actions == {"Post"}
     for doc in over:
         for hook in doc.body["spec"]["kprobes"]:
@@ -102,8 +123,12 @@ def test_lint_refusal_demotes_to_audit_and_validation_error_drops() -> None:
     def checker(body: dict) -> CheckResult:
         if body["metadata"]["name"].startswith("cdr-block-crypto"):
             return CheckResult(errors=["bad"])
-        enforcing = any(a["action"] == "Sigkill" for h in body["spec"].get("kprobes", [])
-                        for s in h["selectors"] for a in s["matchActions"])
+        enforcing = any(
+            a["action"] == "Sigkill"
+            for h in body["spec"].get("kprobes", [])
+            for s in h["selectors"]
+            for a in s["matchActions"]
+        )
         return CheckResult(lint=["QCDR-L001: too broad"] if enforcing else [])
 
     cfg = CFG.model_copy(update={"action": EnforcementAction.SIGKILL})

@@ -37,7 +37,9 @@ def test_non_public_addresses_are_excluded_with_a_reason(ip: str, reason: str) -
 
 def test_public_addresses_and_the_original_prefix_bug() -> None:
     # 172.2.x.x and 172.200.x.x are public; the original's string prefix "172.2" treated them as private.
-    events = [make_event(network={"ip": ip}) for ip in ("172.2.3.4", "172.200.1.1", "8.8.4.4", "2606:4700::1111")]
+    events = [
+        make_event(network={"ip": ip}) for ip in ("172.2.3.4", "172.200.1.1", "8.8.4.4", "2606:4700::1111")
+    ]
     iocs = extract_iocs(events, GenerationConfig())
     assert set(iocs.ips) == {"172.2.3.4", "172.200.1.1", "8.8.4.4", "2606:4700::1111"}
 

@@ -1,0 +1,18 @@
+"""A Kubernetes API test server (no real kube-apiserver can run in CI); see ``server.K8sTestServer``."""
+
+from qcdr_common.testing.k8s.app import RequestRecord
+from qcdr_common.testing.k8s.resources import DEFAULT_INSTALLED, GVK, KNOWN_RESOURCES, ResourceType
+from qcdr_common.testing.k8s.server import K8sTestServer
+from qcdr_common.testing.k8s.status import StatusError
+from qcdr_common.testing.k8s.store import ObjectKey
+
+__all__ = [
+    "DEFAULT_INSTALLED",
+    "GVK",
+    "KNOWN_RESOURCES",
+    "K8sTestServer",
+    "ObjectKey",
+    "RequestRecord",
+    "ResourceType",
+    "StatusError",
+]
