@@ -51,7 +51,7 @@ def run(count: int, page_size: int, repeats: int) -> dict[str, float | int]:
             for _ in range(repeats):
                 out = Path(tmp) / "policies"
                 env = {**os.environ, "QUALYS_USERNAME": config.username, "QUALYS_PASSWORD": config.password}
-                cmd = [sys.executable, "-m", "qcdr", "run", "--once", "--gateway", base_url, "--hours", "24",
+                cmd = [sys.executable, "-m", "qcdr", "run", "--once", "--gateway", base_url, "--hours", "25",
                        "--output", str(out), "--json"]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
                 t0 = time.perf_counter()

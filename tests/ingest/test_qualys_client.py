@@ -1,8 +1,9 @@
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from qcdr_ingest.qualys.client import QualysCdrClient, format_end_at, format_start_at, severity_param
 from qcdr_ingest.qualys.config import QualysSettings
@@ -15,6 +16,7 @@ from qcdr_ingest.qualys.results import FetchProgress, FetchResult
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 DAY_AGO = NOW - timedelta(days=1)
 Settings = Callable[..., QualysSettings]
+TOKEN = jwt.encode({"sub": "demo", "exp": 4_102_444_800}, "k" * 64, algorithm="HS256")
 
 
 def findings(count: int, *, span_s: int = 86_000, prefix: str = "f") -> list[dict[str, Any]]:
@@ -69,20 +71,20 @@ async def test_request_parameters(make_settings: Settings) -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/auth"):
-            return httpx.Response(201, text="a.b.c")
+            return httpx.Response(201, text=TOKEN)
         seen.append(request)
         return httpx.Response(200, json={"content": [], "totalElements": 0, "totalPages": 0, "last": True})
 
     settings = make_settings(page_size=50, page_param="page", size_param="size", page_base=1, verify_total=False)
     transport = httpx.MockTransport(handler)
     async with QualysCdrClient(settings, base_url="https://gw.example/proxy", transport=transport) as client:
-        start = datetime(2026, 2, 28, 10, 30, 15, 500_000, tzinfo=UTC)
-        end = datetime(2026, 2, 28, 11, 0, 0, tzinfo=timedelta_tz(2))
+        start = datetime(2026, 2, 28, 8, 30, 15, 500_000, tzinfo=UTC)
+        end = datetime(2026, 2, 28, 11, 0, 0, tzinfo=timezone(timedelta(hours=2)))
         await client.fetch_findings(start, end, severity="high", resource_type="container")
     [request] = seen
     assert request.url.path == "/proxy/cdr-api/rest/v1/findings"
     assert dict(request.url.params) == {
-        "startAt": "2026-02-28T10:30:15.000Z",
+        "startAt": "2026-02-28T08:30:15.000Z",
         "endAt": "2026-02-28T09:00:00.999Z",
         "limit": "50",
         "page": "1",
@@ -91,13 +93,7 @@ async def test_request_parameters(make_settings: Settings) -> None:
         "resourceType": "container",
     }
     assert request.headers["accept"] == "application/json"
-    assert request.headers["authorization"] == "Bearer a.b.c"
-
-
-def timedelta_tz(hours: int) -> Any:
-    from datetime import timezone
-
-    return timezone(timedelta(hours=hours))
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
 
 
 async def test_naive_or_reversed_ranges_are_rejected(make_settings: Settings) -> None:
@@ -179,11 +175,13 @@ async def test_client_base_mismatch_still_gets_everything(make_settings: Setting
     assert_complete(result, 500)
 
 
-async def test_wrong_page_base_is_flagged(make_settings: Settings) -> None:
-    with serve_double(DoubleConfig(findings=findings(250), page_base=0)) as url:
+async def test_one_based_client_on_a_zero_based_server_corrects_itself(make_settings: Settings) -> None:
+    double = QualysDouble(DoubleConfig(findings=findings(250), page_base=0))
+    with serve_double(double) as url:
         result = await fetch(make_settings(page_size=100, page_base=1), url)
+    assert_complete(result, 250)
     assert any("QCDR_QUALYS_PAGE_BASE" in w for w in result.warnings)
-    assert result.fetched == 250
+    assert double.stats.findings_requests <= 6
 
 
 async def test_per_window_cap_detected_from_an_empty_page(make_settings: Settings) -> None:
@@ -282,7 +280,7 @@ async def test_html_instead_of_json_is_a_payload_error(make_settings: Settings) 
 async def test_other_statuses(make_settings: Settings, status: int, error: type[Exception], text: str) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/auth":
-            return httpx.Response(201, text="a.b.c")
+            return httpx.Response(201, text=TOKEN)
         return httpx.Response(status, text="bad\nrequest")
 
     async with QualysCdrClient(make_settings(), base_url="http://x", transport=httpx.MockTransport(handler)) as c:
@@ -298,7 +296,7 @@ async def test_other_statuses(make_settings: Settings, status: int, error: type[
 async def test_unexpected_json_shapes(make_settings: Settings, body: bytes) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/auth":
-            return httpx.Response(201, text="a.b.c")
+            return httpx.Response(201, text=TOKEN)
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
 
     async with QualysCdrClient(make_settings(), base_url="http://x", transport=httpx.MockTransport(handler)) as c:

@@ -142,7 +142,8 @@ class WindowPager:
         self.final: list[_Window] = []
         self._pending: list[_Window] = []
         self._paging_ignored = False
-        self._warned_base = False
+        self._page_base = options.page_base
+        self._base_fixed = False
         self._expected: int | None = None
         # Beyond this many pages a window cannot be legitimate under the cap: split instead.
         self._max_pages = math.ceil(options.window_cap / options.limit) + 2
@@ -184,9 +185,7 @@ class WindowPager:
         if verdict.kind == "complete":
             self.final.append(w)
             return
-        reason = verdict.reason or (
-            f"totalElements {w.total} stayed above the {w.fetched} findings read in {w.passes} passes"
-        )
+        reason = verdict.reason or f"findings kept arriving while the window was read {w.passes} times"
         if w.width >= 2 * self._opt.min_window_s:
             mid = w.start + w.width // 2 - 1
             # Older half first onto the stack, so the newer half is read next.
@@ -204,17 +203,22 @@ class WindowPager:
 
     async def _page_through(self, w: _Window) -> _Verdict:
         opt = self._opt
-        page = opt.page_base
+        page = self._page_base
         seen_this_pass: set[Key] = set()
         prev_number: int | None = None
-        for ordinal in range(1, self._max_pages + 1):
+        first_total: int | None = None
+        ordinal = 0
+        while True:
+            ordinal += 1
+            if ordinal > self._max_pages:
+                return _Verdict("split", f"more than {self._max_pages} pages in one window")
             result = await self._fetch(w.start, w.end, page, opt.limit)
             self._stats.pages += 1
             meta = result.meta
             if meta.total_elements is not None:
                 w.total = meta.total_elements
-                if self._expected is None:
-                    self._expected = meta.total_elements
+                first_total = meta.total_elements if first_total is None else first_total
+                self._expected = meta.total_elements if self._expected is None else self._expected
             keys = [self.collector.add(item) for item in result.items]
             fresh = len(set(keys) - seen_this_pass)
             seen_this_pass.update(keys)
@@ -223,11 +227,12 @@ class WindowPager:
             self._report(w)
 
             if ordinal == 1:
-                self._check_base(meta)
+                if meta.first is False and page > 0 and self._fix_page_base(page):
+                    page, ordinal = self._page_base, 0
+                    seen_this_pass.clear()
+                    continue
                 if w.total is not None and w.total > opt.window_cap and w.width >= 2 * opt.min_window_s:
-                    return _Verdict(
-                        "split", f"{w.total} findings exceed the per-window cap of {opt.window_cap}"
-                    )
+                    return _Verdict("split", f"{w.total} findings exceed the per-window cap of {opt.window_cap}")
             elif (meta.number is not None and meta.number == prev_number) or (keys and fresh * 2 < len(keys)):
                 self._note_paging_ignored()
                 return _Verdict("split", "the server ignores the page parameter")
@@ -242,16 +247,16 @@ class WindowPager:
             if self._paging_ignored:
                 return _Verdict("split", "the server ignores the page parameter")
             page += 1
-        else:
-            return _Verdict("split", f"more than {self._max_pages} pages in one window")
-        if w.total is not None and w.fetched < w.total:
-            return _Verdict("short")
-        return _Verdict("complete")
+        if w.total is None or w.fetched >= w.total:
+            return _Verdict("complete")
+        if first_total is not None and w.total > first_total:
+            return _Verdict("short")  # findings arrived while we paged: read the window again
+        return _Verdict("split", "the server returned fewer findings than it reported")
 
     def _has_more(self, meta: PageMeta, count: int, page: int) -> bool:
         if meta.last is not None:
             return not meta.last
-        read_pages = page - self._opt.page_base + 1
+        read_pages = page - self._page_base + 1
         if meta.total_pages is not None:
             return read_pages < meta.total_pages
         size = meta.size or self._opt.limit
@@ -259,13 +264,17 @@ class WindowPager:
             return read_pages * size < meta.total_elements
         return count >= size
 
-    def _check_base(self, meta: PageMeta) -> None:
-        if meta.first is False and not self._warned_base:
-            self._warned_base = True
-            self.warnings.append(
-                f"the server says page {self._opt.page_base} is not its first page; "
-                "check QCDR_QUALYS_PAGE_BASE (0 or 1)"
-            )
+    def _fix_page_base(self, page: int) -> bool:
+        """The server says our first page is not its first: count pages from one lower, once."""
+        if self._base_fixed:
+            return False
+        self._base_fixed = True
+        self._page_base = page - 1
+        self.warnings.append(
+            f"the server says page {page} is not its first page; counting pages from {page - 1} instead "
+            "(set QCDR_QUALYS_PAGE_BASE to match)"
+        )
+        return True
 
     def _note_paging_ignored(self) -> None:
         if not self._paging_ignored:

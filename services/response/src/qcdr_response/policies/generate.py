@@ -29,7 +29,7 @@ from qcdr_response.policies.iocs import IocSet, extract_iocs
 from qcdr_response.policies.network import cilium_blocklist, tracing_blocklist
 
 GENERATOR = "cdr"
-ENFORCING_ACTIONS = frozenset({"Sigkill", "Override", "Signal"})
+ENFORCING_ACTIONS = frozenset({"Sigkill", "Override", "Signal", "NotifyEnforcer"})
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,13 @@ class PolicyGenerator:
     def generate(self, events: Sequence[SecurityEvent]) -> GenerationResult:
         by_family: dict[str, list[SecurityEvent]] = defaultdict(list)
         unmapped_events: dict[str, list[SecurityEvent]] = defaultdict(list)
+        # Findings repeat a handful of (category, techniques) pairs: route each pair once.
+        routes: dict[tuple[str, tuple[str, ...]], FamilyGenerator | None] = {}
         for event in events:
-            gen = route(event, self.generators)
+            key = (event.category, event.techniques)
+            if key not in routes:
+                routes[key] = route(event, self.generators)
+            gen = routes[key]
             if gen is None:
                 unmapped_events[event.category].append(event)
             else:
