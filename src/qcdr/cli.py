@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -39,50 +37,111 @@ def _root() -> None:
 
 @app.command()
 def run(
-    platform: Annotated[str | None, typer.Option(envvar="QUALYS_PLATFORM",
-                                                 help="Qualys platform: US1…US4, EU1…EU3, CA1, IN1, AE1, UK1, "
-                                                      "AU1, KSA1 (aliases such as 'eu' or 'canada' work). "
-                                                      "Default US2.")] = None,
-    gateway: Annotated[str | None, typer.Option(envvar="QUALYS_GATEWAY_URL",
-                                                help="Gateway host or full URL (overrides --platform), e.g. "
-                                                     "gateway.qg2.apps.qualys.com or http://127.0.0.1:8080.")] = None,
-    hours: Annotated[float, typer.Option(min=0.01, max=24 * 90, help="Lookback period for CDR findings.")] = 24.0,
-    action: Annotated[str, typer.Option(help="Policy action: Post (audit), Sigkill (kill the process) or "
-                                             "Override (refuse the call; written as separate policies).")] = "Post",
-    output: Annotated[Path, typer.Option(help="Output directory for the generated YAML files.")] = Path("./policies"),
-    apply: Annotated[bool, typer.Option("--apply", help="Server-side apply to the cluster (KUBECONFIG or "
-                                                        "in-cluster) and prune objects qcdr no longer "
-                                                        "generates.")] = False,
-    once: Annotated[bool, typer.Option("--once", help="Run once and exit (CronJob mode). Without it qcdr "
-                                                      "runs as a controller loop.")] = False,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            envvar="QUALYS_PLATFORM",
+            help="Qualys platform: US1…US4, EU1…EU3, CA1, IN1, AE1, UK1, "
+            "AU1, KSA1 (aliases such as 'eu' or 'canada' work). "
+            "Default US2.",
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            envvar="QUALYS_GATEWAY_URL",
+            help="Gateway host or full URL (overrides --platform), e.g. "
+            "gateway.qg2.apps.qualys.com or http://127.0.0.1:8080.",
+        ),
+    ] = None,
+    hours: Annotated[
+        float, typer.Option(min=0.01, max=24 * 90, help="Lookback period for CDR findings.")
+    ] = 24.0,
+    action: Annotated[
+        str,
+        typer.Option(
+            help="Policy action: Post (audit), Sigkill (kill the process) or "
+            "Override (refuse the call; written as separate policies)."
+        ),
+    ] = "Post",
+    output: Annotated[Path, typer.Option(help="Output directory for the generated YAML files.")] = Path(
+        "./policies"
+    ),
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="Server-side apply to the cluster (KUBECONFIG or "
+            "in-cluster) and prune objects qcdr no longer "
+            "generates.",
+        ),
+    ] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="Run once and exit (CronJob mode). Without it qcdr runs as a controller loop."
+        ),
+    ] = False,
     interval: Annotated[str, typer.Option(help="Controller-loop interval (30s, 5m, 1h, 1h30m).")] = "1h",
-    events_file: Annotated[Path | None, typer.Option(help="Read findings from a JSON/JSONL file instead of "
-                                                          "the Qualys API.")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="Keep the watermark and the window's findings here "
-                                                        "(default ./.qcdr-state in controller mode; none "
-                                                        "with --once).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Generate and check, but write and apply "
-                                                            "nothing (with --apply: server-side dry run).")] = False,
+    events_file: Annotated[
+        Path | None, typer.Option(help="Read findings from a JSON/JSONL file instead of the Qualys API.")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the watermark and the window's findings here "
+            "(default ./.qcdr-state in controller mode; none "
+            "with --once)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Generate and check, but write and apply nothing (with --apply: server-side dry run).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON report.")] = False,
-    cluster: Annotated[str | None, typer.Option(envvar="QCDR_CLUSTER_ID", help="Cluster name to attach "
-                                                                               "to findings.")] = None,
-    kubeconfig: Annotated[Path | None, typer.Option(envvar="KUBECONFIG", help="kubeconfig for --apply.")] = None,
-    severity: Annotated[str | None, typer.Option(help="Only findings of this severity (LOW…CRITICAL).")] = None,
-    resource_type: Annotated[str | None, typer.Option(help="Qualys resourceType filter, e.g. container.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(envvar="QCDR_CLUSTER_ID", help="Cluster name to attach to findings.")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(envvar="KUBECONFIG", help="kubeconfig for --apply.")
+    ] = None,
+    severity: Annotated[
+        str | None, typer.Option(help="Only findings of this severity (LOW…CRITICAL).")
+    ] = None,
+    resource_type: Annotated[
+        str | None, typer.Option(help="Qualys resourceType filter, e.g. container.")
+    ] = None,
     tetragon_version: Annotated[str, typer.Option(help="Target Tetragon version (1.4–1.7).")] = "1.5",
-    kernel: Annotated[str, typer.Option(help="Oldest node kernel the policies must load on (≥ 5.10).")] = "5.10",
+    kernel: Annotated[
+        str, typer.Option(help="Oldest node kernel the policies must load on (≥ 5.10).")
+    ] = "5.10",
     cilium_version: Annotated[str, typer.Option(help="Target Cilium version (≥ 1.16).")] = "1.17",
-    never_block: Annotated[list[str] | None, typer.Option(help="CIDR never to block (repeatable): pod and "
-                                                               "service CIDRs, DNS, the API server.")] = None,
-    suspicious_port: Annotated[list[int] | None, typer.Option(help="Replace the suspicious-port set "
-                                                                   "(repeatable).")] = None,
+    never_block: Annotated[
+        list[str] | None,
+        typer.Option(help="CIDR never to block (repeatable): pod and service CIDRs, DNS, the API server."),
+    ] = None,
+    suspicious_port: Annotated[
+        list[int] | None, typer.Option(help="Replace the suspicious-port set (repeatable).")
+    ] = None,
 ) -> None:
     """Fetch Qualys CDR findings and turn them into Tetragon and Cilium policies."""
     try:
         options = _run_options(
-            hours=hours, action=action, output=output, state_dir=state_dir, dry_run=dry_run, cluster=cluster,
-            once=once, tetragon_version=tetragon_version, kernel=kernel, cilium_version=cilium_version,
-            never_block=never_block, suspicious_port=suspicious_port,
+            hours=hours,
+            action=action,
+            output=output,
+            state_dir=state_dir,
+            dry_run=dry_run,
+            cluster=cluster,
+            once=once,
+            tetragon_version=tetragon_version,
+            kernel=kernel,
+            cilium_version=cilium_version,
+            never_block=never_block,
+            suspicious_port=suspicious_port,
         )
         every = parse_duration(interval)
         source = _make_source(events_file, platform, gateway, severity, resource_type)
@@ -98,21 +157,41 @@ def demo(
     output: Annotated[Path, typer.Option(help="Output directory.")] = Path("./policies"),
     action: Annotated[str, typer.Option(help="Post, Sigkill or Override.")] = "Post",
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
-    findings: Annotated[Path | None, typer.Option(help="Findings file served by the local API double "
-                                                       "(default: the bundled examples/findings.json).")] = None,
+    findings: Annotated[
+        Path | None,
+        typer.Option(
+            help="Findings file served by the local API double (default: the bundled examples/findings.json)."
+        ),
+    ] = None,
 ) -> None:
     """Run once against a local Qualys CDR API double serving the bundled demo findings."""
     from qcdr.demo import run_demo
 
     try:
-        options = _run_options(hours=24.0, action=action, output=output, state_dir=None, dry_run=False,
-                               cluster="demo", once=True, tetragon_version="1.5", kernel="5.10",
-                               cilium_version="1.17", never_block=None, suspicious_port=None)
+        options = _run_options(
+            hours=24.0,
+            action=action,
+            output=output,
+            state_dir=None,
+            dry_run=False,
+            cluster="demo",
+            once=True,
+            tetragon_version="1.5",
+            kernel="5.10",
+            cilium_version="1.17",
+            never_block=None,
+            suspicious_port=None,
+        )
     except (UsageError, ValueError, ValidationError) as exc:
         _fail(_one_line(exc), EXIT_USAGE)
-    code = run_demo(options, findings=findings, json_out=json_out,
-                    main=lambda opts, source: _main(opts, source, once=True, every=timedelta(hours=1),
-                                                    json_out=json_out, applier=None))
+    code = run_demo(
+        options,
+        findings=findings,
+        json_out=json_out,
+        main=lambda opts, source: _main(
+            opts, source, once=True, every=timedelta(hours=1), json_out=json_out, applier=None
+        ),
+    )
     raise typer.Exit(code)
 
 
@@ -127,9 +206,21 @@ def _fail(message: str, code: int) -> typer.Exit:
     raise typer.Exit(code)
 
 
-def _run_options(*, hours: float, action: str, output: Path, state_dir: Path | None, dry_run: bool,
-                 cluster: str | None, once: bool, tetragon_version: str, kernel: str, cilium_version: str,
-                 never_block: list[str] | None, suspicious_port: list[int] | None) -> Any:
+def _run_options(
+    *,
+    hours: float,
+    action: str,
+    output: Path,
+    state_dir: Path | None,
+    dry_run: bool,
+    cluster: str | None,
+    once: bool,
+    tetragon_version: str,
+    kernel: str,
+    cilium_version: str,
+    never_block: list[str] | None,
+    suspicious_port: list[int] | None,
+) -> Any:
     from qcdr_response.policies.config import EnforcementAction, GenerationConfig
     from qcdr_response.policies.targets import CiliumTarget, TetragonTarget
 
@@ -141,20 +232,34 @@ def _run_options(*, hours: float, action: str, output: Path, state_dir: Path | N
     TetragonTarget(version=tetragon_version, kernel=kernel)
     CiliumTarget(version=cilium_version)
     fields: dict[str, Any] = {
-        "action": by_lower[action.lower()], "tetragon_version": tetragon_version, "kernel_version": kernel,
-        "cilium_version": cilium_version, "never_block": tuple(never_block or ()),
+        "action": by_lower[action.lower()],
+        "tetragon_version": tetragon_version,
+        "kernel_version": kernel,
+        "cilium_version": cilium_version,
+        "never_block": tuple(never_block or ()),
     }
     if suspicious_port:
         fields["suspicious_ports"] = frozenset(suspicious_port)
     generation = GenerationConfig(**fields)
     if state_dir is None and not once:
         state_dir = Path("./.qcdr-state")
-    return RunOptions(hours=hours, output=output, state_dir=state_dir, dry_run=dry_run, cluster=cluster,
-                      generation=generation)
+    return RunOptions(
+        hours=hours,
+        output=output,
+        state_dir=state_dir,
+        dry_run=dry_run,
+        cluster=cluster,
+        generation=generation,
+    )
 
 
-def _make_source(events_file: Path | None, platform: str | None, gateway: str | None, severity: str | None,
-                 resource_type: str | None) -> Any:
+def _make_source(
+    events_file: Path | None,
+    platform: str | None,
+    gateway: str | None,
+    severity: str | None,
+    resource_type: str | None,
+) -> Any:
     from qcdr.sources import FileSource
 
     if events_file is not None:
@@ -163,8 +268,9 @@ def _make_source(events_file: Path | None, platform: str | None, gateway: str | 
         return FileSource(events_file)
     from qcdr.qualys_source import QualysSource
 
-    return QualysSource.from_environment(platform=platform, gateway=gateway, severity=severity,
-                                         resource_type=resource_type)
+    return QualysSource.from_environment(
+        platform=platform, gateway=gateway, severity=severity, resource_type=resource_type
+    )
 
 
 def _make_applier(kubeconfig: Path | None, dry_run: bool) -> Any:
@@ -173,11 +279,21 @@ def _make_applier(kubeconfig: Path | None, dry_run: bool) -> Any:
     return ClusterApplier(kubeconfig=kubeconfig, dry_run=dry_run)
 
 
-async def _main(options: Any, source: Any, *, once: bool, every: timedelta, json_out: bool, applier: Any) -> int:
+async def _main(
+    options: Any, source: Any, *, once: bool, every: timedelta, json_out: bool, applier: Any
+) -> int:
     from qcdr.loop import run_loop
 
-    return await run_loop(options, source, once=once, every=every, json_out=json_out, applier=applier,
-                          console=Console(soft_wrap=True), err=err)
+    return await run_loop(
+        options,
+        source,
+        once=once,
+        every=every,
+        json_out=json_out,
+        applier=applier,
+        console=Console(soft_wrap=True),
+        err=err,
+    )
 
 
 def main() -> None:
@@ -187,4 +303,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

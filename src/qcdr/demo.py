@@ -26,7 +26,8 @@ def run_demo(options: RunOptions, *, findings: Path | None, json_out: bool, main
     # The bundled file has fixed timestamps; the double shifts them so the newest is "now".
     config = DoubleConfig(findings=data, rebase_to_now=True)
     with serve_double(config) as base_url:
-        settings = QualysSettings(username=config.username, password=SecretStr(config.password),
-                                  gateway_url=base_url)
+        settings = QualysSettings(
+            username=config.username, password=SecretStr(config.password), gateway_url=base_url
+        )
         source = QualysSource(settings, base_url)
         return asyncio.run(main(options, source))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from datetime import timedelta
 from typing import Any
@@ -29,10 +30,9 @@ class _Stop:
     def install(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            # Not available off the main thread (CliRunner in tests) or on some platforms.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.event.set)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals
-                pass
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep, waking early on a stop request; True when asked to stop."""
@@ -43,13 +43,21 @@ class _Stop:
         return True
 
 
-async def _one(options: RunOptions, source: FindingsSource, *, json_out: bool, applier: Any, err: Console) -> RunReport:
+async def _one(
+    options: RunOptions, source: FindingsSource, *, json_out: bool, applier: Any, err: Console
+) -> RunReport:
     show_progress = not json_out and err.is_terminal
     if not show_progress:
         report = await run_cycle(options, source)
     else:
-        with Progress(TextColumn("Fetching findings"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as bar:
+        with Progress(
+            TextColumn("Fetching findings"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             task = bar.add_task("fetch", total=None)
 
             def progress(done: int, total: int | None) -> None:
@@ -61,8 +69,17 @@ async def _one(options: RunOptions, source: FindingsSource, *, json_out: bool, a
     return report
 
 
-async def run_loop(options: RunOptions, source: FindingsSource, *, once: bool, every: timedelta, json_out: bool,
-                   applier: Any, console: Console, err: Console) -> int:
+async def run_loop(
+    options: RunOptions,
+    source: FindingsSource,
+    *,
+    once: bool,
+    every: timedelta,
+    json_out: bool,
+    applier: Any,
+    console: Console,
+    err: Console,
+) -> int:
     stop = _Stop()
     stop.install()
     while True:

@@ -22,7 +22,9 @@ def render_files(documents: Sequence[PolicyDocument]) -> dict[str, str]:
     return out
 
 
-def write_files(output: Path, rendered: dict[str, str], *, prune: bool = True) -> tuple[list[Path], list[Path]]:
+def write_files(
+    output: Path, rendered: dict[str, str], *, prune: bool = True
+) -> tuple[list[Path], list[Path]]:
     """Write the files; remove earlier qcdr-generated YAML files that this run no longer produces.
 
     Only files that start with qcdr's header are ever removed, so nothing a person wrote is touched.

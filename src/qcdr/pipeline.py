@@ -59,8 +59,14 @@ class RunReport:
                 "findings": f.finding_count,
                 "categories": dict(sorted(f.categories.items())),
                 "policies": [
-                    {"kind": d.kind, "name": d.name, "namespace": d.namespace, "file": d.filename,
-                     "finding_count": d.finding_count, "content_hash": d.content_hash}
+                    {
+                        "kind": d.kind,
+                        "name": d.name,
+                        "namespace": d.namespace,
+                        "file": d.filename,
+                        "finding_count": d.finding_count,
+                        "content_hash": d.content_hash,
+                    }
                     for d in f.documents
                 ],
             }
@@ -75,20 +81,34 @@ class RunReport:
             "fetched": self.source.fetched,
             "reported_total": self.source.reported_total,
             "normalized": self.normalized,
-            "malformed": {"count": len(self.malformed),
-                          "items": [{"id": m.id_or_index, "reason": m.reason} for m in self.malformed[:100]]},
+            "malformed": {
+                "count": len(self.malformed),
+                "items": [{"id": m.id_or_index, "reason": m.reason} for m in self.malformed[:100]],
+            },
             "already_known": self.already_known,
             "events_in_window": self.events_in_window,
             "families": families,
             "unmapped": {c: {"count": u.count, "reason": u.reason} for c, u in gen.unmapped.items()},
-            "totals": {"mapped": mapped, "unmapped": unmapped, "malformed": len(self.malformed),
-                       "accounted": mapped + unmapped + len(self.malformed)},
-            "iocs": {"ips": len(gen.iocs.ips), "ports": sorted(gen.iocs.ports), "domains": sorted(gen.iocs.domains),
-                     "excluded": dict(sorted(gen.iocs.excluded.items()))},
-            "network_policies": [{"kind": d.kind, "name": d.name, "file": d.filename, "finding_count": d.finding_count}
-                                 for d in gen.network_documents],
-            "refusals": [{"name": r.name, "family": r.family, "outcome": r.outcome, "reasons": r.reasons}
-                         for r in gen.refusals],
+            "totals": {
+                "mapped": mapped,
+                "unmapped": unmapped,
+                "malformed": len(self.malformed),
+                "accounted": mapped + unmapped + len(self.malformed),
+            },
+            "iocs": {
+                "ips": len(gen.iocs.ips),
+                "ports": sorted(gen.iocs.ports),
+                "domains": sorted(gen.iocs.domains),
+                "excluded": dict(sorted(gen.iocs.excluded.items())),
+            },
+            "network_policies": [
+                {"kind": d.kind, "name": d.name, "file": d.filename, "finding_count": d.finding_count}
+                for d in gen.network_documents
+            ],
+            "refusals": [
+                {"name": r.name, "family": r.family, "outcome": r.outcome, "reasons": r.reasons}
+                for r in gen.refusals
+            ],
             "files": sorted(self.files),
             "written": [str(p) for p in self.written],
             "removed": [str(p) for p in self.removed],
@@ -101,8 +121,13 @@ class RunReport:
 ProgressFn = Callable[[int, int | None], None]
 
 
-async def run_cycle(options: RunOptions, source: FindingsSource, *, now: datetime | None = None,
-                    progress: ProgressFn | None = None) -> RunReport:
+async def run_cycle(
+    options: RunOptions,
+    source: FindingsSource,
+    *,
+    now: datetime | None = None,
+    progress: ProgressFn | None = None,
+) -> RunReport:
     t0 = time.perf_counter()
     now = now or datetime.now(UTC)
     state = StateDir(options.state_dir) if options.state_dir else None
@@ -111,7 +136,9 @@ async def run_cycle(options: RunOptions, source: FindingsSource, *, now: datetim
 
     fetched = await source.fetch(start, end, progress=progress)
     normalized = normalize_all(fetched.findings, cluster=options.cluster)
-    malformed = [MalformedRecord(ref, reason) for ref, reason in fetched.rejected] + list(normalized.malformed)
+    malformed = [MalformedRecord(ref, reason) for ref, reason in fetched.rejected] + list(
+        normalized.malformed
+    )
     malformed.sort(key=lambda m: str(m.id_or_index))
     events: list[SecurityEvent] = list(normalized.events)
     already_known = 0
@@ -133,7 +160,16 @@ async def run_cycle(options: RunOptions, source: FindingsSource, *, now: datetim
             state.save_events(events)
             state.save_watermark(end)
     return RunReport(
-        started_at=now, window=(start, end), source=fetched, normalized=len(normalized.events),
-        malformed=malformed, already_known=already_known, events_in_window=len(events), generation=result,
-        files=rendered, written=written, removed=removed, seconds=time.perf_counter() - t0,
+        started_at=now,
+        window=(start, end),
+        source=fetched,
+        normalized=len(normalized.events),
+        malformed=malformed,
+        already_known=already_known,
+        events_in_window=len(events),
+        generation=result,
+        files=rendered,
+        written=written,
+        removed=removed,
+        seconds=time.perf_counter() - t0,
     )

@@ -19,16 +19,23 @@ class MissingCredentialsError(ValueError):
 
 
 class QualysSource:
-    def __init__(self, settings: QualysSettings, base_url: str, *, severity: str | None = None,
-                 resource_type: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: QualysSettings,
+        base_url: str,
+        *,
+        severity: str | None = None,
+        resource_type: str | None = None,
+    ) -> None:
         self.settings = settings
         self.base_url = base_url
         self.severity = severity
         self.resource_type = resource_type
 
     @classmethod
-    def from_environment(cls, *, platform: str | None, gateway: str | None, severity: str | None,
-                         resource_type: str | None) -> QualysSource:
+    def from_environment(
+        cls, *, platform: str | None, gateway: str | None, severity: str | None, resource_type: str | None
+    ) -> QualysSource:
         try:
             settings = QualysSettings()
         except ValidationError as exc:
@@ -41,15 +48,18 @@ class QualysSource:
         base_url = resolve_gateway(platform or settings.platform, gateway or settings.gateway_url)
         return cls(settings, base_url, severity=severity, resource_type=resource_type)
 
-    async def fetch(self, start: datetime, end: datetime, *, progress: ProgressFn | None = None) -> SourceResult:
+    async def fetch(
+        self, start: datetime, end: datetime, *, progress: ProgressFn | None = None
+    ) -> SourceResult:
         def on_page(p: FetchProgress) -> None:
             if progress:
                 progress(p.fetched, p.expected)
 
         try:
             async with QualysCdrClient(self.settings, base_url=self.base_url) as client:
-                result = await client.fetch_findings(start, end, severity=self.severity,
-                                                     resource_type=self.resource_type, progress=on_page)
+                result = await client.fetch_findings(
+                    start, end, severity=self.severity, resource_type=self.resource_type, progress=on_page
+                )
         except QualysError as exc:
             raise SourceError(str(exc)) from exc
         warnings = list(result.warnings) + [

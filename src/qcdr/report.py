@@ -20,8 +20,11 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
     console.print(f"=== Policy Generation Run: {report.started_at:%Y-%m-%dT%H:%M:%SZ} ===\n", highlight=False)
     console.print(f"Fetching CDR events (last {_fmt_hours(hours)})...", highlight=False)
     total = f" of {src.reported_total} reported" if src.reported_total is not None else ""
-    console.print(f"Found {src.fetched} events{total} ({src.pages} pages, {src.retries} retries, "
-                  f"{src.window_splits} window splits)", highlight=False)
+    console.print(
+        f"Found {src.fetched} events{total} ({src.pages} pages, {src.retries} retries, "
+        f"{src.window_splits} window splits)",
+        highlight=False,
+    )
     for warning in src.warnings:
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
     if report.malformed:
@@ -29,7 +32,9 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
         detail = ", ".join(f"{r} ({n})" for r, n in reasons.most_common(5))
         console.print(f"Skipped {len(report.malformed)} malformed findings: {detail}", highlight=False)
     if report.already_known:
-        console.print(f"{report.already_known} findings were already known from earlier runs", highlight=False)
+        console.print(
+            f"{report.already_known} findings were already known from earlier runs", highlight=False
+        )
 
     categories: Counter[str] = Counter()
     for fam in gen.families.values():
@@ -44,33 +49,44 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
     console.print("\nGenerating behavior-based policies...")
     behavior_files = sorted({d.filename for f in gen.families.values() for d in f.documents})
     n_docs = sum(len(f.documents) for f in gen.families.values())
-    console.print(f"Generated {len(behavior_files)} behavior policy files ({n_docs} policies, "
-                  f"{len(gen.families)} families)", highlight=False)
+    console.print(
+        f"Generated {len(behavior_files)} behavior policy files ({n_docs} policies, "
+        f"{len(gen.families)} families)",
+        highlight=False,
+    )
     verb = "Would create" if not report.written else "Created"
     for name in behavior_files:
         console.print(f"  {verb}: {output / name}", highlight=False)
     for group in gen.unmapped.values():
         console.print(f"  Unmapped: {group.category} ({group.count}): {group.reason}", highlight=False)
     for refusal in gen.refusals:
-        console.print(f"  [yellow]{refusal.outcome}[/]: {refusal.name}: {'; '.join(refusal.reasons)}",
-                      highlight=False)
+        console.print(
+            f"  [yellow]{refusal.outcome}[/]: {refusal.name}: {'; '.join(refusal.reasons)}", highlight=False
+        )
 
     console.print("\nExtracting network indicators from events...")
     iocs = gen.iocs
-    console.print(f"Extracted: {len(iocs.ips)} IPs, {len(iocs.domains)} domains, {len(iocs.ports)} ports",
-                  highlight=False)
+    console.print(
+        f"Extracted: {len(iocs.ips)} IPs, {len(iocs.domains)} domains, {len(iocs.ports)} ports",
+        highlight=False,
+    )
     if iocs.excluded:
-        console.print("  Not blocked: " + ", ".join(f"{k} ({v})" for k, v in sorted(iocs.excluded.items())),
-                      highlight=False)
+        console.print(
+            "  Not blocked: " + ", ".join(f"{k} ({v})" for k, v in sorted(iocs.excluded.items())),
+            highlight=False,
+        )
     for name in sorted({d.filename for d in gen.network_documents}):
         console.print(f"  {verb}: {output / name}", highlight=False)
     for path in report.removed:
         console.print(f"  Removed stale: {path}", highlight=False)
     if report.apply is not None:
         a = report.apply
-        console.print(f"\nApplied to cluster: {len(a.get('created', []))} created, {len(a.get('configured', []))} "
-                      f"configured, {len(a.get('unchanged', []))} unchanged, {len(a.get('pruned', []))} pruned, "
-                      f"{len(a.get('failed', []))} failed", highlight=False)
+        console.print(
+            f"\nApplied to cluster: {len(a.get('created', []))} created, {len(a.get('configured', []))} "
+            f"configured, {len(a.get('unchanged', []))} unchanged, {len(a.get('pruned', []))} pruned, "
+            f"{len(a.get('failed', []))} failed",
+            highlight=False,
+        )
         for failure in a.get("failed", []):
             console.print(f"  [red]failed[/]: {failure}", highlight=False)
     console.print("\nDone.")

@@ -46,7 +46,9 @@ class SourceResult:
 
 
 class FindingsSource(Protocol):
-    async def fetch(self, start: datetime, end: datetime, *, progress: ProgressFn | None = None) -> SourceResult: ...
+    async def fetch(
+        self, start: datetime, end: datetime, *, progress: ProgressFn | None = None
+    ) -> SourceResult: ...
 
 
 class SourceError(RuntimeError):
@@ -62,7 +64,9 @@ class FileSource:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def fetch(self, start: datetime, end: datetime, *, progress: ProgressFn | None = None) -> SourceResult:
+    async def fetch(
+        self, start: datetime, end: datetime, *, progress: ProgressFn | None = None
+    ) -> SourceResult:
         try:
             data = self.path.read_bytes()
         except OSError as exc:
@@ -84,9 +88,13 @@ class FileSource:
                 findings.append(item)
         if progress:
             progress(len(items), len(items))
-        return SourceResult(name=f"file:{self.path}", findings=findings, rejected=rejected,
-                            reported_total=len(items) + len(unparseable),
-                            duplicates_dropped=duplicates)
+        return SourceResult(
+            name=f"file:{self.path}",
+            findings=findings,
+            rejected=rejected,
+            reported_total=len(items) + len(unparseable),
+            duplicates_dropped=duplicates,
+        )
 
     def _parse(self, data: bytes) -> tuple[list[Any], list[tuple[str, str]]]:
         stripped = data.lstrip()

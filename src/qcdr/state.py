@@ -61,8 +61,9 @@ class StateDir:
             try:
                 events.append(SecurityEvent.model_validate_json(line))
             except ValueError as exc:
-                raise StateError(f"{file}:{lineno} is not a stored event ({exc}); remove the file to start over") \
-                    from exc
+                raise StateError(
+                    f"{file}:{lineno} is not a stored event ({exc}); remove the file to start over"
+                ) from exc
         return events
 
     def save_events(self, events: list[SecurityEvent]) -> None:
@@ -74,8 +75,9 @@ class StateError(RuntimeError):
     pass
 
 
-def merge_events(stored: list[SecurityEvent], new: list[SecurityEvent], *, keep_after: datetime) -> tuple[
-        list[SecurityEvent], int]:
+def merge_events(
+    stored: list[SecurityEvent], new: list[SecurityEvent], *, keep_after: datetime
+) -> tuple[list[SecurityEvent], int]:
     """Stored plus new findings, de-duplicated by id (the newer copy wins), older ones dropped.
 
     Returns the merged list and how many of ``new`` were already known.
@@ -91,8 +93,9 @@ def merge_events(stored: list[SecurityEvent], new: list[SecurityEvent], *, keep_
     return merged, known
 
 
-def fetch_window(now: datetime, hours: float, watermark: datetime | None, overlap: timedelta) -> tuple[
-        datetime, datetime]:
+def fetch_window(
+    now: datetime, hours: float, watermark: datetime | None, overlap: timedelta
+) -> tuple[datetime, datetime]:
     """The window to fetch: the lookback, or from the watermark minus an overlap for late arrivals."""
     start = now - timedelta(hours=hours)
     if watermark is not None:

@@ -149,7 +149,9 @@ async def test_bad_credentials_give_a_one_line_error(status: int) -> None:
         await auth.get()
     message = str(info.value)
     assert "\n" not in message
-    assert f"HTTP {status}" in message and "'demo'" in message and "QUALYS_PASSWORD" in message
+    assert f"HTTP {status}" in message
+    assert "'demo'" in message
+    assert "QUALYS_PASSWORD" in message
     assert "pw" not in message.replace("QUALYS_PASSWORD", "")
 
 
@@ -207,7 +209,9 @@ async def test_connection_refused_names_host_and_port(make_settings: Callable[..
     port = _closed_port()
     settings = make_settings(gateway_url=f"http://127.0.0.1:{port}", max_retries=1)
     async with QualysCdrClient(settings) as client:
-        with pytest.raises(QualysConnectionError, match=rf"connection refused by Qualys gateway 127.0.0.1:{port}"):
+        with pytest.raises(
+            QualysConnectionError, match=rf"connection refused by Qualys gateway 127.0.0.1:{port}"
+        ):
             await client.authenticate()
 
 
@@ -216,13 +220,17 @@ async def test_tls_failure_names_the_gateway(make_settings: Callable[..., Qualys
     with serve_double(DoubleConfig()) as url:
         settings = make_settings(gateway_url=url.replace("http://", "https://"))
         async with QualysCdrClient(settings) as client:
-            with pytest.raises(QualysConnectionError, match=r"TLS handshake with Qualys gateway 127.0.0.1:\d+"):
+            with pytest.raises(
+                QualysConnectionError, match=r"TLS handshake with Qualys gateway 127.0.0.1:\d+"
+            ):
                 await client.authenticate()
 
 
 async def test_no_credentials_at_all(make_settings: Callable[..., QualysSettings]) -> None:
     async with QualysCdrClient(make_settings(username=None, password=None), base_url="http://x") as client:
-        with pytest.raises(QualysAuthError, match="QUALYS_USERNAME and QUALYS_PASSWORD, or QUALYS_ACCESS_TOKEN"):
+        with pytest.raises(
+            QualysAuthError, match="QUALYS_USERNAME and QUALYS_PASSWORD, or QUALYS_ACCESS_TOKEN"
+        ):
             await client.authenticate()
 
 
@@ -235,7 +243,9 @@ async def test_access_token_is_used_directly_as_bearer(make_settings: Callable[.
         return httpx.Response(200, json={"content": [], "totalElements": 0, "last": True})
 
     settings = make_settings(username=None, password=None, access_token=SecretStr("my.access.token"))
-    async with QualysCdrClient(settings, base_url="http://x", transport=httpx.MockTransport(handler)) as client:
+    async with QualysCdrClient(
+        settings, base_url="http://x", transport=httpx.MockTransport(handler)
+    ) as client:
         result = await client.fetch_findings(NOW, NOW)
     assert result.fetched == 0
     assert set(seen) == {"Bearer my.access.token"}
@@ -251,7 +261,9 @@ async def test_rejected_access_token_without_credentials_fails_clearly(
             await client.fetch_findings(NOW, NOW)
 
 
-async def test_rejected_access_token_falls_back_to_a_login(make_settings: Callable[..., QualysSettings]) -> None:
+async def test_rejected_access_token_falls_back_to_a_login(
+    make_settings: Callable[..., QualysSettings],
+) -> None:
     double = QualysDouble(DoubleConfig(findings=[]))
     with serve_double(double) as url:
         settings = make_settings(access_token=SecretStr("stale.access.token"), gateway_url=url)
@@ -282,7 +294,12 @@ async def test_revoked_token_is_replaced_and_the_fetch_completes(
     make_settings: Callable[..., QualysSettings],
 ) -> None:
     findings = [
-        {"uuid": f"u{i}", "threatCategory": "Execution", "severity": 3, "timestamp": "2026-02-28T12:00:00.000Z"}
+        {
+            "uuid": f"u{i}",
+            "threatCategory": "Execution",
+            "severity": 3,
+            "timestamp": "2026-02-28T12:00:00.000Z",
+        }
         for i in range(30)
     ]
     double = QualysDouble(DoubleConfig(findings=findings, faults=[Fault(kind="revoke", at=(2,))]))

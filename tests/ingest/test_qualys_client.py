@@ -55,7 +55,8 @@ def test_query_time_formats() -> None:
 
 
 @pytest.mark.parametrize(
-    ("given", "sent"), [("LOW", "1"), ("medium", "2"), ("High", "3"), ("CRITICAL", "4"), ("5", "5"), (" 3 ", "3")]
+    ("given", "sent"),
+    [("LOW", "1"), ("medium", "2"), ("High", "3"), ("CRITICAL", "4"), ("5", "5"), (" 3 ", "3")],
 )
 def test_severity_parameter(given: str, sent: str) -> None:
     assert severity_param(given) == sent
@@ -75,7 +76,9 @@ async def test_request_parameters(make_settings: Settings) -> None:
         seen.append(request)
         return httpx.Response(200, json={"content": [], "totalElements": 0, "totalPages": 0, "last": True})
 
-    settings = make_settings(page_size=50, page_param="page", size_param="size", page_base=1, verify_total=False)
+    settings = make_settings(
+        page_size=50, page_param="page", size_param="size", page_base=1, verify_total=False
+    )
     transport = httpx.MockTransport(handler)
     async with QualysCdrClient(settings, base_url="https://gw.example/proxy", transport=transport) as client:
         start = datetime(2026, 2, 28, 8, 30, 15, 500_000, tzinfo=UTC)
@@ -224,7 +227,9 @@ async def test_findings_inserted_after_a_window_was_read_are_caught_by_the_final
         # The client is between requests here, so touching the double's store is race-free.
         if p.fetched == 300 and not inserted:
             inserted.append(True)
-            double.store.insert(late, newest_ms=int(NOW.timestamp() * 1000) - 10, oldest_ms=int(DAY_AGO.timestamp() * 1000))
+            double.store.insert(
+                late, newest_ms=int(NOW.timestamp() * 1000) - 10, oldest_ms=int(DAY_AGO.timestamp() * 1000)
+            )
 
     with serve_double(double) as url:
         async with QualysCdrClient(make_settings(page_size=100), base_url=url) as client:
@@ -246,7 +251,9 @@ async def test_faults_are_retried(make_settings: Settings) -> None:
         result = await fetch(make_settings(page_size=100, timeout_s=0.3), url)
     assert_complete(result, 400)
     assert result.retries == 4
-    assert double.stats.status[429] == 1 and double.stats.status[500] == 1 and double.stats.status[503] == 1
+    assert double.stats.status[429] == 1
+    assert double.stats.status[500] == 1
+    assert double.stats.status[503] == 1
     assert double.stats.faults["slow"] == 1
 
 
@@ -261,29 +268,33 @@ async def test_expiring_tokens_are_renewed(make_settings: Settings) -> None:
 
 
 async def test_persistent_5xx_is_a_one_line_http_error(make_settings: Settings) -> None:
-    with serve_double(DoubleConfig(findings=findings(10), faults=[Fault(kind="500", every=1)])) as url:
-        with pytest.raises(QualysHTTPError, match="HTTP 500") as info:
-            await fetch(make_settings(max_retries=2), url)
+    config = DoubleConfig(findings=findings(10), faults=[Fault(kind="500", every=1)])
+    with serve_double(config) as url, pytest.raises(QualysHTTPError, match="HTTP 500") as info:
+        await fetch(make_settings(max_retries=2), url)
     assert info.value.status_code == 500
 
 
 async def test_html_instead_of_json_is_a_payload_error(make_settings: Settings) -> None:
-    with serve_double(DoubleConfig(findings=findings(10), faults=[Fault(kind="html", every=1)])) as url:
-        with pytest.raises(QualysPayloadError, match="HTML, not JSON"):
-            await fetch(make_settings(), url)
+    config = DoubleConfig(findings=findings(10), faults=[Fault(kind="html", every=1)])
+    with serve_double(config) as url, pytest.raises(QualysPayloadError, match="HTML, not JSON"):
+        await fetch(make_settings(), url)
 
 
 @pytest.mark.parametrize(
     ("status", "error", "text"),
     [(403, QualysAuthError, "HTTP 403"), (404, QualysHTTPError, "HTTP 404"), (400, QualysHTTPError, "bad")],
 )
-async def test_other_statuses(make_settings: Settings, status: int, error: type[Exception], text: str) -> None:
+async def test_other_statuses(
+    make_settings: Settings, status: int, error: type[Exception], text: str
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/auth":
             return httpx.Response(201, text=TOKEN)
         return httpx.Response(status, text="bad\nrequest")
 
-    async with QualysCdrClient(make_settings(), base_url="http://x", transport=httpx.MockTransport(handler)) as c:
+    async with QualysCdrClient(
+        make_settings(), base_url="http://x", transport=httpx.MockTransport(handler)
+    ) as c:
         with pytest.raises(error, match=text) as info:
             await c.fetch_findings(DAY_AGO, NOW)
     assert "\n" not in str(info.value)
@@ -299,7 +310,9 @@ async def test_unexpected_json_shapes(make_settings: Settings, body: bytes) -> N
             return httpx.Response(201, text=TOKEN)
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
 
-    async with QualysCdrClient(make_settings(), base_url="http://x", transport=httpx.MockTransport(handler)) as c:
+    async with QualysCdrClient(
+        make_settings(), base_url="http://x", transport=httpx.MockTransport(handler)
+    ) as c:
         with pytest.raises(QualysPayloadError, match="no 'content' array"):
             await c.fetch_findings(DAY_AGO, NOW)
 
@@ -310,16 +323,23 @@ async def test_items_without_uuid_are_kept_apart_and_counted_as_malformed(make_s
     data: list[Any] = good[:5] + odd + good[5:]
     with serve_double(DoubleConfig(findings=data)) as url:
         result = await fetch(make_settings(page_size=7), url)
-    assert result.fetched == 23 and result.reported_total == 23
+    assert result.fetched == 23
+    assert result.reported_total == 23
     assert len(result.findings) == 20
     assert sorted(map(str, result.unidentified)) == sorted(map(str, odd))
     normalized = normalize_all([*result.findings, *result.unidentified])
-    assert len(normalized.events) == 20 and len(normalized.malformed) == 3
+    assert len(normalized.events) == 20
+    assert len(normalized.malformed) == 3
 
 
 async def test_a_window_that_cannot_be_split_is_reported_not_hidden(make_settings: Settings) -> None:
     same_second = [
-        {"uuid": f"s{i}", "threatCategory": "Execution", "severity": 2, "timestamp": "2026-02-28T12:00:00.500Z"}
+        {
+            "uuid": f"s{i}",
+            "threatCategory": "Execution",
+            "severity": 2,
+            "timestamp": "2026-02-28T12:00:00.500Z",
+        }
         for i in range(150)
     ]
     with serve_double(DoubleConfig(findings=same_second, ignore_paging=True)) as url:

@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 from qcdr_ingest.qualys.config import QualysSettings
@@ -11,11 +13,14 @@ def test_original_environment_names_are_accepted(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("QUALYS_PLATFORM", "eu")
     settings = QualysSettings(_env_file=None)
     assert settings.username == "alice"
-    assert settings.password is not None and settings.password.get_secret_value() == "s3cret"
-    assert settings.access_token is not None and settings.access_token.get_secret_value() == "a.b.c"
+    assert settings.password is not None
+    assert settings.password.get_secret_value() == "s3cret"
+    assert settings.access_token is not None
+    assert settings.access_token.get_secret_value() == "a.b.c"
     assert settings.platform == "EU1"
     assert settings.base_url == "http://127.0.0.1:8080"  # the gateway wins over the platform
-    assert "s3cret" not in repr(settings) and "a.b.c" not in repr(settings)
+    assert "s3cret" not in repr(settings)
+    assert "a.b.c" not in repr(settings)
 
 
 def test_tuning_uses_the_qcdr_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,7 +29,12 @@ def test_tuning_uses_the_qcdr_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QCDR_QUALYS_PAGE_PARAM", "page")
     monkeypatch.setenv("QCDR_QUALYS_MAX_RETRIES", "2")
     settings = QualysSettings(_env_file=None)
-    assert (settings.page_size, settings.page_base, settings.page_param, settings.max_retries) == (50, 1, "page", 2)
+    assert (settings.page_size, settings.page_base, settings.page_param, settings.max_retries) == (
+        50,
+        1,
+        "page",
+        2,
+    )
     assert settings.retry_policy.max_retries == 2
 
 
@@ -63,5 +73,5 @@ def test_generic_username_variable_is_not_picked_up(monkeypatch: pytest.MonkeyPa
         ({"access_token": "  "}, False),
     ],
 )
-def test_has_credentials(values: dict[str, str], expected: bool) -> None:
+def test_has_credentials(values: dict[str, Any], expected: bool) -> None:
     assert QualysSettings(_env_file=None, **values).has_credentials is expected

@@ -104,7 +104,9 @@ def test_gateway_parsing(gateway: str, url: str) -> None:
     assert parse_gateway(gateway) == url.replace("HTTPS", "https")
 
 
-@pytest.mark.parametrize("bad", ["ftp://gw.example", "http://", "https://gw.example?x=1", "gw.example:99999", " "])
+@pytest.mark.parametrize(
+    "bad", ["ftp://gw.example", "http://", "https://gw.example?x=1", "gw.example:99999", " "]
+)
 def test_bad_gateways_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError, match="gateway"):
         parse_gateway(bad)

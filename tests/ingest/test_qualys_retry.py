@@ -61,15 +61,26 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds(None) is None
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (502, True), (503, True),
-                                                    (504, True), (501, False), (400, False), (404, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (504, True),
+        (501, False),
+        (400, False),
+        (404, False),
+    ],
+)
 def test_retryable_statuses(status: int, retryable: bool) -> None:
     assert is_retryable_status(status) is retryable
 
 
 async def test_429_honours_retry_after_seconds() -> None:
     recorder = Recorder()
-    send, calls = scripted(httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200))
+    send, _calls = scripted(httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200))
     response = await run(send, recorder)
     assert response.status_code == 200
     assert recorder.sleeps == [7.0]
@@ -107,12 +118,15 @@ async def test_client_errors_are_not_retried(status: int) -> None:
     recorder = Recorder()
     send, calls = scripted(httpx.Response(status))
     assert (await run(send, recorder)).status_code == status
-    assert len(calls) == 1 and recorder.sleeps == []
+    assert len(calls) == 1
+    assert recorder.sleeps == []
 
 
 async def test_timeouts_and_resets_are_retried_then_raised() -> None:
     recorder = Recorder()
-    send, calls = scripted(httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset"), httpx.ConnectTimeout("x"))
+    send, calls = scripted(
+        httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset"), httpx.ConnectTimeout("x")
+    )
     with pytest.raises(httpx.ConnectTimeout):
         await run(send, recorder, RetryPolicy(max_retries=2, backoff_base_s=0.0))
     assert len(calls) == 3

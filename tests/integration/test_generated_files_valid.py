@@ -31,12 +31,28 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("action", ["Post", "Sigkill", "Override"])
 @pytest.mark.parametrize(("tetragon", "kernel"), [("1.4", "5.10"), ("1.7", "6.8")])
-def test_all_files_validate(action: str, tetragon: str, kernel: str, events_file: Path, tmp_path: Path,
-                            shared_path: Path) -> None:
+def test_all_files_validate(
+    action: str, tetragon: str, kernel: str, events_file: Path, tmp_path: Path, shared_path: Path
+) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", "--once", "--events-file", str(events_file), "--output", str(out),
-                                      "--action", action, "--tetragon-version", tetragon, "--kernel", kernel,
-                                      "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--once",
+            "--events-file",
+            str(events_file),
+            "--output",
+            str(out),
+            "--action",
+            action,
+            "--tetragon-version",
+            tetragon,
+            "--kernel",
+            kernel,
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = orjson.loads(result.stdout)
     assert not [r for r in report["refusals"] if r["outcome"] == "dropped"]
@@ -53,7 +69,9 @@ def test_all_files_validate(action: str, tetragon: str, kernel: str, events_file
                 issues = validate_tracing_policy(doc, target_t)
             else:
                 issues = validate_cilium_policy(doc, target_c)
-            assert [i for i in issues if i.severity == "error"] == [], f"{path.name}: {doc['metadata']['name']}"
+            assert [i for i in issues if i.severity == "error"] == [], (
+                f"{path.name}: {doc['metadata']['name']}"
+            )
     assert {"TracingPolicy", "TracingPolicyNamespaced", "CiliumClusterwideNetworkPolicy"} <= kinds
 
 
@@ -61,7 +79,9 @@ def test_rerun_is_byte_identical(events_file: Path, tmp_path: Path) -> None:
     outs = []
     for i in range(2):
         out = tmp_path / f"out{i}"
-        result = CliRunner().invoke(app, ["run", "--once", "--events-file", str(events_file), "--output", str(out)])
+        result = CliRunner().invoke(
+            app, ["run", "--once", "--events-file", str(events_file), "--output", str(out)]
+        )
         assert result.exit_code == 0, result.output
         outs.append({p.name: p.read_bytes() for p in out.iterdir()})
     assert outs[0] == outs[1]

@@ -42,8 +42,10 @@ def _hostile(findings: Path, *, ignore_paging: bool) -> DoubleConfig:
         ignore_paging=ignore_paging,
         token_lifetime_s=3.0,
         # A server that ignores paging only ever serves "page 1" of a window, so insert after it.
-        insert_during_paging=[InsertBatch(after_page=1 if ignore_paging else 2, count=40),
-                              InsertBatch(after_page=1 if ignore_paging else 5, count=25)],
+        insert_during_paging=[
+            InsertBatch(after_page=1 if ignore_paging else 2, count=40),
+            InsertBatch(after_page=1 if ignore_paging else 5, count=25),
+        ],
         faults=[
             Fault(kind="429", every=17, retry_after="0"),
             Fault(kind="500", every=23),
@@ -61,8 +63,21 @@ def _run_cli(base_url: str, config: DoubleConfig, out: Path, *extra: str) -> dic
         "QCDR_QUALYS_BACKOFF_BASE_S": "0.01",
         "QCDR_QUALYS_BACKOFF_MAX_S": "0.05",
     }
-    cmd = [sys.executable, "-m", "qcdr", "run", "--once", "--gateway", base_url, "--hours", "25",
-           "--output", str(out), "--json", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qcdr",
+        "run",
+        "--once",
+        "--gateway",
+        base_url,
+        "--hours",
+        "25",
+        "--output",
+        str(out),
+        "--json",
+        *extra,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     report: dict[str, Any] = orjson.loads(proc.stdout)
@@ -107,8 +122,9 @@ def hostile_double(findings_file: Path, request: pytest.FixtureRequest) -> Itera
 
 
 @pytest.mark.parametrize("hostile_double", [False, True], ids=["paging", "ignores-paging"], indirect=True)
-def test_every_finding_is_fetched_and_accounted_for(hostile_double: tuple[str, QualysDouble],
-                                                     tmp_path: Path) -> None:
+def test_every_finding_is_fetched_and_accounted_for(
+    hostile_double: tuple[str, QualysDouble], tmp_path: Path
+) -> None:
     url, double = hostile_double
     out = tmp_path / "policies"
     report = _run_cli(url, double.config, out)

@@ -96,7 +96,7 @@ def _aware(name: str, moment: datetime) -> int:
 
 
 class QualysCdrClient:
-    """Fetches CDR findings. Use as ``async with QualysCdrClient(settings) as client``."""
+    """Fetches CDR findings; one fetch at a time. Use as ``async with QualysCdrClient(settings) as c``."""
 
     def __init__(
         self,

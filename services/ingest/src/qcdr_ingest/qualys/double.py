@@ -182,7 +182,9 @@ class QualysDouble:
             return False
         try:
             # PyJWT truncates ``exp`` to whole seconds; tests use sub-second lifetimes, so check it here.
-            claims = jwt.decode(token.strip(), self._secret, algorithms=["HS256"], options={"verify_exp": False})
+            claims = jwt.decode(
+                token.strip(), self._secret, algorithms=["HS256"], options={"verify_exp": False}
+            )
         except jwt.PyJWTError:
             return False
         exp = claims.get("exp")

@@ -162,10 +162,12 @@ class WindowPager:
         await self._drain()
         if not self._opt.verify_total:
             return
-        for _ in range(2):
+        for check in range(3):
             redo = await self._windows_that_grew(verify)
             if not redo:
                 return
+            if check == 2:
+                break
             for w in redo:
                 self.final.remove(w)
                 self.truncated = [t for t in self.truncated if t.start != _iso(w.start)]
@@ -232,7 +234,9 @@ class WindowPager:
                     seen_this_pass.clear()
                     continue
                 if w.total is not None and w.total > opt.window_cap and w.width >= 2 * opt.min_window_s:
-                    return _Verdict("split", f"{w.total} findings exceed the per-window cap of {opt.window_cap}")
+                    return _Verdict(
+                        "split", f"{w.total} findings exceed the per-window cap of {opt.window_cap}"
+                    )
             elif (meta.number is not None and meta.number == prev_number) or (keys and fresh * 2 < len(keys)):
                 self._note_paging_ignored()
                 return _Verdict("split", "the server ignores the page parameter")

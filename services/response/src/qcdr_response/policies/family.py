@@ -37,7 +37,9 @@ class Route:
     def score(self, category: str, techniques: Sequence[str]) -> float:
         exact = category in self.categories
         keyword = any(k in category for k in self.keywords)
-        tech = max((len(t) for t in self.techniques for et in techniques if _technique_covers(t, et)), default=0)
+        tech = max(
+            (len(t) for t in self.techniques for et in techniques if _technique_covers(t, et)), default=0
+        )
         if self.techniques and tech == 0 and (exact or keyword):
             # A route that names techniques only applies when one of them is present.
             return 0.0

@@ -114,7 +114,9 @@ def _override_hooks(kprobes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         call = str(hook.get("call", ""))
         if not (call.startswith("security_") or (call.startswith("sys_") and hook.get("syscall"))):
             continue
-        selectors = [s for s in hook["selectors"] if any(a["action"] == "Override" for a in s["matchActions"])]
+        selectors = [
+            s for s in hook["selectors"] if any(a["action"] == "Override" for a in s["matchActions"])
+        ]
         if selectors:
             out.append({**hook, "selectors": selectors})
     return out
@@ -171,7 +173,9 @@ class PolicyGenerator:
             fam_events = by_family.get(gen.name)
             if not fam_events:
                 continue
-            result = FamilyResult(gen.name, gen.title, len(fam_events), Counter(e.category for e in fam_events))
+            result = FamilyResult(
+                gen.name, gen.title, len(fam_events), Counter(e.category for e in fam_events)
+            )
             for doc in self._family_documents(gen, fam_events):
                 checked = self._check(doc, refusals)
                 if checked is not None:
@@ -203,18 +207,36 @@ class PolicyGenerator:
             kprobes = gen.build(ns_events, FamilyContext(self.config, main_action))
             docs.append(self._wrap(gen, namespace, ns_events, kprobes, main_action, override=False))
             if override:
-                hooks = _override_hooks(gen.build(ns_events, FamilyContext(self.config, EnforcementAction.OVERRIDE)))
+                hooks = _override_hooks(
+                    gen.build(ns_events, FamilyContext(self.config, EnforcementAction.OVERRIDE))
+                )
                 if hooks:
-                    docs.append(self._wrap(gen, namespace, ns_events, hooks, EnforcementAction.OVERRIDE,
-                                           override=True))
+                    docs.append(
+                        self._wrap(
+                            gen, namespace, ns_events, hooks, EnforcementAction.OVERRIDE, override=True
+                        )
+                    )
         return docs
 
-    def _wrap(self, gen: FamilyGenerator, namespace: str | None, events: list[SecurityEvent],
-              kprobes: list[dict[str, Any]], action: EnforcementAction, *, override: bool) -> PolicyDocument:
+    def _wrap(
+        self,
+        gen: FamilyGenerator,
+        namespace: str | None,
+        events: list[SecurityEvent],
+        kprobes: list[dict[str, Any]],
+        action: EnforcementAction,
+        *,
+        override: bool,
+    ) -> PolicyDocument:
         scope = f"namespace {namespace}" if namespace else "the whole cluster (findings had no namespace)"
         description = f"qcdr: {gen.title} ({len(events)} Qualys CDR findings in {scope})"
-        lbls = md.policy_labels(generator=GENERATOR, family=gen.name, severity=md.max_severity(events),
-                         action=action.value, technique=gen.techniques[0] if gen.techniques else None)
+        lbls = md.policy_labels(
+            generator=GENERATOR,
+            family=gen.name,
+            severity=md.max_severity(events),
+            action=action.value,
+            technique=gen.techniques[0] if gen.techniques else None,
+        )
         annos = md.policy_annotations(description=description, events=events, config=self.config)
         body = {
             "apiVersion": "cilium.io/v1alpha1",

@@ -67,7 +67,9 @@ class IocSet:
         }
 
 
-def non_blockable_reason(ip: IPAddress, never_block: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+def non_blockable_reason(
+    ip: IPAddress, never_block: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str | None:
     """Why ``ip`` must not be blocked, or None when it is a public, blockable address."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return non_blockable_reason(ip.ipv4_mapped, never_block)

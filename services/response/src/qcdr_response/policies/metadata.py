@@ -45,7 +45,9 @@ def bounded_list(values: Sequence[str], limit: int) -> tuple[str, int]:
     return ",".join(ordered[:limit]), max(0, len(ordered) - limit)
 
 
-def policy_labels(*, generator: str, family: str, severity: Severity, action: str, technique: str | None) -> dict[str, str]:
+def policy_labels(
+    *, generator: str, family: str, severity: Severity, action: str, technique: str | None
+) -> dict[str, str]:
     out = {
         **MANAGED_BY,
         **PART_OF,
@@ -72,7 +74,9 @@ def policy_annotations(
     out = {
         f"{PREFIX}/description": description,
         f"{PREFIX}/finding-count": str(len(events)),
-        f"{PREFIX}/categories": ",".join(f"{c}={n}" for c, n in sorted(categories.items())[:MAX_ANNOTATION_ITEMS]),
+        f"{PREFIX}/categories": ",".join(
+            f"{c}={n}" for c, n in sorted(categories.items())[:MAX_ANNOTATION_ITEMS]
+        ),
         f"{PREFIX}/techniques": ",".join(techniques[:MAX_ANNOTATION_ITEMS]),
         f"{PREFIX}/source-ids": ids,
         f"{PREFIX}/generated-date": config.run_date.isoformat(),
@@ -85,7 +89,9 @@ def policy_annotations(
     return dict(sorted(out.items()))
 
 
-def object_meta(name: str, namespace: str | None, lbls: dict[str, str], annos: dict[str, str]) -> dict[str, Any]:
+def object_meta(
+    name: str, namespace: str | None, lbls: dict[str, str], annos: dict[str, str]
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace

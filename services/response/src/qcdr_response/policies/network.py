@@ -33,11 +33,13 @@ def _cidr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}"))
 
 
-def _common_meta(iocs: IocSet, config: GenerationConfig, description: str, action: str) -> tuple[dict[str, str],
-                                                                                                 dict[str, str]]:
+def _common_meta(
+    iocs: IocSet, config: GenerationConfig, description: str, action: str
+) -> tuple[dict[str, str], dict[str, str]]:
     ids, omitted = md.bounded_list(sorted(iocs.source_ids), config.max_source_ids)
-    lbls = md.policy_labels(generator=GENERATOR, family="network-iocs", severity=Severity.HIGH, action=action,
-                     technique=None)
+    lbls = md.policy_labels(
+        generator=GENERATOR, family="network-iocs", severity=Severity.HIGH, action=action, technique=None
+    )
     annos = {
         f"{md.PREFIX}/description": description,
         f"{md.PREFIX}/finding-count": str(len(iocs.source_ids)),
@@ -63,11 +65,15 @@ def cilium_blocklist(iocs: IocSet, config: GenerationConfig) -> PolicyDocument |
         rules.append(
             {
                 "toEntities": ["world"],
-                "toPorts": [{"ports": [{"port": str(p), "protocol": proto} for p in part for proto in ("TCP", "UDP")]}],
+                "toPorts": [
+                    {"ports": [{"port": str(p), "protocol": proto} for p in part for proto in ("TCP", "UDP")]}
+                ],
             }
         )
-    description = (f"qcdr: deny egress to {len(iocs.ips)} IPs and {len(ports)} ports (towards the internet) "
-                   "seen as destinations in Qualys CDR findings")
+    description = (
+        f"qcdr: deny egress to {len(iocs.ips)} IPs and {len(ports)} ports (towards the internet) "
+        "seen as destinations in Qualys CDR findings"
+    )
     lbls, annos = _common_meta(iocs, config, description, "deny")
     body = {
         "apiVersion": "cilium.io/v2",
@@ -81,7 +87,10 @@ def cilium_blocklist(iocs: IocSet, config: GenerationConfig) -> PolicyDocument |
         },
     }
     return PolicyDocument(
-        family="network-iocs", filename=CILIUM_FILE, body=body, source_ids=sorted(iocs.source_ids),
+        family="network-iocs",
+        filename=CILIUM_FILE,
+        body=body,
+        source_ids=sorted(iocs.source_ids),
         finding_count=len(iocs.source_ids),
         targets=TargetVersions(tetragon=config.tetragon_version, cilium=config.cilium_version),
     )
@@ -104,8 +113,15 @@ def tracing_blocklist(iocs: IocSet, config: GenerationConfig) -> list[PolicyDocu
                 action=main_action,
             )
         )
-    docs = [_tracing_doc(TRACING_NAME, [tg.tcp_connect_hook(selectors)], iocs, config,
-                         "Post" if override else config.action.value)]
+    docs = [
+        _tracing_doc(
+            TRACING_NAME,
+            [tg.tcp_connect_hook(selectors)],
+            iocs,
+            config,
+            "Post" if override else config.action.value,
+        )
+    ]
     if override and cidrs:
         # Override needs an error-injectable hook: the LSM connect hook, whose sockaddr target is "SAddr".
         hook = tg.socket_connect_hook(
@@ -115,9 +131,12 @@ def tracing_blocklist(iocs: IocSet, config: GenerationConfig) -> list[PolicyDocu
     return docs
 
 
-def _tracing_doc(name: str, kprobes: list[dict[str, Any]], iocs: IocSet, config: GenerationConfig,
-                 action: str) -> PolicyDocument:
-    description = f"qcdr: connects to {len(iocs.ips)} IOC IPs and {len(iocs.ports)} suspicious ports (internet)"
+def _tracing_doc(
+    name: str, kprobes: list[dict[str, Any]], iocs: IocSet, config: GenerationConfig, action: str
+) -> PolicyDocument:
+    description = (
+        f"qcdr: connects to {len(iocs.ips)} IOC IPs and {len(iocs.ports)} suspicious ports (internet)"
+    )
     lbls, annos = _common_meta(iocs, config, description, action)
     body = {
         "apiVersion": "cilium.io/v1alpha1",
@@ -126,7 +145,10 @@ def _tracing_doc(name: str, kprobes: list[dict[str, Any]], iocs: IocSet, config:
         "spec": {"kprobes": kprobes},
     }
     return PolicyDocument(
-        family="network-iocs", filename=TRACING_FILE, body=body, source_ids=sorted(iocs.source_ids),
+        family="network-iocs",
+        filename=TRACING_FILE,
+        body=body,
+        source_ids=sorted(iocs.source_ids),
         finding_count=len(iocs.source_ids),
         targets=TargetVersions(tetragon=config.tetragon_version, cilium=config.cilium_version),
     )

@@ -115,12 +115,18 @@ def socket_connect_hook(selectors: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "call": "security_socket_connect",
         "syscall": False,
-        "args": [{"index": 0, "type": "socket"}, {"index": 1, "type": "sockaddr"}, {"index": 2, "type": "int"}],
+        "args": [
+            {"index": 0, "type": "socket"},
+            {"index": 1, "type": "sockaddr"},
+            {"index": 2, "type": "int"},
+        ],
         "selectors": list(selectors),
     }
 
 
-def int_syscall_hook(call: str, arg_types: Sequence[str], selectors: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def int_syscall_hook(
+    call: str, arg_types: Sequence[str], selectors: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "call": call,
         "syscall": True,
@@ -134,9 +140,13 @@ def postfix_names(names: Iterable[str]) -> list[str]:
     return sorted({"/" + n.strip("/").rsplit("/", 1)[-1] for n in names if n.strip("/")})
 
 
-def exec_selectors(names: Iterable[str], action: list[dict[str, Any]], *, chunk: int = 64) -> list[dict[str, Any]]:
+def exec_selectors(
+    names: Iterable[str], action: list[dict[str, Any]], *, chunk: int = 64
+) -> list[dict[str, Any]]:
     values = postfix_names(names)
-    return [selector(match_args=[match_arg(0, "Postfix", part)], action=action) for part in chunked(values, chunk)]
+    return [
+        selector(match_args=[match_arg(0, "Postfix", part)], action=action) for part in chunked(values, chunk)
+    ]
 
 
 def file_selectors(

@@ -24,7 +24,9 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
             tg.socket_connect_hook(
                 [
                     tg.selector(
-                        match_args=[tg.match_arg(1, "SAddr", IMDS_ADDRESSES)], binaries=binaries, action=ctx.enforce
+                        match_args=[tg.match_arg(1, "SAddr", IMDS_ADDRESSES)],
+                        binaries=binaries,
+                        action=ctx.enforce,
                     )
                 ]
             )
@@ -33,7 +35,9 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
         tg.tcp_connect_hook(
             [
                 tg.selector(
-                    match_args=[tg.match_arg(0, "DAddr", IMDS_ADDRESSES)], binaries=binaries, action=ctx.enforce
+                    match_args=[tg.match_arg(0, "DAddr", IMDS_ADDRESSES)],
+                    binaries=binaries,
+                    action=ctx.enforce,
                 ),
             ]
         )

@@ -20,13 +20,17 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
     not_runtime = ("NotIn", ctx.config.runtime_binaries)
     return [
         tg.int_syscall_hook(
-            "sys_setns", ("int", "int"), [tg.selector(match_args=[], binaries=not_runtime, action=ctx.enforce)]
+            "sys_setns",
+            ("int", "int"),
+            [tg.selector(match_args=[], binaries=not_runtime, action=ctx.enforce)],
         ),
         tg.int_syscall_hook(
             "sys_unshare", ("int",), [tg.selector(match_args=[], binaries=not_runtime, action=ctx.enforce)]
         ),
         tg.exec_hook(tg.exec_selectors(ESCAPE_TOOLS, ctx.enforce)),
-        tg.file_permission_hook(tg.file_selectors("Postfix", RELEASE_AGENT_FILES, ctx.enforce, access=tg.MAY_WRITE)),
+        tg.file_permission_hook(
+            tg.file_selectors("Postfix", RELEASE_AGENT_FILES, ctx.enforce, access=tg.MAY_WRITE)
+        ),
     ]
 
 

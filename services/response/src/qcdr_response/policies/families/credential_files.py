@@ -12,11 +12,21 @@ from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route,
 
 SECRET_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/security/opasswd")
 SECRET_SUFFIXES = (
-    "/.ssh/id_rsa", "/.ssh/id_dsa", "/.ssh/id_ecdsa", "/.ssh/id_ed25519", "/.aws/credentials",
-    "/.azure/accessTokens.json", "/.config/gcloud/credentials.db", "/.kube/config", "/.docker/config.json",
+    "/.ssh/id_rsa",
+    "/.ssh/id_dsa",
+    "/.ssh/id_ecdsa",
+    "/.ssh/id_ed25519",
+    "/.aws/credentials",
+    "/.azure/accessTokens.json",
+    "/.config/gcloud/credentials.db",
+    "/.kube/config",
+    "/.docker/config.json",
 )
 # Every client library reads its own service-account token: that read is only ever observed.
-OBSERVED_ONLY_PREFIXES = ("/var/run/secrets/kubernetes.io/serviceaccount/", "/run/secrets/kubernetes.io/serviceaccount/")
+OBSERVED_ONLY_PREFIXES = (
+    "/var/run/secrets/kubernetes.io/serviceaccount/",
+    "/run/secrets/kubernetes.io/serviceaccount/",
+)
 # Reading another process's environment or memory: credential dumping.
 MEMORY_SUFFIXES = ("/environ", "/mem")
 DUMP_TOOLS = ("gcore", "gdb", "mimipenguin", "lazagne", "truffleHog", "gitleaks")
@@ -35,7 +45,11 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
         tg.int_syscall_hook(
             "sys_ptrace",
             ("int", "int"),
-            [tg.selector(match_args=[tg.match_arg(0, "Equal", [PTRACE_ATTACH, PTRACE_SEIZE])], action=ctx.enforce)],
+            [
+                tg.selector(
+                    match_args=[tg.match_arg(0, "Equal", [PTRACE_ATTACH, PTRACE_SEIZE])], action=ctx.enforce
+                )
+            ],
         ),
     ]
     if not ctx.override_only:

@@ -10,14 +10,28 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
-MINERS = ("xmrig", "xmr-stak", "minerd", "cpuminer", "cgminer", "bfgminer", "ethminer", "ccminer", "nheqminer", "t-rex")
+MINERS = (
+    "xmrig",
+    "xmr-stak",
+    "minerd",
+    "cpuminer",
+    "cgminer",
+    "bfgminer",
+    "ethminer",
+    "ccminer",
+    "nheqminer",
+    "t-rex",
+)
 STRATUM_PORTS = (3333, 5555, 7777, 14433, 14444, 45700)
 
 
 def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str, Any]]:
     miners = sorted(set(MINERS) | set(ctx.killable_names(events)))
     hooks = [tg.exec_hook(tg.exec_selectors(miners, ctx.enforce))]
-    ports = sorted(set(STRATUM_PORTS) | {p for e in events if e.network and (p := e.network.port) in ctx.config.suspicious_ports})
+    ports = sorted(
+        set(STRATUM_PORTS)
+        | {p for e in events if e.network and (p := e.network.port) in ctx.config.suspicious_ports}
+    )
     if ctx.override_only:
         return hooks
     # Stratum ports only towards the internet: the same port inside the cluster is somebody's service.

@@ -11,8 +11,14 @@ from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
 AGENT_CONFIG_PREFIXES = (
-    "/etc/falco/", "/etc/tetragon/", "/etc/qualys/", "/opt/qualys/", "/var/spool/qualys/",
-    "/etc/apparmor.d/", "/etc/selinux/", "/etc/audit/",
+    "/etc/falco/",
+    "/etc/tetragon/",
+    "/etc/qualys/",
+    "/opt/qualys/",
+    "/var/spool/qualys/",
+    "/etc/apparmor.d/",
+    "/etc/selinux/",
+    "/etc/audit/",
 )
 LOG_PREFIXES = ("/var/log/",)
 EVASION_TOOLS = ("setenforce", "aa-disable", "aa-teardown", "auditctl", "shred", "history", "chattr")
@@ -20,11 +26,17 @@ EVASION_TOOLS = ("setenforce", "aa-disable", "aa-teardown", "auditctl", "shred",
 
 def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str, Any]]:
     hooks = [
-        tg.file_permission_hook(tg.file_selectors("Prefix", AGENT_CONFIG_PREFIXES, ctx.enforce, access=tg.MAY_WRITE)),
+        tg.file_permission_hook(
+            tg.file_selectors("Prefix", AGENT_CONFIG_PREFIXES, ctx.enforce, access=tg.MAY_WRITE)
+        ),
         tg.exec_hook(tg.exec_selectors(EVASION_TOOLS, ctx.enforce)),
     ]
     # Log rotation truncates /var/log legitimately: truncation there is observed, not blocked.
-    hooks.append(tg.truncate_hook([tg.selector(match_args=[tg.match_arg(0, "Prefix", LOG_PREFIXES)], action=ctx.audit)]))
+    hooks.append(
+        tg.truncate_hook(
+            [tg.selector(match_args=[tg.match_arg(0, "Prefix", LOG_PREFIXES)], action=ctx.audit)]
+        )
+    )
     if ctx.override_only:
         hooks.pop()
     return hooks

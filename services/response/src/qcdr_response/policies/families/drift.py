@@ -10,7 +10,8 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
-WRITABLE_PREFIXES = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
+# Paths matched inside policies, not files this process opens.
+WRITABLE_PREFIXES = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")  # noqa: S108
 MEMORY_EXEC_PREFIXES = ("/proc/self/fd/", "/dev/fd/", "/memfd:")
 COMPILERS = ("gcc", "g++", "cc", "clang", "tcc", "rustc", "as", "ld")
 MAX_OBSERVED_PATHS = 64
@@ -23,18 +24,25 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
         {
             e.process.path
             for e in events
-            if e.process and e.process.path and e.process.path.startswith(WRITABLE_PREFIXES)
-            and len(e.process.path) < 256 and "*" not in e.process.path
+            if e.process
+            and e.process.path
+            and e.process.path.startswith(WRITABLE_PREFIXES)
+            and len(e.process.path) < 256
+            and "*" not in e.process.path
         }
     )[:MAX_OBSERVED_PATHS]
-    enforce = [tg.selector(match_args=[tg.match_arg(0, "Equal", part)], action=ctx.enforce)
-               for part in tg.chunked(observed, 32)][:2]
+    enforce = [
+        tg.selector(match_args=[tg.match_arg(0, "Equal", part)], action=ctx.enforce)
+        for part in tg.chunked(observed, 32)
+    ][:2]
     enforce += tg.exec_selectors(COMPILERS, ctx.enforce)
     if not ctx.override_only:
         # runc re-executes itself from a memfd, so executions from memory are observed, never killed.
         enforce.append(
-            tg.selector(match_args=[tg.match_arg(0, "Prefix", WRITABLE_PREFIXES + MEMORY_EXEC_PREFIXES)],
-                        action=ctx.audit)
+            tg.selector(
+                match_args=[tg.match_arg(0, "Prefix", WRITABLE_PREFIXES + MEMORY_EXEC_PREFIXES)],
+                action=ctx.audit,
+            )
         )
     return [tg.exec_hook(enforce)]
 

@@ -10,8 +10,19 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
-TUNNEL_TOOLS = ("rclone", "ngrok", "chisel", "ligolo", "ligolo-ng", "sshuttle", "stunnel", "iodine", "dnscat2",
-                "frpc", "gost")
+TUNNEL_TOOLS = (
+    "rclone",
+    "ngrok",
+    "chisel",
+    "ligolo",
+    "ligolo-ng",
+    "sshuttle",
+    "stunnel",
+    "iodine",
+    "dnscat2",
+    "frpc",
+    "gost",
+)
 TRANSFER_PORTS = (20, 21, 69, 873)
 
 
@@ -42,8 +53,10 @@ register(
         techniques=("T1048", "T1572", "T1041"),
         tactic="exfiltration",
         routes=(
-            Route(categories=frozenset({"networking_c2_communication", "exfiltration"}), techniques=("T1048", "T1572",
-                                                                                                    "T1041")),
+            Route(
+                categories=frozenset({"networking_c2_communication", "exfiltration"}),
+                techniques=("T1048", "T1572", "T1041"),
+            ),
             Route(keywords=("exfil", "data_staging", "tunnel")),
             Route(techniques=("T1048", "T1041", "T1567", "T1572")),
         ),

@@ -10,8 +10,20 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
-REMOTE_TOOLS = ("ssh", "scp", "sftp", "sshpass", "rsh", "telnet", "xfreerdp", "rdesktop", "vncviewer", "kubectl",
-                "crictl", "ctr")
+REMOTE_TOOLS = (
+    "ssh",
+    "scp",
+    "sftp",
+    "sshpass",
+    "rsh",
+    "telnet",
+    "xfreerdp",
+    "rdesktop",
+    "vncviewer",
+    "kubectl",
+    "crictl",
+    "ctr",
+)
 
 
 def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str, Any]]:

@@ -10,7 +10,17 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
-SCANNERS = ("nmap", "masscan", "zmap", "rustscan", "unicornscan", "netdiscover", "arp-scan", "fping", "hping3")
+SCANNERS = (
+    "nmap",
+    "masscan",
+    "zmap",
+    "rustscan",
+    "unicornscan",
+    "netdiscover",
+    "arp-scan",
+    "fping",
+    "hping3",
+)
 SOCK_RAW = 3
 SOCK_NONBLOCK = 0o4000
 SOCK_CLOEXEC = 0o2000000
@@ -21,7 +31,12 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
     hooks = [tg.exec_hook(tg.exec_selectors(tools, ctx.enforce))]
     if not ctx.override_only:
         # Raw sockets also serve ping and health checks: observe them, never kill for them.
-        raw_types = [SOCK_RAW, SOCK_RAW | SOCK_NONBLOCK, SOCK_RAW | SOCK_CLOEXEC, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC]
+        raw_types = [
+            SOCK_RAW,
+            SOCK_RAW | SOCK_NONBLOCK,
+            SOCK_RAW | SOCK_CLOEXEC,
+            SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC,
+        ]
         hooks.append(
             tg.int_syscall_hook(
                 "sys_socket",

@@ -11,9 +11,17 @@ from qcdr_response.policies import tetragon as tg
 from qcdr_response.policies.family import FamilyContext, FamilyGenerator, Route, register
 
 WRITE_PREFIXES = (
-    "/etc/cron.d/", "/etc/cron.daily/", "/etc/cron.hourly/", "/etc/cron.weekly/", "/etc/cron.monthly/",
-    "/var/spool/cron/", "/etc/systemd/system/", "/usr/lib/systemd/system/", "/lib/systemd/system/",
-    "/etc/init.d/", "/etc/profile.d/",
+    "/etc/cron.d/",
+    "/etc/cron.daily/",
+    "/etc/cron.hourly/",
+    "/etc/cron.weekly/",
+    "/etc/cron.monthly/",
+    "/var/spool/cron/",
+    "/etc/systemd/system/",
+    "/usr/lib/systemd/system/",
+    "/lib/systemd/system/",
+    "/etc/init.d/",
+    "/etc/profile.d/",
 )
 WRITE_FILES = ("/etc/crontab", "/etc/ld.so.preload", "/etc/ld.so.conf", "/etc/rc.local")
 WRITE_SUFFIXES = ("/.ssh/authorized_keys", "/.ssh/authorized_keys2", "/.bashrc", "/.profile")

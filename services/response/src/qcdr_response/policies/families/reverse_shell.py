@@ -18,8 +18,14 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
     hooks = [tg.exec_hook(tg.exec_selectors(SHELL_TOOLS, ctx.enforce))]
     if ctx.override_only:
         return hooks
-    ports = sorted(ctx.config.suspicious_ports | {e.network.port for e in events if e.network and e.network.port
-                                                   and e.network.port in ctx.config.suspicious_ports})
+    ports = sorted(
+        ctx.config.suspicious_ports
+        | {
+            e.network.port
+            for e in events
+            if e.network and e.network.port and e.network.port in ctx.config.suspicious_ports
+        }
+    )
     # A shell that opens a TCP connection to the internet on a C2 port is the reverse shell itself.
     selectors = [
         tg.selector(
@@ -40,7 +46,9 @@ register(
         techniques=("T1059.004", "T1071"),
         tactic="execution",
         routes=(
-            Route(categories=frozenset({"networking_c2_communication", "networking_suspicious_communication"})),
+            Route(
+                categories=frozenset({"networking_c2_communication", "networking_suspicious_communication"})
+            ),
             Route(keywords=("reverse_shell", "c2", "command_and_control", "suspicious_communication")),
             Route(techniques=("T1059.004", "T1071")),
         ),
