@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +25,19 @@ class SourceResult:
     window_splits: int = 0
     duplicates_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Distinct items received: findings (unique by uuid) plus items rejected before normalizing.
+    # Fixed at construction, because the pipeline drains ``findings`` while normalizing.
+    fetched: int = field(init=False)
 
-    @property
-    def fetched(self) -> int:
-        """Distinct items received: findings (unique by uuid) plus items rejected before normalizing."""
-        return len(self.findings) + len(self.rejected)
+    def __post_init__(self) -> None:
+        self.fetched = len(self.findings) + len(self.rejected)
+
+    def drain(self) -> Iterator[Any]:
+        """Yield the raw findings in order, releasing each one as it is taken (peak memory)."""
+        items = self.findings
+        items.reverse()
+        while items:
+            yield items.pop()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -29,16 +29,23 @@ from __future__ import annotations
 import gc
 import posixpath
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
-from qcdr_common.contracts.events.v1 import SecurityEvent, Severity
+from pydantic import BaseModel, ValidationError
+from qcdr_common.contracts.events.v1 import (
+    NetworkDestination,
+    ProcessInfo,
+    SecurityEvent,
+    Severity,
+    Workload,
+)
 
 SOURCE = "qualys"
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
@@ -109,7 +116,8 @@ def _texts(raw: dict[str, Any]) -> dict[str, str | None]:
         if value is not None:
             if not isinstance(value, str):
                 raise MalformedFindingError(f"{key} must be a string, got {_type(value)}")
-            value = value.strip() or None
+            # Interned: 100k findings repeat a few hundred namespaces, pods, images and paths.
+            value = sys.intern(value.strip()) if value.strip() else None
         found[key] = value
     return found
 
@@ -298,9 +306,17 @@ def _process(text: dict[str, str | None]) -> dict[str, Any] | None:
 
 
 def normalize_finding(
-    raw: dict[str, Any], *, cluster: str | None = None, invalid_techniques: list[str] | None = None
+    raw: dict[str, Any],
+    *,
+    cluster: str | None = None,
+    invalid_techniques: list[str] | None = None,
+    keep_raw: bool = True,
 ) -> SecurityEvent:
-    """One finding as an event; ``MalformedFindingError`` when it cannot be one."""
+    """One finding as an event; ``MalformedFindingError`` when it cannot be one.
+
+    ``keep_raw=False`` leaves ``raw`` empty, for callers (once-mode policy generation) that never
+    read it: the raw finding is most of an event's memory.
+    """
     if not isinstance(raw, dict):
         raise MalformedFindingError(f"finding is not an object (got {_type(raw)})")
     uuid = raw.get("uuid")
@@ -312,20 +328,20 @@ def normalize_finding(
     if not isinstance(category, str) or not category.strip():
         raise MalformedFindingError("threatCategory is missing or empty")
     text = _texts(raw)
-    data = {
-        "id": uuid.strip(),
-        "source": SOURCE,
-        "category": category.strip(),
-        "severity": parse_severity(raw.get("severity")),
-        "event_time": parse_timestamp(raw.get("timestamp")),
-        "message": text["eventMessage"],
-        "workload": _workload(raw, text, cluster),
-        "process": _process(text),
-        "network": _network(raw),
-        "techniques": parse_techniques(raw.get("mitreRulesInfo"), invalid_techniques),
-        "raw": raw,
-    }
     try:
+        data = {
+            "id": uuid.strip(),
+            "source": SOURCE,
+            "category": sys.intern(category.strip()),
+            "severity": parse_severity(raw.get("severity")),
+            "event_time": parse_timestamp(raw.get("timestamp")),
+            "message": text["eventMessage"],
+            "workload": _shared(Workload, _workload(raw, text, cluster)),
+            "process": _shared(ProcessInfo, _process(text)),
+            "network": _shared(NetworkDestination, _network(raw)),
+            "techniques": parse_techniques(raw.get("mitreRulesInfo"), invalid_techniques),
+            "raw": raw if keep_raw else {},
+        }
         return SecurityEvent.model_validate(data)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
@@ -333,7 +349,28 @@ def normalize_finding(
         raise MalformedFindingError(f"{where}: {error['msg']}") from None
 
 
-def normalize_all(raws: Iterable[Any], cluster: str | None = None) -> NormalizeResult:
+# Findings repeat the same pods, processes and destinations; frozen models can be shared between
+# events, which saves three model objects per event (most of an event's memory at 100k findings).
+_SHARED_LIMIT = 65_536
+_shared_models: dict[tuple[type[BaseModel], tuple[Any, ...]], BaseModel] = {}
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _shared(model: type[_M], fields: dict[str, Any] | None) -> _M | None:
+    if fields is None:
+        return None
+    key = (model, tuple(fields.values()))
+    found = _shared_models.get(key)
+    if found is None:
+        found = model.model_validate(fields)
+        if len(_shared_models) < _SHARED_LIMIT:
+            _shared_models[key] = found
+    return found  # type: ignore[return-value]
+
+
+def normalize_all(
+    raws: Iterable[Any], cluster: str | None = None, *, keep_raw: bool = True
+) -> NormalizeResult:
     """Events for every usable finding; the rest listed with a reason, never dropped silently."""
     result = NormalizeResult()
     invalid: list[str] = []
@@ -345,7 +382,9 @@ def normalize_all(raws: Iterable[Any], cluster: str | None = None) -> NormalizeR
     try:
         for index, raw in enumerate(raws):
             try:
-                events.append(normalize_finding(raw, cluster=cluster, invalid_techniques=invalid))
+                events.append(
+                    normalize_finding(raw, cluster=cluster, invalid_techniques=invalid, keep_raw=keep_raw)
+                )
             except MalformedFindingError as exc:
                 uuid = raw.get("uuid") if isinstance(raw, dict) else None
                 ident: str | int = uuid.strip() if isinstance(uuid, str) and uuid.strip() else index
