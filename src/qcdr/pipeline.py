@@ -51,6 +51,7 @@ class RunReport:
     removed: list[Path] = field(default_factory=list)
     apply: dict[str, Any] | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         gen = self.generation
@@ -115,6 +116,7 @@ class RunReport:
             "dry_run": not self.written and bool(self.files),
             "apply": self.apply,
             "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -134,7 +136,17 @@ async def run_cycle(
     watermark = state.watermark() if state else None
     start, end = fetch_window(now, options.hours, watermark, OVERLAP)
 
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now_t = time.perf_counter()
+        timings[name] = now_t - mark
+        mark = now_t
+
     fetched = await source.fetch(start, end, progress=progress)
+    lap("fetch")
     # Raw findings are released as they are normalized, and events keep no copy of them: policy
     # generation never reads ``raw``, and at 100k findings it is most of the memory.
     normalized = normalize_all(fetched.drain(), cluster=options.cluster, keep_raw=False)
@@ -143,6 +155,7 @@ async def run_cycle(
     )
     malformed.sort(key=lambda m: str(m.id_or_index))
     events: list[SecurityEvent] = list(normalized.events)
+    lap("normalize")
     already_known = 0
     if state:
         stored = state.load_events()
@@ -150,6 +163,7 @@ async def run_cycle(
 
     generator = PolicyGenerator(options.generation, checker=default_checker(options.generation))
     result = generator.generate(events)
+    lap("generate")
     rendered = render_files(result.documents)
     written: list[Path] = []
     removed: list[Path] = []
@@ -161,6 +175,7 @@ async def run_cycle(
         if state:
             state.save_events(events)
             state.save_watermark(end)
+    lap("write")
     return RunReport(
         started_at=now,
         window=(start, end),
@@ -174,4 +189,5 @@ async def run_cycle(
         written=written,
         removed=removed,
         seconds=time.perf_counter() - t0,
+        timings=timings,
     )
