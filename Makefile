@@ -1,10 +1,11 @@
 # Thin wrapper; CI calls `make test` through .ci/run.
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else the one pip installs as a module (`python3 -m uv`) on a fresh machine.
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install demo test test-deps lint fmt bench clean
+.PHONY: help ensure-uv install demo test test-deps lint fmt bench clean
 
 help:
 	@echo "make demo       run qcdr once on the bundled demo data (no credentials needed) -> ./policies"
@@ -12,10 +13,11 @@ help:
 	@echo "make lint       ruff, mypy and import-linter"
 	@echo "make bench      benchmarks; figures go to docs/PERFORMANCE.md"
 
-$(UV):
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+ensure-uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+	  python3 -m pip install --quiet uv
 
-install: $(UV)
+install: ensure-uv
 	@$(UV) sync --all-packages --locked --quiet
 
 demo: install
