@@ -66,3 +66,9 @@ def test_ports_only_from_the_suspicious_set_and_domains_kept_as_data() -> None:
 def test_ordinary_ports_can_never_be_suspicious(port: int) -> None:
     with pytest.raises(ValidationError, match="ordinary traffic"):
         GenerationConfig(suspicious_ports=frozenset({4444, port}))
+
+
+def test_suspicious_ports_must_fit_one_connect_hook() -> None:
+    with pytest.raises(ValidationError, match="at most 16"):
+        GenerationConfig(suspicious_ports=frozenset(range(10000, 10017)))
+    assert len(GenerationConfig(suspicious_ports=frozenset(range(10000, 10016))).suspicious_ports) == 16

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # them" would take workloads down, so they can never be in the suspicious set.
 NEVER_SUSPICIOUS_PORTS = frozenset({53, 80, 443, 6443, 8080, 8443})
 
+# A Tetragon selector takes 4 port values and a hook 5 selectors; the IOC blocklist's connect hook
+# keeps one selector for addresses, which leaves 16 ports.
+MAX_SUSPICIOUS_PORTS = 16
+
 DEFAULT_SUSPICIOUS_PORTS = (1337, 3333, 4444, 5555, 6666, 6667, 9001, 9050, 12345, 14433, 14444, 27374, 31337)
 
 # Binaries of the node and the container runtime: they legitimately unshare, setns, mount and
@@ -102,6 +106,11 @@ class GenerationConfig(BaseModel):
         bad = sorted(ports & NEVER_SUSPICIOUS_PORTS)
         if bad:
             raise ValueError(f"ports {bad} carry ordinary traffic and can never be treated as suspicious")
+        if len(ports) > MAX_SUSPICIOUS_PORTS:
+            raise ValueError(
+                f"{len(ports)} suspicious ports given; at most {MAX_SUSPICIOUS_PORTS} fit one Tetragon "
+                "connect hook (block larger port sets with a Cilium policy)"
+            )
         out_of_range = sorted(p for p in ports if not 0 < p < 65536)
         if out_of_range:
             raise ValueError(f"not TCP/UDP ports: {out_of_range}")

@@ -106,13 +106,8 @@ def tracing_blocklist(iocs: IocSet, config: GenerationConfig) -> list[PolicyDocu
     selectors = []
     if cidrs:
         selectors.append(tg.selector(match_args=[tg.match_arg(0, "DAddr", cidrs)], action=main_action))
-    for part in list(tg.chunked(ports, tg.MAX_INT_VALUES))[: tg.MAX_SELECTORS - len(selectors)]:
-        selectors.append(
-            tg.selector(
-                match_args=[tg.match_arg(0, "DPort", part), tg.match_arg(0, "NotDAddr", tg.NON_PUBLIC_CIDRS)],
-                action=main_action,
-            )
-        )
+    # At most 16 suspicious ports (GenerationConfig), so with the address selector this fits 5 selectors.
+    selectors += tg.internet_port_selectors(ports, main_action)
     docs = [
         _tracing_doc(
             TRACING_NAME,

@@ -164,3 +164,29 @@ def file_selectors(
             args.append(match_arg(1, "Mask", [access]))
         out.append(selector(match_args=args, action=action))
     return out
+
+
+def internet_port_selectors(
+    ports: Iterable[int],
+    action: list[dict[str, Any]],
+    *,
+    binaries: tuple[str, Sequence[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """``tcp_connect`` selectors for these destination ports, towards non-cluster, public addresses only.
+
+    Ports go 4 to a selector (the kernel's limit for integer-style values) and at most 5 selectors
+    fit a hook, so more than 20 ports is a caller's bug, refused rather than cut.
+    """
+    values = sorted(set(ports))
+    if len(values) > MAX_INT_VALUES * MAX_SELECTORS:
+        raise ValueError(
+            f"{len(values)} ports do not fit one hook ({MAX_INT_VALUES * MAX_SELECTORS} at most)"
+        )
+    return [
+        selector(
+            match_args=[match_arg(0, "DPort", part), match_arg(0, "NotDAddr", NON_PUBLIC_CIDRS)],
+            binaries=binaries,
+            action=action,
+        )
+        for part in chunked(values, MAX_INT_VALUES)
+    ]

@@ -28,21 +28,11 @@ STRATUM_PORTS = (3333, 5555, 7777, 14433, 14444, 45700)
 def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str, Any]]:
     miners = sorted(set(MINERS) | set(ctx.killable_names(events)))
     hooks = [tg.exec_hook(tg.exec_selectors(miners, ctx.enforce))]
-    ports = sorted(
-        set(STRATUM_PORTS)
-        | {p for e in events if e.network and (p := e.network.port) in ctx.config.suspicious_ports}
-    )
     if ctx.override_only:
         return hooks
     # Stratum ports only towards the internet: the same port inside the cluster is somebody's service.
-    selectors = [
-        tg.selector(
-            match_args=[tg.match_arg(0, "DPort", part), tg.match_arg(0, "NotDAddr", tg.NON_PUBLIC_CIDRS)],
-            action=ctx.enforce,
-        )
-        for part in tg.chunked(ports, tg.MAX_INT_VALUES)
-    ][: tg.MAX_SELECTORS]
-    hooks.append(tg.tcp_connect_hook(selectors))
+    # Other suspicious ports seen in findings are blocked by the IOC blocklists (network.py).
+    hooks.append(tg.tcp_connect_hook(tg.internet_port_selectors(STRATUM_PORTS, ctx.enforce)))
     return hooks
 
 

@@ -30,19 +30,7 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
     tools = sorted(set(TUNNEL_TOOLS) | set(ctx.killable_names(events)))
     hooks = [tg.exec_hook(tg.exec_selectors(tools, ctx.enforce))]
     if not ctx.override_only:
-        hooks.append(
-            tg.tcp_connect_hook(
-                [
-                    tg.selector(
-                        match_args=[
-                            tg.match_arg(0, "DPort", TRANSFER_PORTS),
-                            tg.match_arg(0, "NotDAddr", tg.NON_PUBLIC_CIDRS),
-                        ],
-                        action=ctx.enforce,
-                    )
-                ]
-            )
-        )
+        hooks.append(tg.tcp_connect_hook(tg.internet_port_selectors(TRANSFER_PORTS, ctx.enforce)))
     return hooks
 
 

@@ -18,24 +18,11 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
     hooks = [tg.exec_hook(tg.exec_selectors(SHELL_TOOLS, ctx.enforce))]
     if ctx.override_only:
         return hooks
-    ports = sorted(
-        ctx.config.suspicious_ports
-        | {
-            e.network.port
-            for e in events
-            if e.network and e.network.port and e.network.port in ctx.config.suspicious_ports
-        }
-    )
+    ports = ctx.config.suspicious_ports
     # A shell that opens a TCP connection to the internet on a C2 port is the reverse shell itself.
-    selectors = [
-        tg.selector(
-            match_args=[tg.match_arg(0, "DPort", part), tg.match_arg(0, "NotDAddr", tg.NON_PUBLIC_CIDRS)],
-            binaries=("Postfix", SHELLS),
-            action=ctx.enforce,
-        )
-        for part in tg.chunked(ports, tg.MAX_INT_VALUES)
-    ][: tg.MAX_SELECTORS]
-    hooks.append(tg.tcp_connect_hook(selectors))
+    hooks.append(
+        tg.tcp_connect_hook(tg.internet_port_selectors(ports, ctx.enforce, binaries=("Postfix", SHELLS)))
+    )
     return hooks
 
 
