@@ -8,6 +8,7 @@ from typing import Any
 
 from qcdr_common.contracts.policies.v1 import PolicyDocument
 from qcdr_response.policies.apply import KubeConfigError, apply_documents, load_client
+from qcdr_response.policies.metadata import CDR_SELECTOR
 
 
 class ApplyError(RuntimeError):
@@ -25,7 +26,9 @@ class ClusterApplier:
         except KubeConfigError as exc:
             raise ApplyError(f"--apply: {exc}") from exc
         try:
-            report = await apply_documents(documents, client, dry_run=self.dry_run)
+            report = await apply_documents(
+                documents, client, managed_selector=CDR_SELECTOR, dry_run=self.dry_run
+            )
         finally:
             await client.close()
         return {

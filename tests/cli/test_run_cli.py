@@ -232,3 +232,41 @@ def test_apply_creates_then_prunes(events_file: Path, tmp_path: Path, shared_pat
             key for key in server.snapshot() if "crypto" not in str(key) and "blocklist" not in str(key)
         }
         assert not [k for k in remaining if "cdr-block" in str(k)]
+
+
+@pytest.mark.shared
+def test_apply_never_prunes_objects_of_other_pipelines(
+    events_file: Path, tmp_path: Path, shared_path: Path
+) -> None:
+    server = K8sTestServer(validator=ManifestValidator(shared_path))
+    other = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {
+            "name": "threat-intel-blocklist",
+            "labels": {"app.kubernetes.io/managed-by": "qcdr", "qcdr.io/pipeline": "threat-intel"},
+        },
+        "spec": {
+            "endpointSelector": {},
+            "enableDefaultDeny": {"egress": False, "ingress": False},
+            "egressDeny": [{"toCIDRSet": [{"cidr": "203.0.113.0/24"}]}],
+        },
+    }
+    with server.serve():
+        server.seed(other)
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        code, _, err = _run(
+            "--once",
+            "--events-file",
+            str(events_file),
+            "--output",
+            str(tmp_path / "p"),
+            "--apply",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--json",
+        )
+        assert code == 0, err
+        ccnps = server.objects("CiliumClusterwideNetworkPolicy")
+        assert (None, "threat-intel-blocklist") in ccnps
+        assert (None, "qualys-cdr-blocklist") in ccnps

@@ -17,6 +17,11 @@ from qcdr_common.contracts.events.v1 import SecurityEvent, Severity
 from qcdr_response.policies.config import GenerationConfig
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "qcdr"}
+# Each pipeline prunes only its own objects: the CDR run must never delete, say, the threat-intel
+# blocklist that another qcdr job manages.
+PIPELINE_LABEL = "qcdr.io/pipeline"
+CDR_PIPELINE = "cdr"
+CDR_SELECTOR = {**MANAGED_BY, PIPELINE_LABEL: CDR_PIPELINE}
 PART_OF = {"app.kubernetes.io/part-of": "qcdr"}
 PREFIX = "qcdr.io"
 MAX_ANNOTATION_ITEMS = 20
@@ -46,11 +51,18 @@ def bounded_list(values: Sequence[str], limit: int) -> tuple[str, int]:
 
 
 def policy_labels(
-    *, generator: str, family: str, severity: Severity, action: str, technique: str | None
+    *,
+    generator: str,
+    family: str,
+    severity: Severity,
+    action: str,
+    technique: str | None,
+    pipeline: str = CDR_PIPELINE,
 ) -> dict[str, str]:
     out = {
         **MANAGED_BY,
         **PART_OF,
+        PIPELINE_LABEL: pipeline,
         f"{PREFIX}/generator": generator,
         f"{PREFIX}/family": label_value(family),
         f"{PREFIX}/severity": severity.value,
