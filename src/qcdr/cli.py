@@ -106,7 +106,8 @@ def run(
         str | None, typer.Option(envvar="QCDR_CLUSTER_ID", help="Cluster name to attach to findings.")
     ] = None,
     kubeconfig: Annotated[
-        Path | None, typer.Option(envvar="KUBECONFIG", help="kubeconfig for --apply.")
+        Path | None,
+        typer.Option(help="kubeconfig for --apply (default: $KUBECONFIG, in-cluster, ~/.kube/config)."),
     ] = None,
     severity: Annotated[
         str | None, typer.Option(help="Only findings of this severity (LOW…CRITICAL).")
@@ -266,8 +267,12 @@ def _make_source(
         if not events_file.is_file():
             raise UsageError(f"--events-file {events_file}: no such file")
         return FileSource(events_file)
+    from qcdr_ingest.qualys.client import severity_param
+
     from qcdr.qualys_source import QualysSource
 
+    if severity is not None:
+        severity_param(severity)  # a typo is a usage error now, not a failure after logging in
     return QualysSource.from_environment(
         platform=platform, gateway=gateway, severity=severity, resource_type=resource_type
     )

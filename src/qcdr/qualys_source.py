@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import ValidationError
+from qcdr_common.logging import redact_url
 from qcdr_ingest.qualys.client import QualysCdrClient
 from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.qualys.errors import QualysError
@@ -68,7 +69,7 @@ class QualysSource:
             for w in result.truncated_windows
         ]
         return SourceResult(
-            name=f"qualys:{self.base_url}",
+            name=f"qualys:{redact_url(self.base_url)}",
             findings=[*result.findings, *result.unidentified],
             reported_total=result.reported_total,
             pages=result.pages,

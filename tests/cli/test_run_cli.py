@@ -46,10 +46,11 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         (["--once", "--never-block", "not-a-cidr"], "does not appear to be an IPv4 or IPv6 network"),
         (["--once", "--events-file", "/nonexistent/findings.json"], "no such file"),
         (["--once", "--platform", "MARS1"], "MARS1"),
+        (["--once", "--gateway", "http://127.0.0.1:9", "--severity", "bogus"], "unknown severity 'bogus'"),
     ],
 )
 def test_usage_errors_exit_2_with_a_reason(args: list[str], message: str, events_file: Path) -> None:
-    if "--events-file" not in args and "--platform" not in args:
+    if not {"--events-file", "--platform", "--gateway"} & set(args):
         args = [*args, "--events-file", str(events_file)]
     code, _, err = _run(*args, env={"QUALYS_USERNAME": "u", "QUALYS_PASSWORD": "p"})
     assert code == 2
