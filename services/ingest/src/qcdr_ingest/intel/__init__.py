@@ -1,0 +1,1 @@
+"""Threat intelligence: feeds, the indicator set, and IP reputation (AbuseIPDB)."""
