@@ -210,12 +210,13 @@ def test_unknown_kind_and_missing_type_fields(validator: ManifestValidator) -> N
 
 def test_schema_kinds(validator: ManifestValidator) -> None:
     crds = list(validator.iter_schema_kinds(include_builtin=False))
-    assert [k.kind for k in crds] == [
-        "TracingPolicy",
-        "TracingPolicyNamespaced",
-        "CiliumNetworkPolicy",
-        "CiliumClusterwideNetworkPolicy",
-        "CiliumCIDRGroup",
+    assert [(k.api_version, k.kind) for k in crds] == [
+        ("cilium.io/v1alpha1", "TracingPolicy"),
+        ("cilium.io/v1alpha1", "TracingPolicyNamespaced"),
+        ("cilium.io/v2", "CiliumNetworkPolicy"),
+        ("cilium.io/v2", "CiliumClusterwideNetworkPolicy"),
+        ("cilium.io/v2", "CiliumCIDRGroup"),
+        ("cilium.io/v2alpha1", "CiliumCIDRGroup"),
     ]
     everything = set(validator.iter_schema_kinds())
     assert SchemaKind("networking.k8s.io/v1", "NetworkPolicy") in everything

@@ -51,7 +51,7 @@ REJECTED = [
         "silently dropping all their other egress",
     ),
     ("cilium-port-only-deny.yaml", C.PORT_ONLY_DENY, "towards every destination"),
-    ("cilium-ipv6-slash32.yaml", C.CIDR, "an IPv6 /32 is a whole provider allocation"),  # §14.26
+    ("cilium-ipv6-slash32.yaml", C.CIDR, "an IPv6 /32 covers a whole provider allocation"),  # §14.26
     ("cilium-label-timestamp.yaml", C.LABELS, "'2026-12-04T16:30:00.123456' may only contain"),  # §14.29
 ]
 

@@ -74,6 +74,9 @@ CRD_SOURCES: tuple[_CrdSource, ...] = tuple(
         ("cilium.io/v2", "CiliumNetworkPolicy", "cilium-ciliumnetworkpolicy_v2.json"),
         ("cilium.io/v2", "CiliumClusterwideNetworkPolicy", "cilium-ciliumclusterwidenetworkpolicy_v2.json"),
         ("cilium.io/v2", "CiliumCIDRGroup", "cilium-ciliumcidrgroup_v2.json"),
+        # Cilium < 1.18 serves CIDR groups as v2alpha1 with the same spec (externalCIDRs); only the
+        # v2 schema is published in shared/, so it checks both.
+        ("cilium.io/v2alpha1", "CiliumCIDRGroup", "cilium-ciliumcidrgroup_v2.json"),
     )
 )
 _CRD_BY_KIND: dict[tuple[str, str], _CrdSource] = {(s.api_version, s.kind): s for s in CRD_SOURCES}

@@ -67,6 +67,7 @@ DEFAULT_MANAGED_KINDS: tuple[ManagedKind, ...] = (
     ManagedKind("cilium.io/v2", "CiliumNetworkPolicy", "ciliumnetworkpolicies", True),
     ManagedKind("cilium.io/v2", "CiliumClusterwideNetworkPolicy", "ciliumclusterwidenetworkpolicies", False),
     ManagedKind("cilium.io/v2", "CiliumCIDRGroup", "ciliumcidrgroups", False),
+    ManagedKind("cilium.io/v2alpha1", "CiliumCIDRGroup", "ciliumcidrgroups", False),
 )
 
 

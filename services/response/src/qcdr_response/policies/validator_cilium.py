@@ -321,17 +321,21 @@ def _check_cidr(value: Any, path: str, issues: Issues, *, deny: bool) -> Network
         issues.error(path, C.CIDR, f"{value!r} is not a valid CIDR")
         return None
     if str(loose) != value:
-        issues.error(
-            path, C.CIDR, f"{value!r} is not canonical (host bits set or non-normal form): write {loose}"
-        )
-    if loose.version == 6 and loose.prefixlen == 32:
+        hint = ""
+        if loose.version == 6 and loose.prefixlen == 32:
+            # The original's mistake: an IPv6 address with "/32" appended, as if it were IPv4.
+            hint = (
+                " (an IPv6 /32 covers a whole provider allocation, 2^96 addresses; use /128 for one address)"
+            )
         issues.error(
             path,
             C.CIDR,
-            f"{value!r}: an IPv6 /32 is a whole provider allocation (2^96 addresses), the classic "
-            "mistake of appending /32 to an IPv6 address; use /128 for one address",
+            f"{value!r} is not canonical (host bits set or non-normal form): write {loose}{hint}",
         )
-    elif deny and loose.prefixlen == 0:
+    if loose.version == 6 and loose.prefixlen == 32 and str(loose) == value:
+        # A canonical v6 /32 is a real allocation (Spamhaus DROPv6 lists some): allowed, but said.
+        issues.warn(path, C.CIDR, f"{value!r} denies a whole IPv6 provider allocation (2^96 addresses)")
+    if deny and loose.prefixlen == 0:
         issues.warn(path, C.CIDR, f"{value!r} denies every address of the family")
     return loose
 

@@ -105,6 +105,7 @@ KNOWN_RESOURCES: dict[GVK, ResourceType] = {
             "ccnp",
         ),
         _r("cilium.io", "v2", "CiliumCIDRGroup", "ciliumcidrgroups", False, "ccg"),
+        _r("cilium.io", "v2alpha1", "CiliumCIDRGroup", "ciliumcidrgroups", False, "ccg"),
     )
 }
 
@@ -119,6 +120,7 @@ DEFAULT_INSTALLED: frozenset[GVK] = frozenset(
         GVK("cilium.io", "v2", "CiliumNetworkPolicy"),
         GVK("cilium.io", "v2", "CiliumClusterwideNetworkPolicy"),
         GVK("cilium.io", "v2", "CiliumCIDRGroup"),
+        GVK("cilium.io", "v2alpha1", "CiliumCIDRGroup"),
     }
 )
 
