@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,24 +20,11 @@ from pathlib import Path
 
 import orjson
 import psutil
+from doc import machine, update_section
 from qcdr_ingest.qualys.demo_data import generate_findings
 from qcdr_ingest.qualys.double import DoubleConfig, serve_double
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    py = platform.python_version()
-    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Python {py}, {platform.system()}"
 
 
 def run(count: int, page_size: int, repeats: int) -> dict[str, float | int]:
@@ -103,14 +89,7 @@ def _run_measured(cmd: list[str], env: dict[str, str]) -> tuple[bytes, bytes, in
         return out.read(), err.read(), proc.returncode, peak
 
 
-DOC_HEADER = """# Performance
-
-Figures from `make bench` (`bench/run_once.py`). Goals come from the issues; a missed goal is
-explained below its table.
-"""
-
-
-def write_doc(path: Path, result: dict[str, float | int], count: int, page_size: int) -> None:
+def section(result: dict[str, float | int], count: int, page_size: int) -> str:
     ok_time = "met" if float(result["seconds"]) <= 10 else "missed"
     ok_rss = "met" if float(result["peak_rss_mb"]) <= 500 else "missed"
     row = (
@@ -118,8 +97,7 @@ def write_doc(path: Path, result: dict[str, float | int], count: int, page_size:
         f"| {float(result['seconds']):.2f} s | {float(result['findings_per_s']):,.0f} "
         f"| {float(result['peak_rss_mb']):.0f} MB | {ok_time} | {ok_rss} |"
     )
-    text = f"""{DOC_HEADER}
-## Once mode over {count:,} findings (issue #2)
+    text = f"""## Once mode over {count:,} findings (issue #2)
 
 Machine: {machine()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.
 `qcdr run --once --json` against the local Qualys CDR API double (page size {page_size}), in a child
@@ -139,7 +117,7 @@ process; best of the runs; peak RSS of the qcdr process only, sampled every 10 m
         f"\nStages inside the run (from the report's `timings`): {stages}; interpreter start-up and imports "
         f"{startup:.2f} s.\n"
     )
-    path.write_text(text + NOTES, encoding="utf-8")
+    return text + NOTES
 
 
 NOTES = """
@@ -165,7 +143,7 @@ def main() -> None:
     result = run(args.findings, args.page_size, args.repeats)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if args.write_doc:
-        write_doc(args.write_doc, result, args.findings, args.page_size)
+        update_section(args.write_doc, "once", section(result, args.findings, args.page_size))
 
 
 if __name__ == "__main__":
