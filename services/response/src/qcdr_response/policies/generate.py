@@ -187,13 +187,18 @@ class PolicyGenerator:
             for cat, evs in sorted(unmapped_events.items())
         }
         iocs = extract_iocs(events, self.config)
-        network_docs = []
+        network_docs = self.network_documents(iocs, refusals)
+        return GenerationResult(families, unmapped, iocs, network_docs, refusals)
+
+    def network_documents(self, iocs: IocSet, refusals: list[Refusal]) -> list[PolicyDocument]:
+        """The CDR IOC blocklists; callers that filter the IOCs afterwards (reputation) call it again."""
+        docs = []
         cnp = cilium_blocklist(iocs, self.config)
         for doc in ([cnp] if cnp else []) + tracing_blocklist(iocs, self.config):
             checked = self._check(doc, refusals)
             if checked is not None:
-                network_docs.append(checked)
-        return GenerationResult(families, unmapped, iocs, network_docs, refusals)
+                docs.append(checked)
+        return docs
 
     def _family_documents(self, gen: FamilyGenerator, events: list[SecurityEvent]) -> list[PolicyDocument]:
         by_ns: dict[str | None, list[SecurityEvent]] = defaultdict(list)
