@@ -18,7 +18,9 @@ class FeedFormat(StrEnum):
     IP = "ip"  # one address per line
     CIDR = "cidr"  # one network per line
     FIRST_COLUMN = "first-column"  # first whitespace/tab/; separated token (IPsum, DShield-like)
-    SPAMHAUS = "spamhaus"  # "CIDR ; SBLnnnn"
+    SPAMHAUS = "spamhaus"  # "CIDR ; SBLnnnn", or the drop_v4/v6.json lines {"cidr": ...}
+    DSHIELD = "dshield"  # block.txt: "start<TAB>end<TAB>prefixlen<TAB>attacks..."
+    DATAPLANE = "dataplane"  # "ASN | ASname | ipaddr | utc | category"
 
 
 class FeedSpec(BaseModel):
@@ -32,7 +34,9 @@ class FeedSpec(BaseModel):
     format: FeedFormat = FeedFormat.AUTO
     min_interval: timedelta = Field(default=timedelta(minutes=15), description="Never fetched more often.")
     enabled: bool = True
-    may_be_empty: bool = Field(default=False, description="An empty list is normal (e.g. Feodo after takedowns).")
+    may_be_empty: bool = Field(
+        default=False, description="An empty list is normal (e.g. Feodo after takedowns)."
+    )
 
 
 class FeedStatus(StrEnum):
@@ -60,8 +64,24 @@ class StoredFeed(BaseModel):
     last_error: str | None = None
 
 
+class FeedAttempt(BaseModel):
+    """The last attempt at a feed, whether or not there is a good copy (see ``last_attempt``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    url: str
+    attempted_at: AwareDatetime
+    error: str | None = None
+
+
 class FeedStateStore(Protocol):
-    async def load(self, name: str) -> StoredFeed | None: ...
+    async def load(self, name: str) -> StoredFeed | None:
+        """The last good copy, or None when the feed never succeeded."""
+
+    async def last_attempt(self, name: str) -> FeedAttempt | None:
+        """The last attempt, also for a feed that never succeeded (``min_interval`` holds for failing
+        feeds too: Spamhaus firewalls clients that retry too often)."""
 
     async def save(self, feed: StoredFeed) -> None: ...
 
