@@ -108,11 +108,11 @@ def main() -> None:
     (HERE / "feeds.yaml").write_text(
         """# Bundled offline feed set for the demo. Paths are relative to this file; `qcdr demo` serves the
 # files on 127.0.0.1 so the real HTTP fetcher (conditional GET, size limit, stale copies) runs.
-- {name: demo-c2, url: feeds/c2-empty.txt, category: c2, may_be_empty: true}
-- {name: demo-tor-exit, url: feeds/tor-exits.txt, category: tor}
-- {name: demo-compromised, url: feeds/compromised.txt, category: compromised}
-- {name: demo-aggregate, url: feeds/aggregate.txt, category: scanner, format: first-column}
-- {name: demo-drop, url: feeds/drop.txt, category: hijacked, format: spamhaus, min_interval: 1h}
+- {name: demo-c2, url: "file:feeds/c2-empty.txt", category: c2, may_be_empty: true}
+- {name: demo-tor-exit, url: "file:feeds/tor-exits.txt", category: tor}
+- {name: demo-compromised, url: "file:feeds/compromised.txt", category: compromised}
+- {name: demo-aggregate, url: "file:feeds/aggregate.txt", category: scanner, format: first-column}
+- {name: demo-drop, url: "file:feeds/drop.txt", category: hijacked, format: spamhaus, min_interval: 1h}
 """,
         encoding="utf-8",
     )

@@ -1,18 +1,41 @@
-"""``--apply``: server-side apply of the generated documents, then prune what qcdr no longer makes."""
+"""``--apply``: server-side apply of the generated documents, then prune what qcdr no longer makes.
+
+Each pipeline (the CDR policies; the threat-intel blocklist) is applied and pruned on its own,
+selected by its ``qcdr.io/pipeline`` label, and only when it ran: a CDR-only run never touches the
+threat-intel objects, and a threat-intel run whose feeds all failed leaves the cluster's last good
+blocklist alone rather than pruning it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qcdr_common.contracts.policies.v1 import PolicyDocument
-from qcdr_response.policies.apply import KubeConfigError, apply_documents, load_client
+from qcdr_ingest.intel.model import FeedStatus
+from qcdr_response.policies.apply import ApplyReport, KubeConfigError, apply_documents, load_client
 from qcdr_response.policies.metadata import CDR_SELECTOR
+from qcdr_response.policies.threat_intel import SELECTOR as THREAT_INTEL_SELECTOR
+
+if TYPE_CHECKING:
+    from qcdr.pipeline import RunReport
 
 
 class ApplyError(RuntimeError):
     """The cluster could not be reached or configured; one line for the user."""
+
+
+def _as_dict(reports: Sequence[ApplyReport], skipped: list[str]) -> dict[str, Any]:
+    return {
+        "created": [str(r) for rep in reports for r in rep.created],
+        "configured": [str(r) for rep in reports for r in rep.configured],
+        "unchanged": [str(r) for rep in reports for r in rep.unchanged],
+        "pruned": [str(r) for rep in reports for r in rep.pruned],
+        "failed": [str(f) for rep in reports for f in rep.failed],
+        "warnings": [w for rep in reports for w in rep.warnings] + skipped,
+        "dry_run": any(rep.dry_run for rep in reports),
+    }
 
 
 class ClusterApplier:
@@ -20,23 +43,25 @@ class ClusterApplier:
         self.kubeconfig = kubeconfig
         self.dry_run = dry_run
 
-    async def apply(self, documents: Sequence[PolicyDocument]) -> dict[str, Any]:
+    async def apply(self, report: RunReport) -> dict[str, Any]:
+        batches: list[tuple[list[PolicyDocument], dict[str, str]]] = [
+            (report.generation.documents, CDR_SELECTOR)
+        ]
+        skipped: list[str] = []
+        if report.intel is not None:
+            if report.intel.feeds and all(f.status is FeedStatus.FAILED for f in report.intel.feeds):
+                skipped.append("threat intel: every feed failed; the cluster's blocklist was left as it is")
+            else:
+                batches.append((report.intel.documents, dict(THREAT_INTEL_SELECTOR)))
         try:
             client = load_client(self.kubeconfig)
         except KubeConfigError as exc:
             raise ApplyError(f"--apply: {exc}") from exc
         try:
-            report = await apply_documents(
-                documents, client, managed_selector=CDR_SELECTOR, dry_run=self.dry_run
-            )
+            reports = [
+                await apply_documents(docs, client, managed_selector=selector, dry_run=self.dry_run)
+                for docs, selector in batches
+            ]
         finally:
             await client.close()
-        return {
-            "created": [str(r) for r in report.created],
-            "configured": [str(r) for r in report.configured],
-            "unchanged": [str(r) for r in report.unchanged],
-            "pruned": [str(r) for r in report.pruned],
-            "failed": [str(f) for f in report.failed],
-            "warnings": list(report.warnings),
-            "dry_run": report.dry_run,
-        }
+        return _as_dict(reports, skipped)

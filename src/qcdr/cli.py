@@ -35,6 +35,15 @@ def _root() -> None:
     """qcdr commands."""
 
 
+def _register_subcommands() -> None:
+    from qcdr.intel_cli import intel_app
+
+    app.add_typer(intel_app)
+
+
+_register_subcommands()
+
+
 @app.command()
 def run(
     platform: Annotated[
@@ -127,6 +136,43 @@ def run(
     suspicious_port: Annotated[
         list[int] | None, typer.Option(help="Replace the suspicious-port set (repeatable).")
     ] = None,
+    threat_intel: Annotated[
+        bool,
+        typer.Option("--threat-intel", help="Aggregate threat-intel feeds into threat-intel-blocklist.yaml."),
+    ] = False,
+    feeds: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feeds YAML (a list of name, url, category, format, min_interval, enabled); "
+            "default: feodo-c2, tor-exit, emerging-threats, blocklist-de, cinsscore, spamhaus-drop."
+        ),
+    ] = None,
+    reputation_threshold: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="With ABUSEIPDB_API_KEY: IOC IPs scoring below this are not "
+            "blocked (unless a threat feed lists them).",
+        ),
+    ] = 50,
+    intel_format: Annotated[
+        str, typer.Option(help="groups (CiliumCIDRGroups behind one policy) or inline (CIDRs in the policy).")
+    ] = "groups",
+    intel_max_cidrs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Size limit of the threat-intel blocklist; the highest-confidence "
+            "indicators win. Default: no limit.",
+        ),
+    ] = None,
+    intel_group_size: Annotated[
+        int, typer.Option(min=1, max=50_000, help="CIDRs per CiliumCIDRGroup.")
+    ] = 5000,
+    intel_ttl: Annotated[
+        str, typer.Option(help="How long an indicator stays blocked after it left every feed.")
+    ] = "7d",
 ) -> None:
     """Fetch Qualys CDR findings and turn them into Tetragon and Cilium policies."""
     try:
@@ -145,6 +191,13 @@ def run(
             suspicious_port=suspicious_port,
         )
         every = parse_duration(interval)
+        options.reputation_threshold = reputation_threshold
+        if threat_intel:
+            options.intel = _intel_options(
+                options, feeds, intel_format, intel_max_cidrs, intel_group_size, intel_ttl
+            )
+        elif feeds is not None:
+            raise UsageError("--feeds needs --threat-intel")
         source = _make_source(events_file, platform, gateway, severity, resource_type)
     except (UsageError, ValueError, ValidationError) as exc:
         _fail(_one_line(exc), EXIT_USAGE)
@@ -164,6 +217,9 @@ def demo(
             help="Findings file served by the local API double (default: the bundled examples/findings.json)."
         ),
     ] = None,
+    threat_intel: Annotated[
+        bool, typer.Option(help="Also run the bundled feeds and the AbuseIPDB double (--threat-intel).")
+    ] = True,
 ) -> None:
     """Run once against a local Qualys CDR API double serving the bundled demo findings."""
     from qcdr.demo import run_demo
@@ -192,6 +248,7 @@ def demo(
         main=lambda opts, source: _main(
             opts, source, once=True, every=timedelta(hours=1), json_out=json_out, applier=None
         ),
+        threat_intel=threat_intel,
     )
     raise typer.Exit(code)
 
@@ -252,6 +309,37 @@ def _run_options(
         cluster=cluster,
         generation=generation,
     )
+
+
+def _intel_options(
+    options: Any, feeds: Path | None, fmt: str, max_cidrs: int | None, group_size: int, ttl: str
+) -> Any:
+    from qcdr_response.policies.threat_intel import IntelFormat
+
+    from qcdr.intel_step import IntelError, IntelOptions, feed_specs
+
+    try:
+        intel_format = IntelFormat(fmt.lower())
+    except ValueError:
+        raise UsageError(f"--intel-format must be groups or inline (got {fmt!r})") from None
+    if feeds is not None and not feeds.is_file():
+        raise UsageError(f"--feeds {feeds}: no such file")
+    intel = IntelOptions(
+        state_dir=options.intel_state_dir,
+        feeds_file=feeds,
+        max_cidrs=max_cidrs,
+        group_size=group_size,
+        format=intel_format,
+        ttl=parse_duration(ttl),
+        never_block=options.generation.never_block,
+        cilium_version=options.generation.cilium_version,
+        tetragon_version=options.generation.tetragon_version,
+    )
+    try:
+        feed_specs(intel)  # a broken feeds file is a usage error now, before anything is fetched
+    except IntelError as exc:
+        raise UsageError(str(exc)) from exc
+    return intel
 
 
 def _make_source(

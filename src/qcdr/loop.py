@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from qcdr.apply_step import ApplyError
+from qcdr.intel_step import IntelError
 from qcdr.pipeline import RunOptions, RunReport, run_cycle
 from qcdr.report import print_report
 from qcdr.sources import FindingsSource, SourceError
@@ -65,7 +66,7 @@ async def _one(
 
             report = await run_cycle(options, source, progress=progress)
     if applier is not None:
-        report.apply = await applier.apply(report.generation.documents)
+        report.apply = await applier.apply(report)
     return report
 
 
@@ -86,7 +87,7 @@ async def run_loop(
         code = EXIT_OK
         try:
             report = await _one(options, source, json_out=json_out, applier=applier, err=err)
-        except (SourceError, ApplyError, OSError) as exc:
+        except (SourceError, ApplyError, IntelError, OSError) as exc:
             err.print(f"qcdr: error: {exc}", highlight=False, markup=False)
             code = EXIT_FAILURE
             report = None

@@ -19,11 +19,19 @@ from qcdr_response.policies.checks import default_checker
 from qcdr_response.policies.config import GenerationConfig
 from qcdr_response.policies.generate import GenerationResult, PolicyGenerator
 
+from qcdr.intel_step import (
+    IntelOptions,
+    IntelResult,
+    ReputationOutcome,
+    check_reputation,
+    run_threat_intel,
+)
 from qcdr.output import render_files, write_files
 from qcdr.sources import FindingsSource, SourceResult
 from qcdr.state import StateDir, fetch_window, merge_events
 
 OVERLAP = timedelta(minutes=15)
+DEFAULT_STATE_DIR = Path("./.qcdr-state")
 
 
 @dataclass
@@ -34,6 +42,12 @@ class RunOptions:
     dry_run: bool = False
     cluster: str | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    intel: IntelOptions | None = None  # --threat-intel
+    reputation_threshold: int = 50  # AbuseIPDB, when ABUSEIPDB_API_KEY is set
+
+    @property
+    def intel_state_dir(self) -> Path:
+        return self.state_dir or DEFAULT_STATE_DIR
 
 
 @dataclass
@@ -49,6 +63,8 @@ class RunReport:
     files: dict[str, str]
     written: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
+    intel: IntelResult | None = None
+    reputation: ReputationOutcome | None = None
     apply: dict[str, Any] | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -110,6 +126,8 @@ class RunReport:
                 {"name": r.name, "family": r.family, "outcome": r.outcome, "reasons": r.reasons}
                 for r in gen.refusals
             ],
+            "threat_intel": self.intel.as_dict() if self.intel else None,
+            "reputation": self.reputation.as_dict() if self.reputation else None,
             "files": sorted(self.files),
             "written": [str(p) for p in self.written],
             "removed": [str(p) for p in self.removed],
@@ -164,13 +182,31 @@ async def run_cycle(
     generator = PolicyGenerator(options.generation, checker=default_checker(options.generation))
     result = generator.generate(events)
     lap("generate")
-    rendered = render_files(result.documents)
+    intel = None
+    if options.intel is not None:
+        intel = await run_threat_intel(options.intel, now)
+        intel.documents = generator.check_documents(intel.documents, result.refusals)
+        lap("intel")
+    reputation = await check_reputation(
+        result.iocs,
+        options.reputation_threshold,
+        options.intel_state_dir,
+        intel.indicators if intel else None,
+    )
+    if reputation.unblocked:
+        result.network_documents = generator.network_documents(result.iocs, result.refusals)
+    if reputation.report is not None:
+        lap("reputation")
+    documents = result.documents + (intel.documents if intel else [])
+    rendered = render_files(documents)
     written: list[Path] = []
     removed: list[Path] = []
     if not options.dry_run:
         written, removed = write_files(options.output, rendered)
         iocs_path = options.output / "iocs.json"
-        iocs_path.write_bytes(orjson.dumps(result.iocs.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        iocs_path.write_bytes(
+            orjson.dumps(_iocs_document(result, intel, reputation), option=orjson.OPT_INDENT_2) + b"\n"
+        )
         written.append(iocs_path)
         if state:
             state.save_events(events)
@@ -190,4 +226,22 @@ async def run_cycle(
         removed=removed,
         seconds=time.perf_counter() - t0,
         timings=timings,
+        intel=intel,
+        reputation=reputation,
     )
+
+
+def _iocs_document(
+    result: GenerationResult, intel: IntelResult | None, reputation: ReputationOutcome
+) -> dict[str, Any]:
+    """``iocs.json``: the indicators with their provenance, which feeds list them and their reputation."""
+    doc = result.iocs.as_dict()
+    scores = reputation.report.results if reputation.report else {}
+    for item in doc["ips"]:
+        ip = item["value"]
+        if intel is not None:
+            item["feeds"] = intel.indicators.feeds_for(ip)
+        if ip in scores:
+            item["abuseipdb_score"] = scores[ip].score
+    doc["not_blocked_by_reputation"] = reputation.unblocked
+    return doc

@@ -77,6 +77,9 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
         )
     for name in sorted({d.filename for d in gen.network_documents}):
         console.print(f"  {verb}: {output / name}", highlight=False)
+    _print_reputation(report, console)
+    if report.intel is not None:
+        _print_intel(report, console, output, verb)
     for path in report.removed:
         console.print(f"  Removed stale: {path}", highlight=False)
     if report.apply is not None:
@@ -90,3 +93,50 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
         for failure in a.get("failed", []):
             console.print(f"  [red]failed[/]: {failure}", highlight=False)
     console.print("\nDone.")
+
+
+def _print_reputation(report: RunReport, console: Console) -> None:
+    outcome = report.reputation
+    if outcome is None or (outcome.report is None and report.intel is None):
+        return  # no key and no --threat-intel: nothing was asked of reputation
+    console.print(f"  {outcome.message}", highlight=False)
+    for line in outcome.report.messages if outcome.report else []:
+        console.print(f"  [yellow]{line}[/]", highlight=False)
+    for ip, why in sorted(outcome.unblocked.items()):
+        console.print(f"  Not blocked: {ip} (AbuseIPDB {why})", highlight=False)
+
+
+def _print_intel(report: RunReport, console: Console, output: Path, verb: str) -> None:
+    intel = report.intel
+    assert intel is not None
+    console.print("\nLoading threat intelligence feeds...")
+    for feed in intel.feeds:
+        status = feed.status.value
+        if feed.status.value in ("failed", "disabled"):
+            console.print(f"[red]{status:>12}[/] {feed.name}: {feed.error or 'no copy'}", highlight=False)
+            continue
+        counts = f"{feed.ips} IPs" + (f" and {feed.cidrs} CIDRs" if feed.cidrs else "")
+        extra = f", {feed.garbage} unparsable lines skipped" if feed.garbage else ""
+        console.print(f"Loaded {counts} from {feed.name} ({status}{extra})", highlight=False)
+    for warning in intel.warnings:
+        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+    bl = intel.blocklist
+    console.print(f"Known bad IPs: {intel.known_bad_ips}", highlight=False)
+    where = f"{intel.groups} group{'s' if intel.groups != 1 else ''}" if intel.groups else "inline policies"
+    console.print(
+        f"{bl.input_ips} IPs and {bl.input_cidrs} CIDRs → {len(bl.cidrs)} CIDRs in {where}"
+        f" ({bl.excluded_never_block} never-block entries removed)",
+        highlight=False,
+    )
+    if bl.dropped_indicators:
+        console.print(
+            f"  [yellow]Size limit {bl.max_cidrs} CIDRs: {bl.dropped_indicators} lowest-confidence "
+            f"indicators ({bl.dropped_cidrs} CIDRs) left out[/]",
+            highlight=False,
+        )
+    if intel.expired:
+        console.print(
+            f"  {intel.expired} indicators expired (not in any feed for longer than the TTL)", highlight=False
+        )
+    for name in sorted({d.filename for d in intel.documents}):
+        console.print(f"  {verb}: {output / name}", highlight=False)

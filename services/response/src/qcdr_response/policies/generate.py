@@ -258,6 +258,10 @@ class PolicyGenerator:
             targets=TargetVersions(tetragon=self.config.tetragon_version, cilium=self.config.cilium_version),
         )
 
+    def check_documents(self, docs: list[PolicyDocument], refusals: list[Refusal]) -> list[PolicyDocument]:
+        """Documents made elsewhere (the threat-intel blocklist) through the same checks."""
+        return [d for d in (self._check(doc, refusals) for doc in docs) if d is not None]
+
     def _check(self, doc: PolicyDocument, refusals: list[Refusal]) -> PolicyDocument | None:
         if self.checker is None:
             return doc

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from qcdr_common.contracts.events.v1 import SecurityEvent
 
@@ -36,7 +37,7 @@ class Indicator:
         self.first_seen = t if self.first_seen is None or t < self.first_seen else self.first_seen
         self.last_seen = t if self.last_seen is None or t > self.last_seen else self.last_seen
 
-    def as_dict(self, max_sources: int) -> dict[str, object]:
+    def as_dict(self, max_sources: int) -> dict[str, Any]:
         return {
             "value": self.value,
             "hits": len(self.sources),
@@ -58,7 +59,7 @@ class IocSet:
     def sorted_ips(self) -> list[IPAddress]:
         return sorted((ipaddress.ip_address(v) for v in self.ips), key=lambda a: (a.version, int(a)))
 
-    def as_dict(self, max_sources: int = 20) -> dict[str, object]:
+    def as_dict(self, max_sources: int = 20) -> dict[str, Any]:
         return {
             "ips": [self.ips[str(ip)].as_dict(max_sources) for ip in self.sorted_ips()],
             "ports": [self.ports[p].as_dict(max_sources) for p in sorted(self.ports)],
