@@ -7,6 +7,7 @@ not use them; here they are the yardstick.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable
 
 from qcdr_ingest.intel.netsets import NeverBlock
@@ -66,9 +67,14 @@ def assert_canonical_minimal(cidrs: list[str]) -> None:
     """
     nets = [ipaddress.ip_network(c) for c in cidrs]  # strict: host bits raise
     assert [n.version for n in nets] == sorted(n.version for n in nets)
-    for a, b in zip(nets, nets[1:], strict=False):
-        if a.version != b.version:
+    plain = [
+        (n.version, n.max_prefixlen, n.prefixlen, int(n.network_address), int(n.broadcast_address))
+        for n in nets
+    ]
+    for (v1, bits, p1, first1, last1), (v2, _, p2, first2, _) in itertools.pairwise(plain):
+        if v1 != v2:
             continue
-        assert int(b.network_address) > int(a.broadcast_address), f"{a} and {b} overlap or are unsorted"
-        if a.prefixlen == b.prefixlen and a.prefixlen > 0:
-            assert a.supernet() != b.supernet(), f"{a} and {b} should have been merged"
+        assert first2 > last1, f"{cidrs} overlap or are unsorted at {first2}"
+        if p1 == p2 and p1 > 0:
+            shift = bits - p1 + 1
+            assert first1 >> shift != first2 >> shift, f"siblings at {first1}/{p1} should have been merged"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 
 import pytest
@@ -44,7 +45,7 @@ def addresses(ranges: list[Range]) -> set[int]:
 def assert_canonical(ranges: list[Range]) -> None:
     for s, e in ranges:
         assert s <= e
-    for (_, e1), (s2, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, e1), (s2, _) in itertools.pairwise(ranges):
         assert s2 > e1 + 1, "canonical lists have a gap between ranges"
 
 
@@ -75,7 +76,7 @@ def _plain_cidrs(ranges: list[Range], version: int) -> list[str]:
 def assert_minimal_cidrs(cidrs: list[tuple[int, int]], bits: int) -> None:
     for net, plen in cidrs:
         assert net & ((1 << (bits - plen)) - 1) == 0, "no host bits"
-    for (n1, p1), (n2, p2) in zip(cidrs, cidrs[1:], strict=False):
+    for (n1, p1), (n2, p2) in itertools.pairwise(cidrs):
         assert n2 >= n1 + (1 << (bits - p1)), "sorted and disjoint"
         if p1 == p2 and p1 > 0:
             parent = bits - p1 + 1
@@ -155,8 +156,7 @@ def test_format_and_parse_round_trip(item: tuple[int, Range]) -> None:
 # the union over releases, see netsets' docstring). Inside these, "never-block" may hold while
 # the predicate does not; everywhere the two must agree exactly.
 STRICTER = [
-    ipaddress.ip_network(n)
-    for n in ("192.0.0.0/24", "2001::/23", "2002::/16", "3fff::/20", "fec0::/10")
+    ipaddress.ip_network(n) for n in ("192.0.0.0/24", "2001::/23", "2002::/16", "3fff::/20", "fec0::/10")
 ]
 
 # Plain IANA registry entries (special-purpose, both answers of "globally reachable") and
@@ -214,13 +214,18 @@ def test_ipv4_mapped_follows_ipv4() -> None:
     never = NeverBlock()
     assert never.contains("::ffff:10.1.2.3")
     assert not never.contains("::ffff:8.8.8.8")  # it *is* 8.8.8.8, looked up as IPv4
-    assert all(s > 0xFFFF_FFFF_FFFF or e < 0xFFFF << 32 for s, e in subtract([(0, 2**128 - 1)], NEVER_BLOCK_V6))
+    assert all(
+        s > 0xFFFF_FFFF_FFFF or e < 0xFFFF << 32 for s, e in subtract([(0, 2**128 - 1)], NEVER_BLOCK_V6)
+    )
 
 
 def test_extra_never_block() -> None:
-    never = NeverBlock.build(["203.0.114.0/24", "8.8.8.8", "10.96.0.1/12", "2a00:1450::/32", "::ffff:1.1.1.0/120"])
+    never = NeverBlock.build(
+        ["203.0.114.0/24", "8.8.8.8", "10.96.0.1/12", "2a00:1450::/32", "::ffff:1.1.1.0/120"]
+    )
     assert never.contains("203.0.114.77")
-    assert never.contains("8.8.8.8") and not never.contains("8.8.8.9")
+    assert never.contains("8.8.8.8")
+    assert not never.contains("8.8.8.9")
     assert never.contains("10.111.255.255")  # 10.96.0.1/12 means 10.96.0.0/12
     assert never.contains("2a00:1450::1")
     assert never.contains("1.1.1.1")  # the IPv4-mapped extra applies to IPv4

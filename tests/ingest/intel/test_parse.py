@@ -38,7 +38,12 @@ def test_cidrs_host_bits_single_address_networks_and_ranges() -> None:
     body = b"10.0.0.1/8\n61.155.222.210/31\n1.2.3.4/32\n2001:db8::1/128\n1.1.1.0-1.1.1.255\n2.2.2.1-2.2.2.6\n"
     feed = parse_feed(body)
     assert feed.normalized_host_bits == 1  # 10.0.0.1/8 read as 10.0.0.0/8, like ipset and iprange
-    assert set(feed.nets4) == {net("10.0.0.0/8"), net("61.155.222.210/31"), net("1.1.1.0/24"), (ip4("2.2.2.1"), ip4("2.2.2.6"))}
+    assert set(feed.nets4) == {
+        net("10.0.0.0/8"),
+        net("61.155.222.210/31"),
+        net("1.1.1.0/24"),
+        (ip4("2.2.2.1"), ip4("2.2.2.6")),
+    }
     assert set(feed.ips4) == {ip4("1.2.3.4")}
     assert set(feed.ips6) == {int(ipaddress.IPv6Address("2001:db8::1"))}
     assert (feed.ips, feed.cidrs, feed.ipv6) == (2, 4, 1)
@@ -102,9 +107,10 @@ def test_dshield() -> None:
     feed = parse_feed(DSHIELD, FeedFormat.DSHIELD)
     assert set(feed.nets4) == {net("43.229.53.0/24"), net("194.63.140.0/24")}
     assert (feed.comments, feed.garbage) == (2, 1)  # the column header counts as a comment
-    auto = parse_feed(DSHIELD)  # "IP<TAB>IP" reads as a range in AUTO too; the header is garbage
-    assert auto.nets4 == feed.nets4
-    assert auto.garbage == 2
+    for fmt in (FeedFormat.AUTO, FeedFormat.FIRST_COLUMN):
+        other = parse_feed(DSHIELD, fmt)  # "IP<TAB>IP" is a range there too; the header is garbage
+        assert other.nets4 == feed.nets4
+        assert other.garbage == 2
 
 
 DATAPLANE = (

@@ -175,10 +175,20 @@ class _Family:
 
 class IndicatorSet:
     def __init__(self, never_block: NeverBlock | None = None) -> None:
-        self.never_block = never_block or NeverBlock()
+        self._never_block = never_block or NeverBlock()
         self._feeds: dict[str, _Feed] = {}
         self._lookup: Lookup | None = None
         self._names: dict[int, tuple[str, ...]] = {}
+
+    @property
+    def never_block(self) -> NeverBlock:
+        """Ranges cut out of every blocklist and lookup (defaults plus configured extras)."""
+        return self._never_block
+
+    @never_block.setter
+    def never_block(self, value: NeverBlock) -> None:
+        self._never_block = value
+        self._changed()
 
     # -- building ---------------------------------------------------------------------------
 
