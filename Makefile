@@ -48,6 +48,7 @@ fmt: install
 
 bench: install
 	@$(UV) run python bench/run_once.py --findings 100000 --write-doc docs/PERFORMANCE.md
+	@$(UV) run python bench/intel.py --write-doc docs/PERFORMANCE.md
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache policies .demo bench/out
