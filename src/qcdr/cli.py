@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from qcdr_common.logging import configure_logging
 from rich.console import Console
 
 from qcdr.durations import parse_duration
@@ -31,8 +32,14 @@ class UsageError(Exception):
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    log_level: Annotated[
+        str, typer.Option(envvar="QCDR_LOG_LEVEL", help="Log level of the diagnostics written to stderr.")
+    ] = "WARNING",
+) -> None:
     """qcdr commands."""
+    # Diagnostics go to stderr so that stdout stays the report (and valid JSON with --json).
+    configure_logging(log_level, "console")
 
 
 def _register_subcommands() -> None:

@@ -306,3 +306,25 @@ def test_load_client_without_any_configuration(tmp_path: Path, monkeypatch: pyte
         load_client(tmp_path / "broken")
     with pytest.raises(KubeConfigError, match="not found"):
         load_client(tmp_path / "absent")
+
+
+async def test_prune_ignores_the_version_of_a_multi_version_crd(tmp_path: Path, shared_path: Path) -> None:
+    """CiliumCIDRGroup is served as v2alpha1 and v2: applying v2 must not prune via the v2alpha1 listing."""
+    from qcdr_common.testing.k8s_server import K8sTestServer
+    from qcdr_common.testing.schemas import ManifestValidator
+
+    server = K8sTestServer(validator=ManifestValidator(shared_path))
+    group = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumCIDRGroup",
+        "metadata": {"name": "g1", "labels": {"app.kubernetes.io/managed-by": "qcdr"}},
+        "spec": {"externalCIDRs": ["45.9.148.0/24"]},
+    }
+    with server.serve():
+        async with server.async_client() as client:
+            report = await apply_documents(
+                [PolicyDocument(family="t", filename="f.yaml", body=group)], client
+            )
+    assert report.ok, report.summary()
+    assert not report.pruned
+    assert (None, "g1") in server.objects("CiliumCIDRGroup")

@@ -292,6 +292,11 @@ async def apply_documents(
     return report
 
 
+def _identity(ref: ObjectRef) -> tuple[str, str, str | None, str]:
+    group = ref.api_version.rpartition("/")[0]
+    return group, ref.kind, ref.namespace, ref.name
+
+
 async def _prune(
     client: AsyncClient,
     report: ApplyReport,
@@ -307,6 +312,7 @@ async def _prune(
         )
         return
     failed_kinds = {(f.ref.api_version, f.ref.kind) for f in report.failed}
+    wanted = {_identity(ref) for ref in desired}
     for managed in managed_kinds:
         if (managed.api_version, managed.kind) in failed_kinds:
             report.warnings.append(
@@ -332,7 +338,9 @@ async def _prune(
             continue
         for obj in sorted(found, key=lambda o: (ObjectRef.of(o).namespace or "", ObjectRef.of(o).name)):
             ref = ObjectRef.of({**obj, "apiVersion": managed.api_version, "kind": managed.kind})
-            if ref in desired:
+            # A CRD served at several versions lists the same objects under each of them
+            # (CiliumCIDRGroup v2alpha1 and v2): identity ignores the version.
+            if _identity(ref) in wanted:
                 continue
             try:
                 if managed.namespaced:
