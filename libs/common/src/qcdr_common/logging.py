@@ -13,6 +13,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.contextvars import bound_contextvars
+
+# ``with log_context(correlation_id=...):`` adds the values to every log line inside, across awaits
+# (contextvars); the stream consumer binds correlation_id, envelope_id and envelope_type this way.
+log_context = bound_contextvars
 
 _SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|dsn)", re.I)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)

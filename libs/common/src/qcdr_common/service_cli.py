@@ -1,18 +1,27 @@
 """The ``qcdr-<svc>`` command every service shares: ``serve`` always; ``db upgrade`` for a service
-that owns tables (it passes its migration function); ``consume`` joins as services gain streams."""
+that owns tables (it passes its migration function); ``consume`` and ``replay`` for a service with
+stream consumers or an outbox (it passes coroutine functions)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 
-from qcdr_common.logging import redact_url
+from qcdr_common.logging import configure_logging, redact_url
 from qcdr_common.settings import CommonSettings
 
 # (database URL, target revision) -> the revision the database is at afterwards
 DbUpgrade = Callable[[str, str], str | None]
+# Runs the service's consumers and outbox relay until SIGTERM (qcdr_common.streams.run_until_stopped
+# installs the signal handlers).
+Consume = Callable[[], Coroutine[Any, Any, None]]
+# Re-publishes from Postgres what was created at or after ``since`` (None: everything); returns a count.
+Replay = Callable[[datetime | None], Coroutine[Any, Any, int]]
 
 
 def make_service_cli(
@@ -21,6 +30,8 @@ def make_service_cli(
     get_settings: Callable[[], CommonSettings],
     *,
     db_upgrade: DbUpgrade | None = None,
+    consume: Consume | None = None,
+    replay: Replay | None = None,
 ) -> typer.Typer:
     cli = typer.Typer(name=f"qcdr-{service}", help=f"The qcdr {service} service.", no_args_is_help=True)
 
@@ -38,6 +49,11 @@ def make_service_cli(
             port=port or settings.http_port,
             log_level=settings.log_level.lower(),
         )
+
+    if consume is not None:
+        _add_consume(cli, service, get_settings, consume)
+    if replay is not None:
+        _add_replay(cli, service, get_settings, replay)
 
     if db_upgrade is not None:
         cli.add_typer(_db_cli(service, get_settings, db_upgrade), name="db")
@@ -76,3 +92,58 @@ def _db_cli(service: str, get_settings: Callable[[], CommonSettings], upgrade: D
         """Database schema commands."""
 
     return db
+
+
+def _add_consume(
+    cli: typer.Typer, service: str, get_settings: Callable[[], CommonSettings], consume: Consume
+) -> None:
+    @cli.command("consume")
+    def consume_command(
+        metrics_port: int | None = typer.Option(
+            None, help="Serve Prometheus metrics on this port (default from settings; 0: off)."
+        ),
+    ) -> None:
+        """Run the stream consumers and the outbox relay until SIGTERM (the batch in hand is
+        finished and acknowledged first)."""
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format.value)
+        port = settings.consume_metrics_port if metrics_port is None else metrics_port
+        if port:
+            from prometheus_client import start_http_server
+
+            start_http_server(port, addr=settings.http_host)
+        try:
+            asyncio.run(consume())
+        except Exception as exc:
+            # no traceback: exception texts can carry connection URLs with passwords
+            typer.echo(
+                f"qcdr-{service} consume failed: {redact_url(type(exc).__name__ + ': ' + str(exc))}", err=True
+            )
+            raise typer.Exit(1) from None
+
+
+def _add_replay(
+    cli: typer.Typer, service: str, get_settings: Callable[[], CommonSettings], replay: Replay
+) -> None:
+    @cli.command("replay")
+    def replay_command(
+        since: Annotated[
+            datetime | None,
+            typer.Option(help="Only what was created at or after this time (ISO 8601, UTC; default: all)."),
+        ] = None,
+    ) -> None:
+        """Re-publish this service's events from Postgres (after the stream was trimmed or lost).
+
+        Consumers deduplicate on the envelope id, so replaying what they already have is safe."""
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format.value)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        try:
+            count = asyncio.run(replay(since))
+        except Exception as exc:
+            typer.echo(
+                f"qcdr-{service} replay failed: {redact_url(type(exc).__name__ + ': ' + str(exc))}", err=True
+            )
+            raise typer.Exit(1) from None
+        typer.echo(f"qcdr-{service}: re-published {count} envelopes")

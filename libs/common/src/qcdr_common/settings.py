@@ -6,6 +6,7 @@ caller names; nothing is read at import time. Secrets are ``SecretStr`` so they 
 
 from __future__ import annotations
 
+import socket
 from enum import StrEnum
 
 from pydantic import Field, SecretStr
@@ -43,3 +44,23 @@ class CommonSettings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+
+    # Streams (qcdr_common.streams). MAXLEN trims entries whether or not a group has read them,
+    # so it sits far above any backlog the system is expected to hold.
+    stream_maxlen: int = Field(default=1_000_000, ge=1000)
+    stream_batch: int = Field(default=500, ge=1, description="Entries per micro-batch.")
+    stream_block_ms: int = Field(
+        default=1000, ge=1, description="Longest blocking read; bounds stop latency."
+    )
+    stream_claim_idle_ms: int = Field(default=30_000, ge=1, description="Reclaim entries idle this long.")
+    stream_max_deliveries: int = Field(default=5, ge=1, description="Dead-letter after this many deliveries.")
+    outbox_poll_s: float = Field(default=0.05, gt=0, description="Outbox relay poll interval.")
+    consume_metrics_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="Prometheus port of `consume` (0: none; `serve` has /metrics).",
+    )
+    consumer_name: str = Field(
+        default_factory=socket.gethostname, description="This process's consumer name (the pod name)."
+    )

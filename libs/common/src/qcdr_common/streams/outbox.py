@@ -1,0 +1,221 @@
+"""Transactional outbox: envelopes are written in the same transaction as the state change, and a
+relay publishes them to Redis afterwards, so a crash between commit and XADD loses nothing.
+
+Each service owns one ``<service>_outbox`` table (built here on the service's own metadata and
+created by the service's own Alembic migration). The relay may run in several pods at once: rows
+are claimed ``FOR UPDATE SKIP LOCKED``, and the claim is held while publishing, so a row goes out
+once per successful commit. A crash after XADD but before the commit republishes it: at least
+once, which is why consumers deduplicate on the envelope id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from redis.asyncio import Redis
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from qcdr_common.logging import get_logger
+from qcdr_common.settings import CommonSettings
+from qcdr_common.streams.envelope import Envelope
+from qcdr_common.streams.metrics import OUTBOX_PUBLISHED
+from qcdr_common.streams.names import stream_key
+from qcdr_common.streams.producer import publish_fields
+
+log = get_logger(__name__)
+
+
+def outbox_table(metadata: MetaData, service: str) -> Table:
+    """The ``<service>_outbox`` table on ``metadata``; constraint names are explicit so the
+    Alembic migration matches whatever naming convention the metadata carries."""
+    name = f"{service}_outbox"
+    table = Table(
+        name,
+        metadata,
+        Column("id", BigInteger, autoincrement=True, nullable=False),  # BIGSERIAL: relay order
+        Column("envelope_id", Text, nullable=False),
+        Column("stream", Text, nullable=False, comment="Stream name without the key prefix."),
+        Column("type", Text, nullable=False),
+        Column("data", LargeBinary, nullable=False, comment="The envelope JSON, as published."),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        PrimaryKeyConstraint("id", name=f"pk_{name}"),
+        UniqueConstraint("envelope_id", name=f"uq_{name}_envelope_id"),
+    )
+    # only unpublished rows are ever scanned, so the index stays as small as the backlog
+    Index(f"ix_{name}_unpublished", table.c.id, postgresql_where=table.c.published_at.is_(None))
+    return table
+
+
+async def enqueue(session: AsyncSession, table: Table, stream: str, envelopes: Sequence[Envelope]) -> None:
+    """Insert envelopes in the caller's transaction (the caller commits them with its state change).
+
+    ``stream`` is the name without prefix (``"analysis:findings"``). An envelope id already in the
+    outbox is skipped, so re-running a handler does not publish twice.
+    """
+    if not envelopes:
+        return
+    rows = [{"envelope_id": e.id, "stream": stream, "type": e.type, "data": e.to_json()} for e in envelopes]
+    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["envelope_id"])
+    await session.execute(stmt)
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows to their streams: at start-up, on ``notify()``, and every
+    ``poll_s`` (rows committed by another process are found by polling)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis,
+        table: Table,
+        *,
+        prefix: str,
+        maxlen: int,
+        batch: int = 500,
+        poll_s: float = 0.05,
+        error_backoff_s: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.table = table
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.batch = batch
+        self.poll_s = poll_s
+        self.error_backoff_s = error_backoff_s
+        self._wake = asyncio.Event()
+
+    @classmethod
+    def from_settings(
+        cls, engine: AsyncEngine, redis: Redis, table: Table, settings: CommonSettings
+    ) -> OutboxRelay:
+        return cls(
+            engine,
+            redis,
+            table,
+            prefix=settings.redis_prefix,
+            maxlen=settings.stream_maxlen,
+            batch=settings.stream_batch,
+            poll_s=settings.outbox_poll_s,
+        )
+
+    def notify(self) -> None:
+        """Wake the relay now (call it after committing rows in this process)."""
+        self._wake.set()
+
+    async def publish_batch(self) -> int:
+        """Claim, publish and mark one batch in one transaction; returns the number published."""
+        t = self.table
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.c.id, t.c.stream, t.c.type, t.c.data)
+                    .where(t.c.published_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            entries = [
+                (stream_key(self.prefix, r.stream), {b"type": r.type.encode(), b"data": bytes(r.data)})
+                for r in rows
+            ]
+            # The row locks are held across the XADD: a second relay skips these rows, and if
+            # Redis fails the transaction rolls back and the rows stay unpublished.
+            await publish_fields(self.redis, entries, self.maxlen)
+            await conn.execute(
+                update(t).where(t.c.id.in_([r.id for r in rows])).values(published_at=func.now())
+            )
+        OUTBOX_PUBLISHED.labels(table=t.name).inc(len(rows))
+        return len(rows)
+
+    async def publish_pending(self) -> int:
+        """Publish every row unpublished (and not claimed by another relay) right now."""
+        total = 0
+        while True:
+            n = await self.publish_batch()
+            total += n
+            if n < self.batch:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish the backlog left by a previous run, then keep publishing until ``stop`` is set."""
+        log.info("outbox relay started", table=self.table.name)
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                published = await self.publish_pending()
+            except Exception as exc:  # Redis or Postgres away: keep the rows, retry after a pause
+                log.warning("outbox relay failed", table=self.table.name, error=repr(exc))
+                await _wait_any(stop, None, self.error_backoff_s)
+                continue
+            if published == 0:
+                await _wait_any(stop, self._wake, self.poll_s)
+        log.info("outbox relay stopped", table=self.table.name)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def outbox_backlog(engine: AsyncEngine, table: Table) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            select(func.count()).select_from(table).where(table.c.published_at.is_(None))
+        )
+    return int(value or 0)
+
+
+async def mark_for_replay(
+    engine: AsyncEngine, table: Table, *, since: datetime | None = None, stream: str | None = None
+) -> int:
+    """Mark published rows unpublished again so the relay re-publishes them (consumers dedupe on
+    the envelope id). Returns the number of rows marked."""
+    t = table
+    stmt = update(t).where(t.c.published_at.is_not(None))
+    if since is not None:
+        stmt = stmt.where(t.c.created_at >= since)
+    if stream is not None:
+        stmt = stmt.where(t.c.stream == stream)
+    async with engine.begin() as conn:
+        result = await conn.execute(stmt.values(published_at=None))
+    return int(result.rowcount or 0)
+
+
+async def purge_published(engine: AsyncEngine, table: Table, *, older_than: timedelta) -> int:
+    """Delete rows published longer ago than ``older_than`` (the outbox is not an archive)."""
+    t = table
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            delete(t).where(t.c.published_at.is_not(None), t.c.published_at < func.now() - older_than)
+        )
+    return int(result.rowcount or 0)

@@ -1,0 +1,62 @@
+"""Running stream workers (consumers, outbox relays, the lag exporter) until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from qcdr_common.logging import get_logger
+
+log = get_logger(__name__)
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: workers finish and ack their batch, then return. A second
+    signal gets the default behaviour (exit now; unacked entries are redelivered later).
+
+    Call it from inside the running event loop (e.g. first thing in the ``consume`` coroutine).
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if stop.is_set():  # a second signal: the operator does not want to wait for the batch
+        asyncio.get_running_loop().remove_signal_handler(sig)
+        signal.raise_signal(sig)
+        return
+    log.info("stopping on signal", signal=sig.name)
+    stop.set()
+
+
+async def run_until_stopped(
+    *workers: Worker, stop: asyncio.Event | None = None, signals: bool = True
+) -> None:
+    """Run every ``worker(stop)`` concurrently until ``stop`` is set (by a signal, or by the caller).
+
+    If one worker raises, ``stop`` is set so the others wind down cleanly, and the error propagates.
+    """
+    stop = stop or asyncio.Event()
+    if signals:
+        install_signal_handlers(stop)
+
+    async def guarded(worker: Worker) -> None:
+        try:
+            await worker(stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for worker in workers:
+                tg.create_task(guarded(worker))
+    finally:
+        if signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,130 @@
+"""Run qcdr services as real processes on 127.0.0.1 for integration and crash tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_cmd(service: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"qcdr_{service}", *args]
+
+
+@dataclass
+class Proc:
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    log: Path
+    port: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        fh = self.log.open("ab")
+        self.popen = subprocess.Popen(self.cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        fh.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        assert self.port is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+
+    def kill9(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def restart(self) -> None:
+        self.kill9()
+        self.restarts += 1
+        self.start()
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    env: dict[str, str]
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, workdir: Path, *, database_url: str, redis_url: str, prefix: str, token: str,
+               extra_env: dict[str, str] | None = None) -> Stack:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "QCDR_REDIS_PREFIX": prefix,
+            "QCDR_API_TOKEN": token,
+            "QCDR_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+        return cls(workdir, env)
+
+    def migrate(self, *services: str) -> None:
+        for service in services:
+            proc = subprocess.run(service_cmd(service, "db", "upgrade"), env=self.env, capture_output=True,
+                                  timeout=120, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{service} db upgrade failed: {proc.stdout.decode()}{proc.stderr.decode()}")
+
+    def serve(self, service: str, **env: str) -> Proc:
+        port = free_port()
+        proc = Proc(service, service_cmd(service, "serve", "--port", str(port)), {**self.env, **env},
+                    self.workdir / f"{service}.log", port)
+        self.procs[service] = proc
+        proc.start()
+        proc.wait_ready()
+        return proc
+
+    def consume(self, service: str, **env: str) -> Proc:
+        proc = Proc(f"{service}-consume", service_cmd(service, "consume"), {**self.env, **env},
+                    self.workdir / f"{service}-consume.log")
+        self.procs[proc.name] = proc
+        proc.start()
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
