@@ -1,12 +1,68 @@
-"""The analysis service's FastAPI application."""
+"""The analysis service's FastAPI application: the findings API, and (``consume_in_app``) the
+``ingest:events`` consumer and outbox relay running beside it in the same process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
+from qcdr_common.api.auth import ApiAuthSettings
+from qcdr_common.db import make_session_factory
+from qcdr_common.logging import get_logger
 from qcdr_common.service_app import create_service_app
 
-from qcdr_analysis.settings import get_settings
+from qcdr_analysis.findings.router import router as findings_router
+from qcdr_analysis.settings import AnalysisSettings, get_settings
+from qcdr_analysis.worker import AnalysisWorker, make_detectors
+
+log = get_logger(__name__)
+# SIGTERM: the worker finishes and acks its batch; Kubernetes' default grace period is 30 s
+WORKER_STOP_TIMEOUT_S = 25.0
 
 
-def create_app() -> FastAPI:
-    return create_service_app(get_settings(), title="qcdr analysis")
+def _report_early_exit(stop: asyncio.Event) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        if not stop.is_set() and not task.cancelled():
+            log.error("the analysis worker stopped while the app runs", error=repr(task.exception()))
+
+    return done
+
+
+def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # a bad detector configuration or rule file fails here, before the app accepts anything
+    detectors = make_detectors(settings) if settings.consume_in_app else None
+    app = create_service_app(settings, title="qcdr analysis", auth=auth)
+    app.include_router(findings_router)
+    common_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with common_lifespan(app):  # engine, Redis, readiness checks
+            app.state.sessions = make_session_factory(app.state.engine)
+            stop = asyncio.Event()
+            task: asyncio.Task[None] | None = None
+            if detectors is not None:
+                worker = AnalysisWorker(settings, app.state.engine, app.state.redis, detectors=detectors)
+                task = asyncio.create_task(worker.run(stop), name="analysis-worker")
+                # The consumer and relay loops survive Redis/Postgres outages themselves; a worker
+                # that ends before shutdown is a bug worth an error line.
+                task.add_done_callback(_report_early_exit(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                if task is not None:
+                    try:
+                        await asyncio.wait_for(task, WORKER_STOP_TIMEOUT_S)
+                    except Exception:
+                        log.exception("the analysis worker did not stop cleanly")
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            await task
+
+    app.router.lifespan_context = lifespan
+    return app

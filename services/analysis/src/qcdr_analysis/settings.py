@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
+from pydantic import Field
 from qcdr_common.settings import CommonSettings
 
 
 class AnalysisSettings(CommonSettings):
     service_name: str = "analysis"
+
+    consume_in_app: bool = Field(
+        default=True,
+        description=(
+            "Run the ingest:events consumer and the outbox relay inside `serve` as well, so the "
+            "service alone does everything; turn off when `consume` runs as its own process."
+        ),
+    )
+    consumer_group: str = Field(default="analysis", description="Consumer group on ingest:events.")
+    detectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-detector configuration by detector name (QCDR_DETECTORS__INTEL_MATCH__"
+            "REPUTATION_THRESHOLD=80); unknown detector names and unknown keys fail at start."
+        ),
+    )
+    disabled_detectors: frozenset[str] = Field(
+        default=frozenset(), description="Detector names not to run (unknown names fail at start)."
+    )
 
 
 @lru_cache

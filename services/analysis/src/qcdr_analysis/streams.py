@@ -1,5 +1,17 @@
-"""Streams of the analysis service (names without the configurable key prefix)."""
+"""Streams of the analysis service (names without the configurable key prefix) and their types."""
 
+SERVICE = "analysis"
+
+# Normalized SecurityEvents from ingest, one envelope per event (payload: the SecurityEvent).
+EVENTS = "ingest:events"
+EVENT_OBSERVED = "ingest.event_observed"
+GROUP = "analysis"
+
+# Findings (contract qcdr_common.contracts.findings.v1), published through the outbox.
 FINDINGS = "analysis:findings"
+FINDING_RAISED = "analysis.finding_raised"
+
 PRODUCES = (FINDINGS,)
-CONSUMES = ("ingest:events", "ingest:intel")
+# ingest:intel is not consumed: intel_match queries ingest's view for every batch, so there is
+# no cached copy of the indicator set to invalidate.
+CONSUMES = (EVENTS,)

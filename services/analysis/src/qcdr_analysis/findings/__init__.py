@@ -1,0 +1,1 @@
+"""Findings: detection over consumed events, storage, publication and the read API."""

@@ -1,0 +1,212 @@
+"""Detection over a micro-batch, and what makes its effects exactly-once.
+
+:func:`process_batch` runs inside the handler's one transaction:
+
+1. record every envelope id in ``analysis_received`` (``ON CONFLICT DO NOTHING``); an id already
+   there was processed and committed before (a redelivery after a crash, a claim, a replay) and is
+   skipped;
+2. run the detectors over the events of the new envelopes only;
+3. insert the findings (deterministic ids, ``ON CONFLICT DO NOTHING``: the same event in two
+   envelopes still yields one finding);
+4. enqueue an ``analysis.finding_raised`` envelope in the outbox for each finding actually
+   inserted, and nothing for the others.
+
+The handler commits, then the consumer acknowledges. A crash before the commit loses nothing (the
+entries stay pending and are redelivered); a crash after it repeats nothing (step 1 skips them).
+
+:class:`DetectorSet` is the dispatcher: it validates each detector's configuration at start and,
+per batch, runs lookups in a savepoint and isolates failures per detector and then per event, so
+one failing detector (or one event a detector chokes on) never costs the others their findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+from pydantic import ValidationError
+from qcdr_common.contracts.events.v1 import SecurityEvent
+from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.logging import get_logger
+from qcdr_common.streams import Envelope, enqueue, new_envelope
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qcdr_analysis import streams
+from qcdr_analysis.detectors import Detector, load_detectors
+from qcdr_analysis.findings import repository as repo
+from qcdr_analysis.findings.models import OUTBOX
+
+log = get_logger(__name__)
+
+FINDINGS_RAISED = Counter(
+    "qcdr_analysis_findings_total", "Findings inserted (new), by detector.", ["detector"]
+)
+DETECTOR_ERRORS = Counter(
+    "qcdr_analysis_detector_errors_total",
+    "Detector failures isolated by the dispatcher (stage: lookup, batch, event).",
+    ["detector", "stage"],
+)
+EVENTS_SKIPPED = Counter(
+    "qcdr_analysis_redelivered_envelopes_total", "Envelopes skipped because they were already processed."
+)
+
+
+class DetectorConfigError(ValueError):
+    """A detector's configuration is unusable (unknown detector, unknown key, bad rule file)."""
+
+
+@dataclass(frozen=True)
+class ActiveDetector:
+    detector: Detector[Any]
+    state: Any
+
+
+class DetectorSet:
+    """The detectors this process runs, each with its state (validated config, compiled rules)."""
+
+    def __init__(self, active: Sequence[ActiveDetector]) -> None:
+        self.active = tuple(active)
+
+    @property
+    def names(self) -> list[str]:
+        return [a.detector.name for a in self.active]
+
+    @classmethod
+    def configure(
+        cls, configs: Mapping[str, Mapping[str, Any]] | None = None, disabled: Collection[str] = ()
+    ) -> DetectorSet:
+        registry = load_detectors()
+        configs = configs or {}
+        unknown = (set(configs) | set(disabled)) - set(registry.names())
+        if unknown:
+            raise DetectorConfigError(
+                f"unknown detector(s) {sorted(unknown)} (known: {', '.join(registry.names())})"
+            )
+        active = []
+        for name, detector in sorted(registry.items(), key=lambda item: item[0]):  # import order varies
+            if name in disabled:
+                continue
+            try:
+                config = detector.config.model_validate(dict(configs.get(name, {})))
+                state = detector.setup(config)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                )
+                raise DetectorConfigError(f"detector {name!r}: {problems}") from None
+            except (ValueError, OSError) as exc:
+                raise DetectorConfigError(f"detector {name!r}: {exc}") from exc
+            active.append(ActiveDetector(detector, state))
+        return cls(active)
+
+    async def run(self, session: AsyncSession, events: Sequence[SecurityEvent]) -> list[Finding]:
+        """Findings of every detector over ``events``, first one per id (in detector order)."""
+        found: dict[str, Finding] = {}
+        if not events:
+            return []
+        for active in self.active:
+            detector = active.detector
+            lookup: Any = None
+            if detector.lookup is not None:
+                try:
+                    # a failed query must not abort the batch's transaction: roll back to here
+                    async with session.begin_nested():
+                        lookup = await detector.lookup(session, events, active.state)
+                except Exception:
+                    DETECTOR_ERRORS.labels(detector=detector.name, stage="lookup").inc()
+                    log.exception("detector lookup failed; skipped for this batch", detector=detector.name)
+                    continue
+            for finding in self._detect(active, events, lookup):
+                found.setdefault(finding.id, finding)
+        return list(found.values())
+
+    @staticmethod
+    def _detect(active: ActiveDetector, events: Sequence[SecurityEvent], lookup: Any) -> list[Finding]:
+        detector = active.detector
+        try:
+            return list(detector.detect(events, active.state, lookup))
+        except Exception:
+            DETECTOR_ERRORS.labels(detector=detector.name, stage="batch").inc()
+            log.exception("detector failed on a batch; retrying event by event", detector=detector.name)
+        findings: list[Finding] = []
+        for event in events:
+            try:
+                findings.extend(detector.detect((event,), active.state, lookup))
+            except Exception:
+                DETECTOR_ERRORS.labels(detector=detector.name, stage="event").inc()
+                log.exception("detector failed on an event", detector=detector.name, event_id=event.id)
+        return findings
+
+
+@dataclass
+class BatchOutcome:
+    envelopes: int = 0
+    duplicates: int = 0  # envelopes already processed (redelivered)
+    events: int = 0
+    findings: int = 0  # produced by the detectors
+    inserted: list[Finding] = field(default_factory=list)  # new findings (each also in the outbox)
+
+    @property
+    def outbox_rows(self) -> int:
+        return len(self.inserted)
+
+
+def finding_envelope(finding: Finding, cause: Envelope | None, cluster_id: str) -> Envelope:
+    return new_envelope(
+        streams.FINDING_RAISED,
+        finding,
+        source=streams.SERVICE,
+        cluster_id=cause.cluster_id if cause is not None else cluster_id,
+        occurred_at=finding.event_time,
+        correlation_id=cause.correlation_id if cause is not None else None,
+        causation_id=cause.id if cause is not None else None,
+    )
+
+
+async def process_batch(
+    session: AsyncSession,
+    detectors: DetectorSet,
+    events: Sequence[tuple[Envelope, SecurityEvent]],
+    other: Sequence[Envelope] = (),
+    *,
+    cluster_id: str,
+) -> BatchOutcome:
+    """Steps 1-4 above, flushed in ``session``; the caller commits. ``other``: envelopes recorded as
+    received without detection (types analysis does not handle)."""
+    outcome = BatchOutcome(envelopes=len(events) + len(other))
+    new_ids = await repo.record_received(session, [env for env, _ in events] + list(other))
+    outcome.duplicates = outcome.envelopes - len(new_ids)
+    fresh = [(env, event) for env, event in events if env.id in new_ids]
+    outcome.events = len(fresh)
+    if not fresh:
+        return outcome
+
+    findings = await detectors.run(session, [event for _, event in fresh])
+    outcome.findings = len(findings)
+    if not findings:
+        return outcome
+    # the envelope of a finding's first evidence event continues its correlation chain
+    cause_of = {(event.source, event.id): env for env, event in fresh}
+    envelopes: dict[str, Envelope] = {}
+    rows = []
+    for finding in findings:
+        first = finding.evidence_event_ids[0] if finding.evidence_event_ids else ""
+        cause = cause_of.get((finding.source, first))
+        envelope = finding_envelope(finding, cause, cluster_id)
+        envelopes[finding.id] = envelope
+        rows.append(repo.row_values(finding, envelope.payload, envelope_id=envelope.id))
+    inserted = await repo.insert_findings(session, rows)
+    outcome.inserted = [f for f in findings if f.id in inserted]
+    await enqueue(session, OUTBOX, streams.FINDINGS, [envelopes[f.id] for f in outcome.inserted])
+    return outcome
+
+
+def count_committed(outcome: BatchOutcome) -> None:
+    """Metrics of a batch, once its transaction committed."""
+    if outcome.duplicates:
+        EVENTS_SKIPPED.inc(outcome.duplicates)
+    for finding in outcome.inserted:
+        FINDINGS_RAISED.labels(detector=finding.detector).inc()

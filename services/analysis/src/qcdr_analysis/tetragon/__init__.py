@@ -1,0 +1,1 @@
+"""Tetragon events: the view the ATT&CK rules match on, and the declarative rule set."""

@@ -1,0 +1,155 @@
+"""The analysis worker: the ``ingest:events`` consumer, the outbox relay and the lag exporter, on
+one engine and one Redis client.
+
+``serve`` runs it inside the app (``consume_in_app``); ``consume`` runs it alone; ``replay``
+re-publishes findings from Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.logging import get_logger
+from qcdr_common.streams import (
+    LagExporter,
+    OutboxRelay,
+    StreamConsumer,
+    enqueue,
+    new_envelope,
+    run_until_stopped,
+)
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qcdr_analysis import streams
+from qcdr_analysis.findings import repository as repo
+from qcdr_analysis.findings.handlers import EventsHandler
+from qcdr_analysis.findings.models import OUTBOX
+from qcdr_analysis.findings.service import BatchOutcome, DetectorSet
+from qcdr_analysis.settings import AnalysisSettings, get_settings
+
+log = get_logger(__name__)
+REPLAY_PAGE = 1000
+
+
+def make_detectors(settings: AnalysisSettings) -> DetectorSet:
+    """The configured detectors; a bad configuration or rule file raises here, at start."""
+    return DetectorSet.configure(settings.detectors, settings.disabled_detectors)
+
+
+class AnalysisWorker:
+    def __init__(
+        self,
+        settings: AnalysisSettings,
+        engine: AsyncEngine,
+        redis: Redis,
+        *,
+        detectors: DetectorSet | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = make_session_factory(engine)
+        self.detectors = detectors or make_detectors(settings)
+        self.relay = OutboxRelay(
+            engine,
+            redis,
+            OUTBOX,
+            prefix=settings.redis_prefix,
+            maxlen=settings.stream_maxlen,
+            batch=settings.stream_batch,
+            poll_s=settings.outbox_poll_s,
+        )
+        self.handler = EventsHandler(
+            self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
+        )
+        self.consumer = StreamConsumer(
+            redis,
+            prefix=settings.redis_prefix,
+            stream=streams.EVENTS,
+            group=settings.consumer_group,
+            consumer=settings.consumer_name,
+            handler=self.handler,
+            batch=settings.stream_batch,
+            block_ms=settings.stream_block_ms,
+            claim_idle_ms=settings.stream_claim_idle_ms,
+            max_deliveries=settings.stream_max_deliveries,
+        )
+        self.lag = LagExporter(
+            redis,
+            prefix=settings.redis_prefix,
+            groups=[(streams.EVENTS, settings.consumer_group)],
+            outboxes=[(engine, OUTBOX)],
+        )
+
+    def after_commit(self, outcome: BatchOutcome) -> None:
+        if outcome.outbox_rows:
+            self.relay.notify()  # publish now rather than at the next poll
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumer, relay and lag exporter until ``stop`` (the caller handles signals)."""
+        log.info("analysis worker started", detectors=self.detectors.names)
+        await run_until_stopped(self.consumer.run, self.relay.run, self.lag.run, stop=stop, signals=False)
+
+
+async def consume() -> None:
+    """``qcdr-analysis consume``: the worker without HTTP, until SIGTERM."""
+    settings = get_settings()
+    detectors = make_detectors(settings)  # before connecting: a bad rule file fails fast
+    engine = make_engine(settings.database_url.get_secret_value())
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        worker = AnalysisWorker(settings, engine, redis, detectors=detectors)
+        await run_until_stopped(worker.consumer.run, worker.relay.run, worker.lag.run)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def replay_findings(
+    settings: AnalysisSettings, engine: AsyncEngine, redis: Redis, since: datetime | None
+) -> int:
+    """Re-publish the findings created at or after ``since`` under their original envelope ids.
+
+    Outbox rows still present are marked unpublished; findings whose row was purged get a new one
+    (same envelope id, a new correlation chain). The relay then publishes them, here and now.
+    """
+    sessions = make_session_factory(engine)
+    async with sessions.begin() as session:
+        count = await repo.mark_findings_for_replay(session, since)
+    after: tuple[datetime, str] | None = None
+    while True:
+        async with sessions.begin() as session:
+            rows = await repo.findings_without_outbox_row(session, since, after=after, limit=REPLAY_PAGE)
+            if not rows:
+                break
+            envelopes = [
+                new_envelope(
+                    streams.FINDING_RAISED,
+                    row.payload,
+                    source=streams.SERVICE,
+                    cluster_id=row.cluster or settings.cluster_id,
+                    occurred_at=row.event_time,
+                    id=row.envelope_id,
+                )
+                for row in rows
+            ]
+            await enqueue(session, OUTBOX, streams.FINDINGS, envelopes)
+            count += len(rows)
+            after = (rows[-1].created_at, rows[-1].id)
+    relay = OutboxRelay(engine, redis, OUTBOX, prefix=settings.redis_prefix, maxlen=settings.stream_maxlen)
+    published = await relay.publish_pending()
+    log.info("findings replayed", requeued=count, published=published)
+    return count
+
+
+async def replay(since: datetime | None) -> int:
+    """``qcdr-analysis replay``."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url.get_secret_value())
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        return await replay_findings(settings, engine, redis, since)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
