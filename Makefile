@@ -5,13 +5,15 @@ export UV_PYTHON_DOWNLOADS := never
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTEST_WORKERS ?= 2
 
-.PHONY: help ensure-uv install demo test test-deps lint fmt bench clean
+.PHONY: help ensure-uv install demo test test-deps lint fmt bench clean up down
 
 help:
 	@echo "make demo       run qcdr once on the bundled demo data (no credentials needed) -> ./policies"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make lint       ruff, mypy and import-linter"
 	@echo "make bench      benchmarks; figures go to docs/PERFORMANCE.md"
+	@echo "make up         the service suite as local processes (no Docker): .run/ has pids, logs, token"
+	@echo "make down       stop what make up started"
 
 ensure-uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -28,6 +30,7 @@ test-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	{ command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -49,6 +52,13 @@ fmt: install
 bench: install
 	@$(UV) run python bench/run_once.py --findings 100000 --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/intel.py --write-doc docs/PERFORMANCE.md
+
+# docker-compose.yml's set without Docker: local PostgreSQL/Redis, migrations, the five services.
+up: install
+	@$(UV) run python scripts/devstack.py up
+
+down: ensure-uv
+	@$(UV) run python scripts/devstack.py down
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache policies .demo bench/out

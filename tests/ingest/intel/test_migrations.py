@@ -21,7 +21,16 @@ from typer.testing import CliRunner
 
 pytestmark = pytest.mark.db
 
-INGEST_TABLES = {"intel_feed_state", "intel_reputation"}
+INGEST_TABLES = {
+    "intel_feed_state",
+    "intel_reputation",
+    "ingest_events",
+    "ingest_outbox",
+    "ingest_watermarks",
+    "intel_indicators",
+    "intel_indicator_state",
+}
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -61,7 +70,7 @@ def test_db_upgrade_command_is_idempotent(database_url: str, fresh_settings: Non
     for _ in range(2):
         result = runner.invoke(cli, ["db", "upgrade"], env={"DATABASE_URL": database_url})
         assert result.exit_code == 0, result.output
-        assert result.output.strip().endswith("is at revision 0001")
+        assert result.output.strip().endswith(f"is at revision {HEAD}")
     tables, differences = inspect_db(database_url)
     assert INGEST_TABLES | {VERSION_TABLE} <= tables
     assert "alembic_version" not in tables  # each service keeps its own version table
@@ -81,13 +90,13 @@ def test_db_upgrade_reports_failures_on_one_line_without_the_password(fresh_sett
 def test_migrations_match_the_models_and_go_down_and_up(scratch_database_url: str) -> None:
     url = scratch_database_url
     assert current_revision(url) is None
-    assert upgrade(url) == "0001"
+    assert upgrade(url) == HEAD
     tables, differences = inspect_db(url)
     assert tables == INGEST_TABLES | {VERSION_TABLE}
     assert differences == []
     assert downgrade(url, "base") is None
     assert inspect_db(url)[0] == {VERSION_TABLE}
-    assert upgrade(url.replace("+asyncpg", "")) == "0001"  # a plain postgresql:// URL works too
+    assert upgrade(url.replace("+asyncpg", "")) == HEAD  # a plain postgresql:// URL works too
 
 
 def test_concurrent_upgrades_wait_for_each_other(scratch_database_url: str) -> None:
@@ -106,8 +115,8 @@ def test_concurrent_upgrades_wait_for_each_other(scratch_database_url: str) -> N
     for process in processes:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
-        assert out.strip() == "0001"
-    assert current_revision(scratch_database_url) == "0001"
+        assert out.strip() == HEAD
+    assert current_revision(scratch_database_url) == HEAD
 
 
 async def test_upgrade_refuses_to_run_inside_an_event_loop(database_url: str) -> None:

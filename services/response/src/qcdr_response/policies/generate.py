@@ -152,7 +152,10 @@ class PolicyGenerator:
         self.checker = checker
         self.generators = list(GENERATORS)
 
-    def generate(self, events: Sequence[SecurityEvent]) -> GenerationResult:
+    def generate(self, events: Sequence[SecurityEvent], *, network: bool = True) -> GenerationResult:
+        """``network=False`` leaves out the IOC blocklists (empty ``iocs``, no network documents):
+        for callers that only want the family policies (the response service regenerates one
+        family/namespace scope at a time, where IOC extraction was most of the cost)."""
         by_family: dict[str, list[SecurityEvent]] = defaultdict(list)
         unmapped_events: dict[str, list[SecurityEvent]] = defaultdict(list)
         # Findings repeat a handful of (category, techniques) pairs: route each pair once.
@@ -186,8 +189,8 @@ class PolicyGenerator:
             cat: UnmappedGroup(cat, len(evs), _unmapped_reason(cat, (t for e in evs for t in e.techniques)))
             for cat, evs in sorted(unmapped_events.items())
         }
-        iocs = extract_iocs(events, self.config)
-        network_docs = self.network_documents(iocs, refusals)
+        iocs = extract_iocs(events, self.config) if network else IocSet()
+        network_docs = self.network_documents(iocs, refusals) if network else []
         return GenerationResult(families, unmapped, iocs, network_docs, refusals)
 
     def network_documents(self, iocs: IocSet, refusals: list[Refusal]) -> list[PolicyDocument]:

@@ -1,0 +1,21 @@
+"""Prometheus counters of event intake (per source)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+ITEMS_RECEIVED = Counter("qcdr_ingest_items_received_total", "Items received in event batches.", ["source"])
+EVENTS_STORED = Counter(
+    "qcdr_ingest_events_stored_total", "Events stored (and queued for publishing).", ["source"]
+)
+EVENTS_DUPLICATE = Counter(
+    "qcdr_ingest_events_duplicate_total",
+    "Valid events not stored again: their id was already known.",
+    ["source"],
+)
+ITEMS_REJECTED = Counter(
+    "qcdr_ingest_items_rejected_total", "Items that could not become events.", ["source"]
+)
+BATCHES_REFUSED = Counter(
+    "qcdr_ingest_batches_refused_total", "Whole batches refused, by HTTP status.", ["source", "status"]
+)

@@ -1,0 +1,107 @@
+"""The ingest service's background work, shared by ``serve`` (the app's lifespan) and ``consume``:
+
+- the outbox relay: publishes ``ingest_outbox`` rows to ``ingest:events`` and ``ingest:intel``;
+- the Qualys CDR poller, when Qualys credentials are configured (``QUALYS_*``);
+- the threat-intel scheduler, when ``QCDR_INTEL_ENABLED`` is true.
+
+The poller and the scheduler take an advisory lock per cycle, and relays claim rows with
+``SKIP LOCKED``, so any number of replicas may run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from qcdr_common.streams import OutboxRelay
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from qcdr_ingest.db.outbox import OUTBOX
+from qcdr_ingest.intel.feeds import DEFAULT_FEEDS, load_feeds
+from qcdr_ingest.intel.model import FeedSpec
+from qcdr_ingest.intel.scheduler import IntelScheduler
+from qcdr_ingest.qualys.config import QualysSettings
+from qcdr_ingest.qualys.poller import CdrPoller
+from qcdr_ingest.settings import IngestSettings
+
+Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Workers:
+    relay: OutboxRelay
+    poller: CdrPoller | None = None
+    scheduler: IntelScheduler | None = None
+
+    def runners(self) -> list[Worker]:
+        found: list[Worker] = [self.relay.run]
+        if self.poller is not None:
+            found.append(self.poller.run)
+        if self.scheduler is not None:
+            found.append(self.scheduler.run)
+        return found
+
+    def describe(self) -> list[str]:
+        names = ["outbox relay"]
+        if self.poller is not None:
+            names.append("qualys poller")
+        if self.scheduler is not None:
+            names.append(f"intel scheduler ({len(self.scheduler.specs)} feeds)")
+        return names
+
+
+def feed_specs(settings: IngestSettings) -> list[FeedSpec]:
+    """The configured feeds (``QCDR_INTEL_FEEDS_FILE``), or the built-in ones."""
+    return load_feeds(settings.intel_feeds_file) if settings.intel_feeds_file else list(DEFAULT_FEEDS)
+
+
+def build_workers(
+    settings: IngestSettings,
+    qualys: QualysSettings,
+    engine: AsyncEngine,
+    redis: Redis,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    http: httpx.AsyncClient | None = None,
+    qualys_transport: httpx.AsyncBaseTransport | None = None,
+) -> Workers:
+    relay = OutboxRelay(
+        engine,
+        redis,
+        OUTBOX,
+        prefix=settings.redis_prefix,
+        maxlen=settings.stream_maxlen,
+        batch=settings.relay_batch,
+    )
+    workers = Workers(relay)
+    if settings.poller_enabled and qualys.has_credentials:
+        workers.poller = CdrPoller(
+            engine,
+            sessions,
+            qualys,
+            interval=settings.poller_interval,
+            overlap=settings.poller_overlap,
+            lookback=settings.poller_lookback,
+            cluster_id=settings.cluster_id,
+            service_name=settings.service_name,
+            notify=relay.notify,
+            transport=qualys_transport,
+        )
+    if settings.intel_enabled:
+        workers.scheduler = IntelScheduler(
+            engine,
+            sessions,
+            feed_specs(settings),
+            interval=settings.intel_interval,
+            ttl=settings.intel_ttl,
+            never_block=settings.intel_never_block,
+            cluster_id=settings.cluster_id,
+            service_name=settings.service_name,
+            notify=relay.notify,
+            http=http,
+        )
+    return workers

@@ -1,0 +1,33 @@
+"""Every table the response service owns, gathered for Alembic (``target_metadata``).
+
+The ORM classes live with their domain (``lifecycle/models.py``); a new table is imported here so
+that ``alembic revision --autogenerate`` and the migration test see it.
+"""
+
+from __future__ import annotations
+
+from qcdr_common.streams.outbox import outbox_table
+
+from qcdr_response.db.base import ResponseBase
+from qcdr_response.lifecycle.models import (
+    FindingPolicyRow,
+    FindingRow,
+    PolicyRow,
+    PolicyVersionRow,
+    ReceivedRow,
+)
+
+metadata = ResponseBase.metadata
+# the transactional outbox of everything response publishes (stream response:events)
+outbox = outbox_table(metadata, "response")
+
+__all__ = [
+    "FindingPolicyRow",
+    "FindingRow",
+    "PolicyRow",
+    "PolicyVersionRow",
+    "ReceivedRow",
+    "ResponseBase",
+    "metadata",
+    "outbox",
+]

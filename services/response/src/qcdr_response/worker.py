@@ -1,0 +1,165 @@
+"""The response worker: the ``analysis:findings`` consumer, the outbox relay, the lag exporter and
+the outputs (files, auto-apply), on one engine and one Redis client.
+
+``serve`` runs it inside the app (``consume_in_app``); ``consume`` runs it alone. Outputs are
+derived from the database after each batch that changed a policy and once at start-up, so a
+crash between a commit and a file write or an apply is repaired by the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.logging import get_logger
+from qcdr_common.streams.consumer import StreamConsumer
+from qcdr_common.streams.metrics import LagExporter
+from qcdr_common.streams.outbox import OutboxRelay, mark_for_replay
+from qcdr_common.streams.runner import run_until_stopped
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qcdr_response import streams
+from qcdr_response.db.models import outbox
+from qcdr_response.lifecycle import files
+from qcdr_response.lifecycle import repository as repo
+from qcdr_response.lifecycle.cluster import ClusterGateway
+from qcdr_response.lifecycle.generation import ScopeGenerator
+from qcdr_response.lifecycle.handlers import FindingsHandler
+from qcdr_response.lifecycle.models import PolicyStatus
+from qcdr_response.lifecycle.service import BatchOutcome, EventCache, Lifecycle
+from qcdr_response.lifecycle.transitions import ClusterFailedError, TransitionError, apply
+from qcdr_response.policies.checks import default_checker
+from qcdr_response.settings import ResponseSettings, get_settings
+
+log = get_logger(__name__)
+
+
+def make_lifecycle(settings: ResponseSettings) -> Lifecycle:
+    config = settings.generation_config()
+    return Lifecycle(
+        generator=ScopeGenerator(config, default_checker(config)),
+        cluster_id=settings.cluster_id,
+        auto_apply=settings.auto_apply,
+        cache=EventCache(settings.event_cache_size),
+    )
+
+
+class ResponseWorker:
+    def __init__(
+        self,
+        settings: ResponseSettings,
+        engine: AsyncEngine,
+        redis: Redis,
+        *,
+        cluster: ClusterGateway | None = None,
+        lifecycle: Lifecycle | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = make_session_factory(engine)
+        self.cluster = cluster
+        self.lifecycle = lifecycle or make_lifecycle(settings)
+        self.relay = OutboxRelay(
+            engine,
+            redis,
+            outbox,
+            prefix=settings.redis_prefix,
+            maxlen=settings.stream_maxlen,
+            poll_s=settings.outbox_poll_s,
+        )
+        self.handler = FindingsHandler(self.sessions, self.lifecycle, after_commit=self.after_commit)
+        self.consumer = StreamConsumer(
+            redis,
+            prefix=settings.redis_prefix,
+            stream=streams.FINDINGS,
+            group=settings.consumer_group,
+            consumer=settings.consumer_name,
+            handler=self.handler,
+            batch=settings.stream_batch,
+            block_ms=settings.stream_block_ms,
+            claim_idle_ms=settings.stream_claim_idle_ms,
+            max_deliveries=settings.stream_max_deliveries,
+        )
+        self.lag = LagExporter(
+            redis,
+            prefix=settings.redis_prefix,
+            groups=[(streams.FINDINGS, settings.consumer_group)],
+            outboxes=[(engine, outbox)],
+        )
+
+    async def after_commit(self, outcome: BatchOutcome) -> None:
+        if outcome.outbox_rows:
+            self.relay.notify()
+        if outcome.changed:
+            await self.refresh_outputs()
+
+    async def refresh_outputs(self) -> None:
+        """Files from the current versions; with auto_apply, apply every approved policy."""
+        if self.settings.output_dir is not None:
+            async with self.sessions() as session:
+                written, removed = await files.sync(session, self.settings.output_dir)
+            if written or removed:
+                log.info("policy files written", written=len(written), removed=len(removed))
+        if self.settings.auto_apply and self.cluster is not None:
+            await self.apply_approved()
+
+    async def apply_approved(self) -> int:
+        """Apply approved policies one transaction each; a failure stays approved and is retried."""
+        assert self.cluster is not None
+        async with self.sessions() as session:
+            ids = await repo.policies_to_apply(session, PolicyStatus.APPROVED.value)
+        applied = 0
+        for policy_id in ids:
+            try:
+                async with self.sessions.begin() as session:
+                    await apply(session, policy_id, self.cluster, cluster_id=self.settings.cluster_id)
+                applied += 1
+            except (ClusterFailedError, TransitionError) as exc:
+                log.warning("auto-apply failed", policy_id=policy_id, reason=exc.reason)
+        if applied:
+            self.relay.notify()
+        return applied
+
+    async def _startup(self) -> None:
+        try:
+            await self.refresh_outputs()
+        except Exception:  # the database may not be migrated yet: the next batch tries again
+            log.exception("refreshing outputs at start-up failed")
+
+    async def run(self, stop: asyncio.Event, *, signals: bool = False) -> None:
+        """Consume, relay and export lag until ``stop`` is set (or SIGTERM with ``signals``)."""
+        await self._startup()
+        await run_until_stopped(self.consumer.run, self.relay.run, self.lag.run, stop=stop, signals=signals)
+
+
+async def consume() -> None:
+    """``qcdr-response consume``: the worker alone, until SIGTERM."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url.get_secret_value())
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    cluster = ClusterGateway.from_settings(settings)
+    try:
+        await ResponseWorker(settings, engine, redis, cluster=cluster).run(asyncio.Event(), signals=True)
+    finally:
+        if cluster is not None:
+            await cluster.close()
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def replay(since: datetime | None) -> int:
+    """``qcdr-response replay``: publish the outbox again (rows created since ``since``)."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url.get_secret_value())
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        await mark_for_replay(engine, outbox, since=since, stream=streams.EVENTS)
+        relay = OutboxRelay(
+            engine, redis, outbox, prefix=settings.redis_prefix, maxlen=settings.stream_maxlen
+        )
+        # what went out: the rows marked again plus any a crashed relay never published
+        return await relay.publish_pending()
+    finally:
+        await redis.aclose()
+        await engine.dispose()
