@@ -89,8 +89,16 @@ class Stack:
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, workdir: Path, *, database_url: str, redis_url: str, prefix: str, token: str,
-               extra_env: dict[str, str] | None = None) -> Stack:
+    def create(
+        cls,
+        workdir: Path,
+        *,
+        database_url: str,
+        redis_url: str,
+        prefix: str,
+        token: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> Stack:
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -104,23 +112,39 @@ class Stack:
 
     def migrate(self, *services: str) -> None:
         for service in services:
-            proc = subprocess.run(service_cmd(service, "db", "upgrade"), env=self.env, capture_output=True,
-                                  timeout=120, check=False)
+            proc = subprocess.run(
+                service_cmd(service, "db", "upgrade"),
+                env=self.env,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
             if proc.returncode != 0:
-                raise RuntimeError(f"{service} db upgrade failed: {proc.stdout.decode()}{proc.stderr.decode()}")
+                raise RuntimeError(
+                    f"{service} db upgrade failed: {proc.stdout.decode()}{proc.stderr.decode()}"
+                )
 
     def serve(self, service: str, **env: str) -> Proc:
         port = free_port()
-        proc = Proc(service, service_cmd(service, "serve", "--port", str(port)), {**self.env, **env},
-                    self.workdir / f"{service}.log", port)
+        proc = Proc(
+            service,
+            service_cmd(service, "serve", "--port", str(port)),
+            {**self.env, **env},
+            self.workdir / f"{service}.log",
+            port,
+        )
         self.procs[service] = proc
         proc.start()
         proc.wait_ready()
         return proc
 
     def consume(self, service: str, **env: str) -> Proc:
-        proc = Proc(f"{service}-consume", service_cmd(service, "consume"), {**self.env, **env},
-                    self.workdir / f"{service}-consume.log")
+        proc = Proc(
+            f"{service}-consume",
+            service_cmd(service, "consume"),
+            {**self.env, **env},
+            self.workdir / f"{service}-consume.log",
+        )
         self.procs[proc.name] = proc
         proc.start()
         return proc
