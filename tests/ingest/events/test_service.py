@@ -67,7 +67,7 @@ def test_convert_keeps_the_good_reports_the_bad_and_folds_repeats() -> None:
 
 
 def test_envelope_ids_are_uuid7_deterministic_and_time_ordered() -> None:
-    ms = int(T0.timestamp() * 1000)
+    ms = service.millis(T0)
     first = service.envelope_id("tetragon:abc", ms)
     parsed = uuid.UUID(first)
     assert parsed.version == 7
@@ -136,3 +136,10 @@ def test_unstorable_events_become_rejections_at_their_index() -> None:
         (0, 1, "id is missing"),
         (1, 2, "bad"),
     ]
+
+
+def test_millis_is_exact() -> None:
+    assert service.millis(T0) == 1_772_366_400_123
+    for micro in range(0, 1_000_000, 1000):  # float timestamp() * 1000 gets some of these wrong
+        moment = datetime(2026, 3, 1, 12, 0, 0, micro, tzinfo=UTC)
+        assert service.millis(moment) == 1_772_366_400_000 + micro // 1000

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.streams import Envelope, OutboxRelay, stream_key
 from qcdr_ingest.cli import cli, replay_events
+from qcdr_ingest.events import service
 from qcdr_ingest.events.repository import EventFilter
 from qcdr_ingest.settings import IngestSettings, get_settings
 from redis.asyncio import Redis
@@ -77,30 +79,63 @@ def fresh_settings() -> Iterator[None]:
 def test_replay_command(
     ingest_database_url: str, redis_url: str, redis_prefix: str, fresh_settings: None, shared_path: Path
 ) -> None:
-    async def prepare() -> None:
+    """``qcdr-ingest replay --since T``: what was received at or after T, under the original ids."""
+
+    async def prepare() -> list[str]:
         connection = await asyncpg.connect(plain(ingest_database_url))
         try:
             await connection.execute(f"TRUNCATE {', '.join(TABLES)}")
+            for i, when in enumerate(
+                ("2026-03-01T10:00:00Z", "2026-03-01T11:00:00Z", "2026-03-01T12:00:00Z")
+            ):
+                await connection.execute(
+                    "INSERT INTO ingest_events"
+                    " (id, source, category, severity, event_time, payload, received_at)"
+                    " VALUES ($1, 'test', 'c', 'low', $2, $3::jsonb, $2)",
+                    f"e{i}",
+                    datetime.fromisoformat(when),
+                    orjson.dumps(
+                        {
+                            "id": f"e{i}",
+                            "source": "test",
+                            "category": "c",
+                            "severity": "low",
+                            "event_time": when,
+                        }
+                    ).decode(),
+                )
+            return [str(r["id"]) for r in await connection.fetch("SELECT id FROM ingest_events ORDER BY id")]
         finally:
             await connection.close()
 
-    asyncio.run(prepare())
-    env = {"DATABASE_URL": ingest_database_url, "REDIS_URL": redis_url, "QCDR_REDIS_PREFIX": redis_prefix}
-    runner = CliRunner()
-    result = runner.invoke(cli, ["replay", "--last", "30d", "--dry-run"], env=env)
+    async def published() -> list[Envelope]:
+        redis = Redis.from_url(redis_url)
+        try:
+            return await envelopes(redis, stream_key(redis_prefix, "ingest:events"))
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(prepare()) == ["e0", "e1", "e2"]
+    env = {
+        "DATABASE_URL": ingest_database_url,
+        "REDIS_URL": redis_url,
+        "QCDR_REDIS_PREFIX": redis_prefix,
+        "QCDR_LOG_LEVEL": "WARNING",
+    }
+    result = CliRunner().invoke(cli, ["replay", "--since", "2026-03-01T11:00:00Z"], env=env)
     assert result.exit_code == 0, result.output
-    assert "would re-publish 0 events" in result.output
-    both = runner.invoke(cli, ["replay", "--last", "1h", "--since", "2026-01-01T00:00:00Z"], env=env)
-    assert both.exit_code == 2
-    naive = runner.invoke(cli, ["replay", "--since", "2026-01-01T00:00:00"], env=env)
-    assert naive.exit_code == 2
-    assert "time zone" in naive.output
+    assert "re-published 2 envelopes" in result.output
+    replayed = asyncio.run(published())
+    assert [e.payload_as(SecurityEvent).id for e in replayed] == ["e1", "e2"]
+    received = datetime(2026, 3, 1, 11, tzinfo=UTC)
+    assert replayed[0].id == service.envelope_id("e1", service.millis(received))
+
     get_settings.cache_clear()  # the CLI reads the environment once per process
-    broken = runner.invoke(
-        cli, ["replay", "--last", "1h"], env={**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}
+    broken = CliRunner().invoke(
+        cli, ["replay"], env={**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}
     )
     assert broken.exit_code == 1
-    assert "pw" not in broken.output
+    assert "pw@" not in broken.output
 
 
 async def test_consume_publishes_the_outbox_and_stops_on_sigterm(
@@ -124,6 +159,7 @@ async def test_consume_publishes_the_outbox_and_stops_on_sigterm(
         "REDIS_URL": redis_url,
         "QCDR_REDIS_PREFIX": redis_prefix,
         "QCDR_LOG_LEVEL": "WARNING",
+        "QCDR_CONSUME_METRICS_PORT": "0",
     }
     for name in ("QUALYS_USERNAME", "QUALYS_PASSWORD", "QUALYS_ACCESS_TOKEN", "QCDR_INTEL_ENABLED"):
         env.pop(name, None)

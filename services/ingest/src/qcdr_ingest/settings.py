@@ -31,7 +31,6 @@ class IngestSettings(CommonSettings):
     events_rejections_listed: int = Field(
         default=100, ge=0, description="Rejected items described in a response (all are counted)."
     )
-    events_page_max: int = Field(default=1000, ge=1, description="Largest page GET /v1/events returns.")
 
     # process
     background_workers: bool = Field(
@@ -41,12 +40,7 @@ class IngestSettings(CommonSettings):
     )
     gc_tuning: bool = Field(default=True, description="Freeze start-up objects and collect less often.")
 
-    # streams
-    stream_maxlen: int = Field(
-        default=5_000_000,
-        ge=1000,
-        description="MAXLEN ~ of the ingest streams: trims unread entries too, so far above any backlog.",
-    )
+    # streams (stream_maxlen, outbox_poll_s: CommonSettings)
     relay_batch: int = Field(default=2000, ge=1, description="Outbox rows per relay round trip.")
 
     # the Qualys CDR poller (runs when QUALYS_* credentials are set)

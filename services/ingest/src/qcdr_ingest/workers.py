@@ -76,6 +76,7 @@ def build_workers(
         prefix=settings.redis_prefix,
         maxlen=settings.stream_maxlen,
         batch=settings.relay_batch,
+        poll_s=settings.outbox_poll_s,
     )
     workers = Workers(relay)
     if settings.poller_enabled and qualys.has_credentials:

@@ -92,12 +92,15 @@ class EventFilter:
     namespaces: tuple[str, ...] = ()
     clusters: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    received_since: datetime | None = None  # received_at >= this (replay: what the stream missed)
 
     def apply(self, query: Select[*Ts]) -> Select[*Ts]:
         if self.since is not None:
             query = query.where(EventRow.event_time >= self.since)
         if self.until is not None:
             query = query.where(EventRow.event_time < self.until)
+        if self.received_since is not None:
+            query = query.where(EventRow.received_at >= self.received_since)
         for column, values in (
             (EventRow.severity, self.severities),
             (EventRow.category, self.categories),

@@ -55,14 +55,15 @@ def _problem(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
-def _format(request: Request, body_start: bytes) -> service.BodyFormat:
+def _format(request: Request) -> service.BodyFormat | None:
+    """The body format the Content-Type names; None when there is none (the body decides)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media in JSON_TYPES:
         return service.BodyFormat.JSON
     if media in NDJSON_TYPES:
         return service.BodyFormat.NDJSON
     if not media:
-        return service.BodyFormat.JSON if body_start.lstrip()[:1] == b"[" else service.BodyFormat.NDJSON
+        return None
     raise ApiError(
         415,
         f"Content-Type {media[:80]!r} is not supported; send application/json or application/x-ndjson",
@@ -117,6 +118,14 @@ async def post_events(
         str | None, Query(max_length=200, description="Cluster of events that name none (default: this one).")
     ] = None,
 ) -> IngestResult:
+    """Store a batch of events from ``source`` and publish each new one on ``ingest:events``.
+
+    The body is a JSON array of items (or a single item) with ``Content-Type: application/json``,
+    or NDJSON (``application/x-ndjson``), one item per line. **Valid items are kept even when
+    others are rejected**: the answer (202) counts what was stored, what was already known (an
+    event id is an idempotency key, so re-sending a batch is harmless) and lists each rejected
+    item by index with the reason. A batch is refused whole only when nothing in it is usable.
+    """
     if source not in adapters:
         known = sorted(adapters.names())
         raise _refused(
@@ -129,12 +138,21 @@ async def post_events(
             ),
         )
     adapter = adapters.get(source)
+    try:
+        fmt = _format(request)
+    except ApiError as exc:
+        raise _refused(source, exc) from None
     key = (principal.name, source)
     wait = limiter.wait_for(key)
     if wait is None:
-        body = await _read_body(request, settings.events_max_bytes)
         try:
-            batch = service.decode(body, _format(request, body[:64]))
+            body = await _read_body(request, settings.events_max_bytes)
+        except ApiError as exc:
+            raise _refused(source, exc) from None
+        if fmt is None:
+            fmt = service.BodyFormat.JSON if body[:64].lstrip()[:1] == b"[" else service.BodyFormat.NDJSON
+        try:
+            batch = service.decode(body, fmt)
         except service.BodyError as exc:
             raise _refused(source, ApiError(422, exc.reason, reason="invalid_body")) from None
         if batch.size > settings.events_max_items:

@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -190,6 +190,15 @@ def envelope_id(event_id: str, received_ms: int) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def millis(moment: datetime) -> int:
+    """Whole epoch milliseconds, exactly (float ``timestamp() * 1000`` can land one below)."""
+    return (moment - _EPOCH) // _MS
+
+
 def receipt_time(now: datetime | None = None) -> datetime:
     """Now, cut to whole milliseconds (what ``received_at`` stores and envelope ids encode)."""
     moment = now or datetime.now(UTC)
@@ -251,7 +260,7 @@ class Prepared:
 
 
 def records(events: Iterable[SecurityEvent], received_at: datetime, *, default_cluster: str) -> Prepared:
-    received_ms = int(received_at.timestamp() * 1000)
+    received_ms = millis(received_at)
     out = Prepared([], [])
     for position, event in enumerate(events):
         payload = event_json(event)
@@ -288,5 +297,5 @@ def replay_record(
     service: str = "ingest",
 ) -> tuple[str, bytes]:
     """(envelope id, envelope JSON) re-announcing a stored event under its original envelope id."""
-    env_id = envelope_id(event_id, int(received_at.timestamp() * 1000))
+    env_id = envelope_id(event_id, millis(received_at))
     return env_id, envelope_json(env_id, payload, event_time, datetime.now(UTC), cluster, service)
