@@ -141,7 +141,7 @@ class Stack:
     def consume(self, service: str, **env: str) -> Proc:
         proc = Proc(
             f"{service}-consume",
-            service_cmd(service, "consume"),
+            service_cmd(service, "consume", "--metrics-port", "0"),
             {**self.env, **env},
             self.workdir / f"{service}-consume.log",
         )

@@ -1,0 +1,212 @@
+"""Benchmark: the service suite end to end — ``POST /v1/events/falco`` on ingest → Redis Streams →
+analysis findings in PostgreSQL (issue #4).
+
+1. Maximum sustained throughput: N events posted as fast as 4 client threads can, timed until the
+   last finding is stored.
+2. Latency at a fixed rate (default 5,000 events/s): each alert's ``time`` is the moment it was
+   sent, so a finding's ``created_at − event_time`` is its event→finding latency (``created_at``
+   is the inserting transaction's start, so a batch's own handling time is left out).
+
+Runs ingest (serve) and analysis (consume) as processes against the machine's PostgreSQL and
+Redis (``DATABASE_URL`` / ``REDIS_URL`` or the defaults), in a scratch database.
+
+    uv run python bench/e2e.py --write-doc docs/PERFORMANCE.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from doc import machine, update_section
+
+from tests.integration.stack import Stack
+
+BASE = os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def alerts(start: int, n: int) -> bytes:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return orjson.dumps(
+        [
+            {
+                "hostname": "node-1",
+                "output": f"Reverse shell (n={i})",
+                "priority": "Critical",
+                "rule": "Reverse shell connection",
+                "source": "syscall",
+                "tags": ["container", "T1059.004"],
+                "time": now,
+                "output_fields": {
+                    "k8s.ns.name": f"team-{i % 8}",
+                    "k8s.pod.name": f"app-{i % 50}",
+                    "proc.name": "nc",
+                    "proc.exepath": "/usr/bin/nc",
+                    "evt.num": i,
+                },
+            }
+            for i in range(start, start + n)
+        ]
+    )
+
+
+async def _sql(url: str, query: str) -> Any:
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
+
+
+def sql(url: str, query: str) -> Any:
+    return asyncio.run(_sql(url, query))
+
+
+def wait_findings(url: str, n: int, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sql(url, "SELECT count(*) FROM analysis_findings")[0][0] >= n:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(f"fewer than {n} findings after {timeout}s")
+
+
+def run(events: int, rate: int, seconds: int) -> dict[str, Any]:
+    name = f"qcdr_bench_{uuid.uuid4().hex[:8]}"
+    sql(BASE, f'CREATE DATABASE "{name}"')
+    url = BASE.rpartition("/")[0] + "/" + name
+    token = uuid.uuid4().hex
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack.create(
+            Path(tmp),
+            database_url=url,
+            redis_url=REDIS,
+            prefix=f"bench-{name}",
+            token=token,
+            extra_env={
+                "QCDR_POLLER_ENABLED": "false",
+                "QCDR_EVENTS_RATE_PER_S": "10000000",
+                "QCDR_EVENTS_RATE_BURST": "10000000",
+            },
+        )
+        try:
+            stack.migrate("ingest", "analysis")
+            ingest = stack.serve("ingest")
+            stack.consume("analysis", QCDR_CONSUMER_NAME="analysis-0")
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            batch = 1000
+            bodies = [alerts(i, batch) for i in range(0, events, batch)]
+            with (
+                httpx.Client(headers=headers, timeout=60) as client,
+                concurrent.futures.ThreadPoolExecutor(4) as pool,
+            ):
+                t0 = time.monotonic()
+                list(
+                    pool.map(
+                        lambda b: client.post(f"{ingest.url}/v1/events/falco", content=b).raise_for_status(),
+                        bodies,
+                    )
+                )
+                posted = time.monotonic()
+                done = wait_findings(url, events)
+            throughput = events / (done - t0)
+            ingest_rate = events / (posted - t0)
+
+            # Fixed rate: batches of rate/10 every 100 ms for `seconds`.
+            per_tick = max(1, rate // 10)
+            sent = 0
+            with httpx.Client(headers=headers, timeout=60) as client:
+                start = time.monotonic()
+                for tick in range(seconds * 10):
+                    client.post(
+                        f"{ingest.url}/v1/events/falco", content=alerts(events + sent, per_tick)
+                    ).raise_for_status()
+                    sent += per_tick
+                    delay = start + (tick + 1) / 10 - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                achieved = sent / (time.monotonic() - start)
+            wait_findings(url, events + sent)
+            rows = sql(
+                url,
+                "SELECT extract(epoch FROM created_at - event_time) * 1000 AS ms FROM analysis_findings "
+                f"ORDER BY created_at OFFSET {events}",
+            )
+            lat = sorted(float(r["ms"]) for r in rows)
+        finally:
+            stack.close()
+            sql(BASE, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return {
+        "events": events,
+        "sustained_events_per_s": throughput,
+        "ingest_accept_per_s": ingest_rate,
+        "fixed_rate": rate,
+        "fixed_rate_achieved": achieved,
+        "latency_samples": len(lat),
+        "p50_ms": statistics.median(lat),
+        "p99_ms": lat[int(len(lat) * 0.99) - 1],
+        "max_ms": lat[-1],
+        "machine": machine(),
+    }
+
+
+def section(f: dict[str, Any]) -> str:
+    ok_rate = "met" if f["sustained_events_per_s"] >= 20_000 else "missed"
+    ok_p99 = "met" if f["p99_ms"] <= 250 else "missed"
+    date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    rate = f"{f['sustained_events_per_s']:,.0f} events/s ({f['events']:,} events)"
+    lat = (
+        f"p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, max {f['max_ms']:.0f} ms "
+        f"({f['latency_samples']:,} events)"
+    )
+    fixed = f"latency at {f['fixed_rate']:,}/s (achieved {f['fixed_rate_achieved']:,.0f}/s)"
+    return f"""## Service suite end to end: events → findings (issue #4)
+
+Machine: {f["machine"]}. Date: {date}. `bench/e2e.py`: ingest (`serve`) and analysis (`consume`, one
+consumer) as processes with the machine's PostgreSQL and Redis; Falco alerts posted in batches of
+1,000 by 4 client threads on the same 2 cores.
+
+| measure | value | goal |
+|---|---|---|
+| sustained events → findings | {rate} | ≥ 20,000/s: {ok_rate} |
+| ingest acceptance rate (POST → stored + outbox) | {f["ingest_accept_per_s"]:,.0f} events/s | |
+| {fixed} | {lat} | p99 ≤ 250 ms: {ok_p99} |
+
+What limits it: see the notes of the run below.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rate", type=int, default=5_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--write-doc", type=Path)
+    args = parser.parse_args()
+    figures = run(args.events, args.rate, args.seconds)
+    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    if args.write_doc:
+        update_section(args.write_doc, "e2e", section(figures))
+
+
+if __name__ == "__main__":
+    main()
