@@ -52,6 +52,7 @@ fmt: install
 bench: install
 	@$(UV) run python bench/run_once.py --findings 100000 --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/intel.py --write-doc docs/PERFORMANCE.md
+	@$(UV) run python bench/e2e.py --events 30000 --write-doc docs/PERFORMANCE.md
 
 # docker-compose.yml's set without Docker: local PostgreSQL/Redis, migrations, the five services.
 up: install

@@ -88,7 +88,7 @@ def wait_findings(url: str, n: int, timeout: float = 600) -> float:
     raise TimeoutError(f"fewer than {n} findings after {timeout}s")
 
 
-def run(events: int, rate: int, seconds: int) -> dict[str, Any]:
+def run(events: int, rates: list[int], seconds: int) -> dict[str, Any]:
     name = f"qcdr_bench_{uuid.uuid4().hex[:8]}"
     sql(BASE, f'CREATE DATABASE "{name}"')
     url = BASE.rpartition("/")[0] + "/" + name
@@ -129,27 +129,40 @@ def run(events: int, rate: int, seconds: int) -> dict[str, Any]:
             throughput = events / (done - t0)
             ingest_rate = events / (posted - t0)
 
-            # Fixed rate: batches of rate/10 every 100 ms for `seconds`.
-            per_tick = max(1, rate // 10)
-            sent = 0
-            with httpx.Client(headers=headers, timeout=60) as client:
-                start = time.monotonic()
-                for tick in range(seconds * 10):
-                    client.post(
-                        f"{ingest.url}/v1/events/falco", content=alerts(events + sent, per_tick)
-                    ).raise_for_status()
-                    sent += per_tick
-                    delay = start + (tick + 1) / 10 - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                achieved = sent / (time.monotonic() - start)
-            wait_findings(url, events + sent)
-            rows = sql(
-                url,
-                "SELECT extract(epoch FROM created_at - event_time) * 1000 AS ms FROM analysis_findings "
-                f"ORDER BY created_at OFFSET {events}",
-            )
-            lat = sorted(float(r["ms"]) for r in rows)
+            # Fixed rates: batches of rate/10 every 100 ms for `seconds`; the phase's rule name
+            # tells its findings apart.
+            phases = {}
+            total = events
+            for phase_rate in rates:
+                rule = f"Reverse shell connection at {phase_rate}/s"
+                per_tick = max(1, phase_rate // 10)
+                sent = 0
+                with httpx.Client(headers=headers, timeout=60) as client:
+                    start = time.monotonic()
+                    for tick in range(seconds * 10):
+                        client.post(
+                            f"{ingest.url}/v1/events/falco", content=alerts(total + sent, per_tick, rule)
+                        ).raise_for_status()
+                        sent += per_tick
+                        delay = start + (tick + 1) / 10 - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                    achieved = sent / (time.monotonic() - start)
+                total += sent
+                wait_findings(url, total)
+                rows = sql(
+                    url,
+                    "SELECT extract(epoch FROM created_at - event_time) * 1000 AS ms "
+                    f"FROM analysis_findings WHERE category = '{rule}'",
+                )
+                lat = sorted(float(r["ms"]) for r in rows)
+                phases[phase_rate] = {
+                    "achieved": achieved,
+                    "samples": len(lat),
+                    "p50_ms": statistics.median(lat),
+                    "p99_ms": lat[int(len(lat) * 0.99) - 1],
+                    "max_ms": lat[-1],
+                }
         finally:
             stack.close()
             sql(BASE, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -157,39 +170,56 @@ def run(events: int, rate: int, seconds: int) -> dict[str, Any]:
         "events": events,
         "sustained_events_per_s": throughput,
         "ingest_accept_per_s": ingest_rate,
-        "fixed_rate": rate,
-        "fixed_rate_achieved": achieved,
-        "latency_samples": len(lat),
-        "p50_ms": statistics.median(lat),
-        "p99_ms": lat[int(len(lat) * 0.99) - 1],
-        "max_ms": lat[-1],
+        "phases": phases,
         "machine": machine(),
     }
 
 
 def section(f: dict[str, Any]) -> str:
     ok_rate = "met" if f["sustained_events_per_s"] >= 20_000 else "missed"
-    ok_p99 = "met" if f["p99_ms"] <= 250 else "missed"
     date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     rate = f"{f['sustained_events_per_s']:,.0f} events/s ({f['events']:,} events)"
-    lat = (
-        f"p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, max {f['max_ms']:.0f} ms "
-        f"({f['latency_samples']:,} events)"
-    )
-    fixed = f"latency at {f['fixed_rate']:,}/s (achieved {f['fixed_rate_achieved']:,.0f}/s)"
+    rows = []
+    for phase_rate, p in sorted(f["phases"].items()):
+        goal = f"p99 ≤ 250 ms: {'met' if p['p99_ms'] <= 250 else 'missed'}" if int(phase_rate) == 5000 else ""
+        rows.append(
+            f"| latency at {int(phase_rate):,}/s (achieved {p['achieved']:,.0f}/s) "
+            f"| p50 {p['p50_ms']:,.0f} ms, p99 {p['p99_ms']:,.0f} ms, max {p['max_ms']:,.0f} ms "
+            f"({p['samples']:,} events) | {goal} |"
+        )
+    table = "\n".join(rows)
     return f"""## Service suite end to end: events → findings (issue #4)
 
 Machine: {f["machine"]}. Date: {date}. `bench/e2e.py`: ingest (`serve`) and analysis (`consume`, one
 consumer) as processes with the machine's PostgreSQL and Redis; Falco alerts posted in batches of
-1,000 by 4 client threads on the same 2 cores.
+1,000 by 4 client threads, all on the same 2 cores.
 
 | measure | value | goal |
 |---|---|---|
 | sustained events → findings | {rate} | ≥ 20,000/s: {ok_rate} |
-| ingest acceptance rate (POST → stored + outbox) | {f["ingest_accept_per_s"]:,.0f} events/s | |
-| {fixed} | {lat} | p99 ≤ 250 ms: {ok_p99} |
+| ingest acceptance (POST → stored + outbox) | {f["ingest_accept_per_s"]:,.0f} events/s | |
+{table}
 
-What limits it: see the notes of the run below.
+{NOTES}"""
+
+
+NOTES = """Both goals are missed. What limits it, measured while writing the services:
+
+- **Everything shares 2 cores**: PostgreSQL, Redis, the ingest HTTP server and its outbox relay,
+  the analysis consumer and the load generator. Ingest alone accepts ~7–10k events/s; per event
+  it spends ~40 µs in Python (decode, adapter, validation) and ~70–90 µs in PostgreSQL (COPY into
+  a temporary table, one INSERT … ON CONFLICT into `ingest_events` plus its outbox row).
+- **Analysis runs one consumer** at ~3.5–5.7k events/s when it has a core to itself: per micro-batch
+  one transaction records the envelope ids (`analysis_received`), inserts findings with their JSONB
+  payload and outbox rows. Its Python cost is pydantic decoding of each `SecurityEvent` and building
+  each `Finding` and envelope; its PostgreSQL cost is three inserted rows per event.
+- **At 5,000/s the suite is above its capacity here**, so the backlog grows for the whole phase and
+  the latency measured is queueing time; the lower rate shows the latency of an unsaturated system.
+
+Next steps, in order of expected gain: more analysis consumers in the group (the handler is safe
+for concurrent consumers), COPY instead of INSERT for findings and outbox rows, a `json` (not
+`jsonb`) payload column, and `msgspec`/`model_construct` instead of full pydantic validation of
+envelopes that ingest already validated.
 """
 
 
@@ -198,11 +228,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--rate", type=int, default=5_000)
+    parser.add_argument("--rates", type=int, nargs="+", default=[5_000, 1_000])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--write-doc", type=Path)
     args = parser.parse_args()
-    figures = run(args.events, args.rate, args.seconds)
+    figures = run(args.events, args.rates, args.seconds)
     print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     if args.write_doc:
         update_section(args.write_doc, "e2e", section(figures))
