@@ -3,32 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.db import make_session_factory
-from qcdr_common.logging import get_logger
 from qcdr_common.service_app import create_service_app
+from qcdr_common.streams.runner import in_background
 
 from qcdr_analysis.findings.router import router as findings_router
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 from qcdr_analysis.worker import AnalysisWorker, make_detectors
-
-log = get_logger(__name__)
-# SIGTERM: the worker finishes and acks its batch; Kubernetes' default grace period is 30 s
-WORKER_STOP_TIMEOUT_S = 25.0
-
-
-def _report_early_exit(stop: asyncio.Event) -> Callable[[asyncio.Task[None]], None]:
-    def done(task: asyncio.Task[None]) -> None:
-        if not stop.is_set() and not task.cancelled():
-            log.error("the analysis worker stopped while the app runs", error=repr(task.exception()))
-
-    return done
 
 
 def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSettings | None = None) -> FastAPI:
@@ -43,26 +29,12 @@ def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSetting
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with common_lifespan(app):  # engine, Redis, readiness checks
             app.state.sessions = make_session_factory(app.state.engine)
-            stop = asyncio.Event()
-            task: asyncio.Task[None] | None = None
-            if detectors is not None:
-                worker = AnalysisWorker(settings, app.state.engine, app.state.redis, detectors=detectors)
-                task = asyncio.create_task(worker.run(stop), name="analysis-worker")
-                # The consumer and relay loops survive Redis/Postgres outages themselves; a worker
-                # that ends before shutdown is a bug worth an error line.
-                task.add_done_callback(_report_early_exit(stop))
-            try:
+            if detectors is None:
                 yield
-            finally:
-                stop.set()
-                if task is not None:
-                    try:
-                        await asyncio.wait_for(task, WORKER_STOP_TIMEOUT_S)
-                    except Exception:
-                        log.exception("the analysis worker did not stop cleanly")
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await task
+                return
+            worker = AnalysisWorker(settings, app.state.engine, app.state.redis, detectors=detectors)
+            async with in_background("analysis-worker", worker.run):
+                yield
 
     app.router.lifespan_context = lifespan
     return app

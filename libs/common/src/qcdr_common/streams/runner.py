@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
 
 from qcdr_common.logging import get_logger
 
@@ -60,3 +63,43 @@ async def run_until_stopped(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+# SIGTERM: a worker finishes and acks its batch; Kubernetes' default grace period is 30 s.
+BACKGROUND_STOP_TIMEOUT_S = 25.0
+
+
+@asynccontextmanager
+async def in_background(
+    name: str,
+    worker: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    *,
+    stop_timeout_s: float = BACKGROUND_STOP_TIMEOUT_S,
+) -> AsyncIterator[asyncio.Event]:
+    """Run ``worker(stop)`` beside an app (consumer and relay loops in ``serve``) for the block's length.
+
+    The loops survive Redis/PostgreSQL outages themselves, so a worker that ends while the app
+    runs is a bug worth an error line. On exit ``stop`` is set and the worker gets
+    ``stop_timeout_s`` to finish its batch before it is cancelled.
+    """
+    stop = asyncio.Event()
+    task: asyncio.Task[None] = asyncio.create_task(worker(stop), name=name)
+
+    def done(t: asyncio.Task[None]) -> None:
+        if not stop.is_set() and not t.cancelled():
+            log.error(
+                "a background worker stopped while the app runs", worker=name, error=repr(t.exception())
+            )
+
+    task.add_done_callback(done)
+    try:
+        yield stop
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, stop_timeout_s)
+        except Exception:
+            log.exception("a background worker did not stop cleanly", worker=name)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
