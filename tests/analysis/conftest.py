@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from itertools import count
@@ -17,6 +15,7 @@ from qcdr_analysis.db import upgrade
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.streams import Envelope, new_envelope
+from qcdr_common.testing.plugin import scratch_database
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = count(1)
@@ -31,25 +30,12 @@ def analysis_database_url(base_database_url: str, qcdr_worker: str) -> Iterator[
     """A database of this worker's own with the real analysis and ingest migrations (ingest's
     gives the ``ingest_intel_listed`` view analysis reads). Tests here commit for real (the worker,
     the relay, the app), so ``db`` empties the tables after each test instead of rolling back."""
-    name = f"qcdr_analysis_{qcdr_worker}_{uuid.uuid4().hex[:8]}"
-    plain = base_database_url.replace("+asyncpg", "")
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(plain)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base, _, _ = base_database_url.rpartition("/")
-    url = f"{base}/{name}"
     from qcdr_ingest.db import upgrade as ingest_upgrade  # tests may import ingest; src may not
 
-    upgrade(url)
-    ingest_upgrade(url)
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(base_database_url, f"qcdr_analysis_{qcdr_worker}") as url:
+        upgrade(url)
+        ingest_upgrade(url)
+        yield url
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -21,24 +18,6 @@ from typer.testing import CliRunner
 pytestmark = pytest.mark.db
 
 ANALYSIS_TABLES = {"analysis_findings", "analysis_received", "analysis_outbox"}
-
-
-@pytest.fixture
-def scratch_database_url(base_database_url: str) -> Iterator[str]:
-    name = f"qcdr_scratch_{uuid.uuid4().hex[:12]}"
-    plain = base_database_url.replace("+asyncpg", "")
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(plain)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base, _, _ = base_database_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def inspect_db(url: str) -> tuple[set[str], list[tuple[object, ...]]]:

@@ -56,10 +56,10 @@ def _alerts(start: int, n: int, now: datetime) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, own_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
+def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
     s = Stack.create(
         tmp_path,
-        database_url=own_database_url,
+        database_url=scratch_database_url,
         redis_url=redis_url,
         prefix=redis_prefix,
         token=f"tok-{uuid.uuid4().hex}",

@@ -8,14 +8,12 @@ import hashlib
 import socket
 import struct
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
@@ -51,25 +49,6 @@ async def intel_sessions(intel_database_url: str) -> AsyncIterator[async_session
             await outer.rollback()
     finally:
         await engine.dispose()
-
-
-@pytest.fixture
-def scratch_database_url(base_database_url: str) -> Iterator[str]:
-    """An empty database of its own, for tests that migrate down and up again."""
-    name = f"qcdr_scratch_{uuid.uuid4().hex[:12]}"
-    plain = base_database_url.replace("+asyncpg", "")
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(plain)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base, _, _ = base_database_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # ---------------------------------------------------------------------- time

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import count
@@ -14,6 +12,7 @@ import pytest
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.db import make_engine
 from qcdr_common.streams.envelope import Envelope, new_envelope
+from qcdr_common.testing.plugin import scratch_database
 from qcdr_response.db import upgrade
 from qcdr_response.lifecycle.service import BatchOutcome, Lifecycle, handle_findings, parse_findings
 from qcdr_response.settings import ResponseSettings, get_settings
@@ -60,22 +59,9 @@ RESPONSE_TABLES = (
 def committed_database_url(base_database_url: str) -> Iterator[str]:
     """A migrated database of this module's own, for tests whose code commits for real (the app,
     the worker, subprocesses); ``committed_db`` empties it after each test."""
-    name = f"qcdr_response_{uuid.uuid4().hex[:12]}"
-    plain = base_database_url.replace("+asyncpg", "")
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(plain)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base, _, _ = base_database_url.rpartition("/")
-    url = f"{base}/{name}"
-    upgrade(url)
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(base_database_url, "qcdr_response") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture

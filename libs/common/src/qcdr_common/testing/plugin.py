@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,27 +58,44 @@ def redis_url(_throwaway_servers: ThrowawayServers) -> str:
     return resolve_redis_url(_throwaway_servers)
 
 
-@pytest.fixture(scope="session")
-def database_url(base_database_url: str, qcdr_worker: str) -> Iterator[str]:
-    """A database of its own for this xdist worker, created fresh and dropped at the end."""
+def _admin_sql(base_database_url: str, sql: str) -> None:
     import asyncio
 
     import asyncpg
 
-    name = f"qcdr_test_{qcdr_worker}_{uuid.uuid4().hex[:8]}"
-    plain = base_database_url.replace("+asyncpg", "")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(plain)
+    async def run() -> None:
+        conn = await asyncpg.connect(base_database_url.replace("+asyncpg", ""))
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base, _, _ = base_database_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(run())
+
+
+@contextmanager
+def scratch_database(base_database_url: str, prefix: str = "qcdr_scratch") -> Iterator[str]:
+    """A new, empty database on the test server (its URL), dropped afterwards whatever happened."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _admin_sql(base_database_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base_database_url.rpartition('/')[0]}/{name}"
+    finally:
+        _admin_sql(base_database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url(base_database_url: str, qcdr_worker: str) -> Iterator[str]:
+    """A database of its own for this xdist worker, created fresh and dropped at the end."""
+    with scratch_database(base_database_url, f"qcdr_test_{qcdr_worker}") as url:
+        yield url
+
+
+@pytest.fixture
+def scratch_database_url(base_database_url: str) -> Iterator[str]:
+    """An empty database of one test's own: for tests that count rows or migrate down and up."""
+    with scratch_database(base_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
