@@ -51,29 +51,12 @@ class AnalysisWorker:
         self.settings = settings
         self.sessions = make_session_factory(engine)
         self.detectors = detectors or make_detectors(settings)
-        self.relay = OutboxRelay(
-            engine,
-            redis,
-            OUTBOX,
-            prefix=settings.redis_prefix,
-            maxlen=settings.stream_maxlen,
-            batch=settings.stream_batch,
-            poll_s=settings.outbox_poll_s,
-        )
+        self.relay = OutboxRelay.from_settings(engine, redis, OUTBOX, settings)
         self.handler = EventsHandler(
             self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
         )
-        self.consumer = StreamConsumer(
-            redis,
-            prefix=settings.redis_prefix,
-            stream=streams.EVENTS,
-            group=settings.consumer_group,
-            consumer=settings.consumer_name,
-            handler=self.handler,
-            batch=settings.stream_batch,
-            block_ms=settings.stream_block_ms,
-            claim_idle_ms=settings.stream_claim_idle_ms,
-            max_deliveries=settings.stream_max_deliveries,
+        self.consumer = StreamConsumer.from_settings(
+            redis, settings, stream=streams.EVENTS, group=settings.consumer_group, handler=self.handler
         )
         self.lag = LagExporter(
             redis,

@@ -60,26 +60,10 @@ class ResponseWorker:
         self.sessions = make_session_factory(engine)
         self.cluster = cluster
         self.lifecycle = lifecycle or make_lifecycle(settings)
-        self.relay = OutboxRelay(
-            engine,
-            redis,
-            outbox,
-            prefix=settings.redis_prefix,
-            maxlen=settings.stream_maxlen,
-            poll_s=settings.outbox_poll_s,
-        )
+        self.relay = OutboxRelay.from_settings(engine, redis, outbox, settings)
         self.handler = FindingsHandler(self.sessions, self.lifecycle, after_commit=self.after_commit)
-        self.consumer = StreamConsumer(
-            redis,
-            prefix=settings.redis_prefix,
-            stream=streams.FINDINGS,
-            group=settings.consumer_group,
-            consumer=settings.consumer_name,
-            handler=self.handler,
-            batch=settings.stream_batch,
-            block_ms=settings.stream_block_ms,
-            claim_idle_ms=settings.stream_claim_idle_ms,
-            max_deliveries=settings.stream_max_deliveries,
+        self.consumer = StreamConsumer.from_settings(
+            redis, settings, stream=streams.FINDINGS, group=settings.consumer_group, handler=self.handler
         )
         self.lag = LagExporter(
             redis,
