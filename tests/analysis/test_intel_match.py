@@ -18,11 +18,12 @@ from tests.analysis.conftest import make_event, tetragon_event
 
 pytestmark = pytest.mark.db
 
+# Confidence as ingest computes it: the number of live listings (IPsum adds its own list count).
 LISTED = [
-    ("198.51.100.0/24", ["feodo", "spamhaus-drop"], 90),
-    ("198.51.100.7/32", ["ipsum"], 40),  # overlaps the /24: feeds merge, highest confidence wins
-    ("203.0.113.5/32", ["blocklist-de"], 60),
-    ("2001:db8:bad::/48", ["firehol-level1"], 70),
+    ("198.51.100.0/24", ["feodo", "spamhaus-drop"], 2),
+    ("198.51.100.7/32", ["ipsum"], 1),  # overlaps the /24: feeds merge, highest confidence wins
+    ("203.0.113.5/32", ["blocklist-de"], 1),
+    ("2001:db8:bad::/48", ["firehol-level1"], 1),
 ]
 REPUTATION = [("192.0.2.10", 95), ("192.0.2.11", 20), ("198.51.100.7", 85)]
 
@@ -87,22 +88,22 @@ async def test_listed_and_bad_reputation_destinations_become_one_finding_each(en
     assert f.kind is FindingKind.INTEL_MATCH
     assert f.detector == "intel_match"
     assert f.category == "networking_c2_communication"
-    assert f.severity is Severity.HIGH  # confidence 90 >= 80
+    assert f.severity is Severity.HIGH  # listed twice: at the high_listing_confidence of 2
     assert set(f.techniques) == {"T1059", "T1071"}  # the event's own, and the configured one
     assert f.attributes == {
         "ip": "198.51.100.20",
         "feeds": ["feodo", "spamhaus-drop"],
-        "confidence": 90,
+        "confidence": 2,
         "reputation": None,
     }
     assert f.title == "Connection to 198.51.100.20 (listed by feodo, spamhaus-drop)"
     assert findings[both.id].attributes == {
         "ip": "198.51.100.7",
         "feeds": ["feodo", "ipsum", "spamhaus-drop"],
-        "confidence": 90,
+        "confidence": 2,
         "reputation": 85,
     }
-    assert findings[single.id].severity is Severity.MEDIUM  # confidence 60
+    assert findings[single.id].severity is Severity.MEDIUM  # one listing, no reputation
     assert findings[bad_reputation.id].attributes["reputation"] == 95
     assert findings[bad_reputation.id].attributes["feeds"] == []
     assert "reputation 95" in findings[bad_reputation.id].title

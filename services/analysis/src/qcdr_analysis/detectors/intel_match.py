@@ -42,8 +42,15 @@ class Config(DetectorConfig):
     listed_view: str = "ingest_intel_listed"
     reputation_table: str | None = "intel_reputation"  # None: listed addresses only
     reputation_threshold: int = Field(default=50, ge=0, le=100)
-    high_confidence: int = Field(
-        default=80, ge=0, le=100, description="Listed confidence or reputation from which severity is high."
+    # Listing confidence counts live listings (a plain feed 1, IPsum its own list count), while
+    # reputation is AbuseIPDB's 0-100 score: two scales, two thresholds.
+    high_listing_confidence: int = Field(
+        default=2,
+        ge=1,
+        description="Listings (feeds, or lists an aggregate counts) from which severity is high.",
+    )
+    high_reputation: int = Field(
+        default=80, ge=0, le=100, description="AbuseIPDB score from which it is high."
     )
     category: str = "networking_c2_communication"
     techniques: tuple[str, ...] = ("T1071",)
@@ -188,7 +195,9 @@ def detect(
         hit = hits.get(ip) if ip is not None else None
         if ip is None or hit is None:
             continue
-        score = max(hit.confidence or 0, hit.reputation or 0)
+        high = (hit.confidence or 0) >= config.high_listing_confidence or (
+            hit.reputation or 0
+        ) >= config.high_reputation
         network = event.network or NetworkDestination(ip=ip)
         reasons = _reasons(hit)
         port = f":{network.port}" if network.port is not None else ""
@@ -198,7 +207,7 @@ def detect(
                 kind=FindingKind.INTEL_MATCH,
                 detector=NAME,
                 category=config.category,
-                severity=Severity.HIGH if score >= config.high_confidence else Severity.MEDIUM,
+                severity=Severity.HIGH if high else Severity.MEDIUM,
                 techniques=tuple(sorted(set(config.techniques) | set(event.techniques))),
                 title=f"Connection to {ip} ({reasons})",
                 explanation=f"{event.source} {event.category}: destination {ip}{port} is {reasons}",
