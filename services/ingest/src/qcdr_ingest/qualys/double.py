@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import math
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from qcdr_common.testing.asgi_server import serve_app
 
 from qcdr_ingest.qualys.double_store import FindingStore, load_findings
 
@@ -306,32 +306,8 @@ class QualysDouble:
 def serve_double(config: DoubleConfig | QualysDouble, *, startup_timeout_s: float = 10.0) -> Iterator[str]:
     """Run the double with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
     double = config if isinstance(config, QualysDouble) else QualysDouble(config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            double.app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="qualys-double", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the Qualys API double did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=startup_timeout_s)
+    with serve_app(double.app, name="qualys-double", startup_timeout_s=startup_timeout_s) as url:
+        yield url
 
 
 def main(argv: list[str] | None = None) -> None:

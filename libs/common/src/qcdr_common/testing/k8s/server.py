@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightkube
-import uvicorn
 import yaml
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.config.models import Cluster, User
 
+from qcdr_common.testing.asgi_server import serve_app
 from qcdr_common.testing.k8s.app import RequestLog, RequestRecord, create_app
 from qcdr_common.testing.k8s.resources import DEFAULT_INSTALLED, GVK, Discovery, ResourceType, resolve
 from qcdr_common.testing.k8s.store import ObjectKey, Store
@@ -70,41 +67,12 @@ class K8sTestServer:
     @contextmanager
     def serve(self, *, timeout: float = 10.0) -> Iterator[str]:
         """Run on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so
-        # (without it every keep-alive request waits ~40 ms for a delayed ACK)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",  # no websockets: keeps their deprecation warnings out of `filterwarnings=error` runs
-            loop="asyncio",
-            http="h11",
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="k8s-test-server", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                sock.close()
-                raise RuntimeError("the Kubernetes API test server did not start")
-            time.sleep(0.005)
-        self._url = f"http://127.0.0.1:{port}"
-        try:
-            yield self._url
-        finally:
-            server.should_exit = True
-            thread.join(timeout)
-            sock.close()
-            self._url = None
+        with serve_app(self.app, name="k8s-test-server", startup_timeout_s=timeout) as url:
+            self._url = url
+            try:
+                yield url
+            finally:
+                self._url = None
 
     # ------------------------------------------------------------------ clients
 
