@@ -24,6 +24,7 @@ def serve_app(
     name: str = "asgi-test-server",
     startup_timeout_s: float = 10.0,
     lifespan: Literal["on", "off", "auto"] = "off",
+    fast: bool = False,
 ) -> Iterator[str]:
     """Run ``app`` on 127.0.0.1 (a free port) until the block ends; yields ``http://127.0.0.1:PORT``."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so
@@ -39,8 +40,10 @@ def serve_app(
             access_log=False,
             lifespan=lifespan,
             ws="none",
-            loop="asyncio",
-            http="h11",
+            # h11 and the plain asyncio loop are the quiet, predictable choice for tests; ``fast``
+            # (uvloop + httptools) is for doubles that benchmarks page through.
+            loop="uvloop" if fast else "asyncio",
+            http="httptools" if fast else "h11",
             timeout_graceful_shutdown=2,
         )
     )

@@ -306,7 +306,7 @@ class QualysDouble:
 def serve_double(config: DoubleConfig | QualysDouble, *, startup_timeout_s: float = 10.0) -> Iterator[str]:
     """Run the double with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
     double = config if isinstance(config, QualysDouble) else QualysDouble(config)
-    with serve_app(double.app, name="qualys-double", startup_timeout_s=startup_timeout_s) as url:
+    with serve_app(double.app, name="qualys-double", startup_timeout_s=startup_timeout_s, fast=True) as url:
         yield url
 
 
