@@ -19,9 +19,10 @@ from qcdr_ingest.intel.abuseipdb import NO_KEY_MESSAGE, AbuseIPDBError, Reputati
 from qcdr_ingest.intel.feeds import DEFAULT_FEEDS, FeedConfigError, load_feeds
 from qcdr_ingest.intel.fetch import FeedFetcher, FeedResult
 from qcdr_ingest.intel.indicators import BlockList, IndicatorSet
+from qcdr_ingest.intel.merge import merge_round
 from qcdr_ingest.intel.model import FeedSpec, FeedStatus
 from qcdr_ingest.intel.netsets import NeverBlock
-from qcdr_ingest.intel.parse import ParsedFeed, parse_feed
+from qcdr_ingest.intel.parse import ParsedFeed
 from qcdr_ingest.intel.state_files import FileFeedStateStore, FileReputationCache, atomic_write
 from qcdr_response.policies.iocs import IocSet
 from qcdr_response.policies.threat_intel import IntelFormat, IntelPolicyConfig, threat_intel_documents
@@ -145,22 +146,15 @@ async def run_threat_intel(options: IntelOptions, now: datetime) -> IntelResult:
     async with FeedFetcher(FileFeedStateStore(intel_dir)) as fetcher:
         results = await fetcher.fetch_all(specs)
 
-    lines: list[FeedLine] = []
+    parsed_feeds, expired = merge_round(
+        indicators, results, configured=(s.name for s in specs), now=now, ttl=options.ttl
+    )
+    lines = [_line(result, parsed) for result, parsed in zip(results, parsed_feeds, strict=True)]
     warnings: list[str] = []
     for result in results:
-        parsed = None
-        if result.body is not None:
-            parsed = parse_feed(result.body, result.spec.format)
-            indicators.add_feed(result.spec, None, parsed, seen_at=result.fetched_at or now)
-        lines.append(_line(result, parsed))
         warnings += [f"{result.name}: {w}" for w in result.warnings]
         if result.status is FeedStatus.FAILED and result.error:
             warnings.append(f"{result.name}: failed: {result.error}")
-    # A feed removed from the configuration is forgotten now; one that fails keeps decaying.
-    configured = {s.name for s in specs}
-    for name in [f.name for f in indicators.feed_counts() if f.name not in configured]:
-        indicators.drop_feed(name)
-    expired = indicators.expire(now, options.ttl)
     atomic_write(saved, indicators.to_json())
 
     blocklist = indicators.blocklist(options.max_cidrs)

@@ -32,9 +32,9 @@ from qcdr_ingest.db.outbox import OUTBOX
 from qcdr_ingest.intel import indicator_store
 from qcdr_ingest.intel.fetch import FeedFetcher, FeedResult
 from qcdr_ingest.intel.indicators import CidrEntry, IndicatorSet
+from qcdr_ingest.intel.merge import merge_round
 from qcdr_ingest.intel.model import FeedSpec
 from qcdr_ingest.intel.netsets import NeverBlock
-from qcdr_ingest.intel.parse import parse_feed
 from qcdr_ingest.intel.schemas import FeedStatusRead, IntelChanged
 from qcdr_ingest.intel.state_postgres import PostgresFeedStateStore
 from qcdr_ingest.streams import INTEL, INTEL_CHANGED
@@ -170,31 +170,25 @@ class IntelScheduler:
         indicators = (
             IndicatorSet.from_json(saved, self._never_block) if saved else IndicatorSet(self._never_block)
         )
-        feeds: list[FeedStatusRead] = []
-        for item in results:
-            parsed = parse_feed(item.body, item.spec.format) if item.body is not None else None
-            if parsed is not None:
-                indicators.add_feed(item.spec, None, parsed, seen_at=item.fetched_at or now)
-            feeds.append(
-                FeedStatusRead(
-                    name=item.name,
-                    category=item.spec.category,
-                    url=redact_url(item.spec.url),
-                    status=item.status.value,
-                    fetched_at=item.fetched_at,
-                    checked_at=item.checked_at or now,
-                    ips=parsed.ips if parsed else 0,
-                    cidrs=parsed.cidrs if parsed else 0,
-                    garbage=parsed.garbage if parsed else 0,
-                    error=item.error,
-                    warnings=list(item.warnings),
-                )
+        parsed_feeds, expired = merge_round(
+            indicators, results, configured=(spec.name for spec in self.specs), now=now, ttl=self._ttl
+        )
+        feeds = [
+            FeedStatusRead(
+                name=item.name,
+                category=item.spec.category,
+                url=redact_url(item.spec.url),
+                status=item.status.value,
+                fetched_at=item.fetched_at,
+                checked_at=item.checked_at or now,
+                ips=parsed.ips if parsed else 0,
+                cidrs=parsed.cidrs if parsed else 0,
+                garbage=parsed.garbage if parsed else 0,
+                error=item.error,
+                warnings=list(item.warnings),
             )
-        # a feed removed from the configuration is forgotten now; one that fails keeps decaying
-        configured = {spec.name for spec in self.specs}
-        for name in [f.name for f in indicators.feed_counts() if f.name not in configured]:
-            indicators.drop_feed(name)
-        expired = indicators.expire(now, self._ttl)
+            for item, parsed in zip(results, parsed_feeds, strict=True)
+        ]
         entries = indicators.blocklist().cidrs
         return _Built(indicators.to_json(), entries, feeds, expired)
 
