@@ -12,6 +12,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from qcdr_common.testing.plugin import scratch_database
 
 from tests.integration.stack import Proc, Stack
 
@@ -24,20 +25,25 @@ EXAMPLES = 25  # per operation; the suite must stay within its time budget on 2 
 
 @pytest.fixture(scope="module")
 def running(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
+    tmp_path_factory: pytest.TempPathFactory, base_database_url: str, redis_url: str
 ) -> Iterator[tuple[Stack, dict[str, Proc]]]:
-    stack = Stack.create(
-        tmp_path_factory.mktemp("fuzz"),
-        database_url=database_url,
-        redis_url=redis_url,
-        prefix=f"fuzz-{uuid.uuid4().hex[:8]}",
-        token=f"tok-{uuid.uuid4().hex}",
-        extra_env={"QCDR_POLLER_ENABLED": "false"},
-    )
-    stack.migrate(*SERVICES)
-    procs = {name: stack.serve(name) for name in SERVICES}
-    yield stack, procs
-    stack.close()
+    # A database of its own: the services commit whatever the fuzzer posts, and those rows must not
+    # end up in the worker's shared database that other tests read.
+    with scratch_database(base_database_url, "qcdr_fuzz") as database_url:
+        stack = Stack.create(
+            tmp_path_factory.mktemp("fuzz"),
+            database_url=database_url,
+            redis_url=redis_url,
+            prefix=f"fuzz-{uuid.uuid4().hex[:8]}",
+            token=f"tok-{uuid.uuid4().hex}",
+            extra_env={"QCDR_POLLER_ENABLED": "false"},
+        )
+        try:
+            stack.migrate(*SERVICES)
+            procs = {name: stack.serve(name) for name in SERVICES}
+            yield stack, procs
+        finally:
+            stack.close()
 
 
 def _schema(proc: Proc, token: str) -> Any:
