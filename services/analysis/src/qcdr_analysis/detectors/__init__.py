@@ -4,7 +4,13 @@ A detector is a pure function from a micro-batch of events to findings. It decla
 a pydantic ``Config`` (unknown keys fail), a ``setup`` that turns the validated config into the
 state it runs with (compiled rules, thresholds; loaded once at start, so a bad rule file stops the
 service instead of silently detecting nothing) and, when it needs data from Postgres, one async
-``lookup`` that fetches it for the whole batch in one query. The dispatcher
+``lookup`` that fetches it for the whole batch in one query.
+
+A *stateful* detector (behavioural profiles, baselines) keeps its state in memory and also
+declares ``persist``, which writes what the batch changed in the batch's own transaction (so a
+committed batch and its state changes are one), and ``discard``, called when that transaction did
+not commit: the detector forgets its unsaved changes and reloads them from Postgres when next
+needed, so a retried batch is not counted twice. The dispatcher
 (:mod:`qcdr_analysis.findings.service`) owns the rest: lookups in a savepoint, error isolation per
 detector and per event, metrics.
 
@@ -38,6 +44,8 @@ class DetectorConfig(BaseModel):
 LookupFn = Callable[[AsyncSession, Sequence[SecurityEvent], S], Awaitable[Any]]
 # (batch, state, lookup result or None) -> findings; pure
 DetectFn = Callable[[Sequence[SecurityEvent], S, Any], Iterable[Finding]]
+# (session, state) -> None: write the state the batch changed, in the batch's transaction
+PersistFn = Callable[[AsyncSession, S], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class Detector(Generic[S]):
     setup: Callable[[Any], S]  # validated config -> state
     detect: DetectFn[S]
     lookup: LookupFn[S] | None = None
+    persist: PersistFn[S] | None = None
+    discard: Callable[[S], None] | None = None
 
 
 DETECTORS: Registry[Detector[Any]] = Registry("detector")

@@ -123,6 +123,30 @@ class DetectorSet:
                 found.setdefault(finding.id, finding)
         return list(found.values())
 
+    async def persist(self, session: AsyncSession) -> None:
+        """Stateful detectors write what this batch changed; a failure fails the batch (its
+        transaction rolls back and the entries are redelivered), since a detection whose state
+        change is lost would repeat after a restart."""
+        for active in self.active:
+            if active.detector.persist is not None:
+                await active.detector.persist(session, active.state)
+
+    def discard(self) -> None:
+        """The batch's transaction did not commit: stateful detectors forget unsaved changes."""
+        for active in self.active:
+            if active.detector.discard is not None:
+                try:
+                    active.detector.discard(active.state)
+                except Exception:
+                    log.exception("detector discard failed", detector=active.detector.name)
+
+    def state_of(self, name: str) -> Any:
+        """The running state of detector ``name`` (KeyError when it is not active)."""
+        for active in self.active:
+            if active.detector.name == name:
+                return active.state
+        raise KeyError(name)
+
     @staticmethod
     def _detect(active: ActiveDetector, events: Sequence[SecurityEvent], lookup: Any) -> list[Finding]:
         detector = active.detector
@@ -185,6 +209,7 @@ async def process_batch(
         return outcome
 
     findings = await detectors.run(session, [event for _, event in fresh])
+    await detectors.persist(session)
     outcome.findings = len(findings)
     if not findings:
         return outcome
