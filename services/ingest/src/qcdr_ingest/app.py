@@ -1,8 +1,9 @@
 """The ingest service's FastAPI application.
 
 Routes: ``POST /v1/events/{source}``, ``GET /v1/events``, ``GET /v1/events/{event_id}``,
-``GET /v1/sources``, ``GET /v1/intel/feeds``, ``GET /v1/intel/lookup/{ip}`` (bearer token: read for
-GET, write for POST), plus the shared ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
+``GET /v1/sources``, ``POST /v1/metrics/{source}``, ``GET /v1/intel/feeds``,
+``GET /v1/intel/lookup/{ip}`` (bearer token: read for GET, write for POST), plus the shared
+``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
 
 The lifespan extends the shared one (engine, Redis, httpx) with a session factory and, unless
 ``QCDR_BACKGROUND_WORKERS=false``, the background workers of :mod:`qcdr_ingest.workers`.
@@ -27,6 +28,8 @@ from qcdr_ingest.events.registry import load_adapters
 from qcdr_ingest.events.router import router as events_router
 from qcdr_ingest.intel.router import router as intel_router
 from qcdr_ingest.qualys.config import QualysSettings
+from qcdr_ingest.samples.registry import load_sample_adapters
+from qcdr_ingest.samples.router import router as samples_router
 from qcdr_ingest.settings import IngestSettings, get_qualys_settings, get_settings
 from qcdr_ingest.workers import build_workers
 
@@ -51,8 +54,10 @@ def create_app(
     settings = settings or get_settings()
     app = create_service_app(settings, title="qcdr ingest", auth=auth)
     app.include_router(events_router)
+    app.include_router(samples_router)
     app.include_router(intel_router)
     app.state.adapters = load_adapters()
+    app.state.sample_adapters = load_sample_adapters()
     app.state.rate_limiter = TokenBuckets(settings.events_rate_per_s, settings.events_rate_burst)
     shared_lifespan = app.router.lifespan_context
 

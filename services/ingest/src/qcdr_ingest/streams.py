@@ -8,5 +8,9 @@ EVENT_OBSERVED = "ingest.event_observed"
 # (qcdr_ingest.intel.schemas): readers query the view ingest_intel_listed for the set itself.
 INTEL = "ingest:intel"
 INTEL_CHANGED = "ingest.intel_changed"
-PRODUCES = (EVENTS, INTEL)
+# Workload resource samples (contract qcdr_common.contracts.samples.v1), many per envelope; the
+# payload is WorkloadSamples. Published only, never stored: nothing to replay them from.
+SAMPLES = "ingest:samples"
+SAMPLES_RECEIVED = "ingest.samples_received"
+PRODUCES = (EVENTS, INTEL, SAMPLES)
 CONSUMES: tuple[str, ...] = ()

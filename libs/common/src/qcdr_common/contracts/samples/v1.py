@@ -1,9 +1,12 @@
 """``WorkloadSamples`` v1: resource measurements of workloads (stream ``ingest:samples``).
 
-Ingest accepts them at ``POST /v1/metrics/{source}`` and publishes one envelope per accepted
-chunk (many samples, not one envelope per number: a cluster scraped every 30 s produces far more
-samples than events). Analysis feeds them to the time-series detectors next to the counts it
-derives from events.
+Ingest accepts them at ``POST /v1/metrics/{source}`` (``json``: this shape; ``prometheus``:
+remote-write fields as JSON, mapped onto these names) and publishes one ``ingest.samples_received``
+envelope per accepted chunk (many samples, not one envelope per number: a cluster scraped every
+30 s produces far more samples than events). A chunk holds the samples of one cluster (the
+envelope's ``cluster_id``), oldest first. Analysis feeds them to the time-series detectors next to
+the counts it derives from events. Samples are not stored anywhere, so they cannot be replayed:
+they only matter live, and a lost chunk costs one window of resource data.
 
 Metric names are snake_case and carry their unit: ``cpu_cores`` (cores in use, a rate),
 ``memory_bytes`` (working set), ``syscalls_per_second``, ``network_rx_bytes_per_second``,
