@@ -35,6 +35,7 @@ from qcdr_response.db.models import outbox
 from qcdr_response.lifecycle import repository as repo
 from qcdr_response.lifecycle.generation import Scope, ScopeGenerator, finding_to_event, render_yaml
 from qcdr_response.lifecycle.models import LinkOutcome, PolicyRow, PolicyStatus, PolicyVersionRow
+from qcdr_response.policies.families.behaviour_anomaly import no_policy_reason
 
 SOURCE = "response"
 FINDING_VERSION = 1
@@ -177,7 +178,9 @@ async def handle_findings(session: AsyncSession, parsed: Parsed, lc: Lifecycle) 
         if scope is None:
             event = events[finding_id]
             techniques = ", ".join(event.techniques) or "none"
-            reason = f"no generator answers category {event.category!r} (techniques: {techniques})"
+            reason = no_policy_reason(event.category) or (
+                f"no generator answers category {event.category!r} (techniques: {techniques})"
+            )
             links.append(_link(finding_id, None, LinkOutcome.UNMAPPED, reason))
         else:
             by_scope[scope].append(finding_id)
