@@ -20,7 +20,15 @@ from qcdr_common.testing.plugin import scratch_database
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = count(1)
 
-ANALYSIS_TABLES = ("analysis_findings", "analysis_received", "analysis_outbox")
+ANALYSIS_TABLES = (
+    "analysis_findings",
+    "analysis_received",
+    "analysis_outbox",
+    "analysis_profiles",
+    "analysis_profile_workloads",
+    "analysis_baselines",
+    "analysis_models",
+)
 # ingest's tables behind the view and the reputation cache, which the intel tests fill
 INTEL_TABLES = ("intel_indicators", "intel_reputation")
 

@@ -111,8 +111,19 @@ def test_attack_rules_custom_rules_file(tmp_path: Path) -> None:
 
 
 def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) -> None:
-    assert DetectorSet.configure().names == ["attack_rules", "intel_match", "source"]
-    assert DetectorSet.configure(disabled={"intel_match"}).names == ["attack_rules", "source"]
+    assert DetectorSet.configure().names == [
+        "attack_rules",
+        "behaviour_profile",
+        "intel_match",
+        "source",
+        "workload_anomaly",
+    ]
+    assert DetectorSet.configure(disabled={"intel_match"}).names == [
+        "attack_rules",
+        "behaviour_profile",
+        "source",
+        "workload_anomaly",
+    ]
     with pytest.raises(DetectorConfigError, match="unknown detector"):
         DetectorSet.configure({"nope": {}})
     with pytest.raises(DetectorConfigError, match="unknown detector"):

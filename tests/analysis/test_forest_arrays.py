@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import sklearn  # type: ignore[import-untyped]
+import sklearn
 from qcdr_analysis.anomaly.forest import CentroidArrays, ForestArrays
-from sklearn.cluster import KMeans  # type: ignore[import-untyped]
-from sklearn.ensemble import IsolationForest  # type: ignore[import-untyped]
+from sklearn.cluster import KMeans
+from sklearn.ensemble import IsolationForest
 
 TOLERANCE = 1e-9
 

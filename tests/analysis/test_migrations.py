@@ -17,7 +17,15 @@ from typer.testing import CliRunner
 
 pytestmark = pytest.mark.db
 
-ANALYSIS_TABLES = {"analysis_findings", "analysis_received", "analysis_outbox"}
+ANALYSIS_TABLES = {
+    "analysis_findings",
+    "analysis_received",
+    "analysis_outbox",
+    "analysis_profiles",
+    "analysis_profile_workloads",
+    "analysis_baselines",
+    "analysis_models",
+}
 
 
 def inspect_db(url: str) -> tuple[set[str], list[tuple[object, ...]]]:
@@ -48,7 +56,7 @@ def test_db_upgrade_command_is_idempotent(scratch_database_url: str, fresh_setti
     for _ in range(2):
         result = runner.invoke(cli, ["db", "upgrade"], env={"DATABASE_URL": scratch_database_url})
         assert result.exit_code == 0, result.output
-        assert result.output.strip().endswith("is at revision 0001")
+        assert result.output.strip().endswith("is at revision 0003")
     tables, differences = inspect_db(scratch_database_url)
     assert tables == ANALYSIS_TABLES | {VERSION_TABLE}  # its own version table, no "alembic_version"
     assert differences == []
@@ -57,10 +65,10 @@ def test_db_upgrade_command_is_idempotent(scratch_database_url: str, fresh_setti
 def test_migrations_go_down_and_up(scratch_database_url: str) -> None:
     url = scratch_database_url
     assert current_revision(url) is None
-    assert upgrade(url) == "0001"
+    assert upgrade(url) == "0003"
     assert downgrade(url, "base") is None
     assert inspect_db(url)[0] == {VERSION_TABLE}
-    assert upgrade(url.replace("+asyncpg", "")) == "0001"
+    assert upgrade(url.replace("+asyncpg", "")) == "0003"
     assert inspect_db(url)[1] == []
 
 

@@ -13,6 +13,7 @@ from qcdr_common.service_app import create_service_app
 from qcdr_common.streams.runner import in_background
 
 from qcdr_analysis.findings.router import router as findings_router
+from qcdr_analysis.profiles.router import router as profiles_router
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 from qcdr_analysis.worker import AnalysisWorker, make_detectors
 
@@ -23,6 +24,7 @@ def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSetting
     detectors = make_detectors(settings) if settings.consume_in_app else None
     app = create_service_app(settings, title="qcdr analysis", auth=auth)
     app.include_router(findings_router)
+    app.include_router(profiles_router)
     common_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

@@ -11,7 +11,11 @@ GROUP = "analysis"
 FINDINGS = "analysis:findings"
 FINDING_RAISED = "analysis.finding_raised"
 
+# Workload resource samples from ingest (contract qcdr_common.contracts.samples.v1), many per envelope.
+SAMPLES = "ingest:samples"
+SAMPLES_RECEIVED = "ingest.samples_received"
+
 PRODUCES = (FINDINGS,)
 # ingest:intel is not consumed: intel_match queries ingest's view for every batch, so there is
 # no cached copy of the indicator set to invalidate.
-CONSUMES = (EVENTS,)
+CONSUMES = (EVENTS, SAMPLES)

@@ -20,10 +20,14 @@ from qcdr_common.streams import (
     new_envelope,
     run_until_stopped,
 )
+from qcdr_common.streams.runner import Worker
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qcdr_analysis import streams
+from qcdr_analysis.anomaly.handlers import SamplesHandler
+from qcdr_analysis.anomaly.trainer import ModelTrainer
+from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.handlers import EventsHandler
 from qcdr_analysis.findings.models import OUTBOX
@@ -58,10 +62,24 @@ class AnalysisWorker:
         self.consumer = StreamConsumer.from_settings(
             redis, settings, stream=streams.EVENTS, group=settings.consumer_group, handler=self.handler
         )
+        groups = [(streams.EVENTS, settings.consumer_group)]
+        self.samples_consumer: StreamConsumer | None = None
+        self.trainer: ModelTrainer | None = None
+        if workload_anomaly.NAME in self.detectors.names:
+            samples = SamplesHandler(
+                self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
+            )
+            self.samples_consumer = StreamConsumer.from_settings(
+                redis, settings, stream=streams.SAMPLES, group=settings.consumer_group, handler=samples
+            )
+            self.trainer = ModelTrainer(
+                self.sessions, self.detectors, self.detectors.state_of(workload_anomaly.NAME)
+            )
+            groups.append((streams.SAMPLES, settings.consumer_group))
         self.lag = LagExporter(
             redis,
             prefix=settings.redis_prefix,
-            groups=[(streams.EVENTS, settings.consumer_group)],
+            groups=groups,
             outboxes=[(engine, OUTBOX)],
         )
 
@@ -69,10 +87,19 @@ class AnalysisWorker:
         if outcome.outbox_rows:
             self.relay.notify()  # publish now rather than at the next poll
 
+    @property
+    def tasks(self) -> list[Worker]:
+        tasks: list[Worker] = [self.consumer.run, self.relay.run, self.lag.run]
+        if self.samples_consumer is not None:
+            tasks.append(self.samples_consumer.run)
+        if self.trainer is not None:
+            tasks.append(self.trainer.run)
+        return tasks
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Consumer, relay and lag exporter until ``stop`` (the caller handles signals)."""
+        """Consumers, relay, lag exporter and trainer until ``stop`` (the caller handles signals)."""
         log.info("analysis worker started", detectors=self.detectors.names)
-        await run_until_stopped(self.consumer.run, self.relay.run, self.lag.run, stop=stop, signals=False)
+        await run_until_stopped(*self.tasks, stop=stop, signals=False)
 
 
 async def consume() -> None:
@@ -83,7 +110,7 @@ async def consume() -> None:
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     try:
         worker = AnalysisWorker(settings, engine, redis, detectors=detectors)
-        await run_until_stopped(worker.consumer.run, worker.relay.run, worker.lag.run)
+        await run_until_stopped(*worker.tasks)
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -74,14 +74,15 @@ class EventsHandler:
             except ValueError as exc:
                 poison.append((envelope.id, str(exc)))
         if events or other:
-            try:
-                async with self.sessions() as session, session.begin():
-                    outcome = await process_batch(
-                        session, self.detectors, events, other, cluster_id=self.cluster_id
-                    )
-            except BaseException:
-                self.detectors.discard()  # nothing of this batch committed; it will be redelivered
-                raise
+            async with self.detectors.lock:
+                try:
+                    async with self.sessions() as session, session.begin():
+                        outcome = await process_batch(
+                            session, self.detectors, events, other, cluster_id=self.cluster_id
+                        )
+                except BaseException:
+                    self.detectors.discard()  # nothing of this batch committed; it is redelivered
+                    raise
             count_committed(outcome)
             if outcome.duplicates:
                 log.info("redelivered envelopes skipped", count=outcome.duplicates)

@@ -21,6 +21,7 @@ one failing detector (or one event a detector chokes on) never costs the others 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import SecurityEvent
-from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from qcdr_common.logging import get_logger
 from qcdr_common.streams import Envelope, enqueue, new_envelope
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +49,14 @@ DETECTOR_ERRORS = Counter(
     "Detector failures isolated by the dispatcher (stage: lookup, batch, event).",
     ["detector", "stage"],
 )
+# the original's README metric: anomalies (behaviour profile, workload engine) and drift findings,
+# counted once committed (a rolled-back or duplicate finding is not an anomaly raised)
+ANOMALIES = Counter(
+    "qualys_ai_anomalies_total",
+    "Anomaly and drift findings inserted, by detector and category.",
+    ["detector", "category"],
+)
+_ANOMALY_KINDS = frozenset({FindingKind.ANOMALY, FindingKind.DRIFT})
 EVENTS_SKIPPED = Counter(
     "qcdr_analysis_redelivered_envelopes_total", "Envelopes skipped because they were already processed."
 )
@@ -68,6 +77,9 @@ class DetectorSet:
 
     def __init__(self, active: Sequence[ActiveDetector]) -> None:
         self.active = tuple(active)
+        # stateful detectors see one batch at a time, from detection to commit: the events and the
+        # samples consumers share them, and a rollback must not discard another batch's changes
+        self.lock = asyncio.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -211,10 +223,21 @@ async def process_batch(
     findings = await detectors.run(session, [event for _, event in fresh])
     await detectors.persist(session)
     outcome.findings = len(findings)
-    if not findings:
-        return outcome
-    # the envelope of a finding's first evidence event continues its correlation chain
-    cause_of = {(event.source, event.id): env for env, event in fresh}
+    if findings:
+        # the envelope of a finding's first evidence event continues its correlation chain
+        cause_of = {(event.source, event.id): env for env, event in fresh}
+        outcome.inserted = await store_findings(session, findings, cause_of, cluster_id=cluster_id)
+    return outcome
+
+
+async def store_findings(
+    session: AsyncSession,
+    findings: Sequence[Finding],
+    cause_of: Mapping[tuple[str, str], Envelope],
+    *,
+    cluster_id: str,
+) -> list[Finding]:
+    """Insert findings (duplicates skipped) and enqueue an envelope for each new one; the new ones."""
     envelopes: dict[str, Envelope] = {}
     rows = []
     for finding in findings:
@@ -224,9 +247,9 @@ async def process_batch(
         envelopes[finding.id] = envelope
         rows.append(repo.row_values(finding, envelope.payload, envelope_id=envelope.id))
     inserted = await repo.insert_findings(session, rows)
-    outcome.inserted = [f for f in findings if f.id in inserted]
-    await enqueue(session, OUTBOX, streams.FINDINGS, [envelopes[f.id] for f in outcome.inserted])
-    return outcome
+    new = [f for f in findings if f.id in inserted]
+    await enqueue(session, OUTBOX, streams.FINDINGS, [envelopes[f.id] for f in new])
+    return new
 
 
 def count_committed(outcome: BatchOutcome) -> None:
@@ -235,3 +258,5 @@ def count_committed(outcome: BatchOutcome) -> None:
         EVENTS_SKIPPED.inc(outcome.duplicates)
     for finding in outcome.inserted:
         FINDINGS_RAISED.labels(detector=finding.detector).inc()
+        if finding.kind in _ANOMALY_KINDS:
+            ANOMALIES.labels(detector=finding.detector, category=finding.category).inc()

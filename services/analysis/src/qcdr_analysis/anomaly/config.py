@@ -1,0 +1,82 @@
+"""Configuration of the ``workload_anomaly`` detector (``QCDR_DETECTORS__WORKLOAD_ANOMALY__…``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, model_validator
+
+from qcdr_analysis.anomaly.features import DEFAULT_GAUGES
+from qcdr_analysis.detectors import DetectorConfig
+
+
+class WorkloadAnomalyConfig(DetectorConfig):
+    learning_period: timedelta = Field(
+        default=timedelta(hours=48),
+        description="Event time a workload is observed before it is scored (the seed's 48 h).",
+    )
+    window: timedelta = Field(default=timedelta(minutes=1), description="Bucket width.")
+    smoothing_windows: int = Field(
+        default=5, ge=1, le=60, description="Windows averaged before the univariate tests."
+    )
+    allowed_lateness: timedelta = Field(
+        default=timedelta(seconds=60),
+        description="How long after its end a window waits for late events before it is scored.",
+    )
+    idle_after: timedelta = Field(
+        default=timedelta(minutes=10),
+        description="A workload with no event or sample for this long stops producing windows.",
+    )
+    gauges: tuple[str, ...] = Field(default=DEFAULT_GAUGES, description="Resource metrics modelled.")
+    # univariate tests (the seed's defaults)
+    zscore_threshold: float = Field(default=3.0, gt=0)
+    iqr_multiplier: float = Field(default=1.5, gt=0)
+    # effect size: a deviation must also matter, or a 200-workload cluster alerts all day
+    count_min_ratio: float = Field(
+        default=4.0, ge=1, description="A count must reach this multiple of its baseline."
+    )
+    count_min_excess: float = Field(
+        default=2.0, ge=0, description="…and exceed it by this many events per minute."
+    )
+    gauge_min_relative: float = Field(
+        default=1.0, ge=0, description="A resource level must rise by this fraction (1.0 = doubles)."
+    )
+    min_votes: int = Field(
+        default=2, ge=1, le=4, description="Detectors (z-score, IQR, forest, k-means) that must agree."
+    )
+    rate_cooldown: timedelta = Field(default=timedelta(minutes=30))
+    # slow shifts of resource levels: EWMA control chart against the learned level
+    ewma_lambda: float = Field(default=0.01, gt=0, le=1)
+    ewma_limit: float = Field(default=4.0, gt=0, description="Control limit in EWMA standard deviations.")
+    trend_min_relative: float = Field(default=0.10, ge=0, description="…and at least this relative shift.")
+    trend_persistence: int = Field(default=10, ge=1, description="Windows the shift must last.")
+    trend_cooldown: timedelta = Field(default=timedelta(hours=24))
+    # population models
+    reservoir_size: int = Field(default=512, ge=16, le=10_000)
+    min_training_rows: int = Field(default=256, ge=16)
+    min_training_workloads: int = Field(default=3, ge=1)
+    forest_trees: int = Field(default=100, ge=10, le=1000)
+    forest_quantile: float = Field(default=0.9995, gt=0.5, lt=1)
+    kmeans_max_clusters: int = Field(default=10, ge=2, le=64)
+    kmeans_quantile: float = Field(default=0.999, gt=0.5, lt=1)
+    kmeans_margin: float = Field(default=1.5, ge=1)
+    refit_every: timedelta = Field(
+        default=timedelta(hours=6), description="Event time between refits of the population models."
+    )
+    max_training_rows: int = Field(default=50_000, ge=256)
+    checkpoint_every: timedelta = Field(
+        default=timedelta(seconds=30),
+        description="Wall time between checkpoints of window counts (state changes are written at once).",
+    )
+    max_workloads: int = Field(default=50_000, ge=10, description="Workload states kept in memory.")
+    seed: int = 20260504
+
+    @model_validator(mode="after")
+    def _sane(self) -> WorkloadAnomalyConfig:
+        if self.window.total_seconds() < 1:
+            raise ValueError("window must be at least 1 s")
+        if self.learning_period < self.window * (self.smoothing_windows + 2):
+            raise ValueError("learning_period must cover several windows")
+        if len(set(self.gauges)) != len(self.gauges):
+            raise ValueError("gauges must not repeat")
+        return self

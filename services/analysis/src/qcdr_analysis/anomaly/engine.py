@@ -1,0 +1,289 @@
+"""The workload anomaly engine: windows in, findings out, all in event time and in memory.
+
+``observe_events`` / ``observe_samples`` add to the open windows of each workload; the highest
+event time seen, less the allowed lateness, is the watermark: every window before it is closed,
+learnt from (learning workloads) or scored (ready ones). All windows closed by one call are scored
+together, so the population models run once per micro-batch over a matrix, never per event.
+
+Persistence is split by cost: a change that alters what the engine will say (learning finished,
+an alert raised, a workload first seen) is written in the batch's own transaction; window counts
+are checkpointed every ``checkpoint_every`` (a crash loses at most that much of the counts of the
+open windows, never a baseline or an alert, and never repeats an alert).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from qcdr_common.contracts.events.v1 import SecurityEvent, Severity, Workload
+from qcdr_common.contracts.findings.v1 import Finding, FindingKind
+from qcdr_common.contracts.samples.v1 import WorkloadSample
+
+from qcdr_analysis.anomaly import features as ft
+from qcdr_analysis.anomaly import population
+from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
+from qcdr_analysis.anomaly.explain import rate_finding, trend_finding
+from qcdr_analysis.anomaly.scoring import rate_verdict, trend_step
+from qcdr_analysis.anomaly.workload import Window, WorkloadState, standardize
+from qcdr_analysis.profiles.identity import has_identity, workload_key
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DETECTOR = "workload_anomaly"
+
+
+def baseline_key(workload: Workload) -> str:
+    """The owner and the image it runs: a new image version of a Deployment learns afresh."""
+    image = workload.image_digest or workload.image or ""
+    return f"{workload_key(workload)}@{image}"
+
+
+class WorkloadAnomalyEngine:
+    def __init__(self, config: WorkloadAnomalyConfig) -> None:
+        self.config = config
+        self.names = ft.EVENT_FEATURES + tuple(config.gauges)
+        self.n_counts = len(ft.EVENT_FEATURES)
+        self.gauge_index = {name: i for i, name in enumerate(config.gauges)}
+        self.window_seconds = config.window.total_seconds()
+        self.learning_windows = int(config.learning_period / config.window)
+        self.idle_windows = max(1, int(config.idle_after / config.window))
+        self.lateness = config.allowed_lateness
+        self.rate_cooldown = max(1, int(config.rate_cooldown / config.window))
+        self.trend_cooldown = max(1, int(config.trend_cooldown / config.window))
+        self.states: OrderedDict[str, WorkloadState] = OrderedDict()
+        self.model: population.PopulationModel | None = None
+        self.max_seen: datetime | None = None
+        self.last_fit: datetime | None = None
+        self.rng = random.Random(config.seed)
+        self.late_events = 0
+
+    # -- time ------------------------------------------------------------------------------
+    def window_of(self, when: datetime) -> int:
+        return int((when - EPOCH).total_seconds() // self.window_seconds)
+
+    def window_end(self, number: int) -> datetime:
+        return EPOCH + timedelta(seconds=(number + 1) * self.window_seconds)
+
+    def _seen(self, when: datetime) -> None:
+        if self.max_seen is None or when > self.max_seen:
+            self.max_seen = when
+
+    # -- states ----------------------------------------------------------------------------
+    def state_for(self, workload: Workload) -> WorkloadState:
+        key = baseline_key(workload)
+        state = self.states.get(key)
+        if state is None:
+            state = WorkloadState(key, workload, len(self.config.gauges), self.config.reservoir_size)
+            state.changed = True
+            self.states[key] = state
+            while len(self.states) > self.config.max_workloads:
+                # the least recently active workload leaves memory (it reloads from Postgres)
+                self.states.popitem(last=False)
+        else:
+            self.states.move_to_end(key)
+            state.workload = workload
+        return state
+
+    def install_states(self, states: Iterable[WorkloadState]) -> None:
+        for state in states:
+            self.states[state.key] = state
+
+    def forget(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.states.pop(key, None)
+
+    # -- input -----------------------------------------------------------------------------
+    def observe_events(self, events: Sequence[SecurityEvent]) -> list[Finding]:
+        self.add_events(events)
+        return self.advance()
+
+    def observe_samples(self, samples: Sequence[WorkloadSample]) -> list[Finding]:
+        self.add_samples(samples)
+        return self.advance()
+
+    def add_events(self, events: Sequence[SecurityEvent]) -> None:
+        """Count events into their windows without closing any (see :meth:`advance`)."""
+        for event in events:
+            kind = ft.classify(event)
+            if kind == ft.IGNORED or not has_identity(event.workload):
+                continue
+            state = self.state_for(event.workload)
+            if not state.add_event(self.window_of(event.event_time), kind, event):
+                self.late_events += 1
+            self._seen(event.event_time)
+
+    def add_samples(self, samples: Sequence[WorkloadSample]) -> None:
+        """Add resource samples to their windows without closing any."""
+        for sample in samples:
+            if not has_identity(sample.workload):
+                continue
+            values = {self.gauge_index[k]: v for k, v in sample.values.items() if k in self.gauge_index}
+            if not values:
+                continue
+            state = self.state_for(sample.workload)
+            state.add_sample(self.window_of(sample.time), values)
+            self._seen(sample.time)
+
+    # -- windows ---------------------------------------------------------------------------
+    def advance(self, until: datetime | None = None) -> list[Finding]:
+        """Close and score every window that ended before the watermark (or ``until``)."""
+        if until is None:
+            if self.max_seen is None:
+                return []
+            until = self.max_seen - self.lateness
+        watermark = self.window_of(until)
+        closed: list[tuple[WorkloadState, Window]] = []
+        smoothing = self.config.smoothing_windows
+        for state in self.states.values():
+            if state.last_closed is not None and state.last_closed >= watermark - 1:
+                continue
+            for window in state.close_until(watermark, self.idle_windows, smoothing):
+                closed.append((state, window))
+        if not closed:
+            return []
+        return self._score(closed)
+
+    def finish(self) -> list[Finding]:
+        """Close every window (the end of a replay or a simulation)."""
+        if self.max_seen is None:
+            return []
+        return self.advance(self.max_seen + self.config.window)
+
+    def _score(self, closed: list[tuple[WorkloadState, Window]]) -> list[Finding]:
+        findings: list[Finding] = []
+        scored: list[tuple[WorkloadState, Window]] = []
+        for state, window in closed:
+            if state.baseline is None:
+                state.learn(window, self.rng, self.config.smoothing_windows)
+                first = state.first_window if state.first_window is not None else window.number
+                if window.number - first + 1 >= self.learning_windows:
+                    state.freeze(self.config.smoothing_windows, self.config.ewma_lambda)
+            else:
+                scored.append((state, window))
+        if not scored:
+            return findings
+        forest_flags = kmeans_flags = np.zeros(len(scored), dtype=bool)
+        forest_scores = kmeans_distances = np.full(len(scored), np.nan)
+        if self.model is not None:
+            rows = np.vstack(
+                [standardize(w.smoothed[None, :], s.baseline) for s, w in scored if s.baseline is not None]
+            )
+            forest_scores, forest_flags, kmeans_distances, kmeans_flags = self.model.votes(rows)
+        for i, (state, window) in enumerate(scored):
+            baseline = state.baseline
+            assert baseline is not None
+            verdict = rate_verdict(
+                window.smoothed,
+                baseline,
+                self.names,
+                self.n_counts,
+                self.config,
+                bool(forest_flags[i]),
+                bool(kmeans_flags[i]),
+            )
+            if len(verdict.votes) >= self.config.min_votes and verdict.deviations:
+                last = state.alerts.get("rate")
+                if last is None or window.number - last >= self.rate_cooldown:
+                    state.alerts["rate"] = window.number
+                    state.changed = True
+                    findings.append(
+                        rate_finding(
+                            self,
+                            state,
+                            window,
+                            verdict,
+                            forest_score=float(forest_scores[i]),
+                            kmeans_distance=float(kmeans_distances[i]),
+                        )
+                    )
+            state.ewma, beyond = trend_step(state.ewma, window.raw[self.n_counts :], baseline, self.config)
+            state.trend_run = np.where(beyond, state.trend_run + 1, 0)
+            for g in np.flatnonzero(state.trend_run >= self.config.trend_persistence):
+                name = self.config.gauges[g]
+                key = f"trend:{name}"
+                last = state.alerts.get(key)
+                if last is not None and window.number - last < self.trend_cooldown:
+                    continue
+                state.alerts[key] = window.number
+                state.changed = True
+                findings.append(trend_finding(self, state, window, int(g)))
+        return findings
+
+    # -- population models -----------------------------------------------------------------
+    def ready_states(self) -> list[WorkloadState]:
+        return [s for s in self.states.values() if s.baseline is not None and s.reservoir.rows]
+
+    def refit_due(self) -> bool:
+        if self.max_seen is None:
+            return False
+        if self.last_fit is not None and self.max_seen - self.last_fit < self.config.refit_every:
+            return False
+        ready = 0
+        for state in self.states.values():
+            if state.baseline is not None:
+                ready += 1
+                if ready >= self.config.min_training_workloads:
+                    return True
+        return False
+
+    def training_rows(self) -> tuple[np.ndarray, int]:
+        """Standardized rows of every ready workload (subsampled to ``max_training_rows``)."""
+        parts = [s.standardized_rows() for s in self.ready_states()]
+        parts = [p for p in parts if p.shape[0]]
+        if not parts:
+            return np.empty((0, len(self.names))), 0
+        rows = np.vstack(parts)
+        if rows.shape[0] > self.config.max_training_rows:
+            pick = np.random.default_rng(self.config.seed).choice(
+                rows.shape[0], self.config.max_training_rows, replace=False
+            )
+            rows = rows[pick]
+        return rows, len(parts)
+
+    def fit_model(self) -> population.PopulationModel | None:
+        """Fit on the current rows (CPU-bound: the service runs it in a thread). None: too few."""
+        rows, workloads = self.training_rows()
+        self.last_fit = self.max_seen  # even when too few rows: retry after refit_every
+        if rows.shape[0] < self.config.min_training_rows or workloads < self.config.min_training_workloads:
+            return None
+        return population.fit(
+            rows,
+            workloads,
+            features=self.names,
+            fitted_at=self.max_seen or EPOCH,
+            trees=self.config.forest_trees,
+            forest_quantile=self.config.forest_quantile,
+            max_clusters=self.config.kmeans_max_clusters,
+            kmeans_quantile=self.config.kmeans_quantile,
+            kmeans_margin=self.config.kmeans_margin,
+            seed=self.config.seed,
+        )
+
+    def install_model(self, model: population.PopulationModel) -> None:
+        """Swap the models in one assignment: a batch scores with the old or the new, never a mix."""
+        if model.features != self.names:
+            raise ValueError(f"model features {model.features} do not match {self.names}")
+        self.model = model
+        if self.last_fit is None or model.fitted_at > self.last_fit:
+            self.last_fit = model.fitted_at
+
+    # -- persistence bookkeeping ----------------------------------------------------------
+    def changed_states(self, *, checkpoint: bool) -> list[WorkloadState]:
+        """States to write now: every changed one, and every dirty one at a checkpoint."""
+        return [s for s in self.states.values() if s.changed or (checkpoint and s.dirty)]
+
+    def discard_unsaved(self) -> list[str]:
+        """Forget states with unsaved changes (they reload from Postgres); their keys."""
+        gone = [k for k, s in self.states.items() if s.changed or s.dirty]
+        self.forget(gone)
+        return gone
+
+    @staticmethod
+    def severity_for(ratio: float, votes: int) -> Severity:
+        return Severity.HIGH if ratio >= 10 or votes >= 4 else Severity.MEDIUM
+
+
+__all__ = ["DETECTOR", "Finding", "FindingKind", "WorkloadAnomalyEngine", "baseline_key"]

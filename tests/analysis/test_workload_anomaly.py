@@ -1,0 +1,289 @@
+"""The workload anomaly engine: learning by event time, bursts, slow shifts, explanations,
+persistence across a restart (real Postgres), and the samples handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from qcdr_analysis.anomaly import repository as repo
+from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
+from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine
+from qcdr_analysis.anomaly.handlers import SamplesHandler
+from qcdr_analysis.anomaly.stack import InMemoryStack
+from qcdr_analysis.anomaly.trainer import ModelTrainer
+from qcdr_analysis.detectors import workload_anomaly
+from qcdr_analysis.findings.service import DetectorSet
+from qcdr_analysis.streams import SAMPLES_RECEIVED
+from qcdr_common.contracts.events.v1 import ProcessInfo, SecurityEvent, Severity, Workload
+from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.contracts.samples.v1 import WorkloadSample, WorkloadSamples
+from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.streams import Delivery, new_envelope
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+T0 = datetime(2026, 5, 4, tzinfo=UTC)
+CONFIG: dict[str, Any] = {"learning_period": "PT2H", "refit_every": "PT1H"}
+
+
+def workloads(n: int) -> list[Workload]:
+    return [
+        Workload(
+            cluster="c1",
+            namespace=f"ns{i % 4}",
+            owner_kind="Deployment",
+            owner_name=f"app{i}",
+            pod=f"app{i}-7d4b9c-x{i}",
+            image_digest=f"sha256:{i:064x}",
+        )
+        for i in range(n)
+    ]
+
+
+class Traffic:
+    """Poisson executions and one cpu sample a minute per workload, with what a test injects."""
+
+    def __init__(self, n: int = 12, seed: int = 7) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.workloads = workloads(n)
+        self.rates = self.rng.uniform(1.0, 4.0, n)
+        self.cpu = self.rng.uniform(0.2, 1.5, n)
+        self.ids = 0
+
+    def minute(
+        self, m: int, *, burst: int | None = None, drift: int | None = None, drift_from: int = 0
+    ) -> tuple[list[SecurityEvent], list[WorkloadSample]]:
+        events, samples = [], []
+        for i, w in enumerate(self.workloads):
+            rate = self.rates[i] * (10 if i == burst else 1)
+            for _ in range(int(self.rng.poisson(rate))):
+                self.ids += 1
+                events.append(
+                    SecurityEvent(
+                        id=f"e{self.ids}",
+                        source="tetragon",
+                        category="process_exec",
+                        severity=Severity.INFO,
+                        event_time=T0 + timedelta(minutes=m, seconds=float(self.rng.uniform(0, 59))),
+                        workload=w,
+                        process=ProcessInfo(path=f"/usr/bin/tool{self.ids % 3}"),
+                    )
+                )
+            level = self.cpu[i] * (1.03 ** ((m - drift_from) / 60) if i == drift and m > drift_from else 1)
+            samples.append(
+                WorkloadSample(
+                    time=T0 + timedelta(minutes=m, seconds=30),
+                    workload=w,
+                    values={"cpu_cores": max(0.0, level * (1 + float(self.rng.normal(0, 0.04))))},
+                )
+            )
+        events.sort(key=lambda e: e.event_time)
+        return events, samples
+
+
+def run(stack: InMemoryStack, traffic: Traffic, minutes: range, **inject: Any) -> list[Finding]:
+    found: list[Finding] = []
+    for m in minutes:
+        events, samples = traffic.minute(m, **inject)
+        found += stack.observe(events, samples)
+    return found
+
+
+@pytest.fixture
+def stack() -> InMemoryStack:
+    return InMemoryStack.configure({"workload_anomaly": CONFIG}, only=("workload_anomaly",))
+
+
+def engine_of(stack: InMemoryStack) -> WorkloadAnomalyEngine:
+    assert stack.engine is not None
+    return stack.engine
+
+
+def test_learning_ends_by_event_time_not_wall_clock(stack: InMemoryStack) -> None:
+    traffic = Traffic()
+    assert run(stack, traffic, range(60)) == []
+    assert not any(s.ready for s in engine_of(stack).states.values())
+    run(stack, traffic, range(60, 125))
+    assert all(s.ready for s in engine_of(stack).states.values())
+    assert stack.fits == 1  # enough ready workloads: the population models were fitted
+
+
+def test_a_burst_is_found_within_minutes_with_its_explanation(stack: InMemoryStack) -> None:
+    traffic = Traffic()
+    quiet = run(stack, traffic, range(0, 240))
+    assert quiet == []  # no false alarm over two hours of normal traffic in 12 workloads
+    found = run(stack, traffic, range(240, 245), burst=5)
+    found += run(stack, traffic, range(245, 260))
+    rates = [f for f in found if f.category == "anomaly.rate"]
+    assert len(rates) == 1, [f.title for f in found]  # one finding per episode (cooldown)
+    finding = rates[0]
+    assert finding.attributes["workload_key"] == "c1/ns1/Deployment/app5"
+    assert finding.event_time <= T0 + timedelta(minutes=245)
+    explanation = finding.attributes["explanation"]
+    top = explanation["deviations"][0]
+    assert top["feature"] in ("exec_count", "distinct_binaries")
+    assert top["value"] > 3 * top["baseline_mean"]
+    assert {"zscore", "iqr"} <= set(explanation["votes"])
+    assert explanation["isolation_forest"] is not None  # the model existed and scored it
+    assert "exec_count" in finding.explanation
+    assert "against" in finding.explanation
+    assert finding.techniques == ("T1059",)
+    assert finding.evidence_event_ids
+
+
+def test_a_slow_rise_of_a_resource_is_a_trend_finding(stack: InMemoryStack) -> None:
+    traffic = Traffic()
+    run(stack, traffic, range(0, 121))
+    found = run(stack, traffic, range(121, 121 + 10 * 60), drift=3, drift_from=121)
+    trends = [f for f in found if f.category == "anomaly.trend"]
+    assert [f.attributes["workload_key"] for f in trends] == ["c1/ns3/Deployment/app3"]
+    explanation = trends[0].attributes["explanation"]
+    assert explanation["feature"] == "cpu_cores"
+    assert explanation["relative_shift"] >= 0.10
+    assert not [f for f in found if f.attributes["workload_key"] != "c1/ns3/Deployment/app3"]
+
+
+def test_late_events_are_counted_not_misplaced(stack: InMemoryStack) -> None:
+    traffic = Traffic(n=3)
+    run(stack, traffic, range(0, 10))
+    engine = engine_of(stack)
+    late = SecurityEvent(
+        id="late",
+        source="tetragon",
+        category="process_exec",
+        severity=Severity.INFO,
+        event_time=T0,
+        workload=traffic.workloads[0],
+    )
+    stack.observe([late])
+    assert engine.late_events == 1
+
+
+def test_configuration_is_validated() -> None:
+    with pytest.raises(ValueError, match="learning_period"):
+        WorkloadAnomalyConfig.model_validate({"learning_period": "PT1M"})
+    with pytest.raises(ValueError, match="unknown"):
+        WorkloadAnomalyConfig.model_validate({"unknown": 1})
+
+
+# ------------------------------------------------------------------ Postgres: restart, reset
+
+
+@pytest.fixture
+async def pg(db: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(db)
+    yield engine
+    await engine.dispose()
+
+
+def detector_set() -> DetectorSet:
+    names = set(DetectorSet.configure().names)
+    return DetectorSet.configure({"workload_anomaly": CONFIG}, disabled=names - {"workload_anomaly"})
+
+
+async def feed(pg: AsyncEngine, detectors: DetectorSet, traffic: Traffic, minutes: range) -> list[Finding]:
+    """Through the same hooks the service uses: lookup, detect, persist, in one transaction a minute."""
+    state: workload_anomaly.State = detectors.state_of("workload_anomaly")
+    sessions = make_session_factory(pg)
+    found: list[Finding] = []
+    for m in minutes:
+        events, samples = traffic.minute(m)
+        async with sessions.begin() as session:
+            await workload_anomaly.refresh(
+                session, state, [*(e.workload for e in events), *(s.workload for s in samples)]
+            )
+            state.engine.add_samples(samples)
+            found += workload_anomaly.detect(events, state)
+            await detectors.persist(session)
+    return found
+
+
+async def test_a_restart_loses_no_baseline_and_no_model(pg: AsyncEngine) -> None:
+    traffic = Traffic(n=6)
+    first = detector_set()
+    await feed(pg, first, traffic, range(0, 125))
+    state: workload_anomaly.State = first.state_of("workload_anomaly")
+    trainer = ModelTrainer(make_session_factory(pg), first, state)
+    model = await trainer.fit_if_due()
+    assert model is not None
+    before = {k: s.baseline for k, s in state.engine.states.items()}
+    assert all(b is not None for b in before.values())
+
+    # a new process: nothing in memory, everything from Postgres
+    second = detector_set()
+    restarted: workload_anomaly.State = second.state_of("workload_anomaly")
+    async with make_session_factory(pg).begin() as session:
+        await workload_anomaly.refresh(session, restarted, traffic.workloads)
+    engine = restarted.engine
+    assert set(engine.states) == set(before)
+    for key, baseline in before.items():
+        assert baseline is not None
+        loaded = engine.states[key].baseline
+        assert loaded is not None
+        assert np.allclose(loaded.mean, baseline.mean, equal_nan=True)
+        assert np.allclose(loaded.q3, baseline.q3, equal_nan=True)
+    assert engine.model is not None
+    rows = np.random.default_rng(1).normal(size=(50, len(engine.names)))
+    assert np.allclose(engine.model.forest.score_samples(rows), model.forest.score_samples(rows), atol=1e-12)
+    # it carries on where the first left off: no relearning, and a burst is still found
+    found = await feed(pg, second, traffic, range(125, 130))
+    assert found == []
+    assert all(s.ready for s in engine.states.values())
+
+
+async def test_a_reset_makes_a_running_worker_learn_again(pg: AsyncEngine) -> None:
+    traffic = Traffic(n=2)
+    detectors = detector_set()
+    await feed(pg, detectors, traffic, range(0, 125))
+    state: workload_anomaly.State = detectors.state_of("workload_anomaly")
+    key = next(iter(state.engine.states))
+    async with make_session_factory(pg).begin() as session:
+        assert await repo.reset(session, workload=key.split("@")[0]) == 1
+    await feed(pg, detectors, traffic, range(125, 127))
+    assert not state.engine.states[key].ready  # it reloaded the reset (missing) row and relearns
+    assert sum(s.ready for s in state.engine.states.values()) == 1
+
+
+async def test_a_concurrent_writer_fails_the_batch_instead_of_overwriting(pg: AsyncEngine) -> None:
+    traffic = Traffic(n=1)
+    one, two = detector_set(), detector_set()
+    for detectors in (one, two):
+        state: workload_anomaly.State = detectors.state_of("workload_anomaly")
+        state.config = state.config.model_copy(update={"checkpoint_every": timedelta(0)})
+    await feed(pg, one, traffic, range(0, 3))
+    await feed(pg, two, traffic, range(3, 5))  # two loads and writes generation+1
+    state = one.state_of("workload_anomaly")
+    events, samples = traffic.minute(6)
+    async with make_session_factory(pg).begin() as session:
+        state.engine.add_samples(samples)
+        workload_anomaly.detect(events, state)
+        with pytest.raises(repo.ConcurrentUpdateError):
+            await one.persist(session)
+
+
+async def test_the_samples_handler_feeds_the_engine_once(pg: AsyncEngine) -> None:
+    detectors = detector_set()
+    handler = SamplesHandler(make_session_factory(pg), detectors, cluster_id="c1")
+    traffic = Traffic(n=2)
+    _, samples = traffic.minute(0)
+    envelope = new_envelope(
+        SAMPLES_RECEIVED,
+        WorkloadSamples(source="json", samples=tuple(samples)),
+        source="ingest",
+        cluster_id="c1",
+        occurred_at=T0,
+    )
+    await handler([Delivery("1-0", envelope, 1)])
+    await handler([Delivery("1-0", envelope, 2)])  # redelivered: skipped
+    engine = detectors.state_of("workload_anomaly").engine
+    buckets = [b for s in engine.states.values() for b in s.buckets.values()]
+    assert sum(sum(b.gauge_n.values()) for b in buckets) == 2
+
+
+@pytest.fixture(autouse=True)
+def _quiet_numpy() -> Iterator[None]:
+    with np.errstate(all="ignore"):
+        yield
