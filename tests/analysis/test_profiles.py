@@ -169,8 +169,10 @@ def test_unknown_destination_high_on_a_new_port_medium_on_a_known_one() -> None:
     assert finding.network is not None
     assert finding.network.port == 4444
     assert "1 known destinations: 10.0.0.20:5432 (48 connections); known ports: 5432" in finding.explanation
-    # a new database replica on the known port: medium, 60, below the threshold
-    assert run(state, connect_event("/usr/local/bin/python3", "10.0.0.21", 5432, READY)) == []
+    # a new peer on the known port: medium, 75, above the threshold (C2 and exfiltration use 443)
+    known = by_category(run(state, connect_event("/usr/local/bin/python3", "10.0.0.21", 5432, READY)))
+    assert known["anomaly.unknown_destination"].severity == Severity.MEDIUM
+    assert known["anomaly.unknown_destination"].techniques == ()
     profile = state.store.get(PROFILE)
     assert profile is not None
     assert "anomaly.unknown_destination\x1f10.0.0.21:5432" in profile.novel

@@ -80,7 +80,7 @@ class Lag1:
             var = self.sxx / self.n - mean * mean
             cov = self.sxy / self.n - mean * mean
             r = np.where((self.n > 10) & (var > 0), cov / var, 0.0)
-        return np.asarray(np.clip(np.nan_to_num(r), 0.0, 0.95), dtype=float)
+        return np.asarray(np.clip(np.nan_to_num(r), 0.0, 0.98), dtype=float)
 
 
 @dataclass
@@ -188,6 +188,10 @@ def freeze(
     # (the usual large-t approximation when lambda is small relative to 1-rho)
     inflation = np.sqrt((1 + rho) / (1 - rho))
     ewma_std = raw_std * math.sqrt(ewma_lambda / (2 - ewma_lambda)) * inflation
+    # the learned level is itself an estimate, and a poor one for an autocorrelated series: its
+    # standard error widens the limit (n samples carry n (1-rho)/(1+rho) samples' information)
+    level_se = raw_std * inflation / np.sqrt(np.maximum(raw_gauges.n, 1))
+    ewma_std = np.sqrt(ewma_std**2 + level_se**2)
     return Baseline(
         windows=int(np.max(smoothed.n)) if smoothed.n.size else 0,
         mean=np.nan_to_num(mean, nan=0.0),

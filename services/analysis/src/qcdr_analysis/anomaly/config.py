@@ -33,22 +33,31 @@ class WorkloadAnomalyConfig(DetectorConfig):
     iqr_multiplier: float = Field(default=1.5, gt=0)
     # effect size: a deviation must also matter, or a 200-workload cluster alerts all day
     count_min_ratio: float = Field(
-        default=4.0, ge=1, description="A count must reach this multiple of its baseline."
+        default=6.0, ge=1, description="A count must reach this multiple of its baseline."
     )
     count_min_excess: float = Field(
-        default=2.0, ge=0, description="…and exceed it by this many events per minute."
+        default=2.5, ge=0, description="…and exceed it by this many events per minute."
     )
     gauge_min_relative: float = Field(
         default=1.0, ge=0, description="A resource level must rise by this fraction (1.0 = doubles)."
     )
     min_votes: int = Field(
-        default=2, ge=1, le=4, description="Detectors (z-score, IQR, forest, k-means) that must agree."
+        default=3,
+        ge=1,
+        le=4,
+        description=(
+            "Detectors (z-score, IQR, forest, k-means) that must agree; until the population models "
+            "are fitted, at most 2 (z-score and IQR)."
+        ),
     )
-    rate_cooldown: timedelta = Field(default=timedelta(minutes=30))
+    rate_cooldown: timedelta = Field(
+        default=timedelta(minutes=30),
+        description="An episode ends after this long without an anomalous window; one finding per episode.",
+    )
     # slow shifts of resource levels: EWMA control chart against the learned level
     ewma_lambda: float = Field(default=0.01, gt=0, le=1)
     ewma_limit: float = Field(default=4.0, gt=0, description="Control limit in EWMA standard deviations.")
-    trend_min_relative: float = Field(default=0.10, ge=0, description="…and at least this relative shift.")
+    trend_min_relative: float = Field(default=0.15, ge=0, description="…and at least this relative shift.")
     trend_persistence: int = Field(default=10, ge=1, description="Windows the shift must last.")
     trend_cooldown: timedelta = Field(default=timedelta(hours=24))
     # population models

@@ -19,19 +19,25 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from prometheus_client import Counter
 from qcdr_common.contracts.events.v1 import SecurityEvent, Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from qcdr_common.contracts.samples.v1 import WorkloadSample
 
 from qcdr_analysis.anomaly import features as ft
 from qcdr_analysis.anomaly import population
+from qcdr_analysis.anomaly.baseline import Baseline
 from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
 from qcdr_analysis.anomaly.explain import rate_finding, trend_finding
-from qcdr_analysis.anomaly.scoring import rate_verdict, trend_step
-from qcdr_analysis.anomaly.workload import Window, WorkloadState, standardize
+from qcdr_analysis.anomaly.scoring import rate_verdict
+from qcdr_analysis.anomaly.workload import Window, WorkloadState
 from qcdr_analysis.profiles.identity import has_identity, workload_key
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LATE_EVENTS = Counter(
+    "qcdr_anomaly_late_events_total",
+    "Events that arrived after their window was scored (counted by the profiler, not in windows).",
+)
 DETECTOR = "workload_anomaly"
 
 
@@ -113,6 +119,7 @@ class WorkloadAnomalyEngine:
             state = self.state_for(event.workload)
             if not state.add_event(self.window_of(event.event_time), kind, event):
                 self.late_events += 1
+                LATE_EVENTS.inc()
             self._seen(event.event_time)
 
     def add_samples(self, samples: Sequence[WorkloadSample]) -> None:
@@ -154,62 +161,121 @@ class WorkloadAnomalyEngine:
 
     def _score(self, closed: list[tuple[WorkloadState, Window]]) -> list[Finding]:
         findings: list[Finding] = []
-        scored: list[tuple[WorkloadState, Window]] = []
+        # rounds: the k-th window closed for each workload; a round holds at most one window of a
+        # workload, so it is scored as one matrix while each workload's EWMA stays sequential
+        rounds: list[list[tuple[WorkloadState, Window]]] = []
+        position: dict[str, int] = {}
         for state, window in closed:
             if state.baseline is None:
                 state.learn(window, self.rng, self.config.smoothing_windows)
                 first = state.first_window if state.first_window is not None else window.number
                 if window.number - first + 1 >= self.learning_windows:
                     state.freeze(self.config.smoothing_windows, self.config.ewma_lambda)
-            else:
-                scored.append((state, window))
-        if not scored:
-            return findings
+                continue
+            k = position.get(state.key, 0)
+            position[state.key] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append((state, window))
+        for scored in rounds:
+            findings.extend(self._score_round(scored))
+        return findings
+
+    def _score_round(self, scored: list[tuple[WorkloadState, Window]]) -> list[Finding]:
+        config = self.config
+        n = self.n_counts
+        baselines = [s.baseline for s, _ in scored if s.baseline is not None]
+        smoothed = np.vstack([w.smoothed for _, w in scored])
+        mean = np.vstack([b.mean for b in baselines])
+        std = np.vstack([b.std for b in baselines])
+        q1 = np.vstack([b.q1 for b in baselines])
+        q3 = np.vstack([b.q3 for b in baselines])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (smoothed - mean) / std
+            excess = smoothed - mean
+            effect = np.zeros(smoothed.shape, dtype=bool)
+            effect[:, :n] = (smoothed[:, :n] >= mean[:, :n] * config.count_min_ratio) & (
+                excess[:, :n] >= config.count_min_excess
+            )
+            level = np.abs(mean[:, n:])
+            effect[:, n:] = (level > 0) & (excess[:, n:] >= level * config.gauge_min_relative)
+            valid = ~np.isnan(smoothed)
+            z_any = (valid & (z > config.zscore_threshold) & effect).any(axis=1)
+            iqr_any = (valid & (smoothed > q3 + config.iqr_multiplier * (q3 - q1)) & effect).any(axis=1)
         forest_flags = kmeans_flags = np.zeros(len(scored), dtype=bool)
         forest_scores = kmeans_distances = np.full(len(scored), np.nan)
         if self.model is not None:
-            rows = np.vstack(
-                [standardize(w.smoothed[None, :], s.baseline) for s, w in scored if s.baseline is not None]
-            )
+            rows = np.clip(np.nan_to_num(z, nan=0.0, posinf=20.0, neginf=-20.0), -20.0, 20.0)
             forest_scores, forest_flags, kmeans_distances, kmeans_flags = self.model.votes(rows)
-        for i, (state, window) in enumerate(scored):
-            baseline = state.baseline
-            assert baseline is not None
+        votes = z_any.astype(int) + iqr_any + forest_flags + kmeans_flags
+        # without fitted population models only the two univariate tests can vote
+        needed = config.min_votes if self.model is not None else min(config.min_votes, 2)
+        candidates = np.flatnonzero((votes >= needed) & (z_any | iqr_any))
+        findings: list[Finding] = []
+        for i in candidates:
+            state, window = scored[i]
+            baseline = baselines[i]
             verdict = rate_verdict(
-                window.smoothed,
-                baseline,
-                self.names,
-                self.n_counts,
-                self.config,
-                bool(forest_flags[i]),
-                bool(kmeans_flags[i]),
+                window.smoothed, baseline, self.names, n, config, bool(forest_flags[i]), bool(kmeans_flags[i])
             )
-            if len(verdict.votes) >= self.config.min_votes and verdict.deviations:
-                last = state.alerts.get("rate")
-                if last is None or window.number - last >= self.rate_cooldown:
-                    state.alerts["rate"] = window.number
-                    state.changed = True
-                    findings.append(
-                        rate_finding(
-                            self,
-                            state,
-                            window,
-                            verdict,
-                            forest_score=float(forest_scores[i]),
-                            kmeans_distance=float(kmeans_distances[i]),
-                        )
-                    )
-            state.ewma, beyond = trend_step(state.ewma, window.raw[self.n_counts :], baseline, self.config)
-            state.trend_run = np.where(beyond, state.trend_run + 1, 0)
-            for g in np.flatnonzero(state.trend_run >= self.config.trend_persistence):
-                name = self.config.gauges[g]
-                key = f"trend:{name}"
-                last = state.alerts.get(key)
-                if last is not None and window.number - last < self.trend_cooldown:
-                    continue
-                state.alerts[key] = window.number
-                state.changed = True
-                findings.append(trend_finding(self, state, window, int(g)))
+            if len(verdict.votes) < needed or not verdict.deviations:
+                continue
+            # one finding per episode: an anomaly that lasts (a level that stays up) is not news
+            # every window; a new episode starts after `rate_cooldown` of normal windows
+            last = state.alerts.get("rate")
+            state.alerts["rate"] = window.number
+            state.changed = True
+            if last is not None and window.number - last < self.rate_cooldown:
+                continue
+            findings.append(
+                rate_finding(
+                    self,
+                    state,
+                    window,
+                    verdict,
+                    forest_score=float(forest_scores[i]),
+                    kmeans_distance=float(kmeans_distances[i]),
+                )
+            )
+        findings.extend(self._trend_round(scored, baselines))
+        return findings
+
+    def _trend_round(
+        self, scored: list[tuple[WorkloadState, Window]], baselines: list[Baseline]
+    ) -> list[Finding]:
+        config = self.config
+        n = self.n_counts
+        raw = np.vstack([w.raw[n:] for _, w in scored])
+        ewma = np.vstack([s.ewma for s, _ in scored])
+        level = np.vstack([b.gauge_level for b in baselines])
+        ewma_std = np.vstack([b.ewma_std for b in baselines])
+        runs = np.vstack([s.trend_run for s, _ in scored])
+        lam = config.ewma_lambda
+        present = ~np.isnan(raw)
+        start = np.where(np.isnan(ewma), level, ewma)
+        updated = np.where(present, lam * raw + (1 - lam) * start, start)
+        with np.errstate(invalid="ignore"):
+            shift = updated - level
+            beyond = (
+                present
+                & ~np.isnan(level)
+                & (shift > config.ewma_limit * ewma_std)
+                & (shift > config.trend_min_relative * np.abs(level))
+            )
+        runs = np.where(beyond, runs + 1, 0)
+        for i, (state, _) in enumerate(scored):
+            state.ewma = updated[i]
+            state.trend_run = runs[i]
+        findings: list[Finding] = []
+        for i, g in zip(*np.nonzero(runs >= config.trend_persistence), strict=True):
+            state, window = scored[i]
+            key = f"trend:{config.gauges[g]}"
+            last = state.alerts.get(key)
+            if last is not None and window.number - last < self.trend_cooldown:
+                continue
+            state.alerts[key] = window.number
+            state.changed = True
+            findings.append(trend_finding(self, state, window, int(g)))
         return findings
 
     # -- population models -----------------------------------------------------------------

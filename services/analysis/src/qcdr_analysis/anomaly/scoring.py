@@ -1,7 +1,7 @@
 """Scoring closed windows: univariate tests per feature, population votes, and the explanation.
 
 A finding needs agreement (``min_votes`` of z-score, IQR, Isolation Forest and k-means) *and* an
-effect that matters (a count four times its usual rate and two more events a minute; a resource
+effect that matters (a count six times its usual rate and 2.5 more events a minute; a resource
 level that doubles). Statistical significance alone is cheap in a cluster: 200 workloads produce
 288,000 one-minute windows a day, and a 3-sigma test on each would alert hundreds of times.
 """

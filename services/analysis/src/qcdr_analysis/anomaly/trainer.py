@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from prometheus_client import Counter
 from qcdr_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +21,7 @@ from qcdr_analysis.detectors.workload_anomaly import State
 from qcdr_analysis.findings.service import DetectorSet
 
 log = get_logger(__name__)
+FITS = Counter("qcdr_anomaly_model_fits_total", "Population model refits, by outcome.", ["outcome"])
 
 
 class ModelTrainer:
@@ -42,6 +44,7 @@ class ModelTrainer:
             try:
                 await self.fit_if_due()
             except Exception:
+                FITS.labels(outcome="failed").inc()
                 log.exception("population model refit failed; the current model stays")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_seconds)
@@ -78,5 +81,6 @@ class ModelTrainer:
             await repo.save_model(session, model)
         engine.install_model(model)
         self.fits += 1
+        FITS.labels(outcome="fitted").inc()
         log.info("population models refit", rows=model.rows, workloads=workloads)
         return model

@@ -175,7 +175,8 @@ class Decisions:
             return self.note(UNKNOWN_DESTINATION, value, None)
         port = features.dest_port
         known_port = port is not None and port in profile.ports
-        score = Score(60 if known_port else 80)
+        # a new peer on a port the image already uses is still new: exfiltration and C2 ride 443
+        score = Score(75 if known_port else 80)
         self.rarity(score, DESTINATIONS, "destinations", 20)
         ports = ", ".join(str(p) for p, _ in top_ports(profile, self.settings.top_n)) or "none"
         compared = baseline("destinations", profile.destinations, self.settings.top_n, "connections")

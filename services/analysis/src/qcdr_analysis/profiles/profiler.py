@@ -12,14 +12,14 @@ anomaly.unknown_process       85 +10 in a writable dir; +5 web-server parent;   
                                                                                        in /tmp…)
 anomaly.unusual_parent        60 +15 parent is a shell or a web server;                 medium
                                  −20×novelty rate of this process's parents
-anomaly.unknown_destination   80 (60 when the port is known); −20×novelty rate          high /
+anomaly.unknown_destination   80 (75 when the port is known); −20×novelty rate          high /
                                                                                        medium
 anomaly.sensitive_file        95 +5 written; −10×novelty rate of files                  critical
 anomaly.unknown_file          40 +10 written; −20×novelty rate of files                 low
 =========================== ==== ===================================================== ========
 
 So by default an unusual parent is raised only when the parent is a shell or a web server, a new
-destination on a known port and other new files are recorded but not raised. The novelty rate is
+destination on a known port is raised as medium, other new files are recorded but not raised. The novelty rate is
 the Good-Turing missing mass (:meth:`Profile.missing_mass`): an image that kept doing new things
 while learning makes its next new thing less surprising.
 
