@@ -144,7 +144,9 @@ async def test_get_by_workload_or_profile_key(api: Api) -> None:
     drift = {(s["category"], s["value"]) for s in body["drift"]}
     assert ("drift.package_manager", "/usr/bin/apt-get") in drift
     assert all(s["last_alerted"] for s in body["drift"])
-    assert body["features"] is None  # the workload engine's extension point
+    features = {f["workload_key"]: f for f in body["features"]}  # the workload engine's baselines
+    assert set(features) <= {"prod/web/Deployment/api-v2", WORKLOAD}
+    assert all(f["state"] in ("learning", "ready") for f in features.values())
     top = (await api.get(f"/v1/profiles/{PROFILE}", top=1)).json()
     assert len(top["top"]["files"]) == 1
 

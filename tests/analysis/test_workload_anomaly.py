@@ -17,6 +17,7 @@ from qcdr_analysis.anomaly.stack import InMemoryStack
 from qcdr_analysis.anomaly.trainer import ModelTrainer
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings.service import DetectorSet
+from qcdr_analysis.profiles import service as profiles
 from qcdr_analysis.streams import SAMPLES_RECEIVED
 from qcdr_common.contracts.events.v1 import ProcessInfo, SecurityEvent, Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding
@@ -287,3 +288,64 @@ async def test_the_samples_handler_feeds_the_engine_once(pg: AsyncEngine) -> Non
 def _quiet_numpy() -> Iterator[None]:
     with np.errstate(all="ignore"):
         yield
+
+
+async def test_the_profiles_api_shows_feature_baselines_and_reset_relearns(pg: AsyncEngine) -> None:
+    traffic = Traffic(n=2)
+    names = set(DetectorSet.configure().names)
+    detectors = DetectorSet.configure(
+        {"workload_anomaly": CONFIG, "behaviour_profile": {"learning_period": "PT2H"}},
+        disabled=names - {"workload_anomaly", "behaviour_profile"},
+    )
+    state: workload_anomaly.State = detectors.state_of("workload_anomaly")
+    sessions = make_session_factory(pg)
+    for m in range(125):
+        events, samples = traffic.minute(m)
+        async with sessions.begin() as session:
+            await workload_anomaly.refresh(session, state, [s.workload for s in samples])
+            state.engine.add_samples(samples)
+            await detectors.run(session, events)
+            await detectors.persist(session)
+    workload = traffic.workloads[0]
+    key = "c1/ns0/Deployment/app0"
+    async with sessions.begin() as session:
+        row = await profiles.resolve(session, key)
+        assert row is not None
+        body = await profiles.read(session, row, 5)
+    assert body.features is not None
+    (baseline,) = body.features
+    assert baseline["workload_key"] == key
+    assert baseline["state"] == "ready"
+    by_name = {f["feature"]: f for f in baseline["features"]}  # type: ignore[index]
+    assert by_name["exec_count"]["mean"] == pytest.approx(traffic.rates[0], rel=0.35)
+    assert by_name["cpu_cores"]["mean"] is not None
+    async with sessions.begin() as session:
+        row = await profiles.resolve(session, key)
+        assert row is not None
+        await profiles.reset(session, row)
+    async with sessions.begin() as session:
+        await workload_anomaly.refresh(session, state, [workload])
+    assert all(k.split("@")[0] != key for k in state.engine.states)  # forgotten: it learns again
+
+
+def test_windows_wait_for_the_slower_input_unless_it_stalled(stack: InMemoryStack) -> None:
+    traffic = Traffic(n=2)
+    engine = engine_of(stack)
+    stack.observe(*traffic.minute(0))  # both inputs flowing
+    minutes = [traffic.minute(m) for m in range(1, 5)]
+    for events, _ in minutes:  # then the events stream runs ahead of the samples stream
+        stack.observe(events)
+    for _, samples in minutes:
+        stack.observe(samples=samples)
+    assert engine.late_events == 0
+    assert engine.late_samples == 0
+    closed = [s.last_closed for s in engine.states.values()]
+    assert all(c is not None for c in closed)
+    buckets = sum(sum(b.gauge_n.values()) for s in engine.states.values() for b in s.buckets.values())
+    assert buckets > 0  # the latest samples wait in open windows, none was dropped as late
+    # samples stop (a scraper down): after input_stall the windows close on events alone
+    before = max(c for c in closed if c is not None)
+    for m in range(5, 13):
+        stack.observe(traffic.minute(m)[0])
+    after = max(s.last_closed for s in engine.states.values() if s.last_closed is not None)
+    assert after >= before + 4

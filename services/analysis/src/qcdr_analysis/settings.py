@@ -27,6 +27,11 @@ class AnalysisSettings(CommonSettings):
             "REPUTATION_THRESHOLD=80); unknown detector names and unknown keys fail at start."
         ),
     )
+    model_refit_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the background trainer checks whether the population models are due a refit.",
+    )
     disabled_detectors: frozenset[str] = Field(
         default=frozenset(), description="Detector names not to run (unknown names fail at start)."
     )

@@ -73,7 +73,10 @@ class AnalysisWorker:
                 redis, settings, stream=streams.SAMPLES, group=settings.consumer_group, handler=samples
             )
             self.trainer = ModelTrainer(
-                self.sessions, self.detectors, self.detectors.state_of(workload_anomaly.NAME)
+                self.sessions,
+                self.detectors,
+                self.detectors.state_of(workload_anomaly.NAME),
+                poll_seconds=settings.model_refit_poll_s,
             )
             groups.append((streams.SAMPLES, settings.consumer_group))
         self.lag = LagExporter(

@@ -23,6 +23,13 @@ class WorkloadAnomalyConfig(DetectorConfig):
         default=timedelta(seconds=60),
         description="How long after its end a window waits for late events before it is scored.",
     )
+    input_stall: timedelta = Field(
+        default=timedelta(minutes=5),
+        description=(
+            "Windows wait for the slower of events and samples, unless it is this far behind the "
+            "other (no samples configured, a scraper down): then they close without it."
+        ),
+    )
     idle_after: timedelta = Field(
         default=timedelta(minutes=10),
         description="A workload with no event or sample for this long stops producing windows.",

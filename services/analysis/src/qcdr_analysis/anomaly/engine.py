@@ -62,9 +62,14 @@ class WorkloadAnomalyEngine:
         self.states: OrderedDict[str, WorkloadState] = OrderedDict()
         self.model: population.PopulationModel | None = None
         self.max_seen: datetime | None = None
+        # events and samples come from two streams consumed independently: windows close at the
+        # slower clock, unless that one stalled (no samples configured, a scraper down)
+        self.max_event: datetime | None = None
+        self.max_sample: datetime | None = None
         self.last_fit: datetime | None = None
         self.rng = random.Random(config.seed)
         self.late_events = 0
+        self.late_samples = 0
 
     # -- time ------------------------------------------------------------------------------
     def window_of(self, when: datetime) -> int:
@@ -77,12 +82,33 @@ class WorkloadAnomalyEngine:
         if self.max_seen is None or when > self.max_seen:
             self.max_seen = when
 
+    def _event_seen(self, when: datetime) -> None:
+        self._seen(when)
+        if self.max_event is None or when > self.max_event:
+            self.max_event = when
+
+    def _sample_seen(self, when: datetime) -> None:
+        self._seen(when)
+        if self.max_sample is None or when > self.max_sample:
+            self.max_sample = when
+
+    def clock(self) -> datetime | None:
+        """Event time up to which both inputs have arrived (the basis of the watermark)."""
+        if self.max_event is None or self.max_sample is None:
+            return self.max_seen
+        slower = min(self.max_event, self.max_sample)
+        if self.max_seen is not None and self.max_seen - slower > self.config.input_stall:
+            return self.max_seen  # the slower input stalled: do not hold every window for it
+        return slower
+
     # -- states ----------------------------------------------------------------------------
     def state_for(self, workload: Workload) -> WorkloadState:
         key = baseline_key(workload)
         state = self.states.get(key)
         if state is None:
-            state = WorkloadState(key, workload, len(self.config.gauges), self.config.reservoir_size)
+            state = WorkloadState(
+                key, workload, len(self.config.gauges), self.config.reservoir_size, tuple(self.config.gauges)
+            )
             state.changed = True
             self.states[key] = state
             while len(self.states) > self.config.max_workloads:
@@ -120,7 +146,7 @@ class WorkloadAnomalyEngine:
             if not state.add_event(self.window_of(event.event_time), kind, event):
                 self.late_events += 1
                 LATE_EVENTS.inc()
-            self._seen(event.event_time)
+            self._event_seen(event.event_time)
 
     def add_samples(self, samples: Sequence[WorkloadSample]) -> None:
         """Add resource samples to their windows without closing any."""
@@ -131,16 +157,18 @@ class WorkloadAnomalyEngine:
             if not values:
                 continue
             state = self.state_for(sample.workload)
-            state.add_sample(self.window_of(sample.time), values)
-            self._seen(sample.time)
+            if not state.add_sample(self.window_of(sample.time), values):
+                self.late_samples += 1
+            self._sample_seen(sample.time)
 
     # -- windows ---------------------------------------------------------------------------
     def advance(self, until: datetime | None = None) -> list[Finding]:
         """Close and score every window that ended before the watermark (or ``until``)."""
         if until is None:
-            if self.max_seen is None:
+            clock = self.clock()
+            if clock is None:
                 return []
-            until = self.max_seen - self.lateness
+            until = clock - self.lateness
         watermark = self.window_of(until)
         closed: list[tuple[WorkloadState, Window]] = []
         smoothing = self.config.smoothing_windows

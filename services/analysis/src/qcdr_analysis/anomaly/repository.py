@@ -9,6 +9,7 @@ from sqlalchemy import Boolean, Integer, LargeBinary, Text, bindparam, delete, f
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qcdr_analysis.anomaly.features import EVENT_FEATURES
 from qcdr_analysis.anomaly.models import BaselineRow, ModelRow
 from qcdr_analysis.anomaly.population import PopulationModel
 from qcdr_analysis.anomaly.workload import WorkloadState
@@ -138,3 +139,39 @@ async def load_model(session: AsyncSession) -> PopulationModel | None:
     if row is None:
         return None
     return PopulationModel.from_bytes(orjson.dumps(row.meta), row.forest, row.centroids)
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else round(float(value), 6)  # NaN (no samples) is null
+
+
+async def feature_baselines(session: AsyncSession, profile: str) -> list[dict[str, object]]:
+    """What the profiles API shows of the workloads running an image: per workload, its state and
+    each feature's learned mean, standard deviation and quartiles (smoothed per-minute values)."""
+    out: list[dict[str, object]] = []
+    for state in await states_for(session, profile=profile):
+        baseline = state.baseline
+        entry: dict[str, object] = {
+            "baseline_key": state.key,
+            "workload_key": workload_key(state.workload),
+            "state": "ready" if baseline is not None else "learning",
+            "windows": baseline.windows
+            if baseline is not None
+            else int(max(state.smoothed_moments.n, default=0)),
+            "alerts": dict(state.alerts),
+        }
+        if baseline is not None:
+            gauges = state.gauge_names or tuple(f"gauge_{i}" for i in range(state.n_gauges))
+            names = [*EVENT_FEATURES, *gauges]
+            entry["features"] = [
+                {
+                    "feature": name,
+                    "mean": _number(baseline.mean[i]),
+                    "std": _number(baseline.std[i]),
+                    "q1": _number(baseline.q1[i]),
+                    "q3": _number(baseline.q3[i]),
+                }
+                for i, name in enumerate(names)
+            ]
+        out.append(entry)
+    return out

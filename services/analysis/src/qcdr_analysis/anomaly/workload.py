@@ -67,8 +67,16 @@ class Window:
 
 
 class WorkloadState:
-    def __init__(self, key: str, workload: Workload, n_gauges: int, reservoir_size: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        workload: Workload,
+        n_gauges: int,
+        reservoir_size: int,
+        gauge_names: tuple[str, ...] = (),
+    ) -> None:
         self.key = key
+        self.gauge_names = gauge_names
         self.workload = workload
         self.n_gauges = n_gauges
         self.width = len(ft.EVENT_FEATURES) + n_gauges
@@ -238,6 +246,7 @@ class WorkloadState:
         return {
             "workload": self.workload.model_dump(mode="json"),
             "n_gauges": self.n_gauges,
+            "gauge_names": list(self.gauge_names),
             "first_window": self.first_window,
             "last_closed": self.last_closed,
             "last_activity": self.last_activity,
@@ -274,7 +283,13 @@ class WorkloadState:
         def arr(values: list[float | None]) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in values], dtype=float)
 
-        state = cls(key, Workload.model_validate(data["workload"]), int(data["n_gauges"]), reservoir_size)
+        state = cls(
+            key,
+            Workload.model_validate(data["workload"]),
+            int(data["n_gauges"]),
+            reservoir_size,
+            tuple(data.get("gauge_names", ())),
+        )
         state.first_window = data["first_window"]
         state.last_closed = data["last_closed"]
         state.last_activity = data["last_activity"]

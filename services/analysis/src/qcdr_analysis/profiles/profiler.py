@@ -19,9 +19,9 @@ anomaly.unknown_file          40 +10 written; −20×novelty rate of files      
 =========================== ==== ===================================================== ========
 
 So by default an unusual parent is raised only when the parent is a shell or a web server, a new
-destination on a known port is raised as medium, other new files are recorded but not raised. The novelty rate is
-the Good-Turing missing mass (:meth:`Profile.missing_mass`): an image that kept doing new things
-while learning makes its next new thing less surprising.
+destination on a known port is raised as medium, other new files are recorded but not raised.
+The novelty rate is the Good-Turing missing mass (:meth:`Profile.missing_mass`): an image that
+kept doing new things while learning makes its next new thing less surprising.
 
 New behaviour is *not* added to the baseline; it is kept as "seen after learning", and the same
 behaviour raises at most one finding per ``realert_after`` of event time. Drift

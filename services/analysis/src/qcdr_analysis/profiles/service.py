@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qcdr_analysis.anomaly import repository as anomaly_repo
 from qcdr_analysis.profiles import repository as repo
 from qcdr_analysis.profiles.models import ProfileRow
 from qcdr_analysis.profiles.profile import Limits, Profile, Seen
@@ -118,6 +119,7 @@ async def read(session: AsyncSession, row: ProfileRow, top_n: int) -> ProfileRea
         ),
         after_learning=[s for s in seen if not s.category.startswith("drift.")][:MAX_SEEN_AFTER_LEARNING],
         drift=[s for s in seen if s.category.startswith("drift.")][:MAX_SEEN_AFTER_LEARNING],
+        features=await anomaly_repo.feature_baselines(session, row.key),
     )
 
 
@@ -127,5 +129,7 @@ async def reset(session: AsyncSession, row: ProfileRow) -> ProfileRow:
     profile = Profile.from_json(row.data, _READ_LIMITS, row.generation)
     profile.reset()
     await repo.reset_profile(session, row, profile.to_json(), profile.summary())
+    # the workloads' window baselines learn again too (a running worker sees their rows gone)
+    await anomaly_repo.reset(session, profile=row.key)
     await session.refresh(row)
     return row
