@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from qcdr_common.contracts.events.v1 import SecurityEvent
+from qcdr_common.contracts.samples.v1 import KNOWN_METRICS
 
 from qcdr_analysis.tetragon.view import HOOK_EVENTS, view
 
@@ -31,14 +32,7 @@ EVENT_FEATURES: tuple[str, ...] = (
     "other_hooks",
 )
 DISTINCT_FEATURES = ("distinct_binaries", "distinct_destinations", "distinct_ports")
-DEFAULT_GAUGES: tuple[str, ...] = (
-    "cpu_cores",
-    "memory_bytes",
-    "syscalls_per_second",
-    "network_rx_bytes_per_second",
-    "network_tx_bytes_per_second",
-    "connections_per_second",
-)
+DEFAULT_GAUGES: tuple[str, ...] = KNOWN_METRICS  # every metric the samples contract names
 
 # ATT&CK techniques a deviation of one feature points to, where one applies
 FEATURE_TECHNIQUES: dict[str, tuple[str, ...]] = {

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from qcdr_analysis import streams
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings import repository as repo
-from qcdr_analysis.findings.handlers import AfterCommit, PoisonEnvelopeError
-from qcdr_analysis.findings.service import BatchOutcome, DetectorSet, count_committed, store_findings
+from qcdr_analysis.findings.handlers import AfterCommit, PoisonEnvelopeError, run_batch
+from qcdr_analysis.findings.service import BatchOutcome, DetectorSet, store_findings
 
 log = get_logger(__name__)
 
@@ -65,18 +65,11 @@ class SamplesHandler:
             except ValueError as exc:
                 poison.append((envelope.id, str(exc)))
         if batches or other:
-            async with self.detectors.lock:
-                try:
-                    async with self.sessions() as session, session.begin():
-                        outcome = await self._process(session, batches, other)
-                except BaseException:
-                    self.detectors.discard()
-                    raise
-            count_committed(outcome)
-            if self.after_commit is not None:
-                pending = self.after_commit(outcome)
-                if pending is not None:
-                    await pending
+
+            async def work(session: AsyncSession) -> BatchOutcome:
+                return await self._process(session, batches, other)
+
+            await run_batch(self.sessions, self.detectors, work, self.after_commit)
         if poison:
             raise PoisonEnvelopeError(poison)
 

@@ -45,6 +45,32 @@ def parse_event(envelope: Envelope) -> SecurityEvent:
         raise ValueError(f"payload is not a SecurityEvent ({exc.error_count()} errors: {detail})") from None
 
 
+async def run_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    detectors: DetectorSet,
+    work: Callable[[AsyncSession], Awaitable[BatchOutcome]],
+    after_commit: AfterCommit | None,
+) -> BatchOutcome:
+    """One batch, one transaction, under the detectors' lock: ``work`` then commit, then metrics
+    and ``after_commit``. If it does not commit, stateful detectors forget the batch (it is
+    redelivered and counted then)."""
+    async with detectors.lock:
+        try:
+            async with sessions() as session, session.begin():
+                outcome = await work(session)
+        except BaseException:
+            detectors.discard()
+            raise
+    count_committed(outcome)
+    if outcome.duplicates:
+        log.info("redelivered envelopes skipped", count=outcome.duplicates)
+    if after_commit is not None:
+        pending = after_commit(outcome)
+        if pending is not None:
+            await pending
+    return outcome
+
+
 class EventsHandler:
     def __init__(
         self,
@@ -74,21 +100,10 @@ class EventsHandler:
             except ValueError as exc:
                 poison.append((envelope.id, str(exc)))
         if events or other:
-            async with self.detectors.lock:
-                try:
-                    async with self.sessions() as session, session.begin():
-                        outcome = await process_batch(
-                            session, self.detectors, events, other, cluster_id=self.cluster_id
-                        )
-                except BaseException:
-                    self.detectors.discard()  # nothing of this batch committed; it is redelivered
-                    raise
-            count_committed(outcome)
-            if outcome.duplicates:
-                log.info("redelivered envelopes skipped", count=outcome.duplicates)
-            if self.after_commit is not None:
-                pending = self.after_commit(outcome)
-                if pending is not None:
-                    await pending
+
+            async def work(session: AsyncSession) -> BatchOutcome:
+                return await process_batch(session, self.detectors, events, other, cluster_id=self.cluster_id)
+
+            await run_batch(self.sessions, self.detectors, work, self.after_commit)
         if poison:
             raise PoisonEnvelopeError(poison)

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from qcdr_common.api.auth import WritePrincipal, require_scope
+from qcdr_common.api.body import read_limited_body
 from qcdr_common.api.errors import ApiError, Problem
 from qcdr_common.api.pagination import Page, PageParams, split_page
 from qcdr_common.contracts.events.v1 import Severity
@@ -69,21 +70,6 @@ def _format(request: Request) -> service.BodyFormat | None:
         f"Content-Type {media[:80]!r} is not supported; send application/json or application/x-ndjson",
         reason="unsupported_media_type",
     )
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    too_large = ApiError(413, f"the body is larger than {limit} bytes", reason="content_too_large")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _refused(source: str, error: ApiError) -> ApiError:
@@ -146,7 +132,7 @@ async def post_events(
     wait = limiter.wait_for(key)
     if wait is None:
         try:
-            body = await _read_body(request, settings.events_max_bytes)
+            body = await read_limited_body(request, settings.events_max_bytes)
         except ApiError as exc:
             raise _refused(source, exc) from None
         if fmt is None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from qcdr_common.api.auth import WritePrincipal
+from qcdr_common.api.body import read_limited_body
 from qcdr_common.api.errors import ApiError, Problem
 from qcdr_common.registry import Registry
 
@@ -88,21 +89,6 @@ def _check_media_type(request: Request) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    too_large = ApiError(413, f"the body is larger than {limit} bytes", reason="content_too_large")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _refused(source: str, error: ApiError) -> ApiError:
     metrics.BATCHES_REFUSED.labels(source=source, status=str(error.status)).inc()
     return error
@@ -163,7 +149,7 @@ async def post_samples(
         _check_media_type(request)
         wait = limiter.wait_for(key)
         if wait is None:
-            body = await _read_body(request, settings.events_max_bytes)
+            body = await read_limited_body(request, settings.events_max_bytes)
             data = service.decode(body)
             received = adapter.size(data)
             if received == 0:
