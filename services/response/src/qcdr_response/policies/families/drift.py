@@ -15,6 +15,19 @@ WRITABLE_PREFIXES = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")  # noqa: S
 MEMORY_EXEC_PREFIXES = ("/proc/self/fd/", "/dev/fd/", "/memfd:")
 COMPILERS = ("gcc", "g++", "cc", "clang", "tcc", "rustc", "as", "ld")
 MAX_OBSERVED_PATHS = 64
+# binaries and library directories a running container should never write to (image content)
+BINARY_DIRS = (
+    "/bin/",
+    "/sbin/",
+    "/usr/bin/",
+    "/usr/sbin/",
+    "/usr/local/bin/",
+    "/usr/local/sbin/",
+    "/lib/",
+    "/usr/lib/",
+)
+PACKAGE_MANAGER = "drift.package_manager"
+BINARY_DIR_WRITE = "drift.binary_dir_write"
 
 
 def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str, Any]]:
@@ -44,7 +57,24 @@ def build(events: Sequence[SecurityEvent], ctx: FamilyContext) -> list[dict[str,
                 action=ctx.audit,
             )
         )
-    return [tg.exec_hook(enforce)]
+    # package managers seen installing in a running container: exactly those binaries
+    managers = sorted(
+        {
+            e.process.path or e.process.name or ""
+            for e in events
+            if e.category == PACKAGE_MANAGER and e.process and (e.process.path or e.process.name)
+        }
+    )
+    if managers:
+        enforce += tg.exec_selectors(managers, ctx.enforce)[:1]
+    hooks = [tg.exec_hook(enforce)]
+    if any(e.category == BINARY_DIR_WRITE for e in events):
+        # observed only: package upgrades and some entrypoints legitimately write there, and the
+        # lint refuses to enforce on system directories anyway
+        hooks.append(
+            tg.file_permission_hook(tg.file_selectors("Prefix", BINARY_DIRS, ctx.audit, access=tg.MAY_WRITE))
+        )
+    return hooks
 
 
 register(
