@@ -21,7 +21,7 @@ def test_each_adapter_module_registers_exactly_one() -> None:
     for module in modules:
         assert origins.count(module.__name__) == 1, f"{module.__name__} must register exactly one adapter"
     assert len(registry) == len(modules)
-    assert set(registry.names()) == {"qualys", "tetragon", "falco"}
+    assert set(registry.names()) == {"qualys", "tetragon", "falco", "dns", "hubble"}
     for adapter in registry:
         assert adapter.summary
         assert registry.origin(adapter.name).endswith("." + adapter.name)

@@ -36,6 +36,7 @@ def create_service_app(
     version: str = "0.1.0",
     auth: ApiAuthSettings | None = None,
     public_paths: Iterable[str] = (),
+    read_paths: Iterable[str] = (),
 ) -> FastAPI:
     """The service's app. ``auth`` defaults to the environment (``QCDR_API_TOKENS_FILE``,
     ``QCDR_API_TOKEN``, ``QCDR_API_TOKEN_READ``); a broken tokens file fails here, at start-up."""
@@ -80,7 +81,7 @@ def create_service_app(
     install_error_handlers(app)
     app.include_router(health_router())
     # Added before the instrumentator, so the metrics middleware is outside it and counts 401s too.
-    app.add_middleware(BearerAuthMiddleware, store=tokens, public_paths=public)
+    app.add_middleware(BearerAuthMiddleware, store=tokens, public_paths=public, read_paths=tuple(read_paths))
     Instrumentator(excluded_handlers=["/healthz", "/readyz", "/metrics"]).instrument(app).expose(
         app, include_in_schema=False
     )

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/events/{source}``, ``GET /v1/events``, ``GET /v1/events/{event_id}``,
 ``GET /v1/sources``, ``POST /v1/metrics/{source}``, ``GET /v1/intel/feeds``,
-``GET /v1/intel/lookup/{ip}`` (bearer token: read for GET, write for POST), plus the shared
+``GET /v1/intel/lookup/{ip}``, ``POST``/``GET /v1/dns/verdict`` (bearer token: read for GET,
+write for POST), plus the shared
 ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
 
 The lifespan extends the shared one (engine, Redis, httpx) with a session factory and, unless
@@ -23,6 +24,7 @@ from qcdr_common.db import make_session_factory
 from qcdr_common.logging import get_logger
 from qcdr_common.service_app import create_service_app
 
+from qcdr_ingest.dns.router import router as dns_router
 from qcdr_ingest.events.ratelimit import TokenBuckets
 from qcdr_ingest.events.registry import load_adapters
 from qcdr_ingest.events.router import router as events_router
@@ -52,10 +54,12 @@ def create_app(
     auth: ApiAuthSettings | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app(settings, title="qcdr ingest", auth=auth)
+    # the DNS verdict is a question asked with a body: read-only tokens may ask it
+    app = create_service_app(settings, title="qcdr ingest", auth=auth, read_paths=("/v1/dns/verdict",))
     app.include_router(events_router)
     app.include_router(samples_router)
     app.include_router(intel_router)
+    app.include_router(dns_router)
     app.state.adapters = load_adapters()
     app.state.sample_adapters = load_sample_adapters()
     app.state.rate_limiter = TokenBuckets(settings.events_rate_per_s, settings.events_rate_burst)

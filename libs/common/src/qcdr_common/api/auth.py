@@ -344,10 +344,19 @@ class BearerAuthMiddleware:
     ``/openapi.json`` included, is protected unless it is listed as public.
     """
 
-    def __init__(self, app: ASGIApp, *, store: TokenStore, public_paths: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: TokenStore,
+        public_paths: Collection[str],
+        read_paths: Collection[str] = (),
+    ) -> None:
         self.app = app
         self.store = store
         self.public_paths = frozenset(public_paths)
+        # POST routes that only answer a question (a verdict on a name): read scope is enough
+        self.read_paths = frozenset(read_paths)
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
@@ -355,7 +364,8 @@ class BearerAuthMiddleware:
             return
         try:
             principal = self.store.authenticate(Headers(scope=scope))
-            principal.require(scope_for_method(scope["method"]))
+            needed = Scope.READ if scope["path"] in self.read_paths else scope_for_method(scope["method"])
+            principal.require(needed)
         except ApiError as exc:
             client = scope.get("client")
             log.info(

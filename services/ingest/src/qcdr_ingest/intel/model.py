@@ -21,6 +21,8 @@ class FeedFormat(StrEnum):
     SPAMHAUS = "spamhaus"  # "CIDR ; SBLnnnn", or the drop_v4/v6.json lines {"cidr": ...}
     DSHIELD = "dshield"  # block.txt: "start<TAB>end<TAB>prefixlen<TAB>attacks..."
     DATAPLANE = "dataplane"  # "ASN | ASname | ipaddr | utc | category"
+    DOMAINS = "domains"  # one domain per line (Maltrail trails); stray IP[:port] lines are IPs
+    HOSTS = "hosts"  # hosts file: "0.0.0.0 name [name ...]"; the names are the indicators
 
 
 class FeedSpec(BaseModel):

@@ -1,4 +1,5 @@
-"""Feed bodies to integer entries: plain IP/CIDR lists, IPsum, FireHOL, Spamhaus, DShield, DataPlane.
+"""Feed bodies to integer entries: plain IP/CIDR lists, IPsum, FireHOL, Spamhaus, DShield, DataPlane,
+and domain lists and hosts files (their names go to ``ParsedFeed.domains``).
 
 Never fatal: a line that is not understood is counted as garbage (a few are kept, with line
 numbers, for the operator) and parsing goes on. Plain IPv4 lines go through ``inet_pton`` and
@@ -18,6 +19,13 @@ Decisions:
 * IPv4-mapped IPv6 (``::ffff:1.2.3.4``) is rewritten to IPv4 and counted in ``mapped_v4``.
 * Only prefix lengths are accepted after ``/`` (no ``/255.255.255.0`` netmasks; no feed uses them).
 * Duplicates keep the highest score.
+* Domain lists (``domains``, e.g. Maltrail's trails): one name per line, first column. Maltrail
+  mixes ``IP:port`` and ``http://IP`` entries into its domain trails; the address goes to the IP
+  set (the port and scheme are dropped: blocking the host is what the list's users do with it).
+* Hosts files (``hosts``, ``0.0.0.0 name [name ...]``): the address is the sink the publisher
+  points names at, never an indicator; the names after it are. Local names (``localhost``,
+  ``broadcasthost``, ``ip6-*``, ...) are skipped and counted in ``local_names``.
+* Names are canonical (:func:`qcdr_ingest.dns.names.normalize`: lowercase, no trailing dot, IDNA).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from socket import AF_INET, AF_INET6, inet_pton
 
+from qcdr_ingest.dns.names import try_normalize
 from qcdr_ingest.intel.model import FeedFormat
 from qcdr_ingest.intel.netsets import (
     MAPPED_V4_BASE,
@@ -65,6 +74,8 @@ class ParsedFeed:
     duplicates: int = 0
     normalized_host_bits: int = 0
     mapped_v4: int = 0
+    domains: dict[str, int] = field(default_factory=dict)  # canonical name -> score (always 1)
+    local_names: int = 0
 
     @property
     def ips(self) -> int:
@@ -114,6 +125,11 @@ class ParsedFeed:
             self.duplicates += 1
             score = max(old, score)
         nets[(s, e)] = score
+
+    def _add_domain(self, name: str) -> None:
+        if name in self.domains:
+            self.duplicates += 1
+        self.domains[name] = 1
 
     def _bad(self, lineno: int, line: str) -> None:
         self.garbage += 1
@@ -318,6 +334,53 @@ def _dataplane(feed: ParsedFeed, lineno: int, line: str) -> None:
     feed._add((addr[0], addr[1], addr[1], False), 1)
 
 
+_SCHEME = ("http://", "https://")
+_LOCAL_NAMES = frozenset(
+    {"localhost", "localhost.localdomain", "local", "broadcasthost", "localdomain", "0.0.0.0"}  # noqa: S104 - a name, not a bind
+)
+
+
+def _domain_list(feed: ParsedFeed, lineno: int, line: str) -> None:
+    cols = _columns(line)
+    if len(cols) != 1:
+        feed._bad(lineno, line)
+        return
+    value = cols[0]
+    for scheme in _SCHEME:
+        if value.lower().startswith(scheme):
+            value = value[len(scheme) :].partition("/")[0]
+            break
+    host, colon, number = value.rpartition(":")
+    if colon and number.isdigit() and host.count(":") == 0:
+        value = host  # "name:port" / "IPv4:port"; IPv6 has more colons and no port here
+    tok = parse_token(value)
+    if tok is not None:
+        feed._add(tok, 1)
+        return
+    name = try_normalize(value)
+    if name is None:
+        feed._bad(lineno, line)
+        return
+    feed._add_domain(name)
+
+
+def _hosts(feed: ParsedFeed, lineno: int, line: str) -> None:
+    cols = _columns(line)
+    if len(cols) < 2 or _address(cols[0]) is None:
+        feed._bad(lineno, line)
+        return
+    for value in cols[1:]:
+        lowered = value.lower()
+        if lowered in _LOCAL_NAMES or lowered.startswith("ip6-"):
+            feed.local_names += 1
+            continue
+        name = try_normalize(value)
+        if name is None:
+            feed._bad(lineno, line)
+            continue
+        feed._add_domain(name)
+
+
 _LINE_PARSERS: dict[FeedFormat, LineParser] = {
     FeedFormat.AUTO: _auto,
     FeedFormat.IP: _single_column(single_only=True),
@@ -326,4 +389,6 @@ _LINE_PARSERS: dict[FeedFormat, LineParser] = {
     FeedFormat.SPAMHAUS: _spamhaus,
     FeedFormat.DSHIELD: _dshield,
     FeedFormat.DATAPLANE: _dataplane,
+    FeedFormat.DOMAINS: _domain_list,
+    FeedFormat.HOSTS: _hosts,
 }

@@ -1,0 +1,1 @@
+"""DNS threat monitoring in ingest: domain names, the domain indicator set and the verdict API."""

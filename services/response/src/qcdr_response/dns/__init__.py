@@ -1,0 +1,1 @@
+"""Blocking domains where Cilium can only block addresses: resolve-and-deny."""

@@ -1,0 +1,213 @@
+"""Resolve-and-deny against a real DNS server on 127.0.0.1 (dnslib), answers with fixed TTLs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dnslib import AAAA, CNAME, QTYPE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSHandler, DNSServer
+from qcdr_common.testing.schemas import ManifestValidator
+from qcdr_response.dns.resolve_deny import ResolveDeny, ResolveDenyConfig
+from qcdr_response.policies.targets import CiliumTarget, TetragonTarget
+from qcdr_response.policies.validator_cilium import validate_cilium_policy
+from qcdr_response.policies.validator_tetragon import validate_tracing_policy
+
+# name -> [(qtype, rdata, ttl)]; documentation ranges (RFC 5737 / 3849) stand in for public IPs
+ZONE: dict[str, list[tuple[str, str, int]]] = {
+    "pool.bad.example.": [
+        ("A", "203.0.113.10", 300),
+        ("A", "203.0.113.11", 300),
+        ("AAAA", "2001:db8::10", 300),
+    ],
+    "fast.bad.example.": [("A", "198.51.100.7", 5)],
+    "alias.bad.example.": [("CNAME", "fast.bad.example.", 600)],
+    "sinkholed.bad.example.": [("A", "0.0.0.0", 300), ("A", "10.1.2.3", 300)],
+    "v6only.bad.example.": [("AAAA", "2001:db8::66", 120)],
+}
+
+
+class FixedResolver(BaseResolver):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        reply = request.reply()
+        qname = str(request.q.qname).lower()
+        qtype = QTYPE[request.q.qtype]
+        self.queries.append(f"{qtype} {qname}")
+        if qname not in ZONE:
+            reply.header.rcode = 3  # NXDOMAIN
+            return reply
+        name = qname
+        for _ in range(5):  # follow CNAMEs inside the zone, as a recursive resolver would
+            records = ZONE[name]
+            cname = next((r for r in records if r[0] == "CNAME"), None)
+            if cname is None:
+                break
+            reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(cname[1]), ttl=cname[2]))
+            name = cname[1]
+        for rtype, data, ttl in ZONE[name]:
+            if rtype == qtype:
+                rdata = A(data) if rtype == "A" else AAAA(data)
+                reply.add_answer(RR(name, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl))
+        return reply
+
+
+class Quiet:
+    def __getattr__(self, name: str) -> object:
+        return lambda *args, **kwargs: None
+
+
+@pytest.fixture
+def dns_server() -> Iterator[tuple[int, FixedResolver]]:
+    resolver = FixedResolver()
+    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=Quiet())
+    server.start_thread()
+    try:
+        yield server.server.server_address[1], resolver
+    finally:
+        server.stop()
+        server.server.server_close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _deny(port: int, clock: Clock, **overrides: object) -> ResolveDeny:
+    settings: dict[str, object] = {"nameservers": ["127.0.0.1"], "port": port, "timeout_s": 2, "min_ttl_s": 0}
+    config = ResolveDenyConfig.model_validate(settings | overrides)
+    return ResolveDeny(config, clock=clock)
+
+
+async def test_resolves_a_and_aaaa(dns_server: tuple[int, FixedResolver]) -> None:
+    port, server = dns_server
+    deny = _deny(port, Clock())
+    report = await deny.refresh(["pool.bad.example", "v6only.bad.example"])
+    assert report.resolved == {
+        "pool.bad.example": ["203.0.113.10", "203.0.113.11", "2001:db8::10"],
+        "v6only.bad.example": ["2001:db8::66"],
+    }
+    assert report.failed == {}
+    assert deny.cidrs() == ["203.0.113.10/32", "203.0.113.11/32", "2001:db8::10/128", "2001:db8::66/128"]
+    assert "A pool.bad.example." in server.queries
+    assert "AAAA pool.bad.example." in server.queries
+
+
+async def test_ttl_expiry_drops_addresses(dns_server: tuple[int, FixedResolver]) -> None:
+    port, _ = dns_server
+    clock = Clock()
+    deny = _deny(port, clock)
+    await deny.refresh(["pool.bad.example", "fast.bad.example"])
+    assert "198.51.100.7/32" in deny.cidrs()
+    clock.now += 6  # past fast's 5 s TTL, well inside pool's 300 s
+    assert deny.expire() == 1
+    assert deny.cidrs() == ["203.0.113.10/32", "203.0.113.11/32", "2001:db8::10/128"]
+    clock.now += 300
+    assert deny.expire() == 3
+    assert deny.cidrs() == []
+
+
+async def test_ttl_floor_and_reresolution_extend(dns_server: tuple[int, FixedResolver]) -> None:
+    port, _ = dns_server
+    clock = Clock()
+    deny = _deny(port, clock, min_ttl_s=60)
+    await deny.refresh(["fast.bad.example"])
+    clock.now += 30  # TTL 5 s, but the floor keeps it for 60 s
+    assert deny.expire() == 0
+    await deny.refresh(["fast.bad.example"])  # seen again: 60 s from now
+    clock.now += 59
+    assert deny.expire() == 0
+    clock.now += 2
+    assert deny.expire() == 1
+
+
+async def test_cname_chain_uses_lowest_ttl(dns_server: tuple[int, FixedResolver]) -> None:
+    port, _ = dns_server
+    clock = Clock()
+    deny = _deny(port, clock)
+    report = await deny.refresh(["alias.bad.example"])
+    assert report.resolved["alias.bad.example"] == ["198.51.100.7"]
+    clock.now += 6  # the CNAME says 600 s, the address 5 s
+    assert deny.expire() == 1
+
+
+async def test_nxdomain_keeps_earlier_addresses_and_never_block_is_dropped(
+    dns_server: tuple[int, FixedResolver],
+) -> None:
+    port, _ = dns_server
+    deny = _deny(port, Clock(), never_block=["203.0.113.11/32"])
+    report = await deny.refresh(["pool.bad.example", "gone.bad.example", "sinkholed.bad.example"])
+    assert report.failed == {"gone.bad.example": "NXDOMAIN"}
+    assert report.dropped == {
+        "pool.bad.example": ["203.0.113.11"],
+        "sinkholed.bad.example": ["0.0.0.0", "10.1.2.3"],
+    }
+    assert deny.cidrs() == ["203.0.113.10/32", "2001:db8::10/128"]
+
+
+async def test_unreachable_resolver_is_a_failure_not_an_exception() -> None:
+    # a port nothing listens on: the query times out quickly
+    deny = ResolveDeny(ResolveDenyConfig(nameservers=["127.0.0.1"], port=9, timeout_s=0.3), clock=Clock())
+    report = await deny.refresh(["pool.bad.example"])
+    assert report.failed["pool.bad.example"] in {"Timeout", "LifetimeTimeout", "NoNameservers"}
+    assert deny.cidrs() == []
+
+
+async def test_manifests_shape(dns_server: tuple[int, FixedResolver]) -> None:
+    port, _ = dns_server
+    deny = _deny(port, Clock(), group_size=2, tetragon=True)
+    await deny.refresh(["pool.bad.example", "v6only.bad.example"])
+    docs = deny.manifests()
+    assert [d["kind"] for d in docs] == [
+        "CiliumCIDRGroup",
+        "CiliumCIDRGroup",
+        "CiliumClusterwideNetworkPolicy",
+        "TracingPolicy",
+    ]
+    groups = [d["spec"]["externalCIDRs"] for d in docs[:2]]
+    assert groups == [["203.0.113.10/32", "203.0.113.11/32"], ["2001:db8::10/128", "2001:db8::66/128"]]
+    policy = docs[2]["spec"]
+    assert "toFQDNs" not in str(policy)
+    assert policy["enableDefaultDeny"] == {"egress": False, "ingress": False}
+    assert policy["egressDeny"] == [
+        {"toCIDRSet": [{"cidrGroupRef": "qcdr-dns-blocked-000"}, {"cidrGroupRef": "qcdr-dns-blocked-001"}]}
+    ]
+    selector = docs[3]["spec"]["kprobes"][0]["selectors"][0]
+    assert selector["matchArgs"] == [{"index": 0, "operator": "DAddr", "values": [*groups[0], *groups[1]]}]
+
+
+async def test_empty_cache_still_emits_a_valid_empty_group() -> None:
+    deny = ResolveDeny(ResolveDenyConfig(tetragon=True), clock=Clock())
+    docs = deny.manifests()
+    assert [d["kind"] for d in docs] == ["CiliumCIDRGroup", "CiliumClusterwideNetworkPolicy"]
+    assert docs[0]["spec"]["externalCIDRs"] == []
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("cilium", ["1.17", "1.18"])
+async def test_output_validates(
+    dns_server: tuple[int, FixedResolver], shared_path: Path, cilium: str
+) -> None:
+    port, _ = dns_server
+    deny = _deny(port, Clock(), tetragon=True, cilium_version=cilium, tetragon_action="Sigkill")
+    await deny.refresh(list(ZONE))
+    docs = deny.manifests()
+    validator = ManifestValidator(shared_path)
+    api_versions = {d["apiVersion"] for d in docs if d["kind"] == "CiliumCIDRGroup"}
+    assert api_versions == ({"cilium.io/v2alpha1"} if cilium == "1.17" else {"cilium.io/v2"})
+    for doc in [*docs, *ResolveDeny(ResolveDenyConfig(), clock=Clock()).manifests()]:
+        assert validator.errors(doc) == [], doc["kind"]
+        if doc["kind"] == "CiliumClusterwideNetworkPolicy":
+            issues = validate_cilium_policy(doc, CiliumTarget(version=cilium))
+        elif doc["kind"] == "TracingPolicy":
+            issues = validate_tracing_policy(doc, TetragonTarget(version="1.5"))
+        else:
+            continue
+        assert [i for i in issues if i.severity == "error"] == []
