@@ -1,0 +1,151 @@
+"""The DGA classifier: gradient-boosted trees over lexical features, shipped as JSON (no pickle).
+
+``model.json`` is written by ``python -m qcdr_analysis.dns.train``; this module only evaluates it,
+vectorised over a batch with numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from qcdr_analysis.dns.domains import split
+from qcdr_analysis.dns.features import FEATURES, matrix
+
+MODEL_PATH = Path(__file__).with_name("model.json")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    domain: str
+    registered: str
+    score: float  # probability-like score in [0, 1]
+    is_dga: bool
+    reasons: tuple[str, ...]
+    features: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Forest:
+    """Boosted regression trees in flat arrays, one row per tree, padded to the widest tree."""
+
+    left: npt.NDArray[np.int64]
+    right: npt.NDArray[np.int64]
+    feature: npt.NDArray[np.int64]
+    threshold: npt.NDArray[np.float64]
+    value: npt.NDArray[np.float64]
+    depth: int
+    init: float
+    learning_rate: float
+
+    def raw(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # The trees were fitted on float32 inputs; compare in the same precision.
+        x32 = x.astype(np.float32)
+        rows = np.arange(x.shape[0])
+        total = np.zeros(x.shape[0])
+        for t in range(self.left.shape[0]):
+            node = np.zeros(x.shape[0], dtype=np.int64)
+            left, right, feat, thr = self.left[t], self.right[t], self.feature[t], self.threshold[t]
+            for _ in range(self.depth):
+                leaf = left[node] < 0
+                go_left = x32[rows, np.maximum(feat[node], 0)] <= thr[node]
+                node = np.where(leaf, node, np.where(go_left, left[node], right[node]))
+            total += self.value[t][node]
+        return self.init + self.learning_rate * total
+
+
+@dataclass(frozen=True)
+class Model:
+    forest: Forest
+    threshold: float
+    meta: dict[str, Any]
+
+    def scores(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        if x.shape[0] == 0:
+            return np.zeros(0)
+        return 1.0 / (1.0 + np.exp(-self.forest.raw(x)))
+
+    def score_names(self, domains: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(features, scores) for names; punycode labels score 0 (the model knows Latin text only)."""
+        x = matrix(domains)
+        scores = self.scores(x)
+        idn = np.array([split(d).idn for d in domains], dtype=bool)
+        if idn.any():
+            scores[idn] = 0.0
+        return x, scores
+
+
+def model_from_dict(data: dict[str, Any]) -> Model:
+    if list(data["features"]) != list(FEATURES):
+        raise ValueError("model.json was trained on other features; re-run qcdr_analysis.dns.train")
+    trees = data["trees"]
+    width = max(len(t["left"]) for t in trees)
+
+    def pad(key: str, fill: float, dtype: type) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = np.full((len(trees), width), fill, dtype=dtype)
+        for i, t in enumerate(trees):
+            out[i, : len(t[key])] = t[key]
+        return out
+
+    forest = Forest(
+        left=pad("left", -1, np.int64),
+        right=pad("right", -1, np.int64),
+        feature=pad("feature", -1, np.int64),
+        threshold=pad("threshold", 0.0, np.float64),
+        value=pad("value", 0.0, np.float64),
+        depth=int(data["max_depth"]),
+        init=float(data["init"]),
+        learning_rate=float(data["learning_rate"]),
+    )
+    return Model(forest, float(data["threshold"]), dict(data.get("meta", {})))
+
+
+@lru_cache(maxsize=4)
+def load_classifier(path: Path = MODEL_PATH) -> Model:
+    return model_from_dict(orjson.loads(path.read_bytes()))
+
+
+def _reasons(row: npt.NDArray[np.float64]) -> tuple[str, ...]:
+    """Plain-language reasons a name looks machine-made (for the explanation, not the score)."""
+    f = dict(zip(FEATURES, row.tolist(), strict=True))
+    out = []
+    if f["lm_mean"] < -3.6:
+        out.append(f"unlike benign text (trigram log-likelihood {f['lm_mean']:.2f})")
+    if f["word_coverage"] < 0.5 and f["length"] >= 8:
+        out.append(f"few dictionary words ({f['word_coverage']:.0%} of letters)")
+    if f["entropy"] >= 3.5:
+        out.append(f"high entropy ({f['entropy']:.2f} bits)")
+    if f["longest_consonant_run"] >= 5:
+        out.append(f"{int(f['longest_consonant_run'])} consonants in a row")
+    if f["digit_ratio"] >= 0.3 and f["letter_digit_switches"] >= 3:
+        out.append(f"letters and digits interleaved ({f['digit_ratio']:.0%} digits)")
+    if f["length"] >= 20:
+        out.append(f"long label ({int(f['length'])} characters)")
+    return tuple(out)
+
+
+def classify(domains: Sequence[str], model: Model | None = None) -> list[Verdict]:
+    """Score a batch of query names; one verdict per name, in order."""
+    m = model or load_classifier()
+    x, scores = m.score_names(domains)
+    verdicts = []
+    for domain, row, score in zip(domains, x, scores, strict=True):
+        is_dga = bool(score >= m.threshold)
+        verdicts.append(
+            Verdict(
+                domain=domain,
+                registered=split(domain).registered,
+                score=float(score),
+                is_dga=is_dga,
+                reasons=_reasons(row) if is_dga else (),
+                features=dict(zip(FEATURES, (round(v, 4) for v in row.tolist()), strict=True)),
+            )
+        )
+    return verdicts

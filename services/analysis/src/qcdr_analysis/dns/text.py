@@ -1,0 +1,132 @@
+"""Benign language resources: a word lexicon and a character trigram model of benign text.
+
+Both come from the ``wordfreq`` package at run time (code Apache-2.0; its word lists are
+CC-BY-SA 4.0 and stay inside the installed package, nothing is copied into this repository).
+Several Latin-script languages are mixed in because popular domains are not all English.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
+
+import numpy as np
+import numpy.typing as npt
+import wordfreq
+
+# Top words per language: English dominates domain names, the others cover brand and site names
+# built from other European languages and Indonesian/Turkish/Polish transliteration habits.
+LANGUAGES: dict[str, int] = {
+    "en": 60000,
+    "de": 8000,
+    "fr": 8000,
+    "es": 8000,
+    "it": 6000,
+    "pt": 6000,
+    "nl": 4000,
+    "id": 4000,
+    "tr": 3000,
+    "pl": 3000,
+    "sv": 3000,
+}
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
+BOUNDARY = len(ALPHABET)  # index of the start/end marker
+SIZE = len(ALPHABET) + 1
+_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+# A three-letter word only counts as a word if it is common; rare ones ("xkq" in some chat corpus)
+# would let random strings look segmentable.
+_MIN_ZIPF_3 = 4.0
+_MIN_ZIPF_LONG = 2.0
+MAX_WORD = 16
+SMOOTHING = 0.1
+
+
+def _clean(word: str) -> str | None:
+    w = word.lower()
+    return w if w and all(c in _INDEX for c in w) else None
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    words: frozenset[str]
+    ranked: tuple[str, ...]  # lexicon words, each language most frequent first, languages in order
+    # trigram log-probabilities log P(c | a, b) indexed [a, b, c] over ALPHABET + boundary
+    logp: npt.NDArray[np.float64]
+
+
+@lru_cache(maxsize=1)
+def lexicon() -> Lexicon:
+    """Build the lexicon and trigram model (about a second, once per process)."""
+    words: set[str] = set()
+    ranked: list[str] = []
+    a: list[int] = []
+    b: list[int] = []
+    c: list[int] = []
+    weights: list[float] = []
+    for lang, n in LANGUAGES.items():
+        # wordfreq's frequency dicts are ordered most frequent first.
+        for raw, freq in islice(wordfreq.get_frequency_dict(lang).items(), n):
+            w = _clean(raw)
+            if w is None or any(ch.isdigit() for ch in w):
+                continue
+            zipf = math.log10(freq) + 9.0
+            if (len(w) >= 4 and zipf >= _MIN_ZIPF_LONG) or (len(w) == 3 and zipf >= _MIN_ZIPF_3):
+                if w not in words:
+                    ranked.append(w)
+                words.add(w)
+            seq = [BOUNDARY, BOUNDARY, *(_INDEX[ch] for ch in w), BOUNDARY]
+            a.extend(seq[:-2])
+            b.extend(seq[1:-1])
+            c.extend(seq[2:])
+            # Weight by log-frequency so common words shape the model without drowning the rest.
+            weights.extend([max(zipf, 1.0)] * (len(seq) - 2))
+    flat = (np.array(a) * SIZE + np.array(b)) * SIZE + np.array(c)
+    counts = np.bincount(flat, weights=np.array(weights), minlength=SIZE**3).astype(np.float64)
+    counts = counts.reshape(SIZE, SIZE, SIZE) + SMOOTHING
+    logp = np.log(counts / counts.sum(axis=2, keepdims=True))
+    return Lexicon(frozenset(words), tuple(ranked), logp)
+
+
+def encode(label: str) -> npt.NDArray[np.int64]:
+    """Indices of ``label`` framed by two start markers and one end marker; unknown chars map to '-'."""
+    dash = _INDEX["-"]
+    return np.array([BOUNDARY, BOUNDARY, *(_INDEX.get(c, dash) for c in label), BOUNDARY], dtype=np.int64)
+
+
+def trigram_scores(lex: Lexicon, label: str) -> npt.NDArray[np.float64]:
+    idx = encode(label)
+    return lex.logp[idx[:-2], idx[1:-1], idx[2:]]
+
+
+def segment(words: frozenset[str], s: str) -> tuple[int, int]:
+    """Best cover of ``s`` by dictionary words: (characters covered, words used).
+
+    Dynamic programme over prefixes maximising covered characters, then preferring fewer words,
+    so "facebooklogin" covers 13 chars with 3 words and "xqzvbt" covers almost nothing.
+    """
+    n = len(s)
+    best: list[tuple[int, int]] = [(0, 0)] * (n + 1)  # (covered, -words)
+    for i in range(1, n + 1):
+        cov, neg = best[i - 1]
+        top = (cov, neg)
+        for j in range(max(0, i - MAX_WORD), i - 2):
+            if s[j:i] in words:
+                c, k = best[j]
+                cand = (c + i - j, k - 1)
+                if cand > top:
+                    top = cand
+        best[i] = top
+    cov, neg = best[n]
+    return cov, -neg
+
+
+def entropy(s: str) -> float:
+    if not s:
+        return 0.0
+    n = len(s)
+    counts: dict[str, int] = {}
+    for c in s:
+        counts[c] = counts.get(c, 0) + 1
+    return -sum(k / n * math.log2(k / n) for k in counts.values())

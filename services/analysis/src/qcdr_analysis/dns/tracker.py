@@ -1,0 +1,151 @@
+"""Per-pod aggregation of DGA scores, so one odd name pages nobody.
+
+A pod raises a ``dga`` finding when, inside the window, it asked for several *distinct* registered
+domains that the classifier calls DGA, or when most of its answers were NXDOMAIN and some names
+scored high (a DGA walks its list until one resolves). A pod that raised stays quiet until the window
+has passed, and the finding id depends on the evidence only, so a replay yields the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from qcdr_common.contracts.events.v1 import Severity, Workload
+from qcdr_common.contracts.findings.v1 import Finding, FindingKind
+
+from qcdr_analysis.dns.classifier import Model, Verdict, classify, load_classifier
+
+DETECTOR = "dns.dga"
+TECHNIQUE = "T1568.002"  # Dynamic Resolution: Domain Generation Algorithms
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    window: timedelta = timedelta(minutes=10)
+    min_distinct: int = 3  # distinct DGA-looking registered domains that raise on their own
+    nxdomain_ratio: float = 0.5  # ... or this share of NXDOMAIN answers
+    nxdomain_min_queries: int = 20  # over at least this many queries
+    nxdomain_min_distinct: int = 2  # with at least this many DGA-looking names
+    max_names: int = 20  # names listed in one finding
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    domain: str
+    event_time: datetime
+    workload: Workload
+    nxdomain: bool = False
+    event_id: str = ""
+
+
+@dataclass
+class _Pod:
+    queries: deque[tuple[datetime, bool]] = field(default_factory=deque)
+    hits: deque[tuple[datetime, Verdict, str]] = field(default_factory=deque)
+    quiet_until: datetime | None = None
+
+
+def pod_key(w: Workload) -> tuple[str | None, str | None, str | None]:
+    return (w.cluster, w.namespace, w.pod or w.owner_name)
+
+
+class PodDgaTracker:
+    def __init__(self, config: TrackerConfig | None = None, model: Model | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.model = model or load_classifier()
+        self._pods: dict[tuple[str | None, str | None, str | None], _Pod] = {}
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+    def observe(self, queries: Sequence[Query]) -> list[Finding]:
+        """Score a batch (one vectorised classification) and return the findings it completes."""
+        verdicts = classify([q.domain for q in queries], self.model)
+        findings = []
+        for q, v in sorted(zip(queries, verdicts, strict=True), key=lambda p: p[0].event_time):
+            finding = self._add(q, v)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _add(self, q: Query, v: Verdict) -> Finding | None:
+        cfg = self.config
+        pod = self._pods.setdefault(pod_key(q.workload), _Pod())
+        start = q.event_time - cfg.window
+        pod.queries.append((q.event_time, q.nxdomain))
+        if v.is_dga:
+            pod.hits.append((q.event_time, v, q.event_id))
+        while pod.queries and pod.queries[0][0] < start:
+            pod.queries.popleft()
+        while pod.hits and pod.hits[0][0] < start:
+            pod.hits.popleft()
+        if pod.quiet_until is not None and q.event_time < pod.quiet_until:
+            return None
+        distinct: dict[str, tuple[Verdict, str, datetime]] = {}
+        for t, hv, eid in pod.hits:
+            distinct.setdefault(hv.registered, (hv, eid, t))
+        n = len(pod.queries)
+        nx = sum(1 for _, is_nx in pod.queries if is_nx)
+        ratio = nx / n if n else 0.0
+        by_count = len(distinct) >= cfg.min_distinct
+        by_nx = (
+            n >= cfg.nxdomain_min_queries
+            and ratio >= cfg.nxdomain_ratio
+            and len(distinct) >= cfg.nxdomain_min_distinct
+        )
+        if not (by_count or by_nx):
+            return None
+        pod.quiet_until = q.event_time + cfg.window
+        return self._finding(q, list(distinct.values()), n, nx, by_count)
+
+    def _finding(
+        self,
+        q: Query,
+        evidence: list[tuple[Verdict, str, datetime]],
+        queries: int,
+        nxdomain: int,
+        by_count: bool,
+    ) -> Finding:
+        cfg = self.config
+        evidence.sort(key=lambda e: -e[0].score)
+        shown = evidence[: cfg.max_names]
+        names = [e[0].registered for e in shown]
+        key = "|".join([*map(str, pod_key(q.workload)), *sorted(names)])
+        why = (
+            f"{len(evidence)} distinct DGA-looking domains in {int(cfg.window.total_seconds() // 60)} min"
+            if by_count
+            else f"{nxdomain}/{queries} queries answered NXDOMAIN with {len(evidence)} DGA-looking names"
+        )
+        listed = ", ".join(f"{e[0].registered} ({e[0].score:.2f})" for e in shown[:5])
+        return Finding(
+            id=f"{DETECTOR}:{hashlib.sha256(key.encode()).hexdigest()[:32]}",
+            kind=FindingKind.DGA,
+            detector=DETECTOR,
+            category="dns.dga",
+            severity=Severity.HIGH if len(evidence) >= 2 * cfg.min_distinct else Severity.MEDIUM,
+            techniques=(TECHNIQUE,),
+            title="Pod resolves algorithmically generated domains",
+            explanation=f"{why}: {listed}",
+            event_time=q.event_time,
+            evidence_event_ids=tuple(e[1] for e in shown if e[1]),
+            workload=q.workload,
+            attributes={
+                "names": [
+                    {
+                        "domain": e[0].domain,
+                        "registered": e[0].registered,
+                        "score": round(e[0].score, 4),
+                        "reasons": list(e[0].reasons),
+                        "features": e[0].features,
+                    }
+                    for e in shown
+                ],
+                "queries_in_window": queries,
+                "nxdomain_in_window": nxdomain,
+                "window_seconds": int(cfg.window.total_seconds()),
+            },
+        )

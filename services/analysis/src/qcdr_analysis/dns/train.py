@@ -1,0 +1,112 @@
+"""Train the DGA classifier on generated data and write ``model.json`` (deterministic).
+
+    uv run python -m qcdr_analysis.dns.train [--out PATH]
+
+The benign side comes from the wordfreq lexicon (see text.py), the DGA side from generators.py.
+The threshold is the score that keeps the false-positive rate at or under ``--fpr`` on a separate,
+generated benign validation set; the evaluation corpus in shared/ is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from sklearn.ensemble import GradientBoostingClassifier
+
+from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
+from qcdr_analysis.dns.features import FEATURES, matrix
+from qcdr_analysis.dns.generators import DGA_FAMILIES, dataset
+
+TRAIN_SEED, VALIDATION_SEED = 20240601, 20240602
+PER_FAMILY, N_BENIGN = 3000, 40000
+VAL_PER_FAMILY, VAL_BENIGN = 800, 20000
+PARAMS: dict[str, Any] = {
+    "n_estimators": 200,
+    "max_depth": 4,
+    "learning_rate": 0.1,
+    "subsample": 0.8,
+    "random_state": 7,
+}
+
+
+def _export(clf: GradientBoostingClassifier, threshold: float, meta: dict[str, Any]) -> dict[str, Any]:
+    trees = []
+    for est in clf.estimators_[:, 0]:
+        t = est.tree_
+        trees.append(
+            {
+                "left": t.children_left.tolist(),
+                "right": t.children_right.tolist(),
+                "feature": t.feature.tolist(),
+                "threshold": [float(v) for v in t.threshold],
+                "value": [float(v) for v in t.value[:, 0, 0]],
+            }
+        )
+    prior = float(np.mean(clf.classes_[1] == meta["_y"]))
+    return {
+        "version": 1,
+        "features": list(FEATURES),
+        "max_depth": PARAMS["max_depth"],
+        "learning_rate": PARAMS["learning_rate"],
+        "init": math.log(prior / (1 - prior)),
+        "threshold": threshold,
+        "meta": {k: v for k, v in meta.items() if not k.startswith("_")},
+        "trees": trees,
+    }
+
+
+def train(target_fpr: float = 0.01) -> dict[str, Any]:
+    started = time.perf_counter()
+    names, labels, _ = dataset(TRAIN_SEED, PER_FAMILY, N_BENIGN)
+    x, y = matrix(names), np.array(labels)
+    clf = GradientBoostingClassifier(**PARAMS).fit(x, y)
+
+    v_names, v_labels, v_families = dataset(VALIDATION_SEED, VAL_PER_FAMILY, VAL_BENIGN)
+    vx, vy = matrix(v_names), np.array(v_labels)
+    probe = _export(clf, 0.5, {"_y": y})
+    model = model_from_dict(probe)
+    scores = model.scores(vx)
+    # Keep sklearn and the JSON evaluator in lock-step: the shipped file must score what was fitted.
+    if not np.allclose(scores, clf.predict_proba(vx)[:, 1], atol=1e-6):
+        raise RuntimeError("exported trees disagree with scikit-learn")
+    benign = np.sort(scores[vy == 0])
+    # Smallest threshold with at most target_fpr of benign validation names at or above it.
+    k = math.floor(target_fpr * len(benign))
+    threshold = float(np.nextafter(benign[len(benign) - k - 1], np.inf))
+    fam = np.array(v_families)
+    tpr = {f: float(np.mean(scores[fam == f] >= threshold)) for f in DGA_FAMILIES if f in fam}
+    meta = {
+        "train_seed": TRAIN_SEED,
+        "validation_seed": VALIDATION_SEED,
+        "train_size": len(names),
+        "validation_fpr": float(np.mean(benign >= threshold)),
+        "target_fpr": target_fpr,
+        "validation_tpr": tpr,
+        "params": PARAMS,
+        "seconds": round(time.perf_counter() - started, 1),
+        "_y": y,
+    }
+    return _export(clf, threshold, meta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument("--fpr", type=float, default=0.01)
+    args = parser.parse_args()
+    data = train(args.fpr)
+    args.out.write_bytes(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+    meta = data["meta"]
+    print(f"wrote {args.out}: threshold {data['threshold']:.4f}, validation FPR {meta['validation_fpr']:.4f}")
+    for family, tpr in meta["validation_tpr"].items():
+        print(f"  {family:22s} TPR {tpr:.3f}")
+
+
+if __name__ == "__main__":
+    main()

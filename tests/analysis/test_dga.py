@@ -1,0 +1,139 @@
+"""DGA classifier pieces: offline registered-domain extraction, features, the shipped model, and
+per-pod aggregation (issue #6, DNS monitoring)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from random import Random
+
+import numpy as np
+import pytest
+from qcdr_analysis.dns import PodDgaTracker, Query, TrackerConfig, classify, load_classifier, registered
+from qcdr_analysis.dns.domains import split
+from qcdr_analysis.dns.features import FEATURES, matrix
+from qcdr_analysis.dns.generators import DGA_FAMILIES, benign, dataset, dga
+from qcdr_analysis.dns.text import lexicon, segment
+from qcdr_common.contracts.events.v1 import Workload
+from qcdr_common.contracts.findings.v1 import FindingKind
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+POD = Workload(cluster="c1", namespace="shop", pod="cart-7d9f")
+RANDOM_NAMES = ["xjwqkzvbrtplm.com", "q8v2kz7xw1jd0p.net", "bfkqzxwvtrplnhg.info", "zkqxvwplmnbrtd.org"]
+
+
+def test_registered_domain_offline_with_private_suffixes() -> None:
+    assert registered("www.bbc.co.uk") == "bbc.co.uk"
+    assert registered("Mail.Google.com.") == "google.com"
+    # Dynamic-DNS suffixes from the PSL's private section: the user's label is what counts.
+    assert split("abcxyz.ddns.net").label == "abcxyz"
+    assert split("abcxyz.ddns.net").private_suffix
+    # An alternative root (EmerDNS) is no known suffix: its label is still judged.
+    name = split("afgimzahgip.bazar")
+    assert (name.label, name.suffix, name.known_suffix) == ("afgimzahgip", "bazar", False)
+    assert split("xn--80aaiflkn.su").idn
+
+
+def test_lexicon_segments_words_not_noise() -> None:
+    words = lexicon().words
+    assert segment(words, "facebooklogin")[0] == len("facebooklogin")
+    assert segment(words, "xqzvbtrwk")[0] <= 3
+
+
+def test_features_are_one_row_per_name() -> None:
+    x = matrix(["google.com", "xjwqkzvbrtplm.com", "a1b2c3d4e5.net"])
+    assert x.shape == (3, len(FEATURES))
+    f = dict(zip(FEATURES, x[2], strict=True))
+    assert f["digit_ratio"] == pytest.approx(0.5)
+    assert f["letter_digit_switches"] == 9
+    assert matrix([]).shape == (0, len(FEATURES))
+
+
+def test_generators_are_deterministic_and_cover_each_family() -> None:
+    a = dataset(5, 3, 5, dictionary=True)
+    b = dataset(5, 3, 5, dictionary=True)
+    assert a == b
+    assert set(a[2]) == {*DGA_FAMILIES, "benign"}
+    rng = Random(1)
+    assert all("." in dga(rng, f) for f in DGA_FAMILIES)
+    assert all("." in benign(rng) for _ in range(50))
+
+
+def test_shipped_model_matches_features_and_scores_a_batch() -> None:
+    model = load_classifier()
+    assert 0.0 < model.threshold < 1.0
+    assert model.meta["validation_fpr"] <= model.meta["target_fpr"]
+    verdicts = classify(["google.com", "wikipedia.org", "stackoverflow.com", *RANDOM_NAMES])
+    assert [v.is_dga for v in verdicts[:3]] == [False, False, False]
+    assert all(v.is_dga and v.reasons for v in verdicts[3:])
+    assert verdicts[3].registered == "xjwqkzvbrtplm.com"
+    # Punycode labels are not Latin text: never called DGA by the lexical model.
+    assert classify(["xn--80aaiflkn.su"])[0].score == 0.0
+    assert classify([]) == []
+
+
+def test_batch_scores_equal_single_scores() -> None:
+    names = ["google.com", *RANDOM_NAMES]
+    batch = [v.score for v in classify(names)]
+    single = [classify([n])[0].score for n in names]
+    assert np.allclose(batch, single)
+
+
+def _queries(names: list[str], start: datetime, step: timedelta, nx: bool = False) -> list[Query]:
+    return [
+        Query(domain=n, event_time=start + i * step, workload=POD, nxdomain=nx, event_id=f"e{i}")
+        for i, n in enumerate(names)
+    ]
+
+
+def test_one_odd_name_pages_nobody() -> None:
+    tracker = PodDgaTracker()
+    benign_traffic = ["api.stripe.com", "google.com", "github.com"] * 5
+    assert tracker.observe(_queries([RANDOM_NAMES[0], *benign_traffic], T0, timedelta(seconds=5))) == []
+
+
+def test_three_distinct_dga_names_in_window_raise_once() -> None:
+    tracker = PodDgaTracker()
+    findings = tracker.observe(_queries(RANDOM_NAMES, T0, timedelta(minutes=1)))
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.kind is FindingKind.DGA
+    assert f.category == "dns.dga"
+    assert f.workload == POD
+    assert f.techniques == ("T1568.002",)
+    assert len(f.attributes["names"]) == 3
+    assert all(n["score"] >= load_classifier().threshold for n in f.attributes["names"])
+    assert "3 distinct DGA-looking domains" in f.explanation
+    # The pod stays quiet for the window after raising.
+    later = _queries(["mmqzxkvwtrplb.com"], T0 + timedelta(minutes=5), timedelta(seconds=1))
+    assert tracker.observe(later) == []
+    # Same evidence, same id (a replay is a detectable duplicate).
+    again = PodDgaTracker().observe(_queries(RANDOM_NAMES, T0, timedelta(minutes=1)))
+    assert again[0].id == f.id
+
+
+def test_repeats_and_slow_drip_do_not_raise() -> None:
+    tracker = PodDgaTracker()
+    # The same registered domain over and over is one name, not three.
+    assert tracker.observe(_queries([RANDOM_NAMES[0]] * 10, T0, timedelta(seconds=10))) == []
+    # Distinct names spread wider than the window never meet in it.
+    slow = PodDgaTracker()
+    assert slow.observe(_queries(RANDOM_NAMES, T0, timedelta(minutes=11))) == []
+
+
+def test_nxdomain_ratio_raises_with_fewer_names() -> None:
+    cfg = TrackerConfig(nxdomain_min_queries=10)
+    tracker = PodDgaTracker(cfg)
+    names = [RANDOM_NAMES[0], RANDOM_NAMES[1]] + ["google.com"] * 10
+    findings = tracker.observe(_queries(names, T0, timedelta(seconds=3), nx=True))
+    assert len(findings) == 1
+    assert "NXDOMAIN" in findings[0].explanation
+
+
+def test_pods_are_kept_apart() -> None:
+    tracker = PodDgaTracker()
+    queries = [
+        Query(domain=n, event_time=T0, workload=Workload(cluster="c1", namespace="ns", pod=f"p{i}"))
+        for i, n in enumerate(RANDOM_NAMES)
+    ]
+    assert tracker.observe(queries) == []
+    assert len(tracker) == len(RANDOM_NAMES)

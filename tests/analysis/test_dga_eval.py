@@ -1,0 +1,49 @@
+"""DGA evaluation over shared/corpora/dga/labeled_domains.csv, read in place (evaluation only: the
+model never saw it, and its threshold comes from generated benign validation data).
+
+Issue #6 goal: macro-averaged per-family TPR >= 0.90 at FPR <= 1 % on the legit names, word-list
+families reported separately. The shipped model does not reach it yet (docs/DETECTION.md says why);
+``test_issue_goal`` records the goal as an expected failure and the floors below guard against
+regressions of what it does reach.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qcdr_analysis.dns.evaluate import Evaluation, evaluate, read
+
+# Measured with the shipped model.json; a change that drops below these is a regression.
+FLOOR_NON_DICTIONARY_MACRO = 0.75
+CEILING_FPR = 0.03
+
+
+@pytest.fixture(scope="module")
+def evaluation(shared_path: Path) -> Evaluation:
+    path = shared_path / "corpora" / "dga" / "labeled_domains.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    ev = evaluate(read(path))
+    print(f"\nlegit {ev.legit}, false positives {ev.false_positives} (FPR {ev.fpr:.4f})")
+    print(f"macro TPR non-dictionary {ev.macro(False):.3f}, dictionary {ev.macro(True):.3f}")
+    for f in ev.families:
+        print(f"  {f.family:24s} {f.count:6d} {f.tpr:.3f}{'  (dictionary)' if f.dictionary else ''}")
+    return ev
+
+
+def test_floors(evaluation: Evaluation) -> None:
+    assert evaluation.legit > 5000
+    assert evaluation.fpr <= CEILING_FPR
+    assert evaluation.macro(False) >= FLOOR_NON_DICTIONARY_MACRO
+    # Hash- and random-stream families are the easy half and must stay near perfect.
+    easy = {"zloader", "murofet", "newgoz", "monerodownloader", "chinad", "qadars", "emotet"}
+    assert all(f.tpr >= 0.95 for f in evaluation.families if f.family in easy)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue #6 goal not reached by the lexical model yet (docs/DETECTION.md)"
+)
+def test_issue_goal(evaluation: Evaluation) -> None:
+    assert evaluation.fpr <= 0.01
+    assert evaluation.macro(False) >= 0.90
