@@ -12,6 +12,8 @@ from qcdr_common.db import make_session_factory
 from qcdr_common.service_app import create_service_app
 from qcdr_common.streams.runner import in_background
 
+from qcdr_analysis.correlation.patterns import load_patterns
+from qcdr_analysis.correlation.router import router as chains_router
 from qcdr_analysis.findings.router import router as findings_router
 from qcdr_analysis.profiles.router import router as profiles_router
 from qcdr_analysis.settings import AnalysisSettings, get_settings
@@ -24,6 +26,11 @@ def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSetting
     detectors = make_detectors(settings) if settings.consume_in_app else None
     app = create_service_app(settings, title="qcdr analysis", auth=auth)
     app.include_router(findings_router)
+    app.include_router(chains_router)
+    # the partial-chains view rebuilds the engine from the checkpoint with the same patterns
+    app.state.chain_patterns = (
+        load_patterns(settings.correlation_patterns_dir) if settings.correlation_enabled else None
+    )
     app.include_router(profiles_router)
     common_lifespan = app.router.lifespan_context
 

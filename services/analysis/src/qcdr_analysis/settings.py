@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -31,6 +32,16 @@ class AnalysisSettings(CommonSettings):
         default=5.0,
         gt=0,
         description="How often the background trainer checks whether the population models are due a refit.",
+    )
+    correlation_enabled: bool = Field(default=True, description="Run attack-chain correlation.")
+    correlation_patterns_dir: Path | None = Field(
+        default=None,
+        description="A directory of your own chain patterns (*.yaml) loaded after the built-ins.",
+    )
+    correlation_idle_flush_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After this long without a batch, events still waiting out the lateness are processed.",
     )
     disabled_detectors: frozenset[str] = Field(
         default=frozenset(), description="Detector names not to run (unknown names fail at start)."

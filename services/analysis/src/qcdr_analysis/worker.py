@@ -27,11 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from qcdr_analysis import streams
 from qcdr_analysis.anomaly.handlers import SamplesHandler
 from qcdr_analysis.anomaly.trainer import ModelTrainer
+from qcdr_analysis.correlation.checkpoint import RedisCheckpoint
+from qcdr_analysis.correlation.correlator import Correlator
+from qcdr_analysis.correlation.flusher import CorrelationFlusher
+from qcdr_analysis.correlation.patterns import PatternError
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.handlers import EventsHandler
 from qcdr_analysis.findings.models import OUTBOX
-from qcdr_analysis.findings.service import BatchOutcome, DetectorSet
+from qcdr_analysis.findings.service import BatchOutcome, DetectorConfigError, DetectorSet
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 
 log = get_logger(__name__)
@@ -39,8 +43,15 @@ REPLAY_PAGE = 1000
 
 
 def make_detectors(settings: AnalysisSettings) -> DetectorSet:
-    """The configured detectors; a bad configuration or rule file raises here, at start."""
-    return DetectorSet.configure(settings.detectors, settings.disabled_detectors)
+    """The configured detectors and chain patterns; a bad configuration, rule or pattern file
+    raises here, at start."""
+    detectors = DetectorSet.configure(settings.detectors, settings.disabled_detectors)
+    if settings.correlation_enabled:
+        try:
+            detectors.correlator = Correlator.from_patterns(settings.correlation_patterns_dir)
+        except PatternError as exc:
+            raise DetectorConfigError(f"correlation patterns: {exc}") from exc
+    return detectors
 
 
 class AnalysisWorker:
@@ -55,6 +66,8 @@ class AnalysisWorker:
         self.settings = settings
         self.sessions = make_session_factory(engine)
         self.detectors = detectors or make_detectors(settings)
+        if self.detectors.correlator is not None:
+            self.detectors.correlator.attach(RedisCheckpoint(redis, settings.redis_prefix))
         self.relay = OutboxRelay.from_settings(engine, redis, OUTBOX, settings)
         self.handler = EventsHandler(
             self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
@@ -62,6 +75,14 @@ class AnalysisWorker:
         self.consumer = StreamConsumer.from_settings(
             redis, settings, stream=streams.EVENTS, group=settings.consumer_group, handler=self.handler
         )
+        self.flusher: CorrelationFlusher | None = None
+        if self.detectors.correlator is not None:
+            self.flusher = CorrelationFlusher(
+                self.sessions,
+                self.detectors,
+                cluster_id=settings.cluster_id,
+                idle_seconds=settings.correlation_idle_flush_s,
+            )
         groups = [(streams.EVENTS, settings.consumer_group)]
         self.samples_consumer: StreamConsumer | None = None
         self.trainer: ModelTrainer | None = None
@@ -97,6 +118,8 @@ class AnalysisWorker:
             tasks.append(self.samples_consumer.run)
         if self.trainer is not None:
             tasks.append(self.trainer.run)
+        if self.flusher is not None:
+            tasks.append(self.flusher.run)
         return tasks
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -293,6 +293,11 @@ class Engine:
     # ------------------------------------------------------------------ introspection
 
     @property
+    def buffered(self) -> int:
+        """Items waiting for the watermark to pass them by the lateness."""
+        return len(self._buffer)
+
+    @property
     def live_keys(self) -> int:
         return len(self._partials)
 

@@ -62,6 +62,8 @@ async def run_batch(
             detectors.discard()
             raise
     count_committed(outcome)
+    if detectors.correlator is not None:
+        await detectors.correlator.committed(outcome.inserted)
     if outcome.duplicates:
         log.info("redelivered envelopes skipped", count=outcome.duplicates)
     if after_commit is not None:

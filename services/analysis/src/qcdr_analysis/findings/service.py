@@ -35,6 +35,7 @@ from qcdr_common.streams import Envelope, enqueue, new_envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_analysis import streams
+from qcdr_analysis.correlation.correlator import Correlator
 from qcdr_analysis.detectors import Detector, load_detectors
 from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.models import OUTBOX
@@ -80,6 +81,8 @@ class DetectorSet:
         # stateful detectors see one batch at a time, from detection to commit: the events and the
         # samples consumers share them, and a rollback must not discard another batch's changes
         self.lock = asyncio.Lock()
+        # attack-chain correlation over each batch's events and the findings raised on them
+        self.correlator: Correlator | None = None
 
     @property
     def names(self) -> list[str]:
@@ -220,8 +223,15 @@ async def process_batch(
     if not fresh:
         return outcome
 
-    findings = await detectors.run(session, [event for _, event in fresh])
+    batch = [event for _, event in fresh]
+    findings = await detectors.run(session, batch)
     await detectors.persist(session)
+    if detectors.correlator is not None:
+        await detectors.correlator.restore()
+        chains = detectors.correlator.feed(batch, findings)
+        known = {f.id for f in findings}
+        findings = [*findings, *(c for c in chains if c.id not in known)]
+        await detectors.correlator.checkpoint()
     outcome.findings = len(findings)
     if findings:
         # the envelope of a finding's first evidence event continues its correlation chain

@@ -1,0 +1,111 @@
+"""The correlation engine inside the analysis service: fed each micro-batch's events and the
+findings the detectors raised on them, checkpointed to Redis before the batch commits.
+
+Exactly-once, across crashes at any point:
+
+* the checkpoint (engine state + the chains the batch completed, as *pending*) is written before
+  the batch's Postgres transaction commits;
+* a crash before the commit: the batch is redelivered; the restored engine ignores its events
+  (it has seen them) and emits the pending chains again with the next batch;
+* a crash after the commit, before the pending chains are confirmed: they are emitted again,
+  and the findings table rejects them (a chain's id is its natural key).
+
+So a chain is neither lost nor stored twice. Pending chains are re-emitted with every batch until
+a commit confirms them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+from qcdr_common.contracts.events.v1 import SecurityEvent
+from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.logging import get_logger
+
+from qcdr_analysis.correlation.checkpoint import RedisCheckpoint
+from qcdr_analysis.correlation.engine import Engine
+from qcdr_analysis.correlation.patterns import load_patterns
+
+log = get_logger(__name__)
+
+EVENTS_PROCESSED = Counter(
+    "qualys_correlation_events_processed_total",
+    "Events (and findings on them) fed to the correlation engine.",
+)
+CHAINS_DETECTED = Counter(
+    "qualys_correlation_chains_detected_total", "Complete attack chains committed, by pattern.", ["pattern"]
+)
+LIVE_KEYS = Gauge("qcdr_correlation_live_keys", "Join keys with a partial chain in memory.")
+
+
+class Correlator:
+    def __init__(self, engine: Engine, checkpoint: RedisCheckpoint | None = None) -> None:
+        self.engine = engine
+        self.store = checkpoint
+        self.pending: dict[str, Finding] = {}
+        self._unsaved_pending: dict[str, bytes | None] = {}
+        self._restored = checkpoint is None
+
+    @classmethod
+    def from_patterns(cls, user_dir: Path | None, checkpoint: RedisCheckpoint | None = None) -> Correlator:
+        return cls(Engine(load_patterns(user_dir)), checkpoint)
+
+    def attach(self, checkpoint: RedisCheckpoint) -> None:
+        """Checkpoint to Redis from now on (the state there is loaded before the first batch)."""
+        self.store = checkpoint
+        self._restored = False
+
+    async def restore(self) -> None:
+        """Load the last checkpoint once, before the first batch."""
+        if self._restored or self.store is None:
+            return
+        snapshot, pending = await self.store.load()
+        if snapshot is not None:
+            self.engine.restore(snapshot)
+        self.pending = {key: Finding.model_validate_json(raw) for key, raw in pending.items()}
+        self._restored = True
+        log.info("correlation state restored", partial_keys=self.engine.live_keys, pending=len(self.pending))
+
+    def feed(self, events: Sequence[SecurityEvent], findings: Sequence[Finding]) -> list[Finding]:
+        """Chains completed by this batch, plus those completed earlier and not yet confirmed."""
+        chains = self.engine.feed(events, findings)
+        EVENTS_PROCESSED.inc(len(events))
+        for chain in chains:
+            self.pending[chain.id] = chain
+            self._unsaved_pending[chain.id] = chain.model_dump_json().encode()
+        LIVE_KEYS.set(self.engine.live_keys)
+        return list(self.pending.values())
+
+    def flush(self) -> list[Finding]:
+        """Process what waits for the lateness to pass (an idle stream); like :meth:`feed`."""
+        for chain in self.engine.flush():
+            self.pending[chain.id] = chain
+            self._unsaved_pending[chain.id] = chain.model_dump_json().encode()
+        return list(self.pending.values())
+
+    @property
+    def waiting(self) -> bool:
+        """Items wait in the engine's buffer for the watermark, or chains for a commit."""
+        return bool(self.engine.buffered) or bool(self.pending)
+
+    async def checkpoint(self) -> None:
+        """Write what the batch changed (before its transaction commits)."""
+        delta = self.engine.checkpoint()
+        if self.store is not None:
+            await self.store.save(delta, self._unsaved_pending)
+        self._unsaved_pending = {}
+
+    async def committed(self, inserted: Sequence[Finding]) -> None:
+        """The batch committed: its chains are stored (or were already); count the new ones."""
+        confirmed = list(self.pending)
+        for finding in inserted:
+            if finding.kind == "chain":
+                CHAINS_DETECTED.labels(pattern=finding.category.removeprefix("chain.")).inc()
+        self.pending.clear()
+        if self.store is not None:
+            try:
+                await self.store.confirm(confirmed)
+            except Exception:  # a restart re-emits them; the findings table drops the duplicates
+                log.warning("could not confirm committed chains in Redis", exc_info=True)
