@@ -56,6 +56,7 @@ bench: install
 	@$(UV) run python bench/anomaly.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/detection.py --held-out --write-doc docs/DETECTION.md
 	@$(UV) run python bench/dga.py --write-doc docs/DETECTION.md
+	@$(UV) run python bench/correlation.py --write-doc docs/PERFORMANCE.md
 
 # docker-compose.yml's set without Docker: local PostgreSQL/Redis, migrations, the five services.
 up: install
