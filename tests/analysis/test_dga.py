@@ -39,6 +39,21 @@ def test_lexicon_segments_words_not_noise() -> None:
     assert segment(words, "xqzvbtrwk")[0] <= 3
 
 
+def test_lexicon_folds_diacritics_and_transliterates_cyrillic() -> None:
+    from qcdr_analysis.dns.text import _clean
+
+    assert _clean("schwäbisch") == "schwabisch"
+    assert _clean("łódź") == "lodz"
+    assert _clean("сказочный") == "skazochnyy"
+
+
+def test_alternative_roots_and_internal_names_are_told_apart() -> None:
+    x = matrix(["afgimzahgip.bazar", "redis.svc.cluster.local", "google.com"])
+    f = [dict(zip(FEATURES, row, strict=True)) for row in x]
+    assert [r["tld_class"] for r in f] == [5, 4, 0]
+    assert [r["known_suffix"] for r in f] == [0, 0, 1]
+
+
 def test_features_are_one_row_per_name() -> None:
     x = matrix(["google.com", "xjwqkzvbrtplm.com", "a1b2c3d4e5.net"])
     assert x.shape == (3, len(FEATURES))

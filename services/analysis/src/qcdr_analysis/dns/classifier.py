@@ -48,16 +48,17 @@ class Forest:
     def raw(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         # The trees were fitted on float32 inputs; compare in the same precision.
         x32 = x.astype(np.float32)
-        rows = np.arange(x.shape[0])
-        total = np.zeros(x.shape[0])
-        for t in range(self.left.shape[0]):
-            node = np.zeros(x.shape[0], dtype=np.int64)
-            left, right, feat, thr = self.left[t], self.right[t], self.feature[t], self.threshold[t]
-            for _ in range(self.depth):
-                leaf = left[node] < 0
-                go_left = x32[rows, np.maximum(feat[node], 0)] <= thr[node]
-                node = np.where(leaf, node, np.where(go_left, left[node], right[node]))
-            total += self.value[t][node]
+        # All trees step together: one (trees x names) array of node indices per level, so the
+        # cost is a few numpy calls per level rather than per tree.
+        trees = np.arange(self.left.shape[0])[:, None]
+        rows = np.arange(x.shape[0])[None, :]
+        node = np.zeros((self.left.shape[0], x.shape[0]), dtype=np.int64)
+        for _ in range(self.depth):
+            left = self.left[trees, node]
+            feat = np.maximum(self.feature[trees, node], 0)
+            go_left = x32[rows, feat] <= self.threshold[trees, node]
+            node = np.where(left < 0, node, np.where(go_left, left, self.right[trees, node]))
+        total: npt.NDArray[np.float64] = self.value[trees, node].sum(axis=0)
         return self.init + self.learning_rate * total
 
 
@@ -70,7 +71,8 @@ class Model:
     def scores(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         if x.shape[0] == 0:
             return np.zeros(0)
-        return 1.0 / (1.0 + np.exp(-self.forest.raw(x)))
+        # Clipped: very confident rows would overflow exp, and 1e-22 is as good as 0 here.
+        return 1.0 / (1.0 + np.exp(-np.clip(self.forest.raw(x), -50.0, 50.0)))
 
     def score_names(self, domains: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(features, scores) for names; punycode labels score 0 (the model knows Latin text only)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -29,14 +30,32 @@ FEATURES: tuple[str, ...] = (
     "tld_class",
     "subdomain_labels",
     "starts_with_digit",
+    "known_suffix",
+    "cv_alternation",
+    "rare_letters",
+    "lm_head",
+    "lm_tail",
 )
 VOWELS = frozenset("aeiou")
+# "y" acts as a vowel in pronounceable DGAs that alternate consonant and vowel draws.
+VOWELS_Y = frozenset("aeiouy")
+# Letters a uniform draw picks far more often than text does (pronounceable DGAs draw consonants
+# uniformly, so "q", "x", "z" turn up as often as "t" or "n").
+RARE = frozenset("jqxzvwk")
+HEAD = 5
 LEGACY = frozenset({"com", "net", "org", "edu", "gov", "mil", "int"})
 OTHER_GENERIC = frozenset({"info", "biz", "name", "pro", "mobi", "xxx", "tel", "asia", "cat", "jobs"})
+# Top-level names of alternative roots (EmerDNS, OpenNIC, Namecoin): no ICANN resolver answers
+# them, so a workload asking is using its own resolution path, as BazarBackdoor did with ".bazar".
+_ALT = "bazar coin emc lib bit bbs chan cyb dyn geek gopher indy libre neo null oss oz parody pirate"
+ALT_ROOTS = frozenset(_ALT.split(" "))
 
 
 def tld_class(name: Name) -> int:
-    """0 legacy generic, 1 other old generic, 2 country code, 3 new generic, 4 none."""
+    """0 legacy generic, 1 other old generic, 2 country code, 3 new generic, 4 none or internal,
+    5 alternative root."""
+    if not name.known_suffix:
+        return 5 if name.suffix in ALT_ROOTS else 4
     if not name.suffix:
         return 4
     last = name.suffix.rsplit(".", 1)[-1]
@@ -81,6 +100,11 @@ def vector(name: Name, lex: Lexicon) -> list[float]:
     for part in label.split("-"):
         c, w = segment(lex.words, part)
         covered, used = covered + c, used + w
+    pairs = [(a in VOWELS_Y, b in VOWELS_Y) for a, b in pairwise(letters)]
+    # Head and tail of the label separately: Banjori-style names mutate the first letters of a
+    # fixed word compound, so only the head reads as noise.
+    head = float(tri[:HEAD].mean()) if len(tri) > HEAD else float(tri.mean())
+    tail = float(tri[HEAD:].mean()) if len(tri) > HEAD else float(tri.mean())
     return [
         float(len(label)),
         entropy(label),
@@ -100,6 +124,11 @@ def vector(name: Name, lex: Lexicon) -> list[float]:
         float(tld_class(name)),
         float(len(name.subdomain.split("."))) if name.subdomain else 0.0,
         float(label[:1].isdigit()),
+        float(name.known_suffix),
+        sum(a != b for a, b in pairs) / len(pairs) if pairs else 0.0,
+        sum(c in RARE for c in letters) / n_letters,
+        head,
+        tail,
     ]
 
 

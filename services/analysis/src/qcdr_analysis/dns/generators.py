@@ -19,6 +19,8 @@ from datetime import date, timedelta
 from functools import lru_cache
 from random import Random
 
+import numpy as np
+
 from qcdr_analysis.dns.text import lexicon
 
 
@@ -36,6 +38,12 @@ CC_TLDS = _items(
 )
 NEW_GTLDS = _items("xyz top online site club shop store tech space website live life app dev")
 PRIVATE = _items("ddns.net duckdns.org dyndns.org no-ip.org github.io herokuapp.com")
+# Dynamic-DNS suffixes named in public write-ups of Kraken- and Symmi-style DGAs.
+DYNAMIC = _items("ddns.net dyndns.org duckdns.org no-ip.biz hopto.org zapto.org mooo.com dynserv.com")
+# Alternative roots (EmerDNS, OpenNIC) that BazarBackdoor-style DGAs use: not ICANN suffixes.
+ALT_ROOTS = _items("bazar emc coin lib bit bbs geek oss")
+# Internal names a cluster resolves every minute: unknown suffixes that are not suspicious.
+INTERNAL = _items("local internal lan corp home intranet localdomain svc.cluster.local home.arpa")
 SECOND_LEVEL = _items("co.uk com.br com.cn com.au co.jp co.in com.mx com.tr co.za com.ua")
 
 
@@ -70,6 +78,13 @@ def _words() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(words by frequency for site names, the 12,000 most frequent for word-list DGAs)."""
     ranked = lexicon().ranked
     return tuple(w for w in ranked if 3 <= len(w) <= 10), ranked[:12000]
+
+
+@lru_cache(maxsize=1)
+def _foreign() -> tuple[tuple[str, ...], ...]:
+    """Site-name words of the non-English languages, each most frequent first."""
+    langs = lexicon().by_language
+    return tuple(tuple(w for w in ws if 3 <= len(w) <= 12) for lang, ws in langs.items() if lang != "en")
 
 
 # --- DGA families -----------------------------------------------------------------------------
@@ -143,8 +158,8 @@ def word_concat(rng: Random) -> str:
 def mutated_head(rng: Random) -> str:
     # A fixed seed phrase whose first characters are replaced each round (Banjori-style).
     _, words = _words()
-    base = "".join(rng.choice(words) for _ in range(rng.randint(2, 3)))
-    k = rng.randint(3, 5)
+    base = "".join(rng.choice(words) for _ in range(rng.randint(2, 4)))
+    k = 4 if rng.random() < 0.7 else rng.randint(3, 5)
     return "".join(rng.choice(LETTERS) for _ in range(k)) + base[k:]
 
 
@@ -165,6 +180,67 @@ def letters_digits_mixed(rng: Random) -> str:
     return "".join(out)
 
 
+def cv_alternating(rng: Random) -> str:
+    # Consonant and vowel draws alternate, each uniform over its set with "y" among the vowels
+    # (published descriptions of Simda-, Vawtrak- and Pitou-style pronounceable names). Uniform
+    # consonants make "q", "x", "z" as common as "t": pronounceable, yet unlike any language.
+    consonants = CONSONANTS.replace("y", "")
+    vowels = VOWELS + "y"
+    first_vowel = rng.random() < 0.3
+    out = []
+    for i in range(rng.randint(6, 15)):
+        out.append(rng.choice(vowels if (i % 2 == 0) == first_vowel else consonants))
+    return "".join(out)
+
+
+ONSETS = _items(
+    "b c d f g h j k l m n p r s t v w x z "
+    "bl br ch cl cr dr fl fr gl gr kr pl pr sc sh sk sl sp st str th tr wh"
+)
+NUCLEI = _items("a e i o u y a e i o u ai au ea ee ei ie oa oo ou ue")
+CODAS = _items("b c d f g k l m n p r s t x z ck ct ft ld lt mp nd ng nk nt rd rk rn rt sk st")
+
+
+def syllable_chain(rng: Random) -> str:
+    # Pseudo-syllables (onset, vowel, optional coda) drawn from tables and chained, as public
+    # analyses describe for Ngioweb- and Pushdo-style names: word-like pieces that are no words.
+    parts = []
+    for _ in range(rng.randint(2, 5)):
+        part = rng.choice(ONSETS) + rng.choice(NUCLEI)
+        if rng.random() < 0.4:
+            part += rng.choice(CODAS)
+        parts.append(part)
+    return "".join(parts)
+
+
+def dynamic_random(rng: Random) -> str:
+    # Random letters under a dynamic-DNS provider (Kraken/Symmi-style); the suffix is added here,
+    # so the name is returned whole.
+    label = "".join(rng.choice(LETTERS) for _ in range(rng.randint(6, 13)))
+    return f"{label}.{rng.choice(DYNAMIC)}"
+
+
+def alt_root(rng: Random) -> str:
+    # Letters on an alternative root (BazarBackdoor-style, EmerDNS ".bazar"): the name is whole.
+    if rng.random() < 0.5:
+        label = "".join(rng.choice(LETTERS) for _ in range(rng.randint(10, 16)))
+    else:
+        label = cv_alternating(rng)
+    return f"{label}.{rng.choice(ALT_ROOTS)}"
+
+
+SHORT_TLDS = (*CC_TLDS, *_items("info biz ws cc cf ga ml tk"))
+
+
+def short_cctld(rng: Random) -> str:
+    # Short random letters on a wide ccTLD set (Conficker/QSnatch-style): the name is whole.
+    label = "".join(rng.choice(LETTERS) for _ in range(rng.randint(4, 11)))
+    return f"{label}.{rng.choice(SHORT_TLDS)}"
+
+
+# Families that return a whole name (their own suffix) rather than a label.
+WHOLE_NAME = frozenset({"dynamic_random", "alt_root", "short_cctld"})
+
 # Word-list families are generated for tests and reports but left out of training by default:
 # with lexical features alone their names are compound site names ("pickyourownchristmastree"),
 # and teaching the model otherwise costs false positives on real sites (docs/DETECTION.md).
@@ -183,6 +259,11 @@ DGA_FAMILIES: dict[str, Callable[[Random], str]] = {
     "mutated_head": mutated_head,
     "encoded_date": encoded_date,
     "letters_digits_mixed": letters_digits_mixed,
+    "cv_alternating": cv_alternating,
+    "syllable_chain": syllable_chain,
+    "dynamic_random": dynamic_random,
+    "alt_root": alt_root,
+    "short_cctld": short_cctld,
 }
 
 # --- benign names -----------------------------------------------------------------------------
@@ -193,9 +274,14 @@ SUBDOMAINS = _items("www mail api cdn app m static login blog shop news img docs
 
 
 def _common(rng: Random) -> str:
-    common, _ = _words()
     # Site names favour frequent words: squaring a uniform draw skews toward the top ranks.
-    return common[int(len(common) * rng.random() ** 2)]
+    if rng.random() < 0.3:
+        # A third of real names are built from other languages (Czech, Hungarian, transliterated
+        # Russian, ...), which the English-first ranking would almost never reach.
+        words = rng.choice(_foreign())
+    else:
+        words, _ = _words()
+    return words[int(len(words) * rng.random() ** 2)]
 
 
 SHORT_WORDS = _items("a i my the of to in on at by and for go de la le el da do di du il e o y")
@@ -218,7 +304,41 @@ def _part(rng: Random) -> str:
     return rng.choice(PINYIN_INITIALS) + rng.choice(PINYIN_FINALS)
 
 
+ROMAJI = _items(
+    "a i u e o ka ki ku ke ko sa shi su se so ta chi tsu te to na ni nu ne no ha hi fu he ho ma mi "
+    "mu me mo ya yu yo ra ri ru re ro wa n ga gi gu ge go za ji zu ze zo da de do ba bi bu be bo pa "
+    "pi pu pe po kyo sho ryu"
+)
+
+
+def _invented(rng: Random) -> str:
+    """A made-up brand word sampled from the benign trigram model: pronounceable, not a word,
+    with the letter habits of real text (unlike uniform consonant draws)."""
+    lex = lexicon()
+    letters = 26  # letters only: brand words rarely carry digits or hyphens mid-word
+    a = b = len(lex.logp) - 1
+    out: list[str] = []
+    target = rng.randint(4, 10)
+    while len(out) < target:
+        p = np.exp(lex.logp[a, b, :letters])
+        c = int(np.searchsorted(np.cumsum(p / p.sum()), rng.random()))
+        out.append(LETTERS[min(c, letters - 1)])
+        a, b = b, min(c, letters - 1)
+    return "".join(out)
+
+
 def benign_label(rng: Random) -> str:
+    r = rng.random()
+    if r < 0.12:
+        # Brand-like names nobody's dictionary has: invented words, Japanese romaji, and Chinese
+        # sites' pinyin initials ("yxdzqb"), all common among popular domains.
+        kind = rng.random()
+        if kind < 0.5:
+            return _invented(rng)
+        if kind < 0.8:
+            return "".join(rng.choice(ROMAJI) for _ in range(rng.randint(2, 5)))
+        initials = "".join(rng.choice(PINYIN_INITIALS)[0] for _ in range(rng.randint(3, 6)))
+        return initials + (str(rng.randint(1, 999)) if rng.random() < 0.3 else "")
     r = rng.random()
     if r < 0.22:
         return _common(rng)
@@ -260,6 +380,8 @@ def benign_label(rng: Random) -> str:
 
 
 def benign(rng: Random) -> str:
+    if rng.random() < 0.03:
+        return f"{benign_label(rng)}.{rng.choice(INTERNAL)}"
     name = f"{benign_label(rng)}.{_tld(rng, dga=False)}"
     if rng.random() < 0.2:
         name = f"{rng.choice(SUBDOMAINS)}.{name}"
@@ -267,7 +389,8 @@ def benign(rng: Random) -> str:
 
 
 def dga(rng: Random, family: str) -> str:
-    return f"{DGA_FAMILIES[family](rng)}.{_tld(rng, dga=True)}"
+    name = DGA_FAMILIES[family](rng)
+    return name if family in WHOLE_NAME else f"{name}.{_tld(rng, dga=True)}"
 
 
 def dataset(

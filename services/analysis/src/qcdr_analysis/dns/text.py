@@ -8,6 +8,7 @@ Several Latin-script languages are mixed in because popular domains are not all 
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
@@ -17,7 +18,9 @@ import numpy.typing as npt
 import wordfreq
 
 # Top words per language: English dominates domain names, the others cover brand and site names
-# built from other European languages and Indonesian/Turkish/Polish transliteration habits.
+# built from other European languages, Indonesian/Turkish/Polish habits and (transliterated)
+# Cyrillic. Real site names from Central/Eastern Europe were the largest group of false positives
+# when only Western languages were in the model.
 LANGUAGES: dict[str, int] = {
     "en": 60000,
     "de": 8000,
@@ -28,9 +31,70 @@ LANGUAGES: dict[str, int] = {
     "nl": 4000,
     "id": 4000,
     "tr": 3000,
-    "pl": 3000,
+    "pl": 4000,
     "sv": 3000,
+    "cs": 3000,
+    "sk": 2000,
+    "hu": 3000,
+    "fi": 2000,
+    "ro": 2000,
+    "da": 2000,
+    "nb": 2000,
+    "sh": 2000,
+    "ms": 2000,
+    "vi": 1500,
+    "ru": 5000,
+    "uk": 2000,
+    "bg": 1500,
 }
+# Common Latin transliteration of Cyrillic letters (how Russian/Ukrainian sites spell their names).
+_CYRILLIC = dict(
+    zip(
+        "абвгдеёжзийклмнопрстуфхцчшщъыьэюяієїґ",
+        [
+            "a",
+            "b",
+            "v",
+            "g",
+            "d",
+            "e",
+            "e",
+            "zh",
+            "z",
+            "i",
+            "y",
+            "k",
+            "l",
+            "m",
+            "n",
+            "o",
+            "p",
+            "r",
+            "s",
+            "t",
+            "u",
+            "f",
+            "h",
+            "ts",
+            "ch",
+            "sh",
+            "sch",
+            "-",
+            "y",
+            "-",
+            "e",
+            "yu",
+            "ya",
+            "i",
+            "e",
+            "yi",
+            "g",
+        ],
+        strict=True,
+    )
+)
+# Latin letters that NFKD does not split into a base letter and a mark.
+_CYRILLIC.update({"ł": "l", "ø": "o", "ß": "ss", "æ": "ae", "œ": "oe", "đ": "d", "ı": "i", "ð": "d"})
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
 BOUNDARY = len(ALPHABET)  # index of the start/end marker
 SIZE = len(ALPHABET) + 1
@@ -43,8 +107,14 @@ MAX_WORD = 16
 SMOOTHING = 0.1
 
 
+def _fold(word: str) -> str:
+    """Latin letters without diacritics ("schwäbisch" -> "schwabisch"), Cyrillic transliterated."""
+    w = "".join(_CYRILLIC.get(c, c) for c in word.lower()).replace("-", "")
+    return "".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c))
+
+
 def _clean(word: str) -> str | None:
-    w = word.lower()
+    w = _fold(word)
     return w if w and all(c in _INDEX for c in w) else None
 
 
@@ -52,6 +122,7 @@ def _clean(word: str) -> str | None:
 class Lexicon:
     words: frozenset[str]
     ranked: tuple[str, ...]  # lexicon words, each language most frequent first, languages in order
+    by_language: dict[str, tuple[str, ...]]  # the same words per language, most frequent first
     # trigram log-probabilities log P(c | a, b) indexed [a, b, c] over ALPHABET + boundary
     logp: npt.NDArray[np.float64]
 
@@ -61,11 +132,13 @@ def lexicon() -> Lexicon:
     """Build the lexicon and trigram model (about a second, once per process)."""
     words: set[str] = set()
     ranked: list[str] = []
+    by_language: dict[str, list[str]] = {}
     a: list[int] = []
     b: list[int] = []
     c: list[int] = []
     weights: list[float] = []
     for lang, n in LANGUAGES.items():
+        mine = by_language.setdefault(lang, [])
         # wordfreq's frequency dicts are ordered most frequent first.
         for raw, freq in islice(wordfreq.get_frequency_dict(lang).items(), n):
             w = _clean(raw)
@@ -76,6 +149,7 @@ def lexicon() -> Lexicon:
                 if w not in words:
                     ranked.append(w)
                 words.add(w)
+                mine.append(w)
             seq = [BOUNDARY, BOUNDARY, *(_INDEX[ch] for ch in w), BOUNDARY]
             a.extend(seq[:-2])
             b.extend(seq[1:-1])
@@ -86,7 +160,8 @@ def lexicon() -> Lexicon:
     counts = np.bincount(flat, weights=np.array(weights), minlength=SIZE**3).astype(np.float64)
     counts = counts.reshape(SIZE, SIZE, SIZE) + SMOOTHING
     logp = np.log(counts / counts.sum(axis=2, keepdims=True))
-    return Lexicon(frozenset(words), tuple(ranked), logp)
+    langs = {k: tuple(v) for k, v in by_language.items()}
+    return Lexicon(frozenset(words), tuple(ranked), langs, logp)
 
 
 def encode(label: str) -> npt.NDArray[np.int64]:
