@@ -114,6 +114,7 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
     assert DetectorSet.configure().names == [
         "attack_rules",
         "behaviour_profile",
+        "dga",
         "intel_match",
         "source",
         "workload_anomaly",
@@ -121,6 +122,7 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
     assert DetectorSet.configure(disabled={"intel_match"}).names == [
         "attack_rules",
         "behaviour_profile",
+        "dga",
         "source",
         "workload_anomaly",
     ]
