@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from qcdr_common.contracts.events.v1 import SecurityEvent
+from qcdr_common.contracts.events.v1 import NetworkDestination, ProcessInfo, SecurityEvent, Workload
 from qcdr_common.contracts.findings.v1 import Finding
 
 from qcdr_analysis.correlation.patterns import JoinKey
@@ -89,6 +89,27 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _where(w: Workload, p: ProcessInfo | None, n: NetworkDestination | None) -> dict[str, Any]:
+    """The item fields an event and a finding both describe (process, destination, workload)."""
+    path = (p.path or "") if p else ""
+    return {
+        "path": path,
+        "name": (p.name or posixpath.basename(path)) if p else "",
+        "parent_path": (p.parent_path or "") if p else "",
+        "dest_ip": str(n.ip) if n and n.ip is not None else "",
+        "dest_port": n.port if n and n.port is not None else -1,
+        "dest_domain": (n.domain or "").lower().rstrip(".") if n else "",
+        "cluster": w.cluster or "",
+        "namespace": w.namespace or "",
+        "pod": w.pod or "",
+        "container": w.container or "",
+        "container_id": w.container_id or "",
+        "image_digest": w.image_digest or "",
+        "owner_kind": w.owner_kind or "",
+        "owner_name": w.owner_name or "",
+    }
+
+
 def _from_event(event: SecurityEvent) -> Item:
     w, p, n = event.workload, event.process, event.network
     item = Item(
@@ -99,20 +120,7 @@ def _from_event(event: SecurityEvent) -> Item:
         categories=(event.category,),
         techniques=event.techniques,
         severity=event.severity.rank,
-        path=(p.path or "") if p else "",
-        name=(p.name or "") if p else "",
-        parent_path=(p.parent_path or "") if p else "",
-        dest_ip=str(n.ip) if n and n.ip is not None else "",
-        dest_port=n.port if n and n.port is not None else -1,
-        dest_domain=(n.domain or "").lower().rstrip(".") if n else "",
-        cluster=w.cluster or "",
-        namespace=w.namespace or "",
-        pod=w.pod or "",
-        container=w.container or "",
-        container_id=w.container_id or "",
-        image_digest=w.image_digest or "",
-        owner_kind=w.owner_kind or "",
-        owner_name=w.owner_name or "",
+        **_where(w, p, n),
     )
     if not item.name and item.path:
         item.name = posixpath.basename(item.path)
@@ -153,20 +161,7 @@ def _from_finding(finding: Finding) -> Item:
         categories=(finding.category,),
         techniques=finding.techniques,
         severity=finding.severity.rank,
-        path=(p.path or "") if p else "",
-        name=((p.name or posixpath.basename(p.path or "")) if p else ""),
-        parent_path=(p.parent_path or "") if p else "",
-        dest_ip=str(n.ip) if n and n.ip is not None else "",
-        dest_port=n.port if n and n.port is not None else -1,
-        dest_domain=(n.domain or "").lower().rstrip(".") if n else "",
-        cluster=w.cluster or "",
-        namespace=w.namespace or "",
-        pod=w.pod or "",
-        container=w.container or "",
-        container_id=w.container_id or "",
-        image_digest=w.image_digest or "",
-        owner_kind=w.owner_kind or "",
-        owner_name=w.owner_name or "",
+        **_where(w, p, n),
         finding_ids=(finding.id,),
     )
 
