@@ -129,10 +129,10 @@ async def test_unknown_source_lists_the_known_ones(client: Client) -> None:
     assert response.status_code == 404
     problem = response.json()
     assert problem["reason"] == "unknown_source"
-    assert problem["known_sources"] == ["falco", "qualys", "tetragon"]
+    assert problem["known_sources"] == ["dns", "falco", "hubble", "qualys", "tetragon"]
     assert response.headers["content-type"] == "application/problem+json"
     sources = await client.get("/v1/sources", headers={"Authorization": f"Bearer {READ_TOKEN}"})
-    assert [s["name"] for s in sources.json()] == ["falco", "qualys", "tetragon"]
+    assert [s["name"] for s in sources.json()] == ["dns", "falco", "hubble", "qualys", "tetragon"]
 
 
 async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
