@@ -30,7 +30,7 @@ ANALYSIS_TABLES = (
     "analysis_models",
 )
 # ingest's tables behind the view and the reputation cache, which the intel tests fill
-INTEL_TABLES = ("intel_indicators", "intel_reputation")
+INTEL_TABLES = ("intel_indicators", "intel_reputation", "intel_domains")
 
 
 @pytest.fixture(scope="session")

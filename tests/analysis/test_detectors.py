@@ -115,6 +115,7 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
         "attack_rules",
         "behaviour_profile",
         "dga",
+        "domain_intel",
         "intel_match",
         "source",
         "workload_anomaly",
@@ -123,6 +124,7 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
         "attack_rules",
         "behaviour_profile",
         "dga",
+        "domain_intel",
         "source",
         "workload_anomaly",
     ]

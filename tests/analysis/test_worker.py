@@ -241,6 +241,13 @@ def test_detector_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("QCDR_DETECTORS__INTEL_MATCH__REPUTATION_THRESHOLD", "80")
     monkeypatch.setenv("QCDR_DISABLED_DETECTORS", '["source"]')
     detectors = make_detectors(analysis_settings())
-    assert detectors.names == ["attack_rules", "behaviour_profile", "dga", "intel_match", "workload_anomaly"]
+    assert detectors.names == [
+        "attack_rules",
+        "behaviour_profile",
+        "dga",
+        "domain_intel",
+        "intel_match",
+        "workload_anomaly",
+    ]
     (intel,) = [a for a in detectors.active if a.detector.name == "intel_match"]
     assert intel.state.config.reputation_threshold == 80

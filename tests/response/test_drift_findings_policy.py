@@ -62,3 +62,14 @@ def test_every_document_validates(
     for body in bodies:
         assert validator.errors(body) == [], body["metadata"]["name"]
         assert [i for i in validate_tracing_policy(body, target) if i.severity == "error"] == []
+
+
+@pytest.mark.parametrize(
+    ("category", "techniques"), [("dns.malicious_domain", ("T1071.004",)), ("dns.dga", ("T1568.002",))]
+)
+def test_dns_findings_get_no_kernel_policy(category: str, techniques: tuple[str, ...]) -> None:
+    """A lookup of a bad name must not become, say, a reverse-shell policy through T1071."""
+    config = GenerationConfig(action=EnforcementAction.POST, run_date=date(2026, 3, 1))
+    event = make_event(category=category, techniques=techniques, network={"domain": "evil.example"})
+    result = PolicyGenerator(config, checker=default_checker(config)).generate([event])
+    assert result.families == {}

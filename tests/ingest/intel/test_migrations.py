@@ -29,8 +29,9 @@ INGEST_TABLES = {
     "ingest_watermarks",
     "intel_indicators",
     "intel_indicator_state",
+    "intel_domains",
 }
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture

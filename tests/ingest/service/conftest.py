@@ -35,6 +35,7 @@ TABLES = (
     "intel_indicator_state",
     "intel_feed_state",
     "intel_reputation",
+    "intel_domains",
 )
 
 

@@ -255,3 +255,46 @@ async def test_the_app_runs_the_scheduler_when_enabled(
 
         await eventually(refreshed)
     assert await listed(db, "45.155.205.233") == [(["alpha"], 1)]
+
+
+async def domains(db: asyncpg.Connection) -> dict[str, tuple[list[str], list[str]]]:
+    rows = await db.fetch("SELECT domain, feeds, categories FROM ingest_intel_domains ORDER BY domain")
+    return {r["domain"]: (list(r["feeds"]), list(r["categories"])) for r in rows}
+
+
+async def test_domain_feeds_fill_the_domain_view(
+    db: asyncpg.Connection, engine: AsyncEngine, host: FeedHost
+) -> None:
+    from qcdr_ingest.intel.model import FeedFormat
+
+    host.bodies["bad-domains"] = b"# a domain list\nEvil.Example.\nc2.test\n"
+    host.bodies["hosts"] = b"0.0.0.0 tracker.test\n0.0.0.0 c2.test\n127.0.0.1 localhost\n"
+    feeds = [
+        *specs(host, "alpha"),
+        FeedSpec(
+            name="bad-domains",
+            url=f"{host.url}/feeds/bad-domains",
+            category="c2",
+            format=FeedFormat.DOMAINS,
+            min_interval=timedelta(0),
+        ),
+        FeedSpec(
+            name="hosts",
+            url=f"{host.url}/feeds/hosts",
+            category="ads",
+            format=FeedFormat.HOSTS,
+            min_interval=timedelta(0),
+        ),
+    ]
+    clock = Clock()
+    intel = scheduler(engine, feeds, clock)
+    await intel.refresh()
+    assert await domains(db) == {
+        "c2.test": (["bad-domains", "hosts"], ["ads", "c2"]),
+        "evil.example": (["bad-domains"], ["c2"]),
+        "tracker.test": (["hosts"], ["ads"]),
+    }
+    host.bodies["hosts"] = b"0.0.0.0 tracker.test\n"
+    clock.now += timedelta(minutes=15)
+    await intel.refresh()
+    assert (await domains(db))["c2.test"] == (["bad-domains"], ["c2"])

@@ -2,13 +2,15 @@
 
 The ORM classes live with their domain (``intel/state_postgres.py``, ``events/models.py``, ...); a
 new table is imported here so that ``alembic revision --autogenerate`` and the migration test see
-it. The view ``ingest_intel_listed`` is created by migration 0002 (see ``intel/indicator_store.py``).
+it. The views ``ingest_intel_listed`` (migration 0002, ``intel/indicator_store.py``) and
+``ingest_intel_domains`` (migration 0003, ``dns/domain_store.py``) are contracts for other services.
 """
 
 from __future__ import annotations
 
 from qcdr_ingest.db.base import IngestBase
 from qcdr_ingest.db.outbox import OUTBOX
+from qcdr_ingest.dns.domain_store import DomainRow
 from qcdr_ingest.events.models import EventRow
 from qcdr_ingest.intel.indicator_store import IndicatorRow, IntelStateRow
 from qcdr_ingest.intel.state_postgres import FeedStateRow, ReputationRow
@@ -18,6 +20,7 @@ metadata = IngestBase.metadata
 
 __all__ = [
     "OUTBOX",
+    "DomainRow",
     "EventRow",
     "FeedStateRow",
     "IndicatorRow",

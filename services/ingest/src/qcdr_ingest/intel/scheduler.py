@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from qcdr_ingest.db.locks import singleton
 from qcdr_ingest.db.outbox import OUTBOX
+from qcdr_ingest.dns import domain_store
+from qcdr_ingest.dns.domains import DOMAIN_FORMATS, from_stored_feeds
 from qcdr_ingest.intel import indicator_store
 from qcdr_ingest.intel.fetch import FeedFetcher, FeedResult
 from qcdr_ingest.intel.indicators import CidrEntry, IndicatorSet
@@ -107,6 +109,19 @@ class IntelScheduler:
                 return RefreshResult(skipped=True)
             return await self._refresh()
 
+    async def _refresh_domains(self) -> None:
+        """Rewrite the listed domains from the feed copies this round stored, when they changed."""
+        if not any(spec.format in DOMAIN_FORMATS for spec in self.specs):
+            return
+        domains = await from_stored_feeds(self.specs, PostgresFeedStateStore(self._sessions))
+        rows = domain_store.rows_of(domains)
+        async with self._sessions() as session:
+            if domain_store.content_hash(rows) == await domain_store.stored_hash(session):
+                return
+            await domain_store.replace_domains(session, rows)
+            await session.commit()
+        log.info("listed domains refreshed", domains=len(rows))
+
     async def _refresh(self) -> RefreshResult:
         now = self._clock()
         async with self._sessions() as session:
@@ -153,6 +168,7 @@ class IntelScheduler:
                 changed_at=changed_at,
             )
             await session.commit()
+        await self._refresh_domains()
         if result.changed and self._notify is not None:
             self._notify()
         log.info(

@@ -24,6 +24,7 @@ from qcdr_common.contracts.policies.v1 import PolicyDocument, TargetVersions
 from qcdr_response.policies import families as _families  # noqa: F401  (registers the generators)
 from qcdr_response.policies import metadata as md
 from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+from qcdr_response.policies.families.behaviour_anomaly import no_policy_reason
 from qcdr_response.policies.family import GENERATORS, FamilyContext, FamilyGenerator, normalize_category
 from qcdr_response.policies.iocs import IocSet, extract_iocs
 from qcdr_response.policies.network import cilium_blocklist, tracing_blocklist
@@ -81,6 +82,8 @@ class GenerationResult:
 
 def route(event: SecurityEvent, generators: Sequence[FamilyGenerator]) -> FamilyGenerator | None:
     category = normalize_category(event.category)
+    if no_policy_reason(category) is not None:
+        return None  # a category no kernel selector can answer (its reason is recorded instead)
     best: tuple[float, int] = (0.0, 0)
     chosen = None
     for order, gen in enumerate(generators):

@@ -53,6 +53,14 @@ NO_POLICY_REASONS: dict[str, str] = {
         "no policy: a slow trend is a gradual shift of the workload's usual behaviour, with no single "
         "process, file or address a kernel selector could match"
     ),
+    "dns.malicious_domain": (
+        "no policy from this finding: Cilium cannot deny by name; blocking a listed domain is "
+        "resolve-and-deny (qcdr_response.dns, docs/DNS.md), not a kernel selector on one lookup"
+    ),
+    "dns.dga": (
+        "no policy from this finding: generated names change daily; the pod's lookups are the "
+        "evidence to act on (isolate, investigate), not a name list to block"
+    ),
     "anomaly.unknown_file": (
         "no policy: the file path is not carried into the event policy generators read, so no exact "
         "selector can be made"
