@@ -63,6 +63,24 @@ def test_features_are_one_row_per_name() -> None:
     assert matrix([]).shape == (0, len(FEATURES))
 
 
+def test_likelihood_ratio_features_prefer_generated_shapes_and_round_trip() -> None:
+    from qcdr_analysis.dns.features import contrast_from_dict, contrast_to_dict
+    from qcdr_analysis.dns.text import trigram_counts
+
+    model = load_classifier()
+    # The DGA-side trigram models ship as sparse JSON counts, rebuilt into log-probabilities.
+    assert model.contrast.shape[0] == 2
+    counts = trigram_counts(["abc", "abd"])
+    again = contrast_from_dict([contrast_to_dict(counts, 0.5)])
+    assert again.shape == (1, *model.contrast.shape[1:])
+    assert np.allclose(np.exp(again[0]).sum(axis=2), 1.0)
+    x = matrix(["google.com", "weatherforecast.com", "xjwqkzvbrtplm.com", "qexuzabiwo.net"])
+    f = [dict(zip(FEATURES, row, strict=True)) for row in x]
+    # Words read as benign text, uniform letter draws and consonant/vowel draws as generator output.
+    assert max(r["lr_mean"] for r in f[:2]) < min(r["lr_mean"] for r in f[2:])
+    assert max(r["lr_pron_mean"] for r in f[:2]) < f[3]["lr_pron_mean"]
+
+
 def test_generators_are_deterministic_and_cover_each_family() -> None:
     a = dataset(5, 3, 5, dictionary=True)
     b = dataset(5, 3, 5, dictionary=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from qcdr_analysis.dns.evaluate import Evaluation, evaluate, read
 
-# Measured with the shipped model.json; a change that drops below these is a regression.
-FLOOR_NON_DICTIONARY_MACRO = 0.78
-CEILING_FPR = 0.02
+# Measured with the shipped model.json (FPR 1.70 %, macro 0.788 with the likelihood-ratio features);
+# a change that drops below these is a regression.
+FLOOR_NON_DICTIONARY_MACRO = 0.785
+CEILING_FPR = 0.018
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import numpy.typing as npt
 import orjson
 
 from qcdr_analysis.dns.domains import split
-from qcdr_analysis.dns.features import FEATURES, matrix
+from qcdr_analysis.dns.features import FEATURES, MODEL_PATH, contrast_from_dict, matrix
 
-MODEL_PATH = Path(__file__).with_name("model.json")
+__all__ = ["MODEL_PATH", "Forest", "Model", "Verdict", "classify", "load_classifier", "model_from_dict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,7 @@ class Model:
     forest: Forest
     threshold: float
     meta: dict[str, Any]
+    contrast: npt.NDArray[np.float64]  # trigram log-probabilities of generated DGA labels
 
     def scores(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         if x.shape[0] == 0:
@@ -76,7 +77,7 @@ class Model:
 
     def score_names(self, domains: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(features, scores) for names; punycode labels score 0 (the model knows Latin text only)."""
-        x = matrix(domains)
+        x = matrix(domains, contrast=self.contrast)
         scores = self.scores(x)
         idn = np.array([split(d).idn for d in domains], dtype=bool)
         if idn.any():
@@ -106,7 +107,11 @@ def model_from_dict(data: dict[str, Any]) -> Model:
         init=float(data["init"]),
         learning_rate=float(data["learning_rate"]),
     )
-    return Model(forest, float(data["threshold"]), dict(data.get("meta", {})))
+    if "dga_lm" not in data:
+        raise ValueError("model.json has no DGA trigram model; re-run qcdr_analysis.dns.train")
+    return Model(
+        forest, float(data["threshold"]), dict(data.get("meta", {})), contrast_from_dict(data["dga_lm"])
+    )
 
 
 @lru_cache(maxsize=4)

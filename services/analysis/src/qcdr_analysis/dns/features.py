@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from qcdr_analysis.dns.domains import Name, split
-from qcdr_analysis.dns.text import Lexicon, entropy, lexicon, segment, trigram_scores
+from qcdr_analysis.dns.text import SIZE, Lexicon, encode, entropy, lexicon, segment, trigram_logp
+
+MODEL_PATH = Path(__file__).with_name("model.json")
 
 FEATURES: tuple[str, ...] = (
     "length",
@@ -35,6 +41,12 @@ FEATURES: tuple[str, ...] = (
     "rare_letters",
     "lm_head",
     "lm_tail",
+    "lr_mean",
+    "lr_head",
+    "lr_tail",
+    "lr_top3",
+    "lr_pron_mean",
+    "lr_pron_top3",
 )
 VOWELS = frozenset("aeiou")
 # "y" acts as a vowel in pronounceable DGAs that alternate consonant and vowel draws.
@@ -88,14 +100,60 @@ def _runs(s: str) -> tuple[int, int, int]:
     return cons, digits, switches
 
 
-def vector(name: Name, lex: Lexicon) -> list[float]:
+def contrast_to_dict(counts: npt.NDArray[np.int64], smoothing: float) -> dict[str, Any]:
+    """The generated-DGA trigram counts as sparse JSON arrays (model.json carries no pickle)."""
+    index = np.flatnonzero(counts)
+    return {"index": index.tolist(), "count": counts[index].tolist(), "smoothing": smoothing}
+
+
+def contrast_from_dict(models: list[dict[str, Any]]) -> npt.NDArray[np.float64]:
+    """Stacked DGA-side trigram models: [0] all generated families, [1] the pronounceable ones."""
+    out = []
+    for data in models:
+        counts = np.zeros(SIZE**3, dtype=np.float64)
+        counts[np.asarray(data["index"], dtype=np.int64)] = np.asarray(data["count"], dtype=np.float64)
+        out.append(trigram_logp(counts, float(data["smoothing"])))
+    return np.stack(out)
+
+
+@lru_cache(maxsize=1)
+def shipped_contrast() -> npt.NDArray[np.float64]:
+    """The DGA-side trigram model of the shipped model.json (for callers that pass none)."""
+    data = orjson.loads(MODEL_PATH.read_bytes())
+    if "dga_lm" not in data:
+        raise ValueError("model.json has no DGA trigram model; re-run qcdr_analysis.dns.train")
+    return contrast_from_dict(data["dga_lm"])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _ends(values: list[float]) -> tuple[float, float]:
+    """Mean of the first HEAD values and of the rest (both the whole mean when short)."""
+    if len(values) > HEAD:
+        return _mean(values[:HEAD]), _mean(values[HEAD:])
+    whole = _mean(values)
+    return whole, whole
+
+
+def vector(name: Name, lex: Lexicon, contrast: npt.NDArray[np.float64]) -> list[float]:
     label = name.label
     n = max(len(label), 1)
     letters = [c for c in label if c.isalpha()]
     n_letters = max(len(letters), 1)
     cons, digit_run, switches = _runs(label)
-    tri = trigram_scores(lex, label)
-    worst = np.sort(tri)[:3]
+    idx = encode(label)
+    i0, i1, i2 = idx[:-2], idx[1:-1], idx[2:]
+    tri_arr = lex.logp[i0, i1, i2]
+    # Log-likelihood ratio per trigram, generated-DGA model over benign model: positive where the
+    # letters follow the habits of the project's own generators rather than of words. The second
+    # row is against the pronounceable generators alone: their letters look most like words, so a
+    # mixture dominated by uniform draws says little about them.
+    lrs = (contrast[:, i0, i1, i2] - tri_arr).tolist()
+    # Plain lists from here: a label has a dozen trigrams, where numpy's per-call cost dominates.
+    tri: list[float] = tri_arr.tolist()
+    lr, lr_pron = lrs[0], lrs[1]
     covered, used = 0, 0
     for part in label.split("-"):
         c, w = segment(lex.words, part)
@@ -103,8 +161,8 @@ def vector(name: Name, lex: Lexicon) -> list[float]:
     pairs = [(a in VOWELS_Y, b in VOWELS_Y) for a, b in pairwise(letters)]
     # Head and tail of the label separately: Banjori-style names mutate the first letters of a
     # fixed word compound, so only the head reads as noise.
-    head = float(tri[:HEAD].mean()) if len(tri) > HEAD else float(tri.mean())
-    tail = float(tri[HEAD:].mean()) if len(tri) > HEAD else float(tri.mean())
+    head, tail = _ends(tri)
+    lr_head, lr_tail = _ends(lr)
     return [
         float(len(label)),
         entropy(label),
@@ -113,8 +171,8 @@ def vector(name: Name, lex: Lexicon) -> list[float]:
         float(cons),
         float(digit_run),
         float(label.count("-")),
-        float(tri.mean()),
-        float(worst.mean()),
+        _mean(tri),
+        _mean(sorted(tri)[:3]),
         covered / n_letters,
         float(used),
         covered / used if used else 0.0,
@@ -129,11 +187,21 @@ def vector(name: Name, lex: Lexicon) -> list[float]:
         sum(c in RARE for c in letters) / n_letters,
         head,
         tail,
+        _mean(lr),
+        lr_head,
+        lr_tail,
+        _mean(sorted(lr)[-3:]),
+        _mean(lr_pron),
+        _mean(sorted(lr_pron)[-3:]),
     ]
 
 
-def matrix(domains: Sequence[str], lex: Lexicon | None = None) -> npt.NDArray[np.float64]:
+def matrix(
+    domains: Sequence[str], lex: Lexicon | None = None, contrast: npt.NDArray[np.float64] | None = None
+) -> npt.NDArray[np.float64]:
+    """One feature row per name; ``contrast`` is the DGA-side trigram model (default: the shipped one)."""
     lx = lex or lexicon()
     if not domains:
         return np.zeros((0, len(FEATURES)))
-    return np.array([vector(split(d), lx) for d in domains], dtype=np.float64)
+    dga_lm = shipped_contrast() if contrast is None else contrast
+    return np.array([vector(split(d), lx, dga_lm) for d in domains], dtype=np.float64)

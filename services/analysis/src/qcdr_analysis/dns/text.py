@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
@@ -173,6 +174,26 @@ def encode(label: str) -> npt.NDArray[np.int64]:
 def trigram_scores(lex: Lexicon, label: str) -> npt.NDArray[np.float64]:
     idx = encode(label)
     return lex.logp[idx[:-2], idx[1:-1], idx[2:]]
+
+
+def trigram_counts(labels: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Flat trigram counts (index ``(a * SIZE + b) * SIZE + c``) over labels, framed as ``encode`` does."""
+    if not labels:
+        return np.zeros(SIZE**3, dtype=np.int64)
+    flat = np.concatenate([_flat(encode(label)) for label in labels])
+    return np.bincount(flat, minlength=SIZE**3).astype(np.int64)
+
+
+def _flat(idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    out: npt.NDArray[np.int64] = (idx[:-2] * SIZE + idx[1:-1]) * SIZE + idx[2:]
+    return out
+
+
+def trigram_logp(counts: npt.NDArray[np.float64], smoothing: float = SMOOTHING) -> npt.NDArray[np.float64]:
+    """log P(c | a, b) as a (SIZE, SIZE, SIZE) array from flat counts, additively smoothed."""
+    grid = counts.astype(np.float64).reshape(SIZE, SIZE, SIZE) + smoothing
+    out: npt.NDArray[np.float64] = np.log(grid / grid.sum(axis=2, keepdims=True))
+    return out
 
 
 def segment(words: frozenset[str], s: str) -> tuple[int, int]:

@@ -20,10 +20,16 @@ import orjson
 from sklearn.ensemble import GradientBoostingClassifier
 
 from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
-from qcdr_analysis.dns.features import FEATURES, matrix
+from qcdr_analysis.dns.domains import split
+from qcdr_analysis.dns.features import FEATURES, contrast_from_dict, contrast_to_dict, matrix
 from qcdr_analysis.dns.generators import DGA_FAMILIES, dataset
+from qcdr_analysis.dns.text import trigram_counts
 
-TRAIN_SEED, VALIDATION_SEED = 20240601, 20240602
+TRAIN_SEED, VALIDATION_SEED, LM_SEED = 20240601, 20240602, 20240603
+# Labels per family for the DGA-side trigram model: drawn from their own seed so the model the
+# likelihood-ratio features use has not seen the names the trees are fitted on.
+LM_PER_FAMILY, LM_SMOOTHING = 4000, 0.5
+PRONOUNCEABLE = frozenset({"syllables", "cv_alternating", "syllable_chain"})
 PER_FAMILY, N_BENIGN = 3000, 40000
 VAL_PER_FAMILY, VAL_BENIGN = 800, 20000
 PARAMS: dict[str, Any] = {
@@ -35,7 +41,21 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def _export(clf: GradientBoostingClassifier, threshold: float, meta: dict[str, Any]) -> dict[str, Any]:
+def dga_language_model() -> list[dict[str, Any]]:
+    """Trigram counts over generated DGA labels: all non-dictionary families (equal share each),
+    then the pronounceable ones alone."""
+    names, _, families = dataset(LM_SEED, LM_PER_FAMILY, 0)
+    labels = [split(n).label for n in names]
+    pron = [label for label, f in zip(labels, families, strict=True) if f in PRONOUNCEABLE]
+    return [
+        contrast_to_dict(trigram_counts(labels), LM_SMOOTHING),
+        contrast_to_dict(trigram_counts(pron), LM_SMOOTHING),
+    ]
+
+
+def _export(
+    clf: GradientBoostingClassifier, threshold: float, dga_lm: list[dict[str, Any]], meta: dict[str, Any]
+) -> dict[str, Any]:
     trees = []
     for est in clf.estimators_[:, 0]:
         t = est.tree_
@@ -56,6 +76,7 @@ def _export(clf: GradientBoostingClassifier, threshold: float, meta: dict[str, A
         "learning_rate": PARAMS["learning_rate"],
         "init": math.log(prior / (1 - prior)),
         "threshold": threshold,
+        "dga_lm": dga_lm,
         "meta": {k: v for k, v in meta.items() if not k.startswith("_")},
         "trees": trees,
     }
@@ -63,13 +84,15 @@ def _export(clf: GradientBoostingClassifier, threshold: float, meta: dict[str, A
 
 def train(target_fpr: float = 0.01) -> dict[str, Any]:
     started = time.perf_counter()
+    dga_lm = dga_language_model()
+    contrast = contrast_from_dict(dga_lm)
     names, labels, _ = dataset(TRAIN_SEED, PER_FAMILY, N_BENIGN)
-    x, y = matrix(names), np.array(labels)
+    x, y = matrix(names, contrast=contrast), np.array(labels)
     clf = GradientBoostingClassifier(**PARAMS).fit(x, y)
 
     v_names, v_labels, v_families = dataset(VALIDATION_SEED, VAL_PER_FAMILY, VAL_BENIGN)
-    vx, vy = matrix(v_names), np.array(v_labels)
-    probe = _export(clf, 0.5, {"_y": y})
+    vx, vy = matrix(v_names, contrast=contrast), np.array(v_labels)
+    probe = _export(clf, 0.5, dga_lm, {"_y": y})
     model = model_from_dict(probe)
     scores = model.scores(vx)
     # Keep sklearn and the JSON evaluator in lock-step: the shipped file must score what was fitted.
@@ -92,7 +115,7 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
         "_y": y,
     }
-    return _export(clf, threshold, meta)
+    return _export(clf, threshold, dga_lm, meta)
 
 
 def main() -> None:
