@@ -338,22 +338,30 @@ class WorkloadAnomalyEngine:
         return rows, len(parts)
 
     def fit_model(self) -> population.PopulationModel | None:
-        """Fit on the current rows (CPU-bound: the service runs it in a thread). None: too few."""
+        """Gather the rows and fit now (the in-memory stack); None when there are too few."""
         rows, workloads = self.training_rows()
         self.last_fit = self.max_seen  # even when too few rows: retry after refit_every
-        if rows.shape[0] < self.config.min_training_rows or workloads < self.config.min_training_workloads:
+        return self.fit_rows(rows, workloads, self.max_seen or EPOCH)
+
+    def fit_rows(
+        self, rows: np.ndarray, workloads: int, fitted_at: datetime
+    ) -> population.PopulationModel | None:
+        """Fit on rows gathered earlier; touches no engine state, so the service runs it in a
+        thread while batches go on. None when there are too few rows or workloads."""
+        config = self.config
+        if rows.shape[0] < config.min_training_rows or workloads < config.min_training_workloads:
             return None
         return population.fit(
             rows,
             workloads,
             features=self.names,
-            fitted_at=self.max_seen or EPOCH,
-            trees=self.config.forest_trees,
-            forest_quantile=self.config.forest_quantile,
-            max_clusters=self.config.kmeans_max_clusters,
-            kmeans_quantile=self.config.kmeans_quantile,
-            kmeans_margin=self.config.kmeans_margin,
-            seed=self.config.seed,
+            fitted_at=fitted_at,
+            trees=config.forest_trees,
+            forest_quantile=config.forest_quantile,
+            max_clusters=config.kmeans_max_clusters,
+            kmeans_quantile=config.kmeans_quantile,
+            kmeans_margin=config.kmeans_margin,
+            seed=config.seed,
         )
 
     def install_model(self, model: population.PopulationModel) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from qcdr_analysis import streams
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings import repository as repo
-from qcdr_analysis.findings.handlers import AfterCommit, PoisonEnvelopeError, run_batch
+from qcdr_analysis.findings.handlers import AfterCommit, PoisonEnvelopeError, run_batch, split_deliveries
 from qcdr_analysis.findings.service import BatchOutcome, DetectorSet, store_findings
 
 log = get_logger(__name__)
@@ -52,18 +52,7 @@ class SamplesHandler:
         self.after_commit = after_commit
 
     async def __call__(self, deliveries: list[Delivery]) -> None:
-        batches: list[tuple[Envelope, WorkloadSamples]] = []
-        other: list[Envelope] = []
-        poison: list[tuple[str, str]] = []
-        for delivery in deliveries:
-            envelope = delivery.envelope
-            if envelope.type != streams.SAMPLES_RECEIVED:
-                other.append(envelope)
-                continue
-            try:
-                batches.append((envelope, parse_samples(envelope)))
-            except ValueError as exc:
-                poison.append((envelope.id, str(exc)))
+        batches, other, poison = split_deliveries(deliveries, streams.SAMPLES_RECEIVED, parse_samples)
         if batches or other:
 
             async def work(session: AsyncSession) -> BatchOutcome:

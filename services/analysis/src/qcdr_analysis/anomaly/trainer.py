@@ -51,32 +51,17 @@ class ModelTrainer:
 
     async def fit_if_due(self) -> population.PopulationModel | None:
         engine = self.state.engine
-        config = self.state.config
         async with self.detectors.lock:
             if not engine.refit_due():
                 return None
             rows, workloads = engine.training_rows()
             engine.last_fit = engine.max_seen
             fitted_at = engine.max_seen
-        if (
-            rows.shape[0] < config.min_training_rows
-            or workloads < config.min_training_workloads
-            or not fitted_at
-        ):
+        if fitted_at is None:
             return None
-        model = await asyncio.to_thread(
-            population.fit,
-            rows,
-            workloads,
-            features=engine.names,
-            fitted_at=fitted_at,
-            trees=config.forest_trees,
-            forest_quantile=config.forest_quantile,
-            max_clusters=config.kmeans_max_clusters,
-            kmeans_quantile=config.kmeans_quantile,
-            kmeans_margin=config.kmeans_margin,
-            seed=config.seed,
-        )
+        model = await asyncio.to_thread(engine.fit_rows, rows, workloads, fitted_at)
+        if model is None:
+            return None
         async with self.sessions.begin() as session:
             await repo.save_model(session, model)
         engine.install_model(model)

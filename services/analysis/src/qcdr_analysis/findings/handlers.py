@@ -9,6 +9,7 @@ acknowledged; the poisoned one fails every time and ends in the dead-letter stre
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import VERSION as EVENT_VERSION
@@ -21,6 +22,7 @@ from qcdr_analysis import streams
 from qcdr_analysis.findings.service import BatchOutcome, DetectorSet, count_committed, process_batch
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 AfterCommit = Callable[[BatchOutcome], Awaitable[None] | None]
 
@@ -43,6 +45,28 @@ def parse_event(envelope: Envelope) -> SecurityEvent:
         first = exc.errors(include_url=False)[:3]
         detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<payload>'}: {e['msg']}" for e in first)
         raise ValueError(f"payload is not a SecurityEvent ({exc.error_count()} errors: {detail})") from None
+
+
+def split_deliveries(
+    deliveries: Sequence[Delivery], expected_type: str, parse: Callable[[Envelope], T]
+) -> tuple[list[tuple[Envelope, T]], list[Envelope], list[tuple[str, str]]]:
+    """(parsed envelopes of ``expected_type``, envelopes of other types, poison: (id, why)).
+
+    Other types are not ours to interpret (a newer producer's): they are recorded as received and
+    never retried. An envelope ``parse`` rejects with ValueError is poison."""
+    parsed: list[tuple[Envelope, T]] = []
+    other: list[Envelope] = []
+    poison: list[tuple[str, str]] = []
+    for delivery in deliveries:
+        envelope = delivery.envelope
+        if envelope.type != expected_type:
+            other.append(envelope)
+            continue
+        try:
+            parsed.append((envelope, parse(envelope)))
+        except ValueError as exc:
+            poison.append((envelope.id, str(exc)))
+    return parsed, other, poison
 
 
 async def run_batch(
@@ -88,19 +112,7 @@ class EventsHandler:
         self.after_commit = after_commit
 
     async def __call__(self, deliveries: list[Delivery]) -> None:
-        events: list[tuple[Envelope, SecurityEvent]] = []
-        other: list[Envelope] = []
-        poison: list[tuple[str, str]] = []
-        for delivery in deliveries:
-            envelope = delivery.envelope
-            if envelope.type != streams.EVENT_OBSERVED:
-                # not ours to interpret (a newer producer's type): recorded, never retried
-                other.append(envelope)
-                continue
-            try:
-                events.append((envelope, parse_event(envelope)))
-            except ValueError as exc:
-                poison.append((envelope.id, str(exc)))
+        events, other, poison = split_deliveries(deliveries, streams.EVENT_OBSERVED, parse_event)
         if events or other:
 
             async def work(session: AsyncSession) -> BatchOutcome:

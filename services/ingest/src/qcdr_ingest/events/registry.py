@@ -10,10 +10,11 @@ Adding a source: drop ``events/adapters/<name>.py`` that calls :func:`register` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from qcdr_common.api.errors import ApiError
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.registry import Registry, import_submodules
 
@@ -51,3 +52,14 @@ def load_adapters() -> Registry[Adapter]:
 
     import_submodules(package)
     return ADAPTERS
+
+
+def unknown_source(source: str, known: Iterable[str]) -> ApiError:
+    """The 404 for a source no adapter answers, listing the ones that do (events and samples)."""
+    names = sorted(known)
+    return ApiError(
+        404,
+        f"unknown source {source!r}; known sources: {', '.join(names)}",
+        reason="unknown_source",
+        extra={"known_sources": names},
+    )

@@ -27,6 +27,7 @@ from qcdr_common.logging import get_logger
 
 from qcdr_ingest.deps import AdaptersDep, RateLimiterDep, RelayDep, SessionDep, SettingsDep
 from qcdr_ingest.events import metrics, repository, service
+from qcdr_ingest.events.registry import unknown_source
 from qcdr_ingest.events.schemas import EventRead, IngestResult, Rejection, SourceInfo
 
 log = get_logger(__name__)
@@ -113,16 +114,7 @@ async def post_events(
     item by index with the reason. A batch is refused whole only when nothing in it is usable.
     """
     if source not in adapters:
-        known = sorted(adapters.names())
-        raise _refused(
-            "unknown",
-            ApiError(
-                404,
-                f"unknown source {source!r}; known sources: {', '.join(known)}",
-                reason="unknown_source",
-                extra={"known_sources": known},
-            ),
-        )
+        raise _refused("unknown", unknown_source(source, adapters.names()))
     adapter = adapters.get(source)
     try:
         fmt = _format(request)

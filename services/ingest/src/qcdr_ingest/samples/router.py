@@ -24,6 +24,7 @@ from qcdr_common.api.errors import ApiError, Problem
 from qcdr_common.registry import Registry
 
 from qcdr_ingest.deps import RateLimiterDep, RelayDep, SessionDep, SettingsDep
+from qcdr_ingest.events.registry import unknown_source
 from qcdr_ingest.samples import metrics, service
 from qcdr_ingest.samples.registry import Converted, SampleAdapter, ShapeError
 from qcdr_ingest.samples.schemas import (
@@ -132,16 +133,7 @@ async def post_samples(
     """Queue the valid samples of a batch for ``ingest:samples``; see the module docstring."""
     adapters = _adapters(request)
     if source not in adapters:
-        known = sorted(adapters.names())
-        raise _refused(
-            "unknown",
-            ApiError(
-                404,
-                f"unknown source {source!r}; known sources: {', '.join(known)}",
-                reason="unknown_source",
-                extra={"known_sources": known},
-            ),
-        )
+        raise _refused("unknown", unknown_source(source, adapters.names()))
     adapter = adapters.get(source)
     # the events' buckets, under a key of its own: samples and events of one token do not compete
     key = (principal.name, f"metrics/{source}")
