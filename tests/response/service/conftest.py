@@ -46,6 +46,8 @@ async def sessions(response_database_url: str) -> AsyncIterator[async_sessionmak
 
 
 RESPONSE_TABLES = (
+    "response_action_audit",
+    "response_actions",
     "response_finding_policy",
     "response_policy_versions",
     "response_policies",

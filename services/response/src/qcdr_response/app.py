@@ -12,6 +12,8 @@ from qcdr_common.db import make_session_factory
 from qcdr_common.service_app import create_service_app
 from qcdr_common.streams.runner import in_background
 
+from qcdr_response.actions.router import router as actions_router
+from qcdr_response.actions.runtime import actions_context
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.lifecycle.router import router as lifecycle_router
 from qcdr_response.settings import ResponseSettings, get_settings
@@ -22,6 +24,7 @@ def create_app(settings: ResponseSettings | None = None, *, auth: ApiAuthSetting
     settings = settings or get_settings()
     app = create_service_app(settings, title="qcdr response", auth=auth)
     app.include_router(lifecycle_router)
+    app.include_router(actions_router)
     common_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -30,11 +33,19 @@ def create_app(settings: ResponseSettings | None = None, *, auth: ApiAuthSetting
             app.state.sessions = make_session_factory(app.state.engine)
             cluster = ClusterGateway.from_settings(settings)
             app.state.cluster = cluster
+            app.state.actions = actions_context(settings) if settings.actions_enabled else None
             try:
                 if not settings.consume_in_app:
                     yield
                     return
-                worker = ResponseWorker(settings, app.state.engine, app.state.redis, cluster=cluster)
+                worker = ResponseWorker(
+                    settings,
+                    app.state.engine,
+                    app.state.redis,
+                    cluster=cluster,
+                    actions_ctx=app.state.actions,
+                )
+                app.state.wake_relay = worker.relay.notify
                 async with in_background("response-worker", worker.run):
                     yield
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -9,6 +10,11 @@ from pydantic import Field, model_validator
 from qcdr_common.settings import CommonSettings
 
 from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+
+
+class ActionsMode(StrEnum):
+    DRY_RUN = "dry-run"
+    ENFORCE = "enforce"
 
 
 class ResponseSettings(CommonSettings):
@@ -49,6 +55,38 @@ class ResponseSettings(CommonSettings):
     kube_in_cluster: bool = Field(default=False, description="Apply with the pod's service account.")
     field_manager: str = "qcdr"
 
+    # --- response actions (dry-run unless actions_mode is enforce)
+    actions_enabled: bool = Field(default=True, description="Run playbooks and accept action requests.")
+    actions_mode: ActionsMode = Field(
+        default=ActionsMode.DRY_RUN,
+        description="dry-run: every action only checks and records what it would do; enforce: "
+        "actions act (a playbook step or request may still ask for dry-run).",
+    )
+    playbooks_dir: Path | None = Field(
+        default=None, description="Your playbooks (*.yaml) beside the shipped ones."
+    )
+    builtin_playbooks: bool = Field(default=True, description="Load the playbooks shipped with qcdr.")
+    protected_namespaces: tuple[str, ...] = Field(
+        default=("kube-system", "kube-public", "kube-node-lease", "qualys-system", "qualys-node-agent"),
+        description="Never acted on (namespace names or fnmatch patterns).",
+    )
+    extra_protected_namespaces: tuple[str, ...] = Field(
+        default=(), description="Added to protected_namespaces (so the defaults need not be repeated)."
+    )
+    protected_workloads: tuple[str, ...] = Field(
+        default=(),
+        description="Never acted on: 'namespace/name' patterns over pod and owner names (fnmatch).",
+    )
+    action_rate_per_hour: int = Field(
+        default=60, ge=0, description="Per action type: at most this many acting (not dry-run) per hour."
+    )
+    workload_rate_per_hour: int = Field(
+        default=10, ge=0, description="Per workload: at most this many actions acting on it per hour."
+    )
+    lease_default_s: int = Field(default=3600, ge=1, description="Containment lease when none is given.")
+    lease_max_s: int = Field(default=7 * 86400, ge=1, description="Longest lease (and renewal) allowed.")
+    lease_poll_s: float = Field(default=5.0, gt=0, description="How often expired leases are looked for.")
+
     @model_validator(mode="after")
     def _auto_apply_needs_a_cluster(self) -> ResponseSettings:
         if self.auto_apply and not self.cluster_configured:
@@ -58,6 +96,10 @@ class ResponseSettings(CommonSettings):
     @property
     def cluster_configured(self) -> bool:
         return self.kubeconfig is not None or self.kube_in_cluster
+
+    @property
+    def all_protected_namespaces(self) -> tuple[str, ...]:
+        return self.protected_namespaces + self.extra_protected_namespaces
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(

@@ -13,8 +13,6 @@ GROUP = "response"
 EVENTS = "response:events"
 POLICY_CHANGED = "response.policy_changed"
 POLICY_STATUS_CHANGED = "response.policy_status_changed"
-PRODUCES = (EVENTS,)
-CONSUMES = (FINDINGS, "federation:policies")
 
 
 class PolicyRef(BaseModel):
@@ -42,3 +40,21 @@ class PolicyStatusChanged(PolicyRef):
     from_status: str | None
     to_status: str
     reason: str | None = None
+
+
+# Response actions: requests for the response service's own executor (cluster and policy actions,
+# and node actions whose node must first be looked up), per-node requests for the node agents, and
+# the node agents' results.
+ACTIONS = "response:actions"
+NODE_ACTIONS_PREFIX = "response:node-actions:"
+ACTION_RESULTS = "response:action-results"
+EXECUTOR_GROUP = "response-executor"
+RESULTS_GROUP = "response-results"
+
+
+def node_actions_stream(node: str) -> str:
+    return f"{NODE_ACTIONS_PREFIX}{node}"
+
+
+PRODUCES = (EVENTS, ACTIONS, NODE_ACTIONS_PREFIX + "<node>")
+CONSUMES = (FINDINGS, "federation:policies", ACTIONS, ACTION_RESULTS)

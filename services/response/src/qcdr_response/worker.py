@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 
+from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.consumer import StreamConsumer
@@ -18,9 +20,12 @@ from qcdr_common.streams.metrics import LagExporter
 from qcdr_common.streams.outbox import OutboxRelay, mark_for_replay
 from qcdr_common.streams.runner import run_until_stopped
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from qcdr_response import streams
+from qcdr_response.actions import planner
+from qcdr_response.actions.context import ActionsContext
+from qcdr_response.actions.runtime import ActionsRuntime, actions_context
 from qcdr_response.db.models import outbox
 from qcdr_response.lifecycle import files
 from qcdr_response.lifecycle import repository as repo
@@ -55,13 +60,31 @@ class ResponseWorker:
         *,
         cluster: ClusterGateway | None = None,
         lifecycle: Lifecycle | None = None,
+        actions_ctx: ActionsContext | None = None,
+        action_contexts: Any = None,
     ) -> None:
         self.settings = settings
         self.sessions = make_session_factory(engine)
         self.cluster = cluster
         self.lifecycle = lifecycle or make_lifecycle(settings)
         self.relay = OutboxRelay.from_settings(engine, redis, outbox, settings)
-        self.handler = FindingsHandler(self.sessions, self.lifecycle, after_commit=self.after_commit)
+        self.actions: ActionsRuntime | None = None
+        if settings.actions_enabled:
+            self.actions = ActionsRuntime(
+                settings,
+                self.sessions,
+                redis,
+                actions_ctx or actions_context(settings),
+                cluster=cluster,
+                wake_relay=self.relay.notify,
+                contexts=action_contexts,
+            )
+        self.handler = FindingsHandler(
+            self.sessions,
+            self.lifecycle,
+            after_commit=self.after_commit,
+            planner=self.plan if self.actions is not None else None,
+        )
         self.consumer = StreamConsumer.from_settings(
             redis, settings, stream=streams.FINDINGS, group=settings.consumer_group, handler=self.handler
         )
@@ -71,6 +94,13 @@ class ResponseWorker:
             groups=[(streams.FINDINGS, settings.consumer_group)],
             outboxes=[(engine, outbox)],
         )
+
+    async def plan(self, session: AsyncSession, findings: list[Finding]) -> int:
+        """Playbook runs for newly stored findings, in the batch's transaction."""
+        assert self.actions is not None
+        ctx = self.actions.ctx
+        rows = await planner.plan(session, ctx, findings, ctx.playbooks)
+        return len(rows)
 
     async def after_commit(self, outcome: BatchOutcome) -> None:
         if outcome.outbox_rows:
@@ -114,7 +144,10 @@ class ResponseWorker:
     async def run(self, stop: asyncio.Event, *, signals: bool = False) -> None:
         """Consume, relay and export lag until ``stop`` is set (or SIGTERM with ``signals``)."""
         await self._startup()
-        await run_until_stopped(self.consumer.run, self.relay.run, self.lag.run, stop=stop, signals=signals)
+        loops = [self.consumer.run, self.relay.run, self.lag.run]
+        if self.actions is not None:
+            loops += [self.actions.requests.run, self.actions.results.run, self.actions.lease_loop]
+        await run_until_stopped(*loops, stop=stop, signals=signals)
 
 
 async def consume() -> None:

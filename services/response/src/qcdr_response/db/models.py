@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from qcdr_common.streams.outbox import outbox_table
 
+from qcdr_response.actions.models import ActionRow, AuditRow
 from qcdr_response.db.base import ResponseBase
 from qcdr_response.lifecycle.models import (
     FindingPolicyRow,
@@ -22,6 +23,8 @@ metadata = ResponseBase.metadata
 outbox = outbox_table(metadata, "response")
 
 __all__ = [
+    "ActionRow",
+    "AuditRow",
     "FindingPolicyRow",
     "FindingRow",
     "PolicyRow",

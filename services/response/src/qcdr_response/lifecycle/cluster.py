@@ -47,6 +47,10 @@ class ClusterGateway:
 
         return cls(factory, field_manager=settings.field_manager)
 
+    def client(self) -> AsyncClient:
+        """The lightkube client (created on first use); ``ClusterError`` if it cannot be made."""
+        return self._get_client()
+
     def _get_client(self) -> AsyncClient:
         if self._client is None:
             try:

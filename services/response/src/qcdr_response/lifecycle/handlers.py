@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.consumer import Delivery
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,6 +24,8 @@ class MalformedFindingError(ValueError):
 
 
 AfterCommit = Callable[[BatchOutcome], Awaitable[None]]
+# Called in the batch's transaction with the findings stored for the first time (playbooks)
+Planner = Callable[[AsyncSession, list[Finding]], Awaitable[int]]
 
 
 class FindingsHandler:
@@ -32,10 +35,12 @@ class FindingsHandler:
         lifecycle: Lifecycle,
         *,
         after_commit: AfterCommit | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self.sessions = sessions
         self.lifecycle = lifecycle
         self.after_commit = after_commit
+        self.planner = planner
 
     async def __call__(self, deliveries: list[Delivery]) -> None:
         parsed, malformed = parse_findings([d.envelope for d in deliveries])
@@ -43,6 +48,12 @@ class FindingsHandler:
         if parsed:
             async with self.sessions.begin() as session:
                 outcome = await handle_findings(session, parsed, self.lifecycle)
+                if self.planner is not None and outcome.new_events:
+                    new = {e.id for e in outcome.new_events}
+                    fresh = [f for _, f in parsed if f is not None and f.id in new]
+                    # the same finding twice in one batch is stored once: plan it once
+                    unique = list({f.id: f for f in fresh}.values())
+                    outcome.outbox_rows += await self.planner(session, unique)
         # only committed findings enter the cache (a rolled-back batch may come back different)
         self.lifecycle.cache.update(outcome.new_events)
         if parsed:

@@ -1,0 +1,1 @@
+"""Response actions: what to do to which target, and what happened (contract v1)."""

@@ -1,0 +1,1 @@
+"""Cluster actions (lightkube): isolate, label, annotate, delete pod, evict, scale to zero, cordon."""

@@ -1,0 +1,1 @@
+"""Node actions, run by the node agent: stop, pause/unpause, kill process, quarantine, forensics."""

@@ -1,0 +1,90 @@
+"""Findings in, playbook runs out: called in the transaction that stores a batch of findings, so
+a run exists exactly when its finding was recorded (a redelivered finding starts nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from qcdr_common.contracts.actions.v1 import ActionTarget
+from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.logging import get_logger
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qcdr_response.actions import service, validation
+from qcdr_response.actions.base import InvalidRequestError
+from qcdr_response.actions.context import ActionsContext
+from qcdr_response.actions.models import ActionRow
+from qcdr_response.actions.playbook import Playbook, matching
+
+log = get_logger(__name__)
+
+
+def target_of(finding: Finding) -> ActionTarget:
+    """What a finding names: its workload, process and (from attributes the sources carry) node,
+    pod UID, and process start time. Malformed values are dropped, not guessed: an action that
+    needs them then refuses with a clear reason."""
+    w, p, attrs = finding.workload, finding.process, finding.attributes
+    container_id = None
+    if w.container_id:
+        try:
+            container_id = validation.container_id(w.container_id)
+        except InvalidRequestError:
+            container_id = None
+    values = {
+        "cluster": w.cluster,
+        "namespace": w.namespace,
+        "pod": w.pod,
+        "owner_kind": w.owner_kind,
+        "owner_name": w.owner_name,
+        "container": w.container,
+        "container_id": container_id,
+        "image_digest": w.image_digest,
+        "pid": p.pid if p is not None and p.pid and p.pid > 2 else None,
+        "path": p.path if p is not None else None,
+        "binary": p.path if p is not None else None,
+        "node": attrs.get("node") if isinstance(attrs.get("node"), str) else None,
+        "pod_uid": attrs.get("pod_uid") if isinstance(attrs.get("pod_uid"), str) else None,
+        "pid_start_time": attrs.get("process_start_time"),
+    }
+    try:
+        target = ActionTarget.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValueError:
+        target = ActionTarget(namespace=w.namespace, pod=w.pod)
+    return target
+
+
+async def plan(
+    session: AsyncSession, ctx: ActionsContext, findings: Iterable[Finding], playbooks: Iterable[Playbook]
+) -> list[ActionRow]:
+    """Start a run per (finding, matching playbook); steps that cannot work on this finding are
+    recorded as skipped with the reason (``start_run(lenient=True)``)."""
+    started: list[ActionRow] = []
+    books = list(playbooks)
+    for finding in findings:
+        for pb in matching(books, finding):
+            target = target_of(finding)
+            steps = [
+                service.StepRequest(
+                    action=s.action,
+                    target=target,
+                    parameters=s.params,
+                    require_approval=s.require_approval,
+                    lease_seconds=s.lease,
+                    continue_on_error=s.continue_on_error,
+                    dry_run=s.dry_run,
+                )
+                for s in pb.actions
+            ]
+            rows = await service.start_run(
+                session,
+                ctx,
+                run_id=f"{pb.name}:{finding.id}",
+                steps=steps,
+                requested_by=f"playbook:{pb.name}",
+                reason=finding.title or finding.category,
+                playbook=pb.name,
+                finding_id=finding.id,
+                lenient=True,
+            )
+            started.extend(rows)
+    return started

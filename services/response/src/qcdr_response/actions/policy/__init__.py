@@ -1,0 +1,1 @@
+"""Policy actions: a targeted Tetragon policy through the policy pipeline."""

@@ -1,0 +1,239 @@
+"""Response actions end to end through the response service (its API, worker, executor and lease
+loop) with the real PostgreSQL and Redis and the shared Kubernetes API test server: a finding
+starts a playbook, a step waits for approval, is executed, its containment lease ends and it is
+undone automatically; every step is in the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+from qcdr_common.api.auth import ApiAuthSettings
+from qcdr_common.streams.names import stream_key
+from qcdr_common.streams.producer import publish
+from qcdr_common.testing.k8s_server import K8sTestServer
+from qcdr_response.app import create_app
+from redis.asyncio import Redis
+
+from tests.response.service.conftest import finding_envelope, make_finding, response_settings
+
+pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
+
+WRITE = "write-token-0123456789abcdef"
+READ = "read-token-0123456789abcdef"
+PLAYBOOK = """
+playbooks:
+  - name: block-miner
+    match:
+      categories: [Crypto_Mining]
+      min_severity: high
+    actions:
+      - action: block_binary
+        require_approval: true
+        lease: 2s
+"""
+TPN = "tracingpoliciesnamespaced"
+
+
+@dataclass
+class Service:
+    client: httpx.AsyncClient
+    k8s: K8sTestServer
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        return await self.client.get(path, headers={"Authorization": f"Bearer {READ}"}, params=params)
+
+    async def post(self, path: str, json: Any = None, token: str = WRITE) -> httpx.Response:
+        return await self.client.post(path, headers={"Authorization": f"Bearer {token}"}, json=json)
+
+    async def action(self, action_id: int) -> dict[str, Any]:
+        r = await self.get(f"/v1/actions/{action_id}")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def until_state(self, action_id: int, *states: str, within_s: float = 20.0) -> dict[str, Any]:
+        async def check() -> bool:
+            return (await self.action(action_id))["state"] in states
+
+        await eventually(check, within_s)
+        return await self.action(action_id)
+
+    def policies(self) -> dict[tuple[str | None, str], dict[str, Any]]:
+        return self.k8s.objects("TracingPolicyNamespaced")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the service did not get there in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def service(
+    committed_db: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> AsyncIterator[Service]:
+    k8s = K8sTestServer()
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "miner.yaml").write_text(PLAYBOOK)
+    with k8s.serve():
+        k8s.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "api-7d9f-x2",
+                    "namespace": "payments",
+                    "labels": {"app": "api", "pod-template-hash": "7d9f"},
+                },
+                "spec": {"containers": [{"name": "api", "image": "registry.example/api:1"}]},
+            }
+        )
+        settings = response_settings(
+            database_url=committed_db,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            consume_in_app=True,
+            kubeconfig=k8s.write_kubeconfig(tmp_path / "kubeconfig"),
+            actions_mode="enforce",
+            playbooks_dir=books,
+            builtin_playbooks=False,
+            lease_poll_s=0.1,
+            extra_protected_namespaces=("restricted-*",),
+        )
+        app = create_app(settings, auth=ApiAuthSettings(token=SecretStr(WRITE), token_read=SecretStr(READ)))
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://response") as client:
+                yield Service(client, k8s)
+
+
+async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
+    service: Service, redis_client: Redis, redis_prefix: str
+) -> None:
+    finding = make_finding(
+        category="Crypto_Mining",
+        severity="critical",
+        techniques=["T1496"],
+        process={"name": "xmrig", "path": "/tmp/xmrig", "pid": 4242},
+    )
+    envelope = finding_envelope(finding)
+    key = stream_key(redis_prefix, "analysis:findings")
+    await publish(redis_client, key, [envelope], maxlen=1000)
+
+    async def started() -> bool:
+        r = await service.get("/v1/actions", finding_id=finding.id)
+        return bool(r.json()["items"])
+
+    await eventually(started)
+    [row] = (await service.get("/v1/actions", finding_id=finding.id)).json()["items"]
+    assert row["state"] == "pending" and row["playbook"] == "block-miner" and row["dry_run"] is False
+    assert row["target"]["binary"] == "/tmp/xmrig" and row["target"]["namespace"] == "payments"
+    assert service.policies() == {}  # nothing happens before approval
+
+    # a redelivered finding never starts the playbook twice
+    await publish(redis_client, key, [envelope], maxlen=1000)
+    approved = await service.post(f"/v1/actions/{row['id']}/approve", {"note": "confirmed miner"})
+    assert approved.status_code == 200, approved.text
+
+    done = await service.until_state(row["id"], "succeeded")
+    assert done["lease_expires_at"] is not None and done["undo"]["namespace"] == "payments"
+    [(ns, name)] = list(service.policies())
+    assert ns == "payments" and name == done["undo"]["name"]
+    policy = service.policies()[(ns, name)]
+    # the pod's workload labels, without the per-revision hash
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "api"}}
+    assert policy["spec"]["kprobes"][0]["selectors"][0]["matchActions"] == [{"action": "Sigkill"}]
+
+    released = await service.until_state(row["id"], "released", within_s=15)
+    assert released["released_at"] is not None
+    assert service.policies() == {}
+    events = [(a["actor"], a["event"]) for a in released["audit"]]
+    assert events == [
+        ("playbook:block-miner", "requested"),
+        ("playbook:block-miner", "awaiting_approval"),
+        ("qcdr-api-token", "approved"),
+        ("qcdr-api-token", "queued"),
+        ("response", "intent"),
+        ("response", "result"),
+        ("lease-expiry", "undo_requested"),
+        ("response", "intent"),
+        ("response", "undo_result"),
+    ]
+    assert all(a["finding_id"] == finding.id for a in released["audit"])
+    listed = await service.get("/v1/actions", finding_id=finding.id)
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_renew_extends_and_undo_by_hand(service: Service) -> None:
+    body = {
+        "action": "block_binary",
+        "target": {"namespace": "payments", "pod": "api-7d9f-x2", "binary": "/tmp/kinsing"},
+        "lease": "1h",
+        "reason": "kinsing seen by hand",
+    }
+    created = await service.post("/v1/actions", body)
+    assert created.status_code == 201, created.text
+    action_id = created.json()["id"]
+    done = await service.until_state(action_id, "succeeded")
+    renewed = await service.post(f"/v1/actions/{action_id}/renew", {"lease": "2h"})
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["lease_expires_at"] > done["lease_expires_at"]
+    too_long = await service.post(f"/v1/actions/{action_id}/renew", {"lease": "30d"})
+    assert too_long.status_code == 409 and too_long.json()["reason"] == "illegal_transition"
+    assert len(service.policies()) == 1
+    undone = await service.post(f"/v1/actions/{action_id}/undo", {"note": "false positive"})
+    assert undone.status_code == 200 and undone.json()["state"] == "releasing"
+    await service.until_state(action_id, "released")
+    assert service.policies() == {}
+    again = await service.post(f"/v1/actions/{action_id}/undo")
+    assert again.status_code == 409
+
+
+async def test_reject_protected_and_invalid_requests(service: Service) -> None:
+    pending = await service.post(
+        "/v1/actions",
+        {
+            "action": "block_binary",
+            "target": {"namespace": "payments", "pod": "api-7d9f-x2", "binary": "/usr/bin/curl"},
+            "require_approval": True,
+        },
+    )
+    action_id = pending.json()["id"]
+    rejected = await service.post(f"/v1/actions/{action_id}/reject", {"note": "curl is expected here"})
+    assert rejected.json()["state"] == "rejected" and rejected.json()["decided_by"] == "qcdr-api-token"
+    assert (await service.post(f"/v1/actions/{action_id}/approve")).status_code == 409
+
+    for ns in ("kube-system", "restricted-ops"):
+        protected = await service.post(
+            "/v1/actions",
+            {"action": "block_binary", "target": {"namespace": ns, "pod": "x", "binary": "/bin/sh"}},
+        )
+        assert protected.status_code == 201
+        assert protected.json()["state"] == "skipped", protected.json()
+        assert "protected" in protected.json()["message"]
+    assert service.policies() == {}
+    assert not [r for r in service.k8s.requests if r.method != "GET"]
+
+    bad = [
+        {"action": "rm_rf", "target": {}},
+        {"action": "block_binary", "target": {"namespace": "payments", "binary": "/tmp/../etc/x", "pod": "p"}},
+        {"action": "block_binary", "target": {"namespace": "Payments!", "binary": "/tmp/x", "pod": "p"}},
+        {"action": "block_binary", "target": {"namespace": "payments", "pod": "p"}},
+        {"action": "block_binary", "target": {"namespace": "payments", "pod": "p", "binary": "/x"}, "lease": "x"},
+    ]
+    for body in bad:
+        r = await service.post("/v1/actions", body)
+        assert r.status_code == 422, (body, r.text)
+    read_only = await service.post("/v1/actions", bad[0], token=READ)
+    assert read_only.status_code == 403
