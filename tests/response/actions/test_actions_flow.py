@@ -137,8 +137,11 @@ async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
 
     await eventually(started)
     [row] = (await service.get("/v1/actions", finding_id=finding.id)).json()["items"]
-    assert row["state"] == "pending" and row["playbook"] == "block-miner" and row["dry_run"] is False
-    assert row["target"]["binary"] == "/tmp/xmrig" and row["target"]["namespace"] == "payments"
+    assert row["state"] == "pending"
+    assert row["playbook"] == "block-miner"
+    assert row["dry_run"] is False
+    assert row["target"]["binary"] == "/tmp/xmrig"
+    assert row["target"]["namespace"] == "payments"
     assert service.policies() == {}  # nothing happens before approval
 
     # a redelivered finding never starts the playbook twice
@@ -147,9 +150,11 @@ async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
     assert approved.status_code == 200, approved.text
 
     done = await service.until_state(row["id"], "succeeded")
-    assert done["lease_expires_at"] is not None and done["undo"]["namespace"] == "payments"
+    assert done["lease_expires_at"] is not None
+    assert done["undo"]["namespace"] == "payments"
     [(ns, name)] = list(service.policies())
-    assert ns == "payments" and name == done["undo"]["name"]
+    assert ns == "payments"
+    assert name == done["undo"]["name"]
     policy = service.policies()[(ns, name)]
     # the pod's workload labels, without the per-revision hash
     assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "api"}}
@@ -190,10 +195,12 @@ async def test_renew_extends_and_undo_by_hand(service: Service) -> None:
     assert renewed.status_code == 200, renewed.text
     assert renewed.json()["lease_expires_at"] > done["lease_expires_at"]
     too_long = await service.post(f"/v1/actions/{action_id}/renew", {"lease": "30d"})
-    assert too_long.status_code == 409 and too_long.json()["reason"] == "illegal_transition"
+    assert too_long.status_code == 409
+    assert too_long.json()["reason"] == "illegal_transition"
     assert len(service.policies()) == 1
     undone = await service.post(f"/v1/actions/{action_id}/undo", {"note": "false positive"})
-    assert undone.status_code == 200 and undone.json()["state"] == "releasing"
+    assert undone.status_code == 200
+    assert undone.json()["state"] == "releasing"
     await service.until_state(action_id, "released")
     assert service.policies() == {}
     again = await service.post(f"/v1/actions/{action_id}/undo")
@@ -211,7 +218,8 @@ async def test_reject_protected_and_invalid_requests(service: Service) -> None:
     )
     action_id = pending.json()["id"]
     rejected = await service.post(f"/v1/actions/{action_id}/reject", {"note": "curl is expected here"})
-    assert rejected.json()["state"] == "rejected" and rejected.json()["decided_by"] == "qcdr-api-token"
+    assert rejected.json()["state"] == "rejected"
+    assert rejected.json()["decided_by"] == "qcdr-api-token"
     assert (await service.post(f"/v1/actions/{action_id}/approve")).status_code == 409
 
     for ns in ("kube-system", "restricted-ops"):
@@ -227,10 +235,17 @@ async def test_reject_protected_and_invalid_requests(service: Service) -> None:
 
     bad = [
         {"action": "rm_rf", "target": {}},
-        {"action": "block_binary", "target": {"namespace": "payments", "binary": "/tmp/../etc/x", "pod": "p"}},
+        {
+            "action": "block_binary",
+            "target": {"namespace": "payments", "binary": "/tmp/../etc/x", "pod": "p"},
+        },
         {"action": "block_binary", "target": {"namespace": "Payments!", "binary": "/tmp/x", "pod": "p"}},
         {"action": "block_binary", "target": {"namespace": "payments", "pod": "p"}},
-        {"action": "block_binary", "target": {"namespace": "payments", "pod": "p", "binary": "/x"}, "lease": "x"},
+        {
+            "action": "block_binary",
+            "target": {"namespace": "payments", "pod": "p", "binary": "/x"},
+            "lease": "x",
+        },
     ]
     for body in bad:
         r = await service.post("/v1/actions", body)

@@ -56,7 +56,7 @@ class ScopeContexts:
             if scope == Scope.POLICY:
                 checker = default_checker(self.settings.generation_config())
                 return PolicyContext(client=client, checker=checker, field_manager=manager)
-            from qcdr_response.actions.cluster._context import ClusterContext  # noqa: PLC0415
+            from qcdr_response.actions.cluster._context import ClusterContext
 
             return ClusterContext(client=client, field_manager=manager)
         raise ActionError(f"{scope.value} actions run in the node agent, not here")

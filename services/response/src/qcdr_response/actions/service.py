@@ -288,14 +288,14 @@ async def undo(
     action = action_for(row.action)
     if not action.reversible:
         raise ActionTransitionError(f"{row.action} cannot be undone")
+    if row.dry_run:
+        raise ActionTransitionError(f"action {action_id} was a dry run: it changed nothing to undo")
     if row.state not in (ActionState.SUCCEEDED.value, ActionState.UNDO_FAILED.value):
         raise ActionTransitionError(
             f"action {action_id} is {row.state}: only a succeeded action can be undone"
         )
-    if row.dry_run or row.undo is None:
-        raise ActionTransitionError(
-            f"action {action_id} changed nothing (dry run), so there is nothing to undo"
-        )
+    if row.undo is None:
+        raise ActionTransitionError(f"action {action_id} recorded nothing to undo")
     row.attempt += 1
     await _set(session, row, ActionState.RELEASING)
     await dispatch.send(session, row, ActionOp.UNDO, ctx.cluster_id)
