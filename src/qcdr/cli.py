@@ -43,9 +43,11 @@ def _root(
 
 
 def _register_subcommands() -> None:
+    from qcdr.action_cli import action_app
     from qcdr.intel_cli import intel_app
 
     app.add_typer(intel_app)
+    app.add_typer(action_app)
 
 
 _register_subcommands()

@@ -1,0 +1,266 @@
+"""``qcdr action``: request, list, inspect, approve, reject, renew and undo response actions
+through the response service's API (what a SOAR tool does, from a shell).
+
+The token comes from ``QCDR_API_TOKEN`` (or ``--token-file``), never from a flag value that would
+land in the shell history; it is never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+action_app = typer.Typer(
+    name="action", help="Response actions through the response service's API.", no_args_is_help=True
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="QCDR_RESPONSE_URL", help="The response service's base URL."),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option("--token-file", help="Read the API token from this file (default: env QCDR_API_TOKEN)."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+DEFAULT_URL = "http://127.0.0.1:8103"
+
+
+class ApiCallError(Exception):
+    pass
+
+
+def _token(token_file: Path | None) -> SecretStr:
+    if token_file is not None:
+        try:
+            value = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ApiCallError(f"cannot read the token file: {exc.strerror}") from None
+    else:
+        value = os.environ.get("QCDR_API_TOKEN", "").strip()
+    if not value:
+        raise ApiCallError("no API token: set QCDR_API_TOKEN or pass --token-file")
+    return SecretStr(value)
+
+
+def _call(method: str, url: str, path: str, token_file: Path | None, **kwargs: Any) -> Any:
+    token = _token(token_file)
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+    try:
+        with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
+            response = client.request(method, path, headers=headers, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ApiCallError(f"cannot reach the response service at {url}: {type(exc).__name__}: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+            detail = problem.get("detail") or problem.get("title") or response.text
+            reason = problem.get("reason")
+        except ValueError:
+            detail, reason = response.text, None
+        suffix = f" ({reason})" if reason else ""
+        raise ApiCallError(f"HTTP {response.status_code}{suffix}: {detail}")
+    return response.json()
+
+
+def _run(fn: Any) -> Any:
+    try:
+        return fn()
+    except ApiCallError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _print_action(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(orjson.dumps(doc).decode())
+        return
+    lease = f", lease until {doc['lease_expires_at']}" if doc.get("lease_expires_at") else ""
+    mode = " (dry run)" if doc.get("dry_run") else ""
+    out.print(f"action {doc['id']}: {doc['action']} {doc['state']}{mode}{lease}", highlight=False)
+    if doc.get("message"):
+        out.print(f"  {doc['message']}", highlight=False)
+    for entry in doc.get("audit", []):
+        out.print(f"  {entry['at']}  {entry['actor']:<24} {entry['event']}", highlight=False)
+
+
+def _params(values: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: use key=value (the value may be JSON)", param_hint="--param")
+        try:
+            params[key] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+@action_app.command("list")
+def list_actions(
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    state: Annotated[str | None, typer.Option(help="Only this state (pending, succeeded, ...).")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
+    finding: Annotated[str | None, typer.Option(help="Only actions for this finding id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Json = False,
+) -> None:
+    """List actions, newest first."""
+    params = {
+        k: v
+        for k, v in {"state": state, "action": action, "finding_id": finding, "limit": limit}.items()
+        if v
+    }
+    page = _run(lambda: _call("GET", url, "/v1/actions", token_file, params=params))
+    if as_json:
+        out.print_json(orjson.dumps(page).decode())
+        return
+    table = Table("id", "action", "state", "target", "finding", "lease until", box=None)
+    for a in page["items"]:
+        target = " ".join(f"{k}={v}" for k, v in a["target"].items())
+        state_text = a["state"] + (" (dry run)" if a["dry_run"] else "")
+        table.add_row(
+            str(a["id"]), a["action"], state_text, target, a["finding_id"] or "", a["lease_expires_at"] or ""
+        )
+    out.print(table)
+
+
+@action_app.command("show")
+def show(action_id: int, url: Url = DEFAULT_URL, token_file: TokenFile = None, as_json: Json = False) -> None:
+    """One action with its audit trail."""
+    _print_action(_run(lambda: _call("GET", url, f"/v1/actions/{action_id}", token_file)), as_json)
+
+
+@action_app.command("run")
+def run_action(
+    action: Annotated[str, typer.Argument(help="The action (see `qcdr action catalog`).")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    namespace: Annotated[str | None, typer.Option()] = None,
+    pod: Annotated[str | None, typer.Option()] = None,
+    node: Annotated[str | None, typer.Option()] = None,
+    container_id: Annotated[str | None, typer.Option()] = None,
+    pid: Annotated[int | None, typer.Option()] = None,
+    path: Annotated[str | None, typer.Option(help="A file inside the container.")] = None,
+    binary: Annotated[str | None, typer.Option()] = None,
+    owner_kind: Annotated[str | None, typer.Option()] = None,
+    owner_name: Annotated[str | None, typer.Option()] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="key=value (repeatable; JSON values allowed).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only check, change nothing.")] = False,
+    require_approval: Annotated[bool, typer.Option("--require-approval")] = False,
+    lease: Annotated[str | None, typer.Option(help="Containment lease, e.g. 30m, 2h.")] = None,
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit trail).")] = "",
+    as_json: Json = False,
+) -> None:
+    """Request one action."""
+    target = {
+        "namespace": namespace,
+        "pod": pod,
+        "node": node,
+        "container_id": container_id,
+        "pid": pid,
+        "path": path,
+        "binary": binary,
+        "owner_kind": owner_kind,
+        "owner_name": owner_name,
+    }
+    body: dict[str, Any] = {
+        "action": action,
+        "target": {k: v for k, v in target.items() if v is not None},
+        "parameters": _params(param or []),
+        "dry_run": dry_run,
+        "require_approval": require_approval,
+        "reason": reason,
+    }
+    if lease is not None:
+        body["lease"] = lease
+    _print_action(_run(lambda: _call("POST", url, "/v1/actions", token_file, json=body)), as_json)
+
+
+def _decision(
+    verb: str, action_id: int, url: str, token_file: Path | None, body: dict[str, Any], as_json: bool
+) -> None:
+    doc = _run(lambda: _call("POST", url, f"/v1/actions/{action_id}/{verb}", token_file, json=body))
+    _print_action(doc, as_json)
+
+
+@action_app.command("approve")
+def approve(
+    action_id: int,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    note: str = "",
+    as_json: Json = False,
+) -> None:
+    """Approve a pending action (it is then executed)."""
+    _decision("approve", action_id, url, token_file, {"note": note}, as_json)
+
+
+@action_app.command("reject")
+def reject(
+    action_id: int,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    note: str = "",
+    as_json: Json = False,
+) -> None:
+    """Reject a pending action (the rest of its playbook run is cancelled)."""
+    _decision("reject", action_id, url, token_file, {"note": note}, as_json)
+
+
+@action_app.command("renew")
+def renew(
+    action_id: int,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    lease: Annotated[str | None, typer.Option(help="New lease from now, e.g. 2h.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Extend a containment lease."""
+    _decision("renew", action_id, url, token_file, {"lease": lease}, as_json)
+
+
+@action_app.command("undo")
+def undo(
+    action_id: int,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    note: str = "",
+    as_json: Json = False,
+) -> None:
+    """Reverse a succeeded action (containment is released)."""
+    _decision("undo", action_id, url, token_file, {"note": note}, as_json)
+
+
+@action_app.command("catalog")
+def catalog(url: Url = DEFAULT_URL, token_file: TokenFile = None, as_json: Json = False) -> None:
+    """The actions the service can run, what they need and the permissions they use."""
+    entries = _run(lambda: _call("GET", url, "/v1/actions/catalog", token_file))
+    if as_json:
+        out.print_json(orjson.dumps(entries).decode())
+        return
+    table = Table("action", "scope", "needs", "containment", "undo", "permissions", box=None)
+    for e in entries:
+        table.add_row(
+            e["name"],
+            e["scope"],
+            ", ".join(e["requires"]),
+            "lease" if e["containment"] else "",
+            "yes" if e["reversible"] else "",
+            ", ".join(e["permissions"]),
+        )
+    out.print(table)

@@ -1,0 +1,132 @@
+"""``qcdr action`` against a running response service (uvicorn on 127.0.0.1, the real PostgreSQL
+and Redis, the Kubernetes API test server): run, list, show, approve, renew, undo, catalog, and
+clear errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+from qcdr_common.api.auth import ApiAuthSettings
+from qcdr_common.testing.asgi_server import serve_app
+from qcdr_common.testing.k8s_server import K8sTestServer
+from qcdr_response.app import create_app
+from typer.testing import CliRunner
+
+from qcdr.cli import app
+from tests.response.service.conftest import committed_database_url, committed_db, response_settings
+
+__all__ = ["committed_database_url", "committed_db"]
+pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
+
+TOKEN = "cli-token-0123456789abcdef"
+runner = CliRunner()
+
+
+@pytest.fixture
+def response_url(committed_db: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[str]:
+    k8s = K8sTestServer()
+    with k8s.serve():
+        k8s.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]},
+            }
+        )
+        settings = response_settings(
+            database_url=committed_db,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            consume_in_app=True,
+            kubeconfig=k8s.write_kubeconfig(tmp_path / "kubeconfig"),
+            actions_mode="enforce",
+        )
+        service = create_app(settings, auth=ApiAuthSettings(token=SecretStr(TOKEN)))
+        with serve_app(service, name="response", lifespan="on") as url:
+            yield url
+
+
+def qcdr(url: str, *args: str, token: str | None = TOKEN) -> Any:
+    env = {"QCDR_RESPONSE_URL": url, "QCDR_API_TOKEN": token or ""}
+    return runner.invoke(app, ["action", *args], env=env)
+
+
+def as_json(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return orjson.loads(result.stdout)
+
+
+def wait_state(url: str, action_id: int, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        doc: dict[str, Any] = as_json(qcdr(url, "show", str(action_id), "--json"))
+        if doc["state"] == state or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.05)
+
+
+def test_run_approve_renew_undo_from_the_command_line(response_url: str) -> None:
+    created = as_json(
+        qcdr(
+            response_url,
+            "run",
+            "block_binary",
+            "--namespace=shop",
+            "--pod=web-1",
+            "--binary=/tmp/miner",
+            "--require-approval",
+            "--lease=30m",
+            "--reason=seen by hand",
+            "--json",
+        )
+    )
+    assert created["state"] == "pending"
+    action_id = str(created["id"])
+    listed = qcdr(response_url, "list", "--state=pending")
+    assert listed.exit_code == 0
+    assert "block_binary" in listed.stdout
+    assert "pending" in listed.stdout
+    approved = qcdr(response_url, "approve", action_id, "--note=ok")
+    assert approved.exit_code == 0, approved.output
+    done = wait_state(response_url, int(action_id), "succeeded")
+    assert done["state"] == "succeeded"
+    renewed = as_json(qcdr(response_url, "renew", action_id, "--lease=2h", "--json"))
+    assert renewed["lease_expires_at"] > done["lease_expires_at"]
+    undone = qcdr(response_url, "undo", action_id)
+    assert undone.exit_code == 0, undone.output
+    released = wait_state(response_url, int(action_id), "released")
+    assert [e["event"] for e in released["audit"]][-2:] == ["intent", "undo_result"]
+    shown = qcdr(response_url, "show", action_id)
+    assert "released" in shown.stdout
+    assert "undo_requested" in shown.stdout
+    catalog = as_json(qcdr(response_url, "catalog", "--json"))
+    assert "block_binary" in {e["name"] for e in catalog}
+
+
+def test_errors_are_clear_and_exit_non_zero(response_url: str, tmp_path: Path) -> None:
+    missing = qcdr(response_url, "run", "block_binary", "--namespace=shop", "--pod=web-1")
+    assert missing.exit_code == 1
+    assert "HTTP 422 (invalid_action)" in missing.stderr
+    assert "binary" in missing.stderr
+    unknown = qcdr(response_url, "show", "999999")
+    assert unknown.exit_code == 1
+    assert "action_not_found" in unknown.stderr
+    no_token = qcdr(response_url, "list", token=None)
+    assert no_token.exit_code == 1
+    assert "QCDR_API_TOKEN" in no_token.stderr
+    wrong = qcdr(response_url, "list", token="not-the-token-0123456789")
+    assert wrong.exit_code == 1
+    assert "HTTP 401" in wrong.stderr
+    assert "not-the-token" not in wrong.output
+    down = qcdr("http://127.0.0.1:9", "list")
+    assert down.exit_code == 1
+    assert "cannot reach the response service" in down.stderr
+    bad_param = qcdr(response_url, "run", "label_pod", "--param", "novalue")
+    assert bad_param.exit_code == 2
