@@ -41,7 +41,7 @@ from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 _SEVERITY_ORDER = {s: i for i, s in enumerate(("info", "low", "medium", "high", "critical"))}
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -57,7 +57,7 @@ def parse_duration(value: str | int) -> int:
         m = _DURATION.fullmatch(value.strip())
         if m is None:
             raise ValueError(f"{value!r} is not a duration (e.g. 90s, 15m, 2h, 1d)")
-        seconds = int(m.group(1)) * _UNITS[m.group(2)]
+        seconds = int(m.group(1)) * _UNITS[m.group(2) or "s"]
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
