@@ -178,6 +178,9 @@ async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
     assert all(a["finding_id"] == finding.id for a in released["audit"])
     listed = await service.get("/v1/actions", finding_id=finding.id)
     assert len(listed.json()["items"]) == 1
+    metrics = (await service.client.get("/metrics")).text
+    assert 'qualys_response_actions_total{action="block_binary"}' in metrics
+    assert 'qcdr_response_action_outcomes_total{action="block_binary",op="undo",outcome="succeeded"}' in metrics
 
 
 async def test_renew_extends_and_undo_by_hand(service: Service) -> None:
