@@ -87,7 +87,7 @@ def test_discovery(server: K8sTestServer) -> None:
         }
         assert "patch" in cilium["resources"][0]["verbs"]
         core = {r["name"]: r["namespaced"] for r in http.get("/api/v1").json()["resources"]}
-        assert core == {"configmaps": True, "namespaces": False, "pods": True}
+        assert core == {"configmaps": True, "namespaces": False, "pods": True, "pods/eviction": True}
         missing = http.get("/apis/example.com/v1")
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/json"
@@ -425,3 +425,314 @@ def test_field_ownership_rules() -> None:
     merged, owners, _ = fields.apply(merged, {}, owners, b, force=False)
     assert (merged, owners) == ({}, {})
     assert fields.to_fields_v1({("spec",), ("spec", "a")}) == {"f:spec": {".": {}, "f:a": {}}}
+
+
+# --------------------------------------------------------------------------- nodes, apps, subresources
+
+APPS = {
+    GVK("", "v1", "Node"),
+    GVK("apps", "v1", "Deployment"),
+    GVK("apps", "v1", "ReplicaSet"),
+    GVK("apps", "v1", "StatefulSet"),
+    GVK("apps", "v1", "DaemonSet"),
+    GVK("policy", "v1", "PodDisruptionBudget"),
+}
+
+
+@pytest.fixture
+def apps_server() -> Iterator[K8sTestServer]:
+    srv = K8sTestServer(installed=DEFAULT_INSTALLED | APPS)
+    with srv.serve():
+        yield srv
+
+
+def pod(name: str, labels: dict[str, str] | None = None, namespace: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.example/web:1"}]},
+    }
+
+
+def deployment(name: str = "web", replicas: int | None = 3, kind: str = "Deployment") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}],
+        },
+        "template": {
+            "metadata": {"labels": {"app": "web", "tier": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "registry.example/web:1"}]},
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def pdb(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, **spec},
+    }
+
+
+def test_discovery_lists_subresources_as_the_api_server_does(apps_server: K8sTestServer) -> None:
+    with httpx.Client(base_url=apps_server.url) as http:
+        core = {r["name"]: r for r in http.get("/api/v1").json()["resources"]}
+        assert core["nodes"]["namespaced"] is False
+        assert core["pods/eviction"] == {
+            "name": "pods/eviction",
+            "singularName": "",
+            "namespaced": True,
+            "group": "policy",
+            "version": "v1",
+            "kind": "Eviction",
+            "verbs": ["create"],
+        }
+        apps = {r["name"]: r for r in http.get("/apis/apps/v1").json()["resources"]}
+        assert set(apps) == {
+            "daemonsets",
+            "deployments",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/scale",
+            "statefulsets",
+            "statefulsets/scale",
+        }
+        for name in ("deployments/scale", "replicasets/scale", "statefulsets/scale"):
+            assert (apps[name]["group"], apps[name]["version"], apps[name]["kind"]) == (
+                "autoscaling",
+                "v1",
+                "Scale",
+            )
+            assert apps[name]["verbs"] == ["get", "patch", "update"]
+        assert http.get("/apis/policy/v1").json()["resources"][0]["name"] == "poddisruptionbudgets"
+        # no such subresource, and none on a kind without it
+        assert http.get("/apis/apps/v1/namespaces/default/daemonsets/x/scale").status_code == 404
+        assert http.get("/apis/apps/v1/namespaces/default/deployments/x/status").status_code == 404
+        assert http.get("/api/v1/nodes/n/eviction").status_code == 404
+
+
+async def test_nodes_are_cluster_scoped(apps_server: K8sTestServer) -> None:
+    from lightkube.resources.core_v1 import Node
+
+    async with apps_server.async_client() as client:
+        await client.create(Node(metadata=ObjectMeta(name="node-1", labels={"zone": "a"})))
+        cordoned = await client.patch(
+            Node,
+            "node-1",
+            {"spec": {"unschedulable": True}},
+            patch_type=PatchType.MERGE,
+            field_manager="qcdr",
+        )
+        assert cordoned.spec is not None
+        assert cordoned.spec.unschedulable is True
+        assert [n.metadata.name async for n in client.list(Node)] == ["node-1"]
+    assert apps_server.requests[-2].path == "/api/v1/nodes/node-1"
+    assert apps_server.objects("Node")[(None, "node-1")]["spec"] == {"unschedulable": True}
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "ReplicaSet", "StatefulSet"])
+async def test_scale_subresource(apps_server: K8sTestServer, kind: str) -> None:
+    from lightkube.resources import apps_v1
+
+    res = getattr(apps_v1, kind)
+    owner = apps_server.seed(deployment(kind=kind))
+    async with apps_server.async_client() as client:
+        scale = await client.get(res.Scale, "web", namespace="default")
+        assert scale.spec.replicas == 3
+        assert scale.status.selector == "app=web,tier in (a,b)"
+        assert scale.metadata.uid == owner["metadata"]["uid"]
+        assert scale.metadata.resourceVersion == owner["metadata"]["resourceVersion"]
+        assert apps_server.requests[-1].path == f"/apis/apps/v1/namespaces/default/{kind.lower()}s/web/scale"
+
+        preview = await client.patch(
+            res.Scale, "web", {"spec": {"replicas": 0}}, patch_type=PatchType.MERGE, dry_run=True
+        )
+        assert preview.spec.replicas == 0
+        assert apps_server.objects(kind)[("default", "web")]["spec"]["replicas"] == 3
+
+        zero = await client.patch(
+            res.Scale,
+            "web",
+            {"metadata": {"resourceVersion": scale.metadata.resourceVersion}, "spec": {"replicas": 0}},
+            patch_type=PatchType.MERGE,
+            field_manager="qcdr",
+        )
+        assert zero.spec.replicas == 0
+        stored = apps_server.objects(kind)[("default", "web")]
+        assert stored["spec"]["replicas"] == 0
+        assert stored["metadata"]["generation"] == 2
+        assert ".spec.replicas" in apps_server.owners("apps/v1", kind, "web", "default")["qcdr (Update)"]
+
+        with pytest.raises(ApiError) as exc:  # the resourceVersion read before the change is stale now
+            await client.patch(
+                res.Scale,
+                "web",
+                {"metadata": {"resourceVersion": scale.metadata.resourceVersion}, "spec": {"replicas": 2}},
+                patch_type=PatchType.MERGE,
+            )
+        assert exc.value.status.code == 409
+        zero.spec.replicas = 2
+        replaced = await client.replace(zero, "web", namespace="default")
+        assert replaced.spec.replicas == 2
+        assert apps_server.requests[-1].method == "PUT"
+        with pytest.raises(ApiError) as exc:
+            await client.patch(res.Scale, "web", {"spec": {"replicas": -1}}, patch_type=PatchType.MERGE)
+        assert (exc.value.status.code, exc.value.status.reason) == (422, "Invalid")
+        assert "spec.replicas" in (exc.value.status.message or "")
+        with pytest.raises(ApiError) as exc:
+            await client.patch(res.Scale, "web", [{"op": "replace"}], patch_type=PatchType.JSON)
+        assert exc.value.status.code == 415
+        with pytest.raises(ApiError) as exc:
+            await client.get(res.Scale, "missing", namespace="default")
+        assert exc.value.status.message == f'{kind.lower()}s.apps "missing" not found'
+
+
+async def test_scale_defaults_replicas_to_one(apps_server: K8sTestServer) -> None:
+    from lightkube.resources.apps_v1 import Deployment
+
+    apps_server.seed(deployment(replicas=None))
+    async with apps_server.async_client() as client:
+        assert (await client.get(Deployment.Scale, "web", namespace="default")).spec.replicas == 1
+
+
+async def test_eviction(apps_server: K8sTestServer) -> None:
+    from lightkube.models.meta_v1 import DeleteOptions, Preconditions
+    from lightkube.resources.core_v1 import Pod
+
+    uid = apps_server.seed(pod("a"))["metadata"]["uid"]
+
+    def eviction(name: str, precondition: str | None = None) -> Any:
+        options = DeleteOptions(preconditions=Preconditions(uid=precondition)) if precondition else None
+        return Pod.Eviction(metadata=ObjectMeta(name=name, namespace="default"), deleteOptions=options)
+
+    async with apps_server.async_client() as client:
+        await client.create(eviction("a", uid), "a", dry_run=True)
+        record = apps_server.requests[-1]
+        assert (record.method, record.path, record.query) == (
+            "POST",
+            "/api/v1/namespaces/default/pods/a/eviction",
+            {"dryRun": "All"},
+        )
+        assert record.status_code == 201
+        assert ("default", "a") in apps_server.objects("Pod")
+
+        with pytest.raises(ApiError) as exc:
+            await client.create(eviction("a", "00000000-0000-0000-0000-000000000000"), "a")
+        assert exc.value.status.code == 409
+        assert "Precondition failed: UID in precondition" in (exc.value.status.message or "")
+        with pytest.raises(ApiError) as exc:
+            await client.create(eviction("b"), "a")
+        assert exc.value.status.message == "name in URL does not match name in Eviction object"
+
+        await client.create(eviction("a", uid), "a")
+        assert apps_server.objects("Pod") == {}
+        with pytest.raises(ApiError) as exc:
+            await client.create(eviction("a"), "a")
+        assert (exc.value.status.code, exc.value.status.message) == (404, 'pods "a" not found')
+    async with httpx.AsyncClient(base_url=apps_server.url) as http:
+        response = await http.get("/api/v1/namespaces/default/pods/a/eviction")
+        assert response.status_code == 405
+
+
+async def test_eviction_honours_disruption_budgets(apps_server: K8sTestServer) -> None:
+    from lightkube.resources.core_v1 import Pod
+
+    for name in ("a", "b"):
+        apps_server.seed(pod(name))
+    apps_server.seed(pod("other", {"app": "db"}))
+    apps_server.seed(pdb("web", minAvailable=2))
+
+    async def evict(name: str, **kwargs: Any) -> None:
+        async with apps_server.async_client() as client:
+            await client.create(
+                Pod.Eviction(metadata=ObjectMeta(name=name, namespace="default")), name, **kwargs
+            )
+
+    for dry_run in (True, False):
+        with pytest.raises(ApiError) as exc:
+            await evict("a", dry_run=dry_run)
+        status = exc.value.status
+        assert (status.code, status.reason) == (429, "TooManyRequests")
+        assert status.message == "Cannot evict pod as it would violate the pod's disruption budget."
+        assert status.details is not None
+        assert [c.message for c in status.details.causes or []] == [
+            "The disruption budget web needs 2 healthy pods and has 2 currently"
+        ]
+    await evict("other")  # no budget selects it
+    apps_server.seed(pdb("web-2", maxUnavailable="50%"))
+    with pytest.raises(ApiError) as exc:
+        await evict("a")
+    assert exc.value.status.code == 500
+    assert "more than one PodDisruptionBudget" in (exc.value.status.message or "")
+
+
+async def test_uid_precondition_on_updates(apps_server: K8sTestServer) -> None:
+    from lightkube.resources.core_v1 import Pod
+
+    uid = apps_server.seed(pod("a"))["metadata"]["uid"]
+    async with apps_server.async_client() as client:
+        patch = {"metadata": {"uid": uid, "labels": {"x": "1"}}}
+        labelled = await client.patch(Pod, "a", patch, patch_type=PatchType.MERGE)
+        assert labelled.metadata.labels == {"app": "web", "x": "1"}
+        with pytest.raises(ApiError) as exc:
+            await client.patch(
+                Pod, "a", {"metadata": {"uid": "other", "labels": {"x": "2"}}}, patch_type=PatchType.MERGE
+            )
+        assert exc.value.status.code == 409
+        assert exc.value.status.message == (
+            f'Operation cannot be fulfilled on pods "a": Precondition failed: UID in precondition: other, '
+            f"UID in object meta: {uid}"
+        )
+    assert apps_server.objects("Pod")[("default", "a")]["metadata"]["labels"]["x"] == "1"
+
+
+def test_label_selector_objects() -> None:
+    from qcdr_common.testing.k8s.selectors import from_label_selector, selector_string
+
+    reqs = from_label_selector(
+        {
+            "matchLabels": {"b": "1"},
+            "matchExpressions": [
+                {"key": "a", "operator": "NotIn", "values": ["x"]},
+                {"key": "c", "operator": "Exists"},
+                {"key": "d", "operator": "DoesNotExist"},
+            ],
+        }
+    )
+    assert selector_string(reqs) == "a notin (x),b=1,c,!d"
+    assert all(r.matches({"b": "1", "c": ""}) for r in reqs)
+    assert not all(r.matches({"a": "x", "b": "1", "c": ""}) for r in reqs)
+    assert from_label_selector({}) == []  # an empty selector selects everything
+    with pytest.raises(ValueError, match="values must be non-empty"):
+        from_label_selector({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]})
+    with pytest.raises(ValueError, match="not a valid label selector operator"):
+        from_label_selector({"matchExpressions": [{"key": "a", "operator": "Gt"}]})
+
+
+async def test_eviction_allowed_by_a_budget(apps_server: K8sTestServer) -> None:
+    from lightkube.resources.core_v1 import Pod
+
+    for name in ("a", "b"):
+        apps_server.seed(pod(name))
+    # an integer minAvailable counts the pods (as the disruption controller does)
+    apps_server.seed(pdb("web", minAvailable=1))
+    async with apps_server.async_client() as client:
+        await client.create(Pod.Eviction(metadata=ObjectMeta(name="a", namespace="default")), "a")
+        # one pod left, and the budget needs one: refused now
+        with pytest.raises(ApiError) as exc:
+            await client.create(Pod.Eviction(metadata=ObjectMeta(name="b", namespace="default")), "b")
+        assert exc.value.status.code == 429
+    assert set(apps_server.objects("Pod")) == {("default", "b")}

@@ -5,29 +5,19 @@ undone automatically; every step is in the audit trail."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from pydantic import SecretStr
-from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.streams.names import stream_key
 from qcdr_common.streams.producer import publish
-from qcdr_common.testing.k8s_server import K8sTestServer
-from qcdr_response.app import create_app
 from redis.asyncio import Redis
 
-from tests.response.service.conftest import finding_envelope, make_finding, response_settings
+from tests.response.actions.service_helpers import READ, Service, eventually, running_service
+from tests.response.service.conftest import finding_envelope, make_finding
 
 pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
 
-WRITE = "write-token-0123456789abcdef"
-READ = "read-token-0123456789abcdef"
 PLAYBOOK = """
 playbooks:
   - name: block-miner
@@ -39,83 +29,25 @@ playbooks:
         require_approval: true
         lease: 2s
 """
-TPN = "tracingpoliciesnamespaced"
-
-
-@dataclass
-class Service:
-    client: httpx.AsyncClient
-    k8s: K8sTestServer
-
-    async def get(self, path: str, **params: Any) -> httpx.Response:
-        return await self.client.get(path, headers={"Authorization": f"Bearer {READ}"}, params=params)
-
-    async def post(self, path: str, json: Any = None, token: str = WRITE) -> httpx.Response:
-        return await self.client.post(path, headers={"Authorization": f"Bearer {token}"}, json=json)
-
-    async def action(self, action_id: int) -> dict[str, Any]:
-        r = await self.get(f"/v1/actions/{action_id}")
-        assert r.status_code == 200, r.text
-        body: dict[str, Any] = r.json()
-        return body
-
-    async def until_state(self, action_id: int, *states: str, within_s: float = 20.0) -> dict[str, Any]:
-        async def check() -> bool:
-            return (await self.action(action_id))["state"] in states
-
-        await eventually(check, within_s)
-        return await self.action(action_id)
-
-    def policies(self) -> dict[tuple[str | None, str], dict[str, Any]]:
-        return self.k8s.objects("TracingPolicyNamespaced")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the service did not get there in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
 async def service(
     committed_db: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> AsyncIterator[Service]:
-    k8s = K8sTestServer()
     books = tmp_path / "playbooks"
     books.mkdir()
     (books / "miner.yaml").write_text(PLAYBOOK)
-    with k8s.serve():
-        k8s.seed(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": "api-7d9f-x2",
-                    "namespace": "payments",
-                    "labels": {"app": "api", "pod-template-hash": "7d9f"},
-                },
-                "spec": {"containers": [{"name": "api", "image": "registry.example/api:1"}]},
-            }
-        )
-        settings = response_settings(
-            database_url=committed_db,
-            redis_url=redis_url,
-            redis_prefix=redis_prefix,
-            consume_in_app=True,
-            kubeconfig=k8s.write_kubeconfig(tmp_path / "kubeconfig"),
-            actions_mode="enforce",
-            playbooks_dir=books,
-            builtin_playbooks=False,
-            lease_poll_s=0.1,
-            extra_protected_namespaces=("restricted-*",),
-        )
-        app = create_app(settings, auth=ApiAuthSettings(token=SecretStr(WRITE), token_read=SecretStr(READ)))
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://response") as client:
-                yield Service(client, k8s)
+    async with running_service(
+        committed_db,
+        redis_url,
+        redis_prefix,
+        tmp_path,
+        actions_mode="enforce",
+        playbooks_dir=books,
+        extra_protected_namespaces=("restricted-*",),
+    ) as svc:
+        yield svc
 
 
 async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
@@ -180,7 +112,9 @@ async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
     assert len(listed.json()["items"]) == 1
     metrics = (await service.client.get("/metrics")).text
     assert 'qualys_response_actions_total{action="block_binary"}' in metrics
-    assert 'qcdr_response_action_outcomes_total{action="block_binary",op="undo",outcome="succeeded"}' in metrics
+    assert (
+        'qcdr_response_action_outcomes_total{action="block_binary",op="undo",outcome="succeeded"}' in metrics
+    )
 
 
 async def test_renew_extends_and_undo_by_hand(service: Service) -> None:

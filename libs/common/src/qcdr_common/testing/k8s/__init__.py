@@ -1,7 +1,13 @@
 """A Kubernetes API test server (no real kube-apiserver can run in CI); see ``server.K8sTestServer``."""
 
 from qcdr_common.testing.k8s.app import RequestRecord
-from qcdr_common.testing.k8s.resources import DEFAULT_INSTALLED, GVK, KNOWN_RESOURCES, ResourceType
+from qcdr_common.testing.k8s.resources import (
+    DEFAULT_INSTALLED,
+    GVK,
+    KNOWN_RESOURCES,
+    ResourceType,
+    Subresource,
+)
 from qcdr_common.testing.k8s.server import K8sTestServer
 from qcdr_common.testing.k8s.status import StatusError
 from qcdr_common.testing.k8s.store import ObjectKey
@@ -15,4 +21,5 @@ __all__ = [
     "RequestRecord",
     "ResourceType",
     "StatusError",
+    "Subresource",
 ]

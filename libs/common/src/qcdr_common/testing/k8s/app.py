@@ -12,7 +12,8 @@ import orjson
 import yaml
 from fastapi import FastAPI, Request, Response
 
-from qcdr_common.testing.k8s.resources import Discovery, ResourceType
+from qcdr_common.testing.k8s import subresources
+from qcdr_common.testing.k8s.resources import Discovery, ResourceType, Subresource
 from qcdr_common.testing.k8s.selectors import parse_field_selector, parse_label_selector
 from qcdr_common.testing.k8s.status import StatusError, bad_request
 from qcdr_common.testing.k8s.store import Store
@@ -51,6 +52,7 @@ class _Target:
     rt: ResourceType
     namespace: str | None  # None: cluster-scoped, or all namespaces for a namespaced list
     name: str | None
+    sub: Subresource | None = None
 
 
 class RequestLog:
@@ -115,17 +117,22 @@ def _resolve(discovery: Discovery, parts: list[str]) -> _Target | None:
         group, version, rest = parts[1], parts[2], parts[3:]
     else:
         return None
-    if rest[0] == "namespaces" and len(rest) in (3, 4):
-        rt = discovery.lookup(group, version, rest[2])
-        if rt is None or not rt.namespaced:
+    namespace: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3:
+        return None
+    rt = discovery.lookup(group, version, rest[0])
+    if rt is None or (namespace is not None and not rt.namespaced):
+        return None
+    if namespace is None and rt.namespaced and len(rest) > 1:
+        return None  # a namespaced kind has no cluster-level object path
+    sub = None
+    if len(rest) == 3:
+        sub = rt.subresource(rest[2])
+        if sub is None:
             return None
-        return _Target(rt, rest[1], rest[3] if len(rest) == 4 else None)
-    if len(rest) in (1, 2):
-        rt = discovery.lookup(group, version, rest[0])
-        if rt is None or (rt.namespaced and len(rest) == 2):
-            return None
-        return _Target(rt, None, rest[1] if len(rest) == 2 else None)
-    return None
+    return _Target(rt, namespace, rest[1] if len(rest) > 1 else None, sub)
 
 
 def _handle(
@@ -156,6 +163,10 @@ def _handle(
     rt, namespace, name = target.rt, target.namespace, target.name
     dry_run = _dry_run(query)
     manager = query.get("fieldManager") or _default_manager(request)
+    if target.sub is not None and name is not None:
+        return subresources.handle(
+            store, discovery, rt, target.sub, namespace, name, method, content_type, body, manager, dry_run
+        )
     if name is None:
         labels = parse_or_400(parse_label_selector, query.get("labelSelector", ""))
         field_reqs = parse_or_400(parse_field_selector, query.get("fieldSelector", ""))

@@ -10,6 +10,21 @@ from typing import Any, NamedTuple
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update")
 
 
+class Subresource(NamedTuple):
+    """A subresource (``pods/eviction``, ``deployments/scale``): the kind its requests carry and
+    the verbs the real API server lists for it in discovery."""
+
+    name: str
+    group: str
+    version: str
+    kind: str
+    verbs: tuple[str, ...]
+
+
+EVICTION = Subresource("eviction", "policy", "v1", "Eviction", ("create",))
+SCALE = Subresource("scale", "autoscaling", "v1", "Scale", ("get", "patch", "update"))
+
+
 class GVK(NamedTuple):
     group: str  # "" for the core group
     version: str
@@ -31,6 +46,10 @@ class ResourceType:
     namespaced: bool
     custom: bool = False  # served from a CustomResourceDefinition (no strategic merge patch)
     short_names: tuple[str, ...] = ()
+    subresources: tuple[Subresource, ...] = ()
+
+    def subresource(self, name: str) -> Subresource | None:
+        return next((s for s in self.subresources if s.name == name), None)
 
     @property
     def gvk(self) -> GVK:
@@ -61,8 +80,31 @@ class ResourceType:
             entry["shortNames"] = list(self.short_names)
         return entry
 
+    def subresource_discovery(self) -> list[dict[str, Any]]:
+        """Discovery entries of the subresources, as the real server lists them (``pods/eviction``)."""
+        return [
+            {
+                "name": f"{self.plural}/{sub.name}",
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": sub.group,
+                "version": sub.version,
+                "kind": sub.kind,
+                "verbs": list(sub.verbs),
+            }
+            for sub in self.subresources
+        ]
 
-def _r(group: str, version: str, kind: str, plural: str, namespaced: bool, *short: str) -> ResourceType:
+
+def _r(
+    group: str,
+    version: str,
+    kind: str,
+    plural: str,
+    namespaced: bool,
+    *short: str,
+    subresources: tuple[Subresource, ...] = (),
+) -> ResourceType:
     return ResourceType(
         group,
         version,
@@ -71,6 +113,7 @@ def _r(group: str, version: str, kind: str, plural: str, namespaced: bool, *shor
         namespaced,
         custom="." in group and not group.endswith(".k8s.io"),
         short_names=short,
+        subresources=subresources,
     )
 
 
@@ -79,12 +122,16 @@ KNOWN_RESOURCES: dict[GVK, ResourceType] = {
     for r in (
         _r("", "v1", "Namespace", "namespaces", False, "ns"),
         _r("", "v1", "ConfigMap", "configmaps", True, "cm"),
-        _r("", "v1", "Pod", "pods", True, "po"),
+        _r("", "v1", "Node", "nodes", False, "no"),
+        _r("", "v1", "Pod", "pods", True, "po", subresources=(EVICTION,)),
         _r("", "v1", "Secret", "secrets", True),
         _r("", "v1", "Service", "services", True, "svc"),
         _r("", "v1", "ServiceAccount", "serviceaccounts", True, "sa"),
-        _r("apps", "v1", "Deployment", "deployments", True, "deploy"),
+        _r("apps", "v1", "Deployment", "deployments", True, "deploy", subresources=(SCALE,)),
+        _r("apps", "v1", "ReplicaSet", "replicasets", True, "rs", subresources=(SCALE,)),
+        _r("apps", "v1", "StatefulSet", "statefulsets", True, "sts", subresources=(SCALE,)),
         _r("apps", "v1", "DaemonSet", "daemonsets", True, "ds"),
+        _r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, "pdb"),
         _r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, "netpol"),
         _r(
             "admissionregistration.k8s.io",
@@ -166,7 +213,11 @@ class Discovery:
             "kind": "APIResourceList",
             "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version,
-            "resources": [rt.discovery() for rt in sorted(types.values(), key=lambda r: r.plural)],
+            "resources": [
+                entry
+                for rt in sorted(types.values(), key=lambda r: r.plural)
+                for entry in (rt.discovery(), *rt.subresource_discovery())
+            ],
         }
 
     def core_versions(self, server_address: str) -> dict[str, Any]:

@@ -113,3 +113,36 @@ def parse_field_selector(text: str) -> list[FieldRequirement]:
             raise ValueError(f'field label not supported: "{field}"')
         requirements.append(FieldRequirement(field, value.strip(), equal))
     return requirements
+
+
+_EXPRESSION_OPS: dict[str, Operator] = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
+
+
+def from_label_selector(selector: Mapping[str, Any]) -> list[Requirement]:
+    """A ``LabelSelector`` object (``matchLabels`` and ``matchExpressions``) as requirements, sorted
+    by key like the API server's ``LabelSelectorAsSelector``; raises ValueError when malformed."""
+    requirements = [Requirement(k, "=", (str(v),)) for k, v in (selector.get("matchLabels") or {}).items()]
+    for expression in selector.get("matchExpressions") or []:
+        op = _EXPRESSION_OPS.get(str(expression.get("operator")))
+        if op is None:
+            raise ValueError(f"{expression.get('operator')!r} is not a valid label selector operator")
+        values = tuple(str(v) for v in expression.get("values") or [])
+        if (op in ("in", "notin")) != bool(values):
+            raise ValueError(f"values must be {'non-' if op in ('in', 'notin') else ''}empty for {op}")
+        requirements.append(Requirement(str(expression.get("key")), op, values))
+    return sorted(requirements, key=lambda r: r.key)
+
+
+def selector_string(requirements: list[Requirement]) -> str:
+    """The ``labelSelector=`` text of requirements (``app=web,tier in (a,b)``)."""
+
+    def one(r: Requirement) -> str:
+        if r.op == "exists":
+            return r.key
+        if r.op == "!":
+            return f"!{r.key}"
+        if r.op in ("=", "!="):
+            return f"{r.key}{r.op}{r.values[0]}"
+        return f"{r.key} {r.op} ({','.join(sorted(r.values))})"
+
+    return ",".join(one(r) for r in requirements)

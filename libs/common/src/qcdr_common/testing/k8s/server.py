@@ -25,8 +25,10 @@ class K8sTestServer:
     ``installed`` says which kinds exist (like installed CRDs); any other kind answers 404 like a
     missing CRD. With a ``validator``, every stored object is validated strictly (422 otherwise).
     With ``require_namespaces``, namespaced writes need the Namespace object (404 otherwise);
-    ``namespaces`` are created at start when the Namespace kind is installed. No watch, no
-    subresources (``/status``, ``/scale``), no admission, no garbage collection.
+    ``namespaces`` are created at start when the Namespace kind is installed. Subresources:
+    ``pods/eviction`` (PodDisruptionBudgets honoured when that kind is installed) and ``scale`` of
+    Deployments, ReplicaSets and StatefulSets (``subresources.py``). No watch, no ``/status``, no
+    admission, no controllers, no garbage collection.
 
         server = K8sTestServer(validator=ManifestValidator(shared_dir))
         with server.serve():

@@ -68,6 +68,16 @@ def rv_conflict(rt: ResourceType, name: str) -> StatusError:
     )
 
 
+def uid_precondition_failed(rt: ResourceType, name: str, wanted: str, actual: str) -> StatusError:
+    return StatusError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rt.qualified_plural} "{name}": Precondition failed: '
+        f"UID in precondition: {wanted}, UID in object meta: {actual}",
+        details(rt, name, uid=actual),
+    )
+
+
 def apply_conflict(rt: ResourceType, name: str, conflicts: Sequence[fields.Conflict]) -> StatusError:
     def who(c: fields.Conflict) -> str:
         return f'"{c.manager[0]}" using {rt.api_version}'

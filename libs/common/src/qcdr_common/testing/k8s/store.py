@@ -24,6 +24,7 @@ from qcdr_common.testing.k8s.status import (
     invalid,
     not_found,
     rv_conflict,
+    uid_precondition_failed,
 )
 from qcdr_common.testing.schemas import Issue, ManifestValidator
 
@@ -81,6 +82,15 @@ def strip_server_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         for key in SERVER_METADATA:
             meta.pop(key, None)
     return out
+
+
+def _check_uid(rt: ResourceType, old: StoredObject, body: Any) -> None:
+    """A ``metadata.uid`` in an update is a precondition: it must be the stored object's."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    wanted = meta.get("uid") if isinstance(meta, dict) else None
+    actual = old.body["metadata"]["uid"]
+    if wanted and wanted != actual:
+        raise uid_precondition_failed(rt, old.body["metadata"]["name"], str(wanted), actual)
 
 
 def _spec_part(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,6 +178,7 @@ class Store:
     ) -> dict[str, Any]:
         with self._lock:
             old = self._existing(rt, namespace, name)
+            _check_uid(rt, old, body)
             content, rv = self._incoming(rt, namespace, name, body)
             if rv and rv != old.body["metadata"]["resourceVersion"]:
                 raise rv_conflict(rt, name)
@@ -191,6 +202,7 @@ class Store:
                 raise bad_request("a merge patch must be a JSON object")
             current = copy.deepcopy(old.body)
             merged = fields.merge_patch(current, patch)
+            _check_uid(rt, old, merged)
             content, rv = self._incoming(rt, namespace, name, merged)
             if rv and rv != old.body["metadata"]["resourceVersion"]:
                 raise rv_conflict(rt, name)
