@@ -1,0 +1,1 @@
+"""Node actions and the node agent, against a real dockerd."""

@@ -1,0 +1,157 @@
+"""Playbook files: loading, overriding, refusing bad files at start-up, and matching findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_response.actions.planner import target_of
+from qcdr_response.actions.playbook import (
+    BUILTIN_DIR,
+    Match,
+    PlaybookError,
+    load_playbooks,
+    matching,
+    parse_duration,
+)
+from qcdr_response.actions.registry import load_actions
+
+from tests.response.service.conftest import make_finding
+
+ONE = """
+playbooks:
+  - name: {name}
+    match: {match}
+    actions:
+      - action: {action}
+        lease: 15m
+"""
+
+
+def write(d: Path, name: str, text: str) -> Path:
+    d.mkdir(exist_ok=True)
+    path = d / name
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_playbooks_load_and_use_known_actions() -> None:
+    books = load_playbooks(None, known_actions=load_actions().names())
+    names = {b.name for b in books}
+    assert {"contain-cryptominer", "contain-reverse-shell", "contain-container-breakout"} <= names
+    assert all(p.suffix == ".yaml" for p in BUILTIN_DIR.iterdir() if p.is_file())
+
+
+def test_user_playbooks_replace_shipped_ones_and_can_turn_them_off(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "mine.yaml",
+        """
+playbooks:
+  - name: contain-cryptominer
+    enabled: false
+    match: {}
+    actions: [{action: block_binary}]
+  - name: label-payments
+    match: {namespaces: [payments]}
+    actions: [{action: block_binary, lease: 2h}]
+""",
+    )
+    books = {b.name: b for b in load_playbooks(tmp_path, known_actions=load_actions().names())}
+    assert "contain-cryptominer" not in books
+    assert books["label-payments"].actions[0].lease == 7200
+    only_mine = load_playbooks(tmp_path, builtin=False)
+    assert [b.name for b in only_mine] == ["label-payments"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("playbooks: [", "mine.yaml"),
+        (ONE.format(name="Bad_Name", match="{}", action="block_binary"), "name"),
+        (ONE.format(name="x", match="{colour: red}", action="block_binary"), "colour"),
+        (ONE.format(name="x", match="{}", action="format_disk"), "unknown action 'format_disk'"),
+        (ONE.format(name="x", match="{min_severity: urgent}", action="block_binary"), "min_severity"),
+        ("playbooks:\n  - name: x\n    match: {}\n    actions: []\n", "actions"),
+        (
+            "playbooks:\n  - name: x\n    match: {}\n    actions: [{action: block_binary, lease: soon}]\n",
+            "lease",
+        ),
+    ],
+)
+def test_bad_playbook_files_fail_at_start_up_with_the_file_and_the_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    write(tmp_path, "mine.yaml", text)
+    with pytest.raises(PlaybookError, match=r"mine\.yaml") as err:
+        load_playbooks(tmp_path, builtin=False, known_actions=load_actions().names())
+    assert message in str(err.value)
+
+
+def test_a_name_twice_in_one_directory_is_refused(tmp_path: Path) -> None:
+    text = ONE.format(name="dup", match="{}", action="block_binary")
+    write(tmp_path, "a.yaml", text)
+    write(tmp_path, "b.yaml", text)
+    with pytest.raises(PlaybookError, match="defined twice"):
+        load_playbooks(tmp_path, builtin=False)
+
+
+def chain(pattern: str, **kw: object) -> Finding:
+    return make_finding(
+        kind="chain", category=f"chain.{pattern}", attributes={"pattern": pattern}, severity="critical", **kw
+    )
+
+
+def test_matching_rules() -> None:
+    f = make_finding(techniques=["T1059.004"], severity="high", namespace="team-a")
+    assert Match(techniques=("T1059",)).matches(f)  # a sub-technique matches its parent
+    assert not Match(techniques=("T1071",)).matches(f)
+    assert Match(min_severity="high").matches(f)
+    assert not Match(min_severity="critical").matches(f)
+    assert Match(namespaces=("team-*",)).matches(f)
+    assert not Match(namespaces=("team-*",), exclude_namespaces=("team-a",)).matches(f)
+    assert Match(categories=("Network_*",)).matches(f)
+    assert not Match(categories=("Network",)).matches(f)
+    assert Match(kinds=("source",), detectors=("falco",)).matches(f)
+    assert not Match(chain_patterns=("cryptominer",)).matches(f)
+    assert Match(chain_patterns=("cryptominer",)).matches(chain("cryptominer"))
+    labelled = make_finding(attributes={"labels": {"app": "api", "tier": "web"}})
+    assert Match(labels={"app": "api"}).matches(labelled)
+    assert not Match(labels={"app": "db"}).matches(labelled)
+    assert not Match(labels={"app": "api"}).matches(f)
+    books = load_playbooks(None)
+    assert [b.name for b in matching(books, chain("reverse_shell"))] == [
+        "label-critical-findings",
+        "contain-reverse-shell",
+    ]
+
+
+def test_durations() -> None:
+    assert [parse_duration(v) for v in ("90", "90s", "15m", "2h", "1d", 30)] == [90, 90, 900, 7200, 86400, 30]
+    for bad in ("", "0s", "2 weeks", "-1h"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
+def test_targets_from_findings_drop_what_is_malformed() -> None:
+    f = make_finding(
+        process={"name": "xmrig", "path": "/tmp/xmrig", "pid": 4242},
+        workload={
+            "namespace": "payments",
+            "pod": "api-1",
+            "container": "api",
+            "container_id": "containerd://" + "ab" * 32,
+            "owner_kind": "Deployment",
+            "owner_name": "api",
+        },
+        attributes={"node": "node-1", "pod_uid": "not a uid"},
+    )
+    t = target_of(f)
+    assert t.container_id == "ab" * 32
+    assert t.pid == 4242
+    assert t.binary == "/tmp/xmrig"
+    assert t.node == "node-1"
+    assert t.owner_name == "api"
+    init = target_of(make_finding(process={"name": "init", "pid": 1}))
+    assert init.pid is None  # never PID 1
