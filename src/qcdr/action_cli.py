@@ -60,7 +60,8 @@ def _call(method: str, url: str, path: str, token_file: Path | None, **kwargs: A
         with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
             response = client.request(method, path, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        raise ApiCallError(f"cannot reach the response service at {url}: {type(exc).__name__}: {exc}") from None
+        why = f"{type(exc).__name__}: {exc}"
+        raise ApiCallError(f"cannot reach the response service at {url}: {why}") from None
     if response.status_code >= 400:
         try:
             problem = response.json()

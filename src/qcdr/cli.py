@@ -45,9 +45,11 @@ def _root(
 def _register_subcommands() -> None:
     from qcdr.action_cli import action_app
     from qcdr.intel_cli import intel_app
+    from qcdr.outputs_cli import outputs_app
 
     app.add_typer(intel_app)
     app.add_typer(action_app)
+    app.add_typer(outputs_app)
 
 
 _register_subcommands()

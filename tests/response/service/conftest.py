@@ -46,6 +46,8 @@ async def sessions(response_database_url: str) -> AsyncIterator[async_sessionmak
 
 
 RESPONSE_TABLES = (
+    "response_output_queue",
+    "response_output_dead_letters",
     "response_action_audit",
     "response_actions",
     "response_finding_policy",

@@ -16,6 +16,8 @@ from qcdr_response.actions.router import router as actions_router
 from qcdr_response.actions.runtime import actions_context
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.lifecycle.router import router as lifecycle_router
+from qcdr_response.outputs.config import load_outputs
+from qcdr_response.outputs.router import router as outputs_router
 from qcdr_response.settings import ResponseSettings, get_settings
 from qcdr_response.worker import ResponseWorker
 
@@ -25,6 +27,7 @@ def create_app(settings: ResponseSettings | None = None, *, auth: ApiAuthSetting
     app = create_service_app(settings, title="qcdr response", auth=auth)
     app.include_router(lifecycle_router)
     app.include_router(actions_router)
+    app.include_router(outputs_router)
     common_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -34,6 +37,7 @@ def create_app(settings: ResponseSettings | None = None, *, auth: ApiAuthSetting
             cluster = ClusterGateway.from_settings(settings)
             app.state.cluster = cluster
             app.state.actions = actions_context(settings) if settings.actions_enabled else None
+            app.state.output_configs = load_outputs(settings.outputs_file)
             try:
                 if not settings.consume_in_app:
                     yield
@@ -46,6 +50,9 @@ def create_app(settings: ResponseSettings | None = None, *, auth: ApiAuthSetting
                     actions_ctx=app.state.actions,
                 )
                 app.state.wake_relay = worker.relay.notify
+                app.state.output_configs = worker.outputs.configs
+                app.state.output_sinks = worker.outputs.sinks
+                app.state.wake_outputs = worker.outputs.notify
                 async with in_background("response-worker", worker.run):
                     yield
             finally:

@@ -87,6 +87,20 @@ class ResponseSettings(CommonSettings):
     lease_max_s: int = Field(default=7 * 86400, ge=1, description="Longest lease (and renewal) allowed.")
     lease_poll_s: float = Field(default=5.0, gt=0, description="How often expired leases are looked for.")
 
+    # --- outputs (Slack, PagerDuty, Teams, Splunk HEC, Elasticsearch, syslog, webhooks)
+    outputs_file: Path | None = Field(
+        default=None, description="YAML list of sinks (docs/OUTPUTS.md); the seed's env variables add more."
+    )
+    outputs_poll_s: float = Field(
+        default=1.0, gt=0, description="How often each sink looks for due messages."
+    )
+    outputs_retention_s: float = Field(
+        default=7 * 86400, gt=0, description="Delivered messages are kept this long (grouping, the API)."
+    )
+    console_url: str | None = Field(
+        default=None, description="Base URL of the console; messages link to the finding there."
+    )
+
     @model_validator(mode="after")
     def _auto_apply_needs_a_cluster(self) -> ResponseSettings:
         if self.auto_apply and not self.cluster_configured:

@@ -35,6 +35,7 @@ from qcdr_response.lifecycle.handlers import FindingsHandler
 from qcdr_response.lifecycle.models import PolicyStatus
 from qcdr_response.lifecycle.service import BatchOutcome, EventCache, Lifecycle
 from qcdr_response.lifecycle.transitions import ClusterFailedError, TransitionError, apply
+from qcdr_response.outputs.runtime import OutputsRuntime
 from qcdr_response.policies.checks import default_checker
 from qcdr_response.settings import ResponseSettings, get_settings
 
@@ -62,6 +63,7 @@ class ResponseWorker:
         lifecycle: Lifecycle | None = None,
         actions_ctx: ActionsContext | None = None,
         action_contexts: Any = None,
+        outputs: OutputsRuntime | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = make_session_factory(engine)
@@ -79,11 +81,12 @@ class ResponseWorker:
                 wake_relay=self.relay.notify,
                 contexts=action_contexts,
             )
+        self.outputs = outputs if outputs is not None else OutputsRuntime(settings, self.sessions)
+        hooks = [self.plan] if self.actions is not None else []
+        if self.outputs.configs:
+            hooks.append(self.outputs.enqueue)
         self.handler = FindingsHandler(
-            self.sessions,
-            self.lifecycle,
-            after_commit=self.after_commit,
-            planner=self.plan if self.actions is not None else None,
+            self.sessions, self.lifecycle, after_commit=self.after_commit, hooks=hooks
         )
         self.consumer = StreamConsumer.from_settings(
             redis, settings, stream=streams.FINDINGS, group=settings.consumer_group, handler=self.handler
@@ -105,6 +108,7 @@ class ResponseWorker:
     async def after_commit(self, outcome: BatchOutcome) -> None:
         if outcome.outbox_rows:
             self.relay.notify()
+            self.outputs.notify()
         if outcome.changed:
             await self.refresh_outputs()
 
@@ -147,7 +151,11 @@ class ResponseWorker:
         loops = [self.consumer.run, self.relay.run, self.lag.run]
         if self.actions is not None:
             loops += [self.actions.requests.run, self.actions.results.run, self.actions.lease_loop]
-        await run_until_stopped(*loops, stop=stop, signals=signals)
+        loops += self.outputs.loops()
+        try:
+            await run_until_stopped(*loops, stop=stop, signals=signals)
+        finally:
+            await self.outputs.aclose()
 
 
 async def consume() -> None:

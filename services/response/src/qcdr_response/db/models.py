@@ -17,6 +17,7 @@ from qcdr_response.lifecycle.models import (
     PolicyVersionRow,
     ReceivedRow,
 )
+from qcdr_response.outputs.models import DeadLetterRow, OutputQueueRow
 
 metadata = ResponseBase.metadata
 # the transactional outbox of everything response publishes (stream response:events)
@@ -25,8 +26,10 @@ outbox = outbox_table(metadata, "response")
 __all__ = [
     "ActionRow",
     "AuditRow",
+    "DeadLetterRow",
     "FindingPolicyRow",
     "FindingRow",
+    "OutputQueueRow",
     "PolicyRow",
     "PolicyVersionRow",
     "ReceivedRow",

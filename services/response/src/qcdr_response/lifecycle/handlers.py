@@ -7,7 +7,7 @@ repeated at start-up, so a crash there loses nothing either.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.logging import get_logger
@@ -24,7 +24,8 @@ class MalformedFindingError(ValueError):
 
 
 AfterCommit = Callable[[BatchOutcome], Awaitable[None]]
-# Called in the batch's transaction with the findings stored for the first time (playbooks)
+# Called in the batch's transaction with the findings stored for the first time (playbooks,
+# output messages); returns how many rows it queued
 Planner = Callable[[AsyncSession, list[Finding]], Awaitable[int]]
 
 
@@ -35,12 +36,12 @@ class FindingsHandler:
         lifecycle: Lifecycle,
         *,
         after_commit: AfterCommit | None = None,
-        planner: Planner | None = None,
+        hooks: Sequence[Planner] = (),
     ) -> None:
         self.sessions = sessions
         self.lifecycle = lifecycle
         self.after_commit = after_commit
-        self.planner = planner
+        self.hooks = list(hooks)
 
     async def __call__(self, deliveries: list[Delivery]) -> None:
         parsed, malformed = parse_findings([d.envelope for d in deliveries])
@@ -48,12 +49,13 @@ class FindingsHandler:
         if parsed:
             async with self.sessions.begin() as session:
                 outcome = await handle_findings(session, parsed, self.lifecycle)
-                if self.planner is not None and outcome.new_events:
+                if self.hooks and outcome.new_events:
                     new = {e.id for e in outcome.new_events}
                     fresh = [f for _, f in parsed if f is not None and f.id in new]
-                    # the same finding twice in one batch is stored once: plan it once
+                    # the same finding twice in one batch is stored once: hand it on once
                     unique = list({f.id: f for f in fresh}.values())
-                    outcome.outbox_rows += await self.planner(session, unique)
+                    for hook in self.hooks:
+                        outcome.outbox_rows += await hook(session, unique)
         # only committed findings enter the cache (a rolled-back batch may come back different)
         self.lifecycle.cache.update(outcome.new_events)
         if parsed:

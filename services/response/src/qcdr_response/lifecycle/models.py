@@ -70,6 +70,9 @@ class FindingRow(ResponseBase):
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    # closed through the API (outputs resolve the finding's incident, e.g. in PagerDuty)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_by: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_response_findings_scope", "family", "namespace"),)
 

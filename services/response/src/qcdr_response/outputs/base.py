@@ -1,0 +1,85 @@
+"""What every sink is: a config model (unknown keys fail), and ``send`` that delivers a batch and
+says, per message, whether it was delivered, should be retried, was refused for good, or may or
+may not have arrived (a timeout after the request was sent).
+
+The delivery worker around a sink owns retries, backoff, ``Retry-After``, rate limits,
+concurrency, max age and dead letters, grouping, ``min_severity`` and metrics; a sink only
+formats and sends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from qcdr_common.contracts.events.v1 import Severity
+
+from qcdr_response.outputs.message import OutputMessage
+
+
+class Status(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"  # not delivered (connection refused, 429, 5xx): try again later
+    UNKNOWN = "unknown"  # sent, no answer (read timeout): try again with the same id
+    REJECTED = "rejected"  # refused for good (4xx other than 408/429): dead letter at once
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    detail: str = ""
+    retry_after_s: float | None = None  # from Retry-After, when the server said
+
+
+class SinkConfig(BaseModel):
+    """Settings every sink has; each sink's model adds its own (and a ``type`` literal)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    enabled: bool = True
+    min_severity: Severity = Severity.LOW
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # after this long undelivered, a message goes to the dead letters
+    max_age_s: float = Field(default=24 * 3600, gt=0)
+    rate_per_s: float | None = Field(default=None, gt=0, description="Messages per second at most.")
+    concurrency: int = Field(default=2, ge=1, le=64, description="Requests in flight at most.")
+    batch_size: int = Field(default=1, ge=1, le=10_000)
+    # grouping: findings with the same group key within this window are one message with a count
+    group_window_s: float = Field(default=300.0, ge=0)
+    group_by: tuple[str, ...] = Field(
+        default=("category", "namespace"),
+        description="Finding fields of the group key: category, namespace, pod, detector, severity, kind, "
+        "cluster, image.",
+    )
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+
+
+C = TypeVar("C", bound=SinkConfig)
+
+
+class Sink(ABC, Generic[C]):
+    """One configured sink. Made once per process by the delivery worker; ``aclose`` at the end."""
+
+    sink_type: ClassVar[str]
+    config_model: ClassVar[type[SinkConfig]]
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+
+    @abstractmethod
+    async def send(self, messages: Sequence[OutputMessage]) -> list[Outcome]:
+        """Deliver ``messages`` (at most ``config.batch_size``); one outcome per message, in order.
+        Must not raise for delivery problems: turn them into outcomes."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    def describe(self) -> str:
+        """Where it delivers, with secrets redacted (for logs and the API)."""
+        return self.sink_type

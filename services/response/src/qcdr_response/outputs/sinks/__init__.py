@@ -1,0 +1,1 @@
+"""One module per sink type; each registers its class in ``outputs.registry.SINKS``."""
