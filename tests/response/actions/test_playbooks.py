@@ -121,10 +121,23 @@ def test_matching_rules() -> None:
     assert not Match(labels={"app": "db"}).matches(labelled)
     assert not Match(labels={"app": "api"}).matches(f)
     books = load_playbooks(None)
-    assert [b.name for b in matching(books, chain("reverse_shell"))] == [
-        "label-critical-findings",
-        "contain-reverse-shell",
-    ]
+    assert [b.name for b in matching(books, chain("reverse_shell"))] == ["contain-reverse-shell"]
+    # shipped playbooks never act on plain findings, however severe
+    assert matching(books, make_finding(severity="critical")) == []
+
+
+def test_shipped_playbooks_load_only_with_a_cluster_unless_asked(tmp_path: Path) -> None:
+    from qcdr_response.settings import ResponseSettings
+
+    assert ResponseSettings(_env_file=None).use_builtin_playbooks is False
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}")
+    assert ResponseSettings(_env_file=None, kubeconfig=kubeconfig).use_builtin_playbooks is True
+    assert ResponseSettings(_env_file=None, builtin_playbooks=True).use_builtin_playbooks is True
+    assert (
+        ResponseSettings(_env_file=None, kubeconfig=kubeconfig, builtin_playbooks=False).use_builtin_playbooks
+        is False
+    )
 
 
 def test_durations() -> None:

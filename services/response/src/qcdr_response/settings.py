@@ -65,7 +65,11 @@ class ResponseSettings(CommonSettings):
     playbooks_dir: Path | None = Field(
         default=None, description="Your playbooks (*.yaml) beside the shipped ones."
     )
-    builtin_playbooks: bool = Field(default=True, description="Load the playbooks shipped with qcdr.")
+    builtin_playbooks: bool | None = Field(
+        default=None,
+        description="Load the playbooks shipped with qcdr; unset: only when a cluster is configured "
+        "(without one their actions could only fail).",
+    )
     protected_namespaces: tuple[str, ...] = Field(
         default=("kube-system", "kube-public", "kube-node-lease", "qualys-system", "qualys-node-agent"),
         description="Never acted on (namespace names or fnmatch patterns).",
@@ -110,6 +114,10 @@ class ResponseSettings(CommonSettings):
     @property
     def cluster_configured(self) -> bool:
         return self.kubeconfig is not None or self.kube_in_cluster
+
+    @property
+    def use_builtin_playbooks(self) -> bool:
+        return self.cluster_configured if self.builtin_playbooks is None else self.builtin_playbooks
 
     @property
     def all_protected_namespaces(self) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ log = get_logger(__name__)
 def actions_context(settings: ResponseSettings) -> ActionsContext:
     """The context with the playbooks loaded (a broken playbook file fails start-up, loudly)."""
     playbooks = load_playbooks(
-        settings.playbooks_dir, builtin=settings.builtin_playbooks, known_actions=load_actions().names()
+        settings.playbooks_dir, builtin=settings.use_builtin_playbooks, known_actions=load_actions().names()
     )
     return ActionsContext.from_settings(settings, tuple(playbooks))
 
