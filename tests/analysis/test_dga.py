@@ -68,8 +68,9 @@ def test_likelihood_ratio_features_prefer_generated_shapes_and_round_trip() -> N
     from qcdr_analysis.dns.text import trigram_counts
 
     model = load_classifier()
-    # The DGA-side trigram models ship as sparse JSON counts, rebuilt into log-probabilities.
-    assert model.contrast.shape[0] == 2
+    # The trigram models (two of generated DGA labels, one of real site names) ship as sparse JSON
+    # counts, rebuilt into log-probabilities.
+    assert model.contrast.shape[0] == 3
     counts = trigram_counts(["abc", "abd"])
     again = contrast_from_dict([contrast_to_dict(counts, 0.5)])
     assert again.shape == (1, *model.contrast.shape[1:])
@@ -89,6 +90,19 @@ def test_generators_are_deterministic_and_cover_each_family() -> None:
     rng = Random(1)
     assert all("." in dga(rng, f) for f in DGA_FAMILIES)
     assert all("." in benign(rng) for _ in range(50))
+
+
+def test_real_site_names_come_in_disjoint_parts() -> None:
+    from qcdr_analysis.dns.sites import sample_sites, site_names
+
+    parts = {p: {split(n).registered for n in site_names(p)} for p in ("lm", "train", "validation")}
+    assert all(len(names) > 10000 for names in parts.values())
+    # Split by registered domain: the trigram model, the trees and the threshold see other sites.
+    assert not parts["lm"] & parts["train"]
+    assert not parts["lm"] & parts["validation"]
+    assert not parts["train"] & parts["validation"]
+    assert sample_sites("train", 5, 1) == sample_sites("train", 5, 1)
+    assert all(not split(n).idn for n in sample_sites("validation", 200, 2))
 
 
 def test_shipped_model_matches_features_and_scores_a_batch() -> None:

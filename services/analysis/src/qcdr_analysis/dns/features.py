@@ -47,6 +47,10 @@ FEATURES: tuple[str, ...] = (
     "lr_top3",
     "lr_pron_mean",
     "lr_pron_top3",
+    "site_mean",
+    "lr_site_mean",
+    "lr_site_top3",
+    "lr_pron_site_mean",
 )
 VOWELS = frozenset("aeiou")
 # "y" acts as a vowel in pronounceable DGAs that alternate consonant and vowel draws.
@@ -59,7 +63,7 @@ LEGACY = frozenset({"com", "net", "org", "edu", "gov", "mil", "int"})
 OTHER_GENERIC = frozenset({"info", "biz", "name", "pro", "mobi", "xxx", "tel", "asia", "cat", "jobs"})
 # Top-level names of alternative roots (EmerDNS, OpenNIC, Namecoin): no ICANN resolver answers
 # them, so a workload asking is using its own resolution path, as BazarBackdoor did with ".bazar".
-_ALT = "bazar coin emc lib bit bbs chan cyb dyn geek gopher indy libre neo null oss oz parody pirate"
+_ALT = "bazar bazaar coin emc lib bit bbs chan cyb dyn geek gopher indy libre neo null oss oz parody pirate"
 ALT_ROOTS = frozenset(_ALT.split(" "))
 
 
@@ -107,7 +111,8 @@ def contrast_to_dict(counts: npt.NDArray[np.int64], smoothing: float) -> dict[st
 
 
 def contrast_from_dict(models: list[dict[str, Any]]) -> npt.NDArray[np.float64]:
-    """Stacked DGA-side trigram models: [0] all generated families, [1] the pronounceable ones."""
+    """Stacked trigram log-probabilities under [0] all generated DGA families, [1] the pronounceable
+    ones, [2] real site names (sites.py)."""
     out = []
     for data in models:
         counts = np.zeros(SIZE**3, dtype=np.float64)
@@ -150,7 +155,12 @@ def vector(name: Name, lex: Lexicon, contrast: npt.NDArray[np.float64]) -> list[
     # letters follow the habits of the project's own generators rather than of words. The second
     # row is against the pronounceable generators alone: their letters look most like words, so a
     # mixture dominated by uniform draws says little about them.
-    lrs = (contrast[:, i0, i1, i2] - tri_arr).tolist()
+    # The third model is of real site names: against it, the same ratios ask "DGA or site name?"
+    # rather than "DGA or word?", which is what separates pronounceable DGAs from brand names.
+    models = contrast[:, i0, i1, i2]
+    lrs = (models[:2] - tri_arr).tolist()
+    site_lrs = (models[:2] - models[2]).tolist()
+    site: list[float] = models[2].tolist()
     # Plain lists from here: a label has a dozen trigrams, where numpy's per-call cost dominates.
     tri: list[float] = tri_arr.tolist()
     lr, lr_pron = lrs[0], lrs[1]
@@ -193,6 +203,10 @@ def vector(name: Name, lex: Lexicon, contrast: npt.NDArray[np.float64]) -> list[
         _mean(sorted(lr)[-3:]),
         _mean(lr_pron),
         _mean(sorted(lr_pron)[-3:]),
+        _mean(site),
+        _mean(site_lrs[0]),
+        _mean(sorted(site_lrs[0])[-3:]),
+        _mean(site_lrs[1]),
     ]
 
 

@@ -1,10 +1,12 @@
-"""Train the DGA classifier on generated data and write ``model.json`` (deterministic).
+"""Train the DGA classifier and write ``model.json`` (deterministic for a given lock file).
 
     uv run python -m qcdr_analysis.dns.train [--out PATH]
 
-The benign side comes from the wordfreq lexicon (see text.py), the DGA side from generators.py.
-The threshold is the score that keeps the false-positive rate at or under ``--fpr`` on a separate,
-generated benign validation set; the evaluation corpus in shared/ is never read.
+The benign side is real site names (sites.py: the HSTS preload list from the ``hstspreload``
+package) plus names generated from the wordfreq lexicon (benign.py); the DGA side comes from the
+project's own generators (generators.py, pronounceable.py). The threshold is the score that keeps
+the false-positive rate at or under ``--fpr`` on a separate validation set (held-out site names
+and generated benign names); the evaluation corpus in shared/ is never read.
 """
 
 from __future__ import annotations
@@ -23,15 +25,31 @@ from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
 from qcdr_analysis.dns.domains import split
 from qcdr_analysis.dns.features import FEATURES, contrast_from_dict, contrast_to_dict, matrix
 from qcdr_analysis.dns.generators import DGA_FAMILIES, dataset
+from qcdr_analysis.dns.sites import Part, sample_sites, site_names
 from qcdr_analysis.dns.text import trigram_counts
 
+Dataset = tuple[list[str], list[int], list[str]]
 TRAIN_SEED, VALIDATION_SEED, LM_SEED = 20240601, 20240602, 20240603
 # Labels per family for the DGA-side trigram model: drawn from their own seed so the model the
 # likelihood-ratio features use has not seen the names the trees are fitted on.
 LM_PER_FAMILY, LM_SMOOTHING = 4000, 0.5
-PRONOUNCEABLE = frozenset({"syllables", "cv_alternating", "syllable_chain"})
-PER_FAMILY, N_BENIGN = 3000, 40000
-VAL_PER_FAMILY, VAL_BENIGN = 800, 20000
+PRONOUNCEABLE = frozenset(
+    {
+        "syllables",
+        "cv_alternating",
+        "syllable_chain",
+        "vowel_clusters",
+        "pairs_dynamic",
+        "doubled_vowels",
+        "closed_syllables",
+        "y_syllables",
+    }
+)
+PER_FAMILY, N_BENIGN = 3000, 8000
+VAL_PER_FAMILY, VAL_BENIGN = 800, 3000
+# Real site names (sites.py, the HSTS preload list) beside the generated benign names: disjoint
+# parts of the list for the trees and for the threshold.
+N_SITES, VAL_SITES = 50000, 25000
 PARAMS: dict[str, Any] = {
     "n_estimators": 200,
     "max_depth": 4,
@@ -43,14 +61,23 @@ PARAMS: dict[str, Any] = {
 
 def dga_language_model() -> list[dict[str, Any]]:
     """Trigram counts over generated DGA labels: all non-dictionary families (equal share each),
-    then the pronounceable ones alone."""
+    then the pronounceable ones alone, then real site names (the part of sites.py that neither
+    the trees nor the threshold see)."""
     names, _, families = dataset(LM_SEED, LM_PER_FAMILY, 0)
     labels = [split(n).label for n in names]
     pron = [label for label, f in zip(labels, families, strict=True) if f in PRONOUNCEABLE]
+    site_labels = [split(n).label for n in site_names("lm")]
     return [
         contrast_to_dict(trigram_counts(labels), LM_SMOOTHING),
         contrast_to_dict(trigram_counts(pron), LM_SMOOTHING),
+        contrast_to_dict(trigram_counts(site_labels), LM_SMOOTHING),
     ]
+
+
+def _with_sites(data: Dataset, part: Part, n: int, seed: int) -> Dataset:
+    names, labels, families = data
+    sites = sample_sites(part, n, seed)
+    return names + sites, labels + [0] * len(sites), families + ["site"] * len(sites)
 
 
 def _export(
@@ -86,11 +113,13 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
     started = time.perf_counter()
     dga_lm = dga_language_model()
     contrast = contrast_from_dict(dga_lm)
-    names, labels, _ = dataset(TRAIN_SEED, PER_FAMILY, N_BENIGN)
+    names, labels, _ = _with_sites(dataset(TRAIN_SEED, PER_FAMILY, N_BENIGN), "train", N_SITES, TRAIN_SEED)
     x, y = matrix(names, contrast=contrast), np.array(labels)
     clf = GradientBoostingClassifier(**PARAMS).fit(x, y)
 
-    v_names, v_labels, v_families = dataset(VALIDATION_SEED, VAL_PER_FAMILY, VAL_BENIGN)
+    v_names, v_labels, v_families = _with_sites(
+        dataset(VALIDATION_SEED, VAL_PER_FAMILY, VAL_BENIGN), "validation", VAL_SITES, VALIDATION_SEED
+    )
     vx, vy = matrix(v_names, contrast=contrast), np.array(v_labels)
     probe = _export(clf, 0.5, dga_lm, {"_y": y})
     model = model_from_dict(probe)
