@@ -44,12 +44,14 @@ def _root(
 
 def _register_subcommands() -> None:
     from qcdr.action_cli import action_app
+    from qcdr.admission_cli import admission_app
     from qcdr.intel_cli import intel_app
     from qcdr.outputs_cli import outputs_app
 
     app.add_typer(intel_app)
     app.add_typer(action_app)
     app.add_typer(outputs_app)
+    app.add_typer(admission_app)
 
 
 _register_subcommands()

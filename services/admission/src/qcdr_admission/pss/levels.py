@@ -1,0 +1,80 @@
+"""The level logic: which check revisions run for a (level, version), and the evaluation itself.
+
+Baseline runs every baseline check that exists at the version, each in the revision in force
+there. Restricted runs the same plus the restricted checks, minus the baseline checks that a
+restricted revision in force overrides. Plans are computed once per (level, version) and cached,
+so a request only pays for the checks themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from qcdr_admission.pss.checks import load_checks
+from qcdr_admission.pss.pod import Pod
+from qcdr_admission.pss.registry import CheckFn
+from qcdr_admission.pss.versions import parse_version
+
+Level = Literal["privileged", "baseline", "restricted"]
+LEVELS: tuple[Level, ...] = ("privileged", "baseline", "restricted")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str  # the upstream check id, e.g. "capabilities_restricted"
+    message: str  # what is forbidden and where
+
+
+@functools.cache
+def plan(level: str, version: str) -> tuple[tuple[str, CheckFn], ...]:
+    """The (check id, revision) pairs that run at ``level`` and ``version``, by check id.
+
+    Raises ``ValueError`` for an unknown level or version.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown Pod Security Standards level {level!r}: known are {', '.join(LEVELS)}")
+    minor = parse_version(version)
+    if level == "privileged":
+        return ()
+    active: dict[str, CheckFn] = {}
+    overridden: set[str] = set()
+    for check in load_checks():
+        if check.level == "restricted" and level != "restricted":
+            continue
+        revision = check.at(minor)
+        if revision is None:
+            continue
+        active[check.id] = revision.check
+        overridden.update(revision.overrides)
+    return tuple(
+        sorted(((i, fn) for i, fn in active.items() if i not in overridden), key=lambda p: p[0].lower())
+    )
+
+
+def check_ids(level: str, version: str) -> tuple[str, ...]:
+    """The ids of the checks that run at ``level`` and ``version``."""
+    return tuple(check_id for check_id, _ in plan(level, version))
+
+
+def evaluate(
+    pod_metadata: Mapping[str, Any], pod_spec: Mapping[str, Any], level: str, version: str = "latest"
+) -> list[Violation]:
+    """Every violation of the Pod Security Standard ``level`` at ``version`` (``latest`` or
+    ``v1.N``); an empty list means allowed.
+
+    Pure and copy-free. Raises :class:`~qcdr_admission.pss.errors.MalformedObjectError` when a
+    field it reads has the wrong shape, ``ValueError`` for an unknown level or version.
+    """
+    checks = plan(level, version)
+    if not checks:
+        return []
+    pod = Pod(pod_metadata, pod_spec)
+    violations = []
+    for check_id, check in checks:
+        message = check(pod)
+        if message is not None:
+            violations.append(Violation(check_id, message))
+    return violations
