@@ -108,7 +108,8 @@ class SinkDelivery:
                         ),
                     ),
                 )
-                .order_by(OutputQueueRow.next_attempt_at, OutputQueueRow.id)
+                # the partial index (sink, next_attempt_at) serves this order with the LIMIT, no sort
+                .order_by(OutputQueueRow.next_attempt_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
@@ -154,16 +155,20 @@ class SinkDelivery:
                 await self._dead(
                     session, row, f"undelivered after max age ({self.config.max_age_s:g} s)", row.last_error
                 )
+            delivered = [r for r, o in zip(rows, outcomes, strict=True) if o.status == Status.DELIVERED]
+            if delivered:  # one statement for the whole batch: the common case
+                await session.execute(
+                    update(OutputQueueRow)
+                    .where(OutputQueueRow.id.in_([r.id for r in delivered]))
+                    .values(state="delivered", delivered_at=now, claimed_until=None, last_error=None)
+                )
+                SENT.labels(name).inc(len(delivered))
+                for row in delivered:
+                    DELIVERY_SECONDS.labels(name).observe(max(0.0, (now - row.created_at).total_seconds()))
             for row, outcome in zip(rows, outcomes, strict=True):
                 if outcome.status == Status.DELIVERED:
-                    await session.execute(
-                        update(OutputQueueRow)
-                        .where(OutputQueueRow.id == row.id)
-                        .values(state="delivered", delivered_at=now, claimed_until=None, last_error=None)
-                    )
-                    SENT.labels(name).inc()
-                    DELIVERY_SECONDS.labels(name).observe(max(0.0, (now - row.created_at).total_seconds()))
-                elif outcome.status == Status.REJECTED:
+                    continue
+                if outcome.status == Status.REJECTED:
                     FAILED.labels(name).inc()
                     await self._dead(session, row, "rejected by the sink", outcome.detail)
                 else:

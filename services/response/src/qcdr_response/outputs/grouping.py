@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.streams.envelope import uuid7
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_response.outputs.base import SinkConfig
@@ -77,16 +80,41 @@ def new_message(
 
 
 def queue_row(message: OutputMessage, now: datetime) -> OutputQueueRow:
-    return OutputQueueRow(
-        message_id=message.id,
-        sink=message.sink,
-        kind=message.kind.value,
-        group_key=message.group_key,
-        count=message.count,
-        state="pending",
-        payload=message.model_dump(mode="json"),
-        created_at=now,
-        next_attempt_at=now,
+    return OutputQueueRow(**row_values(message, now))
+
+
+def row_values(message: OutputMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "message_id": message.id,
+        "sink": message.sink,
+        "kind": message.kind.value,
+        "group_key": message.group_key,
+        "count": message.count,
+        "state": "pending",
+        "payload": message.model_dump(mode="json"),
+        "created_at": now,
+        "next_attempt_at": now,
+    }
+
+
+@dataclass
+class _Group:
+    """One (sink, group key) while a batch is queued: its newest message and whether that message
+    can still change (new in this batch, or an untried row already queued)."""
+
+    current: OutputMessage | None = None
+    row_id: int | None = None  # the queued row ``current`` came from, if it may be folded into
+    index: int | None = None  # ``current`` is this batch's new message at ``created[index]``
+    grown: bool = False
+
+
+def _grow(message: OutputMessage, finding: Finding) -> OutputMessage:
+    return message.model_copy(
+        update={
+            "count": message.count + 1,
+            "last_seen": max(message.last_seen, finding.event_time),
+            "finding_ids": (*message.finding_ids, finding.id)[-MAX_IDS:],
+        }
     )
 
 
@@ -99,50 +127,88 @@ async def enqueue(
     now: datetime,
     link_for: Callable[[Finding], str | None] = lambda f: None,
 ) -> int:
-    """Queue ``findings`` for ``sinks``; returns the rows written or changed."""
-    changed = 0
-    for finding in findings:
-        for config in sinks:
-            if not wants(config, finding):
+    """Queue ``findings`` for ``sinks``; returns the (finding, sink) pairs handled.
+
+    A batch costs a fixed handful of statements whatever its size: one to take the advisory locks
+    of its groups (in a stable order, so concurrent batches cannot deadlock), one to read each
+    group's newest row, one bulk insert, and one conditional update per queued row it grows."""
+    wanted = [
+        (config, group_key(finding, config.group_by), finding)
+        for finding in findings
+        for config in sinks
+        if wants(config, finding)
+    ]
+    if not wanted:
+        return 0
+    pairs = sorted({(config.name, gk) for config, gk, _ in wanted})
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"),
+        {"keys": [f"qcdr-output:{sink}:{gk}" for sink, gk in pairs]},
+    )
+    newest = await session.execute(
+        select(
+            OutputQueueRow.id,
+            OutputQueueRow.sink,
+            OutputQueueRow.group_key,
+            OutputQueueRow.state,
+            OutputQueueRow.attempts,
+            OutputQueueRow.payload,
+        )
+        .where(tuple_(OutputQueueRow.sink, OutputQueueRow.group_key).in_(pairs))
+        .order_by(OutputQueueRow.sink, OutputQueueRow.group_key, OutputQueueRow.id.desc())
+        .ext(distinct_on(OutputQueueRow.sink, OutputQueueRow.group_key))
+    )
+    groups: dict[tuple[str, str], _Group] = {}
+    for row in newest:
+        prev = OutputMessage.model_validate(row.payload)
+        if prev.kind == MessageKind.RESOLVE:
+            continue
+        untried = row.state == "pending" and row.attempts == 0
+        groups[(row.sink, row.group_key)] = _Group(current=prev, row_id=row.id if untried else None)
+
+    created: list[OutputMessage] = []
+    for config, gk, finding in wanted:
+        g = groups.setdefault((config.name, gk), _Group())
+        cur = g.current
+        if (
+            cur is not None
+            and (finding.event_time - cur.first_seen).total_seconds() <= config.group_window_s
+            and finding.id not in cur.finding_ids
+        ):
+            grown = _grow(cur, finding)
+            if g.index is not None or g.row_id is not None:
+                g.current, g.grown = grown, True
+                if g.index is not None:
+                    created[g.index] = grown
                 continue
-            gk = group_key(finding, config.group_by)
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"qcdr-output:{config.name}:{gk}"}
+            # the group went out already: the next finding makes an update with the same key
+            follow_up = grown.model_copy(
+                update={"id": uuid7(), "kind": MessageKind.UPDATE, "created_at": now}
             )
-            last = await session.scalar(
-                select(OutputQueueRow)
-                .where(OutputQueueRow.sink == config.name, OutputQueueRow.group_key == gk)
-                .order_by(OutputQueueRow.id.desc())
-                .limit(1)
-                .with_for_update()
+            created.append(follow_up)
+            groups[(config.name, gk)] = _Group(current=follow_up, index=len(created) - 1)
+            continue
+        message = new_message(config, finding, gk, cluster_id=cluster_id, now=now, link=link_for(finding))
+        created.append(message)
+        groups[(config.name, gk)] = _Group(current=message, index=len(created) - 1)
+
+    for g in groups.values():
+        if g.row_id is None or not g.grown or g.current is None:
+            continue
+        # fold into the queued row unless a worker claimed it meanwhile (it may be on the wire)
+        folded = await session.execute(
+            update(OutputQueueRow)
+            .where(
+                OutputQueueRow.id == g.row_id,
+                OutputQueueRow.state == "pending",
+                OutputQueueRow.attempts == 0,
             )
-            prev = OutputMessage.model_validate(last.payload) if last is not None else None
-            in_window = (
-                prev is not None
-                and prev.kind != MessageKind.RESOLVE
-                and (finding.event_time - prev.first_seen).total_seconds() <= config.group_window_s
-                and finding.id not in prev.finding_ids
+            .values(payload=g.current.model_dump(mode="json"), count=g.current.count)
+        )
+        if not folded.rowcount:  # type: ignore[attr-defined]
+            created.append(
+                g.current.model_copy(update={"id": uuid7(), "kind": MessageKind.UPDATE, "created_at": now})
             )
-            if last is not None and prev is not None and in_window:
-                grown = prev.model_copy(
-                    update={
-                        "count": prev.count + 1,
-                        "last_seen": max(prev.last_seen, finding.event_time),
-                        "finding_ids": (*prev.finding_ids, finding.id)[-MAX_IDS:],
-                    }
-                )
-                if last.state == "pending" and last.attempts == 0:
-                    last.payload, last.count = grown.model_dump(mode="json"), grown.count
-                else:
-                    update = grown.model_copy(
-                        update={"id": uuid7(), "kind": MessageKind.UPDATE, "created_at": now}
-                    )
-                    session.add(queue_row(update, now))
-            else:
-                message = new_message(
-                    config, finding, gk, cluster_id=cluster_id, now=now, link=link_for(finding)
-                )
-                session.add(queue_row(message, now))
-            changed += 1
-    await session.flush()
-    return changed
+    if created:
+        await session.execute(insert(OutputQueueRow), [row_values(m, now) for m in created])
+    return len(wanted)
