@@ -30,8 +30,9 @@ INGEST_TABLES = {
     "intel_indicators",
     "intel_indicator_state",
     "intel_domains",
+    "ingest_images",
 }
-HEAD = "0003"
+HEAD = "0004"
 
 
 @pytest.fixture

@@ -59,6 +59,11 @@ class IngestSettings(CommonSettings):
         default=None, description="YAML feed list; built-in feeds if unset."
     )
     intel_interval: timedelta = Field(default=timedelta(minutes=15))
+    # Container Security image status for admission's block_unscanned_images (needs QUALYS_*)
+    images_enabled: bool = Field(
+        default=True, description="Poll the Qualys CS images list when credentials are set."
+    )
+    images_interval: timedelta = Field(default=timedelta(minutes=15))
     intel_ttl: timedelta = Field(
         default=timedelta(days=7), description="An indicator no feed lists any more goes after this."
     )

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from qcdr_ingest.db.outbox import OUTBOX
+from qcdr_ingest.images.worker import ImagesWorker
 from qcdr_ingest.intel.feeds import DEFAULT_FEEDS, load_feeds
 from qcdr_ingest.intel.model import FeedSpec
 from qcdr_ingest.intel.scheduler import IntelScheduler
@@ -36,11 +37,14 @@ class Workers:
     relay: OutboxRelay
     poller: CdrPoller | None = None
     scheduler: IntelScheduler | None = None
+    images: ImagesWorker | None = None
 
     def runners(self) -> list[Worker]:
         found: list[Worker] = [self.relay.run]
         if self.poller is not None:
             found.append(self.poller.run)
+        if self.images is not None:
+            found.append(self.images.run)
         if self.scheduler is not None:
             found.append(self.scheduler.run)
         return found
@@ -49,6 +53,8 @@ class Workers:
         names = ["outbox relay"]
         if self.poller is not None:
             names.append("qualys poller")
+        if self.images is not None:
+            names.append("image status poller")
         if self.scheduler is not None:
             names.append(f"intel scheduler ({len(self.scheduler.specs)} feeds)")
         return names
@@ -92,6 +98,8 @@ def build_workers(
             notify=relay.notify,
             transport=qualys_transport,
         )
+    if settings.images_enabled and qualys.has_credentials:
+        workers.images = ImagesWorker(sessions, qualys, interval=settings.images_interval)
     if settings.intel_enabled:
         workers.scheduler = IntelScheduler(
             engine,

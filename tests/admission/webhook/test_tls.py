@@ -1,0 +1,135 @@
+"""The webhook over real TLS: uvicorn on 127.0.0.1 with a certificate from ``qcdr-admission
+certs``' CA, httpx verifying against that CA; replacing the files switches new connections to the
+new certificate without a restart, while an open keep-alive connection keeps working."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from qcdr_admission.app import create_app
+from qcdr_admission.certs import write_dev_certs
+from qcdr_admission.cli import cli
+from qcdr_admission.tls import ReloadingTLS, uvicorn_config
+from typer.testing import CliRunner
+
+from tests.admission.webhook.conftest import admission_settings, privileged_pod, review
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _client(ca: Path) -> httpx.Client:
+    return httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=5.0)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    live = tmp_path / "live"
+    write_dev_certs(live, ["localhost"], ip_addresses=["127.0.0.1"])
+    port = _free_port()
+    config = uvicorn_config(
+        create_app(admission_settings()),
+        host="127.0.0.1",
+        port=port,
+        cert=live / "tls.crt",
+        key=live / "tls.key",
+        reload_interval_s=0.0,
+        log_level="warning",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"https://127.0.0.1:{port}", live
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+def test_https_with_the_dev_ca_and_reload(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, live = server
+    old_ca = tmp_path / "old-ca.crt"
+    shutil.copy(live / "ca.crt", old_ca)
+    with _client(old_ca) as first:
+        r = first.post(f"{url}/validate", content=orjson.dumps(review(privileged_pod())))
+        assert r.status_code == 200
+        assert r.json()["response"]["allowed"] is False
+        assert r.http_version == "HTTP/1.1"
+
+        # rotate: a new CA and serving cert written over the live files (key first, atomically)
+        fresh = write_dev_certs(tmp_path / "fresh", ["localhost"], ip_addresses=["127.0.0.1"])
+        shutil.copy(fresh.key, live / "tls.key.new")
+        (live / "tls.key.new").replace(live / "tls.key")
+        shutil.copy(fresh.cert, live / "tls.crt.new")
+        (live / "tls.crt.new").replace(live / "tls.crt")
+
+        with _client(fresh.ca_cert) as second:
+            r = second.post(f"{url}/validate", content=orjson.dumps(review(privileged_pod())))
+            assert r.status_code == 200
+        with _client(old_ca) as third, pytest.raises(httpx.ConnectError):
+            third.get(f"{url}/healthz")
+        # the first client's keep-alive connection was made with the old certificate and still works
+        assert first.get(f"{url}/healthz").status_code == 200
+
+
+def test_half_written_pair_keeps_the_old_certificate(tmp_path: Path) -> None:
+    files = write_dev_certs(tmp_path / "a", ["localhost"])
+    other = write_dev_certs(tmp_path / "b", ["localhost"])
+    tls = ReloadingTLS(files.cert, files.key, interval_s=0)
+    before = tls.current
+    shutil.copy(other.cert, files.cert)  # new cert, old key: does not load
+    assert tls.maybe_reload() is False
+    assert tls.current is before
+    shutil.copy(other.key, files.key)
+    assert tls.maybe_reload() is True
+    assert tls.current is not before
+    assert tls.maybe_reload() is False  # unchanged since
+
+
+def test_certs_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["certs", "--out", str(tmp_path), "--dns", "admission.qualys-system.svc", "--dns", "admission"]
+    )
+    assert result.exit_code == 0, result.output
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert names == ["admission.qualys-system.svc", "admission"]
+    assert (tmp_path / "tls.key").stat().st_mode & 0o077 == 0
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    assert ctx.cert_store_stats()["x509_ca"] == 1
+
+
+def test_serve_refuses_plain_http_when_tls_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qcdr_admission.settings import get_settings
+
+    monkeypatch.delenv("QCDR_ADMISSION_TLS_CERT", raising=False)
+    monkeypatch.delenv("QCDR_ADMISSION_TLS_KEY", raising=False)
+    monkeypatch.setenv("QCDR_ADMISSION_TLS_REQUIRED", "true")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["serve"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "QCDR_ADMISSION_TLS_CERT" in result.output

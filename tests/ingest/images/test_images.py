@@ -1,0 +1,182 @@
+"""The CS images poller against the Qualys double's CS endpoint: paging to the last page, faults
+(429/503 with Retry-After, a revoked token, HTML), parsing, and the store + view admission reads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from qcdr_common.db import make_engine
+from qcdr_common.testing.plugin import scratch_database
+from qcdr_ingest.db import upgrade
+from qcdr_ingest.images.client import CsImagesClient
+from qcdr_ingest.images.parse import MalformedImageError, parse_image
+from qcdr_ingest.images.poller import poll_images
+from qcdr_ingest.qualys.config import QualysSettings
+from qcdr_ingest.qualys.csapi_double import CsApiConfig, add_csapi
+from qcdr_ingest.qualys.double import DoubleConfig, Fault, QualysDouble, serve_double
+from qcdr_ingest.qualys.errors import QualysPayloadError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+NOW_MS = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def image(n: int, *, scanned: bool = True, sev5: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "imageId": f"{n:012x}",
+        "sha": f"{n:064x}",
+        "repo": [{"registry": "registry.example.com", "repository": f"team/app{n}", "tag": "1.0"}],
+        "repoDigests": [
+            {
+                "registry": "registry.example.com",
+                "repository": f"team/app{n}",
+                "digest": f"sha256:{n + 1000:064x}",
+            }
+        ],
+        "lastScanned": NOW_MS if scanned else None,
+        "vulnerabilities": {"severity3Count": 2, "severity5Count": sev5},
+    } | extra
+
+
+IMAGES = [image(i, scanned=i % 3 != 0, sev5=1 if i == 4 else 0) for i in range(1, 12)]
+
+
+def test_parse() -> None:
+    rec = parse_image(image(4, sev5=1))
+    assert rec.image_key == f"sha256:{4:064x}"
+    assert rec.names == ("registry.example.com/team/app4:1.0",)
+    assert rec.digests == (f"sha256:{4:064x}", f"sha256:{1004:064x}")
+    assert rec.scanned
+    assert rec.max_severity == 5
+    unscanned = parse_image(image(3, scanned=False) | {"vulnerabilities": None})
+    assert not unscanned.scanned
+    assert unscanned.max_severity is None
+    for bad in ({"imageId": "x"}, {"sha": "nothex"}, "text"):
+        with pytest.raises(MalformedImageError):
+            parse_image(bad)
+
+
+async def fetch(
+    make_settings: Callable[..., QualysSettings], cs: CsApiConfig, page_size: int = 4
+) -> tuple[Any, Any]:
+    double = QualysDouble(DoubleConfig())
+    stats = add_csapi(double, cs)
+    with serve_double(double) as url:
+        client = CsImagesClient(make_settings(), base_url=url, page_size=page_size)
+        try:
+            return await client.fetch_all(), stats
+        finally:
+            await client.aclose()
+
+
+async def test_pages_until_the_last(make_settings: Callable[..., QualysSettings]) -> None:
+    result, stats = await fetch(make_settings, CsApiConfig(images=IMAGES))
+    assert [i["imageId"] for i in result.items] == [i["imageId"] for i in IMAGES]
+    assert result.pages == stats.pages_served == 3
+    assert result.reported_total == 11
+    # an exact multiple of the page size stops on the count, without an empty extra page
+    result, stats = await fetch(make_settings, CsApiConfig(images=IMAGES[:8]))
+    assert result.pages == stats.pages_served == 2
+    # the server clamps the page size: short pages are not mistaken for the last one when count says more
+    result, _ = await fetch(make_settings, CsApiConfig(images=IMAGES, max_page_size=4), page_size=4)
+    assert len(result.items) == 11
+
+
+async def test_faults_are_retried(make_settings: Callable[..., QualysSettings]) -> None:
+    faults = [
+        Fault(kind="429", at=(1,), retry_after="0"),
+        Fault(kind="503", at=(3,), retry_after="0"),
+        Fault(kind="revoke", at=(4,)),
+    ]
+    result, stats = await fetch(make_settings, CsApiConfig(images=IMAGES, faults=faults))
+    assert len(result.items) == 11
+    assert result.retries >= 2
+    assert stats.rejected_tokens == 1  # the revoked token got one fresh login
+
+
+async def test_html_is_a_payload_error(make_settings: Callable[..., QualysSettings]) -> None:
+    with pytest.raises(QualysPayloadError):
+        await fetch(make_settings, CsApiConfig(images=IMAGES, faults=[Fault(kind="html", at=(2,))]))
+
+
+@pytest.fixture(scope="module")
+def ingest_db(base_database_url: str) -> Iterator[str]:
+    with scratch_database(base_database_url, "qcdr_ingest_images") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.mark.db
+async def test_poll_stores_and_the_view_answers(
+    make_settings: Callable[..., QualysSettings], ingest_db: str
+) -> None:
+    double = QualysDouble(DoubleConfig())
+    add_csapi(double, CsApiConfig(images=[*IMAGES, {"imageId": "broken"}, IMAGES[0]]))
+    engine = make_engine(ingest_db)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        with serve_double(double) as url:
+            client = CsImagesClient(make_settings(), base_url=url, page_size=5)
+            try:
+                async with sessions.begin() as session:
+                    result = await poll_images(client, session)
+                async with sessions.begin() as session:
+                    await poll_images(client, session)  # idempotent
+            finally:
+                await client.aclose()
+    finally:
+        await engine.dispose()
+    assert (result.fetched, result.stored, result.malformed) == (13, 11, 1)
+    conn = await asyncpg.connect(ingest_db.replace("+asyncpg", ""))
+    try:
+        rows = await conn.fetch("SELECT * FROM ingest_image_status ORDER BY image_key")
+    finally:
+        await conn.close()
+    assert len(rows) == 11
+    by_name = {r["names"][0]: r for r in rows}
+    assert by_name["registry.example.com/team/app4:1.0"]["max_severity"] == 5
+    assert by_name["registry.example.com/team/app3:1.0"]["scanned"] is False
+
+    # admission's cache reads the view and answers by name and by digest
+    from qcdr_admission.policies.image_status import ImageStatusCache
+
+    cache = ImageStatusCache()
+    engine = make_engine(ingest_db)
+    try:
+        await cache.load(engine)
+    finally:
+        await engine.dispose()
+    assert cache.lookup("registry.example.com/team/app4:1.0").scanned  # type: ignore[union-attr]
+    assert not cache.lookup("registry.example.com/team/app3:1.0").scanned  # type: ignore[union-attr]
+    assert cache.lookup(f"elsewhere.io/x@sha256:{1004:064x}") is not None
+    assert cache.lookup("registry.example.com/team/app4:2.0") is None
+    assert cache.lookup("registry.example.com.evil.io/team/app4:1.0") is None
+
+
+@pytest.mark.db
+async def test_the_worker_polls_in_one_replica_at_a_time(
+    make_settings: Callable[..., QualysSettings], ingest_db: str
+) -> None:
+    from qcdr_ingest.images.worker import ImagesWorker
+
+    double = QualysDouble(DoubleConfig())
+    add_csapi(double, CsApiConfig(images=IMAGES))
+    engine = make_engine(ingest_db)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        with serve_double(double) as url:
+            worker = ImagesWorker(sessions, make_settings(), interval=timedelta(minutes=15), base_url=url)
+            result = await worker.poll_once()
+            assert result is not None
+            assert result.stored == len(IMAGES)
+            # while another replica holds the lock, a cycle does nothing
+            async with sessions.begin() as other:
+                await other.execute(text("SELECT pg_advisory_xact_lock(hashtext('qcdr-ingest-images'))"))
+                assert await asyncio.wait_for(worker.poll_once(), 10) is None
+    finally:
+        await engine.dispose()
