@@ -165,13 +165,13 @@ class PssEngine:
     def evaluate(self, subject: Subject) -> list[Result]:
         plan = self._namespaces.get(subject.namespace or "", self._default)
         results: list[Result] = []
-        seen: dict[tuple[str, str], list[pss.Violation]] = {}
         reported: set[tuple[str, str]] = set()
-        for mode, level, version in plan.runs:
-            key = (level, version)
-            violations = seen.get(key)
-            if violations is None:
-                violations = seen[key] = pss.evaluate(subject.pod_metadata, subject.pod_spec, level, version)
+        # every check revision runs once however many modes ask for it (baseline checks are
+        # shared by an enforced baseline and a warned restricted level)
+        levels = pss.evaluate_many(
+            subject.pod_metadata, subject.pod_spec, [(lv, ver) for _, lv, ver in plan.runs]
+        )
+        for (mode, _level, _version), violations in zip(plan.runs, levels, strict=True):
             for v in violations:
                 if (v.check, v.message) in reported:
                     continue

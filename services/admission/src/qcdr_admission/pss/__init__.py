@@ -12,7 +12,7 @@ manifest. The checks live one per module in :mod:`qcdr_admission.pss.checks`.
 from __future__ import annotations
 
 from qcdr_admission.pss.errors import MalformedObjectError
-from qcdr_admission.pss.levels import LEVELS, Level, Violation, check_ids, evaluate, plan
+from qcdr_admission.pss.levels import LEVELS, Level, Violation, check_ids, evaluate, evaluate_many, plan
 from qcdr_admission.pss.versions import KNOWN_VERSIONS, LATEST, LATEST_MINOR, parse_version
 from qcdr_admission.pss.workloads import POD_KINDS, pod_path, pod_spec_of
 
@@ -27,6 +27,7 @@ __all__ = [
     "Violation",
     "check_ids",
     "evaluate",
+    "evaluate_many",
     "parse_version",
     "plan",
     "pod_path",

@@ -9,7 +9,7 @@ so a request only pays for the checks themselves.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,3 +78,24 @@ def evaluate(
         if message is not None:
             violations.append(Violation(check_id, message))
     return violations
+
+
+def evaluate_many(
+    pod_metadata: Mapping[str, Any], pod_spec: Mapping[str, Any], runs: Sequence[tuple[str, str]]
+) -> list[list[Violation]]:
+    """``evaluate`` for several (level, version) pairs at once, each check revision run once: the
+    webhook enforces one level and warns on another, and most checks are shared between them."""
+    pod = Pod(pod_metadata, pod_spec)
+    memo: dict[int, str | None] = {}
+    out: list[list[Violation]] = []
+    for level, version in runs:
+        violations = []
+        for check_id, check in plan(level, version):
+            key = id(check)
+            if key not in memo:
+                memo[key] = check(pod)
+            message = memo[key]
+            if message is not None:
+                violations.append(Violation(check_id, message))
+        out.append(violations)
+    return out
