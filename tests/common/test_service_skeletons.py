@@ -1,5 +1,6 @@
 """Every service starts, serves health and metrics, and checks its real dependencies."""
 
+import asyncio
 import importlib
 
 import httpx
@@ -7,6 +8,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 SERVICES = ["ingest", "analysis", "response", "admission", "federation"]
+# Readiness beyond the datastores: admission is ready once its policy set is loaded (from its own
+# tables: migrated first here) and the findings reader has bootstrapped.
+EXTRA_CHECKS = {"admission": {"policies": "ok", "runtime": "ok"}}
 
 
 @pytest.mark.db
@@ -19,14 +23,25 @@ async def test_health_ready_and_metrics(
     monkeypatch.setenv("REDIS_URL", redis_url)
     settings_mod = importlib.import_module(f"qcdr_{service}.settings")
     settings_mod.get_settings.cache_clear()
+    if service in EXTRA_CHECKS:
+        await asyncio.to_thread(importlib.import_module(f"qcdr_{service}.db").upgrade, database_url)
     app = importlib.import_module(f"qcdr_{service}.app").create_app()
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             ready = await client.get("/readyz")
+            for _ in range(100):  # a policy set or a bootstrap may take a moment after start-up
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+                ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
-            assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+            assert ready.json()["checks"] == {
+                "postgres": "ok",
+                "redis": "ok",
+                **EXTRA_CHECKS.get(service, {}),
+            }
             assert (await client.get("/metrics")).status_code == 200
     settings_mod.get_settings.cache_clear()
 
