@@ -17,10 +17,13 @@ EXTRA_CHECKS = {"admission": {"policies": "ok", "runtime": "ok"}}
 @pytest.mark.redis
 @pytest.mark.parametrize("service", SERVICES)
 async def test_health_ready_and_metrics(
-    service: str, database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    service: str, database_url: str, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("REDIS_URL", redis_url)
+    # a prefix of its own: the apps' consumers must not pick up what anything else left in the
+    # machine's Redis under the default prefix (and write it into this worker's database)
+    monkeypatch.setenv("QCDR_REDIS_PREFIX", redis_prefix)
     settings_mod = importlib.import_module(f"qcdr_{service}.settings")
     settings_mod.get_settings.cache_clear()
     if service in EXTRA_CHECKS:
@@ -48,8 +51,9 @@ async def test_health_ready_and_metrics(
 
 @pytest.mark.parametrize("service", SERVICES)
 async def test_readyz_reports_unreachable_redis(
-    service: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+    service: str, database_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("QCDR_REDIS_PREFIX", redis_prefix)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     settings_mod = importlib.import_module(f"qcdr_{service}.settings")
