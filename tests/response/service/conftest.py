@@ -22,11 +22,13 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = count(1)
 
 
-@pytest.fixture(scope="session")
-def response_database_url(database_url: str) -> str:
-    """This worker's database with the real response migrations applied (once per session)."""
-    upgrade(database_url)
-    return database_url
+@pytest.fixture(scope="module")
+def response_database_url(base_database_url: str) -> Iterator[str]:
+    """A migrated database of this module's own for rolled-back sessions: tests that count rows
+    must not see what another module committed into a shared database."""
+    with scratch_database(base_database_url, "qcdr_response_s") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture
