@@ -17,9 +17,9 @@ import httpx
 import orjson
 
 from qcdr_ingest.qualys.auth import TokenProvider, TokenTiming
+from qcdr_ingest.qualys.authed import authed_get
 from qcdr_ingest.qualys.config import QualysSettings
-from qcdr_ingest.qualys.errors import QualysAuthError, QualysHTTPError, QualysPayloadError, transport_error
-from qcdr_ingest.qualys.retry import send_with_retries
+from qcdr_ingest.qualys.errors import QualysHTTPError, QualysPayloadError
 
 IMAGES_PATH = "/csapi/v1.3/images"
 
@@ -100,29 +100,17 @@ class CsImagesClient:
         return result
 
     async def _page(self, number: int) -> dict[str, Any]:
-        url = self._http.base_url.join(IMAGES_PATH.lstrip("/"))
         params = {"pageNumber": str(number), "pageSize": str(self.page_size)}
-        used: list[str] = []
-
-        async def send() -> httpx.Response:
-            token = await self._auth.get()
-            used.append(token)
-            return await self._http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
-
-        for attempt in (1, 2):
-            try:
-                response = await send_with_retries(
-                    send, self._retry, rng=self._rng, sleep=self._sleep, on_retry=self._count
-                )
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, url) from exc
-            if response.status_code != 401:
-                break
-            if attempt == 2:
-                raise QualysAuthError(f"Qualys rejected a freshly issued token for {IMAGES_PATH} (HTTP 401)")
-            await self._auth.renew(used[-1])
-        if response.status_code == 403:
-            raise QualysAuthError(f"Qualys refused {IMAGES_PATH} (HTTP 403): no Container Security access?")
+        response = await authed_get(
+            self._http,
+            self._auth,
+            IMAGES_PATH,
+            params,
+            policy=self._retry,
+            rng=self._rng,
+            sleep=self._sleep,
+            on_retry=self._count,
+        )
         if response.status_code != 200:
             raise QualysHTTPError(
                 f"GET {IMAGES_PATH} failed with HTTP {response.status_code}", response.status_code

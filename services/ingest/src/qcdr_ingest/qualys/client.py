@@ -18,16 +18,15 @@ import httpx
 import orjson
 
 from qcdr_ingest.qualys.auth import TokenProvider, TokenTiming
+from qcdr_ingest.qualys.authed import authed_get
 from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.qualys.errors import (
-    QualysAuthError,
     QualysHTTPError,
     QualysPayloadError,
-    transport_error,
 )
 from qcdr_ingest.qualys.paging import Page, PageMeta, PagerOptions, WindowPager
 from qcdr_ingest.qualys.results import FetchProgress, FetchResult, FetchStats
-from qcdr_ingest.qualys.retry import RetryNotice, send_with_retries
+from qcdr_ingest.qualys.retry import RetryNotice
 
 FINDINGS_PATH = "/cdr-api/rest/v1/findings"
 SEVERITY_PARAM = {"LOW": "1", "MEDIUM": "2", "HIGH": "3", "CRITICAL": "4"}
@@ -220,33 +219,21 @@ class QualysCdrClient:
     def _count_retry(self, notice: RetryNotice) -> None:
         self._stats.retries += 1
 
+    def _count_request(self) -> None:
+        self._stats.requests += 1
+
     async def _get(self, path: str, params: dict[str, str]) -> httpx.Response:
-        url = self._http.base_url.join(path.lstrip("/"))
-        used: list[str] = []
-
-        async def send() -> httpx.Response:
-            token = await self._auth.get()
-            used.append(token)
-            self._stats.requests += 1
-            return await self._http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
-
-        for attempt in (1, 2):
-            try:
-                response = await send_with_retries(
-                    send, self._retry, rng=self._rng, sleep=self._sleep, on_retry=self._count_retry
-                )
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, url) from exc
-            if response.status_code != 401:
-                break
-            if attempt == 2:
-                raise QualysAuthError(f"Qualys rejected a freshly issued token for {path} (HTTP 401)")
-            # One fresh login; a second 401 means the account itself is not allowed in.
-            await self._auth.renew(used[-1])
-        if response.status_code == 403:
-            raise QualysAuthError(
-                f"Qualys refused {path} (HTTP 403): the account may lack Container Security / CDR API access"
-            )
+        response = await authed_get(
+            self._http,
+            self._auth,
+            path,
+            params,
+            policy=self._retry,
+            rng=self._rng,
+            sleep=self._sleep,
+            on_retry=self._count_retry,
+            on_send=self._count_request,
+        )
         if response.status_code not in (200, 204):
             snippet = " ".join(response.text.split())[:160]
             raise QualysHTTPError(
