@@ -18,6 +18,7 @@ from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.pagerduty import DEFAULT_URL, PagerDutyConfig, PagerDutySink
 
+from tests.response.outputs.sinks.messages import delivery
 from tests.response.service.conftest import T0, make_finding
 
 KEY = "R0UTINGKEY0123456789abcdefABCDEF"
@@ -25,20 +26,8 @@ assert len(KEY) == 32
 
 
 def message(n: int = 1, **overrides: Any) -> OutputMessage:
-    finding = overrides.pop("finding", None) or make_finding(explanation="nmap scanned the subnet")
-    data: dict[str, Any] = {
-        "id": f"delivery-{n:04d}",
-        "sink": "pagerduty",
-        "group_key": "Network_Scanning_Utility|payments",
-        "finding": finding,
-        "finding_ids": (finding.id,),
-        "first_seen": T0,
-        "last_seen": T0 + timedelta(seconds=30),
-        "cluster_id": "prod-eu",
-        "created_at": T0 + timedelta(seconds=31),
-        **overrides,
-    }
-    return OutputMessage(**data)
+    overrides.setdefault("group_key", "Network_Scanning_Utility|payments")  # one incident per test
+    return delivery("pagerduty", n, explanation="nmap scanned the subnet", **overrides)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,28 +15,14 @@ from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.slack import SlackConfig, SlackSink
 
-from tests.response.service.conftest import T0, make_finding
+from tests.response.outputs.sinks.messages import delivery
+from tests.response.service.conftest import make_finding
 
 TOKEN = "xoxz-webhook-secret-token-0001"
 
 
 def message(n: int = 1, **overrides: Any) -> OutputMessage:
-    finding = overrides.pop("finding", None) or make_finding(
-        explanation="nmap scanned 10.0.0.0/24 & <beyond>"
-    )
-    data: dict[str, Any] = {
-        "id": f"delivery-{n:04d}",
-        "sink": "slack",
-        "group_key": f"Network_Scanning_Utility|payments|{n}",
-        "finding": finding,
-        "finding_ids": (finding.id,),
-        "first_seen": T0,
-        "last_seen": T0 + timedelta(seconds=30),
-        "cluster_id": "prod-eu",
-        "created_at": T0 + timedelta(seconds=31),
-        **overrides,
-    }
-    return OutputMessage(**data)
+    return delivery("slack", n, explanation="nmap scanned 10.0.0.0/24 & <beyond>", **overrides)
 
 
 def closed_port_url() -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -17,26 +16,14 @@ from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.teams import TeamsConfig, TeamsSink, card
 
-from tests.response.service.conftest import T0, make_finding
+from tests.response.outputs.sinks.messages import delivery
+from tests.response.service.conftest import make_finding
 
 SIG = "sig-secret-0123456789abcdefghij"
 
 
 def message(n: int = 1, **overrides: Any) -> OutputMessage:
-    finding = overrides.pop("finding", None) or make_finding(explanation="nmap scanned the subnet")
-    data: dict[str, Any] = {
-        "id": f"delivery-{n:04d}",
-        "sink": "teams",
-        "group_key": f"Network_Scanning_Utility|payments|{n}",
-        "finding": finding,
-        "finding_ids": (finding.id,),
-        "first_seen": T0,
-        "last_seen": T0 + timedelta(seconds=30),
-        "cluster_id": "prod-eu",
-        "created_at": T0 + timedelta(seconds=31),
-        **overrides,
-    }
-    return OutputMessage(**data)
+    return delivery("teams", n, explanation="nmap scanned the subnet", **overrides)
 
 
 @pytest.fixture(scope="module")

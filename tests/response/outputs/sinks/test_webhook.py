@@ -8,7 +8,6 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from typing import Any
 
 import certifi
@@ -21,27 +20,15 @@ from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.webhook import WebhookConfig, WebhookSink
 
-from tests.response.service.conftest import T0, make_finding
+from tests.response.outputs.sinks.messages import delivery
+from tests.response.service.conftest import T0
 
 SECRET = "whsec-0123456789abcdef"
 TOKEN = "Bearer receiver-token-42"
 
 
 def message(n: int = 1, **overrides: Any) -> OutputMessage:
-    finding = overrides.pop("finding", None) or make_finding()
-    data: dict[str, Any] = {
-        "id": f"delivery-{n:04d}",
-        "sink": "hook",
-        "group_key": f"Network_Scanning_Utility|payments|{n}",
-        "finding": finding,
-        "finding_ids": (finding.id,),
-        "first_seen": T0,
-        "last_seen": T0 + timedelta(seconds=30),
-        "cluster_id": "prod-eu",
-        "created_at": T0 + timedelta(seconds=31),
-        **overrides,
-    }
-    return OutputMessage(**data)
+    return delivery("hook", n, **overrides)
 
 
 def closed_port_url() -> str:
