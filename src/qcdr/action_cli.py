@@ -199,28 +199,28 @@ def _decision(
     _print_action(doc, as_json)
 
 
-@action_app.command("approve")
-def approve(
-    action_id: int,
-    url: Url = DEFAULT_URL,
-    token_file: TokenFile = None,
-    note: str = "",
-    as_json: Json = False,
-) -> None:
-    """Approve a pending action (it is then executed)."""
-    _decision("approve", action_id, url, token_file, {"note": note}, as_json)
+def _note_command(verb: str, help_text: str) -> None:
+    """approve, reject and undo: the same call with a note, one verb each."""
+
+    def command(
+        action_id: int,
+        url: Url = DEFAULT_URL,
+        token_file: TokenFile = None,
+        note: str = "",
+        as_json: Json = False,
+    ) -> None:
+        _decision(verb, action_id, url, token_file, {"note": note}, as_json)
+
+    command.__doc__ = help_text
+    action_app.command(verb)(command)
 
 
-@action_app.command("reject")
-def reject(
-    action_id: int,
-    url: Url = DEFAULT_URL,
-    token_file: TokenFile = None,
-    note: str = "",
-    as_json: Json = False,
-) -> None:
-    """Reject a pending action (the rest of its playbook run is cancelled)."""
-    _decision("reject", action_id, url, token_file, {"note": note}, as_json)
+for _verb, _help in (
+    ("approve", "Approve a pending action (it is then executed)."),
+    ("reject", "Reject a pending action (the rest of its playbook run is cancelled)."),
+    ("undo", "Reverse a succeeded action (containment is released)."),
+):
+    _note_command(_verb, _help)
 
 
 @action_app.command("renew")
@@ -233,18 +233,6 @@ def renew(
 ) -> None:
     """Extend a containment lease."""
     _decision("renew", action_id, url, token_file, {"lease": lease}, as_json)
-
-
-@action_app.command("undo")
-def undo(
-    action_id: int,
-    url: Url = DEFAULT_URL,
-    token_file: TokenFile = None,
-    note: str = "",
-    as_json: Json = False,
-) -> None:
-    """Reverse a succeeded action (containment is released)."""
-    _decision("undo", action_id, url, token_file, {"note": note}, as_json)
 
 
 @action_app.command("catalog")
