@@ -13,7 +13,7 @@ from qcdr_response.actions.audit import trail
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionRow
 from qcdr_response.db.models import outbox
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,15 +52,8 @@ def result(
 
 
 async def outbox_streams(session: AsyncSession) -> list[str]:
-    """Where this test's action requests went: rows newer than the test's start (other tests may
-    have left rows behind in the worker's database)."""
-    since = session.info.setdefault("outbox_since", 0)
-    rows = await session.scalars(select(outbox.c.stream).where(outbox.c.id > since).order_by(outbox.c.id))
+    rows = await session.scalars(select(outbox.c.stream).order_by(outbox.c.id))
     return list(rows)
-
-
-async def mark_outbox(session: AsyncSession) -> None:
-    session.info["outbox_since"] = await session.scalar(select(func.coalesce(func.max(outbox.c.id), 0)))
 
 
 async def test_dry_run_is_the_default_and_a_dry_run_cannot_be_undone(
@@ -68,7 +61,6 @@ async def test_dry_run_is_the_default_and_a_dry_run_cannot_be_undone(
 ) -> None:
     ctx = ActionsContext(cluster_id="t")  # not enforcing
     async with sessions.begin() as session:
-        await mark_outbox(session)
         [row] = await run(session, ctx, step(dry_run=False))
         assert row.dry_run is True
         assert row.state == "queued"
@@ -100,7 +92,6 @@ async def test_protected_namespaces_and_workloads_are_never_queued(
         ActionTarget(namespace="payments", pod="x-1", owner_name="ledger-writer", binary="/bin/sh"),
     ]
     async with sessions.begin() as session:
-        await mark_outbox(session)
         for i, target in enumerate(targets):
             [row] = await run(session, ctx, step(target=target), run_id=f"p{i}")
             assert row.state == "skipped"
@@ -113,7 +104,6 @@ async def test_rate_limits_per_action_and_per_workload_but_not_for_dry_runs(
 ) -> None:
     ctx = ActionsContext(cluster_id="t", enforce=True, action_rate_per_hour=3, workload_rate_per_hour=2)
     async with sessions.begin() as session:
-        await mark_outbox(session)
         states = []
         for i in range(3):
             [row] = await run(session, ctx, step(), run_id=f"w{i}")
@@ -136,7 +126,6 @@ async def test_steps_wait_for_each_other_and_a_failure_cancels_the_rest(
 ) -> None:
     ctx = ActionsContext(cluster_id="t", enforce=True)
     async with sessions.begin() as session:
-        await mark_outbox(session)
         first, second, third = await run(session, ctx, step(), step(require_approval=True), step())
         assert [first.state, second.state, third.state] == ["queued", "waiting", "waiting"]
         await service.begin_execution(session, first.id, ActionOp.EXECUTE, 1, "test")
@@ -172,7 +161,6 @@ async def test_results_are_recorded_once_and_stale_attempts_ignored(
 ) -> None:
     ctx = ActionsContext(cluster_id="t", enforce=True)
     async with sessions.begin() as session:
-        await mark_outbox(session)
         [row] = await run(session, ctx, step())
         assert await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "run"
         assert await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "recover"
@@ -208,7 +196,6 @@ async def test_results_are_recorded_once_and_stale_attempts_ignored(
 async def test_the_audit_trail_is_append_only(sessions: async_sessionmaker[AsyncSession]) -> None:
     ctx = ActionsContext(cluster_id="t")
     async with sessions.begin() as session:
-        await mark_outbox(session)
         await run(session, ctx, step())
     for sql in ("UPDATE response_action_audit SET actor = 'mallory'", "DELETE FROM response_action_audit"):
         with pytest.raises(DBAPIError, match="append-only"):
@@ -219,7 +206,6 @@ async def test_the_audit_trail_is_append_only(sessions: async_sessionmaker[Async
 async def test_leases_end_by_themselves(sessions: async_sessionmaker[AsyncSession]) -> None:
     ctx = ActionsContext(cluster_id="t", enforce=True)
     async with sessions.begin() as session:
-        await mark_outbox(session)
         [row] = await run(session, ctx, step(lease_seconds=60))
         await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t")
         await service.record_result(session, ctx, result(row, ActionOutcome.SUCCEEDED, undo={"name": "x"}))
