@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from qcdr_common.contracts.actions.v1 import ActionOp, ActionOutcome, ActionResult, ActionTarget
-from qcdr_response.actions import service
+from qcdr_response.actions import execution, service
 from qcdr_response.actions.audit import trail
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionRow
@@ -65,8 +65,8 @@ async def test_dry_run_is_the_default_and_a_dry_run_cannot_be_undone(
         assert row.dry_run is True
         assert row.state == "queued"
         assert await outbox_streams(session) == ["response:actions"]
-        await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "test")
-        await service.record_result(
+        await execution.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "test")
+        await execution.record_result(
             session, ctx, result(row, ActionOutcome.DRY_RUN, details={"would": "apply"})
         )
         assert row.state == "dry_run"
@@ -128,8 +128,10 @@ async def test_steps_wait_for_each_other_and_a_failure_cancels_the_rest(
     async with sessions.begin() as session:
         first, second, third = await run(session, ctx, step(), step(require_approval=True), step())
         assert [first.state, second.state, third.state] == ["queued", "waiting", "waiting"]
-        await service.begin_execution(session, first.id, ActionOp.EXECUTE, 1, "test")
-        await service.record_result(session, ctx, result(first, ActionOutcome.SUCCEEDED, undo={"name": "x"}))
+        await execution.begin_execution(session, first.id, ActionOp.EXECUTE, 1, "test")
+        await execution.record_result(
+            session, ctx, result(first, ActionOutcome.SUCCEEDED, undo={"name": "x"})
+        )
         assert first.state == "succeeded"
         assert first.lease_expires_at is not None
         assert second.state == "pending"
@@ -162,22 +164,22 @@ async def test_results_are_recorded_once_and_stale_attempts_ignored(
     ctx = ActionsContext(cluster_id="t", enforce=True)
     async with sessions.begin() as session:
         [row] = await run(session, ctx, step())
-        assert await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "run"
-        assert await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "recover"
+        assert await execution.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "run"
+        assert await execution.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "recover"
         ok = result(row, ActionOutcome.SUCCEEDED, undo={"name": "qcdr-block-1", "namespace": "payments"})
-        assert await service.record_result(session, ctx, ok) is not None
-        assert await service.record_result(session, ctx, ok) is None  # the same result again
-        assert await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "duplicate"
+        assert await execution.record_result(session, ctx, ok) is not None
+        assert await execution.record_result(session, ctx, ok) is None  # the same result again
+        assert await execution.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t") == "duplicate"
         await service.undo(session, ctx, row.id, "alice")
         assert row.state == "releasing"
         assert row.attempt == 2
-        assert await service.record_result(session, ctx, ok) is None  # attempt 1's result: stale
+        assert await execution.record_result(session, ctx, ok) is None  # attempt 1's result: stale
         undone = result(row, ActionOutcome.FAILED, op=ActionOp.UNDO, message="apiserver down")
-        await service.record_result(session, ctx, undone)
+        await execution.record_result(session, ctx, undone)
         assert row.state == "undo_failed"
         assert row.lease_expires_at is not None
         await service.undo(session, ctx, row.id, "alice")  # may be tried again
-        await service.record_result(session, ctx, result(row, ActionOutcome.SUCCEEDED, op=ActionOp.UNDO))
+        await execution.record_result(session, ctx, result(row, ActionOutcome.SUCCEEDED, op=ActionOp.UNDO))
         assert row.state == "released"
         assert row.released_at is not None
         events = [a.event for a in await trail(session, row.id)]
@@ -207,8 +209,8 @@ async def test_leases_end_by_themselves(sessions: async_sessionmaker[AsyncSessio
     ctx = ActionsContext(cluster_id="t", enforce=True)
     async with sessions.begin() as session:
         [row] = await run(session, ctx, step(lease_seconds=60))
-        await service.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t")
-        await service.record_result(session, ctx, result(row, ActionOutcome.SUCCEEDED, undo={"name": "x"}))
+        await execution.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t")
+        await execution.record_result(session, ctx, result(row, ActionOutcome.SUCCEEDED, undo={"name": "x"}))
         assert row.lease_expires_at is not None
         assert await service.expire_leases(session, ctx, datetime.now(UTC)) == []
         later = row.lease_expires_at.replace(microsecond=0) + (row.lease_expires_at - row.lease_expires_at)

@@ -25,7 +25,7 @@ from qcdr_common.logging import get_logger
 from qcdr_common.streams.consumer import Delivery
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from qcdr_response.actions import resolve, service
+from qcdr_response.actions import execution, resolve, service
 from qcdr_response.actions.base import Action, ActionError, Done, InvalidRequestError, Scope, TargetGoneError
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionState
@@ -41,7 +41,7 @@ class NoContextError(ActionError):
     """This service cannot run actions of this scope (e.g. no cluster configured)."""
 
 
-async def run_action(action: Action[Any], ctx: Any, request: ActionRequest, start: service.Start) -> Done:
+async def run_action(action: Action[Any], ctx: Any, request: ActionRequest, start: execution.Start) -> Done:
     """Act (or recover) and turn every failure into an outcome; nothing raises out of here."""
     try:
         if request.op == ActionOp.UNDO:
@@ -100,7 +100,7 @@ class ActionExecutor:
             result = delivery.envelope.payload_as(ActionResult)
             async with self.sessions.begin() as session:
                 try:
-                    await service.record_result(session, self.ctx, result)
+                    await execution.record_result(session, self.ctx, result)
                 except service.ActionNotFoundError:
                     log.warning("result for an unknown action", action_id=result.action_id)
         self.after_commit()
@@ -116,7 +116,7 @@ class ActionExecutor:
             return
         async with self.sessions.begin() as session:
             try:
-                start = await service.begin_execution(
+                start = await execution.begin_execution(
                     session, request.action_id, request.op, request.attempt, EXECUTOR
                 )
             except service.ActionNotFoundError:
@@ -132,13 +132,13 @@ class ActionExecutor:
             done = await run_action(action, ctx, request, start)
         await self._record(request, done, start=start)
 
-    async def _record(self, request: ActionRequest, done: Done, *, start: service.Start | None) -> None:
+    async def _record(self, request: ActionRequest, done: Done, *, start: execution.Start | None) -> None:
         async with self.sessions.begin() as session:
             if start is None:  # never began (unknown action): move it to running so the result fits
                 row = await service.locked(session, request.action_id)
                 if row.state == ActionState.QUEUED.value:
                     row.state = ActionState.RUNNING.value
-            await service.record_result(session, self.ctx, result_of(request, done))
+            await execution.record_result(session, self.ctx, result_of(request, done))
         self.after_commit()
 
     async def _forward(self, request: ActionRequest) -> None:
@@ -153,7 +153,9 @@ class ActionExecutor:
             except ActionError as exc:
                 outcome = ActionOutcome.SKIPPED if isinstance(exc, TargetGoneError) else ActionOutcome.FAILED
                 row.state = ActionState.RUNNING.value
-                await service.record_result(session, self.ctx, result_of(request, Done(outcome, exc.reason)))
+                await execution.record_result(
+                    session, self.ctx, result_of(request, Done(outcome, exc.reason))
+                )
             else:
-                await service.forward_to_node(session, self.ctx, row, target)
+                await execution.forward_to_node(session, self.ctx, row, target)
         self.after_commit()

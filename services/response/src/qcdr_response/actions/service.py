@@ -1,4 +1,5 @@
-"""The rules of response actions, inside the caller's transaction (callers commit).
+"""The rules of response actions, inside the caller's transaction (callers commit): runs, steps
+and the decisions made through the API. What executors report is in ``execution.py``.
 
 A *run* is the ordered steps a playbook chose for one finding (or one step asked for through the
 API). Its first step starts at once: ``pending`` if it needs approval, otherwise it is checked
@@ -14,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
-from qcdr_common.contracts.actions.v1 import ActionOp, ActionOutcome, ActionResult, ActionTarget
+from qcdr_common.contracts.actions.v1 import ActionOp, ActionTarget
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,18 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qcdr_response.actions import audit, dispatch, safety, validation
 from qcdr_response.actions.base import Action, InvalidRequestError, Scope
 from qcdr_response.actions.context import ActionsContext
-from qcdr_response.actions.metrics import ACTIONS_FAILED, ACTIONS_OUTCOMES, ACTIONS_TOTAL
 from qcdr_response.actions.models import ActionRow, ActionState
 from qcdr_response.actions.registry import load_actions
 
 _OK = frozenset({ActionState.SUCCEEDED.value, ActionState.DRY_RUN.value})
-_RESULT_STATE = {
-    ActionOutcome.SUCCEEDED: ActionState.SUCCEEDED,
-    ActionOutcome.RECOVERED: ActionState.SUCCEEDED,
-    ActionOutcome.DRY_RUN: ActionState.DRY_RUN,
-    ActionOutcome.FAILED: ActionState.FAILED,
-    ActionOutcome.SKIPPED: ActionState.SKIPPED,
-}
 
 
 class ActionNotFoundError(LookupError):
@@ -160,11 +153,11 @@ async def start_run(
 async def _begin(session: AsyncSession, ctx: ActionsContext, row: ActionRow, actor: str) -> None:
     invalid = (row.details or {}).get("invalid")
     if invalid:
-        await _finish(session, row, ActionState.SKIPPED, f"cannot run on this target: {invalid}")
+        await finish(session, row, ActionState.SKIPPED, f"cannot run on this target: {invalid}")
         await audit.record(session, row, actor, "refused", message=invalid)
-        await _after_step(session, ctx, row, actor)
+        await after_step(session, ctx, row, actor)
     elif row.require_approval:
-        await _set(session, row, ActionState.PENDING)
+        await set_state(session, row, ActionState.PENDING)
         await audit.record(session, row, actor, "awaiting_approval")
     else:
         await _queue(session, ctx, row, actor)
@@ -175,16 +168,16 @@ async def _queue(session: AsyncSession, ctx: ActionsContext, row: ActionRow, act
     target = ActionTarget.model_validate(row.target)
     refused = safety.protection(target, ctx) or await safety.rate_limited(session, row, target, ctx, now)
     if refused is not None:
-        await _finish(session, row, ActionState.SKIPPED, refused, now=now)
+        await finish(session, row, ActionState.SKIPPED, refused, now=now)
         await audit.record(session, row, actor, "refused", message=refused)
-        await _after_step(session, ctx, row, actor)
+        await after_step(session, ctx, row, actor)
         return
-    await _set(session, row, ActionState.QUEUED, started_at=now)
+    await set_state(session, row, ActionState.QUEUED, started_at=now)
     await dispatch.send(session, row, ActionOp.EXECUTE, ctx.cluster_id)
     await audit.record(session, row, actor, "queued", dry_run=row.dry_run, stream=dispatch.stream_for(row))
 
 
-async def _after_step(session: AsyncSession, ctx: ActionsContext, row: ActionRow, actor: str) -> None:
+async def after_step(session: AsyncSession, ctx: ActionsContext, row: ActionRow, actor: str) -> None:
     """Start the next step of the run, or cancel the rest if this one did not work out."""
     nxt = await session.scalar(
         select(ActionRow)
@@ -208,11 +201,11 @@ async def _after_step(session: AsyncSession, ctx: ActionsContext, row: ActionRow
     )
     why = f"step {row.step} ({row.action}) ended {row.state}"
     for later in rest:
-        await _finish(session, later, ActionState.CANCELLED, why)
+        await finish(session, later, ActionState.CANCELLED, why)
         await audit.record(session, later, actor, "cancelled", message=why)
 
 
-async def _set(session: AsyncSession, row: ActionRow, state: ActionState, **values: Any) -> None:
+async def set_state(session: AsyncSession, row: ActionRow, state: ActionState, **values: Any) -> None:
     row.state = state.value
     row.updated_at = datetime.now(UTC)
     for key, value in values.items():
@@ -220,10 +213,10 @@ async def _set(session: AsyncSession, row: ActionRow, state: ActionState, **valu
     await session.flush()
 
 
-async def _finish(
+async def finish(
     session: AsyncSession, row: ActionRow, state: ActionState, message: str, *, now: datetime | None = None
 ) -> None:
-    await _set(session, row, state, message=message, finished_at=now or datetime.now(UTC))
+    await set_state(session, row, state, message=message, finished_at=now or datetime.now(UTC))
 
 
 async def locked(session: AsyncSession, action_id: int) -> ActionRow:
@@ -231,6 +224,10 @@ async def locked(session: AsyncSession, action_id: int) -> ActionRow:
     if row is None:
         raise ActionNotFoundError(action_id)
     return row
+
+
+# what the API routes call: (session, context) -> the changed row
+Decision = Callable[[AsyncSession, ActionsContext], Awaitable[ActionRow]]
 
 
 # --- decisions through the API ------------------------------------------------------------------
@@ -254,10 +251,10 @@ async def reject(
     row = await locked(session, action_id)
     if row.state != ActionState.PENDING.value:
         raise ActionTransitionError(f"action {action_id} is {row.state}, not pending approval")
-    await _finish(session, row, ActionState.REJECTED, f"rejected by {actor}" + (f": {note}" if note else ""))
+    await finish(session, row, ActionState.REJECTED, f"rejected by {actor}" + (f": {note}" if note else ""))
     row.decided_by, row.decided_at, row.decision_note = actor, datetime.now(UTC), note
     await audit.record(session, row, actor, "rejected", note=note)
-    await _after_step(session, ctx, row, actor)
+    await after_step(session, ctx, row, actor)
     return row
 
 
@@ -272,7 +269,7 @@ async def renew(
     if seconds > ctx.lease_max_s:
         raise ActionTransitionError(f"a lease of {seconds}s is longer than the maximum ({ctx.lease_max_s}s)")
     before = row.lease_expires_at
-    await _set(
+    await set_state(
         session, row, ActionState.SUCCEEDED, lease_expires_at=max(before, now + timedelta(seconds=seconds))
     )
     await audit.record(
@@ -297,7 +294,7 @@ async def undo(
     if row.undo is None:
         raise ActionTransitionError(f"action {action_id} recorded nothing to undo")
     row.attempt += 1
-    await _set(session, row, ActionState.RELEASING)
+    await set_state(session, row, ActionState.RELEASING)
     await dispatch.send(session, row, ActionOp.UNDO, ctx.cluster_id)
     await audit.record(session, row, actor, "undo_requested", note=note)
     return row
@@ -323,100 +320,3 @@ async def expire_leases(
     for action_id in ids:
         await undo(session, ctx, action_id, "lease-expiry", "the lease ended")
     return ids
-
-
-# --- the executors' side -----------------------------------------------------------------------
-
-Start = Literal["run", "recover", "duplicate"]
-# what the API routes call: (session, context) -> the changed row
-Decision = Callable[[AsyncSession, ActionsContext], Awaitable[ActionRow]]
-
-
-async def begin_execution(
-    session: AsyncSession, action_id: int, op: ActionOp, attempt: int, executor: str
-) -> Start:
-    """Record the intent before acting. A request whose intent is already recorded with no result
-    is a redelivery after a crash: ``recover`` (check the effect first). Anything else that does not
-    match the row (an old attempt, a finished action) is a ``duplicate`` to drop."""
-    row = await locked(session, action_id)
-    if row.attempt != attempt:
-        return "duplicate"
-    if op == ActionOp.EXECUTE:
-        if row.state == ActionState.QUEUED.value:
-            await _set(session, row, ActionState.RUNNING)
-            await audit.record(session, row, executor, "intent", op=op.value)
-            return "run"
-        return "recover" if row.state == ActionState.RUNNING.value else "duplicate"
-    if row.state == ActionState.RELEASING.value:
-        await audit.record(session, row, executor, "intent", op=op.value)
-        return "run"  # undo is idempotent (already gone is fine), so a redelivery just runs it again
-    return "duplicate"
-
-
-async def record_result(session: AsyncSession, ctx: ActionsContext, result: ActionResult) -> ActionRow | None:
-    """Store an executor's result once (None for a duplicate) and move the run on."""
-    row = await locked(session, result.action_id)
-    if row.attempt != result.attempt:
-        return None
-    now = datetime.now(UTC)
-    if result.op == ActionOp.EXECUTE:
-        if row.state not in (ActionState.QUEUED.value, ActionState.RUNNING.value):
-            return None
-        state = _RESULT_STATE[result.outcome]
-        message = result.message or result.outcome.value
-        if result.outcome == ActionOutcome.RECOVERED:
-            message = f"done (recovered): {result.message}" if result.message else "done (recovered)"
-        lease_end = None
-        if state == ActionState.SUCCEEDED and row.containment and not row.dry_run and row.lease_seconds:
-            lease_end = now + timedelta(seconds=row.lease_seconds)
-        await _set(
-            session,
-            row,
-            state,
-            outcome=result.outcome.value,
-            message=message,
-            details=result.details,
-            undo=result.undo,
-            finished_at=now,
-            lease_expires_at=lease_end,
-        )
-    else:
-        if row.state != ActionState.RELEASING.value:
-            return None
-        undone = result.outcome in (ActionOutcome.SUCCEEDED, ActionOutcome.RECOVERED, ActionOutcome.SKIPPED)
-        state = ActionState.RELEASED if undone else ActionState.UNDO_FAILED
-        await _set(
-            session,
-            row,
-            state,
-            message=result.message,
-            released_at=now if undone else None,
-            lease_expires_at=None if undone else row.lease_expires_at,
-        )
-    ACTIONS_TOTAL.labels(row.action).inc()
-    ACTIONS_OUTCOMES.labels(row.action, result.op.value, result.outcome.value).inc()
-    if result.outcome == ActionOutcome.FAILED:
-        ACTIONS_FAILED.labels(row.action).inc()
-    await audit.record(
-        session,
-        row,
-        result.executor,
-        "result" if result.op == ActionOp.EXECUTE else "undo_result",
-        outcome=result.outcome.value,
-        message=result.message,
-        details=result.details,
-    )
-    if result.op == ActionOp.EXECUTE:
-        await _after_step(session, ctx, row, result.executor)
-    return row
-
-
-async def forward_to_node(
-    session: AsyncSession, ctx: ActionsContext, row: ActionRow, target: ActionTarget
-) -> None:
-    """A node action whose node the executor looked up: store the completed target and send it to
-    that node's agent."""
-    row.target = target.model_dump(mode="json", exclude_none=True)
-    await _set(session, row, ActionState.QUEUED, node=target.node)
-    await dispatch.send(session, row, ActionOp.EXECUTE, ctx.cluster_id)
-    await audit.record(session, row, "executor", "forwarded", node=target.node)
