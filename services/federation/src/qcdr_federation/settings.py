@@ -1,14 +1,186 @@
-"""Settings of the federation service (env prefix ``QCDR_``)."""
+"""Settings of the federation service (env prefix ``QCDR_``; the seed's ``FEDERATION_ROLE`` and
+``FEDERATION_HUB_URL`` are read as well).
+
+One service, three roles: ``standalone`` (the default: the API answers, nothing federates),
+``hub`` (serves spokes, places policies, gathers events) and ``spoke`` (registers with the hub at
+``FEDERATION_HUB_URL`` and keeps in step with it).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from qcdr_common.contracts.events.v1 import Severity
+from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN, FederationRole
 from qcdr_common.settings import CommonSettings
 
 
 class FederationSettings(CommonSettings):
     service_name: str = "federation"
+
+    role: FederationRole = Field(
+        default=FederationRole.STANDALONE,
+        validation_alias=AliasChoices("QCDR_FEDERATION_ROLE", "FEDERATION_ROLE"),
+    )
+    consume_in_app: bool = Field(
+        default=True,
+        validation_alias="QCDR_FEDERATION_CONSUME_IN_APP",
+        description="Run the role's background loops (hub: health sweep, outbox relay, CRD "
+        "controller; spoke: the agent) inside `serve`.",
+    )
+
+    # ------------------------------------------------------------------ hub
+    heartbeat_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_HEARTBEAT_INTERVAL_S",
+        description="The interval the hub tells spokes to heartbeat at (Karmada's agent: 10 s).",
+    )
+    degraded_after_s: float = Field(
+        default=20.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_DEGRADED_AFTER_S",
+        description="A spoke silent this long is degraded.",
+    )
+    offline_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_OFFLINE_AFTER_S",
+        description="A spoke silent this long is offline (OCM waits 5 minutes; we do not).",
+    )
+    health_sweep_s: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_HEALTH_SWEEP_S",
+        description="How often the hub re-derives health (transitions are logged and counted).",
+    )
+    long_poll_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        validation_alias="QCDR_FEDERATION_LONG_POLL_MAX_S",
+        description="Longest a policy or command pull is held open when nothing changed.",
+    )
+    bootstrap_token_ttl_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_BOOTSTRAP_TOKEN_TTL_S",
+    )
+    command_wait_s: float = Field(
+        default=15.0,
+        ge=0,
+        validation_alias="QCDR_FEDERATION_COMMAND_WAIT_S",
+        description="How long an approve/reject/undo proxied to a spoke waits for its answer before "
+        "the hub answers 202 with the command to poll.",
+    )
+    controller_enabled: bool = Field(
+        default=False,
+        validation_alias="QCDR_FEDERATION_CONTROLLER",
+        description="Reconcile FederatedCluster / FederatedTracingPolicy / FederatedNetworkPolicy "
+        "objects from the hub's Kubernetes API (lightkube; QCDR_KUBECONFIG or in-cluster).",
+    )
+    kubeconfig: Path | None = Field(default=None, validation_alias="QCDR_KUBECONFIG")
+    kube_in_cluster: bool = Field(default=False, validation_alias="QCDR_KUBE_IN_CLUSTER")
+    controller_namespace: str = Field(
+        default="qualys-system",
+        validation_alias="QCDR_FEDERATION_CONTROLLER_NAMESPACE",
+        description="Where bootstrap-token Secrets named by FederatedCluster objects may live.",
+    )
+
+    # ------------------------------------------------------------------ spoke
+    hub_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("QCDR_FEDERATION_HUB_URL", "FEDERATION_HUB_URL")
+    )
+    hub_ca_file: Path | None = Field(
+        default=None,
+        validation_alias="QCDR_FEDERATION_HUB_CA_FILE",
+        description="CA bundle the hub's TLS certificate is checked against (default: system CAs).",
+    )
+    client_cert_file: Path | None = Field(
+        default=None, validation_alias="QCDR_FEDERATION_CLIENT_CERT_FILE", description="mTLS (optional)."
+    )
+    client_key_file: Path | None = Field(default=None, validation_alias="QCDR_FEDERATION_CLIENT_KEY_FILE")
+    cluster_name: str | None = Field(
+        default=None,
+        validation_alias="QCDR_FEDERATION_CLUSTER_NAME",
+        description="This spoke's name at the hub (default: QCDR_CLUSTER_ID).",
+    )
+    cluster_labels: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias="QCDR_FEDERATION_CLUSTER_LABELS",
+        description='JSON object, e.g. {"region": "eu-west-1", "env": "prod"}.',
+    )
+    bootstrap_token: SecretStr | None = Field(
+        default=None, validation_alias="QCDR_FEDERATION_BOOTSTRAP_TOKEN"
+    )
+    bootstrap_token_file: Path | None = Field(
+        default=None, validation_alias="QCDR_FEDERATION_BOOTSTRAP_TOKEN_FILE"
+    )
+    response_url: str = Field(
+        default="http://127.0.0.1:8003",
+        validation_alias="QCDR_FEDERATION_RESPONSE_URL",
+        description="This cluster's response API (pending actions, proxied approve/reject/undo).",
+    )
+    response_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="QCDR_FEDERATION_RESPONSE_TOKEN",
+        description="Bearer token (read+write) for the response API.",
+    )
+    response_token_file: Path | None = Field(
+        default=None, validation_alias="QCDR_FEDERATION_RESPONSE_TOKEN_FILE"
+    )
+    forward_events: bool = Field(default=True, validation_alias="QCDR_FEDERATION_FORWARD_EVENTS")
+    forward_findings: bool = Field(default=True, validation_alias="QCDR_FEDERATION_FORWARD_FINDINGS")
+    forward_min_severity: Severity = Field(
+        default=Severity.INFO,
+        validation_alias="QCDR_FEDERATION_FORWARD_MIN_SEVERITY",
+        description="Events below this severity stay in the spoke.",
+    )
+    forward_batch: int = Field(default=500, ge=1, le=1000, validation_alias="QCDR_FEDERATION_FORWARD_BATCH")
+    share_baselines: bool = Field(default=True, validation_alias="QCDR_FEDERATION_SHARE_BASELINES")
+    baseline_sync_s: float = Field(default=30.0, gt=0, validation_alias="QCDR_FEDERATION_BASELINE_SYNC_S")
+    retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_RETRY_MAX_S",
+        description="Longest back-off between attempts while the hub is unreachable.",
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0, validation_alias="QCDR_FEDERATION_HTTP_TIMEOUT_S")
+
+    @field_validator("hub_url")
+    @classmethod
+    def _hub_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("FEDERATION_HUB_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster_name(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.fullmatch(CLUSTER_NAME_PATTERN, value):
+            raise ValueError("must be a DNS-1123 label (lower-case letters, digits and '-', up to 63)")
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> FederationSettings:
+        if self.offline_after_s < self.degraded_after_s:
+            raise ValueError(
+                "QCDR_FEDERATION_OFFLINE_AFTER_S must not be below QCDR_FEDERATION_DEGRADED_AFTER_S"
+            )
+        if self.role is FederationRole.SPOKE and self.hub_url is None:
+            raise ValueError("FEDERATION_ROLE=spoke needs FEDERATION_HUB_URL")
+        return self
+
+    @property
+    def spoke_name(self) -> str:
+        return self.cluster_name or self.cluster_id
 
 
 @lru_cache
