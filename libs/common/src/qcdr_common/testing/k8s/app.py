@@ -1,4 +1,4 @@
-"""The test API server's HTTP layer: Kubernetes REST paths onto the ``Store``."""
+"""The test API server's HTTP layer: Kubernetes REST paths onto the ``Store`` (watches: ``watch.py``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Any
 import orjson
 import yaml
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 
-from qcdr_common.testing.k8s import subresources
+from qcdr_common.testing.k8s import subresources, watch
 from qcdr_common.testing.k8s.resources import Discovery, ResourceType, Subresource
 from qcdr_common.testing.k8s.selectors import parse_field_selector, parse_label_selector
 from qcdr_common.testing.k8s.status import StatusError, bad_request
-from qcdr_common.testing.k8s.store import Store
+from qcdr_common.testing.k8s.store import StatusWrite, Store
+from qcdr_common.testing.k8s.watch import WatchRequest
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -74,7 +76,12 @@ class RequestLog:
 
 
 def create_app(
-    store: Store, discovery: Discovery, log: RequestLog, server_address: Callable[[], str]
+    store: Store,
+    discovery: Discovery,
+    log: RequestLog,
+    server_address: Callable[[], str],
+    *,
+    bookmark_interval: float = 60.0,
 ) -> FastAPI:
     app = FastAPI(title="qcdr Kubernetes API test server", openapi_url=None, docs_url=None, redoc_url=None)
 
@@ -96,6 +103,10 @@ def create_app(
             internal = StatusError(500, "InternalError", f"test server error: {exc!r}")
             status, payload = internal.code, internal.status()
         log.add(RequestRecord(request.method, "/" + path, query, content_type, status, body))
+        if isinstance(payload, WatchRequest):
+            # exactly "application/json", as the API server labels its watch streams
+            events = watch.stream(store, payload, bookmark_interval=bookmark_interval)
+            return StreamingResponse(events, media_type="application/json")
         return _json(payload, status)
 
     return app
@@ -163,6 +174,8 @@ def _handle(
     rt, namespace, name = target.rt, target.namespace, target.name
     dry_run = _dry_run(query)
     manager = query.get("fieldManager") or _default_manager(request)
+    if target.sub is not None and target.sub.name == "status" and name is not None:
+        return _status(store, rt, namespace, name, method, query, content_type, body, manager, dry_run)
     if target.sub is not None and name is not None:
         return subresources.handle(
             store, discovery, rt, target.sub, namespace, name, method, content_type, body, manager, dry_run
@@ -171,8 +184,9 @@ def _handle(
         labels = parse_or_400(parse_label_selector, query.get("labelSelector", ""))
         field_reqs = parse_or_400(parse_field_selector, query.get("fieldSelector", ""))
         if method == "GET":
-            if query.get("watch") in ("true", "1"):
-                raise StatusError(405, "MethodNotAllowed", "watch is not supported by the test server")
+            if query.get("watch", "").lower() in ("true", "1"):
+                current = int(store.resource_version)
+                return 200, watch.parse_watch(query, rt, namespace, labels, field_reqs, current)
             items, rv = store.list_objects(rt, namespace, labels, field_reqs)
             return 200, _list_body(rt, items, rv, query)
         if method == "POST" and (namespace is not None or not rt.namespaced):
@@ -192,6 +206,82 @@ def _handle(
     raise StatusError(405, "MethodNotAllowed", f"{method} is not supported here")
 
 
+def _status(
+    store: Store,
+    rt: ResourceType,
+    namespace: str | None,
+    name: str,
+    method: str,
+    query: dict[str, str],
+    content_type: str | None,
+    body: Any,
+    manager: str,
+    dry_run: bool,
+) -> tuple[int, Any]:
+    """``.../{name}/status``: GET is the whole object; writes change only its status."""
+    if method == "GET":
+        return 200, store.get(rt, namespace, name)
+    how: StatusWrite
+    if method == "PUT":
+        how = "update"
+    elif method != "PATCH":
+        raise StatusError(405, "MethodNotAllowed", f"{method} is not supported on {rt.plural}/status")
+    elif content_type == APPLY:
+        how = "apply"
+    elif content_type == MERGE or (content_type == STRATEGIC and not rt.custom):
+        how = "merge"
+    else:
+        raise _unsupported_patch(rt)
+    forced = _force(query, how == "apply")
+    if how == "apply" and not query.get("fieldManager"):
+        raise _field_manager_required()
+    obj = store.write_status(rt, namespace, name, body, manager, how=how, force=forced, dry_run=dry_run)
+    return 200, obj
+
+
+def _force(query: dict[str, str], apply: bool) -> bool:
+    force = query.get("force", "false").lower()
+    if force not in ("true", "false", "1", "0"):
+        raise bad_request(f"invalid force value {force!r}")
+    forced = force in ("true", "1")
+    if forced and not apply:
+        raise StatusError(
+            422,
+            "Invalid",
+            'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified '
+            "for non-apply patch",
+        )
+    return forced
+
+
+def _field_manager_required() -> StatusError:
+    return StatusError(
+        422,
+        "Invalid",
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+        {
+            "group": "meta.k8s.io",
+            "kind": "PatchOptions",
+            "causes": [
+                {
+                    "reason": "FieldValueRequired",
+                    "message": "Required value: is required for apply patch",
+                    "field": "fieldManager",
+                }
+            ],
+        },
+    )
+
+
+def _unsupported_patch(rt: ResourceType) -> StatusError:
+    return StatusError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types "
+        f"include: {APPLY}, {MERGE}" + ("" if rt.custom else f", {STRATEGIC}"),
+    )
+
+
 def _patch(
     store: Store,
     rt: ResourceType,
@@ -203,49 +293,18 @@ def _patch(
     manager: str,
     dry_run: bool,
 ) -> tuple[int, Any]:
-    force = query.get("force", "false").lower()
-    if force not in ("true", "false", "1", "0"):
-        raise bad_request(f"invalid force value {force!r}")
-    forced = force in ("true", "1")
+    forced = _force(query, content_type == APPLY)
     if content_type == APPLY:
         if not query.get("fieldManager"):
-            raise StatusError(
-                422,
-                "Invalid",
-                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
-                "is required for apply patch",
-                {
-                    "group": "meta.k8s.io",
-                    "kind": "PatchOptions",
-                    "causes": [
-                        {
-                            "reason": "FieldValueRequired",
-                            "message": "Required value: is required for apply patch",
-                            "field": "fieldManager",
-                        }
-                    ],
-                },
-            )
+            raise _field_manager_required()
         obj, created = store.apply(
             rt, namespace, name, body, query["fieldManager"], force=forced, dry_run=dry_run
         )
         return (201 if created else 200), obj
-    if forced:
-        raise StatusError(
-            422,
-            "Invalid",
-            'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified '
-            "for non-apply patch",
-        )
     if content_type == MERGE or (content_type == STRATEGIC and not rt.custom):
         # strategic merge patch is approximated by a merge patch (lists are replaced, not merged)
         return 200, store.merge_patch(rt, namespace, name, body, manager, dry_run=dry_run)
-    raise StatusError(
-        415,
-        "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types "
-        f"include: {APPLY}, {MERGE}" + ("" if rt.custom else f", {STRATEGIC}"),
-    )
+    raise _unsupported_patch(rt)
 
 
 def _is_discovery(parts: list[str]) -> bool:

@@ -5,7 +5,9 @@ A field path is a tuple of map keys from the object root (``("spec", "kprobes")`
 ``x-kubernetes-list-type: atomic``; real Kubernetes merges ``map``/``set`` lists item by item)**,
 and empty maps. Maps are granular: two managers may own different keys of the same map.
 ``metadata`` contributes only ``labels.*``, ``annotations.*``, ``finalizers`` and
-``ownerReferences``; ``apiVersion``, ``kind`` and ``status`` are never owned.
+``ownerReferences``; ``apiVersion`` and ``kind`` are never owned, ``status`` only where it is written:
+through the ``/status`` subresource (``status_leaves``, kept apart from the main resource's owners) or,
+for a custom kind without that subresource, with the object (``leaves(obj, status=True)``).
 
 The rules (those of real server-side apply, on these paths):
 - apply: the manager's set becomes exactly the paths it sent; paths it owned before but no longer
@@ -18,23 +20,24 @@ The rules (those of real server-side apply, on these paths):
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 FieldPath = tuple[str, ...]
 ManagerKey = tuple[str, str]  # (manager, operation: "Apply" | "Update")
+LeavesOf = Callable[[Mapping[str, Any]], dict[FieldPath, Any]]
 
 _META_MAPS = ("labels", "annotations")
 _META_ATOMIC = ("finalizers", "ownerReferences")
 _NEVER_OWNED = frozenset({"apiVersion", "kind", "status"})
 
 
-def leaves(obj: Mapping[str, Any]) -> dict[FieldPath, Any]:
-    """Every owned-able leaf path of an object and its value."""
+def leaves(obj: Mapping[str, Any], *, status: bool = False) -> dict[FieldPath, Any]:
+    """Every owned-able leaf path of an object and its value (``status`` too when it is a field)."""
     out: dict[FieldPath, Any] = {}
     for key, value in obj.items():
-        if key in _NEVER_OWNED:
+        if key in _NEVER_OWNED and not (status and key == "status"):
             continue
         if key == "metadata":
             if isinstance(value, Mapping):
@@ -47,6 +50,18 @@ def leaves(obj: Mapping[str, Any]) -> dict[FieldPath, Any]:
             continue
         _walk(value, (key,), out)
     return out
+
+
+def status_leaves(obj: Mapping[str, Any]) -> dict[FieldPath, Any]:
+    """The leaf paths of ``status`` only: what a write through the ``/status`` subresource owns."""
+    out: dict[FieldPath, Any] = {}
+    if "status" in obj:
+        _walk(obj["status"], ("status",), out)
+    return out
+
+
+def leaves_with_status(obj: Mapping[str, Any]) -> dict[FieldPath, Any]:
+    return leaves(obj, status=True)
 
 
 def _walk(value: Any, path: FieldPath, out: dict[FieldPath, Any]) -> None:
@@ -176,13 +191,14 @@ def apply(
     me: ManagerKey,
     *,
     force: bool,
+    leaves_of: LeavesOf = leaves,
 ) -> tuple[dict[str, Any], dict[ManagerKey, set[FieldPath]], list[Conflict]]:
     """Server-side apply of ``applied_object`` by ``me`` onto ``current``.
 
     Returns (new object, new ownership, conflicts); when there are conflicts and not ``force`` the
     object and ownership are returned unchanged.
     """
-    applied = leaves(applied_object)
+    applied = leaves_of(applied_object)
     new_owners = {k: set(v) for k, v in owners.items()}
     conflicts = find_conflicts(current, applied, owners, me)
     if conflicts and not force:
@@ -207,10 +223,12 @@ def update(
     new: Mapping[str, Any],
     owners: Mapping[ManagerKey, set[FieldPath]],
     me: ManagerKey,
+    *,
+    leaves_of: LeavesOf = leaves,
 ) -> dict[ManagerKey, set[FieldPath]]:
     """Ownership after a non-apply write of ``new`` (``old`` is None on create)."""
-    before = leaves(old) if old is not None else {}
-    after = leaves(new)
+    before = leaves_of(old) if old is not None else {}
+    after = leaves_of(new)
     changed = {p for p, v in after.items() if p not in before or before[p] != v}
     new_owners = {k: set(v) - changed for k, v in owners.items()}
     new_owners[me] = new_owners.get(me, set()) | changed

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
-# The verbs every served kind supports (no watch: the test server does not stream).
-VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update")
+from qcdr_common.testing.schemas import Issue
+
+# The verbs every served kind supports.
+VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
 class Subresource(NamedTuple):
@@ -23,6 +25,21 @@ class Subresource(NamedTuple):
 
 EVICTION = Subresource("eviction", "policy", "v1", "Eviction", ("create",))
 SCALE = Subresource("scale", "autoscaling", "v1", "Scale", ("get", "patch", "update"))
+
+
+def status_subresource(group: str, version: str, kind: str) -> Subresource:
+    """The ``/status`` subresource of a kind: it carries the kind itself."""
+    return Subresource("status", group, version, kind, ("get", "patch", "update"))
+
+
+class ObjectSchema(Protocol):
+    """How a kind's objects are checked before they are stored (a CRD's ``openAPIV3Schema``)."""
+
+    def prepare(self, obj: dict[str, Any]) -> None:
+        """Normalise ``obj`` in place as the API server does before validating (prune, default)."""
+
+    def issues(self, obj: Mapping[str, Any]) -> list[Issue]:
+        """What is wrong with ``obj``; empty when it may be stored."""
 
 
 class GVK(NamedTuple):
@@ -47,9 +64,19 @@ class ResourceType:
     custom: bool = False  # served from a CustomResourceDefinition (no strategic merge patch)
     short_names: tuple[str, ...] = ()
     subresources: tuple[Subresource, ...] = ()
+    # Without a status subresource, a CRD's ``status`` is an ordinary field written with the object;
+    # False for the built-in kinds here, whose status is dropped on every write (no controllers).
+    status_is_field: bool = False
+    # Checked and normalised before storing (a CRD's schema); None: only the server-wide validator.
+    schema: ObjectSchema | None = field(default=None, compare=False, repr=False)
 
     def subresource(self, name: str) -> Subresource | None:
         return next((s for s in self.subresources if s.name == name), None)
+
+    @property
+    def has_status(self) -> bool:
+        """Served with a ``/status`` subresource: main-resource writes keep the stored status."""
+        return self.subresource("status") is not None
 
     @property
     def gvk(self) -> GVK:

@@ -1,19 +1,29 @@
-"""The test API server's in-memory object store: CRUD, optimistic concurrency, server-side apply."""
+"""The test API server's in-memory object store: CRUD, optimistic concurrency, server-side apply,
+the ``/status`` subresource, and the change history watches read (``events.py``)."""
 
 from __future__ import annotations
 
 import copy
-import secrets
-import string
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from qcdr_common.testing.k8s import fields
-from qcdr_common.testing.k8s.fields import FieldPath, ManagerKey
+from qcdr_common.testing.k8s.events import Event, EventHistory, EventType
+from qcdr_common.testing.k8s.fields import ManagerKey
+from qcdr_common.testing.k8s.objects import (
+    ObjectKey,
+    Owners,
+    StoredObject,
+    changed_times,
+    check_uid,
+    incoming,
+    leaves_of,
+    now,
+    spec_part,
+    strip_server_fields,
+)
 from qcdr_common.testing.k8s.resources import ResourceType
 from qcdr_common.testing.k8s.selectors import FieldRequirement, Requirement
 from qcdr_common.testing.k8s.status import (
@@ -24,96 +34,43 @@ from qcdr_common.testing.k8s.status import (
     invalid,
     not_found,
     rv_conflict,
-    uid_precondition_failed,
 )
 from qcdr_common.testing.schemas import Issue, ManifestValidator
 
-# metadata the server owns: dropped from request bodies, set by the server
-SERVER_METADATA = (
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "managedFields",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-)
+__all__ = ["ObjectKey", "Store", "StoredObject", "strip_server_fields"]
 
-
-class ObjectKey(NamedTuple):
-    api_version: str
-    kind: str
-    namespace: str | None
-    name: str
-
-
-@dataclass
-class StoredObject:
-    rt: ResourceType
-    body: dict[str, Any]  # the object with server metadata, without managedFields
-    owners: dict[ManagerKey, set[FieldPath]] = field(default_factory=dict)
-    times: dict[ManagerKey, str] = field(default_factory=dict)
-
-    def render(self) -> dict[str, Any]:
-        out = copy.deepcopy(self.body)
-        out["metadata"]["managedFields"] = [
-            {
-                "manager": manager,
-                "operation": operation,
-                "apiVersion": self.rt.api_version,
-                "time": self.times[(manager, operation)],
-                "fieldsType": "FieldsV1",
-                "fieldsV1": fields.to_fields_v1(paths),
-            }
-            for (manager, operation), paths in self.owners.items()
-        ]
-        return out
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def strip_server_fields(body: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(body))
-    meta = out.get("metadata")
-    if isinstance(meta, dict):
-        for key in SERVER_METADATA:
-            meta.pop(key, None)
-    return out
-
-
-def _check_uid(rt: ResourceType, old: StoredObject, body: Any) -> None:
-    """A ``metadata.uid`` in an update is a precondition: it must be the stored object's."""
-    meta = body.get("metadata") if isinstance(body, dict) else None
-    wanted = meta.get("uid") if isinstance(meta, dict) else None
-    actual = old.body["metadata"]["uid"]
-    if wanted and wanted != actual:
-        raise uid_precondition_failed(rt, old.body["metadata"]["name"], str(wanted), actual)
-
-
-def _spec_part(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in ("metadata", "status")}
+StatusWrite = Literal["update", "merge", "apply"]
 
 
 class Store:
     """Objects by (group, kind, namespace, name); every public method is atomic."""
 
     def __init__(
-        self, validator: ManifestValidator | None = None, *, require_namespaces: bool = False
+        self,
+        validator: ManifestValidator | None = None,
+        *,
+        require_namespaces: bool = False,
+        history: int = 1000,
     ) -> None:
         self.validator = validator
         self.require_namespaces = require_namespaces
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str, str, str], StoredObject] = {}
         self._rv = 1000
+        self.events = EventHistory(self._rv, history)
 
     # ------------------------------------------------------------------ reads
 
     @property
     def resource_version(self) -> str:
-        return str(self._rv)
+        """The version of the last change (what a list answers with)."""
+        with self._lock:
+            return str(self._rv)
+
+    def compact(self) -> None:
+        """Forget the change history so far: a watch from any version before now gets 410 Expired."""
+        with self._lock:
+            self.events.compact(self._rv)
 
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
         with self._lock:
@@ -163,7 +120,7 @@ class Store:
                 raise StatusError(
                     409, "AlreadyExists", f'{rt.qualified_plural} "{name}" already exists', details(rt, name)
                 )
-            owners = fields.update(None, content, {}, (manager, "Update"))
+            owners = fields.update(None, content, {}, (manager, "Update"), leaves_of=leaves_of(rt))
             return self._commit(rt, namespace, None, content, owners, (manager, "Update"), dry_run)
 
     def replace(
@@ -178,12 +135,14 @@ class Store:
     ) -> dict[str, Any]:
         with self._lock:
             old = self._existing(rt, namespace, name)
-            _check_uid(rt, old, body)
+            check_uid(rt, old, body)
             content, rv = self._incoming(rt, namespace, name, body)
             if rv and rv != old.body["metadata"]["resourceVersion"]:
                 raise rv_conflict(rt, name)
             me = (manager, "Update")
-            owners = fields.update(strip_server_fields(old.body), content, old.owners, me)
+            owners = fields.update(
+                strip_server_fields(old.body), content, old.owners, me, leaves_of=leaves_of(rt)
+            )
             return self._commit(rt, namespace, old, content, owners, me, dry_run)
 
     def merge_patch(
@@ -202,12 +161,14 @@ class Store:
                 raise bad_request("a merge patch must be a JSON object")
             current = copy.deepcopy(old.body)
             merged = fields.merge_patch(current, patch)
-            _check_uid(rt, old, merged)
+            check_uid(rt, old, merged)
             content, rv = self._incoming(rt, namespace, name, merged)
             if rv and rv != old.body["metadata"]["resourceVersion"]:
                 raise rv_conflict(rt, name)
             me = (manager, "Update")
-            owners = fields.update(strip_server_fields(old.body), content, old.owners, me)
+            owners = fields.update(
+                strip_server_fields(old.body), content, old.owners, me, leaves_of=leaves_of(rt)
+            )
             return self._commit(rt, namespace, old, content, owners, me, dry_run)
 
     def apply(
@@ -234,14 +195,16 @@ class Store:
                     "kind": rt.kind,
                     "metadata": {k: v for k, v in content["metadata"].items() if k in ("name", "namespace")},
                 }
-                result, owners, _ = fields.apply(base, content, {}, me, force=force)
+                result, owners, _ = fields.apply(base, content, {}, me, force=force, leaves_of=leaves_of(rt))
                 return self._commit(rt, namespace, None, result, owners, me, dry_run), True
             if rv and rv != old.body["metadata"]["resourceVersion"]:
                 raise rv_conflict(rt, name)
             current = strip_server_fields(old.body)
-            result, owners, conflicts = fields.apply(current, content, old.owners, me, force=True)
+            result, owners, conflicts = fields.apply(
+                current, content, old.owners, me, force=True, leaves_of=leaves_of(rt)
+            )
             if conflicts and not force:
-                self._validate(rt, result)  # an invalid request is reported as such, not as a conflict
+                self._check(rt, result)  # an invalid request is reported as such, not as a conflict
                 raise apply_conflict(rt, name, conflicts)
             return self._commit(rt, namespace, old, result, owners, me, dry_run), False
 
@@ -253,6 +216,10 @@ class Store:
             if not dry_run:
                 del self._objects[self._key(rt, namespace, name)]
                 self._rv += 1
+                last = obj.render()
+                # a watch sees the deleted object at the deletion's version (as the API server sends it)
+                last["metadata"]["resourceVersion"] = str(self._rv)
+                self._record("DELETED", rt, namespace, last, last)
             return obj.render()
 
     def delete_collection(
@@ -270,6 +237,55 @@ class Store:
                 self.delete(rt, item["metadata"].get("namespace"), item["metadata"]["name"], dry_run=dry_run)
             return items
 
+    # ------------------------------------------------------------------ the /status subresource
+
+    def write_status(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        manager: str,
+        *,
+        how: StatusWrite = "update",
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """A write through ``/status``: only ``.status`` changes (the rest of ``body`` is ignored, as
+        by the API server), owned by ``manager`` apart from its main-resource fields. ``how``: a PUT
+        of the whole object, a merge patch, or a server-side apply."""
+        with self._lock:
+            old = self._existing(rt, namespace, name)
+            if not isinstance(body, dict):
+                raise bad_request("the request body must be a JSON/YAML object")
+            if how == "apply" and (not body.get("apiVersion") or not body.get("kind")):
+                raise bad_request("apply patches must have apiVersion and kind set")
+            wanted = fields.merge_patch(copy.deepcopy(old.body), body) if how == "merge" else body
+            check_uid(rt, old, wanted)
+            content, rv = self._incoming(rt, namespace, name, wanted, keep_status=True)
+            if rv and rv != old.body["metadata"]["resourceVersion"]:
+                raise rv_conflict(rt, name)
+            current = strip_server_fields(old.body)
+            me: ManagerKey = (manager, "Apply" if how == "apply" else "Update")
+            if how == "apply":
+                result, status_owners, conflicts = fields.apply(
+                    current, content, old.status_owners, me, force=True, leaves_of=fields.status_leaves
+                )
+                if conflicts and not force:
+                    self._check(rt, result)
+                    raise apply_conflict(rt, name, conflicts)
+            else:
+                result = copy.deepcopy(current)
+                result.pop("status", None)
+                if "status" in content:
+                    result["status"] = content["status"]
+                status_owners = fields.update(
+                    current, result, old.status_owners, me, leaves_of=fields.status_leaves
+                )
+            return self._commit(
+                rt, namespace, old, result, old.owners, me, dry_run, status_owners=status_owners
+            )
+
     # ------------------------------------------------------------------ internals
 
     @staticmethod
@@ -283,54 +299,28 @@ class Store:
         return obj
 
     def _incoming(
-        self, rt: ResourceType, namespace: str | None, url_name: str | None, body: Any
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        url_name: str | None,
+        body: Any,
+        *,
+        keep_status: bool = False,
     ) -> tuple[dict[str, Any], str | None]:
-        """A request body checked against the URL and stripped of server fields; and its resourceVersion."""
-        if not isinstance(body, dict):
-            raise bad_request("the request body must be a JSON/YAML object")
-        content = copy.deepcopy(body)
-        api_version, kind = content.get("apiVersion"), content.get("kind")
-        if api_version and api_version != rt.api_version:
-            raise bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API version "
-                f"({rt.api_version})"
-            )
-        if kind and kind != rt.kind:
-            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
-        content["apiVersion"], content["kind"] = rt.api_version, rt.kind
-        meta = content.setdefault("metadata", {})
-        if not isinstance(meta, dict):
-            raise bad_request("metadata must be an object")
-        if url_name is not None:
-            if meta.get("name") and meta["name"] != url_name:
-                raise bad_request(
-                    f"the name of the object ({meta['name']}) does not match the name on the URL ({url_name})"
-                )
-            meta["name"] = url_name
-        elif not meta.get("name") and meta.get("generateName"):
-            suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
-            meta["name"] = f"{meta['generateName']}{suffix}"
-        if rt.namespaced:
-            if meta.get("namespace") and meta["namespace"] != namespace:
-                raise bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request"
-                )
-            meta["namespace"] = namespace
-            if self.require_namespaces and ("", "Namespace", "", namespace) not in self._objects:
-                raise StatusError(
-                    404,
-                    "NotFound",
-                    f'namespaces "{namespace}" not found',
-                    {"name": namespace, "kind": "namespaces"},
-                )
-        else:
-            meta.pop("namespace", None)  # like a real server: ignored for cluster-scoped kinds
-        rv = meta.get("resourceVersion")
-        content.pop("status", None)  # status is a subresource; writes to the main resource ignore it
-        return strip_server_fields(content), str(rv) if rv else None
+        exists = self._namespace_exists if self.require_namespaces else None
+        return incoming(rt, namespace, url_name, body, keep_status=keep_status, namespace_exists=exists)
 
-    def _validate(self, rt: ResourceType, content: dict[str, Any]) -> None:
-        if self.validator is not None and self.validator.supports(rt.api_version, rt.kind):
+    def _namespace_exists(self, namespace: str) -> bool:
+        return ("", "Namespace", "", namespace) in self._objects
+
+    def _check(self, rt: ResourceType, content: dict[str, Any]) -> None:
+        """Normalise (a CRD's pruning and defaults) and validate an object about to be stored."""
+        if rt.schema is not None:
+            rt.schema.prepare(content)
+            issues = rt.schema.issues(content)
+            if issues:
+                raise invalid(rt, str(content["metadata"].get("name", "")), issues)
+        elif self.validator is not None and self.validator.supports(rt.api_version, rt.kind):
             issues = self.validator.issues(content)
             if issues:
                 raise invalid(rt, str(content["metadata"].get("name", "")), issues)
@@ -343,36 +333,58 @@ class Store:
         namespace: str | None,
         old: StoredObject | None,
         content: dict[str, Any],
-        owners: dict[ManagerKey, set[FieldPath]],
+        owners: Owners,
         me: ManagerKey,
         dry_run: bool,
+        *,
+        status_owners: Owners | None = None,
     ) -> dict[str, Any]:
-        self._validate(rt, content)
-        now = _now()
+        """Store ``content``; ``status_owners`` is given by /status writes only (they own status)."""
+        if old is not None and status_owners is None and rt.has_status:
+            content.pop("status", None)
+            if "status" in old.body:
+                content["status"] = copy.deepcopy(old.body["status"])
+        self._check(rt, content)
+        at = now()
         meta = content["metadata"]
         if old is None:
-            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now, generation=1)
-            times = dict.fromkeys(owners, now)
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=at, generation=1)
+            stored = StoredObject(rt, content, owners, dict.fromkeys(owners, at))
         else:
             old_content = strip_server_fields(old.body)
-            if old_content == content and old.owners == owners:
+            unchanged_status = status_owners is None or status_owners == old.status_owners
+            if old_content == content and old.owners == owners and unchanged_status:
                 return old.render()  # a no-op write: nothing changes, not even resourceVersion
             old_meta = old.body["metadata"]
-            bump = _spec_part(old_content) != _spec_part(content)
+            bump = spec_part(rt, old_content) != spec_part(rt, content)
             meta.update(
                 uid=old_meta["uid"],
                 creationTimestamp=old_meta["creationTimestamp"],
                 generation=old_meta["generation"] + (1 if bump else 0),
                 resourceVersion=old_meta["resourceVersion"],
             )
-            times = {
-                k: now if k == me or old.owners.get(k) != v else old.times.get(k, now)
-                for k, v in owners.items()
-            }
-        stored = StoredObject(rt, content, owners, times)
+            if status_owners is None:
+                times = changed_times(old.times, old.owners, owners, me, at)
+                stored = StoredObject(rt, content, owners, times, old.status_owners, old.status_times)
+            else:
+                status_times = changed_times(old.status_times, old.status_owners, status_owners, me, at)
+                stored = StoredObject(rt, content, owners, old.times, status_owners, status_times)
         if dry_run:
             return stored.render()
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
         self._objects[self._key(rt, namespace, meta["name"])] = stored
+        prev = None if old is None else old.render()
+        self._record("ADDED" if old is None else "MODIFIED", rt, namespace, stored.render(), prev)
         return stored.render()
+
+    def _record(
+        self,
+        kind: EventType,
+        rt: ResourceType,
+        namespace: str | None,
+        obj: dict[str, Any],
+        prev: dict[str, Any] | None,
+    ) -> None:
+        ns = (namespace or None) if rt.namespaced else None
+        self.events.record(Event(self._rv, kind, rt.group, rt.kind, ns, obj, prev))
