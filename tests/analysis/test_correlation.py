@@ -76,11 +76,14 @@ def run(engine: Engine, *batches: list[SecurityEvent], findings: tuple[Finding, 
     return out + engine.flush()
 
 
-def test_eight_builtins_with_current_techniques() -> None:
+def test_ten_builtins_with_current_techniques() -> None:
     names = [p.name for p in builtin_patterns()]
-    assert len(names) == 8
+    assert len(names) == 10
     assert set(POSITIVE) < set(names)
     assert "privileged_pod_to_exfiltration" in names
+    # the two cross-cluster ones (tests/analysis/test_cross_cluster.py)
+    cross = {p.name for p in builtin_patterns() if p.distinct_clusters}
+    assert cross == {"same_image_attacked_in_several_clusters", "same_ioc_in_several_clusters"}
 
 
 @pytest.mark.parametrize("name", sorted(POSITIVE))

@@ -43,6 +43,14 @@ class AnalysisSettings(CommonSettings):
         gt=0,
         description="After this long without a batch, events still waiting out the lateness are processed.",
     )
+    shared_baselines_enabled: bool = Field(
+        default=True,
+        description=(
+            "Consume federation:baselines: a baseline another cluster learned for an image becomes "
+            "this cluster's profile when it has none or only a learning one (new workloads of the "
+            "image start warm). Without federation the stream stays empty and costs nothing."
+        ),
+    )
     disabled_detectors: frozenset[str] = Field(
         default=frozenset(), description="Detector names not to run (unknown names fail at start)."
     )

@@ -1,5 +1,6 @@
 """The analysis worker: the ``ingest:events`` consumer, the outbox relay and the lag exporter, on
-one engine and one Redis client.
+one engine and one Redis client (plus the ``ingest:samples`` consumer with the workload anomaly
+engine, and the ``federation:baselines`` consumer of shared baselines).
 
 ``serve`` runs it inside the app (``consume_in_app``); ``consume`` runs it alone; ``replay``
 re-publishes findings from Postgres.
@@ -36,6 +37,7 @@ from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.handlers import EventsHandler
 from qcdr_analysis.findings.models import OUTBOX
 from qcdr_analysis.findings.service import BatchOutcome, DetectorConfigError, DetectorSet
+from qcdr_analysis.profiles.handlers import BaselinesHandler
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 
 log = get_logger(__name__)
@@ -100,6 +102,16 @@ class AnalysisWorker:
                 poll_seconds=settings.model_refit_poll_s,
             )
             groups.append((streams.SAMPLES, settings.consumer_group))
+        self.baselines_consumer: StreamConsumer | None = None
+        if settings.shared_baselines_enabled:
+            self.baselines_consumer = StreamConsumer.from_settings(
+                redis,
+                settings,
+                stream=streams.BASELINES,
+                group=settings.consumer_group,
+                handler=BaselinesHandler(self.sessions, self.detectors),
+            )
+            groups.append((streams.BASELINES, settings.consumer_group))
         self.lag = LagExporter(
             redis,
             prefix=settings.redis_prefix,
@@ -116,6 +128,8 @@ class AnalysisWorker:
         tasks: list[Worker] = [self.consumer.run, self.relay.run, self.lag.run]
         if self.samples_consumer is not None:
             tasks.append(self.samples_consumer.run)
+        if self.baselines_consumer is not None:
+            tasks.append(self.baselines_consumer.run)
         if self.trainer is not None:
             tasks.append(self.trainer.run)
         if self.flusher is not None:

@@ -7,6 +7,10 @@ Confidence (0..1) = 0.5 x coverage + 0.25 x timing + 0.25 x severity:
   ports: a weaker, look-alike-prone signal); averaged over the steps.
 * timing: 1 for steps in quick succession, falling linearly to 0.5 at a span of ``maxspan``.
 * severity: the pattern's severity and the most severe evidence, on the 0..1 severity scale.
+
+Where: ``workload`` is the last step's (where the chain completed), except for a cross-cluster
+pattern (``distinct_clusters``), whose finding stands in the first step's workload and cluster
+(where it began); ``attributes.clusters`` lists every cluster and each step names its own.
 """
 
 from __future__ import annotations
@@ -73,7 +77,13 @@ def chain_finding(pattern: Pattern, key: str, hits: list[Hit], maxspan: float) -
     evidence = tuple(dict.fromkeys(e for h in hits for e in h.evidence))
     clusters = sorted({h.workload["cluster"] for h in hits if "cluster" in h.workload})
     last = hits[-1]
-    flow = " -> ".join(f"{h.step} ({', '.join(h.techniques) or 'no technique'})" for h in hits)
+    where = hits[0] if pattern.distinct_clusters else last
+    flow = " -> ".join(
+        f"{h.step} ({', '.join(h.techniques) or 'no technique'}"
+        + (f"; cluster {h.workload.get('cluster')}" if pattern.distinct_clusters else "")
+        + ")"
+        for h in hits
+    )
     names = [f"{t} {attack.name(t) or ''}".strip() for t in techniques]
     steps: list[dict[str, Any]] = [
         {
@@ -82,6 +92,7 @@ def chain_finding(pattern: Pattern, key: str, hits: list[Hit], maxspan: float) -
             "event_time": datetime.fromtimestamp(h.time, UTC).isoformat(),
             "techniques": list(h.techniques),
             "finding_ids": list(h.finding_ids),
+            "cluster": h.workload.get("cluster"),
         }
         for h in hits
     ]
@@ -97,7 +108,7 @@ def chain_finding(pattern: Pattern, key: str, hits: list[Hit], maxspan: float) -
         + (f"; techniques: {'; '.join(names)}" if names else ""),
         event_time=datetime.fromtimestamp(last.time, UTC),
         evidence_event_ids=evidence,
-        workload=Workload(**last.workload),
+        workload=Workload(**where.workload),
         source=hits[0].source,
         attributes={
             "pattern": pattern.name,

@@ -18,6 +18,10 @@ Semantics (issue 6, item 1):
 * **Redelivery.** An item id seen within the lateness horizon is ignored (``stats.duplicates``);
   anything older is late anyway. Together with the snapshot this makes ``restore`` + re-feeding
   the same events emit nothing twice.
+* **Cross-cluster patterns** (``distinct_clusters``): a step advances a partial only with an
+  item from a cluster none of the partial's hits came from (the hits keep their workload, cluster
+  included, so checkpoints need no new field); an item without a cluster takes no part. Patterns
+  without the option pay one boolean test per candidate partial.
 * **Output.** Only complete chains become findings (``kind=chain``, ``category=chain.<pattern>``);
   the finding id hashes pattern + join key + first step's event id (the natural key), so a chain
   re-emitted after a crash between emit and checkpoint is a duplicate the findings table rejects.
@@ -77,6 +81,7 @@ class _Compiled:
     lateness: float
     nsteps: int
     digest: str
+    distinct: bool  # distinct_clusters
 
 
 def _digest(pattern: Pattern) -> str:
@@ -100,7 +105,14 @@ class Engine:
 
     def __post_init__(self) -> None:
         self._compiled = [
-            _Compiled(p, p.maxspan.total_seconds(), p.lateness.total_seconds(), len(p.steps), _digest(p))
+            _Compiled(
+                p,
+                p.maxspan.total_seconds(),
+                p.lateness.total_seconds(),
+                len(p.steps),
+                _digest(p),
+                p.distinct_clusters,
+            )
             for p in self.patterns
         ]
         self._by_name = {c.pattern.name: i for i, c in enumerate(self._compiled)}
@@ -229,6 +241,8 @@ class Engine:
             steps_by_pattern.setdefault(p, set()).add(s)
         for p, steps in steps_by_pattern.items():
             c = self._compiled[p]
+            if c.distinct and not item.cluster:
+                continue  # cannot tell its cluster from the others'
             keys = self._keys(item, c.pattern.join)
             if not keys:
                 continue
@@ -270,6 +284,8 @@ class Engine:
             if item.time < partial.hits[-1].time or item.time - partial.start > c.maxspan:
                 continue
             if partial.uses(item.evidence):
+                continue
+            if c.distinct and any(hit.workload.get("cluster") == item.cluster for hit in partial.hits):
                 continue
             partial.hits.append(self._hit(c, nxt, item))
             slots[stage] = None
@@ -316,7 +332,12 @@ class Engine:
                         "join": {"key": c.pattern.join.value, "value": key},
                         "first_event_id": partial.first_event,
                         "steps": [
-                            {"name": h.step, "event_id": h.event_id, "event_time": _iso(h.time)}
+                            {
+                                "name": h.step,
+                                "event_id": h.event_id,
+                                "event_time": _iso(h.time),
+                                "cluster": h.workload.get("cluster"),
+                            }
                             for h in partial.hits
                         ],
                         "next_step": c.pattern.steps[done].name,

@@ -57,6 +57,9 @@ class Item:
     parent_exec_id: str = ""
     ancestors: tuple[str, ...] = ()  # exec ids, nearest first (Tetragon --enable-process-ancestors)
     finding_ids: tuple[str, ...] = ()
+    # detectors of the findings merged in: a pattern can ask for threat intel's verdict
+    # (intel_match) rather than a heuristic rule's (attack_rules) when both use one category
+    detectors: tuple[str, ...] = ()
 
     def technique_keys(self) -> set[str]:
         """The techniques plus their parents: a step asking for T1059 finds T1059.004."""
@@ -145,6 +148,8 @@ def _merge(item: Item, finding: Finding) -> None:
     item.techniques = tuple(sorted({*item.techniques, *finding.techniques}))
     item.severity = max(item.severity, finding.severity.rank)
     item.finding_ids = (*item.finding_ids, finding.id)
+    if finding.detector not in item.detectors:
+        item.detectors = (*item.detectors, finding.detector)
     if not item.path and finding.process is not None:
         item.path = finding.process.path or ""
         item.name = finding.process.name or posixpath.basename(item.path)
@@ -163,6 +168,7 @@ def _from_finding(finding: Finding) -> Item:
         severity=finding.severity.rank,
         **_where(w, p, n),
         finding_ids=(finding.id,),
+        detectors=(finding.detector,),
     )
 
 

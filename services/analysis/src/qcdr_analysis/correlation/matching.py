@@ -61,6 +61,9 @@ def compile_match(match: Match) -> Test:
     if match.destination_domain:
         domain = _globs(match.destination_domain)
         tests.append(lambda i: domain(i.dest_domain, ""))
+    if match.detector:
+        detectors = frozenset(match.detector)
+        tests.append(lambda i: not detectors.isdisjoint(i.detectors))
     if match.min_severity is not None:
         floor = match.min_severity.rank
         tests.append(lambda i: i.severity >= floor)

@@ -8,7 +8,20 @@ names the file, the pattern and the field.
 Matching (:class:`Match`): every condition given must hold; inside one condition the values are
 alternatives. ``technique: T1059`` matches ``T1059`` and every sub-technique (``T1059.004``);
 ``technique: T1059.004`` matches only itself. ``process``/``parent_process`` are globs tried on
-the full path and on the basename. ``not`` is a second match that must *not* hold.
+the full path and on the basename. ``detector`` names the detectors whose findings are on the
+item (``intel_match``, ``domain_intel``, ``attack_rules``, ``source``, ...): it tells a
+destination threat intel lists from one a heuristic rule merely suspects, when both use the same
+category. ``not`` is a second match that must *not* hold.
+
+``distinct_clusters: true`` makes a pattern cross-cluster: a step advances a partial chain only
+with an item from a cluster (``workload.cluster``) none of its earlier steps came from, and an
+item without a cluster takes no part in it. Joined on ``image`` or ``ioc`` (the keys that mean the
+same thing in every cluster), it finds one image or one indicator attacked in several clusters,
+from the events spokes forward to a federation hub.
+
+Options added after the first release (``detector``, ``distinct_clusters``) are left out of a
+pattern's dump while unset, so the digest that identifies a pattern's checkpointed state does not
+change for patterns that do not use them.
 """
 
 from __future__ import annotations
@@ -73,6 +86,8 @@ class Match(BaseModel):
     destination_ip: Alternatives = ()  # addresses or CIDRs
     destination_domain: Alternatives = ()  # globs
     min_severity: Severity | None = None
+    # detectors whose findings were merged into the item; unset: left out of dumps (see above)
+    detector: Alternatives = Field(default=(), exclude_if=lambda value: not value)
 
     @field_validator("technique")
     @classmethod
@@ -122,6 +137,8 @@ class Pattern(BaseModel):
     lateness: Duration = timedelta(seconds=30)
     steps: tuple[Step, ...] = Field(min_length=2, max_length=16)
     until: Match | None = None
+    # every step from a cluster none of the earlier steps came from (see the module docstring)
+    distinct_clusters: bool = Field(default=False, exclude_if=lambda value: not value)
     checked_against: tuple[str, ...] = ()  # the real traces the pattern was checked on
 
     @field_validator("maxspan")

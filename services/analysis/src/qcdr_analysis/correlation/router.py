@@ -10,6 +10,8 @@ from pydantic import AwareDatetime
 from qcdr_common.api.auth import ReadPrincipal
 from qcdr_common.api.errors import ApiError
 from qcdr_common.api.pagination import PageParams, keyset, split_page
+from sqlalchemy import Text, literal, or_
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from qcdr_analysis import attack
 from qcdr_analysis.correlation.checkpoint import RedisCheckpoint
@@ -48,6 +50,7 @@ def _read(row: FindingRow) -> ChainRead:
                 event_time=s["event_time"],
                 techniques=[_technique(t) for t in s.get("techniques", [])],
                 finding_ids=s.get("finding_ids", []),
+                cluster=s.get("cluster"),
             )
             for s in attributes.get("steps", [])
         ],
@@ -65,7 +68,10 @@ async def list_chains(
     page: PageParams,
     session: Session,
     pattern: Annotated[list[str], Query(max_length=_MAX_VALUES, description="Pattern names.")] = [],  # noqa: B006
-    cluster: Annotated[list[str], Query(max_length=_MAX_VALUES, description="Clusters.")] = [],  # noqa: B006
+    cluster: Annotated[
+        list[str],
+        Query(max_length=_MAX_VALUES, description="Chains with a step in one of these clusters."),
+    ] = [],  # noqa: B006
     since: Annotated[AwareDatetime | None, Query(description="Event time at or after.")] = None,
     until: Annotated[AwareDatetime | None, Query(description="Event time before.")] = None,
     technique: Annotated[str | None, Query(pattern=r"^T\d{4}(\.\d{3})?$")] = None,
@@ -78,10 +84,15 @@ async def list_chains(
         until=until,
         kind=("chain",),
         category=tuple(f"chain.{p}" for p in pattern),
-        cluster=tuple(cluster),
         technique=technique,
     )
-    stmt = keyset(repo.select_findings(filters), page, repo.EVENT_TIME, repo.ID)
+    stmt = repo.select_findings(filters)
+    if cluster:
+        # a cross-cluster chain's row names its first cluster; the others are in its attributes
+        clusters = FindingRow.payload["attributes"]["clusters"]
+        wanted = literal(cluster, ARRAY(Text))
+        stmt = stmt.where(or_(FindingRow.cluster.in_(cluster), clusters.has_any(wanted)))
+    stmt = keyset(stmt, page, repo.EVENT_TIME, repo.ID)
     rows = (await session.scalars(stmt)).all()
     items, next_cursor = split_page(rows, page, key=lambda row: (row.event_time, row.id))
     return ChainList(items=[_read(row) for row in items], next_cursor=next_cursor)

@@ -22,6 +22,7 @@ class ChainStep(BaseModel):
     event_time: datetime
     techniques: list[TechniqueRead]
     finding_ids: list[str] = []
+    cluster: str | None = Field(default=None, description="The cluster of the step's event.")
 
 
 class ChainRead(BaseModel):
@@ -35,7 +36,9 @@ class ChainRead(BaseModel):
     techniques: list[TechniqueRead]
     steps: list[ChainStep]
     join: dict[str, str]
-    clusters: list[str]
+    clusters: list[str] = Field(
+        description="Every cluster a step came from (several for a cross-cluster chain)."
+    )
     event_time: datetime = Field(description="Event time of the step that completed the chain.")
     created_at: datetime
     explanation: str

@@ -3,7 +3,10 @@
 ``analysis_profiles.data`` is the profile's JSON (:meth:`Profile.to_json`); ``generation`` goes
 up by one on every write, which is what optimistic concurrency compares (a worker writes only
 over the generation it loaded, an API reset bumps it so workers reload). ``summary`` holds the
-counts a list shows, so a list never reads whole profiles.
+counts a list shows, so a list never reads whole profiles. ``ready_generation`` is the
+generation at which the current learning window ended (null while learning): once ready, a
+baseline no longer changes (only its counts do), so this is what tells a new baseline from a
+count flush (the shared-baseline view publishes it as the generation).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class ProfileRow(AnalysisBase):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     state: Mapped[str] = mapped_column(Text)
     generation: Mapped[int] = mapped_column(BigInteger)
+    ready_generation: Mapped[int | None] = mapped_column(BigInteger)
     # event times; null after a reset, until the next event starts learning again
     first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,6 +13,9 @@ last raised a finding, for re-alert suppression.
 
 The hot path (``learn_*``, ``touch_*``) is plain attribute and dict work on ``__slots__`` objects;
 JSON (``to_json``/``from_json``) is only for Postgres (JSONB), never pickle.
+
+A profile taken from another cluster's shared baseline (:mod:`qcdr_analysis.profiles.shared`)
+carries ``shared`` (where it came from); local profiles have none, and their JSON has no such key.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class Profile:
         "processes",
         "ready",
         "ready_at",
+        "shared",
         "singletons",
         "workloads",
     )
@@ -138,6 +142,9 @@ class Profile:
         # rarity: observations and behaviours seen exactly once, per kind (derived, not stored)
         self.observations = {PROCESSES: 0, DESTINATIONS: 0, FILES: 0}
         self.singletons = {PROCESSES: 0, DESTINATIONS: 0, FILES: 0}
+        # a baseline shared by another cluster: {"from": cluster, "generation", "ready_at",
+        # "imported_at"}; None for what this analysis learned itself
+        self.shared: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -305,9 +312,10 @@ class Profile:
 
     # ------------------------------------------------------------------ JSON
 
-    def summary(self) -> dict[str, int]:
-        """Counts for lists (stored beside the JSON so a list never reads whole profiles)."""
-        return {
+    def summary(self) -> dict[str, Any]:
+        """Counts for lists (stored beside the JSON so a list never reads whole profiles), and
+        ``shared_from`` (the source cluster) for a shared baseline."""
+        counts: dict[str, Any] = {
             "events": self.events,
             "processes": len(self.processes),
             "destinations": len(self.destinations),
@@ -317,9 +325,12 @@ class Profile:
             "novel": len(self.novel),
             "overflow": sum(self.overflow.values()),
         }
+        if self.shared is not None:
+            counts["shared_from"] = self.shared.get("from")
+        return counts
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "key": self.key,
             "first_seen": self.first_seen,
@@ -337,6 +348,9 @@ class Profile:
             ],
             "overflow": self.overflow,
         }
+        if self.shared is not None:
+            data["shared"] = self.shared
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], limits: Limits, generation: int) -> Profile:
@@ -368,6 +382,8 @@ class Profile:
             novel = profile.novel[f"{category}\x1f{value}"] = Novel(category, value, first)
             novel.count, novel.last, novel.alerted = count, last, alerted
         profile.overflow = {str(k): int(v) for k, v in data.get("overflow", {}).items()}
+        shared = data.get("shared")
+        profile.shared = dict(shared) if isinstance(shared, dict) else None
         for kind, entries in (
             (PROCESSES, profile.processes),
             (DESTINATIONS, profile.destinations),

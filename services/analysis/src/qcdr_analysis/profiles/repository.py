@@ -41,17 +41,23 @@ _FETCH = text(
 )
 
 _INSERT = text(
-    "INSERT INTO analysis_profiles (key, state, generation, first_seen, ready_at, last_seen, summary, data)"
-    " SELECT k, s, 1, f, r, l, CAST(sm AS jsonb), CAST(d AS jsonb)"
+    "INSERT INTO analysis_profiles"
+    " (key, state, generation, ready_generation, first_seen, ready_at, last_seen, summary, data)"
+    " SELECT k, s, 1, CASE WHEN s = 'ready' THEN 1 END, f, r, l, CAST(sm AS jsonb), CAST(d AS jsonb)"
     " FROM unnest("
     " CAST(:keys AS text[]), CAST(:states AS text[]), CAST(:first_seen AS timestamptz[]),"
     " CAST(:ready_at AS timestamptz[]), CAST(:last_seen AS timestamptz[]),"
     " CAST(:summaries AS text[]), CAST(:datas AS text[])) AS u(k, s, f, r, l, sm, d)"
     " ON CONFLICT (key) DO NOTHING RETURNING key"
 )
-# optimistic concurrency: a row is written only over the generation the worker loaded
+# optimistic concurrency: a row is written only over the generation the worker loaded;
+# ready_generation is set when the row becomes ready and kept while it stays so
 _UPDATE = text(
-    "UPDATE analysis_profiles AS p SET state = u.s, generation = p.generation + 1, first_seen = u.f,"
+    "UPDATE analysis_profiles AS p SET state = u.s, generation = p.generation + 1,"
+    " ready_generation = CASE WHEN u.s <> 'ready' THEN NULL"
+    " WHEN p.state = 'ready' AND p.ready_generation IS NOT NULL THEN p.ready_generation"
+    " ELSE p.generation + 1 END,"
+    " first_seen = u.f,"
     " ready_at = u.r, last_seen = u.l, summary = CAST(u.sm AS jsonb), data = CAST(u.d AS jsonb),"
     " updated_at = now()"
     " FROM unnest("
@@ -181,6 +187,17 @@ async def get_profile(session: AsyncSession, key: str, *, for_update: bool = Fal
     return await session.get(ProfileRow, key, with_for_update=for_update)
 
 
+async def lock_profile(session: AsyncSession, key: str) -> ProfileRow | None:
+    """The row as Postgres has it now (not an earlier read of this session), locked until commit."""
+    stmt = (
+        select(ProfileRow)
+        .where(ProfileRow.key == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return cast(ProfileRow | None, await session.scalar(stmt))
+
+
 async def profile_key_of_workload(session: AsyncSession, workload_key: str) -> str | None:
     stmt = select(ProfileWorkloadRow.profile_key).where(ProfileWorkloadRow.workload_key == workload_key)
     return cast(str | None, await session.scalar(stmt))
@@ -202,7 +219,7 @@ async def count_workloads(session: AsyncSession, profile_key: str) -> int:
 
 
 async def reset_profile(
-    session: AsyncSession, row: ProfileRow, data: dict[str, Any], summary: dict[str, int]
+    session: AsyncSession, row: ProfileRow, data: dict[str, Any], summary: dict[str, Any]
 ) -> None:
     """Write a reset profile over ``row`` (generation + 1, so workers holding it reload it)."""
     stmt = (
@@ -211,6 +228,7 @@ async def reset_profile(
         .values(
             state=LEARNING,
             generation=ProfileRow.generation + 1,
+            ready_generation=None,
             first_seen=None,
             ready_at=None,
             last_seen=None,

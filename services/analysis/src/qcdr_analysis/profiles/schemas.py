@@ -40,6 +40,11 @@ class ProfileSummary(BaseModel):
     created_at: datetime
     updated_at: datetime
     reset_at: datetime | None = None
+    shared_from: str | None = Field(
+        default=None,
+        description="The cluster whose shared baseline this profile was taken from (federation); "
+        "null for a profile learned here.",
+    )
 
 
 class Behaviour(BaseModel):
@@ -79,8 +84,19 @@ class WorkloadRead(BaseModel):
     last_seen: datetime
 
 
+class SharedFrom(BaseModel):
+    """Where a shared baseline came from (federation: another cluster learned it)."""
+
+    cluster: str
+    generation: int = Field(description="The profile's generation in the source cluster.")
+    ready_at: datetime | None = Field(description="When it became ready there (event time).")
+    imported_at: datetime = Field(description="When this analysis took it.")
+
+
 class ProfileRead(ProfileSummary):
     """One profile: its state, who uses it, what it learned, what it saw since."""
+
+    shared: SharedFrom | None = Field(default=None, description="Set for a shared baseline.")
 
     workloads: list[WorkloadRead] = Field(description="Workloads using this profile, most recent first.")
     workload_count: int

@@ -19,6 +19,7 @@ from qcdr_analysis.profiles.schemas import (
     ProfileState,
     ProfileSummary,
     SeenAfterLearning,
+    SharedFrom,
     TopBehaviours,
     WorkloadRead,
 )
@@ -68,6 +69,7 @@ def summary_of(row: Any) -> ProfileSummary:
         created_at=row.created_at,
         updated_at=row.updated_at,
         reset_at=row.reset_at,
+        shared_from=(row.summary or {}).get("shared_from"),
     )
 
 
@@ -104,8 +106,17 @@ async def read(session: AsyncSession, row: ProfileRow, top_n: int) -> ProfileRea
         )
         for n in novel
     ]
+    shared = profile.shared
     return ProfileRead(
         **summary_of(row).model_dump(),
+        shared=None
+        if shared is None
+        else SharedFrom(
+            cluster=shared["from"],
+            generation=shared["generation"],
+            ready_at=shared.get("ready_at"),
+            imported_at=shared["imported_at"],
+        ),
         workloads=[WorkloadRead.model_validate(w, from_attributes=True) for w in workloads],
         workload_count=count,
         overflow=dict(profile.overflow),
