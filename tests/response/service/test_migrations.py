@@ -57,7 +57,7 @@ def test_db_upgrade_is_idempotent_and_matches_the_models(
     for _ in range(2):
         result = runner.invoke(cli, ["db", "upgrade"], env={"DATABASE_URL": response_database_url})
         assert result.exit_code == 0, result.output
-        assert result.output.strip().endswith("is at revision 0003")
+        assert result.output.strip().endswith("is at revision 0004")
     tables, differences = inspect_db(response_database_url)
     assert TABLES | {VERSION_TABLE} <= tables
     assert differences == []

@@ -27,7 +27,14 @@ class ResponseSettings(CommonSettings):
         description="`serve` also runs the findings consumer and the outbox relay; turn off when "
         "`consume` runs as its own process.",
     )
-    consumer_group: str = Field(default="response", description="Consumer group on analysis:findings.")
+    consumer_group: str = Field(
+        default="response", description="Consumer group on analysis:findings and federation:policies."
+    )
+    federation_policies: bool = Field(
+        default=True,
+        description="Also consume federation:policies (policies a federation hub placed on this "
+        "cluster, published by the federation spoke), in the same consumer group.",
+    )
     event_cache_size: int = Field(
         default=200_000,
         ge=0,

@@ -1,5 +1,6 @@
-"""The response worker: the ``analysis:findings`` consumer, the outbox relay, the lag exporter and
-the outputs (files, auto-apply), on one engine and one Redis client.
+"""The response worker: the ``analysis:findings`` consumer, the ``federation:policies`` consumer
+(policies a federation hub placed here), the outbox relay, the lag exporter and the outputs
+(files, auto-apply), on one engine and one Redis client.
 
 ``serve`` runs it inside the app (``consume_in_app``); ``consume`` runs it alone. Outputs are
 derived from the database after each batch that changed a policy and once at start-up, so a
@@ -27,6 +28,8 @@ from qcdr_response.actions import planner
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.runtime import ActionsRuntime, actions_context
 from qcdr_response.db.models import outbox
+from qcdr_response.federation.handlers import BatchResult, FederatedPoliciesHandler
+from qcdr_response.federation.service import Federation
 from qcdr_response.lifecycle import files
 from qcdr_response.lifecycle import repository as repo
 from qcdr_response.lifecycle.cluster import ClusterGateway
@@ -40,6 +43,13 @@ from qcdr_response.policies.checks import default_checker
 from qcdr_response.settings import ResponseSettings, get_settings
 
 log = get_logger(__name__)
+
+
+def make_federation(settings: ResponseSettings, cluster: ClusterGateway | None) -> Federation:
+    """Placed policies pass the checker generated policies pass, for the same target versions."""
+    return Federation(
+        checker=default_checker(settings.generation_config()), cluster_id=settings.cluster_id, cluster=cluster
+    )
 
 
 def make_lifecycle(settings: ResponseSettings) -> Lifecycle:
@@ -91,11 +101,22 @@ class ResponseWorker:
         self.consumer = StreamConsumer.from_settings(
             redis, settings, stream=streams.FINDINGS, group=settings.consumer_group, handler=self.handler
         )
+        groups = [(streams.FINDINGS, settings.consumer_group)]
+        self.federation = make_federation(settings, cluster)
+        self.federation_consumer: StreamConsumer | None = None
+        if settings.federation_policies:
+            self.federation_consumer = StreamConsumer.from_settings(
+                redis,
+                settings,
+                stream=streams.FEDERATION_POLICIES,
+                group=settings.consumer_group,
+                handler=FederatedPoliciesHandler(
+                    self.sessions, self.federation, after_commit=self.after_federation
+                ),
+            )
+            groups.append((streams.FEDERATION_POLICIES, settings.consumer_group))
         self.lag = LagExporter(
-            redis,
-            prefix=settings.redis_prefix,
-            groups=[(streams.FINDINGS, settings.consumer_group)],
-            outboxes=[(engine, outbox)],
+            redis, prefix=settings.redis_prefix, groups=groups, outboxes=[(engine, outbox)]
         )
 
     async def plan(self, session: AsyncSession, findings: list[Finding]) -> int:
@@ -110,6 +131,12 @@ class ResponseWorker:
             self.relay.notify()
             self.outputs.notify()
         if outcome.changed:
+            await self.refresh_outputs()
+
+    async def after_federation(self, batch: BatchResult) -> None:
+        if batch.outbox_rows:
+            self.relay.notify()
+        if batch.changed:
             await self.refresh_outputs()
 
     async def refresh_outputs(self) -> None:
@@ -149,6 +176,8 @@ class ResponseWorker:
         """Consume, relay and export lag until ``stop`` is set (or SIGTERM with ``signals``)."""
         await self._startup()
         loops = [self.consumer.run, self.relay.run, self.lag.run]
+        if self.federation_consumer is not None:
+            loops.append(self.federation_consumer.run)
         if self.actions is not None:
             loops += [self.actions.requests.run, self.actions.results.run, self.actions.lease_loop]
         loops += self.outputs.loops()

@@ -22,6 +22,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from qcdr_response.db.base import ResponseBase
 
+# The family of policies placed by a federation hub (``qcdr_response.federation``): no generator
+# makes them, and the generators never write over them.
+FEDERATED_FAMILY = "federated"
+
 
 class PolicyStatus(StrEnum):
     PROPOSED = "proposed"
@@ -94,6 +98,10 @@ class PolicyRow(ResponseBase):
     current_version: Mapped[int] = mapped_column(Integer, nullable=False)
     # the version in the cluster (it stays there when a newer one is only proposed)
     applied_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # where a federated policy came from (hub policy id, generation, content hash, enforce, ...);
+    # NULL for the policies this service generates. Events carry it so the federation spoke can
+    # map a status to the placement it reports on.
+    federation: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -14,6 +14,7 @@ from qcdr_response.lifecycle.models import (
     PolicyStatus,
     PolicyVersionRow,
 )
+from qcdr_response.streams import FederationOrigin
 
 
 class PolicyRead(BaseModel):
@@ -29,6 +30,11 @@ class PolicyRead(BaseModel):
     applied_version: int | None = Field(description="The version in the cluster, if any.")
     created_at: datetime
     updated_at: datetime
+    federation: FederationOrigin | None = Field(
+        default=None,
+        description="For policies placed by a federation hub (family 'federated'): the hub's "
+        "policy id, generation and content hash of the placement this version came from.",
+    )
 
     @classmethod
     def of(cls, row: PolicyRow) -> PolicyRead:
@@ -45,6 +51,7 @@ class PolicyRead(BaseModel):
             applied_version=row.applied_version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            federation=FederationOrigin.from_stored(row.federation),
         )
 
 

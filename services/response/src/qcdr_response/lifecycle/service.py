@@ -34,7 +34,13 @@ from qcdr_response import streams
 from qcdr_response.db.models import outbox
 from qcdr_response.lifecycle import repository as repo
 from qcdr_response.lifecycle.generation import Scope, ScopeGenerator, finding_to_event, render_yaml
-from qcdr_response.lifecycle.models import LinkOutcome, PolicyRow, PolicyStatus, PolicyVersionRow
+from qcdr_response.lifecycle.models import (
+    FEDERATED_FAMILY,
+    LinkOutcome,
+    PolicyRow,
+    PolicyStatus,
+    PolicyVersionRow,
+)
 from qcdr_response.policies.families.behaviour_anomaly import no_policy_reason
 
 SOURCE = "response"
@@ -192,18 +198,22 @@ async def handle_findings(session: AsyncSession, parsed: Parsed, lc: Lifecycle) 
         scope_events = await _scope_events(session, scope, events, lc.cache)
         result = lc.generator.generate(scope, scope_events)
         covering: PolicyVersionRow | None = None
+        why_none = result.why_none()
         for doc in result.documents:
             version, changes = await _record_document(session, doc, lc, cause)
             pending.extend(changes)
-            if changes:  # only a new version has changes to announce
+            if version is not None and changes:  # only a new version has changes to announce
                 outcome.versions.append((version.policy_id, version.version))
             if doc is result.main:
                 covering = version
+                if version is None:
+                    where = f"{doc.namespace}/" if doc.namespace else ""
+                    why_none = f"{doc.kind}/{where}{doc.name} is a federated policy (placed by the hub)"
         for finding_id in by_scope[scope]:
             if covering is not None:
                 links.append(_link(finding_id, covering.id, LinkOutcome.LINKED, None))
             else:
-                links.append(_link(finding_id, None, LinkOutcome.DROPPED, result.why_none()))
+                links.append(_link(finding_id, None, LinkOutcome.DROPPED, why_none))
     outcome.links = await repo.link_findings(session, links) if links else 0
     await enqueue(session, outbox, streams.EVENTS, pending)
     outcome.outbox_rows = len(pending)
@@ -244,7 +254,8 @@ async def _scope_events(
     return found
 
 
-def _ref(policy: PolicyRow) -> dict[str, Any]:
+def policy_ref(policy: PolicyRow) -> dict[str, Any]:
+    """The fields of :class:`streams.PolicyRef` every policy event starts with."""
     return {
         "policy_id": policy.id,
         "api_version": policy.api_version,
@@ -252,6 +263,7 @@ def _ref(policy: PolicyRow) -> dict[str, Any]:
         "namespace": policy.namespace or None,
         "name": policy.name,
         "family": policy.family,
+        "federation": streams.FederationOrigin.from_stored(policy.federation),
     }
 
 
@@ -264,7 +276,7 @@ def status_envelope(
     cause: Envelope | None = None,
 ) -> Envelope:
     payload = streams.PolicyStatusChanged(
-        **_ref(policy),
+        **policy_ref(policy),
         version=policy.current_version,
         from_status=from_status,
         to_status=policy.status,
@@ -285,7 +297,7 @@ def _changed_envelope(
     policy: PolicyRow, version: PolicyVersionRow, lc: Lifecycle, cause: Envelope
 ) -> Envelope:
     payload = streams.PolicyChanged(
-        **_ref(policy),
+        **policy_ref(policy),
         version=version.version,
         content_hash=version.content_hash,
         status=policy.status,
@@ -316,11 +328,15 @@ def _version_row(policy_id: int, number: int, doc: PolicyDocument) -> PolicyVers
 
 async def _record_document(
     session: AsyncSession, doc: PolicyDocument, lc: Lifecycle, cause: Envelope
-) -> tuple[PolicyVersionRow, list[Envelope]]:
+) -> tuple[PolicyVersionRow | None, list[Envelope]]:
     """The document's version: the current one when the content hash is unchanged (no events),
-    else a new version (and the policy reopened for approval when it had moved on)."""
+    else a new version (and the policy reopened for approval when it had moved on); None when a
+    federated policy holds the document's identity."""
     namespace = doc.namespace or ""
     policy = await repo.policy_for_update(session, doc.kind, namespace, doc.name)
+    if policy is not None and policy.family == FEDERATED_FAMILY:
+        # the identity belongs to a policy a federation hub placed: its manifest is not overwritten
+        return None, []
     if policy is None:
         status = lc.new_status()
         policy = await repo.add_policy(
