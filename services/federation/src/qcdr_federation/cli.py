@@ -1,9 +1,168 @@
-"""``qcdr-federation``: run the federation service."""
+"""``qcdr-federation``: serve the service (any role), migrate its tables, re-publish its outbox, and
+a few hub admin commands that work on the database directly (no API token needed, for bootstrap):
+``clusters list``, ``clusters declare NAME --label k=v``, ``bootstrap-token create NAME``."""
 
 from __future__ import annotations
 
-from qcdr_common.service_cli import make_service_cli
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
 
+import typer
+from qcdr_common.service_cli import make_service_cli
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qcdr_federation.db import upgrade
 from qcdr_federation.settings import get_settings
 
-cli = make_service_cli("federation", "qcdr_federation.app:create_app", get_settings)
+T = TypeVar("T")
+
+_TTL = re.compile(r"([0-9]{1,9})([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+async def replay(since: datetime | None) -> int:
+    """Mark the federation outbox rows unpublished again and publish them (forwarded events on
+    the hub, placed policies and shared baselines on a spoke)."""
+    from qcdr_common.db import make_engine
+    from qcdr_common.streams.outbox import OutboxRelay, mark_for_replay
+    from redis.asyncio import Redis
+
+    from qcdr_federation.db.base import OUTBOX
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url.get_secret_value())
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        await mark_for_replay(engine, OUTBOX, since=since)
+        return await OutboxRelay.from_settings(engine, redis, OUTBOX, settings).publish_pending()
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def consume() -> None:
+    """The spoke agent as its own process (QCDR_FEDERATION_CONSUME_IN_APP=false on `serve`); a
+    hub's loops (health sweep, placements, controller) run inside `serve`."""
+    from qcdr_common.contracts.federation.v1 import FederationRole
+
+    settings = get_settings()
+    if settings.role is not FederationRole.SPOKE:
+        raise RuntimeError("`consume` runs the spoke agent: set FEDERATION_ROLE=spoke")
+    from qcdr_federation.spoke.agent import consume as run_spoke
+
+    await run_spoke(settings)
+
+
+cli = make_service_cli(
+    "federation",
+    "qcdr_federation.app:create_app",
+    get_settings,
+    db_upgrade=upgrade,
+    consume=consume,
+    replay=replay,
+)
+clusters_cli = typer.Typer(
+    name="clusters", help="Spoke clusters on the hub (database).", no_args_is_help=True
+)
+tokens_cli = typer.Typer(
+    name="bootstrap-token", help="Bootstrap tokens spokes register with (database).", no_args_is_help=True
+)
+cli.add_typer(clusters_cli, name="clusters")
+cli.add_typer(tokens_cli, name="bootstrap-token")
+
+
+def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one committed session on the configured database."""
+    from qcdr_common.db import make_engine, make_session_factory
+
+    async def main() -> T:
+        engine = make_engine(get_settings().database_url.get_secret_value())
+        try:
+            async with make_session_factory(engine)() as session:
+                result = await work(session)
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def parse_ttl(value: str) -> float:
+    match = _TTL.fullmatch(value.strip())
+    if match is None or int(match[1]) == 0:
+        raise typer.BadParameter("a duration like 3600, 90s, 15m, 24h or 7d")
+    return float(int(match[1]) * _UNIT_S[match[2]])
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    from qcdr_federation.hub.clusters.schemas import check_labels
+
+    labels: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: a label is key=value")
+        labels[key] = value
+    try:
+        return check_labels(labels)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@clusters_cli.command("list")
+def list_clusters() -> None:
+    """Every live cluster with its health (derived now), labels and last heartbeat."""
+    from qcdr_federation.hub.clusters.service import cluster_views
+
+    settings = get_settings()
+    views = _run(lambda s: cluster_views(s, settings, datetime.now(UTC)))
+    if not views:
+        typer.echo("no clusters")
+        return
+    for view in views:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(view.labels.items())) or "-"
+        seen = view.last_heartbeat_at.isoformat() if view.last_heartbeat_at else "never"
+        typer.echo(f"{view.name}\t{view.health.value}\t{labels}\tlast heartbeat {seen}")
+
+
+@clusters_cli.command("declare")
+def declare(
+    name: Annotated[str, typer.Argument(help="The cluster's name (a DNS-1123 label).")],
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="key=value (repeatable).")] = None,
+) -> None:
+    """Declare a cluster, or replace its labels."""
+    from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN
+
+    from qcdr_federation.hub.clusters.service import declare_cluster
+
+    if not re.fullmatch(CLUSTER_NAME_PATTERN, name):
+        raise typer.BadParameter("a DNS-1123 label (lower-case letters, digits and '-')", param_hint="NAME")
+    labels = parse_labels(label or [])
+    row = _run(lambda s: declare_cluster(s, name, labels, source="cli"))
+    typer.echo(f"cluster {row.name} declared ({row.id})")
+
+
+@tokens_cli.command("create")
+def create_token(
+    name: Annotated[str, typer.Argument(help="The cluster the token registers.")],
+    ttl: Annotated[str, typer.Option(help="Lifetime: seconds or 90s / 15m / 24h / 7d.")] = "24h",
+) -> None:
+    """Make a one-time bootstrap token and print it (the only time it is shown)."""
+    from qcdr_federation.hub.clusters.service import ClusterRemovedError, create_bootstrap_token
+
+    ttl_s = parse_ttl(ttl)
+    try:
+        row, token = _run(
+            lambda s: create_bootstrap_token(
+                s, name, ttl_s=ttl_s, created_by="cli", now=datetime.now(UTC), source="cli"
+            )
+        )
+    except ClusterRemovedError:
+        typer.echo(f"cluster {name} was removed; declare it again first", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"bootstrap token {row.id} for {name}, expires {row.expires_at:%Y-%m-%dT%H:%M:%SZ}:", err=True)
+    typer.echo(token)

@@ -68,12 +68,50 @@ class FederationSettings(CommonSettings):
         gt=0,
         validation_alias="QCDR_FEDERATION_BOOTSTRAP_TOKEN_TTL_S",
     )
+    register_retry_s: float = Field(
+        default=300.0,
+        ge=0,
+        validation_alias="QCDR_FEDERATION_REGISTER_RETRY_S",
+        description="A used bootstrap token is accepted again this long when the spoke never "
+        "heartbeated with the credential it got (the answer was lost); 0: never.",
+    )
     command_wait_s: float = Field(
         default=15.0,
         ge=0,
         validation_alias="QCDR_FEDERATION_COMMAND_WAIT_S",
         description="How long an approve/reject/undo proxied to a spoke waits for its answer before "
         "the hub answers 202 with the command to poll.",
+    )
+    credential_overlap_s: float = Field(
+        default=300.0,
+        ge=0,
+        validation_alias="QCDR_FEDERATION_CREDENTIAL_OVERLAP_S",
+        description="How long a spoke's old credential keeps working after it rotated to a new one.",
+    )
+    command_redeliver_s: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_COMMAND_REDELIVER_S",
+        description="A command handed to a spoke without an answer this long is handed out again.",
+    )
+    command_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_COMMAND_TTL_S",
+        description="A command nobody answered within this time expires (never delivered again).",
+    )
+    received_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_RECEIVED_RETENTION_S",
+        description="How long the hub remembers forwarded item ids to drop re-sent copies "
+        "(a spoke retries for minutes, not days).",
+    )
+    forward_max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        validation_alias="QCDR_FEDERATION_FORWARD_MAX_BYTES",
+        description="Largest body of a forwarded batch or a baseline upload (413 beyond).",
     )
     controller_enabled: bool = Field(
         default=False,
@@ -87,6 +125,34 @@ class FederationSettings(CommonSettings):
         default="qualys-system",
         validation_alias="QCDR_FEDERATION_CONTROLLER_NAMESPACE",
         description="Where bootstrap-token Secrets named by FederatedCluster objects may live.",
+    )
+    controller_resync_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_CONTROLLER_RESYNC_S",
+        description="Full resync: list every federation object again, reconcile it (re-reading its "
+        "Secret) and remove hub clusters and policies made from objects that no longer exist.",
+    )
+    controller_status_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_CONTROLLER_STATUS_S",
+        description="How often the controller writes health and sync status back to the objects "
+        "(only what changed is patched).",
+    )
+    controller_watch_timeout_s: int = Field(
+        default=300,
+        ge=1,
+        validation_alias="QCDR_FEDERATION_CONTROLLER_WATCH_TIMEOUT_S",
+        description="The API server ends each watch after this long; the controller watches again "
+        "from the last resourceVersion it saw.",
+    )
+    controller_backoff_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_CONTROLLER_BACKOFF_MAX_S",
+        description="Longest wait before re-watching after a dropped connection, or retrying an "
+        "object whose reconcile failed.",
     )
 
     # ------------------------------------------------------------------ spoke
@@ -148,6 +214,12 @@ class FederationSettings(CommonSettings):
         description="Longest back-off between attempts while the hub is unreachable.",
     )
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias="QCDR_FEDERATION_HTTP_TIMEOUT_S")
+    credential_max_age_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_CREDENTIAL_MAX_AGE_S",
+        description="A spoke rotates its hub credential once it is this old (and whenever the hub asks).",
+    )
 
     @field_validator("hub_url")
     @classmethod

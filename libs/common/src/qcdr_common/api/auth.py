@@ -332,12 +332,26 @@ class TokenStore:
 # --------------------------------------------------------------------------- middleware
 
 
+def public_matcher(public_paths: Collection[str]) -> Callable[[str], bool]:
+    """Whether a request path is public: listed exactly, or under an entry ending in ``/*``
+    (``"/federation/v1/*"``: every path below ``/federation/v1/``, for callers that authenticate
+    with credentials of their own)."""
+    exact = frozenset(p for p in public_paths if not p.endswith("/*"))
+    prefixes = tuple(p[:-1] for p in public_paths if p.endswith("/*"))
+
+    def is_public(path: str) -> bool:
+        return path in exact or (bool(prefixes) and path.startswith(prefixes))
+
+    return is_public
+
+
 def scope_for_method(method: str) -> Scope:
     return Scope.READ if method.upper() in SAFE_METHODS else Scope.WRITE
 
 
 class BearerAuthMiddleware:
-    """Authenticates every HTTP request except those to ``public_paths``, before routing.
+    """Authenticates every HTTP request except those to ``public_paths`` (exact paths, or
+    prefixes written ``/prefix/*``), before routing.
 
     Running ahead of routing means an unauthenticated caller gets 401 whatever it sends (no body
     parsing, no 422/404 that would reveal which routes exist) and every route, mounted apps and
@@ -355,11 +369,12 @@ class BearerAuthMiddleware:
         self.app = app
         self.store = store
         self.public_paths = frozenset(public_paths)
+        self._is_public = public_matcher(self.public_paths)
         # POST routes that only answer a question (a verdict on a name): read scope is enough
         self.read_paths = frozenset(read_paths)
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if scope["type"] != "http" or self._is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

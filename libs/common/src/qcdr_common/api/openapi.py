@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from qcdr_common.api.auth import SCHEME_NAME, scope_for_method
+from qcdr_common.api.auth import SCHEME_NAME, public_matcher, scope_for_method
 from qcdr_common.api.errors import PROBLEM_MEDIA_TYPE, Problem
 
 OPENAPI_PATH = "/openapi.json"
@@ -49,6 +49,7 @@ def complete_openapi(schema: dict[str, Any], public_paths: Collection[str]) -> d
         "scheme": "bearer",
         "description": "An API token: Authorization: Bearer <token>. Scopes: read, write.",
     }
+    is_public = public_matcher(public_paths)
     for path, item in schema.get("paths", {}).items():
         for method in _HTTP_METHODS:
             operation = item.get(method)
@@ -58,7 +59,7 @@ def complete_openapi(schema: dict[str, Any], public_paths: Collection[str]) -> d
             for status, response in responses.items():
                 if status[:1] in ("4", "5") and "content" in response:
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}
-            if path in public_paths:
+            if is_public(path):
                 operation["security"] = []
                 continue
             wanted = scope_for_method(method).value

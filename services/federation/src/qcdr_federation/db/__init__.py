@@ -1,8 +1,8 @@
 """The federation service's tables and their migrations (``qcdr-federation db upgrade``).
 
 Migrations are Alembic scripts in ``db/migrations/versions/`` (0001: clusters, credentials,
-bootstrap tokens, forwarded items, baselines, commands and the outbox; 0002: federated policies and
-their per-cluster status; 0003: the spoke's own state). The shared mechanics (own version table
+bootstrap tokens and the outbox; 0002: forwarded items, baselines and commands; 0003: federated
+policies and their per-cluster status; 0004: the spoke's own state). The shared mechanics (own version table
 ``alembic_version_federation``, own tables only, advisory lock) are in ``qcdr_common.migrations``.
 Nothing here imports the models: ``env.py`` does, when it runs.
 """

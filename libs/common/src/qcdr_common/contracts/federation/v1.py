@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 VERSION = 1
 
@@ -226,6 +226,11 @@ class RegisterRequest(BaseModel):
     version: str = Field(default="", max_length=64)
     kubernetes_version: str | None = Field(default=None, max_length=64)
 
+    # the wire needs the value (JSON dumps); repr and str still mask it, so logs never show it
+    @field_serializer("bootstrap_token", when_used="json")
+    def _reveal(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
 
 class RegisterResponse(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -236,6 +241,10 @@ class RegisterResponse(BaseModel):
     # the only time the hub shows it: it keeps a hash
     credential: SecretStr
     heartbeat_interval_s: float
+
+    @field_serializer("credential", when_used="json")
+    def _reveal(self, value: SecretStr) -> str:
+        return value.get_secret_value()
 
 
 class PendingAction(BaseModel):
@@ -358,6 +367,8 @@ class SpokeCommand(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
     requested_by: str
     created_at: AwareDatetime
+    # renew only: the new lease in seconds (None: the action's own lease again)
+    lease_s: int | None = Field(default=None, ge=1)
 
 
 class CommandResult(BaseModel):

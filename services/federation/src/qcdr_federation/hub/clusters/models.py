@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,8 +33,12 @@ class ClusterRow(FederationBase):
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     labels: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False, default=dict)
-    # who made the row: "api" (declared or a bootstrap token made), "crd" (FederatedCluster), "register"
-    source: Mapped[str] = mapped_column(Text, nullable=False)
+    # the labels the spoke itself reported at registration: shown, never used for placement
+    reported_labels: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
+    # who made the row: "api" (declared or a bootstrap token made), "crd" (FederatedCluster), "cli"
+    source: Mapped[str] = mapped_column(Text, nullable=False, comment="api, crd or cli")
     registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # the last heartbeat as received, without its per-policy list (stored per policy elsewhere)
@@ -45,6 +50,9 @@ class ClusterRow(FederationBase):
     # the last health the sweep derived (ClusterHealth), so transitions are seen once
     health: Mapped[str] = mapped_column(Text, nullable=False, default="pending")
     health_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # an operator asked for a new credential: the next heartbeat ack says rotate_credential, and
+    # the spoke's rotation clears it
+    rotate_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # a removed cluster keeps its row (history, audit) but its credentials stop working
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(

@@ -1,0 +1,1 @@
+"""Behavioural baselines (ready profiles by image digest) spokes share through the hub."""

@@ -1,0 +1,1 @@
+"""Commands hub users send spokes (approve, reject, undo, renew one of their response actions)."""

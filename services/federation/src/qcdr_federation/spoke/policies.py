@@ -1,0 +1,197 @@
+"""Pulling the policies the hub placed on this spoke, and handing them to the local response service.
+
+A long poll (``If-None-Match`` + ``wait``) costs nothing while the set is unchanged. A new set is
+diffed with the last good one kept in the database and, in one transaction, stored with its ETag
+while ``federation.policy_placed`` (new, or generation / content hash changed) and
+``federation.policy_removed`` (gone) envelopes go into the outbox for ``federation:policies``.
+While the hub is unreachable nothing changes here (the last good set stands); after a restart the
+stored ETag makes the first pull a catch-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from qcdr_common.contracts.federation.v1 import (
+    POLICIES_STREAM,
+    POLICY_PLACED,
+    POLICY_REMOVED,
+    PlacedPolicy,
+    PlacedPolicySet,
+    PolicyPlaced,
+    PolicyRemoved,
+)
+from qcdr_common.logging import get_logger
+from qcdr_common.streams.envelope import Envelope, new_envelope
+from qcdr_common.streams.outbox import enqueue
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from qcdr_federation.db.base import OUTBOX
+from qcdr_federation.settings import FederationSettings
+from qcdr_federation.spoke import repository as repo
+from qcdr_federation.spoke.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
+from qcdr_federation.spoke.client import HubClient, HubError
+from qcdr_federation.spoke.metrics import SYNCS
+from qcdr_federation.spoke.models import SpokePolicyRow
+from qcdr_federation.spoke.registration import Registrar
+from qcdr_federation.spoke.runtime import AgentState, utcnow
+
+log = get_logger(__name__)
+
+SOURCE = "federation"
+
+
+@dataclass
+class SetChanges:
+    placed: list[PlacedPolicy] = field(default_factory=list)
+    removed: list[SpokePolicyRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.placed or self.removed)
+
+
+def diff(held: dict[str, SpokePolicyRow], placed: PlacedPolicySet) -> SetChanges:
+    """What to publish: policies new or changed (generation or content hash), and those gone.
+
+    A policy whose manifest identity (kind, namespace, name) changed is also *removed* under its
+    old identity: the response service knows policies by that identity, so the old object would
+    otherwise stay behind."""
+    changes = SetChanges()
+    now_ids = set()
+    for policy in placed.policies:
+        now_ids.add(policy.policy_id)
+        old = held.get(policy.policy_id)
+        if old is None or old.generation != policy.generation or old.content_hash != policy.content_hash:
+            changes.placed.append(policy)
+            if old is not None and _identity(old) != repo.manifest_identity(policy.manifest)[1:]:
+                changes.removed.append(old)
+    changes.removed.extend(row for pid, row in held.items() if pid not in now_ids)
+    return changes
+
+
+def _identity(row: SpokePolicyRow) -> tuple[str, str | None, str]:
+    return row.kind, row.namespace, row.manifest_name
+
+
+def placed_envelope(policy: PlacedPolicy, cluster: str, cluster_id: str, at: datetime) -> Envelope:
+    payload = PolicyPlaced(**policy.model_dump(), cluster=cluster)
+    return new_envelope(POLICY_PLACED, payload, source=SOURCE, cluster_id=cluster_id, occurred_at=at)
+
+
+def removed_envelope(row: SpokePolicyRow, cluster: str, cluster_id: str, at: datetime) -> Envelope:
+    payload = PolicyRemoved(
+        policy_id=row.policy_id,
+        name=row.name,
+        cluster=cluster,
+        api_version=row.api_version,
+        kind=row.kind,
+        namespace=row.namespace,
+        manifest_name=row.manifest_name,
+    )
+    return new_envelope(POLICY_REMOVED, payload, source=SOURCE, cluster_id=cluster_id, occurred_at=at)
+
+
+async def apply_placed_set(
+    session: AsyncSession, placed: PlacedPolicySet, etag: str, *, cluster_id: str
+) -> SetChanges:
+    """Store ``placed`` as the last good set (with ``etag``) and enqueue what changed; the caller
+    commits, so the set, the etag and the envelopes land together or not at all."""
+    now = utcnow()
+    await repo.get_state(session, for_update=True)  # one writer at a time (two replicas, one spoke)
+    held = await repo.held_policies(session, for_update=True)
+    changes = diff(held, placed)
+    envelopes: list[Envelope] = []
+    # removals first: a policy that moved to another identity is removed, then placed anew
+    for row in changes.removed:
+        envelopes.append(removed_envelope(row, placed.cluster, cluster_id, now))
+    for policy in changes.placed:
+        envelopes.append(placed_envelope(policy, placed.cluster, cluster_id, now))
+    gone = {row.policy_id for row in changes.removed} - {p.policy_id for p in placed.policies}
+    await repo.delete_policies(session, gone)
+    await repo.upsert_policies(session, changes.placed, now)
+    await repo.set_pending(session, changes.placed, now)
+    await repo.set_policies_etag(session, etag)
+    await enqueue(session, OUTBOX, POLICIES_STREAM, envelopes)
+    return changes
+
+
+class PolicyPuller:
+    def __init__(
+        self,
+        settings: FederationSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        client: HubClient,
+        registrar: Registrar,
+        state: AgentState,
+        notify: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.client = client
+        self.registrar = registrar
+        self.state = state
+        self.notify = notify  # wakes the outbox relay
+        self.wait_s = settings.long_poll_max_s
+
+    async def _stored_etag(self) -> str | None:
+        async with self.sessions() as session:
+            row = await repo.get_state(session)
+        return row.policies_etag if row is not None else None
+
+    async def pull_once(
+        self, etag: str | None, wait_s: float, stop: asyncio.Event | None = None
+    ) -> str | None:
+        """One pull; returns the ETag to send next. Raises HubError when the hub does not answer,
+        :class:`StoppedError` when ``stop`` is set while the hub holds the request."""
+        call = self.client.policies(etag, wait_s)
+        result = await (unless_stopped(call, stop) if stop is not None else call)
+        self.state.contact_ok()
+        if result is None:
+            SYNCS.labels(outcome="unchanged").inc()
+            return etag
+        placed, new_etag = result
+        async with self.sessions() as session:
+            changes = await apply_placed_set(session, placed, new_etag, cluster_id=self.settings.cluster_id)
+            await session.commit()
+        SYNCS.labels(outcome="changed").inc()
+        self.state.counts["policy_sets_received"] += 1
+        if changes:
+            self.notify()
+            log.info(
+                "federation_policies_changed",
+                placed=[f"{p.name}@{p.generation}" for p in changes.placed],
+                removed=[r.name for r in changes.removed],
+                held=len(placed.policies),
+            )
+        return new_etag
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(self.settings.retry_max_s)
+        etag: str | None = None
+        loaded = False
+        while not stop.is_set():
+            if not await self.registrar.wait_ready(stop):
+                return
+            try:
+                if not loaded:
+                    etag = await self._stored_etag()
+                    loaded = True
+                etag = await self.pull_once(etag, self.wait_s, stop)
+                backoff.reset()
+            except StoppedError:
+                return
+            except HubError as exc:
+                SYNCS.labels(outcome="failed").inc()
+                self.registrar.failed(exc)
+                log.warning("federation_policy_pull_failed", error=exc.describe())
+                if await sleep_unless_stopped(stop, backoff.next_delay()):
+                    return
+            except Exception as exc:  # the database away: keep the last good set, try again
+                SYNCS.labels(outcome="failed").inc()
+                log.exception("federation_policy_pull_error", error=repr(exc))
+                loaded = False
+                if await sleep_unless_stopped(stop, backoff.next_delay()):
+                    return

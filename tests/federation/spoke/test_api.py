@@ -1,0 +1,123 @@
+"""The spoke role inside the federation app: ``install_spoke`` runs the agent in the lifespan (with
+the app's outbox relay), ``GET /v1/federation/spoke`` shows where it stands (never the secret) and
+``GET /v1/federation`` carries its summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+from qcdr_common.contracts.federation.v1 import POLICIES_STREAM
+from qcdr_federation.app import create_app
+from qcdr_federation.settings import FederationSettings
+from redis.asyncio import Redis
+
+from tests.federation.conftest import READ_HEADERS, WRITE_HEADERS, api_auth, bootstrap_token, declare_cluster
+from tests.federation.spoke.conftest import (
+    FakeResponseApi,
+    HubServer,
+    create_shared_profiles_view,
+    eventually,
+    make_spoke_settings,
+    read_stream,
+)
+
+pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
+
+
+def policy_body() -> dict[str, Any]:
+    return {
+        "name": "no-ptrace",
+        "template": {
+            "apiVersion": "cilium.io/v1alpha1",
+            "kind": "TracingPolicyNamespaced",
+            "metadata": {"name": "block-ptrace", "namespace": "web"},
+            "spec": {"kprobes": [{"call": "sys_ptrace", "syscall": True}]},
+        },
+        "placement": {"clusters": ["spoke-a"]},
+        "enforce": True,
+    }
+
+
+async def test_the_spoke_app_runs_the_agent_and_shows_its_state(
+    hub_server: HubServer,
+    spoke_db: str,
+    redis_url: str,
+    spoke_prefix: str,
+    redis_client: Redis,
+    response_api: tuple[FakeResponseApi, str],
+) -> None:
+    await create_shared_profiles_view(spoke_db)
+    async with httpx.AsyncClient(base_url=hub_server.url, timeout=20) as hub:
+        await declare_cluster(hub, "spoke-a", {"env": "prod"})
+        token = await bootstrap_token(hub, "spoke-a")
+        created = await hub.post("/v1/federated-policies", json=policy_body(), headers=WRITE_HEADERS)
+        assert created.status_code == 201, created.text
+        policy_id = created.json()["id"]
+        settings: FederationSettings = make_spoke_settings(
+            spoke_db,
+            redis_url,
+            spoke_prefix,
+            hub_server.url,
+            bootstrap_token=SecretStr(token),
+            response_url=response_api[1],
+            response_token=SecretStr(FakeResponseApi.TOKEN),
+        )
+        app = create_app(settings, auth=api_auth())
+        async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://spoke.test") as spoke:
+
+                async def holding() -> dict[str, Any] | None:
+                    got = await spoke.get("/v1/federation/spoke", headers=READ_HEADERS)
+                    assert got.status_code == 200, got.text
+                    body: dict[str, Any] = got.json()
+                    return body if body["registered"] and body["policies"] else None
+
+                status = await eventually(holding)
+                assert status["cluster_name"] == "spoke-a"
+                assert status["hub_url"] == hub_server.url
+                assert status["cluster_id"]
+                assert status["credential_id"]
+                held = status["policies"][0]
+                assert (held["policy_id"], held["kind"], held["namespace"], held["manifest_name"]) == (
+                    policy_id,
+                    "TracingPolicyNamespaced",
+                    "web",
+                    "block-ptrace",
+                )
+                assert held["enforce"] is True
+                assert held["state"] == "pending"
+                assert status["hub_up"] is True
+                assert status["last_contact_at"]
+                # placed through the app's own outbox relay
+                placed = await eventually(lambda: read_stream(redis_client, spoke_prefix, POLICIES_STREAM))
+                assert placed[0].payload["policy_id"] == policy_id
+
+                info = await spoke.get("/v1/federation", headers=READ_HEADERS)
+                assert info.status_code == 200
+                assert info.json()["role"] == "spoke"
+                assert info.json()["spoke"]["registered"] is True
+
+                assert (await spoke.get("/v1/federation/spoke")).status_code == 401
+                # the hub's routes are not mounted on a spoke
+                assert (await spoke.get("/v1/clusters", headers=READ_HEADERS)).status_code == 404
+                secret = await _stored_credential(spoke_db)
+                assert (
+                    secret.split(".", 1)[1]
+                    not in (await spoke.get("/v1/federation/spoke", headers=READ_HEADERS)).text
+                )
+
+
+async def _stored_credential(database_url: str) -> str:
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        value = await connection.fetchval("SELECT credential FROM federation_spoke_state")
+    finally:
+        await connection.close()
+    assert isinstance(value, str)
+    return value
