@@ -30,10 +30,19 @@ KUSTOMIZATIONS = [
     "overlays/dev",
     "overlays/prod",
     "overlays/once-mode",
+    "overlays/federation-hub",
+    "overlays/federation-spoke",
 ]
-WITH_SERVICES = ["base/services", "overlays/dev", "overlays/prod"]
+WITH_SERVICES = [
+    "base/services",
+    "overlays/dev",
+    "overlays/prod",
+    "overlays/federation-hub",
+    "overlays/federation-spoke",
+]
+HUB = "overlays/federation-hub"
 WITH_CRONJOB = ["base/once-mode", "overlays/once-mode"]
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 # Secrets created by hand outside overlays/dev (k8s/README.md), with the keys the pods read.
 EXTERNAL_SECRETS = {
@@ -41,6 +50,9 @@ EXTERNAL_SECRETS = {
     "qcdr-api-tokens": {"tokens.yaml"},
     "qualys-credentials": {"username", "password"},
     "abuseipdb-credentials": {"api-key"},
+    # a spoke's (k8s/components/federation-spoke)
+    "qcdr-federation-bootstrap": {"token"},
+    "qcdr-federation-response-token": {"token"},
 }
 POLICY_KINDS = {
     "tracingpolicies",
@@ -208,9 +220,11 @@ def test_service_deployment(kustomization: str, service: str) -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert spec["securityContext"]["runAsUser"] == 10001  # the images' USER
     assert spec["serviceAccountName"] == name
-    assert spec["automountServiceAccountToken"] is (service == "response")
+    # the response service applies policies; a hub's federation service runs the CRD controller
+    needs_token = service == "response" or (service == "federation" and kustomization == HUB)
+    assert spec["automountServiceAccountToken"] is needs_token
     account = objects(kustomization, "ServiceAccount")[name]
-    assert account["automountServiceAccountToken"] is (service == "response")
+    assert account["automountServiceAccountToken"] is needs_token
     service_obj = objects(kustomization, "Service")[name]
     assert service_obj["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service_obj["spec"]["ports"][0]["targetPort"] == "http"
@@ -260,6 +274,15 @@ def test_rbac_is_least_privilege(kustomization: str) -> None:
     assert not objects(kustomization, "Role")
     assert not objects(kustomization, "RoleBinding")
     roles = objects(kustomization, "ClusterRole")
+    if kustomization == HUB:
+        # read the federation kinds and write their status only (k8s/crds/rbac.yaml)
+        controller = roles.pop("qcdr-federation-controller")
+        rules = controller["rules"]
+        assert {v for r in rules for v in r["verbs"]} <= {"get", "list", "watch", "update", "patch"}
+        assert all(r["apiGroups"] == ["federation.qualys.com"] for r in rules)
+        written = [res for r in rules if {"update", "patch"} & set(r["verbs"]) for res in r["resources"]]
+        assert written, "status is written"
+        assert all(res.endswith("/status") for res in written), "status subresources only"
     assert set(roles) == {"qcdr-policy-writer"}
     (rule,) = roles["qcdr-policy-writer"]["rules"]
     assert rule["apiGroups"] == ["cilium.io"]
@@ -270,7 +293,10 @@ def test_rbac_is_least_privilege(kustomization: str) -> None:
         for b in objects(kustomization, "ClusterRoleBinding").values()
         for s in b["subjects"]
     }
-    allowed = {("ServiceAccount", n, NAMESPACE) for n in ("qcdr-response", "qualys-policy-generator")}
+    bound = ["qcdr-response", "qualys-policy-generator"]
+    if kustomization == HUB:
+        bound.append("qcdr-federation")
+    allowed = {("ServiceAccount", n, NAMESPACE) for n in bound}
     assert subjects <= allowed
     tokens = {
         n for n, sa in objects(kustomization, "ServiceAccount").items() if sa["automountServiceAccountToken"]
@@ -311,7 +337,7 @@ def test_every_secret_and_configmap_reference_resolves(kustomization: str) -> No
                 assert name in EXTERNAL_SECRETS, (where, name)
                 assert key is None or key in EXTERNAL_SECRETS[name], (where, name, key)
     for obj in objects(kustomization, "Secret").values():  # only the dev overlay generates any
-        assert kustomization == "overlays/dev"
+        assert kustomization in ("overlays/dev", HUB, "overlays/federation-spoke")
         values = [base64.b64decode(v).decode() for v in obj["data"].values()]
         placeholder = any("CHANGE-ME" in v for v in values) or "0" * 64 in "".join(values)
         assert placeholder, f"{obj['metadata']['name']} holds something other than placeholders"
