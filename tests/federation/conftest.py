@@ -53,6 +53,8 @@ def make_settings(
         "redis_prefix": redis_prefix,
         "outbox_poll_s": 0.02,
         "log_format": "console",
+        # every request checks its credential in the database (tests of the cache turn it on)
+        "credential_cache_s": 0.0,
     }
     values.update(overrides)
     return FederationSettings(_env_file=None, **values)

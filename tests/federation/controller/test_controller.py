@@ -155,6 +155,7 @@ async def test_a_cluster_object_and_its_secret_let_the_spoke_register(
     assert condition(status, "Ready") == ("False", "AwaitingRegistration")
 
     headers = await register(hub_client, "prod-eu", TOKEN)
+    await heartbeat(hub_client, headers)  # the spoke got its credential: the token is spent
     again = await hub_client.post(
         "/federation/v1/register", json={"cluster_name": "prod-eu", "bootstrap_token": TOKEN}
     )

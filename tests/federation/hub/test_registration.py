@@ -477,3 +477,24 @@ async def test_bootstrap_digests_from_the_controller(hub_client: httpx.AsyncClie
     assert view["source"] == "crd"
     assert view["labels"] == {"env": "prod"}
     assert view["health"] == "healthy"
+
+
+async def test_a_verified_credential_is_remembered_briefly_and_forgotten_on_revocation(
+    hub_app: Any, hub_client: httpx.AsyncClient
+) -> None:
+    hub_app.state.settings = hub_app.state.settings.model_copy(update={"credential_cache_s": 60.0})
+    hub_app.state.__dict__.pop("verified_credentials", None)
+    await declare_cluster(hub_client, "eu-1")
+    registered = await _register(hub_client, "eu-1", await bootstrap_token(hub_client, "eu-1"))
+    credential = registered.json()["credential"]
+    assert (await _heartbeat(hub_client, credential)).status_code == 200
+    # revoked behind the API's back (another replica): this replica still trusts it for a while
+    sessions: async_sessionmaker[AsyncSession] = hub_app.state.sessions
+    async with sessions() as session:
+        await session.execute(update(CredentialRow).values(revoked_at=datetime.now(UTC)))
+        await session.commit()
+    assert (await _heartbeat(hub_client, credential)).status_code == 200
+    # revoked through this replica's API: refused at once
+    r = await hub_client.post("/v1/clusters/eu-1/credentials/revoke", headers=WRITE_HEADERS)
+    assert r.status_code == 200
+    assert_refused(await _heartbeat(hub_client, credential), "revoked_credential")

@@ -68,6 +68,13 @@ class FederationSettings(CommonSettings):
         gt=0,
         validation_alias="QCDR_FEDERATION_BOOTSTRAP_TOKEN_TTL_S",
     )
+    credential_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias="QCDR_FEDERATION_CREDENTIAL_CACHE_S",
+        description="How long a replica trusts a spoke credential it verified (0: check every "
+        "request); revocation on this replica takes effect at once, on others within this time.",
+    )
     register_retry_s: float = Field(
         default=300.0,
         ge=0,

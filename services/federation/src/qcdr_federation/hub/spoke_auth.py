@@ -11,7 +11,11 @@ Every refusal is a 401 with ``WWW-Authenticate: Bearer realm="qcdr-federation"``
 client address, never a secret) and counted (``qcdr_federation_auth_failures_total{reason}``).
 
 ``last_used_at`` is written at most once a minute per credential, so an authenticated request
-costs one indexed read and no write.
+costs one indexed read and no write. A credential verified a moment ago costs not even that: each
+hub replica remembers a verified credential (by its digest) for ``credential_cache_s`` (default 5 s),
+because a spoke's long polls, heartbeats and reports arrive several per second across a fleet and
+the database round trip was most of what a hub did per request. Revoking credentials or removing a
+cluster clears this replica's memory at once; another replica notices within the cache time.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +53,42 @@ class SpokeCaller:
     cluster_name: str
     labels: Mapping[str, str]
     credential_id: str
+
+
+class VerifiedCredentials:
+    """Credentials this replica verified recently (digest -> caller), for ``ttl_s`` seconds each."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[bytes, tuple[SpokeCaller, float, datetime | None]] = {}
+
+    def get(self, digest: bytes, now: datetime) -> SpokeCaller | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        caller, until, expires_at = entry
+        if time.monotonic() >= until or (expires_at is not None and expires_at <= now):
+            del self._entries[digest]
+            return None
+        return caller
+
+    def put(self, digest: bytes, caller: SpokeCaller, expires_at: datetime | None) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (caller, time.monotonic() + self.ttl_s, expires_at)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def forget_verified(state: object) -> None:
+    """After revoking credentials or removing a cluster: this replica checks every credential again."""
+    cache = getattr(state, "verified_credentials", None)
+    if isinstance(cache, VerifiedCredentials):
+        cache.clear()
 
 
 def sha256(value: str) -> bytes:
@@ -104,7 +145,12 @@ def _bearer(request: Request, client: str | None) -> str:
 
 
 async def authenticate(
-    sessions: async_sessionmaker[AsyncSession], credential: str, *, client: str | None, now: datetime
+    sessions: async_sessionmaker[AsyncSession],
+    credential: str,
+    *,
+    client: str | None,
+    now: datetime,
+    verified: VerifiedCredentials | None = None,
 ) -> SpokeCaller:
     """The spoke owning ``credential``, or an ApiError (401) already logged and counted."""
     match = _CREDENTIAL.fullmatch(credential) if len(credential) <= MAX_CREDENTIAL_LENGTH else None
@@ -112,6 +158,9 @@ async def authenticate(
         raise auth_failure(
             "malformed_credential", "the credential is not of the form <id>.<secret>", client=client
         )
+    digest = sha256(credential)
+    if verified is not None and (known := verified.get(digest, now)) is not None:
+        return known
     ident = match["id"]
     async with sessions() as session:
         row = (
@@ -121,7 +170,7 @@ async def authenticate(
                 .where(CredentialRow.id == ident)
             )
         ).one_or_none()
-        if row is None or not hmac.compare_digest(row[0].sha256, sha256(credential)):
+        if row is None or not hmac.compare_digest(row[0].sha256, digest):
             # one answer for "no such id" and "wrong secret": the id alone proves nothing
             raise auth_failure(
                 "unknown_credential", "the credential is not valid", client=client, credential_id=ident
@@ -156,12 +205,15 @@ async def authenticate(
                 update(CredentialRow).where(CredentialRow.id == ident).values(last_used_at=now)
             )
             await session.commit()
-        return SpokeCaller(
+        caller = SpokeCaller(
             cluster_id=cluster.id,
             cluster_name=cluster.name,
             labels=dict(cluster.labels),
             credential_id=ident,
         )
+        if verified is not None:
+            verified.put(digest, caller, cred.expires_at)
+        return caller
 
 
 async def spoke_caller(request: Request) -> SpokeCaller:
@@ -169,7 +221,14 @@ async def spoke_caller(request: Request) -> SpokeCaller:
     nothing is kept on ``request.state``, which some servers share between requests.)"""
     client = client_address(request)
     credential = _bearer(request, client)
-    return await authenticate(request.app.state.sessions, credential, client=client, now=datetime.now(UTC))
+    state = request.app.state
+    verified = getattr(state, "verified_credentials", None)
+    if verified is None:
+        ttl = float(getattr(getattr(state, "settings", None), "credential_cache_s", 0.0))
+        verified = state.verified_credentials = VerifiedCredentials(ttl)
+    return await authenticate(
+        state.sessions, credential, client=client, now=datetime.now(UTC), verified=verified
+    )
 
 
 SpokeAuth = Annotated[SpokeCaller, Depends(spoke_caller)]

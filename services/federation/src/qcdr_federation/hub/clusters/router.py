@@ -23,6 +23,7 @@ from qcdr_federation.hub.clusters.schemas import (
     RotationRequested,
 )
 from qcdr_federation.hub.policies.notify import notify_placements_changed
+from qcdr_federation.hub.spoke_auth import forget_verified
 
 log = get_logger("qcdr.federation.clusters")
 
@@ -95,6 +96,7 @@ async def remove(
     if not await service.remove_cluster(session, name):
         raise not_found(name)
     await session.commit()
+    forget_verified(request.app.state)
     log.info("federation_cluster_removed", cluster=name, by=principal.name)
     await notify_placements_changed(request.app.state)
     return Response(status_code=204)
@@ -148,13 +150,14 @@ async def revoke_bootstrap_token(
 
 @router.post("/{name}/credentials/revoke", response_model=CredentialsRevoked)
 async def revoke_credentials(
-    name: ClusterName, session: Session, principal: WritePrincipal
+    name: ClusterName, request: Request, session: Session, principal: WritePrincipal
 ) -> CredentialsRevoked:
     """Every credential of the cluster stops working; the spoke needs a new bootstrap token."""
     count = await registration.revoke_credentials(session, name, datetime.now(UTC))
     if count is None:
         raise not_found(name)
     await session.commit()
+    forget_verified(request.app.state)
     log.info("federation_credentials_revoked", cluster=name, revoked=count, by=principal.name)
     return CredentialsRevoked(cluster_name=name, revoked=count)
 

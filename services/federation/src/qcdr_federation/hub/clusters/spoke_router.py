@@ -23,7 +23,7 @@ from qcdr_federation.hub.clusters import registration
 from qcdr_federation.hub.health import derive_health
 from qcdr_federation.hub.metrics import HEARTBEATS
 from qcdr_federation.hub.policies.service import placed_set, record_statuses
-from qcdr_federation.hub.spoke_auth import SpokeAuth, auth_failure, client_address
+from qcdr_federation.hub.spoke_auth import SpokeAuth, auth_failure, client_address, forget_verified
 
 log = get_logger("qcdr.federation.spokes")
 
@@ -52,6 +52,7 @@ async def register(
         await session.commit()  # the attempt counted on a token that was found
         raise
     await session.commit()
+    forget_verified(request.app.state)  # the cluster's earlier credentials were revoked
     log.info(
         "federation_spoke_registered",
         cluster=answer.cluster_name,
