@@ -151,3 +151,34 @@ def run_alembic_env(metadata: MetaData, version_table: str, settings_url: Callab
             context.run_migrations()
     else:
         asyncio.run(online())
+
+
+def create_outbox_table(service: str) -> None:
+    """In a migration: the ``<service>_outbox`` table exactly as
+    :func:`qcdr_common.streams.outbox.outbox_table` declares it (every service has one, so the
+    DDL lives once, beside the model it must match)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    name = f"{service}_outbox"
+    op.create_table(
+        name,
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("envelope_id", sa.Text(), nullable=False),
+        sa.Column("stream", sa.Text(), nullable=False, comment="Stream name without the key prefix."),
+        sa.Column("type", sa.Text(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False, comment="The envelope JSON, as published."),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{name}"),
+        sa.UniqueConstraint("envelope_id", name=f"uq_{name}_envelope_id"),
+    )
+    op.create_index(f"ix_{name}_unpublished", name, ["id"], postgresql_where=sa.text("published_at IS NULL"))
+
+
+def drop_outbox_table(service: str) -> None:
+    from alembic import op
+
+    name = f"{service}_outbox"
+    op.drop_index(f"ix_{name}_unpublished", table_name=name)
+    op.drop_table(name)

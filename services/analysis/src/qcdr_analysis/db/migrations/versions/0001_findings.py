@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from qcdr_common.migrations import create_outbox_table, drop_outbox_table
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
@@ -65,27 +66,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_analysis_received_received_at", "analysis_received", ["received_at"])
 
-    op.create_table(
-        "analysis_outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("envelope_id", sa.Text(), nullable=False),
-        sa.Column("stream", sa.Text(), nullable=False, comment="Stream name without the key prefix."),
-        sa.Column("type", sa.Text(), nullable=False),
-        sa.Column("data", sa.LargeBinary(), nullable=False, comment="The envelope JSON, as published."),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_analysis_outbox")),
-        sa.UniqueConstraint("envelope_id", name=op.f("uq_analysis_outbox_envelope_id")),
-    )
-    op.create_index(
-        "ix_analysis_outbox_unpublished",
-        "analysis_outbox",
-        ["id"],
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
+    create_outbox_table("analysis")
 
 
 def downgrade() -> None:
-    op.drop_table("analysis_outbox")
+    drop_outbox_table("analysis")
     op.drop_table("analysis_received")
     op.drop_table("analysis_findings")

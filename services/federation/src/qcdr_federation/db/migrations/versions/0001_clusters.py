@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from qcdr_common.migrations import create_outbox_table, drop_outbox_table
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
@@ -85,29 +86,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_federation_bootstrap_tokens")),
         sa.UniqueConstraint("sha256", name=op.f("uq_federation_bootstrap_tokens_sha256")),
     )
-    op.create_table(
-        "federation_outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("envelope_id", sa.Text(), nullable=False),
-        sa.Column("stream", sa.Text(), nullable=False, comment="Stream name without the key prefix."),
-        sa.Column("type", sa.Text(), nullable=False),
-        sa.Column("data", sa.LargeBinary(), nullable=False, comment="The envelope JSON, as published."),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_federation_outbox")),
-        sa.UniqueConstraint("envelope_id", name=op.f("uq_federation_outbox_envelope_id")),
-    )
-    op.create_index(
-        "ix_federation_outbox_unpublished",
-        "federation_outbox",
-        ["id"],
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
+    create_outbox_table("federation")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_federation_outbox_unpublished", table_name="federation_outbox")
-    op.drop_table("federation_outbox")
+    drop_outbox_table("federation")
     op.drop_table("federation_bootstrap_tokens")
     op.drop_index("ix_federation_credentials_cluster_id", table_name="federation_credentials")
     op.drop_table("federation_credentials")

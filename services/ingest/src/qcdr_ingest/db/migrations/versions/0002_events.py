@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from qcdr_common.migrations import create_outbox_table, drop_outbox_table
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0002"
@@ -40,24 +41,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_ingest_events_event_time_id", "ingest_events", ["event_time", "id"])
 
-    op.create_table(
-        "ingest_outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("envelope_id", sa.Text(), nullable=False),
-        sa.Column("stream", sa.Text(), nullable=False, comment="Stream name without the key prefix."),
-        sa.Column("type", sa.Text(), nullable=False),
-        sa.Column("data", sa.LargeBinary(), nullable=False, comment="The envelope JSON, as published."),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_ingest_outbox"),
-        sa.UniqueConstraint("envelope_id", name="uq_ingest_outbox_envelope_id"),
-    )
-    op.create_index(
-        "ix_ingest_outbox_unpublished",
-        "ingest_outbox",
-        ["id"],
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
+    create_outbox_table("ingest")
 
     # The payload and the envelope are 1-5 KB of JSON each and get compressed on every insert:
     # lz4 does that several times faster than the default pglz (measured: the insert statement
@@ -115,7 +99,6 @@ def downgrade() -> None:
     op.drop_index("ix_intel_indicators_cidr_gist", table_name="intel_indicators")
     op.drop_table("intel_indicators")
     op.drop_table("ingest_watermarks")
-    op.drop_index("ix_ingest_outbox_unpublished", table_name="ingest_outbox")
-    op.drop_table("ingest_outbox")
+    drop_outbox_table("ingest")
     op.drop_index("ix_ingest_events_event_time_id", table_name="ingest_events")
     op.drop_table("ingest_events")

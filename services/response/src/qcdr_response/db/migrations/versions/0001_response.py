@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from qcdr_common.migrations import create_outbox_table, drop_outbox_table
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
@@ -121,28 +122,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_response_finding_policy_policy_version_id", "response_finding_policy", ["policy_version_id"]
     )
-    op.create_table(
-        "response_outbox",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("envelope_id", sa.Text(), nullable=False),
-        sa.Column("stream", sa.Text(), nullable=False, comment="Stream name without the key prefix."),
-        sa.Column("type", sa.Text(), nullable=False),
-        sa.Column("data", sa.LargeBinary(), nullable=False, comment="The envelope JSON, as published."),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_response_outbox")),
-        sa.UniqueConstraint("envelope_id", name=op.f("uq_response_outbox_envelope_id")),
-    )
-    op.create_index(
-        "ix_response_outbox_unpublished",
-        "response_outbox",
-        ["id"],
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
+    create_outbox_table("response")
 
 
 def downgrade() -> None:
-    op.drop_table("response_outbox")
+    drop_outbox_table("response")
     op.drop_table("response_finding_policy")
     op.drop_table("response_policy_versions")
     op.drop_table("response_policies")
