@@ -35,6 +35,8 @@ test-deps:
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	command -v rsyslogd >/dev/null 2>&1 || ls /usr/sbin/rsyslogd >/dev/null 2>&1 || missing="$$missing rsyslog"; \
 	dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing="$$missing rsyslog-gnutls"; \
+	{ command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium; } || missing="$$missing chromium"; \
+	{ command -v chromedriver >/dev/null 2>&1 || test -x /usr/bin/chromedriver; } || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -22,6 +22,7 @@ from qcdr_common.service_app import create_service_app
 from qcdr_common.streams.outbox import OutboxRelay
 from qcdr_common.streams.runner import in_background
 
+from qcdr_federation.console.install import CONSOLE_PUBLIC_PATHS, install_console
 from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.hub.info import router as info_router
 from qcdr_federation.settings import FederationSettings, get_settings
@@ -38,7 +39,8 @@ def create_app(settings: FederationSettings | None = None, *, auth: ApiAuthSetti
         settings,
         title="qcdr federation",
         auth=auth,
-        public_paths=(SPOKE_API_PUBLIC,) if hub else (),
+        # the console (/ui) signs in with its own session cookie
+        public_paths=(SPOKE_API_PUBLIC, *CONSOLE_PUBLIC_PATHS) if hub else CONSOLE_PUBLIC_PATHS,
     )
     app.include_router(info_router)
     app.state.relay = None
@@ -56,6 +58,7 @@ def create_app(settings: FederationSettings | None = None, *, auth: ApiAuthSetti
             yield
 
     app.router.lifespan_context = lifespan
+    install_console(app, settings)
     if hub:
         from qcdr_federation.hub.install import install_hub
 

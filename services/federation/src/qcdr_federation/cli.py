@@ -64,6 +64,47 @@ cli = make_service_cli(
     consume=consume,
     replay=replay,
 )
+# the shared `serve` speaks plain HTTP only; this one adds HTTPS (the console's session cookie is
+# Secure, so a browser needs it unless a proxy terminates TLS in front)
+cli.registered_commands = [
+    c for c in cli.registered_commands if getattr(c.callback, "__name__", "") != "serve"
+]
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Run the HTTP API (any role), over HTTPS when QCDR_FEDERATION_TLS_CERT and
+    QCDR_FEDERATION_TLS_KEY are set (both or neither: one alone exits with code 2)."""
+    import uvicorn
+
+    settings = get_settings()
+    cert, key = settings.tls_cert, settings.tls_key
+    if (cert is None) != (key is None):
+        typer.echo(
+            "qcdr-federation serve: set both QCDR_FEDERATION_TLS_CERT and QCDR_FEDERATION_TLS_KEY or neither",
+            err=True,
+        )
+        raise typer.Exit(2)
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            typer.echo(f"qcdr-federation serve: {path} is not a readable file", err=True)
+            raise typer.Exit(2)
+    # uvicorn builds an ssl.PROTOCOL_TLS_SERVER context, which on Python >= 3.10 refuses
+    # anything older than TLS 1.2
+    uvicorn.run(
+        "qcdr_federation.app:create_app",
+        factory=True,
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_level=settings.log_level.lower(),
+        ssl_certfile=str(cert) if cert is not None else None,
+        ssl_keyfile=str(key) if key is not None else None,
+    )
+
+
 clusters_cli = typer.Typer(
     name="clusters", help="Spoke clusters on the hub (database).", no_args_is_help=True
 )

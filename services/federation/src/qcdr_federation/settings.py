@@ -162,6 +162,19 @@ class FederationSettings(CommonSettings):
         "object whose reconcile failed.",
     )
 
+    # ------------------------------------------------------------------ serving
+    tls_cert: Path | None = Field(
+        default=None,
+        validation_alias="QCDR_FEDERATION_TLS_CERT",
+        description="PEM certificate (chain) `serve` answers HTTPS with; needs QCDR_FEDERATION_TLS_KEY. "
+        "Without both it serves plain HTTP (behind a TLS-terminating proxy or ingress).",
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        validation_alias="QCDR_FEDERATION_TLS_KEY",
+        description="The PEM private key of QCDR_FEDERATION_TLS_CERT.",
+    )
+
     # ------------------------------------------------------------------ spoke
     hub_url: str | None = Field(
         default=None, validation_alias=AliasChoices("QCDR_FEDERATION_HUB_URL", "FEDERATION_HUB_URL")
@@ -227,6 +240,61 @@ class FederationSettings(CommonSettings):
         validation_alias="QCDR_FEDERATION_CREDENTIAL_MAX_AGE_S",
         description="A spoke rotates its hub credential once it is this old (and whenever the hub asks).",
     )
+
+    # ------------------------------------------------------------------ console (/ui)
+    console_session_idle_s: float = Field(
+        default=1800.0,
+        gt=0,
+        validation_alias="QCDR_CONSOLE_SESSION_IDLE_S",
+        description="A console session unused this long ends.",
+    )
+    console_session_max_s: float = Field(
+        default=43_200.0,
+        gt=0,
+        validation_alias="QCDR_CONSOLE_SESSION_MAX_S",
+        description="A console session ends this long after sign-in, however busy.",
+    )
+    console_service_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="QCDR_CONSOLE_SERVICE_TOKEN",
+        description="Bearer token (read+write) the console uses on the other services' APIs.",
+    )
+    console_service_token_file: Path | None = Field(
+        default=None, validation_alias="QCDR_CONSOLE_SERVICE_TOKEN_FILE"
+    )
+    console_ingest_url: str = Field(default="http://ingest:8000", validation_alias="QCDR_CONSOLE_INGEST_URL")
+    console_analysis_url: str = Field(
+        default="http://analysis:8000", validation_alias="QCDR_CONSOLE_ANALYSIS_URL"
+    )
+    console_response_url: str = Field(
+        default="http://response:8000", validation_alias="QCDR_CONSOLE_RESPONSE_URL"
+    )
+    console_admission_url: str = Field(
+        default="http://admission:8000", validation_alias="QCDR_CONSOLE_ADMISSION_URL"
+    )
+    console_http_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="QCDR_CONSOLE_HTTP_TIMEOUT_S",
+        description="How long a console page waits for a backend before showing it as unavailable.",
+    )
+
+    @field_validator(
+        "console_ingest_url", "console_analysis_url", "console_response_url", "console_admission_url"
+    )
+    @classmethod
+    def _console_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def console_token(self) -> SecretStr | None:
+        """The console's service token: the variable, else the file's first line."""
+        if self.console_service_token is not None:
+            return self.console_service_token
+        if self.console_service_token_file is not None:
+            return SecretStr(self.console_service_token_file.read_text(encoding="utf-8").strip())
+        return None
 
     @field_validator("hub_url")
     @classmethod

@@ -26,3 +26,22 @@ class DecisionRead(BaseModel):
     skipped: str | None
     violations: list[ResultItem]
     images: list[str]
+
+
+class KeyCount(BaseModel):
+    key: str
+    count: int
+
+
+class DecisionStats(BaseModel):
+    """The decision log in ``[since, until)``: how many answered, how many denied, and what the
+    denials were for (the 20 largest of each)."""
+
+    total: int = Field(description="Stored decisions (allowed and denied).")
+    denied: int
+    by_check: list[KeyCount] = Field(
+        description='Denied decisions per enforcing check, keyed "<source>/<check>" (e.g. '
+        '"pss/privileged", "policy:<name>/<check>"); a decision counts once per check.'
+    )
+    by_namespace: list[KeyCount] = Field(description="Denied decisions per namespace (namespaced objects).")
+    by_image: list[KeyCount] = Field(description="Denied decisions per container image.")

@@ -151,3 +151,99 @@ async def findings_without_outbox_row(
         stmt = stmt.where(tuple_(FindingRow.created_at, FindingRow.id) > position)
     stmt = stmt.order_by(FindingRow.created_at, FindingRow.id).limit(limit)
     return list((await session.scalars(stmt)).all())
+
+
+# ----------------------------------------------------------------------------- stats
+
+# One scan for every aggregate of the stats endpoint: GROUPING SETS count per severity, category,
+# namespace, image and (bucket, severity) together, and a window ranks each set so only the top
+# entries leave the database. GROUPING(...) tells the sets apart (a bit per argument, 1 = not
+# grouped by it): 15 severity, 23 category, 27 namespace, 29 image, 14 (bucket, severity).
+_STATS = text(
+    """
+    WITH scoped AS (
+        SELECT severity, category, namespace, payload -> 'workload' ->> 'image' AS image,
+               date_trunc(CAST(:unit AS text), event_time AT TIME ZONE 'UTC') AS bucket
+        FROM analysis_findings
+        WHERE event_time >= :since AND event_time < :until
+    ),
+    grouped AS (
+        SELECT GROUPING(severity, category, namespace, image, bucket) AS set_id,
+               severity, category, namespace, image, bucket, count(*) AS n
+        FROM scoped
+        GROUP BY GROUPING SETS ((severity), (category), (namespace), (image), (bucket, severity))
+    ),
+    ranked AS (
+        SELECT *, row_number() OVER (
+            PARTITION BY set_id ORDER BY n DESC, category, namespace, image, bucket, severity
+        ) AS position
+        FROM grouped
+        WHERE NOT (set_id = 27 AND namespace IS NULL) AND NOT (set_id = 29 AND image IS NULL)
+    )
+    SELECT set_id, severity, category, namespace, image, bucket, n
+    FROM ranked
+    WHERE position <= CASE set_id WHEN 23 THEN :top_categories WHEN 27 THEN :top_namespaces
+                                  WHEN 29 THEN :top_images ELSE position END
+    """
+)
+_SET_SEVERITY, _SET_CATEGORY, _SET_NAMESPACE, _SET_IMAGE, _SET_SERIES = 15, 23, 27, 29, 14
+
+
+@dataclass
+class FindingCounts:
+    """What :func:`finding_counts` found; lists are largest first, ``series`` only non-empty buckets."""
+
+    by_severity: dict[str, int]
+    by_category: list[tuple[str, int]]
+    by_namespace: list[tuple[str, int]]
+    by_image: list[tuple[str, int]]
+    series: dict[datetime, dict[str, int]]  # naive UTC bucket start -> severity -> count
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_severity.values())
+
+
+async def finding_counts(
+    session: AsyncSession,
+    *,
+    since: datetime,
+    until: datetime,
+    unit: str,
+    top_categories: int = 20,
+    top_namespaces: int = 10,
+    top_images: int = 10,
+) -> FindingCounts:
+    """Counts of the findings with an event time in ``[since, until)``; ``unit`` is a
+    ``date_trunc`` field (``hour`` or ``day``), applied in UTC."""
+    # The planner cannot tell how few (bucket, severity) groups there are (it assumes one per
+    # distinct event time), so under the default 4 MB it sorts 100,000 rows on disk instead of
+    # hashing: ~150 ms against ~90 ms with room to hash. LOCAL: this transaction only.
+    await session.execute(text("SET LOCAL work_mem = '32MB'"))
+    result = await session.execute(
+        _STATS,
+        {
+            "since": since,
+            "until": until,
+            "unit": unit,
+            "top_categories": top_categories,
+            "top_namespaces": top_namespaces,
+            "top_images": top_images,
+        },
+    )
+    counts = FindingCounts({}, [], [], [], {})
+    for set_id, severity, category, namespace, image, bucket, n in result.all():
+        if set_id == _SET_SEVERITY:
+            counts.by_severity[severity] = int(n)
+        elif set_id == _SET_CATEGORY:
+            counts.by_category.append((category, int(n)))
+        elif set_id == _SET_NAMESPACE:
+            counts.by_namespace.append((namespace, int(n)))
+        elif set_id == _SET_IMAGE:
+            counts.by_image.append((image, int(n)))
+        elif set_id == _SET_SERIES:
+            counts.series.setdefault(bucket, {})[severity] = int(n)
+    # the window ordered each set already; keep that order explicit (largest first, then name)
+    for pairs in (counts.by_category, counts.by_namespace, counts.by_image):
+        pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+    return counts

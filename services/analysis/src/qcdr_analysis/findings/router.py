@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -15,11 +16,24 @@ from qcdr_common.contracts.findings.v1 import FindingKind
 from qcdr_analysis.deps import Session
 from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.models import FindingRow
-from qcdr_analysis.findings.schemas import FindingList, FindingRead
+from qcdr_analysis.findings.schemas import (
+    CategoryCount,
+    FindingList,
+    FindingRead,
+    FindingStats,
+    ImageCount,
+    NamespaceCount,
+    SeriesBucket,
+    StatsBucket,
+)
 
 router = APIRouter(prefix="/v1/findings", tags=["findings"])
 
 _MAX_VALUES = 50
+MAX_BUCKETS = 500
+_BUCKET_STEP = {StatsBucket.HOUR: timedelta(hours=1), StatsBucket.DAY: timedelta(days=1)}
+# the window when ``since`` is not given: a day of hours, or a month of days
+_DEFAULT_SPAN = {StatsBucket.HOUR: timedelta(hours=24), StatsBucket.DAY: timedelta(days=30)}
 
 
 def _read(row: FindingRow) -> FindingRead:
@@ -66,6 +80,74 @@ async def list_findings(
     rows = (await session.scalars(stmt)).all()
     items, next_cursor = split_page(rows, page, key=lambda row: (row.event_time, row.id))
     return FindingList(items=[_read(row) for row in items], next_cursor=next_cursor)
+
+
+def bucket_starts(since: datetime, until: datetime, bucket: StatsBucket) -> list[datetime]:
+    """The starts (UTC) of the buckets covering ``[since, until)``, the first truncated to the
+    bucket size as ``date_trunc`` does; stops counting past ``MAX_BUCKETS``."""
+    since = since.astimezone(UTC)
+    start = since.replace(minute=0, second=0, microsecond=0)
+    if bucket is StatsBucket.DAY:
+        start = start.replace(hour=0)
+    step = _BUCKET_STEP[bucket]
+    starts: list[datetime] = []
+    while start < until and len(starts) <= MAX_BUCKETS:
+        starts.append(start)
+        start += step
+    return starts
+
+
+# declared before /{finding_id}, which would take "stats" for an id
+@router.get("/stats", response_model=FindingStats, summary="Finding counts for dashboards")
+async def finding_stats(
+    _: ReadPrincipal,
+    session: Session,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(
+            description="Event time at or after (ISO 8601); default: 24 hours (hour) or 30 days (day) ago."
+        ),
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="Event time before (ISO 8601); default: now.")
+    ] = None,
+    bucket: Annotated[StatsBucket, Query(description="Series bucket size (UTC).")] = StatsBucket.HOUR,
+) -> FindingStats:
+    """Totals by severity, the largest categories, namespaces and images, and a per-bucket series
+    by severity (empty buckets included), over findings by event time. At most 500 buckets."""
+    try:  # times at the ends of the calendar (year 1, year 9999) overflow on the way to UTC
+        until = (until or datetime.now(UTC)).astimezone(UTC)
+        since = (since or until - _DEFAULT_SPAN[bucket]).astimezone(UTC)
+        if since >= until:
+            raise ApiError(422, "since must be before until", reason="invalid_time_range")
+        starts = bucket_starts(since, until, bucket)
+    except OverflowError:
+        raise ApiError(422, "since or until is out of range", reason="invalid_time_range") from None
+    if len(starts) > MAX_BUCKETS:
+        raise ApiError(
+            422,
+            f"the range spans more than {MAX_BUCKETS} {bucket.value} buckets: narrow it or use bucket=day",
+            reason="too_many_buckets",
+        )
+    counts = await repo.finding_counts(session, since=since, until=until, unit=bucket.value)
+    zero = dict.fromkeys(Severity, 0)
+    series = []
+    for start in starts:
+        found = counts.series.get(start.replace(tzinfo=None), {})
+        series.append(
+            SeriesBucket(start=start, counts={**zero, **{Severity(k): v for k, v in found.items()}})
+        )
+    return FindingStats(
+        since=since,
+        until=until,
+        bucket=bucket,
+        total=counts.total,
+        by_severity={**zero, **{Severity(k): v for k, v in counts.by_severity.items()}},
+        by_category=[CategoryCount(category=c, count=n) for c, n in counts.by_category],
+        series=series,
+        top_namespaces=[NamespaceCount(namespace=ns, count=n) for ns, n in counts.by_namespace],
+        top_images=[ImageCount(image=i, count=n) for i, n in counts.by_image],
+    )
 
 
 @router.get("/{finding_id}", response_model=FindingRead, summary="Get one finding")

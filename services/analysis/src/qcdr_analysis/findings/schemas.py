@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from qcdr_common.api.pagination import Page
+from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.contracts.findings.v1 import Finding
 
 
@@ -16,3 +18,42 @@ class FindingRead(Finding):
 
 
 FindingList = Page[FindingRead]
+
+
+class StatsBucket(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+
+class CategoryCount(BaseModel):
+    category: str
+    count: int
+
+
+class NamespaceCount(BaseModel):
+    namespace: str
+    count: int
+
+
+class ImageCount(BaseModel):
+    image: str
+    count: int
+
+
+class SeriesBucket(BaseModel):
+    start: datetime = Field(description="The bucket's start (UTC); it covers one hour or one day.")
+    counts: dict[Severity, int] = Field(description="Findings per severity (every severity, zeros too).")
+
+
+class FindingStats(BaseModel):
+    """Aggregates over the findings whose event time is in ``[since, until)``."""
+
+    since: datetime
+    until: datetime
+    bucket: StatsBucket
+    total: int
+    by_severity: dict[Severity, int] = Field(description="Every severity, zeros too.")
+    by_category: list[CategoryCount] = Field(description="The 20 largest categories.")
+    series: list[SeriesBucket] = Field(description="One entry per bucket, empty ones included, oldest first.")
+    top_namespaces: list[NamespaceCount] = Field(description="The 10 namespaces with most findings.")
+    top_images: list[ImageCount] = Field(description="The 10 container images with most findings.")

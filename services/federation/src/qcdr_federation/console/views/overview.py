@@ -1,0 +1,64 @@
+"""Overview: findings by severity and category over the last day (an SVG chart), top namespaces
+and images, feed freshness and open approvals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from qcdr_federation.console.backends import Result
+from qcdr_federation.console.charts import COLORS, SEVERITIES, stacked_bars
+from qcdr_federation.console.web import PREFIX, SessionDep, StateDep, render
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+WINDOW = timedelta(hours=24)
+PENDING_PAGE = 1000
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    items = value.get(key) if isinstance(value, dict) else None
+    return items if isinstance(items, list) else []
+
+
+@router.get("")
+async def root() -> Response:
+    return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+
+@router.get("/")
+async def overview(request: Request, session: SessionDep, state: StateDep) -> Response:
+    since = (datetime.now(UTC) - WINDOW).isoformat()
+    backends = state.backends
+    stats = await backends.get("analysis", "/v1/findings/stats", {"since": since, "bucket": "hour"})
+    feeds = await backends.get("ingest", "/v1/intel/feeds")
+    pending = await backends.get("response", "/v1/actions", {"state": "pending", "limit": str(PENDING_PAGE)})
+    errors: list[Result] = [r for r in (feeds, pending) if not r.ok]
+    stats_missing = stats.status == 404
+    if not stats.ok and not stats_missing:
+        errors.insert(0, stats)
+    data: dict[str, Any] = stats.data if stats.ok and isinstance(stats.data, dict) else {}
+    by_severity = data.get("by_severity") if isinstance(data.get("by_severity"), dict) else {}
+    pending_items = _list(pending.data, "items") if pending.ok else []
+    return render(
+        request,
+        "overview.html",
+        session,
+        active="overview",
+        errors=errors,
+        stats=data,
+        stats_missing=stats_missing,
+        severities=[(s, int((by_severity or {}).get(s, 0) or 0)) for s in SEVERITIES],
+        colors=COLORS,
+        chart=stacked_bars(_list(data, "series")),
+        by_category=_list(data, "by_category"),
+        top_namespaces=_list(data, "top_namespaces"),
+        top_images=_list(data, "top_images"),
+        feeds=_list(feeds.data, "feeds") if feeds.ok else [],
+        feeds_refreshed=feeds.data.get("refreshed_at") if feeds.ok and isinstance(feeds.data, dict) else None,
+        pending_count=len(pending_items) if pending.ok else None,
+        pending_more=bool(pending.ok and isinstance(pending.data, dict) and pending.data.get("next_cursor")),
+    )
