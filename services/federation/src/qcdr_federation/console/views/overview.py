@@ -3,6 +3,7 @@ and images, feed freshness and open approvals."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,12 @@ from qcdr_federation.console.web import PREFIX, SessionDep, StateDep, render
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-WINDOW = timedelta(hours=24)
+# the windows the page offers: (label, length, chart bucket)
+WINDOWS = {
+    "24h": ("last 24 hours", timedelta(hours=24), "hour"),
+    "7d": ("last 7 days", timedelta(days=7), "day"),
+    "30d": ("last 30 days", timedelta(days=30), "day"),
+}
 PENDING_PAGE = 1000
 
 
@@ -31,11 +37,18 @@ async def root() -> Response:
 
 @router.get("/")
 async def overview(request: Request, session: SessionDep, state: StateDep) -> Response:
-    since = (datetime.now(UTC) - WINDOW).isoformat()
+    window = request.query_params.get("window", "24h")
+    if window not in WINDOWS:
+        window = "24h"
+    label, length, bucket = WINDOWS[window]
+    since = (datetime.now(UTC) - length).isoformat()
     backends = state.backends
-    stats = await backends.get("analysis", "/v1/findings/stats", {"since": since, "bucket": "hour"})
-    feeds = await backends.get("ingest", "/v1/intel/feeds")
-    pending = await backends.get("response", "/v1/actions", {"state": "pending", "limit": str(PENDING_PAGE)})
+    # the three services answer independently: ask them at once
+    stats, feeds, pending = await asyncio.gather(
+        backends.get("analysis", "/v1/findings/stats", {"since": since, "bucket": bucket}),
+        backends.get("ingest", "/v1/intel/feeds"),
+        backends.get("response", "/v1/actions", {"state": "pending", "limit": str(PENDING_PAGE)}),
+    )
     errors: list[Result] = [r for r in (feeds, pending) if not r.ok]
     stats_missing = stats.status == 404
     if not stats.ok and not stats_missing:
@@ -48,6 +61,9 @@ async def overview(request: Request, session: SessionDep, state: StateDep) -> Re
         "overview.html",
         session,
         active="overview",
+        window=window,
+        window_label=label,
+        windows=[(key, value[0]) for key, value in WINDOWS.items()],
         errors=errors,
         stats=data,
         stats_missing=stats_missing,
