@@ -24,6 +24,7 @@ class FakeData:
     policies: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     decision_stats: dict[str, Any] | None = None
+    action_stats: dict[str, Any] | None = None  # None: response has no /v1/actions/stats (404)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     down: set[str] = field(default_factory=set)  # services answering 503
     writes: list[tuple[str, str, Any]] = field(default_factory=list)  # (service, path, body)
@@ -108,6 +109,10 @@ def build(service: str, data: FakeData) -> FastAPI:
             return found[0] if found else _not_found(f"chain {chain_id}")
 
     if service == "response":
+
+        @app.get("/v1/actions/stats")
+        async def action_stats() -> Any:
+            return data.action_stats if data.action_stats is not None else _not_found("route")
 
         @app.get("/v1/actions")
         async def actions(request: Request) -> Any:

@@ -50,12 +50,22 @@ async def test_overview_shows_stats_feeds_and_approvals(client: httpx.AsyncClien
         ],
     }
     fake.actions = [samples.action(1), samples.action(2), samples.action(3, state="succeeded")]
+    fake.action_stats = {
+        "actions": 3,
+        "from_findings": 3,
+        "pending": 2,
+        "requested_p50_s": 4.25,
+        "requested_p95_s": 9.0,
+        "finished_p50_s": 75.0,
+        "finished_p95_s": 120.0,
+    }
     await sign_in(client)
     page = await client.get("/ui/")
     assert page.status_code == 200
     html = page.text
     assert _text(html, "total-findings") == "4242"
     assert _text(html, "open-approvals") == "2"
+    assert _text(html, "detection-to-action") == "4.2 s"
     for name in ("execution.shell", "payments", "registry.local/shop:9", "spamhaus-drop", "10 min"):
         assert name in html
     # the chart: one stacked segment per non-zero severity per hour, drawn as SVG rects

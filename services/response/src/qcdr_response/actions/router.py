@@ -8,6 +8,7 @@ dependencies document it). Errors are problem details with a stable ``reason``:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -31,6 +32,7 @@ from qcdr_response.actions.schemas import (
     Decision,
     Renewal,
 )
+from qcdr_response.actions.stats import ActionStats, action_stats
 from qcdr_response.deps import Session
 
 router = APIRouter(prefix="/v1", tags=["actions"])
@@ -98,6 +100,22 @@ async def catalog(_: ReadPrincipal) -> list[CatalogEntry]:
         )
         for a in sorted(load_actions(), key=lambda a: a.name)
     ]
+
+
+@router.get("/actions/stats", response_model=ActionStats, summary="Detection to action, in a window")
+async def stats(
+    session: Session,
+    _: ReadPrincipal,
+    since: Annotated[datetime | None, Query(description="Start (default: 24 hours ago).")] = None,
+    until: Annotated[datetime | None, Query(description="End (default: now).")] = None,
+) -> ActionStats:
+    end = until or datetime.now(UTC)
+    start = since or end - timedelta(hours=24)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ApiError(422, "since and until need a time zone (e.g. Z)", reason="invalid_time_range")
+    if start >= end:
+        raise ApiError(422, "since must be before until", reason="invalid_time_range")
+    return await action_stats(session, start, end)
 
 
 @router.get("/actions/{action_id}", response_model=ActionDetail, summary="An action with its audit trail")

@@ -44,10 +44,11 @@ async def overview(request: Request, session: SessionDep, state: StateDep) -> Re
     since = (datetime.now(UTC) - length).isoformat()
     backends = state.backends
     # the three services answer independently: ask them at once
-    stats, feeds, pending = await asyncio.gather(
+    stats, feeds, pending, reaction = await asyncio.gather(
         backends.get("analysis", "/v1/findings/stats", {"since": since, "bucket": bucket}),
         backends.get("ingest", "/v1/intel/feeds"),
         backends.get("response", "/v1/actions", {"state": "pending", "limit": str(PENDING_PAGE)}),
+        backends.get("response", "/v1/actions/stats", {"since": since}),
     )
     errors: list[Result] = [r for r in (feeds, pending) if not r.ok]
     stats_missing = stats.status == 404
@@ -75,6 +76,9 @@ async def overview(request: Request, session: SessionDep, state: StateDep) -> Re
         top_images=_list(data, "top_images"),
         feeds=_list(feeds.data, "feeds") if feeds.ok else [],
         feeds_refreshed=feeds.data.get("refreshed_at") if feeds.ok and isinstance(feeds.data, dict) else None,
+        # detection -> action (finding event time to the action's request / end); absent from an
+        # older response service, which is not an error worth a box
+        reaction=reaction.data if reaction.ok and isinstance(reaction.data, dict) else None,
         pending_count=len(pending_items) if pending.ok else None,
         pending_more=bool(pending.ok and isinstance(pending.data, dict) and pending.data.get("next_cursor")),
     )
