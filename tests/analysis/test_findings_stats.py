@@ -127,13 +127,17 @@ def expected_stats(
     if step == timedelta(days=1):
         first = first.replace(hour=0)
     series: dict[datetime, Counter[str]] = {}
+    categories: dict[datetime, Counter[str]] = {}
     start = first
     while start < until:
         series[start] = Counter()
+        categories[start] = Counter()
         start += step
+    shown = {c for c, _ in top(Counter(f["category"] for f in chosen), 5)}
     for f in chosen:
         bucket = first + step * ((f["event_time"] - first) // step)
         series[bucket][f["severity"]] += 1
+        categories[bucket][f["category"] if f["category"] in shown else "other"] += 1
     return {
         "total": len(chosen),
         "by_severity": {s: sum(1 for f in chosen if f["severity"] == s) for s in SEVERITIES},
@@ -143,6 +147,7 @@ def expected_stats(
         ),
         "top_images": top(Counter(f["workload"]["image"] for f in chosen if f["workload"]["image"]), 10),
         "series": [(start, {s: counts[s] for s in SEVERITIES}) for start, counts in series.items()],
+        "categories": [dict(c) for c in categories.values()],
     }
 
 
@@ -179,6 +184,7 @@ def check(body: dict[str, Any], expected: dict[str, Any]) -> None:
         (datetime.fromisoformat(b["start"].replace("Z", "+00:00")), b["counts"]) for b in body["series"]
     ]
     assert got_series == expected["series"]
+    assert [b["categories"] for b in body["series"]] == expected["categories"]
 
 
 @pytest.mark.slow

@@ -26,8 +26,16 @@ async def test_overview_shows_stats_feeds_and_approvals(client: httpx.AsyncClien
         "by_severity": {"critical": 7, "high": 35},
         "by_category": [{"category": "execution.shell", "count": 40}, {"category": "intel.c2", "count": 2}],
         "series": [
-            {"start": "2026-12-05T00:00:00+00:00", "counts": {"critical": 3, "high": 10}},
-            {"start": "2026-12-05T01:00:00+00:00", "counts": {"critical": 4, "high": 25}},
+            {
+                "start": "2026-12-05T00:00:00+00:00",
+                "counts": {"critical": 3, "high": 10},
+                "categories": {"execution.shell": 12, "other": 1},
+            },
+            {
+                "start": "2026-12-05T01:00:00+00:00",
+                "counts": {"critical": 4, "high": 25},
+                "categories": {"execution.shell": 28, "intel.c2": 1},
+            },
         ],
         "top_namespaces": [{"namespace": "payments", "count": 31}],
         "top_images": [{"image": "registry.local/shop:9", "count": 12}],
@@ -68,9 +76,14 @@ async def test_overview_shows_stats_feeds_and_approvals(client: httpx.AsyncClien
     assert _text(html, "detection-to-action") == "4.2 s"
     for name in ("execution.shell", "payments", "registry.local/shop:9", "spamhaus-drop", "10 min"):
         assert name in html
-    # the chart: one stacked segment per non-zero severity per hour, drawn as SVG rects
-    assert html.count("<rect ") == 4
+    # the charts: one stacked segment per non-zero severity (category) per hour, drawn as SVG rects
+    severity_chart, _, category_part = html.partition('id="category-chart"')
+    assert severity_chart.count("<rect ") == 4
     assert "2026-12-05T01:00 high: 25" in html
+    category_chart = category_part.partition("</svg>")[0]
+    assert category_chart.count("<rect ") == 4
+    assert "2026-12-05T01:00 execution.shell: 28" in category_chart
+    assert "2026-12-05T00:00 other: 1" in category_chart
     since = next(q for s, path, q in fake.queries if path == "/v1/findings/stats")
     assert since["bucket"] == ["hour"]
 

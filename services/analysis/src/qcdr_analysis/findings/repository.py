@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -171,7 +171,9 @@ _STATS = text(
         SELECT GROUPING(severity, category, namespace, image, bucket) AS set_id,
                severity, category, namespace, image, bucket, count(*) AS n
         FROM scoped
-        GROUP BY GROUPING SETS ((severity), (category), (namespace), (image), (bucket, severity))
+        GROUP BY GROUPING SETS (
+            (severity), (category), (namespace), (image), (bucket, severity), (bucket, category)
+        )
     ),
     ranked AS (
         SELECT *, row_number() OVER (
@@ -187,6 +189,7 @@ _STATS = text(
     """
 )
 _SET_SEVERITY, _SET_CATEGORY, _SET_NAMESPACE, _SET_IMAGE, _SET_SERIES = 15, 23, 27, 29, 14
+_SET_CATEGORY_SERIES = 22  # (bucket, category)
 
 
 @dataclass
@@ -198,6 +201,8 @@ class FindingCounts:
     by_namespace: list[tuple[str, int]]
     by_image: list[tuple[str, int]]
     series: dict[datetime, dict[str, int]]  # naive UTC bucket start -> severity -> count
+    # naive UTC bucket start -> category -> count (every category; the API keeps the largest)
+    category_series: dict[datetime, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -243,6 +248,8 @@ async def finding_counts(
             counts.by_image.append((image, int(n)))
         elif set_id == _SET_SERIES:
             counts.series.setdefault(bucket, {})[severity] = int(n)
+        elif set_id == _SET_CATEGORY_SERIES:
+            counts.category_series.setdefault(bucket, {})[category] = int(n)
     # the window ordered each set already; keep that order explicit (largest first, then name)
     for pairs in (counts.by_category, counts.by_namespace, counts.by_image):
         pairs.sort(key=lambda pair: (-pair[1], pair[0]))

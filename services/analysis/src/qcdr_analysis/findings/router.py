@@ -30,6 +30,8 @@ from qcdr_analysis.findings.schemas import (
 router = APIRouter(prefix="/v1/findings", tags=["findings"])
 
 _MAX_VALUES = 50
+SERIES_CATEGORIES = 5
+OTHER = "other"
 MAX_BUCKETS = 500
 _BUCKET_STEP = {StatsBucket.HOUR: timedelta(hours=1), StatsBucket.DAY: timedelta(days=1)}
 # the window when ``since`` is not given: a day of hours, or a month of days
@@ -114,7 +116,8 @@ async def finding_stats(
     bucket: Annotated[StatsBucket, Query(description="Series bucket size (UTC).")] = StatsBucket.HOUR,
 ) -> FindingStats:
     """Totals by severity, the largest categories, namespaces and images, and a per-bucket series
-    by severity (empty buckets included), over findings by event time. At most 500 buckets."""
+    by severity and by category (empty buckets included), over findings by event time. At most 500
+    buckets."""
     try:  # times at the ends of the calendar (year 1, year 9999) overflow on the way to UTC
         until = (until or datetime.now(UTC)).astimezone(UTC)
         since = (since or until - _DEFAULT_SPAN[bucket]).astimezone(UTC)
@@ -131,11 +134,23 @@ async def finding_stats(
         )
     counts = await repo.finding_counts(session, since=since, until=until, unit=bucket.value)
     zero = dict.fromkeys(Severity, 0)
+    # categories over time: the range's largest few by name, the rest folded into "other", so a
+    # chart stays readable whatever the number of rules
+    shown = {c for c, _ in counts.by_category[:SERIES_CATEGORIES]}
     series = []
     for start in starts:
-        found = counts.series.get(start.replace(tzinfo=None), {})
+        key = start.replace(tzinfo=None)
+        found = counts.series.get(key, {})
+        categories: dict[str, int] = {}
+        for category, n in counts.category_series.get(key, {}).items():
+            name = category if category in shown else OTHER
+            categories[name] = categories.get(name, 0) + n
         series.append(
-            SeriesBucket(start=start, counts={**zero, **{Severity(k): v for k, v in found.items()}})
+            SeriesBucket(
+                start=start,
+                counts={**zero, **{Severity(k): v for k, v in found.items()}},
+                categories=categories,
+            )
         )
     return FindingStats(
         since=since,

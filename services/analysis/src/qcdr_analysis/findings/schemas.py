@@ -43,6 +43,11 @@ class ImageCount(BaseModel):
 class SeriesBucket(BaseModel):
     start: datetime = Field(description="The bucket's start (UTC); it covers one hour or one day.")
     counts: dict[Severity, int] = Field(description="Findings per severity (every severity, zeros too).")
+    categories: dict[str, int] = Field(
+        default_factory=dict,
+        description="Findings per category for the largest categories of the range, the rest as "
+        "'other' (categories without findings in the bucket are left out).",
+    )
 
 
 class FindingStats(BaseModel):

@@ -7,6 +7,17 @@ from dataclasses import dataclass
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 COLORS = {"critical": "#8b0d1a", "high": "#c6372c", "medium": "#d58512", "low": "#3b7dd8", "info": "#6b7785"}
+# categories have no meaning of their own: a palette told apart by hue, grey for "other"
+PALETTE = ("#2f6fb0", "#d4772c", "#3d9a5b", "#8a55b5", "#c2a000", "#1f9aa5", "#b5477a")
+OTHER = "other"
+OTHER_COLOR = "#9aa3ad"
+
+
+def category_colors(categories: Sequence[str]) -> dict[str, str]:
+    """A colour per category (in the given order), ``other`` grey."""
+    colors = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(c for c in categories if c != OTHER)}
+    colors[OTHER] = OTHER_COLOR
+    return colors
 
 
 @dataclass(frozen=True)
@@ -31,11 +42,17 @@ class Chart:
 
 
 def stacked_bars(
-    series: Sequence[Mapping[str, object]], *, width: int = 720, height: int = 180
+    series: Sequence[Mapping[str, object]],
+    *,
+    field: str = "counts",
+    colors: Mapping[str, str] = COLORS,
+    width: int = 720,
+    height: int = 180,
 ) -> Chart | None:
-    """Stacked bars, one per bucket, one segment per severity (highest at the bottom).
+    """Stacked bars, one per bucket, one segment per key of ``colors`` in its order (the first at
+    the bottom): severities by default, categories with ``field="categories"``.
 
-    ``series`` items are ``{"start": iso, "counts": {severity: int}}``; None when there is none.
+    ``series`` items are ``{"start": iso, field: {key: int}}``; None when there is none.
     """
     if not series:
         return None
@@ -43,19 +60,19 @@ def stacked_bars(
     plot_h = height - top - bottom
     totals: list[int] = []
     for bucket in series:
-        counts = bucket.get("counts")
-        totals.append(sum(int(v) for v in counts.values()) if isinstance(counts, Mapping) else 0)
+        counts = bucket.get(field)
+        totals.append(sum(int(counts.get(k, 0) or 0) for k in colors) if isinstance(counts, Mapping) else 0)
     peak = max(max(totals), 1)
     step = (width - 2 * left) / len(series)
     bar_w = max(step * 0.8, 1.0)
     bars: list[Bar] = []
     for i, bucket in enumerate(series):
-        counts = bucket.get("counts")
+        counts = bucket.get(field)
         if not isinstance(counts, Mapping):
             continue
         y = top + plot_h
-        for severity in SEVERITIES:
-            value = int(counts.get(severity, 0) or 0)
+        for key, color in colors.items():
+            value = int(counts.get(key, 0) or 0)
             if value <= 0:
                 continue
             h = plot_h * value / peak
@@ -66,8 +83,8 @@ def stacked_bars(
                     y=round(y, 2),
                     width=round(bar_w, 2),
                     height=round(h, 2),
-                    color=COLORS[severity],
-                    title=f"{str(bucket.get('start', ''))[:16]} {severity}: {value}",
+                    color=color,
+                    title=f"{str(bucket.get('start', ''))[:16]} {key}: {value}",
                 )
             )
     return Chart(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from qcdr_federation.console.backends import Result
-from qcdr_federation.console.charts import COLORS, SEVERITIES, stacked_bars
+from qcdr_federation.console.charts import COLORS, OTHER, SEVERITIES, category_colors, stacked_bars
 from qcdr_federation.console.web import PREFIX, SessionDep, StateDep, render
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -57,6 +57,20 @@ async def overview(request: Request, session: SessionDep, state: StateDep) -> Re
     data: dict[str, Any] = stats.data if stats.ok and isinstance(stats.data, dict) else {}
     by_severity = data.get("by_severity") if isinstance(data.get("by_severity"), dict) else {}
     pending_items = _list(pending.data, "items") if pending.ok else []
+    # the categories the series carries (analysis keeps the range's largest, the rest as "other")
+    seen = [
+        c
+        for bucket in _list(data, "series")
+        if isinstance(bucket, dict) and isinstance(bucket.get("categories"), dict)
+        for c in bucket["categories"]
+    ]
+    ordered = [
+        c["category"] for c in _list(data, "by_category") if isinstance(c, dict) and c.get("category") in seen
+    ]
+    category_legend = category_colors([*dict.fromkeys(ordered), *([OTHER] if OTHER in seen else [])])
+    category_chart = (
+        stacked_bars(_list(data, "series"), field="categories", colors=category_legend) if seen else None
+    )
     return render(
         request,
         "overview.html",
@@ -71,6 +85,8 @@ async def overview(request: Request, session: SessionDep, state: StateDep) -> Re
         severities=[(s, int((by_severity or {}).get(s, 0) or 0)) for s in SEVERITIES],
         colors=COLORS,
         chart=stacked_bars(_list(data, "series")),
+        category_chart=category_chart,
+        category_legend=category_legend,
         by_category=_list(data, "by_category"),
         top_namespaces=_list(data, "top_namespaces"),
         top_images=_list(data, "top_images"),
