@@ -217,9 +217,17 @@ class Stack:
             log_path = self.run_dir / "logs" / f"{service}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             command = [str(BIN / f"qcdr-{service}"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            own_env = env
+            if service == "federation":
+                # the console (/ui) reads the services started before it, with the suite's token
+                own_env = {
+                    **env,
+                    "QCDR_CONSOLE_SERVICE_TOKEN": env["QCDR_API_TOKEN"],
+                    **{f"QCDR_CONSOLE_{s.upper()}_URL": services[s]["url"] for s in SERVICES[:4]},
+                }
             with log_path.open("ab") as log:
                 process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    command, stdout=log, stderr=subprocess.STDOUT, env=own_env, start_new_session=True
                 )
             (self.run_dir / f"{service}.pid").write_text(str(process.pid))
             services[service] = {"pid": process.pid, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}
