@@ -53,6 +53,8 @@ EXTERNAL_SECRETS = {
     # a spoke's (k8s/components/federation-spoke)
     "qcdr-federation-bootstrap": {"token"},
     "qcdr-federation-response-token": {"token"},
+    # the console's token for the other services' APIs (optional)
+    "qcdr-console-service-token": {"token"},
 }
 POLICY_KINDS = {
     "tracingpolicies",
