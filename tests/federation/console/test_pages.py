@@ -212,6 +212,9 @@ async def test_actions_pending_and_leases(client: httpx.AsyncClient, fake: FakeD
     assert _text(page.text, "lease-count") == "1"
     assert "web-11" in page.text
     assert "2026-12-05 03:00:00" in page.text
+    # every action, finished ones too, in the recent list
+    recent = page.text.partition('id="recent-actions"')[2].partition("</table>")[0]
+    assert [f"<td>{i}</td>" in recent for i in (11, 12, 13)] == [True, True, True]
     approve = await post(client, "/ui/actions/11/approve", csrf, reason="confirmed")
     assert approve.status_code == 303
     assert fake.writes[-1] == (

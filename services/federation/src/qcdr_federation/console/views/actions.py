@@ -6,6 +6,7 @@ Every write carries a note naming the signed-in principal ("via console by X")."
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -65,15 +66,18 @@ async def _spoke_actions(state: ConsoleState, request: Request) -> list[dict[str
     return out
 
 
+RECENT = 25
+
+
 @router.get("/actions")
 async def actions(request: Request, session: SessionDep, state: StateDep) -> Response:
-    pending = await state.backends.get(
-        "response", "/v1/actions", {"state": "pending", "limit": str(LIST_LIMIT)}
+    pending, running, recent = await asyncio.gather(
+        state.backends.get("response", "/v1/actions", {"state": "pending", "limit": str(LIST_LIMIT)}),
+        state.backends.get("response", "/v1/actions", {"state": "succeeded", "limit": str(LIST_LIMIT)}),
+        # every state, newest first: what became of what was approved (dry runs, failures, undos)
+        state.backends.get("response", "/v1/actions", {"limit": str(RECENT)}),
     )
-    running = await state.backends.get(
-        "response", "/v1/actions", {"state": "succeeded", "limit": str(LIST_LIMIT)}
-    )
-    errors = [r for r in (pending, running) if not r.ok]
+    errors = [r for r in (pending, running, recent) if not r.ok]
     pending_items = pending.data.get("items", []) if pending.ok and isinstance(pending.data, dict) else []
     leases = [
         a
@@ -92,6 +96,7 @@ async def actions(request: Request, session: SessionDep, state: StateDep) -> Res
         errors=errors,
         pending=pending_items,
         leases=leases,
+        recent=recent.data.get("items", []) if recent.ok and isinstance(recent.data, dict) else [],
         spokes=spokes,
         hub=state.role is FederationRole.HUB,
         message=message,
