@@ -12,6 +12,7 @@ refused: no session, a wrong or missing CSRF token, a foreign origin, a read-onl
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import ssl
@@ -23,11 +24,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis
 from playwright.async_api import Page
 from qcdr_admission.certs import CertFiles, write_dev_certs
+from qcdr_analysis import attack
 from qcdr_common.testing import browser
 from qcdr_common.testing.browser import Chromium
 from qcdr_common.testing.k8s_server import K8sTestServer
@@ -56,6 +59,20 @@ def eventually(check: Callable[[], Any], *, within: float = 30.0, every: float =
             return value
         time.sleep(every)
     raise AssertionError(f"not within {within} s; last value: {value!r}")
+
+
+async def chain_in_database(database_url: str, chain_id: str) -> list[dict[str, Any]]:
+    """The steps of a chain finding as analysis stored them (``analysis_findings.payload``)."""
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        payload = await conn.fetchval(
+            "SELECT payload FROM analysis_findings WHERE id = $1 AND kind = 'chain'", chain_id
+        )
+    finally:
+        await conn.close()
+    assert payload is not None, f"no chain {chain_id} in analysis_findings"
+    steps: list[dict[str, Any]] = json.loads(payload)["attributes"]["steps"]
+    return steps
 
 
 @dataclass
@@ -370,6 +387,14 @@ async def test_the_console_in_a_browser(console: Console, seeded: Seeded, chromi
             assert technique["name"], technique
             assert f"{technique['id']} {technique['name']}" in shown, shown
     assert [s["techniques"][0]["id"] for s in chain["steps"]] == ["T1059.004", "T1071"]
+    # and against the database itself: the chain finding analysis stored, with MITRE's names
+    stored = await chain_in_database(console.stack.env["DATABASE_URL"], seeded.chain["id"])
+    assert [s["name"] for s in stored] == [s["name"] for s in chain["steps"]]
+    for i, step in enumerate(stored):
+        shown = await steps.nth(i).inner_text()
+        assert step["event_id"] in shown, shown
+        for technique_id in step["techniques"]:
+            assert f"{technique_id} {attack.name(technique_id)}" in shown, shown
     assert await text(page, "#confidence") == f"{chain['confidence']:.2f}"
     assert await text(page, "#clusters") == ", ".join(chain["clusters"])
     await shot(page, "chain.png")
