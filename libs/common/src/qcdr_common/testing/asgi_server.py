@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
@@ -25,8 +26,10 @@ def serve_app(
     startup_timeout_s: float = 10.0,
     lifespan: Literal["on", "off", "auto"] = "off",
     fast: bool = False,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[str]:
-    """Run ``app`` on 127.0.0.1 (a free port) until the block ends; yields ``http://127.0.0.1:PORT``."""
+    """Run ``app`` on 127.0.0.1 (a free port) until the block ends; yields ``http://127.0.0.1:PORT``,
+    or ``https://`` with ``tls`` = (certificate, key) files."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so
     # (without it every keep-alive request waits ~40 ms for a delayed ACK).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -44,6 +47,8 @@ def serve_app(
             # (uvloop + httptools) is for doubles that benchmarks page through.
             loop="uvloop" if fast else "asyncio",
             http="httptools" if fast else "h11",
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
             timeout_graceful_shutdown=2,
         )
     )
@@ -55,7 +60,7 @@ def serve_app(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start within {startup_timeout_s:g} s")
             time.sleep(0.005)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=startup_timeout_s)

@@ -37,9 +37,6 @@ import base64
 import hashlib
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 import pytest_asyncio
-import uvicorn
+
+from qcdr_common.testing.asgi_server import serve_app
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Playwright
@@ -162,34 +160,7 @@ def serve_https(
     connections open (and half-open after a refused handshake), and a server stopped under them
     leaves sockets that are collected unclosed (a ResourceWarning, an error under
     ``filterwarnings = error``)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan=lifespan,
-            ws="none",
-            loop="asyncio",
-            http="h11",
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
-            timeout_graceful_shutdown=2,
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    try:
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start within {startup_timeout_s:g} s")
-            time.sleep(0.005)
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=startup_timeout_s)
-        sock.close()
+    with serve_app(
+        app, name=name, lifespan=lifespan, startup_timeout_s=startup_timeout_s, tls=(cert, key)
+    ) as url:
+        yield url
