@@ -22,9 +22,9 @@ from qcdr_common.contracts.federation.v1 import (
 )
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.streams.envelope import new_envelope
+from qcdr_federation.backoff import Backoff, StoppedError, unless_stopped
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import baselines
-from qcdr_federation.spoke.backoff import Backoff, StoppedError, unless_stopped
 from qcdr_federation.spoke.baselines import BaselineSync
 from qcdr_federation.spoke.client import Credential, HubClient, HubError, HubErrorKind
 from qcdr_federation.spoke.models import SpokePolicyRow

@@ -30,10 +30,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import BigInteger, DateTime, Text
 
+from qcdr_federation.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
-from qcdr_federation.spoke.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.spoke.client import HubClient, HubError, HubErrorKind
 from qcdr_federation.spoke.models import SpokeBaselineRow
 from qcdr_federation.spoke.registration import Registrar

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from qcdr_common.contracts.federation.v1 import CommandResult, SpokeCommand
 from qcdr_common.logging import get_logger
 
+from qcdr_federation.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.settings import FederationSettings
-from qcdr_federation.spoke.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.spoke.client import HubClient, HubError, HubErrorKind
 from qcdr_federation.spoke.registration import Registrar
 from qcdr_federation.spoke.response_api import ResponseApi

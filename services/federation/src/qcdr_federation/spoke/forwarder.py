@@ -20,8 +20,8 @@ from qcdr_common.contracts.federation.v1 import ForwardBatch, ForwardKind
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.consumer import Delivery, StreamConsumer
 
+from qcdr_federation.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.settings import FederationSettings
-from qcdr_federation.spoke.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.spoke.client import HubClient, HubError, HubErrorKind
 from qcdr_federation.spoke.metrics import FORWARD_REJECTED, FORWARDED
 from qcdr_federation.spoke.registration import Registrar

@@ -18,10 +18,10 @@ from qcdr_common.logging import get_logger
 from qcdr_common.streams.outbox import outbox_backlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from qcdr_federation.backoff import StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
-from qcdr_federation.spoke.backoff import StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.spoke.client import HubClient, HubError, agent_version
 from qcdr_federation.spoke.models import SpokePolicyStatusRow
 from qcdr_federation.spoke.registration import Registrar

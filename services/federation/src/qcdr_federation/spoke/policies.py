@@ -29,10 +29,10 @@ from qcdr_common.streams.envelope import Envelope, new_envelope
 from qcdr_common.streams.outbox import enqueue
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from qcdr_federation.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
-from qcdr_federation.spoke.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.spoke.client import HubClient, HubError
 from qcdr_federation.spoke.metrics import SYNCS
 from qcdr_federation.spoke.models import SpokePolicyRow

@@ -15,9 +15,9 @@ from qcdr_common.contracts.federation.v1 import RegisterRequest, RegisterRespons
 from qcdr_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from qcdr_federation.backoff import Backoff, sleep_unless_stopped, wait_any
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
-from qcdr_federation.spoke.backoff import Backoff, sleep_unless_stopped, wait_any
 from qcdr_federation.spoke.client import Credential, HubClient, HubError, HubErrorKind, agent_version
 from qcdr_federation.spoke.runtime import REGISTRATION, AgentState, utcnow
 

@@ -22,15 +22,15 @@ from qcdr_common.streams.consumer import Delivery
 from qcdr_common.streams.envelope import Envelope
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from qcdr_federation.settings import FederationSettings
-from qcdr_federation.spoke import repository as repo
-from qcdr_federation.spoke.backoff import (
+from qcdr_federation.backoff import (
     Backoff,
     StoppedError,
     sleep_unless_stopped,
     unless_stopped,
     wait_any,
 )
+from qcdr_federation.settings import FederationSettings
+from qcdr_federation.spoke import repository as repo
 from qcdr_federation.spoke.client import HubClient, HubError
 from qcdr_federation.spoke.models import SpokePolicyStatusRow
 from qcdr_federation.spoke.registration import Registrar

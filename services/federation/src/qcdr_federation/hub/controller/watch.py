@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ from lightkube.types import OnErrorAction, OnErrorResult
 from prometheus_client import Counter
 from qcdr_common.logging import get_logger
 
+from qcdr_federation.backoff import Backoff
 from qcdr_federation.hub.controller.kinds import CrdKind, as_dict, resource
 
 log = get_logger(__name__)
@@ -80,21 +80,6 @@ def _rv(obj: Mapping[str, Any]) -> str | None:
     return rv if isinstance(rv, str) and rv else None
 
 
-class Backoff:
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._next = initial_s
-
-    def reset(self) -> None:
-        self._next = self.initial_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.max_s)
-        return min(self.max_s, delay * random.uniform(0.8, 1.2))
-
-
 class Informer:
     """Lists and watches one kind; ``cache`` holds its objects by name (as last seen)."""
 
@@ -114,7 +99,7 @@ class Informer:
         self.handler = handler
         self.resync_s = resync_s
         self.watch_timeout_s = watch_timeout_s
-        self.backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self.backoff = Backoff(backoff_max_s, base_s=backoff_initial_s)
         self.cache: dict[str, dict[str, Any]] = {}
         self.resource_version: str | None = None
         self.synced = asyncio.Event()  # set after the first complete list
@@ -136,7 +121,7 @@ class Informer:
                 try:
                     await self._relist()
                 except Exception as exc:  # API down, kind not installed, forbidden, a bad answer
-                    delay = self.backoff.next()
+                    delay = self.backoff.next_delay()
                     log.warning(
                         "federation_controller_list_failed",
                         kind=self.kind.value,
@@ -203,7 +188,7 @@ class Informer:
                     "federation_controller_watch_expired", kind=self.kind.value, rv=self.resource_version
                 )
                 return
-            delay = self.backoff.next()
+            delay = self.backoff.next_delay()
             if code is not None:
                 # 403, 404 (CRD gone), 5xx, 504 too-large version: start over from a list
                 WATCH_RESTARTS.labels(self.kind.value, "error").inc()

@@ -1,6 +1,7 @@
-"""Retry pacing for calls to the hub and the local response API: exponential back-off with full
-jitter (a random wait between 0 and the capped exponential step, so that many spokes cut off by
-the same outage do not come back in lock-step), and waits that end early when the agent stops."""
+"""Retry pacing for the spoke's calls to the hub and its response API and for the hub controller's
+watches: exponential back-off with full jitter (a random wait between 0 and the capped exponential
+step, so that many spokes cut off by the same outage do not come back in lock-step), and waits that
+end early when the agent stops."""
 
 from __future__ import annotations
 
