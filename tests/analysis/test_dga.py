@@ -7,14 +7,18 @@ from datetime import UTC, datetime, timedelta
 from random import Random
 
 import numpy as np
+import orjson
 import pytest
 from qcdr_analysis.dns import PodDgaTracker, Query, TrackerConfig, classify, load_classifier, registered
+from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
 from qcdr_analysis.dns.domains import split
 from qcdr_analysis.dns.features import FEATURES, matrix
 from qcdr_analysis.dns.generators import DGA_FAMILIES, benign, dataset, dga
 from qcdr_analysis.dns.text import lexicon, segment
+from qcdr_analysis.dns.train import _export
 from qcdr_common.contracts.events.v1 import Workload
 from qcdr_common.contracts.findings.v1 import FindingKind
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 POD = Workload(cluster="c1", namespace="shop", pod="cart-7d9f")
@@ -27,10 +31,31 @@ def test_registered_domain_offline_with_private_suffixes() -> None:
     # Dynamic-DNS suffixes from the PSL's private section: the user's label is what counts.
     assert split("abcxyz.ddns.net").label == "abcxyz"
     assert split("abcxyz.ddns.net").private_suffix
+    # Free dynamic-DNS parents the PSL does not list (FreeDNS, ChangeIP): the same, one level down.
+    shared = split("www.clwafrfuuxq.yi.org")
+    assert (shared.subdomain, shared.label, shared.suffix, shared.private_suffix) == (
+        "www",
+        "clwafrfuuxq",
+        "yi.org",
+        True,
+    )
+    assert registered("kxaszma.mooo.com") == "kxaszma.mooo.com"
+    assert split("mooo.com").label == "mooo"  # the provider's own site is an ordinary name
     # An alternative root (EmerDNS) is no known suffix: its label is still judged.
     name = split("afgimzahgip.bazar")
     assert (name.label, name.suffix, name.known_suffix) == ("afgimzahgip", "bazar", False)
     assert split("xn--80aaiflkn.su").idn
+
+
+def test_exported_trees_score_what_scikit_learn_fitted() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, len(FEATURES)))
+    y = (x[:, 0] + x[:, 3] * x[:, 5] > 0.2).astype(int)
+    clf = HistGradientBoostingClassifier(max_iter=40, max_depth=4, random_state=0).fit(x, y)
+    dga_lm = orjson.loads(MODEL_PATH.read_bytes())["dga_lm"]
+    model = model_from_dict(_export(clf, 0.5, dga_lm, {}))
+    probe = rng.normal(size=(500, len(FEATURES)))
+    assert np.allclose(model.scores(probe), clf.predict_proba(probe)[:, 1], atol=1e-9)
 
 
 def test_lexicon_segments_words_not_noise() -> None:

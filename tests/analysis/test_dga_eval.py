@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from qcdr_analysis.dns.evaluate import Evaluation, evaluate, read
 
-# Measured with the shipped model.json (FPR 1.03 %, macro 0.829 with real site names on the benign
-# side); a change that drops below these is a regression.
-FLOOR_NON_DICTIONARY_MACRO = 0.82
-CEILING_FPR = 0.011
+# Measured with the shipped model.json (FPR 0.94 %, macro 0.858); a change that drops below these is
+# a regression. The FPR half of the goal is met, so its ceiling is the goal itself.
+FLOOR_NON_DICTIONARY_MACRO = 0.85
+CEILING_FPR = 0.01
 
 
 @pytest.fixture(scope="module")

@@ -46,8 +46,6 @@ class Forest:
     learning_rate: float
 
     def raw(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        # The trees were fitted on float32 inputs; compare in the same precision.
-        x32 = x.astype(np.float32)
         # All trees step together: one (trees x names) array of node indices per level, so the
         # cost is a few numpy calls per level rather than per tree.
         trees = np.arange(self.left.shape[0])[:, None]
@@ -56,7 +54,7 @@ class Forest:
         for _ in range(self.depth):
             left = self.left[trees, node]
             feat = np.maximum(self.feature[trees, node], 0)
-            go_left = x32[rows, feat] <= self.threshold[trees, node]
+            go_left = x[rows, feat] <= self.threshold[trees, node]
             node = np.where(left < 0, node, np.where(go_left, left, self.right[trees, node]))
         total: npt.NDArray[np.float64] = self.value[trees, node].sum(axis=0)
         return self.init + self.learning_rate * total

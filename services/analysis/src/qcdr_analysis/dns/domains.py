@@ -37,6 +37,19 @@ def normalise(domain: str) -> str:
     return domain.strip().rstrip(".").lower()
 
 
+# Free dynamic-DNS services whose shared parent domains the PSL does not list (it has No-IP's,
+# DuckDNS and Dyn's): FreeDNS (afraid.org) shared domains, ChangeIP's free domains and a few
+# others that public threat-intel lists of dynamic DNS carry. A name under one of them is chosen
+# by whoever registered the host, so it is judged like a label under a PSL private suffix.
+_SHARED_DYNAMIC_DNS = (
+    "mooo.com us.to uk.to yi.org chickenkiller.com crabdance.com jumpingcrab.com ignorelist.com "
+    "strangled.net twilightparadox.com ftp.sh dynserv.com changeip.com changeip.net changeip.org "
+    "2waky.com x24hr.com zzux.com dns04.com dns05.com mefound.com wikaba.com ns01.info ns02.info "
+    "dtdns.net dnsdynamic.org dynu.com"
+)
+SHARED_DYNAMIC_DNS = frozenset(_SHARED_DYNAMIC_DNS.split(" "))
+
+
 @lru_cache(maxsize=65536)
 def split(domain: str) -> Name:
     fqdn = normalise(domain)
@@ -51,6 +64,9 @@ def split(domain: str) -> Name:
         # A bare suffix ("co.uk"): the last label is all there is to judge.
         head, _, rest = r.suffix.partition(".")
         return Name(fqdn, "", head, rest, r.is_private)
+    if r.subdomain and f"{r.domain}.{r.suffix}" in SHARED_DYNAMIC_DNS:
+        sub, _, label = r.subdomain.rpartition(".")
+        return Name(fqdn, sub, label, f"{r.domain}.{r.suffix}", True)
     return Name(fqdn, r.subdomain, r.domain, r.suffix, r.is_private)
 
 

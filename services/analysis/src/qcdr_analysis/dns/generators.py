@@ -28,6 +28,7 @@ from qcdr_analysis.dns.benign import (
     word_lists,
 )
 from qcdr_analysis.dns.pronounceable import (
+    affixed_words,
     closed_syllables,
     cv_alternating,
     doubled_vowels,
@@ -185,9 +186,27 @@ def permuted_private(rng: Random) -> str:
     return f"{label}.{rng.choice(PRIVATE)}"
 
 
+# Hash-derived families that keep eight hex digits (a CRC-32 or the head of an MD5 of the date), as
+# public write-ups of Orchard-style DGAs show, on legacy TLDs and dynamic DNS.
+HEX_SUFFIXES = items("com net org duckdns.org")
+
+
+def hex8(rng: Random) -> str:
+    digest = hashlib.md5(rng.randbytes(8), usedforsecurity=False).hexdigest()[:8]
+    return f"{digest}.{rng.choice(HEX_SUFFIXES)}"
+
+
 # Families that return a whole name (their own suffix) rather than a label.
 WHOLE_NAME = frozenset(
-    {"dynamic_random", "alt_root", "short_cctld", "pairs_dynamic", "short_alnum_free", "permuted_private"}
+    {
+        "dynamic_random",
+        "alt_root",
+        "short_cctld",
+        "pairs_dynamic",
+        "short_alnum_free",
+        "permuted_private",
+        "hex8",
+    }
 )
 
 # Word-list families are generated for tests and reports but left out of training by default:
@@ -220,6 +239,8 @@ DGA_FAMILIES: dict[str, Callable[[Random], str]] = {
     "y_syllables": y_syllables,
     "short_alnum_free": short_alnum_free,
     "permuted_private": permuted_private,
+    "affixed_words": affixed_words,
+    "hex8": hex8,
 }
 
 

@@ -125,3 +125,26 @@ def y_syllables(rng: Random) -> str:
     for i in range(rng.randint(7, 10)):
         out.append(rng.choice(_CONS) if i % 2 == 0 else rng.choice("aeiouyyy"))
     return "".join(out)
+
+
+# English derivational affixes around invented stems: public write-ups of Ngioweb show names such
+# as an "over"/"multi"/"sub" prefix, two to four made-up syllables and a "-ness"/"-ance"/"-ize"
+# suffix, one to three of them joined by hyphens.
+PREFIXES = items(
+    "a ab ad anti auto bi co de dis e em en epi ex extra hyper il im in inter ir macro mega micro "
+    "mini mis mono multi non omni over para post pre pro re semi sub super tele trans tri ultra un under"
+)
+SUFFIXES = items(
+    "able ably age al ance ancy ant ary ate ation dom ence ency ent er ery ful hood ial ian ible ic "
+    "ical ify ing ion ise ish ism ist ity ive ize less like ly ment ness or ory ous ship sion some "
+    "tion ure ward wise"
+)
+
+
+def affixed_word(rng: Random) -> str:
+    stem = "".join(rng.choice(_CONS) + rng.choice(VOWELS) for _ in range(rng.randint(2, 4)))
+    return rng.choice(PREFIXES) + stem + rng.choice(SUFFIXES)
+
+
+def affixed_words(rng: Random) -> str:
+    return "-".join(affixed_word(rng) for _ in range(rng.choice((1, 1, 2, 2, 3))))

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
 from qcdr_analysis.dns.domains import split
@@ -50,11 +50,13 @@ VAL_PER_FAMILY, VAL_BENIGN = 800, 3000
 # Real site names (sites.py, the HSTS preload list) beside the generated benign names: disjoint
 # parts of the list for the trees and for the threshold.
 N_SITES, VAL_SITES = 50000, 25000
+# Histogram gradient boosting: the same kind of model as exact-split boosting at a tenth of the
+# fitting time (seconds rather than minutes), so the whole training run stays under a minute.
 PARAMS: dict[str, Any] = {
-    "n_estimators": 200,
-    "max_depth": 4,
+    "max_iter": 300,
+    "max_depth": 5,
     "learning_rate": 0.1,
-    "subsample": 0.8,
+    "early_stopping": False,
     "random_state": 7,
 }
 
@@ -81,30 +83,34 @@ def _with_sites(data: Dataset, part: Part, n: int, seed: int) -> Dataset:
 
 
 def _export(
-    clf: GradientBoostingClassifier, threshold: float, dga_lm: list[dict[str, Any]], meta: dict[str, Any]
+    clf: HistGradientBoostingClassifier, threshold: float, dga_lm: list[dict[str, Any]], meta: dict[str, Any]
 ) -> dict[str, Any]:
+    # The fitted trees, read from the predictors scikit-learn builds (a private attribute, so the
+    # lock file pins the version; train() checks the exported trees score what was fitted).
     trees = []
-    for est in clf.estimators_[:, 0]:
-        t = est.tree_
+    for (predictor,) in clf._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
         trees.append(
             {
-                "left": t.children_left.tolist(),
-                "right": t.children_right.tolist(),
-                "feature": t.feature.tolist(),
-                "threshold": [float(v) for v in t.threshold],
-                "value": [float(v) for v in t.value[:, 0, 0]],
+                "left": np.where(leaf, -1, nodes["left"].astype(np.int64)).tolist(),
+                "right": np.where(leaf, -1, nodes["right"].astype(np.int64)).tolist(),
+                "feature": np.where(leaf, -2, nodes["feature_idx"].astype(np.int64)).tolist(),
+                "threshold": [float(v) for v in nodes["num_threshold"]],
+                "value": [float(v) for v in nodes["value"]],
             }
         )
-    prior = float(np.mean(clf.classes_[1] == meta["_y"]))
+    depth = max(int(predictor.nodes["depth"].max()) for (predictor,) in clf._predictors)
     return {
-        "version": 1,
+        "version": 2,
         "features": list(FEATURES),
-        "max_depth": PARAMS["max_depth"],
-        "learning_rate": PARAMS["learning_rate"],
-        "init": math.log(prior / (1 - prior)),
+        "max_depth": depth,
+        # Leaf values already carry the learning rate.
+        "learning_rate": 1.0,
+        "init": float(np.ravel(clf._baseline_prediction)[0]),
         "threshold": threshold,
         "dga_lm": dga_lm,
-        "meta": {k: v for k, v in meta.items() if not k.startswith("_")},
+        "meta": meta,
         "trees": trees,
     }
 
@@ -115,13 +121,13 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
     contrast = contrast_from_dict(dga_lm)
     names, labels, _ = _with_sites(dataset(TRAIN_SEED, PER_FAMILY, N_BENIGN), "train", N_SITES, TRAIN_SEED)
     x, y = matrix(names, contrast=contrast), np.array(labels)
-    clf = GradientBoostingClassifier(**PARAMS).fit(x, y)
+    clf = HistGradientBoostingClassifier(**PARAMS).fit(x, y)
 
     v_names, v_labels, v_families = _with_sites(
         dataset(VALIDATION_SEED, VAL_PER_FAMILY, VAL_BENIGN), "validation", VAL_SITES, VALIDATION_SEED
     )
     vx, vy = matrix(v_names, contrast=contrast), np.array(v_labels)
-    probe = _export(clf, 0.5, dga_lm, {"_y": y})
+    probe = _export(clf, 0.5, dga_lm, {})
     model = model_from_dict(probe)
     scores = model.scores(vx)
     # Keep sklearn and the JSON evaluator in lock-step: the shipped file must score what was fitted.
@@ -142,7 +148,6 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
         "validation_tpr": tpr,
         "params": PARAMS,
         "seconds": round(time.perf_counter() - started, 1),
-        "_y": y,
     }
     return _export(clf, threshold, dga_lm, meta)
 
