@@ -209,15 +209,33 @@ class Stack:
 
     def start(self, env: dict[str, str], port_base: int) -> None:
         services = self.state.setdefault("services", {})
-        for index, service in enumerate(SERVICES):
+        # Ports first: ingest (started first) is told where analysis will listen.
+        ports = {
+            service: (
+                int(services[service]["url"].rsplit(":", 1)[1])
+                if self.running(service)
+                else free_port()
+                if port_base == 0
+                else port_base + index
+            )
+            for index, service in enumerate(SERVICES)
+        }
+        for service in SERVICES:
             if self.running(service):
                 say(f"{service} already runs ({services[service]['url']})")
                 continue
-            port = free_port() if port_base == 0 else port_base + index
+            port = ports[service]
             log_path = self.run_dir / "logs" / f"{service}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             command = [str(BIN / f"qcdr-{service}"), "serve", "--host", "127.0.0.1", "--port", str(port)]
             own_env = env
+            if service == "ingest":
+                # the verdict API asks analysis for DGA scores of names no feed lists
+                own_env = {
+                    **env,
+                    "QCDR_DGA_ANALYSIS_URL": f"http://127.0.0.1:{ports['analysis']}",
+                    "QCDR_DGA_ANALYSIS_TOKEN": env["QCDR_API_TOKEN"],
+                }
             if service == "federation":
                 # the console (/ui) reads the services started before it, with the suite's token
                 own_env = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from qcdr_ingest.dns.domains import DomainIndicators, build
 from qcdr_ingest.dns.names import InvalidNameError, normalize, parents, registered_domain
-from qcdr_ingest.dns.service import verdict
+from qcdr_ingest.dns.service import DgaScore, DgaUnavailableError, verdict
 from qcdr_ingest.intel.feeds import parse_feeds
 from qcdr_ingest.intel.model import FeedFormat, FeedSpec
 from qcdr_ingest.intel.parse import parse_feed
@@ -26,6 +26,10 @@ def _data_lines(path: Path) -> list[str]:
 
 
 @pytest.mark.shared
+def _build_from_files(specs: list[FeedSpec]) -> DomainIndicators:
+    return build([(spec, Path(spec.url.removeprefix("file://")).read_bytes()) for spec in specs])
+
+
 def test_dynamic_domain_trail_parses_whole(maltrail: Path) -> None:
     path = maltrail / "suspicious" / "dynamic_domain.txt"
     feed = parse_feed(path.read_bytes(), FeedFormat.DOMAINS)
@@ -51,7 +55,7 @@ def test_crypto_mining_trail_splits_names_and_addresses(maltrail: Path) -> None:
 
 
 @pytest.mark.shared
-def test_maltrail_feeds_in_a_feed_file_build_the_set(maltrail: Path) -> None:
+async def test_maltrail_feeds_in_a_feed_file_build_the_set(maltrail: Path) -> None:
     specs = parse_feeds(
         [
             {
@@ -70,10 +74,9 @@ def test_maltrail_feeds_in_a_feed_file_build_the_set(maltrail: Path) -> None:
         ],
         base_dir=maltrail,
     )
-    bodies = [(spec, Path(spec.url.removeprefix("file://")).read_bytes()) for spec in specs]
-    domains = build(bodies)
+    domains = _build_from_files(specs)
     assert len(domains) > 2000
-    hit = verdict("X.Pool.MineXMR.com.", domains)
+    hit = await verdict("X.Pool.MineXMR.com.", domains)
     assert (hit.blocked, hit.threat, hit.listed, hit.registered_domain) == (
         True,
         "mining",
@@ -81,9 +84,9 @@ def test_maltrail_feeds_in_a_feed_file_build_the_set(maltrail: Path) -> None:
         "minexmr.com",
     )
     assert hit.reason == "under listed pool.minexmr.com by maltrail-mining"
-    dyn = verdict("c2.3utilities.com", domains)
+    dyn = await verdict("c2.3utilities.com", domains)
     assert (dyn.blocked, dyn.threat) == (True, "dyndns")
-    clean = verdict("www.example.org", domains)
+    clean = await verdict("www.example.org", domains)
     assert (clean.blocked, clean.threat, clean.registered_domain) == (False, None, "example.org")
     assert "no DGA scorer" in clean.reason
 
@@ -162,12 +165,31 @@ def test_matching_is_exact_or_by_listed_parent_never_by_suffix() -> None:
     assert domains.match("com") is not None  # only the exact name
 
 
-def test_dga_hook() -> None:
+async def test_dga_hook() -> None:
     domains = DomainIndicators()
-    high = verdict("qxkzjvbwpl.example", domains, lambda name: (0.97, "testfam"))
-    assert (high.blocked, high.threat, high.dga_score) == (True, "dga:testfam", 0.97)
-    low = verdict("shop.example", domains, lambda name: (0.1, None))
-    assert (low.blocked, low.threat) == (False, None)
+    asked: list[str] = []
+
+    async def high_scorer(name: str) -> DgaScore:
+        asked.append(name)
+        return DgaScore(0.97, True, ("high entropy (3.32 bits)",))
+
+    async def low_scorer(name: str) -> DgaScore:
+        return DgaScore(0.1, False)
+
+    async def broken(name: str) -> DgaScore:
+        raise DgaUnavailableError("analysis did not answer in time")
+
+    high = await verdict("QXKZJVBWPL.example.", domains, high_scorer)
+    assert asked == ["qxkzjvbwpl.example"]  # the canonical name is scored
+    assert (high.blocked, high.threat, high.dga_score) == (True, "dga", 0.97)
+    assert "high entropy" in high.reason
+    low = await verdict("shop.example", domains, low_scorer)
+    assert (low.blocked, low.threat, low.dga_score) == (False, None, 0.1)
+    down = await verdict("shop.example", domains, broken)
+    assert (down.blocked, down.dga_score) == (False, None)
+    assert (
+        down.reason == "not listed by any domain feed; DGA score unavailable: analysis did not answer in time"
+    )
 
 
 def test_feed_spec_accepts_the_new_formats() -> None:

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -233,6 +234,20 @@ def test_up_status_down(tmp_path: Path, database_url: str, redis_url: str) -> No
                 assert spec.status_code == 200
                 assert int((run / f"{service}.pid").read_text()) == info["pid"]
                 pids[service] = info["pid"]
+            # ingest's verdict API was told where analysis listens: a generated name is blocked as
+            # DGA (retried while analysis loads its model in the background after start-up)
+            ingest = state["services"]["ingest"]["url"]
+            deadline = time.monotonic() + 30
+            while True:
+                verdict = client.post(
+                    ingest + "/v1/dns/verdict",
+                    json={"name": "clwafrfuuxq.yi.org"},
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                ).json()
+                if verdict["threat"] == "dga" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert (verdict["blocked"], verdict["threat"]) == (True, "dga"), verdict
         again = devstack_cli("up", "--port-base", "0")
         assert again.returncode == 0, again.stdout + again.stderr
         assert again.stdout.count("already runs") == len(SERVICES)

@@ -55,6 +55,8 @@ EXTERNAL_SECRETS = {
     "qcdr-federation-response-token": {"token"},
     # the console's token for the other services' APIs (optional)
     "qcdr-console-service-token": {"token"},
+    # ingest's read token for analysis's DGA scores (optional)
+    "qcdr-dga-analysis-token": {"token"},
 }
 POLICY_KINDS = {
     "tracingpolicies",

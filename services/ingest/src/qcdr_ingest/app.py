@@ -2,8 +2,8 @@
 
 Routes: ``POST /v1/events/{source}``, ``GET /v1/events``, ``GET /v1/events/{event_id}``,
 ``GET /v1/sources``, ``POST /v1/metrics/{source}``, ``GET /v1/intel/feeds``,
-``GET /v1/intel/lookup/{ip}``, ``POST``/``GET /v1/dns/verdict`` (bearer token: read for GET,
-write for POST), plus the shared
+``GET /v1/intel/lookup/{ip}``, ``POST``/``GET /v1/dns/verdict`` (bearer token; the verdict needs
+read only, the other POSTs write), plus the shared
 ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
 
 The lifespan extends the shared one (engine, Redis, httpx) with a session factory and, unless
@@ -24,6 +24,7 @@ from qcdr_common.db import make_session_factory
 from qcdr_common.logging import get_logger
 from qcdr_common.service_app import create_service_app
 
+from qcdr_ingest.dns.dga_client import AnalysisDgaScorer
 from qcdr_ingest.dns.router import router as dns_router
 from qcdr_ingest.events.ratelimit import TokenBuckets
 from qcdr_ingest.events.registry import load_adapters
@@ -63,6 +64,17 @@ def create_app(
     app.state.adapters = load_adapters()
     app.state.sample_adapters = load_sample_adapters()
     app.state.rate_limiter = TokenBuckets(settings.events_rate_per_s, settings.events_rate_burst)
+    scorer = (
+        AnalysisDgaScorer(
+            settings.dga_analysis_url,
+            settings.dga_token(),
+            timeout_s=settings.dga_timeout_s,
+            cache_s=settings.dga_cache_s,
+        )
+        if settings.dga_analysis_url
+        else None
+    )
+    app.state.dns_dga_scorer = scorer
     shared_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -92,6 +104,8 @@ def create_app(
                     for task in pending:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
+                if scorer is not None:
+                    await scorer.aclose()
 
     app.router.lifespan_context = lifespan
     return app

@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from qcdr_common.settings import CommonSettings
 
 from qcdr_ingest.qualys.config import QualysSettings
@@ -70,6 +70,26 @@ class IngestSettings(CommonSettings):
     intel_never_block: tuple[str, ...] = Field(
         default=(), description="Extra CIDRs never listed (cluster, node and service ranges)."
     )
+
+    # DGA scores for the verdict API, asked of analysis (POST /v1/dns/classify) for unlisted names
+    dga_analysis_url: str | None = Field(
+        default=None, description="Analysis base URL (http://analysis:8000); unset: verdicts are feed-only."
+    )
+    dga_analysis_token: SecretStr | None = Field(default=None, description="A read token of analysis.")
+    dga_analysis_token_file: Path | None = Field(default=None, description="The token from a file.")
+    dga_timeout_s: float = Field(
+        default=2.0, gt=0, description="Past this the verdict answers feed-only and says so."
+    )
+    dga_cache_s: float = Field(
+        default=600.0, ge=0, description="How long a name's score is reused (scores are deterministic)."
+    )
+
+    def dga_token(self) -> SecretStr | None:
+        if self.dga_analysis_token is not None and self.dga_analysis_token.get_secret_value():
+            return self.dga_analysis_token
+        if self.dga_analysis_token_file is not None:
+            return SecretStr(self.dga_analysis_token_file.read_text(encoding="utf-8").strip())
+        return None
 
     @model_validator(mode="after")
     def _burst_fits_a_batch(self) -> IngestSettings:

@@ -41,7 +41,7 @@ def domain_cache(request: Request) -> DomainSetCache:
 
 
 def dga_scorer(request: Request) -> DgaScorer | None:
-    # Hook for the DGA classifier (analysis); None until the lead wires one onto app.state.
+    # Set by create_app when QCDR_DGA_ANALYSIS_URL is configured (tests may set their own).
     scorer: DgaScorer | None = getattr(request.app.state, "dns_dga_scorer", None)
     return scorer
 
@@ -53,7 +53,7 @@ ScorerDep = Annotated[DgaScorer | None, Depends(dga_scorer)]
 async def _answer(name: str, cache: DomainSetCache, scorer: DgaScorer | None) -> VerdictRead:
     domains = await cache.get()
     try:
-        found = verdict(name, domains, scorer)
+        found = await verdict(name, domains, scorer)
     except InvalidNameError as exc:
         raise ApiError(422, f"not a domain name: {exc}", reason="invalid_name") from None
     return VerdictRead(

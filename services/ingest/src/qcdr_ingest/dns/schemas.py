@@ -17,9 +17,7 @@ class VerdictRead(BaseModel):
     name: str = Field(description="The canonical name: lowercase, no trailing dot, IDNA (xn--).")
     blocked: bool
     reason: str
-    threat: str | None = Field(
-        description="The listing feeds' categories (comma-separated), or dga[:family]."
-    )
+    threat: str | None = Field(description="The listing feeds' categories (comma-separated), or dga.")
     registered_domain: str | None = Field(description="From the bundled public-suffix list; null if none.")
     listed: str | None = Field(
         default=None, description="The listed entry that matched (the name or a parent)."

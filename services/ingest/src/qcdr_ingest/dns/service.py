@@ -1,28 +1,37 @@
 """Verdicts on single DNS names, and the cached domain set they are answered from.
 
 A verdict is the answer to "should this name be blocked": listed by a domain feed (exact or by a
-listed parent) means blocked, with the feeds' category as the threat. Anything else is allowed.
-
-DGA: the lexical DGA classifier lives in analysis (``qcdr_analysis.dns``), which ingest must not
-import (services never import each other). :data:`DgaScorer` is the hook: the lead wires a scorer
-that asks analysis (or a shared model file) and passes it to :func:`verdict`; until then no scorer
-is passed and verdicts are feed-only, which the ``reason`` says.
+listed parent) means blocked, with the feeds' category as the threat. A name on no feed is put to
+the DGA classifier when one is configured: the classifier lives in analysis, which ingest must not
+import, so :data:`DgaScorer` is any coroutine that scores a name (in production
+:class:`~qcdr_ingest.dns.dga_client.AnalysisDgaScorer`, which asks analysis over HTTP). Without a
+scorer, or when it cannot answer, verdicts are feed-only and the ``reason`` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from qcdr_ingest.dns.domains import DomainIndicators, from_stored_feeds
 from qcdr_ingest.dns.names import normalize, registered_domain
 from qcdr_ingest.intel.model import FeedSpec, FeedStateStore
 
-# name -> (probability the name is algorithmically generated, family or None); see module doc
-DgaScorer = Callable[[str], tuple[float, str | None]]
-DGA_BLOCK_AT = 0.9
+
+@dataclass(frozen=True, slots=True)
+class DgaScore:
+    score: float  # 0..1, how machine-made the name looks
+    is_dga: bool  # at or over the model's own threshold
+    reasons: tuple[str, ...] = ()
+
+
+class DgaUnavailableError(Exception):
+    """The scorer could not answer (the message says why, for the verdict's reason)."""
+
+
+DgaScorer = Callable[[str], Awaitable[DgaScore]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,7 @@ class Verdict:
     dga_score: float | None = None
 
 
-def verdict(raw_name: str, domains: DomainIndicators, dga: DgaScorer | None = None) -> Verdict:
+async def verdict(raw_name: str, domains: DomainIndicators, dga: DgaScorer | None = None) -> Verdict:
     """The verdict on one name; :class:`~qcdr_ingest.dns.names.InvalidNameError` for a non-name."""
     name = normalize(raw_name)
     base = registered_domain(name)
@@ -54,13 +63,21 @@ def verdict(raw_name: str, domains: DomainIndicators, dga: DgaScorer | None = No
             listed=found.listed,
             feeds=found.feeds,
         )
-    if dga is not None:
-        score, family = dga(name)
-        if score >= DGA_BLOCK_AT:
-            threat = f"dga:{family}" if family else "dga"
-            return Verdict(name, True, f"DGA score {score:.2f}", threat, base, dga_score=score)
-        return Verdict(name, False, f"not listed; DGA score {score:.2f}", None, base, dga_score=score)
-    return Verdict(name, False, "not listed by any domain feed (no DGA scorer configured)", None, base)
+    if dga is None:
+        return Verdict(name, False, "not listed by any domain feed (no DGA scorer configured)", None, base)
+    try:
+        scored = await dga(name)
+    except DgaUnavailableError as exc:
+        return Verdict(
+            name, False, f"not listed by any domain feed; DGA score unavailable: {exc}", None, base
+        )
+    if scored.is_dga:
+        why = f" ({'; '.join(scored.reasons)})" if scored.reasons else ""
+        reason = f"not listed; looks machine-generated: DGA score {scored.score:.2f}{why}"
+        return Verdict(name, True, reason, "dga", base, dga_score=scored.score)
+    return Verdict(
+        name, False, f"not listed; DGA score {scored.score:.2f}", None, base, dga_score=scored.score
+    )
 
 
 class DomainSetCache:
