@@ -186,6 +186,30 @@ def run(
     intel_ttl: Annotated[
         str, typer.Option(help="How long an indicator stays blocked after it left every feed.")
     ] = "7d",
+    dns_resolve_deny: Annotated[
+        bool,
+        typer.Option(
+            "--dns-resolve-deny",
+            help="Resolve the names on the domain feeds (--feeds, format domains or hosts) and deny "
+            "their addresses for their TTL: dns-resolve-deny.yaml. Needs --threat-intel.",
+        ),
+    ] = False,
+    dns_resolver: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="DNS server to resolve with, IP or IP:PORT (repeatable); default: /etc/resolv.conf "
+            "(in a pod, the cluster DNS, whose answers the pods get)."
+        ),
+    ] = None,
+    dns_max_names: Annotated[
+        int, typer.Option(min=1, help="Names resolved per run; the ones the fewest feeds list go first.")
+    ] = 5000,
+    dns_tetragon: Annotated[
+        bool,
+        typer.Option(
+            "--dns-tetragon", help="Also a Tetragon tcp_connect policy (Post) on the denied addresses."
+        ),
+    ] = False,
 ) -> None:
     """Fetch Qualys CDR findings and turn them into Tetragon and Cilium policies."""
     try:
@@ -211,6 +235,12 @@ def run(
             )
         elif feeds is not None:
             raise UsageError("--feeds needs --threat-intel")
+        if dns_resolve_deny:
+            if not threat_intel:
+                raise UsageError("--dns-resolve-deny needs --threat-intel (the domain feeds come with it)")
+            options.dns = _dns_options(options, dns_resolver or [], dns_max_names, dns_tetragon)
+        elif dns_resolver or dns_tetragon:
+            raise UsageError("--dns-resolver and --dns-tetragon need --dns-resolve-deny")
         source = _make_source(events_file, platform, gateway, severity, resource_type)
     except (UsageError, ValueError, ValidationError) as exc:
         _fail(_one_line(exc), EXIT_USAGE)
@@ -353,6 +383,41 @@ def _intel_options(
     except IntelError as exc:
         raise UsageError(str(exc)) from exc
     return intel
+
+
+def _dns_options(options: Any, resolvers: list[str], max_names: int, tetragon: bool) -> Any:
+    import ipaddress
+
+    from qcdr.dns_step import DnsBlockOptions, system_nameservers
+
+    addresses: list[str] = []
+    ports: set[int] = set()
+    for raw in resolvers:
+        host, port = raw, 53
+        if raw.count(":") == 1:  # IPv4:PORT; a bare IPv6 address has several colons
+            host, _, text = raw.partition(":")
+            if not text.isdigit() or not 0 < int(text) < 65536:
+                raise UsageError(f"--dns-resolver {raw!r}: the port must be 1-65535")
+            port = int(text)
+        try:
+            addresses.append(str(ipaddress.ip_address(host.strip("[]"))))
+        except ValueError:
+            raise UsageError(f"--dns-resolver {raw!r}: not an IP address (or IP:PORT)") from None
+        ports.add(port)
+    if len(ports) > 1:
+        raise UsageError("--dns-resolver: all resolvers must use the same port")
+    if not addresses and not system_nameservers():
+        raise UsageError("--dns-resolve-deny: no resolver in /etc/resolv.conf; give --dns-resolver")
+    return DnsBlockOptions(
+        state_dir=options.intel_state_dir,
+        nameservers=tuple(addresses),
+        port=ports.pop() if ports else 53,
+        max_names=max_names,
+        tetragon=tetragon,
+        never_block=options.generation.never_block,
+        cilium_version=options.generation.cilium_version,
+        tetragon_version=options.generation.tetragon_version,
+    )
 
 
 def _make_source(

@@ -15,6 +15,7 @@ from typing import Any
 
 from qcdr_common.contracts.intel.v1 import FeedSummary
 from qcdr_common.contracts.policies.v1 import PolicyDocument
+from qcdr_ingest.dns.domains import DOMAIN_FORMATS
 from qcdr_ingest.intel.abuseipdb import NO_KEY_MESSAGE, AbuseIPDBError, ReputationChecker, ReputationReport
 from qcdr_ingest.intel.feeds import DEFAULT_FEEDS, FeedConfigError, load_feeds
 from qcdr_ingest.intel.fetch import FeedFetcher, FeedResult
@@ -58,6 +59,7 @@ class FeedLine:
     ips: int = 0
     cidrs: int = 0
     garbage: int = 0
+    domains: int = 0
     age_s: float | None = None
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -70,6 +72,7 @@ class FeedLine:
             "ips": self.ips,
             "cidrs": self.cidrs,
             "garbage": self.garbage,
+            "domains": self.domains,
             "age_s": self.age_s,
             "error": self.error,
             "warnings": list(self.warnings),
@@ -85,6 +88,8 @@ class IntelResult:
     expired: int = 0
     groups: int = 0
     warnings: list[str] = field(default_factory=list)
+    # bodies of the domain-list feeds, for --dns-resolve-deny
+    domain_feeds: list[tuple[FeedSpec, bytes]] = field(default_factory=list)
 
     @property
     def known_bad_ips(self) -> int:
@@ -127,6 +132,7 @@ def _line(result: FeedResult, parsed: ParsedFeed | None) -> FeedLine:
         ips=parsed.ips if parsed else 0,
         cidrs=parsed.cidrs if parsed else 0,
         garbage=parsed.garbage if parsed else 0,
+        domains=len(parsed.domains) if parsed else 0,
         age_s=result.age.total_seconds() if result.age is not None else None,
         error=result.error,
         warnings=result.warnings,
@@ -170,7 +176,10 @@ async def run_threat_intel(options: IntelOptions, now: datetime) -> IntelResult:
     )
     documents = threat_intel_documents(blocklist.to_contract(summaries), config)
     groups = sum(1 for d in documents if d.kind == "CiliumCIDRGroup")
-    return IntelResult(lines, blocklist, documents, indicators, expired, groups, warnings)
+    domain_feeds = [
+        (r.spec, r.body) for r in results if r.body is not None and r.spec.format in DOMAIN_FORMATS
+    ]
+    return IntelResult(lines, blocklist, documents, indicators, expired, groups, warnings, domain_feeds)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from qcdr_response.policies.checks import default_checker
 from qcdr_response.policies.config import GenerationConfig
 from qcdr_response.policies.generate import GenerationResult, PolicyGenerator
 
+from qcdr.dns_step import DnsBlockOptions, DnsBlockResult, run_resolve_deny
 from qcdr.intel_step import (
     IntelOptions,
     IntelResult,
@@ -43,6 +44,7 @@ class RunOptions:
     cluster: str | None = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     intel: IntelOptions | None = None  # --threat-intel
+    dns: DnsBlockOptions | None = None  # --dns-resolve-deny (needs --threat-intel: its domain feeds)
     reputation_threshold: int = 50  # AbuseIPDB, when ABUSEIPDB_API_KEY is set
 
     @property
@@ -64,6 +66,7 @@ class RunReport:
     written: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
     intel: IntelResult | None = None
+    dns: DnsBlockResult | None = None
     reputation: ReputationOutcome | None = None
     apply: dict[str, Any] | None = None
     seconds: float = 0.0
@@ -127,6 +130,7 @@ class RunReport:
                 for r in gen.refusals
             ],
             "threat_intel": self.intel.as_dict() if self.intel else None,
+            "dns_resolve_deny": self.dns.as_dict() if self.dns else None,
             "reputation": self.reputation.as_dict() if self.reputation else None,
             "files": sorted(self.files),
             "written": [str(p) for p in self.written],
@@ -187,6 +191,11 @@ async def run_cycle(
         intel = await run_threat_intel(options.intel, now)
         intel.documents = generator.check_documents(intel.documents, result.refusals)
         lap("intel")
+    dns = None
+    if options.dns is not None and intel is not None:
+        dns = await run_resolve_deny(options.dns, intel.domain_feeds)
+        dns.documents = generator.check_documents(dns.documents, result.refusals)
+        lap("dns")
     reputation = await check_reputation(
         result.iocs,
         options.reputation_threshold,
@@ -197,7 +206,7 @@ async def run_cycle(
         result.network_documents = generator.network_documents(result.iocs, result.refusals)
     if reputation.report is not None:
         lap("reputation")
-    documents = result.documents + (intel.documents if intel else [])
+    documents = result.documents + (intel.documents if intel else []) + (dns.documents if dns else [])
     rendered = render_files(documents)
     written: list[Path] = []
     removed: list[Path] = []
@@ -227,6 +236,7 @@ async def run_cycle(
         seconds=time.perf_counter() - t0,
         timings=timings,
         intel=intel,
+        dns=dns,
         reputation=reputation,
     )
 

@@ -80,6 +80,8 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
     _print_reputation(report, console)
     if report.intel is not None:
         _print_intel(report, console, output, verb)
+    if report.dns is not None:
+        _print_dns(report, console, output, verb)
     for path in report.removed:
         console.print(f"  Removed stale: {path}", highlight=False)
     if report.apply is not None:
@@ -115,7 +117,8 @@ def _print_intel(report: RunReport, console: Console, output: Path, verb: str) -
         if feed.status.value in ("failed", "disabled"):
             console.print(f"[red]{status:>12}[/] {feed.name}: {feed.error or 'no copy'}", highlight=False)
             continue
-        counts = f"{feed.ips} IPs" + (f" and {feed.cidrs} CIDRs" if feed.cidrs else "")
+        counts = f"{feed.domains} domains" if feed.domains else f"{feed.ips} IPs"
+        counts += f" and {feed.cidrs} CIDRs" if feed.cidrs else ""
         extra = f", {feed.garbage} unparsable lines skipped" if feed.garbage else ""
         console.print(f"Loaded {counts} from {feed.name} ({status}{extra})", highlight=False)
     for warning in intel.warnings:
@@ -139,4 +142,26 @@ def _print_intel(report: RunReport, console: Console, output: Path, verb: str) -
             f"  {intel.expired} indicators expired (not in any feed for longer than the TTL)", highlight=False
         )
     for name in sorted({d.filename for d in intel.documents}):
+        console.print(f"  {verb}: {output / name}", highlight=False)
+
+
+def _print_dns(report: RunReport, console: Console, output: Path, verb: str) -> None:
+    dns = report.dns
+    assert dns is not None
+    r = dns.report
+    resolved = sum(1 for v in r.resolved.values() if v)
+    console.print("\nResolving blocked domains (Cilium cannot deny by name)...")
+    console.print(
+        f"{dns.listed} names on the domain feeds: {resolved} resolved, {len(r.failed)} failed; "
+        f"{dns.addresses} addresses denied ({r.expired} expired since the last run)",
+        highlight=False,
+    )
+    dropped = sum(len(v) for v in r.dropped.values())
+    if dropped:
+        console.print(
+            f"  {dropped} never-block addresses left out (sinkholes, private ranges)", highlight=False
+        )
+    for warning in dns.warnings:
+        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+    for name in sorted({d.filename for d in dns.documents}):
         console.print(f"  {verb}: {output / name}", highlight=False)

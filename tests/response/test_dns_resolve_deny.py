@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +213,38 @@ async def test_output_validates(
         else:
             continue
         assert [i for i in issues if i.severity == "error"] == []
+
+
+async def test_state_survives_a_restart_and_expires_on_time(dns_server: tuple[int, FixedResolver]) -> None:
+    port, _ = dns_server
+    clock = Clock()
+    first = _deny(port, clock)
+    await first.refresh(["pool.bad.example", "fast.bad.example"])
+    saved = first.to_state()
+    assert saved["198.51.100.7"]["domains"] == ["fast.bad.example"]
+    clock.now += 6  # fast's 5 s TTL is over by the next run
+    later = _deny(port, clock)
+    assert later.restore(saved | {"bad": {"expires_at": "x"}, "10.0.0.9": saved["203.0.113.10"]}) == 3
+    assert later.cidrs() == ["203.0.113.10/32", "203.0.113.11/32", "2001:db8::10/128"]
+    # a name that stops resolving keeps its addresses until their TTL, then they go
+    report = await later.refresh(["gone.bad.example"])
+    assert report.failed == {"gone.bad.example": "NXDOMAIN"}
+    assert len(later.cidrs()) == 3
+    clock.now += 300
+    assert later.expire() == 3
+
+
+async def test_names_are_resolved_concurrently() -> None:
+    # a name server on 127.0.0.1 that never answers: every name waits out its timeout, all at once
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        deny = _deny(silent.getsockname()[1], Clock(), timeout_s=0.5, concurrency=64)
+        started = time.monotonic()
+        report = await deny.refresh([f"n{i}.bad.example" for i in range(40)])
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert set(report.failed.values()) == {"LifetimeTimeout"}
+    assert len(report.failed) == 40
+    assert elapsed < 5  # one at a time: 40 names x A and AAAA x 0.5 s = 40 s

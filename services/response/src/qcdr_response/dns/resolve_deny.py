@@ -21,6 +21,7 @@ What this does not stop is in docs/DNS.md (DoH/DoT, shared CDN addresses, TTL ra
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
@@ -62,6 +63,12 @@ class ResolveDenyConfig(BaseModel):
         description="tcp_connect cannot be overridden: Post records, Sigkill kills the process.",
     )
     tetragon_max_addresses: int = Field(default=1024, ge=1)
+    concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=512,
+        description="Names resolved at once (a slow name must not hold up the rest).",
+    )
 
 
 @dataclass(slots=True)
@@ -121,22 +128,38 @@ class ResolveDeny:
         ttl = answer.chaining_result.minimum_ttl if answer.chaining_result else answer.rrset.ttl
         return [rdata.address for rdata in answer], int(ttl)
 
+    async def _resolve(self, domain: str) -> tuple[list[tuple[list[str], int]], str | None]:
+        """(addresses and TTL per record type answered, failure reason or None) for one name."""
+        answers: list[tuple[list[str], int]] = []
+        failure: str | None = None
+        for rdtype in ("A", "AAAA"):
+            try:
+                answers.append(await self._lookup(domain, rdtype))
+            except dns.resolver.NXDOMAIN:
+                return [], "NXDOMAIN"
+            except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+                failure = type(exc).__name__
+        return answers, failure
+
     async def refresh(self, domains: Iterable[str]) -> RefreshReport:
-        """Resolve every domain (A and AAAA), add its addresses, then drop expired ones."""
+        """Resolve every domain (A and AAAA, ``concurrency`` names at once), add its addresses,
+        then drop expired ones. The cache is updated in name order, whatever order answers came in."""
+        names = sorted(set(domains))
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(domain: str) -> tuple[list[tuple[list[str], int]], str | None]:
+            async with gate:
+                return await self._resolve(domain)
+
+        outcomes = await asyncio.gather(*(one(d) for d in names))
         resolved: dict[str, list[str]] = {}
         failed: dict[str, str] = {}
         dropped: dict[str, list[str]] = {}
-        for domain in sorted(set(domains)):
+        for domain, (answers, failure) in zip(names, outcomes, strict=True):
+            if failure is not None:
+                failed[domain] = failure
             found: list[str] = []
-            for rdtype in ("A", "AAAA"):
-                try:
-                    addresses, ttl = await self._lookup(domain, rdtype)
-                except dns.resolver.NXDOMAIN:
-                    failed[domain] = "NXDOMAIN"
-                    break
-                except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-                    failed[domain] = type(exc).__name__
-                    continue
+            for addresses, ttl in answers:
                 expires = self.clock() + min(max(ttl, self.config.min_ttl_s), self.config.max_ttl_s)
                 for address in addresses:
                     if not self.blocked(address):
@@ -148,6 +171,29 @@ class ResolveDeny:
                     found.append(address)
             resolved[domain] = found
         return RefreshReport(resolved, failed, dropped, self.expire())
+
+    def to_state(self) -> dict[str, Any]:
+        """The address cache as JSON-able data, for a run that continues where this one stopped
+        (once mode keeps it in its state directory between CronJob runs)."""
+        return {
+            address: {"expires_at": entry.expires_at, "domains": sorted(entry.domains)}
+            for address, entry in sorted(self.entries.items())
+        }
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Load a saved cache (entries already expired, malformed or now never-block are skipped);
+        how many addresses were kept."""
+        now = self.clock()
+        for address, data in state.items():
+            try:
+                expires_at = float(data["expires_at"])
+                domains = {str(d) for d in data["domains"]}
+                keep = expires_at > now and self.blocked(address)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if keep:
+                self.entries[address] = Entry(expires_at, domains)
+        return len(self.entries)
 
     def expire(self) -> int:
         """Drop addresses whose TTL ran out; how many went."""

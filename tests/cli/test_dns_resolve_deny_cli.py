@@ -1,0 +1,174 @@
+"""``qcdr run --once --threat-intel --dns-resolve-deny``: names on a domain feed are resolved against
+a real DNS server on 127.0.0.1 (dnslib) and their addresses denied for their TTL, across runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from dnslib import AAAA, QTYPE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSHandler, DNSServer
+from qcdr_common.testing.schemas import ManifestValidator
+from qcdr_ingest.qualys.demo_data import generate_findings
+from typer.testing import CliRunner
+
+from qcdr.cli import app
+
+pytestmark = [pytest.mark.integration, pytest.mark.shared]
+runner = CliRunner()
+FEED = """# a Maltrail-style trail: one name per line
+pool.bad.example
+sinkholed.bad.example
+v6only.bad.example
+gone.bad.example
+"""
+
+
+class Zone(BaseResolver):  # type: ignore[misc]
+    """A changeable zone; everything else is NXDOMAIN."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[tuple[str, str, int]]] = {
+            "pool.bad.example.": [("A", "203.0.113.10", 300), ("AAAA", "2001:db8::10", 300)],
+            "sinkholed.bad.example.": [("A", "0.0.0.0", 300)],
+            "v6only.bad.example.": [("AAAA", "2001:db8::66", 120)],
+        }
+
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        reply = request.reply()
+        qname, qtype = str(request.q.qname).lower(), QTYPE[request.q.qtype]
+        if qname not in self.records:
+            reply.header.rcode = 3
+            return reply
+        for rtype, data, ttl in self.records[qname]:
+            if rtype == qtype:
+                rdata = A(data) if rtype == "A" else AAAA(data)
+                reply.add_answer(RR(qname, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl))
+        return reply
+
+
+class Quiet:
+    def __getattr__(self, name: str) -> object:
+        return lambda *args, **kwargs: None
+
+
+@pytest.fixture
+def zone() -> Iterator[tuple[int, Zone]]:
+    resolver = Zone()
+    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=Quiet())
+    server.start_thread()
+    try:
+        yield server.server.server_address[1], resolver
+    finally:
+        server.stop()
+        server.server.server_close()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    feed = tmp_path / "bad-domains.txt"
+    feed.write_text(FEED)
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        yaml.safe_dump(
+            [{"name": "bad-domains", "url": f"file://{feed}", "category": "c2", "format": "domains"}]
+        )
+    )
+    events = tmp_path / "findings.json"
+    events.write_bytes(orjson.dumps(generate_findings(20, seed=3, now=datetime.now(UTC))))
+    return {"feeds": feeds, "events": events, "out": tmp_path / "out", "state": tmp_path / "state"}
+
+
+def _args(files: dict[str, Path], port: int, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--once",
+        "--events-file",
+        str(files["events"]),
+        "--output",
+        str(files["out"]),
+        "--state-dir",
+        str(files["state"]),
+        "--threat-intel",
+        "--feeds",
+        str(files["feeds"]),
+        "--dns-resolve-deny",
+        "--dns-resolver",
+        f"127.0.0.1:{port}",
+        *extra,
+    ]
+
+
+def test_listed_names_become_a_valid_deny_that_outlives_a_failed_lookup(
+    zone: tuple[int, Zone], files: dict[str, Path], shared_path: Path
+) -> None:
+    port, resolver = zone
+    first = runner.invoke(
+        app, [*_args(files, port, "--dns-tetragon"), "--json"], env={"ABUSEIPDB_API_KEY": ""}
+    )
+    assert first.exit_code == 0, first.output
+    report = orjson.loads(first.stdout)["dns_resolve_deny"]
+    assert report["listed_names"] == 4
+    assert report["resolved_names"] == 2
+    assert report["failed"] == {"gone.bad.example": "NXDOMAIN"}
+    assert report["dropped_never_block"] == {"sinkholed.bad.example": ["0.0.0.0"]}
+    assert report["addresses"] == 3
+
+    docs = list(yaml.safe_load_all((files["out"] / "dns-resolve-deny.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    assert by_kind["CiliumCIDRGroup"]["spec"]["externalCIDRs"] == [
+        "203.0.113.10/32",
+        "2001:db8::10/128",
+        "2001:db8::66/128",
+    ]
+    deny = by_kind["CiliumClusterwideNetworkPolicy"]["spec"]
+    assert deny["egressDeny"] == [
+        {"toCIDRSet": [{"cidrGroupRef": by_kind["CiliumCIDRGroup"]["metadata"]["name"]}]}
+    ]
+    assert deny["enableDefaultDeny"] == {"egress": False, "ingress": False}
+    assert "TracingPolicy" in by_kind
+    validator = ManifestValidator(shared_path)
+    for doc in docs:
+        assert validator.errors(doc) == [], doc["metadata"]["name"]
+
+    # The feed's name stops resolving: its addresses stay until their TTL (300 s) runs out, so a
+    # resolver hiccup between CronJob runs unblocks nothing.
+    del resolver.records["pool.bad.example."]
+    second = runner.invoke(app, [*_args(files, port), "--json"], env={"ABUSEIPDB_API_KEY": ""})
+    assert second.exit_code == 0, second.output
+    again = orjson.loads(second.stdout)["dns_resolve_deny"]
+    assert again["failed"] == {"gone.bad.example": "NXDOMAIN", "pool.bad.example": "NXDOMAIN"}
+    assert again["addresses"] == 3
+    state = orjson.loads((files["state"] / "dns" / "resolve-deny.json").read_bytes())
+    assert sorted(state) == ["2001:db8::10", "2001:db8::66", "203.0.113.10"]
+    # without --dns-tetragon the Tetragon policy is not written again
+    kinds = {d["kind"] for d in yaml.safe_load_all((files["out"] / "dns-resolve-deny.yaml").read_text())}
+    assert kinds == {"CiliumCIDRGroup", "CiliumClusterwideNetworkPolicy"}
+
+    human = runner.invoke(app, _args(files, port), env={"ABUSEIPDB_API_KEY": ""})
+    assert human.exit_code == 0, human.output
+    assert "4 names on the domain feeds: 1 resolved, 2 failed; 3 addresses denied" in human.output
+    assert "Loaded 4 domains from bad-domains" in human.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "drop", "message"),
+    [
+        ([], "--threat-intel", "--dns-resolve-deny needs --threat-intel"),
+        (["--dns-resolver", "dns.example"], None, "not an IP address"),
+        (["--dns-resolver", "127.0.0.1:99999"], None, "the port must be 1-65535"),
+    ],
+)
+def test_usage_errors(files: dict[str, Path], extra: list[str], drop: str | None, message: str) -> None:
+    args = [a for a in _args(files, 53) if a != drop] + extra
+    if drop == "--threat-intel":
+        args.remove("--feeds")
+        args.remove(str(files["feeds"]))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not files["out"].exists()
