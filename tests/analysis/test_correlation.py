@@ -158,6 +158,21 @@ def test_out_of_order_beyond_lateness_is_dropped(patterns: list[Any]) -> None:
     assert engine.stats.late == 1
 
 
+def test_an_event_from_a_clock_years_ahead_does_not_make_the_rest_late(patterns: list[Any]) -> None:
+    # the engine's clock sits just after the trace; one event claims to be from 2031
+    engine = Engine(patterns, clock=lambda: (T0 + timedelta(minutes=10)).timestamp())
+    first, second = trace("credential_theft", gap=20)
+    skewed = first.model_copy(update={"id": "skewed", "event_time": datetime(2031, 1, 1, tzinfo=UTC)})
+    assert run(engine, [skewed]) == []
+    assert engine.stats.future == 1
+    assert len(run(engine, [first, second])) == 1  # still on time: the watermark did not move
+    assert engine.stats.late == 0
+    # a few minutes ahead is an ordinary clock difference, not an error
+    near = Engine(patterns, clock=lambda: (T0 - timedelta(minutes=4)).timestamp())
+    assert len(run(near, trace("credential_theft", gap=20))) == 1
+    assert near.stats.future == 0
+
+
 def test_expired_window(patterns: list[Any]) -> None:
     # reverse_shell's maxspan is 5 minutes
     assert run(Engine(patterns), trace("reverse_shell", gap=301)) == []

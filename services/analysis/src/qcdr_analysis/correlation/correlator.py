@@ -37,6 +37,12 @@ EVENTS_PROCESSED = Counter(
 CHAINS_DETECTED = Counter(
     "qualys_correlation_chains_detected_total", "Complete attack chains committed, by pattern.", ["pattern"]
 )
+DROPPED = Counter(
+    "qcdr_correlation_items_dropped_total",
+    "Items the engine did not correlate: late (older than the allowed lateness), future (event time "
+    "more than 5 minutes ahead of the clock), duplicate (a redelivery).",
+    ["reason"],
+)
 LIVE_KEYS = Gauge("qcdr_correlation_live_keys", "Join keys with a partial chain in memory.")
 
 
@@ -70,8 +76,15 @@ class Correlator:
 
     def feed(self, events: Sequence[SecurityEvent], findings: Sequence[Finding]) -> list[Finding]:
         """Chains completed by this batch, plus those completed earlier and not yet confirmed."""
+        stats = self.engine.stats
+        before = (stats.late, stats.future, stats.duplicates)
         chains = self.engine.feed(events, findings)
         EVENTS_PROCESSED.inc(len(events))
+        for reason, old, new in zip(
+            ("late", "future", "duplicate"), before, (stats.late, stats.future, stats.duplicates), strict=True
+        ):
+            if new > old:
+                DROPPED.labels(reason=reason).inc(new - old)
         for chain in chains:
             self.pending[chain.id] = chain
             self._unsaved_pending[chain.id] = chain.model_dump_json().encode()

@@ -13,6 +13,9 @@ Semantics (issue 6, item 1):
   once and never with an event already in it. Per pattern and join key the engine keeps at most
   one partial per stage, the latest (EQL's rule): a newer start replaces an older one, which
   bounds state by keys x steps instead of by events.
+* **Clocks ahead.** An item more than ``max_future_s`` (300 s) ahead of this process's clock is
+  dropped (``stats.future``): one event from a node with a clock set years ahead would otherwise
+  push ``W`` there and make every later event late.
 * **Windows.** A partial expires when event time passes its first step + ``maxspan``;
   ``until`` clears the key's partials.
 * **Redelivery.** An item id seen within the lateness horizon is ignored (``stats.duplicates``);
@@ -33,7 +36,8 @@ import hashlib
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +73,7 @@ class Stats:
     events: int = 0  # events and standalone findings fed
     matched: int = 0  # items that matched at least one step
     late: int = 0
+    future: int = 0  # dropped: event time too far ahead of this process's clock
     duplicates: int = 0
     expired: int = 0
     chains: int = 0
@@ -102,6 +107,8 @@ class Engine:
     patterns: Sequence[Pattern]
     parent_cache: int = 100_000  # exec_id -> parent links kept for ancestry joins
     stats: Stats = field(default_factory=Stats)
+    max_future_s: float = 300.0  # items further ahead of ``clock`` than this are dropped
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self._compiled = [
@@ -122,6 +129,7 @@ class Engine:
         self._reset()
 
     def _reset(self) -> None:
+        self._future_limit = math.inf
         self._watermark = -math.inf
         self._released = -math.inf
         self._seq = itertools.count()
@@ -140,6 +148,7 @@ class Engine:
 
     def feed(self, events: Sequence[SecurityEvent], findings: Sequence[Finding] = ()) -> list[Finding]:
         """Match one micro-batch; returns the chains it completed (usually none)."""
+        self._future_limit = self.clock() + self.max_future_s
         for item in items(events, findings):
             self._ingest(item)
         return self._release(self._watermark - self._lateness)
@@ -151,6 +160,9 @@ class Engine:
     def _ingest(self, item: Item) -> None:
         self.stats.events += 1
         t = item.time
+        if t > self._future_limit:
+            self.stats.future += 1
+            return
         if self._ancestry and item.exec_id and item.parent_exec_id:
             self._remember_parent(item.exec_id, item.parent_exec_id)
         previous = self._watermark
