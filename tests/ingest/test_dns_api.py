@@ -107,3 +107,16 @@ async def test_dns_queries_go_through_the_events_path(
         assert (event["source"], event["network"]["domain"]) == ("dns", "pool.minexmr.com")
         sources = {s["name"] for s in (await client.get("/v1/sources")).json()}
         assert {"dns", "hubble"} <= sources
+        # POST /v1/dns is the same path under the name: NDJSON batch, same idempotency
+        ndjson = b'{"id": "q-2", "time": "2026-05-01T12:00:02Z", "query": "xmr.example.net"}\nnot json\n'
+        batch = await client.post("/v1/dns", content=ndjson, headers={"Content-Type": "application/x-ndjson"})
+        assert batch.status_code == 202, batch.text
+        assert (batch.json()["source"], batch.json()["stored"], batch.json()["rejected"]) == ("dns", 1, 1)
+        again = await client.post("/v1/dns", content=ndjson, headers={"Content-Type": "application/x-ndjson"})
+        assert (again.json()["stored"], again.json()["duplicates"]) == (0, 1)
+        assert (await client.post("/v1/dns", json=[{"query": "no-time.example"}])).status_code == 422
+        domains = {
+            e["network"]["domain"]
+            for e in (await client.get("/v1/events", params={"source": "dns"})).json()["items"]
+        }
+        assert domains == {"pool.minexmr.com", "xmr.example.net"}

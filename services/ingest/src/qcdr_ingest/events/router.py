@@ -194,6 +194,37 @@ async def post_events(
     )
 
 
+@router.post(
+    "/v1/dns",
+    status_code=202,
+    response_model=IngestResult,
+    summary="Send a batch of DNS queries (the same as POST /v1/events/dns)",
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={
+        413: _problem("Body larger than the byte limit, or more items than the count limit"),
+        415: _problem("Content-Type is neither JSON nor NDJSON"),
+        422: _problem("Body not JSON, wrong shape, or every item rejected (with the reasons)"),
+        429: _problem("Rate limit for this token and source; see Retry-After"),
+    },
+)
+async def post_dns_queries(
+    request: Request,
+    principal: WritePrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    adapters: AdaptersDep,
+    limiter: RateLimiterDep,
+    relay: RelayDep,
+    cluster: Annotated[
+        str | None,
+        Query(max_length=200, description="Cluster of queries that name none (default: this one)."),
+    ] = None,
+) -> IngestResult:
+    """DNS queries in batches, as the ``dns`` source (docs/DNS.md has the item shape): the same
+    limits, idempotency, rejections and rate-limit bucket as ``POST /v1/events/dns``."""
+    return await post_events("dns", request, principal, session, settings, adapters, limiter, relay, cluster)
+
+
 @router.get(
     "/v1/sources",
     response_model=list[SourceInfo],
