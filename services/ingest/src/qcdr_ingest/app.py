@@ -2,9 +2,9 @@
 
 Routes: ``POST /v1/events/{source}``, ``GET /v1/events``, ``GET /v1/events/{event_id}``,
 ``GET /v1/sources``, ``POST /v1/metrics/{source}``, ``GET /v1/intel/feeds``,
-``GET /v1/intel/lookup/{ip}``, ``POST /v1/dns``, ``POST``/``GET /v1/dns/verdict`` (bearer token; the verdict needs
-read only, the other POSTs write), plus the shared
-``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
+``GET /v1/intel/lookup/{ip}``, ``POST /v1/dns``, ``POST``/``GET /v1/dns/verdict`` (bearer
+token; the verdict needs read only, the other POSTs write), plus the shared ``/healthz``,
+``/readyz``, ``/metrics`` and ``/openapi.json``.
 
 The lifespan extends the shared one (engine, Redis, httpx) with a session factory and, unless
 ``QCDR_BACKGROUND_WORKERS=false``, the background workers of :mod:`qcdr_ingest.workers`.
