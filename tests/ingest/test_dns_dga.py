@@ -107,6 +107,26 @@ async def test_scorer_failures_are_reasons_not_errors(analysis_url: str) -> None
     await dead.aclose()
 
 
+async def test_after_a_failure_analysis_is_left_alone_for_a_while() -> None:
+    counting = CountingApp(_analysis_app())
+    with serve_app(counting, name="analysis-refusing") as url:
+        now = [0.0]
+        scorer = AnalysisDgaScorer(url, SecretStr("revoked"), retry_after_s=10, clock=lambda: now[0])
+        try:
+            with pytest.raises(DgaUnavailableError, match="analysis answered 401"):
+                await scorer(RANDOM_NAME)
+            # verdicts meanwhile answer at once, feed-only, saying why; nothing is sent
+            with pytest.raises(DgaUnavailableError, match=r"answered 401 \(not asked again"):
+                await scorer("other.example")
+            assert counting.requests == 1
+            now[0] = 11.0
+            with pytest.raises(DgaUnavailableError, match="analysis answered 401"):
+                await scorer("other.example")
+            assert counting.requests == 2
+        finally:
+            await scorer.aclose()
+
+
 def test_token_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text(ANALYSIS_READ + "\n")

@@ -4,7 +4,8 @@ The classifier lives in analysis (services never import each other); ingest asks
 read token, with a short timeout, and keeps each name's answer for a while (a model scores a name
 the same way every time, and verdict callers ask about the same names again and again). When
 analysis cannot answer, the caller gets :class:`DgaUnavailableError` and the verdict says so rather
-than failing.
+than failing; for ``retry_after_s`` after such a failure analysis is not asked at all, so verdicts
+stay fast (feed-only) while it is down instead of each waiting out the timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class AnalysisDgaScorer:
         timeout_s: float = 2.0,
         cache_s: float = 600.0,
         cache_size: int = 10_000,
+        retry_after_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -43,6 +45,9 @@ class AnalysisDgaScorer:
         self._cache_s = cache_s
         self._cache_size = cache_size
         self._clock = clock
+        self._retry_after_s = retry_after_s
+        self._down_until = -1.0
+        self._down_reason = ""
 
     async def __call__(self, name: str) -> DgaScore:
         now = self._clock()
@@ -50,7 +55,13 @@ class AnalysisDgaScorer:
         if hit is not None and hit[0] > now:
             self._cache.move_to_end(name)
             return hit[1]
-        score = await self._ask(name)
+        if now < self._down_until:
+            raise DgaUnavailableError(f"{self._down_reason} (not asked again for a few seconds)")
+        try:
+            score = await self._ask(name)
+        except DgaUnavailableError as exc:
+            self._down_until, self._down_reason = now + self._retry_after_s, str(exc)
+            raise
         self._cache[name] = (now + self._cache_s, score)
         self._cache.move_to_end(name)
         while len(self._cache) > self._cache_size:
