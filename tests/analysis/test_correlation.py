@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from qcdr_analysis.correlation import Engine, PatternError, load_patterns
+from qcdr_analysis.correlation.correlator import Correlator
 from qcdr_analysis.correlation.patterns import builtin_patterns, parse
 from qcdr_analysis.detectors import attack_rules
 from qcdr_common.contracts.events.v1 import SecurityEvent
@@ -351,3 +352,19 @@ def test_incremental_checkpoints_rebuild_the_state(patterns: list[Any]) -> None:
     quiet = engine.checkpoint()
     assert quiet["partials"] == quiet["buffer"] == quiet["seen"] == {}  # nothing changed since
     assert sizes[0] == 0  # the first batch is still in the buffer (within lateness)
+
+
+async def test_a_chain_stays_pending_until_a_batch_that_stored_it_commits(patterns: list[Any]) -> None:
+    correlator = Correlator(Engine(patterns))
+    correlator.feed(trace("credential_theft", gap=20), [])
+    offered = correlator.flush()
+    assert [c.category for c in offered] == ["chain.credential_theft"]
+    # that batch's transaction fails; a batch of another stream (ingest:samples) commits meanwhile
+    correlator.discard()
+    await correlator.committed([])
+    assert list(correlator.pending) == [offered[0].id]
+    # the failed batch is redelivered: the engine skips its events, the chain is offered again
+    again = correlator.feed([], [])
+    assert again == offered
+    await correlator.committed(again)
+    assert correlator.pending == {}

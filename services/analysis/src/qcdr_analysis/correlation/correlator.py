@@ -51,6 +51,9 @@ class Correlator:
         self.engine = engine
         self.store = checkpoint
         self.pending: dict[str, Finding] = {}
+        # The pending chains handed to the batch now in its transaction: only those are confirmed
+        # when a batch commits (a batch of another stream that never stored them must not).
+        self._offered: set[str] = set()
         self._unsaved_pending: dict[str, bytes | None] = {}
         self._restored = checkpoint is None
 
@@ -89,6 +92,7 @@ class Correlator:
             self.pending[chain.id] = chain
             self._unsaved_pending[chain.id] = chain.model_dump_json().encode()
         LIVE_KEYS.set(self.engine.live_keys)
+        self._offered = set(self.pending)
         return list(self.pending.values())
 
     def flush(self) -> list[Finding]:
@@ -96,7 +100,13 @@ class Correlator:
         for chain in self.engine.flush():
             self.pending[chain.id] = chain
             self._unsaved_pending[chain.id] = chain.model_dump_json().encode()
+        self._offered = set(self.pending)
         return list(self.pending.values())
+
+    def discard(self) -> None:
+        """The batch's transaction did not commit: its chains stay pending (offered again with the
+        next batch, and kept in the checkpoint for a restart)."""
+        self._offered = set()
 
     @property
     def waiting(self) -> bool:
@@ -112,11 +122,13 @@ class Correlator:
 
     async def committed(self, inserted: Sequence[Finding]) -> None:
         """The batch committed: its chains are stored (or were already); count the new ones."""
-        confirmed = list(self.pending)
+        confirmed = [key for key in self.pending if key in self._offered]
         for finding in inserted:
             if finding.kind == "chain":
                 CHAINS_DETECTED.labels(pattern=finding.category.removeprefix("chain.")).inc()
-        self.pending.clear()
+        for key in confirmed:
+            del self.pending[key]
+        self._offered = set()
         if self.store is not None:
             try:
                 await self.store.confirm(confirmed)

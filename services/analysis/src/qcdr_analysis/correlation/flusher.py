@@ -54,12 +54,18 @@ class CorrelationFlusher:
             return 0
         async with self.detectors.lock:
             await correlator.restore()
-            async with self.sessions() as session, session.begin():
-                chains = correlator.flush()
-                inserted = (
-                    await store_findings(session, chains, {}, cluster_id=self.cluster_id) if chains else []
-                )
-                await correlator.checkpoint()
+            try:
+                async with self.sessions() as session, session.begin():
+                    chains = correlator.flush()
+                    inserted = (
+                        await store_findings(session, chains, {}, cluster_id=self.cluster_id)
+                        if chains
+                        else []
+                    )
+                    await correlator.checkpoint()
+            except BaseException:
+                correlator.discard()
+                raise
             count_committed(BatchOutcome(inserted=inserted))
             await correlator.committed(inserted)
         self.flushes += 1

@@ -148,6 +148,8 @@ class DetectorSet:
 
     def discard(self) -> None:
         """The batch's transaction did not commit: stateful detectors forget unsaved changes."""
+        if self.correlator is not None:
+            self.correlator.discard()
         for active in self.active:
             if active.detector.discard is not None:
                 try:
