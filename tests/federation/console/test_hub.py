@@ -80,6 +80,40 @@ async def test_clusters_health_and_policy_matrix(
     assert html.count("not placed") == 1
 
 
+async def test_findings_forwarded_by_spokes_on_the_clusters_page(
+    hub_console: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    api, ui = hub_console
+    eu = await register_spoke(api, "eu-1")
+    us = await register_spoke(api, "us-2")
+    for spoke, title, second in ((eu, "Reverse shell in shop/cart", 1), (us, "Miner pulled in ci/runner", 2)):
+        item = {
+            "id": f"fnd-{spoke.name}",
+            "kind": "chain",
+            "detector": "correlation",
+            "category": "chain.reverse_shell",
+            "severity": "critical",
+            "title": title,
+            "event_time": datetime(2026, 12, 1, 12, 0, second, tzinfo=UTC).isoformat(),
+            "workload": {"namespace": "shop", "pod": "cart-1"},
+        }
+        ack = await api.post(
+            "/federation/v1/forward", json={"kind": "findings", "items": [item]}, headers=spoke.headers
+        )
+        assert ack.json()["accepted"] == 1
+    await sign_in(ui)
+    html = (await ui.get("/ui/clusters")).text
+    section = html[html.index('id="spoke-findings"') :]
+    # newest first, each with its spoke
+    assert section.index("Miner pulled in ci/runner") < section.index("Reverse shell in shop/cart")
+    assert 'href="/ui/clusters?cluster=us-2#spoke-findings">us-2</a>' in section
+    one = (await ui.get("/ui/clusters", params={"cluster": "eu-1"})).text
+    one_section = one[one.index('id="spoke-findings"') :]
+    assert "Reverse shell in shop/cart" in one_section
+    assert "Miner pulled" not in one_section
+    assert (await ui.get("/ui/clusters", params={"cluster": "<script>"})).status_code == 400
+
+
 async def test_spoke_actions_are_queued_as_commands(
     hub_console: tuple[httpx.AsyncClient, httpx.AsyncClient], hub_app: FastAPI
 ) -> None:

@@ -22,7 +22,7 @@ from qcdr_federation.settings import FederationSettings
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from tests.federation.conftest import make_hub_settings, register_spoke
+from tests.federation.conftest import READ_HEADERS, make_hub_settings, register_spoke
 
 pytestmark = [pytest.mark.db, pytest.mark.redis]
 
@@ -238,3 +238,44 @@ async def test_old_dedupe_rows_are_forgotten(
     assert (await hub_client.post("/federation/v1/forward", json=batch, headers=spoke.headers)).json()[
         "accepted"
     ] == 1
+
+
+async def test_forwarded_findings_are_listed_newest_first_by_cluster(hub_client: httpx.AsyncClient) -> None:
+    eu = await register_spoke(hub_client, "eu-1")
+    us = await register_spoke(hub_client, "us-1")
+    for spoke, seconds in ((eu, (1, 3, 5)), (us, (2, 4))):
+        items = [finding(s, severity="high" if s == 4 else "critical") for s in seconds]
+        ack = await hub_client.post(
+            "/federation/v1/forward", json={"kind": "findings", "items": items}, headers=spoke.headers
+        )
+        assert ack.json()["accepted"] == len(items)
+
+    async def listed(**params: Any) -> dict[str, Any]:
+        response = await hub_client.get("/v1/forwarded-findings", params=params, headers=READ_HEADERS)
+        assert response.status_code == 200, response.text
+        return cast("dict[str, Any]", response.json())
+
+    everything = await listed()
+    assert [(i["cluster"], i["finding"]["id"]) for i in everything["items"]] == [
+        ("eu-1", "fnd-5"),
+        ("us-1", "fnd-4"),
+        ("eu-1", "fnd-3"),
+        ("us-1", "fnd-2"),
+        ("eu-1", "fnd-1"),
+    ]
+    assert everything["items"][0]["finding"]["workload"]["cluster"] == "eu-1"
+    assert [i["finding"]["id"] for i in (await listed(cluster="us-1"))["items"]] == ["fnd-4", "fnd-2"]
+    assert [i["finding"]["id"] for i in (await listed(severity="high"))["items"]] == ["fnd-4"]
+    assert (await listed(cluster="nobody"))["items"] == []
+    # pages of two, the cursor carrying event time and cluster/id
+    first = await listed(limit=2)
+    second = await listed(limit=2, cursor=first["next_cursor"])
+    third = await listed(limit=2, cursor=second["next_cursor"])
+    pages = [i["finding"]["id"] for page in (first, second, third) for i in page["items"]]
+    assert pages == ["fnd-5", "fnd-4", "fnd-3", "fnd-2", "fnd-1"]
+    assert third["next_cursor"] is None
+    for bad in ({"severity": "apocalyptic"}, {"cluster": "Not A Name"}, {"cursor": "garbage"}, {"kind": "x"}):
+        refused = await hub_client.get("/v1/forwarded-findings", params=bad, headers=READ_HEADERS)
+        assert refused.status_code == 422, bad
+    assert (await hub_client.get("/v1/forwarded-findings")).status_code == 401
+    assert (await hub_client.get("/v1/forwarded-findings", headers=eu.headers)).status_code == 401

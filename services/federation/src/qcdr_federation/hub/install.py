@@ -31,6 +31,7 @@ from qcdr_federation.hub.commands.bus import CommandBus
 from qcdr_federation.hub.commands.router import router as commands_router
 from qcdr_federation.hub.commands.router import spoke_router as commands_spoke_router
 from qcdr_federation.hub.forwarding import service as forwarding
+from qcdr_federation.hub.forwarding.listing import router as forwarded_findings_router
 from qcdr_federation.hub.forwarding.router import router as forwarding_router
 from qcdr_federation.hub.health import sweep_health
 from qcdr_federation.hub.metrics import COMMANDS
@@ -88,6 +89,7 @@ def install_hub(app: FastAPI, settings: FederationSettings) -> None:
         clusters_router,
         commands_router,
         baselines_router,
+        forwarded_findings_router,
     ):
         app.include_router(router)
     app.state.command_bus = None
