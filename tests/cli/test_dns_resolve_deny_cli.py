@@ -10,8 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from dnslib import AAAA, QTYPE, RR, A, DNSRecord
-from dnslib.server import BaseResolver, DNSHandler, DNSServer
+from qcdr_common.testing.dns_zone import Records, Zone, serve_zone
 from qcdr_common.testing.schemas import ManifestValidator
 from qcdr_ingest.qualys.demo_data import generate_findings
 from typer.testing import CliRunner
@@ -28,44 +27,18 @@ gone.bad.example
 """
 
 
-class Zone(BaseResolver):  # type: ignore[misc]
-    """A changeable zone; everything else is NXDOMAIN."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, list[tuple[str, str, int]]] = {
-            "pool.bad.example.": [("A", "203.0.113.10", 300), ("AAAA", "2001:db8::10", 300)],
-            "sinkholed.bad.example.": [("A", "0.0.0.0", 300)],
-            "v6only.bad.example.": [("AAAA", "2001:db8::66", 120)],
-        }
-
-    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
-        reply = request.reply()
-        qname, qtype = str(request.q.qname).lower(), QTYPE[request.q.qtype]
-        if qname not in self.records:
-            reply.header.rcode = 3
-            return reply
-        for rtype, data, ttl in self.records[qname]:
-            if rtype == qtype:
-                rdata = A(data) if rtype == "A" else AAAA(data)
-                reply.add_answer(RR(qname, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl))
-        return reply
-
-
-class Quiet:
-    def __getattr__(self, name: str) -> object:
-        return lambda *args, **kwargs: None
+def _records() -> Records:
+    return {
+        "pool.bad.example.": [("A", "203.0.113.10", 300), ("AAAA", "2001:db8::10", 300)],
+        "sinkholed.bad.example.": [("A", "0.0.0.0", 300)],
+        "v6only.bad.example.": [("AAAA", "2001:db8::66", 120)],
+    }
 
 
 @pytest.fixture
 def zone() -> Iterator[tuple[int, Zone]]:
-    resolver = Zone()
-    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=Quiet())
-    server.start_thread()
-    try:
-        yield server.server.server_address[1], resolver
-    finally:
-        server.stop()
-        server.server.server_close()
+    with serve_zone(_records()) as served:
+        yield served
 
 
 @pytest.fixture

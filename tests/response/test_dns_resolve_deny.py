@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dnslib import AAAA, CNAME, QTYPE, RR, A, DNSRecord
-from dnslib.server import BaseResolver, DNSHandler, DNSServer
+from qcdr_common.testing.dns_zone import Zone, serve_zone
 from qcdr_common.testing.schemas import ManifestValidator
 from qcdr_response.dns.resolve_deny import ResolveDeny, ResolveDenyConfig
 from qcdr_response.policies.targets import CiliumTarget, TetragonTarget
@@ -30,48 +29,10 @@ ZONE: dict[str, list[tuple[str, str, int]]] = {
 }
 
 
-class FixedResolver(BaseResolver):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.queries: list[str] = []
-
-    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
-        reply = request.reply()
-        qname = str(request.q.qname).lower()
-        qtype = QTYPE[request.q.qtype]
-        self.queries.append(f"{qtype} {qname}")
-        if qname not in ZONE:
-            reply.header.rcode = 3  # NXDOMAIN
-            return reply
-        name = qname
-        for _ in range(5):  # follow CNAMEs inside the zone, as a recursive resolver would
-            records = ZONE[name]
-            cname = next((r for r in records if r[0] == "CNAME"), None)
-            if cname is None:
-                break
-            reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(cname[1]), ttl=cname[2]))
-            name = cname[1]
-        for rtype, data, ttl in ZONE[name]:
-            if rtype == qtype:
-                rdata = A(data) if rtype == "A" else AAAA(data)
-                reply.add_answer(RR(name, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl))
-        return reply
-
-
-class Quiet:
-    def __getattr__(self, name: str) -> object:
-        return lambda *args, **kwargs: None
-
-
 @pytest.fixture
-def dns_server() -> Iterator[tuple[int, FixedResolver]]:
-    resolver = FixedResolver()
-    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=Quiet())
-    server.start_thread()
-    try:
-        yield server.server.server_address[1], resolver
-    finally:
-        server.stop()
-        server.server.server_close()
+def dns_server() -> Iterator[tuple[int, Zone]]:
+    with serve_zone(dict(ZONE)) as served:
+        yield served
 
 
 class Clock:
@@ -88,7 +49,7 @@ def _deny(port: int, clock: Clock, **overrides: object) -> ResolveDeny:
     return ResolveDeny(config, clock=clock)
 
 
-async def test_resolves_a_and_aaaa(dns_server: tuple[int, FixedResolver]) -> None:
+async def test_resolves_a_and_aaaa(dns_server: tuple[int, Zone]) -> None:
     port, server = dns_server
     deny = _deny(port, Clock())
     report = await deny.refresh(["pool.bad.example", "v6only.bad.example"])
@@ -102,7 +63,7 @@ async def test_resolves_a_and_aaaa(dns_server: tuple[int, FixedResolver]) -> Non
     assert "AAAA pool.bad.example." in server.queries
 
 
-async def test_ttl_expiry_drops_addresses(dns_server: tuple[int, FixedResolver]) -> None:
+async def test_ttl_expiry_drops_addresses(dns_server: tuple[int, Zone]) -> None:
     port, _ = dns_server
     clock = Clock()
     deny = _deny(port, clock)
@@ -116,7 +77,7 @@ async def test_ttl_expiry_drops_addresses(dns_server: tuple[int, FixedResolver])
     assert deny.cidrs() == []
 
 
-async def test_ttl_floor_and_reresolution_extend(dns_server: tuple[int, FixedResolver]) -> None:
+async def test_ttl_floor_and_reresolution_extend(dns_server: tuple[int, Zone]) -> None:
     port, _ = dns_server
     clock = Clock()
     deny = _deny(port, clock, min_ttl_s=60)
@@ -130,7 +91,7 @@ async def test_ttl_floor_and_reresolution_extend(dns_server: tuple[int, FixedRes
     assert deny.expire() == 1
 
 
-async def test_cname_chain_uses_lowest_ttl(dns_server: tuple[int, FixedResolver]) -> None:
+async def test_cname_chain_uses_lowest_ttl(dns_server: tuple[int, Zone]) -> None:
     port, _ = dns_server
     clock = Clock()
     deny = _deny(port, clock)
@@ -141,7 +102,7 @@ async def test_cname_chain_uses_lowest_ttl(dns_server: tuple[int, FixedResolver]
 
 
 async def test_nxdomain_keeps_earlier_addresses_and_never_block_is_dropped(
-    dns_server: tuple[int, FixedResolver],
+    dns_server: tuple[int, Zone],
 ) -> None:
     port, _ = dns_server
     deny = _deny(port, Clock(), never_block=["203.0.113.11/32"])
@@ -162,7 +123,7 @@ async def test_unreachable_resolver_is_a_failure_not_an_exception() -> None:
     assert deny.cidrs() == []
 
 
-async def test_manifests_shape(dns_server: tuple[int, FixedResolver]) -> None:
+async def test_manifests_shape(dns_server: tuple[int, Zone]) -> None:
     port, _ = dns_server
     deny = _deny(port, Clock(), group_size=2, tetragon=True)
     await deny.refresh(["pool.bad.example", "v6only.bad.example"])
@@ -194,9 +155,7 @@ async def test_empty_cache_still_emits_a_valid_empty_group() -> None:
 
 @pytest.mark.shared
 @pytest.mark.parametrize("cilium", ["1.17", "1.18"])
-async def test_output_validates(
-    dns_server: tuple[int, FixedResolver], shared_path: Path, cilium: str
-) -> None:
+async def test_output_validates(dns_server: tuple[int, Zone], shared_path: Path, cilium: str) -> None:
     port, _ = dns_server
     deny = _deny(port, Clock(), tetragon=True, cilium_version=cilium, tetragon_action="Sigkill")
     await deny.refresh(list(ZONE))
@@ -215,7 +174,7 @@ async def test_output_validates(
         assert [i for i in issues if i.severity == "error"] == []
 
 
-async def test_state_survives_a_restart_and_expires_on_time(dns_server: tuple[int, FixedResolver]) -> None:
+async def test_state_survives_a_restart_and_expires_on_time(dns_server: tuple[int, Zone]) -> None:
     port, _ = dns_server
     clock = Clock()
     first = _deny(port, clock)

@@ -57,6 +57,14 @@ def _problem(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
+_BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _problem("Body larger than the byte limit, or more items than the count limit"),
+    415: _problem("Content-Type is neither JSON nor NDJSON"),
+    422: _problem("Body not JSON, wrong shape, or every item rejected (with the reasons)"),
+    429: _problem("Rate limit for this token and source; see Retry-After"),
+}
+
+
 def _format(request: Request) -> service.BodyFormat | None:
     """The body format the Content-Type names; None when there is none (the body decides)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -84,13 +92,7 @@ def _refused(source: str, error: ApiError) -> ApiError:
     response_model=IngestResult,
     summary="Send a batch of events from one source",
     openapi_extra={"requestBody": _REQUEST_BODY},
-    responses={
-        404: _problem("Unknown source (the body lists the known ones)"),
-        413: _problem("Body larger than the byte limit, or more items than the count limit"),
-        415: _problem("Content-Type is neither JSON nor NDJSON"),
-        422: _problem("Body not JSON, wrong shape, or every item rejected (with the reasons)"),
-        429: _problem("Rate limit for this token and source; see Retry-After"),
-    },
+    responses={404: _problem("Unknown source (the body lists the known ones)"), **_BATCH_ERRORS},
 )
 async def post_events(
     source: Annotated[str, Path(max_length=40, description="An adapter: see GET /v1/sources.")],
@@ -200,12 +202,7 @@ async def post_events(
     response_model=IngestResult,
     summary="Send a batch of DNS queries (the same as POST /v1/events/dns)",
     openapi_extra={"requestBody": _REQUEST_BODY},
-    responses={
-        413: _problem("Body larger than the byte limit, or more items than the count limit"),
-        415: _problem("Content-Type is neither JSON nor NDJSON"),
-        422: _problem("Body not JSON, wrong shape, or every item rejected (with the reasons)"),
-        429: _problem("Rate limit for this token and source; see Retry-After"),
-    },
+    responses=_BATCH_ERRORS,
 )
 async def post_dns_queries(
     request: Request,
