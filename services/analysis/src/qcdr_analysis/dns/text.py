@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
@@ -128,6 +128,16 @@ class Lexicon:
     logp: npt.NDArray[np.float64]
 
 
+def _by_frequency(lang: str) -> Iterator[tuple[str, float]]:
+    """(word, frequency), most frequent first: what ``wordfreq.get_frequency_dict`` holds, in its
+    order, read bucket by bucket (a bucket is one frequency in centibels) without building the
+    dict of every word of the language, which cost more than the rest of the lexicon."""
+    for index, bucket in enumerate(wordfreq.get_frequency_list(lang)):
+        freq = wordfreq.cB_to_freq(-index)
+        for word in bucket:
+            yield word, freq
+
+
 @lru_cache(maxsize=1)
 def lexicon() -> Lexicon:
     """Build the lexicon and trigram model (about a second, once per process)."""
@@ -140,8 +150,7 @@ def lexicon() -> Lexicon:
     weights: list[float] = []
     for lang, n in LANGUAGES.items():
         mine = by_language.setdefault(lang, [])
-        # wordfreq's frequency dicts are ordered most frequent first.
-        for raw, freq in islice(wordfreq.get_frequency_dict(lang).items(), n):
+        for raw, freq in islice(_by_frequency(lang), n):
             w = _clean(raw)
             if w is None or any(ch.isdigit() for ch in w):
                 continue
