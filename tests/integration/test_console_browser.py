@@ -18,7 +18,7 @@ import secrets
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from qcdr_common.testing import browser
 from qcdr_common.testing.browser import Chromium
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_common.testing.plugin import scratch_database
+from qcdr_common.testing.wait import eventually
 
 from tests.integration.stack import Proc, Stack, free_port, service_cmd
 
@@ -48,17 +49,6 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 VIEWPORT = {"width": 1280, "height": 900}
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def eventually(check: Callable[[], Any], *, within: float = 30.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {within} s; last value: {value!r}")
 
 
 async def chain_in_database(database_url: str, chain_id: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +27,7 @@ import httpx
 import pytest
 import redis
 from qcdr_common.testing.plugin import scratch_database
+from qcdr_common.testing.wait import eventually
 
 from tests.integration.stack import Proc, Stack
 
@@ -39,17 +40,6 @@ ATTACKED_IMAGE = "sha256:" + "a1" * 32
 SHARED_IMAGE = "sha256:" + "b2" * 32
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def eventually(check: Callable[[], Any], *, within: float = 30.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {within} s; last value: {value!r}")
 
 
 @dataclass

@@ -3,7 +3,6 @@ Redis) in front of the shared Kubernetes API test server, and an API client with
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.testing.k8s_server import K8sTestServer
+from qcdr_common.testing.wait import eventually_async
 from qcdr_response.app import create_app
 
 from tests.response.service.conftest import response_settings
@@ -63,11 +63,7 @@ class Service:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the service did not get there in time")
-        await asyncio.sleep(0.05)
+    await eventually_async(check, within_s, what="the service")
 
 
 @contextlib.asynccontextmanager

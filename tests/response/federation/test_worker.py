@@ -17,6 +17,7 @@ from qcdr_common.streams.envelope import Envelope
 from qcdr_common.streams.names import dlq_key, stream_key
 from qcdr_common.streams.producer import publish
 from qcdr_common.testing.k8s_server import K8sTestServer
+from qcdr_common.testing.wait import eventually_async
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.settings import ResponseSettings
 from qcdr_response.worker import ResponseWorker
@@ -41,11 +42,7 @@ async def fetch(database_url: str, sql: str) -> list[asyncpg.Record]:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the worker did not get there in time")
-        await asyncio.sleep(0.05)
+    await eventually_async(check, within_s, what="the worker")
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.streams.names import stream_key
 from qcdr_common.streams.producer import publish
 from qcdr_common.testing.sinks.webhook import WebhookServer
+from qcdr_common.testing.wait import eventually_async
 from qcdr_response.outputs.config import parse_entries
 from qcdr_response.outputs.runtime import OutputsRuntime
 from qcdr_response.settings import ResponseSettings
@@ -45,11 +46,7 @@ async def fetch(db: str, sql: str) -> list[Any]:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("delivery did not get there in time")
-        await asyncio.sleep(0.05)
+    await eventually_async(check, within_s, what="delivery")
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from qcdr_common.streams.names import dlq_key, stream_key
 from qcdr_common.streams.producer import publish
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_common.testing.schemas import ManifestValidator
+from qcdr_common.testing.wait import eventually_async
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.settings import ResponseSettings
 from qcdr_response.worker import ResponseWorker
@@ -40,11 +41,7 @@ async def scalar(database_url: str, sql: str) -> Any:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the worker did not get there in time")
-        await asyncio.sleep(0.05)
+    await eventually_async(check, within_s, what="the worker")
 
 
 @contextlib.asynccontextmanager
