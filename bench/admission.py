@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
 from fastapi import FastAPI, Request, Response
+from scratch import scratch_database  # type: ignore[import-not-found,unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 2000
@@ -333,33 +334,17 @@ def measure(targets: list[tuple[str, str]], work: Path, seconds: int, runs: int)
 
 
 @contextmanager
-def scratch_database() -> Iterator[str | None]:
+def scratch_database_or_none() -> Iterator[str | None]:
     """A migrated scratch database for the decision log, or None when PostgreSQL is not there."""
     import asyncpg
     from qcdr_admission.db import upgrade
 
-    base = os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-    name = f"qcdr_bench_admission_{uuid.uuid4().hex[:8]}"
-    admin = base.replace("+asyncpg", "")
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
+    with ExitStack() as stack:
         try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(sql(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError):
-        yield None
-        return
-    url = base.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+            url: str | None = stack.enter_context(scratch_database("admission", upgrade))
+        except (OSError, asyncpg.PostgresError):
+            url = None
         yield url
-    finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def run(seconds: int, runs: int) -> dict[str, Any]:
@@ -367,7 +352,7 @@ def run(seconds: int, runs: int) -> dict[str, Any]:
 
     if shutil.which("wrk") is None:
         raise SystemExit("bench/admission.py needs wrk (apt-get install wrk)")
-    with tempfile.TemporaryDirectory() as tmp, scratch_database() as database_url:
+    with tempfile.TemporaryDirectory() as tmp, scratch_database_or_none() as database_url:
         work = Path(tmp)
         write_dev_certs(work, ["localhost"], ip_addresses=["127.0.0.1"])
         (work / "review.json").write_bytes(review_body())

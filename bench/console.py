@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import orjson
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
+from scratch import scratch_database  # type: ignore[import-not-found,unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,28 +54,6 @@ CATEGORIES = [
     "Drop and execute new binary in container",
     "Netcat remote code execution in container",
 ]
-
-
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    import asyncpg
-
-    base = os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-    name = f"qcdr_bench_console_{uuid.uuid4().hex[:8]}"
-    admin = base.replace("+asyncpg", "")
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def template_chain() -> Any:
@@ -221,7 +200,7 @@ def run(findings: int, chains: int, repeats: int) -> dict[str, Any]:
 
     from tests.integration.stack import Proc, Stack, free_port, service_cmd
 
-    with tempfile.TemporaryDirectory() as tmp, scratch_database() as database_url:
+    with tempfile.TemporaryDirectory() as tmp, scratch_database("console") as database_url:
         work = Path(tmp)
         files = write_dev_certs(work / "tls", ["localhost"], ip_addresses=["127.0.0.1"])
         stack = Stack.create(

@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 import orjson
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
+from scratch import scratch_database  # type: ignore[import-not-found,unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 10.0
@@ -58,31 +59,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    import asyncpg
-    from qcdr_federation.db import upgrade
-
-    base = os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-    name = f"qcdr_bench_federation_{uuid.uuid4().hex[:8]}"
-    admin = base.replace("+asyncpg", "")
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
-    url = base.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextmanager
@@ -430,9 +406,11 @@ async def heartbeat_capacity(url: str, spokes_n: int, seconds: float) -> dict[st
 
 
 def run(spokes: int, changes: int, heartbeat_spokes: int, seconds: float) -> dict[str, Any]:
-    with scratch_database() as database_url, hub(database_url) as url:
+    from qcdr_federation.db import upgrade
+
+    with scratch_database("federation", upgrade) as database_url, hub(database_url) as url:
         prop = asyncio.run(propagation(url, spokes, changes))
-    with scratch_database() as database_url, hub(database_url) as url:
+    with scratch_database("federation", upgrade) as database_url, hub(database_url) as url:
         hb = asyncio.run(heartbeat_capacity(url, heartbeat_spokes, seconds))
     return {"propagation": prop, "heartbeat": hb}
 
