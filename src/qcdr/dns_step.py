@@ -110,7 +110,6 @@ async def run_resolve_deny(
             f"size limit {options.max_names} names: {left_out} listed by the fewest feeds left out"
         )
     report = await deny.refresh(names)
-    state_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(state_path, orjson.dumps(deny.to_state(), option=orjson.OPT_INDENT_2))
     targets = TargetVersions(tetragon=options.tetragon_version, cilium=options.cilium_version)
     documents = [

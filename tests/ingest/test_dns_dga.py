@@ -35,16 +35,19 @@ ANALYSIS_READ = "analysis-read-for-ingest-0123456789"
 RANDOM_NAME = "clwafrfuuxq.yi.org"
 
 
+def _analysis_app() -> Any:
+    return create_analysis_app(
+        analysis_settings(database_url="postgresql+asyncpg://unused@127.0.0.1:1/none"),
+        auth=ApiAuthSettings(token_read=SecretStr(ANALYSIS_READ)),
+    )
+
+
 @pytest.fixture(scope="module")
 def analysis_url() -> Iterator[str]:
     # The served apps run without their lifespan, which would load the model: load it here once
     # (it is cached per process) so the 2-second timeouts below measure serving, not loading.
     warm_classifier()
-    app = create_analysis_app(
-        analysis_settings(database_url="postgresql+asyncpg://unused@127.0.0.1:1/none"),
-        auth=ApiAuthSettings(token_read=SecretStr(ANALYSIS_READ)),
-    )
-    with serve_app(app, name="analysis-dns") as url:
+    with serve_app(_analysis_app(), name="analysis-dns") as url:
         yield url
 
 
@@ -59,13 +62,6 @@ class CountingApp:
             self.requests += 1
             await asyncio.sleep(self.delay_s)
         await self.inner(scope, receive, send)
-
-
-def _analysis_app() -> Any:
-    return create_analysis_app(
-        analysis_settings(database_url="postgresql+asyncpg://unused@127.0.0.1:1/none"),
-        auth=ApiAuthSettings(token_read=SecretStr(ANALYSIS_READ)),
-    )
 
 
 async def test_scorer_asks_analysis_and_caches(analysis_url: str) -> None:
