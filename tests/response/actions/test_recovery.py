@@ -159,3 +159,7 @@ async def test_a_crash_between_intent_and_result_is_recovered_once(
     assert (row.message or "").startswith(message), row.message
     assert events == ["requested", "queued", "intent", "result"]  # one intent, one result
     assert len(policies) == (0 if case == "pod-gone" else 1)
+    if case != "pod-gone":
+        # recovered or not, the record undo and the lease's release need is there
+        (name,) = [n for _, n in policies]
+        assert row.undo == {"namespace": "payments", "name": name}

@@ -9,7 +9,7 @@ from qcdr_common.contracts.actions.v1 import ActionOutcome, ActionTarget
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_response.actions.base import ActionError, InvalidRequestError, TargetGoneError
 from qcdr_response.actions.cluster._context import ClusterContext
-from qcdr_response.actions.cluster.cordon_node import CordonNode
+from qcdr_response.actions.cluster.cordon_node import CORDONED_BY, CordonNode
 
 from tests.response.actions.cluster.conftest import calls, make_pod, make_request, undo_of, writes
 
@@ -37,15 +37,22 @@ async def test_cordon_the_pods_node_then_undo(server: K8sTestServer, ctx: Cluste
         "/api/v1/nodes/node-1",
         {"fieldManager": "qcdr"},
     )
-    assert patch.body == {"metadata": {"uid": uid}, "spec": {"unschedulable": True}}
+    mark = {CORDONED_BY: str(request.action_id)}
+    assert patch.body == {"metadata": {"uid": uid, "annotations": mark}, "spec": {"unschedulable": True}}
     assert unschedulable(server)
     assert done.undo == {"node": "node-1", "uid": uid, "was_unschedulable": False}
     assert await ACTION.present(ctx, request) is True
+    # recovery after a crash: the annotation tells this action's cordon from an earlier one
+    assert await ACTION.recovered_undo(ctx, request) == done.undo
 
     undone = await ACTION.undo(ctx, undo_of(request, done.undo))
     assert undone.outcome == ActionOutcome.SUCCEEDED
     assert not unschedulable(server)
-    assert writes(server)[-1].body == {"metadata": {"uid": uid}, "spec": {"unschedulable": None}}
+    assert writes(server)[-1].body == {
+        "metadata": {"uid": uid, "annotations": {CORDONED_BY: None}},
+        "spec": {"unschedulable": None},
+    }
+    assert CORDONED_BY not in (server.objects("Node")[(None, "node-1")]["metadata"].get("annotations") or {})
 
 
 async def test_a_node_cordoned_before_stays_cordoned(server: K8sTestServer, ctx: ClusterContext) -> None:
@@ -55,6 +62,7 @@ async def test_a_node_cordoned_before_stays_cordoned(server: K8sTestServer, ctx:
     assert writes(server) == []
     assert done.undo is not None
     assert done.undo["was_unschedulable"] is True
+    assert await ACTION.recovered_undo(ctx, request) == done.undo  # not ours: left cordoned by undo
     undone = await ACTION.undo(ctx, undo_of(request, done.undo))
     assert "left cordoned" in undone.message
     assert unschedulable(server)

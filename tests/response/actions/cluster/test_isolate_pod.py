@@ -111,6 +111,8 @@ async def test_isolate_then_undo(server: K8sTestServer, ctx: ClusterContext) -> 
         ],
     }
     assert await ACTION.present(ctx, request) is True
+    # recovery after a crash rebuilds the record execute returned (undo and the lease need it)
+    assert await ACTION.recovered_undo(ctx, request) == done.undo
     # a second run (a redelivery) finds its own policies and succeeds
     assert (await ACTION.execute(ctx, request)).outcome == ActionOutcome.SUCCEEDED
 
@@ -175,6 +177,7 @@ async def test_without_cilium_the_network_policy_carries_on(shared_path: Path) -
             assert [p["kind"] for p in done.undo["policies"]] == ["NetworkPolicy"]
             assert set(server.objects("NetworkPolicy")) == {(NAMESPACE, f"qcdr-isolate-{request.action_id}")}
             assert await ACTION.present(ctx, request) is True
+            assert await ACTION.recovered_undo(ctx, request) == done.undo
             await ACTION.undo(ctx, undo_of(request, done.undo))
             assert server.objects("NetworkPolicy") == {}
 

@@ -3,6 +3,7 @@ the previous values (absent keys removed), keys changed since are left alone."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from qcdr_common.contracts.actions.v1 import ActionOutcome, ActionTarget
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_response.actions.base import InvalidRequestError, TargetGoneError
 from qcdr_response.actions.cluster._context import QUARANTINE_LABEL, ClusterContext
+from qcdr_response.actions.cluster._pod_metadata import undo_key
 from qcdr_response.actions.cluster.annotate_pod import AnnotatePod
 from qcdr_response.actions.cluster.label_pod import LabelPod
 
@@ -43,21 +45,30 @@ async def test_set_then_undo_restores(
     (patch,) = writes(server)
     assert (patch.method, patch.path, patch.query) == ("PATCH", POD_PATH, {"fieldManager": "qcdr"})
     assert patch.content_type == "application/merge-patch+json"
-    assert patch.body == {"metadata": {"uid": uid, field: wanted}}
-    assert _current(server, field) == {**initial, **wanted}
+    previous = {first_key: initial[first_key], "qcdr.qualys.com/compromised": None}
+    # the previous values ride in the same patch, so a crash right after it loses nothing
+    saved = {undo_key(request.action_id): json.dumps({"field": field, "previous": previous}, sort_keys=True)}
+    expected: dict[str, Any] = {"uid": uid, field: dict(wanted)}
+    expected.setdefault("annotations", {}).update(saved)
+    assert patch.body == {"metadata": expected}
+    assert _current(server, field) == {**initial, **(wanted if field == "labels" else {**wanted, **saved})}
     assert done.undo is not None
-    assert done.undo["previous"] == {first_key: initial[first_key], "qcdr.qualys.com/compromised": None}
+    assert done.undo["previous"] == previous
     assert await action.present(ctx, request) is True
+    # recovery (a crash before the result was recorded) rebuilds the same undo record
+    assert await action.recovered_undo(ctx, request) == done.undo
 
     before = len(server.requests)
     undone = await action.undo(ctx, undo_of(request, done.undo))
     assert undone.outcome == ActionOutcome.SUCCEEDED
     (restore,) = writes(server, before)
-    assert restore.body == {
-        "metadata": {"uid": uid, field: {first_key: initial[first_key], "qcdr.qualys.com/compromised": None}}
-    }
+    forget: dict[str, Any] = {"uid": uid, field: dict(previous)}
+    forget.setdefault("annotations", {})[undo_key(request.action_id)] = None
+    assert restore.body == {"metadata": forget}
     assert _current(server, field) == initial
+    assert undo_key(request.action_id) not in _current(server, "annotations")
     assert await action.present(ctx, request) is False
+    assert await action.recovered_undo(ctx, request) is None
 
 
 async def test_undo_leaves_keys_changed_since(server: K8sTestServer, ctx: ClusterContext) -> None:
@@ -120,6 +131,7 @@ async def test_gone_or_replaced(server: K8sTestServer, ctx: ClusterContext) -> N
         (LabelPod(), {"labels": {QUARANTINE_LABEL: "qcdr-1"}}, "isolate_pod only"),
         (LabelPod(), {"labels": {"k": "v"}, "extra": 1}, "extra"),
         (AnnotatePod(), {"annotations": {QUARANTINE_LABEL: "x"}}, "isolate_pod only"),
+        (AnnotatePod(), {"annotations": {"qcdr.qualys.com/undo-7": "{}"}}, "own undo record"),
         (AnnotatePod(), {"annotations": {"k" * 64: "v"}}, "not a valid"),
         (AnnotatePod(), {"annotations": {"big": "x" * 300_000}}, "256 KiB"),
     ],
@@ -138,4 +150,4 @@ async def test_annotation_values_are_free_text(server: K8sTestServer, ctx: Clust
     await AnnotatePod().execute(
         ctx, make_request("annotate_pod", parameters={"annotations": {"qcdr.qualys.com/why": text}})
     )
-    assert _current(server, "annotations") == {"qcdr.qualys.com/why": text}
+    assert _current(server, "annotations")["qcdr.qualys.com/why"] == text

@@ -12,7 +12,7 @@ import kubernetes_validate
 import yaml
 from qcdr_common.registry import import_submodules
 from qcdr_response.actions import cluster
-from qcdr_response.actions.base import Scope
+from qcdr_response.actions.base import Action, Scope
 from qcdr_response.actions.registry import load_actions
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -41,6 +41,16 @@ def test_every_module_registers_exactly_one_action() -> None:
         assert action.reversible == (name not in ("delete_pod", "evict_pod"))
         assert action.permissions
         assert action.description
+
+
+def test_every_reversible_action_rebuilds_its_undo_record() -> None:
+    # a recovered action (crash between acting and recording) must still be undoable, and a
+    # contained target released when its lease ends: every scope, not only cluster actions
+    actions = load_actions()
+    reversible = [actions.get(n) for n in actions.names() if actions.get(n).reversible]
+    assert {a.name for a in reversible} >= {"isolate_pod", "scale_to_zero", "block_binary", "pause_container"}
+    missing = [a.name for a in reversible if type(a).recovered_undo is Action.recovered_undo]
+    assert missing == []
 
 
 def _render() -> list[dict[str, Any]]:

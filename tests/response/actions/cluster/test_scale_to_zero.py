@@ -3,12 +3,14 @@ the scale subresource with preconditions, undo that respects a later change, Dae
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from qcdr_common.contracts.actions.v1 import ActionOutcome, ActionTarget
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_response.actions.base import ActionError, InvalidRequestError, TargetGoneError
 from qcdr_response.actions.cluster._context import ClusterContext
-from qcdr_response.actions.cluster.scale_to_zero import ScaleToZero
+from qcdr_response.actions.cluster.scale_to_zero import SCALED_BY, ScaleToZero
 
 from tests.response.actions.cluster.conftest import (
     NAMESPACE,
@@ -21,6 +23,7 @@ from tests.response.actions.cluster.conftest import (
 )
 
 ACTION = ScaleToZero()
+POD = "web-5d8f-x7k2p"  # a Deployment's pod: <replicaset>-<suffix>
 APPS = f"/apis/apps/v1/namespaces/{NAMESPACE}"
 
 
@@ -32,28 +35,32 @@ def replicas(server: K8sTestServer, kind: str, name: str = "web") -> int:
 async def test_deployment_through_its_replicaset(server: K8sTestServer, ctx: ClusterContext) -> None:
     deployment = server.seed(make_workload("Deployment"))
     server.seed(make_workload("ReplicaSet", "web-5d8f", owner=("Deployment", "web")))
-    server.seed(make_pod(owner=("apps/v1", "ReplicaSet", "web-5d8f")))
-    request = make_request("scale_to_zero")
+    server.seed(make_pod(POD, owner=("apps/v1", "ReplicaSet", "web-5d8f")))
+    request = make_request("scale_to_zero", ActionTarget(namespace=NAMESPACE, pod=POD))
     assert await ACTION.present(ctx, request) is False
 
     before = len(server.requests)
     done = await ACTION.execute(ctx, request)
     assert done.outcome == ActionOutcome.SUCCEEDED
     assert calls(server, before) == [
-        ("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/web-1"),
+        ("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}"),
         ("GET", f"{APPS}/replicasets/web-5d8f"),
         ("GET", f"{APPS}/deployments/web/scale"),
+        ("PATCH", f"{APPS}/deployments/web"),
         ("PATCH", f"{APPS}/deployments/web/scale"),
     ]
-    patch = writes(server)[0]
-    assert patch.query == {"fieldManager": "qcdr"}
-    assert patch.body == {
-        "metadata": {
-            "uid": deployment["metadata"]["uid"],
-            "resourceVersion": deployment["metadata"]["resourceVersion"],
-        },
-        "spec": {"replicas": 0},
+    annotate, patch = writes(server)
+    uid, rv = deployment["metadata"]["uid"], deployment["metadata"]["resourceVersion"]
+    # the count goes on the owner first, conditional on the version the scale was read at
+    mark = json.dumps({"action_id": request.action_id, "previous_replicas": 3})
+    assert annotate.body == {
+        "metadata": {"uid": uid, "resourceVersion": rv, "annotations": {SCALED_BY: mark}}
     }
+    assert patch.query == {"fieldManager": "qcdr"}
+    annotated_rv = server.objects("Deployment")[(NAMESPACE, "web")]["metadata"]["resourceVersion"]
+    assert patch.body["spec"] == {"replicas": 0}
+    assert patch.body["metadata"]["uid"] == uid
+    assert int(patch.body["metadata"]["resourceVersion"]) < int(annotated_rv)  # the annotation's version
     assert replicas(server, "Deployment") == 0
     assert ".spec.replicas" in server.owners("apps/v1", "Deployment", "web", NAMESPACE)["qcdr (Update)"]
     assert replicas(server, "ReplicaSet", "web-5d8f") == 3  # the Deployment's controller scales it
@@ -61,15 +68,59 @@ async def test_deployment_through_its_replicaset(server: K8sTestServer, ctx: Clu
         "namespace": NAMESPACE,
         "kind": "Deployment",
         "name": "web",
-        "uid": deployment["metadata"]["uid"],
+        "uid": uid,
         "previous_replicas": 3,
         "replicas": 0,
     }
     assert await ACTION.present(ctx, request) is True
 
+    # a crash before the result was recorded: the pod is gone by the time recovery runs (zero
+    # replicas), and the owner and its count are found through the annotation
+    pod_type = server.discovery.find_kind("v1", "Pod")
+    assert pod_type is not None
+    server.store.delete(pod_type, NAMESPACE, POD)
+    assert await ACTION.present(ctx, request) is True
+    assert await ACTION.recovered_undo(ctx, request) == done.undo
+    other = make_request("scale_to_zero", ActionTarget(namespace=NAMESPACE, pod=POD))
+    with pytest.raises(TargetGoneError):  # not this action's mark: the pod is simply gone
+        await ACTION.present(ctx, other)
+
+    before = len(server.requests)
     undone = await ACTION.undo(ctx, undo_of(request, done.undo))
     assert undone.outcome == ActionOutcome.SUCCEEDED
     assert replicas(server, "Deployment") == 3
+    assert [w.path for w in writes(server, before)] == [
+        f"{APPS}/deployments/web/scale",
+        f"{APPS}/deployments/web",
+    ]
+    assert writes(server, before)[-1].body == {"metadata": {"uid": uid, "annotations": {SCALED_BY: None}}}
+    assert SCALED_BY not in (
+        server.objects("Deployment")[(NAMESPACE, "web")]["metadata"].get("annotations") or {}
+    )
+
+
+async def test_statefulset_recovered_without_its_pod(server: K8sTestServer, ctx: ClusterContext) -> None:
+    server.seed(make_workload("StatefulSet", replicas=2))
+    server.seed(make_pod("web-0", owner=("apps/v1", "StatefulSet", "web")))
+    request = make_request("scale_to_zero", ActionTarget(namespace=NAMESPACE, pod="web-0"))
+    done = await ACTION.execute(ctx, request)
+    pod_type = server.discovery.find_kind("v1", "Pod")
+    assert pod_type is not None
+    server.store.delete(pod_type, NAMESPACE, "web-0")
+    assert await ACTION.present(ctx, request) is True
+    assert await ACTION.recovered_undo(ctx, request) == done.undo
+    await ACTION.undo(ctx, undo_of(request, done.undo))
+    assert replicas(server, "StatefulSet") == 2
+
+
+async def test_recovery_of_an_owner_already_at_zero(server: K8sTestServer, ctx: ClusterContext) -> None:
+    server.seed(make_workload("Deployment", replicas=0))
+    target = ActionTarget(namespace=NAMESPACE, owner_kind="Deployment", owner_name="web")
+    request = make_request("scale_to_zero", target)
+    done = await ACTION.execute(ctx, request)
+    assert await ACTION.recovered_undo(ctx, request) == done.undo
+    assert done.undo is not None
+    assert done.undo["previous_replicas"] == 0
 
 
 @pytest.mark.parametrize(
@@ -83,7 +134,10 @@ async def test_statefulset_and_bare_replicaset(
     server.seed(make_pod(owner=owner))
     request = make_request("scale_to_zero")
     done = await ACTION.execute(ctx, request)
-    assert writes(server)[0].path == f"{APPS}/{kind.lower()}s/web/scale"
+    assert [w.path for w in writes(server)] == [
+        f"{APPS}/{kind.lower()}s/web",
+        f"{APPS}/{kind.lower()}s/web/scale",
+    ]
     assert replicas(server, kind) == 0
     await ACTION.undo(ctx, undo_of(request, done.undo))
     assert replicas(server, kind) == 2
@@ -95,10 +149,14 @@ async def test_explicit_owner_and_dry_run(server: K8sTestServer, ctx: ClusterCon
     done = await ACTION.execute(ctx, make_request("scale_to_zero", target, dry_run=True))
     assert done.outcome == ActionOutcome.DRY_RUN
     assert done.details["undo"]["previous_replicas"] == 3
-    (patch,) = writes(server)
-    assert patch.query == {"fieldManager": "qcdr", "dryRun": "All"}
-    assert patch.status_code == 200
+    annotate, patch = writes(server)
+    for write in (annotate, patch):
+        assert write.query == {"fieldManager": "qcdr", "dryRun": "All"}
+        assert write.status_code == 200
     assert replicas(server, "Deployment") == 3
+    assert SCALED_BY not in (
+        server.objects("Deployment")[(NAMESPACE, "web")]["metadata"].get("annotations") or {}
+    )
 
 
 async def test_undo_respects_a_later_change(server: K8sTestServer, ctx: ClusterContext) -> None:

@@ -75,6 +75,7 @@ async def test_pause_undo_and_unpause(node_ctx: NodeContext, run_pod: RunPod) ->
     assert status(container) == "paused"
     assert done.undo == {"container_id": container.id}
     assert await pause.present(node_ctx, request) is True
+    assert await pause.recovered_undo(node_ctx, request) == done.undo
 
     undo = make_request("pause_container", container, op=ActionOp.UNDO, undo=done.undo)
     assert await pause.present(node_ctx, undo) is False

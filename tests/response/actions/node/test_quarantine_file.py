@@ -93,6 +93,7 @@ async def test_quarantine_and_restore(node_ctx: NodeContext, pod: Container) -> 
     assert await quarantine.present(node_ctx, request) is True
 
     assert done.undo is not None
+    assert await quarantine.recovered_undo(node_ctx, request) == done.undo
     undo = make_request("quarantine_file", pod, op=ActionOp.UNDO, undo=done.undo, action_id=request.action_id)
     assert await quarantine.present(node_ctx, undo) is False
     restored = await quarantine.undo(node_ctx, undo)

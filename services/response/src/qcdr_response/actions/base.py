@@ -14,9 +14,11 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from qcdr_common.contracts.actions.v1 import ActionOutcome, ActionRequest, ActionTarget
+from qcdr_common.contracts.actions.v1 import ActionOp, ActionOutcome, ActionRequest, ActionTarget
+from qcdr_common.logging import get_logger
 
 C = TypeVar("C")
+log = get_logger(__name__)
 
 
 class Scope(StrEnum):
@@ -95,6 +97,14 @@ class Action(ABC, Generic[C]):
         is gone. The default says no, so the action simply runs again (fine for idempotent ones)."""
         return False
 
+    async def recovered_undo(self, ctx: C, request: ActionRequest) -> dict[str, Any] | None:
+        """Recovery, once ``present`` said yes: the undo record ``execute`` would have returned.
+
+        Reversible actions must rebuild it from what is in place (the tests check every one
+        does): without it a recovered action could never be undone, nor a contained target
+        released when its lease ends. ``None`` when the record cannot be rebuilt."""
+        return None
+
     @abstractmethod
     async def execute(self, ctx: C, request: ActionRequest) -> Done:
         """Do it (or, with ``request.dry_run``, check everything and say what would be done)."""
@@ -102,3 +112,17 @@ class Action(ABC, Generic[C]):
     async def undo(self, ctx: C, request: ActionRequest) -> Done:
         """Reverse ``execute`` from ``request.undo``; only for ``reversible`` actions."""
         raise ActionError(f"{self.name} cannot be undone")
+
+
+async def rebuild_undo(action: Action[C], ctx: C, request: ActionRequest) -> dict[str, Any] | None:
+    """``recovered_undo`` for an execution recovery finds in place; a failure to rebuild the record
+    leaves it out (the effect stands and is reported, only undo is then unavailable)."""
+    if not action.reversible or request.op is not ActionOp.EXECUTE:
+        return None
+    try:
+        return await action.recovered_undo(ctx, request)
+    except Exception as exc:
+        log.warning(
+            "recovery: no undo record", action=action.name, action_id=request.action_id, error=repr(exc)
+        )
+        return None

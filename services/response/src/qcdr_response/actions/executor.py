@@ -26,7 +26,15 @@ from qcdr_common.streams.consumer import Delivery
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_response.actions import execution, resolve, service
-from qcdr_response.actions.base import Action, ActionError, Done, InvalidRequestError, Scope, TargetGoneError
+from qcdr_response.actions.base import (
+    Action,
+    ActionError,
+    Done,
+    InvalidRequestError,
+    Scope,
+    TargetGoneError,
+    rebuild_undo,
+)
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionState
 
@@ -47,7 +55,8 @@ async def run_action(action: Action[Any], ctx: Any, request: ActionRequest, star
         if request.op == ActionOp.UNDO:
             return await action.undo(ctx, request)
         if start == "recover" and await action.present(ctx, request):
-            return Done(ActionOutcome.RECOVERED, "the effect was already in place")
+            undo = await rebuild_undo(action, ctx, request)
+            return Done(ActionOutcome.RECOVERED, "the effect was already in place", undo=undo)
         return await action.execute(ctx, request)
     except TargetGoneError as exc:
         return Done(ActionOutcome.SKIPPED, f"skipped: target gone: {exc.reason}")

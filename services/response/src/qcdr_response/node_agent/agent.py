@@ -41,7 +41,7 @@ from qcdr_common.streams.producer import publish
 from redis.asyncio import Redis
 
 from qcdr_response.actions import validation
-from qcdr_response.actions.base import Action, ActionError, Done, Scope, TargetGoneError
+from qcdr_response.actions.base import Action, ActionError, Done, Scope, TargetGoneError, rebuild_undo
 from qcdr_response.actions.node._context import NodeContext
 from qcdr_response.actions.registry import load_actions
 from qcdr_response.node_agent import streams
@@ -159,7 +159,8 @@ class NodeAgent:
             return None
         if present:
             log.info("recovery: effect in place", action_id=request.action_id)
-            return Done(ActionOutcome.RECOVERED, RECOVERED_MESSAGE, {"recovered": True})
+            undo = await rebuild_undo(action, self.ctx, request)
+            return Done(ActionOutcome.RECOVERED, RECOVERED_MESSAGE, {"recovered": True}, undo)
         return None
 
     async def _act(self, action: Action[Any], request: ActionRequest) -> Done:

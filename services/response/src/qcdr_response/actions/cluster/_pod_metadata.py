@@ -1,6 +1,10 @@
 """label_pod and annotate_pod: set keys in a pod's labels or annotations (merge patch) and
 record the previous values, so undo puts back what was there (an absent key is removed again).
 
+The previous values also go on the pod, in the same patch, as the annotation
+``qcdr.qualys.com/undo-<action id>``: a crash after the patch and before the result was recorded
+loses nothing, recovery reads them back (``recovered_undo``), and undo removes the annotation.
+
 Undo restores only the keys that still hold the value the action set: a key someone changed
 since is left as it is and reported. The quarantine label is isolate_pod's alone and is refused:
 relabelling a pod must never release it from isolation (or put it in another's).
@@ -8,6 +12,7 @@ relabelling a pod must never release it from isolation (or put it in another's).
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 
 from lightkube import ApiError
@@ -22,6 +27,11 @@ from qcdr_response.actions.cluster._context import QUARANTINE_LABEL, ClusterCont
 from qcdr_response.actions.cluster._k8s import ClusterAction, Record, api_error, done, get_pod, pod_ref, step
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on all of an object's annotations
+UNDO_PREFIX = "qcdr.qualys.com/undo-"
+
+
+def undo_key(action_id: int) -> str:
+    return f"{UNDO_PREFIX}{action_id}"
 
 
 class PodMetadataRecord(Record):
@@ -52,6 +62,8 @@ class PodMetadataAction(ClusterAction):
             validation.label_key(key, what)
             if key == QUARANTINE_LABEL:
                 raise InvalidRequestError(f"{what}: {key!r} is set and removed by isolate_pod only")
+            if key.startswith(UNDO_PREFIX):
+                raise InvalidRequestError(f"{what}: {key!r} is qcdr's own undo record")
             if self.field == "labels":
                 validation.label_value(value)
         if self.field == "annotations":
@@ -67,8 +79,13 @@ class PodMetadataAction(ClusterAction):
         name: str,
         uid: str,
         values: dict[str, Any],
+        undo: dict[str, str | None],
     ) -> dict[str, Any]:
-        patch = {"metadata": {"uid": uid, self.field: values}}
+        # one patch: the keys and the undo annotation land (or fail) together
+        meta: dict[str, Any] = {"uid": uid, self.field: dict(values)}
+        if undo:
+            meta.setdefault("annotations", {}).update(undo)
+        patch = {"metadata": meta}
         try:
             await ctx.client.patch(
                 Pod,
@@ -91,14 +108,17 @@ class PodMetadataAction(ClusterAction):
         pod = await get_pod(ctx, request.target)
         current = pod["metadata"].get(self.field) or {}
         uid = str(pod["metadata"]["uid"])
-        steps = [await self._patch(ctx, request, namespace, name, uid, dict(wanted))]
+        previous = {k: current.get(k) for k in wanted}
+        saved = json.dumps({"field": self.field, "previous": previous}, sort_keys=True)
+        undo: dict[str, str | None] = {undo_key(request.action_id): saved}
+        steps = [await self._patch(ctx, request, namespace, name, uid, dict(wanted), undo)]
         record = PodMetadataRecord(
             namespace=namespace,
             pod=name,
             pod_uid=uid,
             field=self.field,
             applied=dict(wanted),
-            previous={k: current.get(k) for k in wanted},
+            previous=previous,
         )
         keys = ", ".join(sorted(wanted))
         subject = f"pod {namespace}/{name}"
@@ -120,10 +140,14 @@ class PodMetadataAction(ClusterAction):
         current = pod["metadata"].get(self.field) or {}
         restore = {k: record.previous.get(k) for k, v in record.applied.items() if current.get(k) == v}
         changed = sorted(set(record.applied) - set(restore))
+        key = undo_key(request.action_id)
+        forget: dict[str, str | None] = (
+            {key: None} if key in (pod["metadata"].get("annotations") or {}) else {}
+        )
         steps = []
-        if restore:
+        if restore or forget:
             steps.append(
-                await self._patch(ctx, request, record.namespace, record.pod, record.pod_uid, restore)
+                await self._patch(ctx, request, record.namespace, record.pod, record.pod_uid, restore, forget)
             )
         subject = (
             f"{self.field} {', '.join(sorted(restore)) or '(none)'} of pod {record.namespace}/{record.pod}"
@@ -134,3 +158,23 @@ class PodMetadataAction(ClusterAction):
         wanted = self.values(self.prepare(request, self.params))
         current = (await get_pod(ctx, request.target))["metadata"].get(self.field) or {}
         return all(current.get(k) == v for k, v in wanted.items())
+
+    async def recovered_undo(self, ctx: ClusterContext, request: ActionRequest) -> dict[str, Any] | None:
+        wanted = self.values(self.prepare(request, self.params))
+        namespace, name = pod_ref(request.target)
+        pod = await get_pod(ctx, request.target)
+        saved = (pod["metadata"].get("annotations") or {}).get(undo_key(request.action_id))
+        if saved is None:
+            return None
+        data = json.loads(saved)
+        if data.get("field") != self.field:
+            return None
+        record = PodMetadataRecord(
+            namespace=namespace,
+            pod=name,
+            pod_uid=str(pod["metadata"]["uid"]),
+            field=self.field,
+            applied=dict(wanted),
+            previous={k: data["previous"].get(k) for k in wanted},
+        )
+        return record.model_dump(mode="json")

@@ -17,6 +17,8 @@ from qcdr_response.actions.cluster._context import ClusterContext
 from qcdr_response.actions.cluster._k8s import ClusterAction, Record, as_dict, call, done, get_pod, step
 from qcdr_response.actions.registry import ACTIONS
 
+CORDONED_BY = "qcdr.qualys.com/cordoned-by"
+
 
 class CordonRecord(Record):
     node: str
@@ -53,8 +55,14 @@ class CordonNode(ClusterAction):
     async def _set(
         self, ctx: ClusterContext, request: ActionRequest, name: str, uid: str, value: bool | None
     ) -> dict[str, Any]:
-        # None removes the field (false is its default), as kubectl uncordon's patch does
-        patch = {"metadata": {"uid": uid}, "spec": {"unschedulable": value}}
+        # None removes the field (false is its default), as kubectl uncordon's patch does. The
+        # annotation says which action cordoned the node, in the same patch: recovery after a
+        # crash can then tell this action's cordon from one that was there before.
+        mark = str(request.action_id) if value else None
+        patch = {
+            "metadata": {"uid": uid, "annotations": {CORDONED_BY: mark}},
+            "spec": {"unschedulable": value},
+        }
         await call(
             ctx.client.patch(
                 Node,
@@ -93,13 +101,25 @@ class CordonNode(ClusterAction):
         if node["metadata"].get("uid") != record.uid:
             raise TargetGoneError(f"node {record.node} was replaced (UID {node['metadata'].get('uid')})")
         steps = []
-        if (node.get("spec") or {}).get("unschedulable"):
+        if (node.get("spec") or {}).get("unschedulable") or CORDONED_BY in _annotations(node):
             steps.append(await self._set(ctx, request, record.node, record.uid, None))
         return done(request, f"uncordoned node {record.node}", f"uncordon node {record.node}", steps)
 
     async def present(self, ctx: ClusterContext, request: ActionRequest) -> bool:
         node = await self._node(ctx, await self.node_name(ctx, request.target))
         return bool((node.get("spec") or {}).get("unschedulable"))
+
+    async def recovered_undo(self, ctx: ClusterContext, request: ActionRequest) -> dict[str, Any] | None:
+        name = await self.node_name(ctx, request.target)
+        node = await self._node(ctx, name)
+        ours = _annotations(node).get(CORDONED_BY) == str(request.action_id)
+        record = CordonRecord(node=name, uid=str(node["metadata"]["uid"]), was_unschedulable=not ours)
+        return record.model_dump(mode="json")
+
+
+def _annotations(node: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = node.get("metadata", {}).get("annotations") or {}
+    return found
 
 
 ACTIONS.add(CordonNode.name, CordonNode(), __name__)

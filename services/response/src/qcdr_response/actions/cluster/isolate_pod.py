@@ -216,5 +216,30 @@ class IsolatePod(ClusterAction):
                 raise api_error("get", kind, namespace, policy_name(request.action_id), exc) from None
         return True
 
+    async def recovered_undo(self, ctx: ClusterContext, request: ActionRequest) -> dict[str, Any] | None:
+        # Everything execute records is named after the action id: the pod's UID and which of
+        # the two policies exist (no CiliumNetworkPolicy where Cilium is not installed) are read.
+        namespace, pod_name = pod_ref(request.target)
+        uid = str((await get_pod(ctx, request.target))["metadata"]["uid"])
+        name = policy_name(request.action_id)
+        policies = []
+        for api_version, kind in ((CNP_API, CNP_KIND), (NP_API, NP_KIND)):
+            try:
+                await ctx.client.get(_resource(api_version, kind), name, namespace=namespace)
+            except ApiError as exc:
+                if not (is_not_found(exc) or kind_missing(exc)):
+                    raise api_error("get", kind, namespace, name, exc) from None
+                continue
+            policies.append(PolicyRef(api_version=api_version, kind=kind, name=name))
+        record = IsolateRecord(
+            namespace=namespace,
+            pod=pod_name,
+            pod_uid=uid,
+            label_key=ctx.quarantine_label,
+            label_value=quarantine_value(request.action_id),
+            policies=policies,
+        )
+        return record.model_dump(mode="json")
+
 
 ACTIONS.add(IsolatePod.name, IsolatePod(), __name__)

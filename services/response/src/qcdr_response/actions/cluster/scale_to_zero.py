@@ -5,10 +5,18 @@ reference: Pod → ReplicaSet → its Deployment (a bare ReplicaSet is scaled it
 StatefulSet. DaemonSets have no replica count and are refused. Undo restores the recorded count,
 but only while the owner still has the zero this action set: a count someone changed since wins,
 and undo says so.
+
+Before scaling, the owner is annotated ``qcdr.qualys.com/scaled-to-zero`` with the action id and
+the count it had (as Argo Rollouts and KEDA keep a scaled-down count on the object). A crash after
+the scale and before the result was recorded then loses nothing: recovery finds the owner by that
+annotation even when the target pod is gone (it is, at zero replicas: the candidates come from the
+pod's name) and rebuilds the undo record; undo removes the annotation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Any, ClassVar
 
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet, StatefulSet
@@ -24,6 +32,7 @@ from qcdr_response.actions.registry import ACTIONS
 
 SCALABLE: dict[str, Any] = {"Deployment": Deployment, "StatefulSet": StatefulSet, "ReplicaSet": ReplicaSet}
 NOT_SCALABLE = "DaemonSets cannot be scaled (one pod per node, no replica count)"
+SCALED_BY = "qcdr.qualys.com/scaled-to-zero"
 
 
 class ScaleRecord(Record):
@@ -57,7 +66,12 @@ class ScaleToZero(ClusterAction):
     reversible = True
     permissions: ClassVar[tuple[str, ...]] = (
         "pods:get",
+        "deployments.apps:get",
+        "deployments.apps:patch",
+        "statefulsets.apps:get",
+        "statefulsets.apps:patch",
         "replicasets.apps:get",
+        "replicasets.apps:patch",
         "deployments.apps/scale:get",
         "deployments.apps/scale:patch",
         "statefulsets.apps/scale:get",
@@ -157,6 +171,39 @@ class ScaleToZero(ClusterAction):
         )
         return step("patch", f"{kind}/scale", namespace, meta["name"], patch)
 
+    async def _annotate(
+        self,
+        ctx: ClusterContext,
+        request: ActionRequest,
+        kind: str,
+        namespace: str,
+        meta: dict[str, Any],
+        value: str | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Set (or, with None, remove) the annotation on the owner; (the owner after it, the step)."""
+        preconditions = {"uid": meta["uid"]}
+        if value is not None:
+            # the count must be the one the scale read: a change in between refuses the patch
+            preconditions["resourceVersion"] = meta["resourceVersion"]
+        patch = {"metadata": {**preconditions, "annotations": {SCALED_BY: value}}}
+        owner = await call(
+            ctx.client.patch(
+                SCALABLE[kind],
+                meta["name"],
+                patch,
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+                field_manager=ctx.field_manager,
+                dry_run=request.dry_run,
+            ),
+            "patch",
+            kind.lower(),
+            namespace,
+            meta["name"],
+            target=True,
+        )
+        return as_dict(owner), step("patch", kind, namespace, meta["name"], patch)
+
     async def execute(self, ctx: ClusterContext, request: ActionRequest) -> Done:
         self.prepare(request, NoParams)
         namespace = str(request.target.namespace)
@@ -165,6 +212,12 @@ class ScaleToZero(ClusterAction):
         previous = int(scale["spec"].get("replicas") or 0)
         steps = [step("get", f"{kind}/scale", namespace, name)]
         if previous:
+            mark = json.dumps({"action_id": request.action_id, "previous_replicas": previous})
+            owner, annotated = await self._annotate(ctx, request, kind, namespace, scale["metadata"], mark)
+            steps.append(annotated)
+            # the annotation moved the owner's resourceVersion: the scale's precondition follows it
+            rv = owner.get("metadata", {}).get("resourceVersion") or scale["metadata"]["resourceVersion"]
+            scale = {**scale, "metadata": {**scale["metadata"], "resourceVersion": rv}}
             steps.append(await self._set(ctx, request, kind, namespace, scale, 0))
         record = ScaleRecord(
             namespace=namespace,
@@ -199,13 +252,98 @@ class ScaleToZero(ClusterAction):
             steps.append(
                 await self._set(ctx, request, record.kind, record.namespace, scale, record.previous_replicas)
             )
+        owner = await self._owner_object(ctx, record.kind, record.namespace, record.name)
+        if _mark(owner, request.action_id) is not None:
+            _, forgot = await self._annotate(
+                ctx, request, record.kind, record.namespace, owner["metadata"], None
+            )
+            steps.append(forgot)
         target = f"{subject} to {record.previous_replicas}"
         return done(request, f"scaled {target}", f"scale {target}", steps)
 
+    async def _owner_object(
+        self, ctx: ClusterContext, kind: str, namespace: str, name: str
+    ) -> dict[str, Any]:
+        obj = await call(
+            ctx.client.get(SCALABLE[kind], name, namespace=namespace),
+            "get",
+            kind.lower(),
+            namespace,
+            name,
+            target=True,
+        )
+        return as_dict(obj)
+
+    async def _marked_owner(
+        self, ctx: ClusterContext, namespace: str, pod: str, action_id: int
+    ) -> tuple[str, str] | None:
+        """The owner this action annotated, found without the pod (gone once at zero replicas).
+
+        No list permission: the pod's name gives the candidates (``<replicaset>-<suffix>``, whose
+        ReplicaSet names its Deployment; ``<statefulset>-<ordinal>``), and only an owner carrying
+        this action's mark is taken, so a wrong guess finds nothing rather than the wrong owner."""
+        base = pod.rpartition("-")[0]
+        if not base:
+            return None
+        candidates: list[tuple[str, str]] = []
+        with contextlib.suppress(ActionError):
+            rs = await self._owner_object(ctx, "ReplicaSet", namespace, base)
+            above = _controller(rs)
+            if above is not None and above[0] == "Deployment":
+                candidates.append(above)
+            candidates.append(("ReplicaSet", base))
+        candidates.append(("StatefulSet", base))
+        for kind, name in candidates:
+            try:
+                owner = await self._owner_object(ctx, kind, namespace, name)
+            except ActionError:
+                continue
+            if _mark(owner, action_id) is not None:
+                return kind, name
+        return None
+
+    async def _recovery_owner(self, ctx: ClusterContext, request: ActionRequest) -> tuple[str, str]:
+        try:
+            return await self.owner(ctx, request.target)
+        except TargetGoneError:
+            namespace, pod = str(request.target.namespace), str(request.target.pod or "")
+            found = await self._marked_owner(ctx, namespace, pod, request.action_id)
+            if found is None:
+                raise
+            return found
+
     async def present(self, ctx: ClusterContext, request: ActionRequest) -> bool:
-        kind, name = await self.owner(ctx, request.target)
+        kind, name = await self._recovery_owner(ctx, request)
         scale = await self._scale(ctx, kind, str(request.target.namespace), name)
         return int(scale["spec"].get("replicas") or 0) == 0
+
+    async def recovered_undo(self, ctx: ClusterContext, request: ActionRequest) -> dict[str, Any] | None:
+        namespace = str(request.target.namespace)
+        kind, name = await self._recovery_owner(ctx, request)
+        owner = await self._owner_object(ctx, kind, namespace, name)
+        # no mark of this action: the owner was at zero already, so execute recorded 0 (undo: nothing)
+        previous = _mark(owner, request.action_id) or 0
+        record = ScaleRecord(
+            namespace=namespace,
+            kind=kind,
+            name=name,
+            uid=owner["metadata"]["uid"],
+            previous_replicas=previous,
+        )
+        return record.model_dump(mode="json")
+
+
+def _mark(obj: dict[str, Any], action_id: int) -> int | None:
+    """The count ``action_id`` recorded on the owner, or None (no mark, another action's, unreadable)."""
+    raw = (obj.get("metadata", {}).get("annotations") or {}).get(SCALED_BY)
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("action_id") != action_id:
+        return None
+    previous = data.get("previous_replicas")
+    return previous if isinstance(previous, int) and previous > 0 else None
 
 
 ACTIONS.add(ScaleToZero.name, ScaleToZero(), __name__)

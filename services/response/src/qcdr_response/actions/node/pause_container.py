@@ -4,6 +4,8 @@ undo (on expiry or by request) unpauses the container it paused."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from qcdr_common.contracts.actions.v1 import ActionOp, ActionOutcome, ActionRequest
 
 from qcdr_response.actions.base import Action, ActionError, Done, InvalidRequestError, Scope
@@ -35,6 +37,9 @@ class PauseContainer(Action[NodeContext]):
             return await status(box) != "paused"
         box = await load(ctx, request.target)
         return await status(box) == "paused"
+
+    async def recovered_undo(self, ctx: NodeContext, request: ActionRequest) -> dict[str, Any] | None:
+        return {"container_id": (await load(ctx, request.target)).id}
 
     async def execute(self, ctx: NodeContext, request: ActionRequest) -> Done:
         box = await load(ctx, request.target)

@@ -88,6 +88,16 @@ class QuarantineFile(Action[NodeContext]):
         kept = list(ctx.quarantine_root.glob(f"*/action-{request.action_id}.json"))
         return bool(kept) and await blocking(_gone, box, ctx, cast(str, request.target.path), p)
 
+    async def recovered_undo(self, ctx: NodeContext, request: ActionRequest) -> dict[str, Any] | None:
+        # the metadata file written before the original was removed holds all the record needs
+        kept = sorted(ctx.quarantine_root.glob(f"*/action-{request.action_id}.json"))
+        if not kept:
+            return None
+        meta = json.loads(kept[0].read_bytes())
+        undo = {k: meta[k] for k in ("container_id", "sha256", "mode", "uid", "gid", "mtime_ns")}
+        undo["path"] = str(meta["resolved_path"])
+        return undo
+
     async def execute(self, ctx: NodeContext, request: ActionRequest) -> Done:
         p = cast(QuarantineParams, self.parse_params(request.parameters))
         self.check(request.target, p)

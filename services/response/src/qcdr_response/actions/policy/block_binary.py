@@ -155,6 +155,10 @@ class BlockBinary(Action[PolicyContext]):
             raise ActionError(f"get {KIND}: {exc.status.code} {exc.status.message}") from None
         return True
 
+    async def recovered_undo(self, ctx: PolicyContext, request: ActionRequest) -> dict[str, Any] | None:
+        # the policy's name comes from the request alone
+        return {"namespace": request.target.namespace, "name": policy_name(request)}
+
     async def undo(self, ctx: PolicyContext, request: ActionRequest) -> Done:
         ref = request.undo or {}
         name, namespace = str(ref.get("name", "")), str(ref.get("namespace", ""))
