@@ -30,7 +30,7 @@ def columns(url: str) -> dict[str, tuple[str, str]]:
 
 def test_0004_adds_the_federation_origin_and_goes_back(scratch_database_url: str) -> None:
     upgrade(scratch_database_url)
-    assert current_revision(scratch_database_url) == "0004"
+    assert current_revision(scratch_database_url) == "0005"
     assert columns(scratch_database_url)["federation"] == ("jsonb", "YES")
     assert inspect_db(scratch_database_url)[1] == []
 

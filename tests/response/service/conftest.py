@@ -58,6 +58,7 @@ RESPONSE_TABLES = (
     "response_findings",
     "response_received",
     "response_outbox",
+    "response_dns_resolve_deny",
 )
 
 

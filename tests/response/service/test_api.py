@@ -181,6 +181,7 @@ async def test_every_route_needs_a_token_and_writes_need_write(api: Api) -> None
         f"/v1/policies/{pid}/yaml",
         f"/v1/policies/{pid}/versions/1",
         "/v1/findings/x/policy",
+        "/v1/dns/resolve-deny",
     ]
     writes = [f"/v1/policies/{pid}/{action}" for action in ("approve", "apply", "revoke")]
     for path in reads:

@@ -24,6 +24,7 @@ TABLES = {
     "response_policy_versions",
     "response_finding_policy",
     "response_outbox",
+    "response_dns_resolve_deny",
 }
 
 
@@ -57,7 +58,7 @@ def test_db_upgrade_is_idempotent_and_matches_the_models(
     for _ in range(2):
         result = runner.invoke(cli, ["db", "upgrade"], env={"DATABASE_URL": response_database_url})
         assert result.exit_code == 0, result.output
-        assert result.output.strip().endswith("is at revision 0004")
+        assert result.output.strip().endswith("is at revision 0005")
     tables, differences = inspect_db(response_database_url)
     assert TABLES | {VERSION_TABLE} <= tables
     assert differences == []

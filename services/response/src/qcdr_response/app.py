@@ -14,6 +14,7 @@ from qcdr_common.streams.runner import in_background
 
 from qcdr_response.actions.router import router as actions_router
 from qcdr_response.actions.runtime import actions_context
+from qcdr_response.dns.router import router as dns_router
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.lifecycle.router import router as lifecycle_router
 from qcdr_response.outputs.config import load_outputs
@@ -28,6 +29,7 @@ def create_app(settings: ResponseSettings | None = None, *, auth: ApiAuthSetting
     app.include_router(lifecycle_router)
     app.include_router(actions_router)
     app.include_router(outputs_router)
+    app.include_router(dns_router)
     common_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

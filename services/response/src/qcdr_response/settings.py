@@ -17,6 +17,12 @@ class ActionsMode(StrEnum):
     ENFORCE = "enforce"
 
 
+class DnsResolveDenyMode(StrEnum):
+    OFF = "off"
+    FILES = "files"
+    APPLY = "apply"
+
+
 class ResponseSettings(CommonSettings):
     service_name: str = "response"
 
@@ -112,10 +118,44 @@ class ResponseSettings(CommonSettings):
         default=None, description="Base URL of the console; messages link to the finding there."
     )
 
+    # --- resolve-and-deny: the domain feeds' names -> their addresses -> CIDR groups Cilium denies
+    dns_resolve_deny: DnsResolveDenyMode = Field(
+        default=DnsResolveDenyMode.OFF,
+        description="off; files: write dns-resolve-deny.yaml into output_dir on every refresh; apply: "
+        "also server-side apply it (and prune its groups no longer needed). Turning it on is the "
+        "approval: the groups change with DNS answers, not by review (docs/DNS.md).",
+    )
+    dns_resolvers: tuple[str, ...] = Field(
+        default=(),
+        description="IP or IP:PORT of the resolvers (the cluster DNS service); empty: /etc/resolv.conf.",
+    )
+    dns_refresh_s: float = Field(default=60.0, ge=1, description="Seconds between refreshes.")
+    dns_max_names: int = Field(
+        default=5000, ge=1, le=100_000, description="Names resolved per refresh (most-listed first)."
+    )
+    dns_min_ttl_s: int = Field(default=60, ge=0, description="An address is kept at least this long.")
+    dns_max_ttl_s: int = Field(
+        default=3600, ge=1, description="... and at most this long after its last answer."
+    )
+    dns_tetragon: bool = Field(
+        default=False, description="Also a Tetragon tcp_connect policy on the addresses."
+    )
+    dns_listed_view: str = Field(
+        default="ingest_intel_domains",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$",
+        description="Where the listed names are read (ingest's view, same database).",
+    )
+
     @model_validator(mode="after")
     def _auto_apply_needs_a_cluster(self) -> ResponseSettings:
         if self.auto_apply and not self.cluster_configured:
             raise ValueError("auto_apply needs a cluster: set kubeconfig or kube_in_cluster")
+        if self.dns_resolve_deny is DnsResolveDenyMode.APPLY and not self.cluster_configured:
+            raise ValueError("dns_resolve_deny=apply needs a cluster: set kubeconfig or kube_in_cluster")
+        if self.dns_resolve_deny is DnsResolveDenyMode.FILES and self.output_dir is None:
+            raise ValueError("dns_resolve_deny=files needs output_dir")
+        if self.dns_min_ttl_s > self.dns_max_ttl_s:
+            raise ValueError("dns_min_ttl_s is above dns_max_ttl_s")
         return self
 
     @property

@@ -28,6 +28,7 @@ from qcdr_response.actions import planner
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.runtime import ActionsRuntime, actions_context
 from qcdr_response.db.models import outbox
+from qcdr_response.dns.service import ResolveDenyService
 from qcdr_response.federation.handlers import BatchResult, FederatedPoliciesHandler
 from qcdr_response.federation.service import Federation
 from qcdr_response.lifecycle import files
@@ -40,7 +41,7 @@ from qcdr_response.lifecycle.service import BatchOutcome, EventCache, Lifecycle
 from qcdr_response.lifecycle.transitions import ClusterFailedError, TransitionError, apply
 from qcdr_response.outputs.runtime import OutputsRuntime
 from qcdr_response.policies.checks import default_checker
-from qcdr_response.settings import ResponseSettings, get_settings
+from qcdr_response.settings import DnsResolveDenyMode, ResponseSettings, get_settings
 
 log = get_logger(__name__)
 
@@ -115,6 +116,9 @@ class ResponseWorker:
                 ),
             )
             groups.append((streams.FEDERATION_POLICIES, settings.consumer_group))
+        self.resolve_deny: ResolveDenyService | None = None
+        if settings.dns_resolve_deny is not DnsResolveDenyMode.OFF:
+            self.resolve_deny = ResolveDenyService(settings, self.sessions, cluster)
         self.lag = LagExporter(
             redis, prefix=settings.redis_prefix, groups=groups, outboxes=[(engine, outbox)]
         )
@@ -181,6 +185,8 @@ class ResponseWorker:
         if self.actions is not None:
             loops += [self.actions.requests.run, self.actions.results.run, self.actions.lease_loop]
         loops += self.outputs.loops()
+        if self.resolve_deny is not None:
+            loops.append(self.resolve_deny.run)
         try:
             await run_until_stopped(*loops, stop=stop, signals=signals)
         finally:

@@ -10,6 +10,7 @@ from qcdr_common.streams.outbox import outbox_table
 
 from qcdr_response.actions.models import ActionRow, AuditRow
 from qcdr_response.db.base import ResponseBase
+from qcdr_response.dns.models import ResolveDenyRow
 from qcdr_response.lifecycle.models import (
     FindingPolicyRow,
     FindingRow,
@@ -33,6 +34,7 @@ __all__ = [
     "PolicyRow",
     "PolicyVersionRow",
     "ReceivedRow",
+    "ResolveDenyRow",
     "ResponseBase",
     "metadata",
     "outbox",
