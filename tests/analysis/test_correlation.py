@@ -174,6 +174,51 @@ def test_an_event_from_a_clock_years_ahead_does_not_make_the_rest_late(patterns:
     assert near.stats.future == 0
 
 
+def test_a_source_delivering_in_batches_keeps_its_place_with_per_source_watermarks(
+    patterns: list[Any],
+) -> None:
+    """A poller's detections arrive minutes old beside a live source: with one watermark they are
+    late; with one per source the lowest active one governs, and a source that went quiet for
+    longer than ``source_idle_s`` stops holding the others back."""
+    wall = [T0.timestamp()]
+
+    def clock() -> float:
+        return wall[0]
+
+    def live(start: int, stop: int) -> list[SecurityEvent]:
+        return [event((), t, source="tetragon", container="other") for t in range(start, stop, 10)]
+
+    first, second = trace("credential_theft", gap=30, source="qualys")  # at 0 s and 30 s
+    first = first.model_copy(update={"event_time": T0 + timedelta(seconds=100)})
+    second = second.model_copy(update={"event_time": T0 + timedelta(seconds=130)})
+
+    def scenario(engine: Engine) -> list[Finding]:
+        out = engine.feed([event((), 0, source="qualys", container="other")])  # the poller's last round
+        for start in range(0, 400, 50):  # live events, delivered as they happen
+            wall[0] = T0.timestamp() + start + 50
+            out += engine.feed(live(start, start + 50))
+        out += engine.feed([first, second])  # the poller's next round, at 400 s: 270-300 s old
+        return out
+
+    wall[0] = T0.timestamp()
+    single = Engine(patterns, clock=clock)
+    assert scenario(single) + single.flush() == []
+    assert single.stats.late == 2
+
+    wall[0] = T0.timestamp()
+    per_source = Engine(patterns, clock=clock, source_idle_s=600)
+    assert scenario(per_source) == []  # waiting for the poller's watermark (130 s) to move on
+    assert per_source.stats.late == 0
+    assert per_source.buffered >= 1
+    restarted = Engine(patterns, clock=clock, source_idle_s=600)
+    restarted.restore(json.loads(json.dumps(per_source.snapshot())))
+    assert restarted.snapshot() == per_source.snapshot()  # the per-source marks are checkpointed
+    # the poller stays quiet past the idle timeout: the live source alone moves W, the chain completes
+    wall[0] += 601
+    chains = restarted.feed(live(400, 460))
+    assert [c.category for c in chains] == ["chain.credential_theft"]
+
+
 def test_expired_window(patterns: list[Any]) -> None:
     # reverse_shell's maxspan is 5 minutes
     assert run(Engine(patterns), trace("reverse_shell", gap=301)) == []

@@ -43,6 +43,16 @@ class AnalysisSettings(CommonSettings):
         gt=0,
         description="After this long without a batch, events still waiting out the lateness are processed.",
     )
+    correlation_source_idle_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Off: one event-time watermark for all sources. Seconds: one per (source, cluster), the "
+            "lowest of those that delivered within this long governs, so a source delivering in "
+            "batches (the Qualys poller, a spoke catching up) is not late; set it just above the "
+            "slowest source's interval (chains then wait for it)."
+        ),
+    )
     shared_baselines_enabled: bool = Field(
         default=True,
         description=(

@@ -50,7 +50,9 @@ def make_detectors(settings: AnalysisSettings) -> DetectorSet:
     detectors = DetectorSet.configure(settings.detectors, settings.disabled_detectors)
     if settings.correlation_enabled:
         try:
-            detectors.correlator = Correlator.from_patterns(settings.correlation_patterns_dir)
+            detectors.correlator = Correlator.from_patterns(
+                settings.correlation_patterns_dir, source_idle_s=settings.correlation_source_idle_s
+            )
         except PatternError as exc:
             raise DetectorConfigError(f"correlation patterns: {exc}") from exc
     return detectors

@@ -58,8 +58,14 @@ class Correlator:
         self._restored = checkpoint is None
 
     @classmethod
-    def from_patterns(cls, user_dir: Path | None, checkpoint: RedisCheckpoint | None = None) -> Correlator:
-        return cls(Engine(load_patterns(user_dir)), checkpoint)
+    def from_patterns(
+        cls,
+        user_dir: Path | None,
+        checkpoint: RedisCheckpoint | None = None,
+        *,
+        source_idle_s: float | None = None,
+    ) -> Correlator:
+        return cls(Engine(load_patterns(user_dir), source_idle_s=source_idle_s), checkpoint)
 
     def attach(self, checkpoint: RedisCheckpoint) -> None:
         """Checkpoint to Redis from now on (the state there is loaded before the first batch)."""

@@ -13,6 +13,14 @@ Semantics (issue 6, item 1):
   once and never with an event already in it. Per pattern and join key the engine keeps at most
   one partial per stage, the latest (EQL's rule): a newer start replaces an older one, which
   bounds state by keys x steps instead of by events.
+* **Sources that lag** (``source_idle_s``, off by default). One watermark for everything makes a
+  source that delivers in batches late by construction: the Qualys poller's detections arrive
+  minutes old beside live Tetragon events, and a spoke catching up at the hub arrives behind the
+  others. With ``source_idle_s`` set, each (source, cluster) keeps its own watermark and ``W`` is
+  the lowest of those that delivered within the last ``source_idle_s`` seconds of wall time (the
+  highest overall when none did), as Flink combines its inputs' watermarks with an idleness
+  timeout. The price: every chain waits for the slowest active source, so set the timeout just
+  above the slowest source's delivery interval (the poller's, plus its latency).
 * **Clocks ahead.** An item more than ``max_future_s`` (300 s) ahead of this process's clock is
   dropped (``stats.future``): one event from a node with a clock set years ahead would otherwise
   push ``W`` there and make every later event late.
@@ -109,6 +117,8 @@ class Engine:
     stats: Stats = field(default_factory=Stats)
     max_future_s: float = 300.0  # items further ahead of ``clock`` than this are dropped
     clock: Callable[[], float] = time.time
+    # None: one watermark; seconds: per (source, cluster), idle ones left out (module docstring)
+    source_idle_s: float | None = None
 
     def __post_init__(self) -> None:
         self._compiled = [
@@ -130,7 +140,10 @@ class Engine:
 
     def _reset(self) -> None:
         self._future_limit = math.inf
+        self._now = -math.inf
         self._watermark = -math.inf
+        # (source, cluster) -> [latest event time, wall time of its latest delivery]
+        self._marks: dict[str, list[float]] = {}
         self._released = -math.inf
         self._seq = itertools.count()
         self._buffer: list[tuple[float, int, Item, tuple[tuple[int, int], ...]]] = []
@@ -148,16 +161,31 @@ class Engine:
 
     def feed(self, events: Sequence[SecurityEvent], findings: Sequence[Finding] = ()) -> list[Finding]:
         """Match one micro-batch; returns the chains it completed (usually none)."""
-        self._future_limit = self.clock() + self.max_future_s
+        self._now = self.clock()
+        self._future_limit = self._now + self.max_future_s
+        # per-source watermarks: lateness is judged against W as the batch found it (the lowest
+        # active source's), computed once per batch rather than once per item
+        before = None if self.source_idle_s is None else self._effective()
         for item in items(events, findings):
-            self._ingest(item)
-        return self._release(self._watermark - self._lateness)
+            self._ingest(item, before)
+        return self._release(self._effective() - self._lateness)
+
+    def _effective(self) -> float:
+        """``W``: the latest event time, or with ``source_idle_s`` the lowest of the sources that
+        delivered within it (idle sources are forgotten: they count again when they deliver)."""
+        if self.source_idle_s is None:
+            return self._watermark
+        horizon = self._now - self.source_idle_s
+        idle = [k for k, (_, seen) in self._marks.items() if seen < horizon]
+        for key in idle:
+            del self._marks[key]
+        return min((t for t, _ in self._marks.values()), default=self._watermark)
 
     def flush(self) -> list[Finding]:
         """Process every buffered item now; anything older that arrives later is late."""
         return self._release(math.inf)
 
-    def _ingest(self, item: Item) -> None:
+    def _ingest(self, item: Item, before: float | None = None) -> None:
         self.stats.events += 1
         t = item.time
         if t > self._future_limit:
@@ -165,9 +193,16 @@ class Engine:
             return
         if self._ancestry and item.exec_id and item.parent_exec_id:
             self._remember_parent(item.exec_id, item.parent_exec_id)
-        previous = self._watermark
-        if t > previous:
+        previous = self._watermark if before is None else before
+        if t > self._watermark:
             self._watermark = t
+        if self.source_idle_s is not None:
+            mark = self._marks.get(key := f"{item.source}\x1f{item.cluster}")
+            if mark is None:
+                self._marks[key] = [t, self._now]
+            else:
+                mark[0] = max(mark[0], t)
+                mark[1] = self._now
         targets = [x for x in self._index.candidates(item) if x.test(item)]
         if not targets:
             return
@@ -204,7 +239,7 @@ class Engine:
             self._released = max(self._released, t)
             self._expire(t)
             out.extend(self._process(item, targets))
-        horizon = self._watermark - self._lateness
+        horizon = self._effective() - self._lateness
         while self._seen_heap and self._seen_heap[0][0] < min(horizon, self._released):
             _, uid = heapq.heappop(self._seen_heap)
             self._seen.pop(uid, None)
@@ -418,6 +453,7 @@ class Engine:
             "patterns": {c.pattern.name: c.digest for c in self._compiled},
             "watermark": None if self._watermark == -math.inf else self._watermark,
             "released": None if self._released == -math.inf else self._released,
+            "marks": {k: list(v) for k, v in self._marks.items()},
             "buffer": buffer,
             "seen": seen,
             "partials": partials,
@@ -436,6 +472,7 @@ class Engine:
         }
         self._watermark = -math.inf if snapshot["watermark"] is None else snapshot["watermark"]
         self._released = -math.inf if snapshot["released"] is None else snapshot["released"]
+        self._marks = {k: [float(v[0]), float(v[1])] for k, v in (snapshot.get("marks") or {}).items()}
         for uid, t in snapshot["seen"].items():
             if t is None:
                 continue
