@@ -4,6 +4,7 @@ PostgreSQL) -> a DNS server on 127.0.0.1 (dnslib) -> the file and the Kubernetes
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,26 @@ async def test_files_mode_without_the_view_and_with_a_dead_resolver(
     assert (outcome.listed, outcome.left_out) == (2, 2)
     assert set(outcome.failed) == {"pool.bad.example", "fast.bad.example"}  # the most-listed first
     assert "size limit 2 names" in outcome.warnings[0]
+
+
+async def test_a_cluster_that_does_not_answer_is_reported_not_raised(
+    db: str, dns_server: tuple[int, Zone], tmp_path: Path
+) -> None:
+    port, _ = dns_server
+    server = K8sTestServer()
+    with server.serve():
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    # the API server is gone: the addresses are still resolved, kept and written to the file
+    outcome = await _refresh(_settings(db, port, tmp_path, kubeconfig), Clock())
+    assert outcome.error is not None
+    assert outcome.addresses == 3
+    assert (tmp_path / "out" / FILENAME).exists()
+    connection = await asyncpg.connect(db.replace("+asyncpg", ""))
+    try:
+        saved = json.loads(await connection.fetchval("SELECT report FROM response_dns_resolve_deny"))
+    finally:
+        await connection.close()
+    assert saved["error"] == outcome.error  # the API shows why
 
 
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:

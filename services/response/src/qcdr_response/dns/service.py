@@ -152,12 +152,14 @@ class ResolveDenyService:
         if not exists:
             return None
         # the view name is checked against an identifier pattern in the settings
+        limit = self.settings.dns_max_names
         rows = await session.execute(
-            text(f"SELECT domain, cardinality(feeds) AS n FROM {view} ORDER BY n DESC, domain")  # noqa: S608
+            text(f"SELECT domain FROM {view} ORDER BY cardinality(feeds) DESC, domain LIMIT :n"),  # noqa: S608
+            {"n": limit},
         )
         names = [str(r.domain) for r in rows]
-        limit = self.settings.dns_max_names
-        return names[:limit], max(len(names) - limit, 0)
+        total = int(await session.scalar(text(f"SELECT count(*) FROM {view}")) or 0)  # noqa: S608
+        return names, max(total - limit, 0)
 
     async def refresh(self) -> Outcome:
         """One refresh; a failure is reported in the outcome (and the row), never raised."""
@@ -167,8 +169,16 @@ class ResolveDenyService:
         except Exception as exc:  # DNS, database or cluster trouble: the next refresh tries again
             log.exception("resolve-and-deny refresh failed")
             outcome.error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):  # the API should say so, if the database can
+                await self._save_report(outcome)
         REFRESHES.labels("failed" if outcome.error else "ok").inc()
         return outcome
+
+    async def _save_report(self, outcome: Outcome) -> None:
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(ResolveDenyRow).where(ResolveDenyRow.id == SINGLETON).values(report=outcome.as_dict())
+            )
 
     async def _refresh(self, outcome: Outcome) -> None:
         deny = self._deny()
@@ -201,13 +211,8 @@ class ResolveDenyService:
                 .values(id=SINGLETON, **values)
                 .on_conflict_do_update(index_elements=[ResolveDenyRow.id], set_=values)
             )
-        docs = self._documents(deny)
-        await self._output(outcome, docs)
-        # the report again, now with what the file and the cluster said
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(ResolveDenyRow).where(ResolveDenyRow.id == SINGLETON).values(report=outcome.as_dict())
-            )
+        await self._output(outcome, self._documents(deny))
+        await self._save_report(outcome)  # again, with what the file and the cluster said
 
     def _count(self, outcome: Outcome, report: RefreshReport, listed: int, addresses: int) -> None:
         outcome.listed = listed

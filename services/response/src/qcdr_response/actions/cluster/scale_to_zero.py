@@ -252,14 +252,18 @@ class ScaleToZero(ClusterAction):
             steps.append(
                 await self._set(ctx, request, record.kind, record.namespace, scale, record.previous_replicas)
             )
-        owner = await self._owner_object(ctx, record.kind, record.namespace, record.name)
-        if _mark(owner, request.action_id) is not None:
-            _, forgot = await self._annotate(
-                ctx, request, record.kind, record.namespace, owner["metadata"], None
-            )
-            steps.append(forgot)
+        notes: dict[str, str] = {}
+        try:  # the count is back; a mark left behind only clutters the owner, so it is best effort
+            owner = await self._owner_object(ctx, record.kind, record.namespace, record.name)
+            if _mark(owner, request.action_id) is not None:
+                _, forgot = await self._annotate(
+                    ctx, request, record.kind, record.namespace, owner["metadata"], None
+                )
+                steps.append(forgot)
+        except ActionError as exc:
+            notes["annotation"] = f"{SCALED_BY} left on {subject}: {exc.reason}"
         target = f"{subject} to {record.previous_replicas}"
-        return done(request, f"scaled {target}", f"scale {target}", steps)
+        return done(request, f"scaled {target}", f"scale {target}", steps, None, **notes)
 
     async def _owner_object(
         self, ctx: ClusterContext, kind: str, namespace: str, name: str
