@@ -33,6 +33,8 @@ test-deps:
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	{ command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1; } || missing="$$missing containerd"; \
+	{ command -v runc >/dev/null 2>&1 || test -x /usr/sbin/runc; } || missing="$$missing runc"; \
 	command -v rsyslogd >/dev/null 2>&1 || ls /usr/sbin/rsyslogd >/dev/null 2>&1 || missing="$$missing rsyslog"; \
 	dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing="$$missing rsyslog-gnutls"; \
 	{ command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium; } || missing="$$missing chromium"; \

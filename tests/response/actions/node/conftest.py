@@ -25,6 +25,7 @@ from qcdr_response.actions import node as node_package
 from qcdr_response.actions.base import Action, Scope
 from qcdr_response.actions.node import _procfs
 from qcdr_response.actions.node._context import NodeContext
+from qcdr_response.actions.node._docker import DockerRuntime
 from qcdr_response.actions.registry import ACTIONS
 
 NODE = "node-a"
@@ -64,7 +65,7 @@ def busybox_image(dockerd: DockerDaemon) -> str:
 @pytest.fixture
 def node_ctx(docker_client: docker.DockerClient, tmp_path: Path) -> NodeContext:
     return NodeContext(
-        docker=docker_client,
+        runtime=DockerRuntime(docker_client),
         node=NODE,
         quarantine_root=tmp_path / "quarantine",
         forensics_root=tmp_path / "forensics",

@@ -21,9 +21,9 @@ EXEMPT = "qcdr.qualys.com/admission-exempt"
 
 
 @cache
-def rendered() -> tuple[dict[str, Any], ...]:
+def rendered(variant: str = "node-agent") -> tuple[dict[str, Any], ...]:
     out = subprocess.run(
-        [str(KUBECTL), "kustomize", str(ROOT / "k8s" / "node-agent")],
+        [str(KUBECTL), "kustomize", str(ROOT / "k8s" / variant)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -120,13 +120,38 @@ def test_daemonset() -> None:
 
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert volumes["docker-sock"]["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
-    assert config["data"]["QCDR_DOCKER_HOST"] == f"unix://{mounts['docker-sock']}"
+    # containerd through CRI, and the host's cgroups for pause (CRI has none)
+    assert config["data"]["QCDR_CONTAINER_RUNTIME"] == "cri"
+    assert volumes["cri-sock"]["hostPath"] == {"path": "/run/containerd/containerd.sock", "type": "Socket"}
+    assert config["data"]["QCDR_CRI_ENDPOINT"] == f"unix://{mounts['cri-sock']}"
+    assert volumes["host-cgroup"]["hostPath"] == {"path": "/sys/fs/cgroup", "type": "Directory"}
+    assert config["data"]["QCDR_CGROUP_ROOT"] == mounts["host-cgroup"]
     for name in ("quarantine", "forensics"):
         assert volumes[name]["hostPath"] == {"path": f"/var/lib/qcdr/{name}", "type": "DirectoryOrCreate"}
         assert config["data"][f"QCDR_{name.upper()}_ROOT"] == mounts[name]
     host_paths = {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v}
-    assert host_paths == {"/var/run/docker.sock", "/var/lib/qcdr/quarantine", "/var/lib/qcdr/forensics"}
+    assert host_paths == {
+        "/run/containerd/containerd.sock",
+        "/sys/fs/cgroup",
+        "/var/lib/qcdr/quarantine",
+        "/var/lib/qcdr/forensics",
+    }
+
+
+def test_docker_engine_variant() -> None:
+    docs = rendered("node-agent-docker-engine")
+    (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    spec = daemonset["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert config["data"]["QCDR_CONTAINER_RUNTIME"] == "docker"
+    assert volumes["docker-sock"]["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
+    assert config["data"]["QCDR_DOCKER_HOST"] == f"unix://{mounts['docker-sock']}"
+    assert not {"cri-sock", "host-cgroup"} & (set(volumes) | set(mounts))
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
 
 
 def test_network_policies_default_deny() -> None:
@@ -148,6 +173,8 @@ def test_settings_read_the_manifest_environment(monkeypatch: Any) -> None:
     monkeypatch.setenv("NODE_NAME", "worker-3.example")
     settings = NodeAgentSettings()
     assert settings.node_name == "worker-3.example"
+    assert (settings.container_runtime, settings.cri_endpoint) == ("cri", "unix:///run/qcdr/cri.sock")
+    assert str(settings.cgroup_root) == "/host/sys/fs/cgroup"
     assert settings.docker_host == "unix:///run/qcdr/docker.sock"
     assert settings.http_port == 9102
     assert str(settings.quarantine_root) == "/var/lib/qcdr/quarantine"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from qcdr_common.settings import CommonSettings
@@ -13,6 +14,7 @@ from qcdr_common.settings import CommonSettings
 from qcdr_response.actions import validation
 from qcdr_response.actions.base import ActionError
 from qcdr_response.actions.node._context import DEFAULT_PROTECTED, MiB
+from qcdr_response.actions.node._cri.client import DEFAULT_ENDPOINT
 from qcdr_response.node_agent import streams
 
 
@@ -24,6 +26,20 @@ class NodeAgentSettings(CommonSettings):
         default_factory=socket.gethostname,
         validation_alias=AliasChoices("QCDR_NODE_NAME", "NODE_NAME"),
         description="This node (spec.nodeName through the downward API): the stream it consumes.",
+    )
+    container_runtime: Literal["auto", "docker", "cri"] = Field(
+        default="auto",
+        description="cri: containerd or CRI-O through their CRI socket (most Kubernetes nodes); docker: "
+        "the Docker Engine; auto: cri when cri_endpoint answers, else docker.",
+    )
+    cri_endpoint: str = Field(
+        default=DEFAULT_ENDPOINT,
+        validation_alias=AliasChoices("QCDR_CRI_ENDPOINT", "CONTAINER_RUNTIME_ENDPOINT"),
+        description="The CRI socket (containerd's; CRI-O: unix:///var/run/crio/crio.sock).",
+    )
+    cgroup_root: Path = Field(
+        default=Path("/sys/fs/cgroup"),
+        description="The host's cgroup hierarchy (CRI has no pause: the agent freezes the cgroup).",
     )
     docker_host: str = Field(
         default="unix:///var/run/docker.sock",

@@ -11,8 +11,12 @@ from qcdr_common.streams.consumer import StreamConsumer
 from qcdr_common.streams.runner import run_until_stopped
 from redis.asyncio import Redis
 
+from qcdr_response.actions.base import ActionError
 from qcdr_response.actions.node._bundle import private_dir
 from qcdr_response.actions.node._context import NodeContext
+from qcdr_response.actions.node._cri.client import CriRuntime
+from qcdr_response.actions.node._docker import DockerRuntime
+from qcdr_response.actions.node._runtime import ContainerRuntime
 from qcdr_response.node_agent import app as http
 from qcdr_response.node_agent.agent import NodeAgent
 from qcdr_response.node_agent.settings import NodeAgentSettings
@@ -20,10 +24,31 @@ from qcdr_response.node_agent.settings import NodeAgentSettings
 log = get_logger(__name__)
 
 
-def make_context(settings: NodeAgentSettings) -> NodeContext:
+def make_runtime(settings: NodeAgentSettings) -> ContainerRuntime:
+    """The configured runtime; ``auto`` takes CRI when its socket answers (kubelet's runtime on
+    most nodes; a node with cri-dockerd has Docker's containerd without CRI), else Docker."""
+    if settings.container_runtime != "docker":
+        cri = CriRuntime(
+            settings.cri_endpoint,
+            timeout_s=settings.docker_timeout_s,
+            proc_root=settings.proc_root,
+            cgroup_root=settings.cgroup_root,
+        )
+        if settings.container_runtime == "cri":
+            return cri
+        try:
+            cri.ping()
+            return cri
+        except ActionError as exc:
+            log.info("no CRI runtime, using Docker", endpoint=settings.cri_endpoint, reason=exc.reason)
+            cri.close()
     client = docker.DockerClient(base_url=settings.docker_host, timeout=settings.docker_timeout_s)
+    return DockerRuntime(client)
+
+
+def make_context(settings: NodeAgentSettings) -> NodeContext:
     return NodeContext(
-        docker=client,
+        runtime=make_runtime(settings),
         node=settings.node_name,
         quarantine_root=private_dir(settings.quarantine_root),
         forensics_root=private_dir(settings.forensics_root),
@@ -63,18 +88,24 @@ async def run(
     async def redis_ping() -> None:
         await redis.ping()
 
-    async def docker_ping() -> None:
-        await asyncio.to_thread(ctx.docker.ping)
+    async def runtime_ping() -> None:
+        await asyncio.to_thread(ctx.runtime.ping)
 
     workers = [consumer.run]
     if settings.http_port:
-        app = http.create_app({"redis": redis_ping, "docker": docker_ping})
+        app = http.create_app({"redis": redis_ping, ctx.runtime.name: runtime_ping})
         workers.append(functools.partial(http.serve, app, settings.http_host, settings.http_port))
-    log.info("node agent started", node=ctx.node, stream=agent.stream, group=settings.agent_group)
+    log.info(
+        "node agent started",
+        node=ctx.node,
+        runtime=ctx.runtime.name,
+        stream=agent.stream,
+        group=settings.agent_group,
+    )
     try:
         await run_until_stopped(*workers, stop=stop, signals=signals)
     finally:
         await redis.aclose()
         if owned:
-            ctx.docker.close()
+            ctx.runtime.close()
         log.info("node agent stopped", node=ctx.node)

@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import docker
-import docker.errors
-from docker.models.containers import Container
 from qcdr_common.contracts.actions.v1 import ActionTarget
 
 from qcdr_response.actions import validation
 from qcdr_response.actions.base import ActionError, TargetGoneError
 from qcdr_response.actions.node import _procfs
+from qcdr_response.actions.node._runtime import ContainerInfo, ContainerRuntime
 
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 POD_LABEL = "io.kubernetes.pod.name"
@@ -36,7 +34,7 @@ T = TypeVar("T")
 
 @dataclass
 class NodeContext:
-    docker: docker.DockerClient
+    runtime: ContainerRuntime  # the Docker Engine or a CRI runtime (containerd, CRI-O)
     node: str
     quarantine_root: Path
     forensics_root: Path
@@ -57,7 +55,8 @@ class NodeContext:
 class Box:
     """The target container as checked: full id, state, init PID (host), pod identity."""
 
-    container: Container
+    runtime: ContainerRuntime
+    info: ContainerInfo
     id: str
     name: str
     status: str
@@ -77,26 +76,18 @@ class Box:
 
 
 async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """docker-py and file copies block: run them on a worker thread."""
+    """Runtime clients and file copies block: run them on a worker thread."""
     return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def _get(ctx: NodeContext, container_id: str) -> Container:
-    try:
-        return ctx.docker.containers.get(container_id)  # inspects: attrs are current
-    except docker.errors.NotFound:
-        raise TargetGoneError(f"container {container_id} does not exist (any more)") from None
 
 
 async def load(ctx: NodeContext, target: ActionTarget, container_id: str | None = None) -> Box:
     """Find and check the target container (see the module docstring)."""
     cid = validation.container_id(container_id or target.container_id or "")
-    container = await blocking(_get, ctx, cid)
-    full_id = str(container.id)
+    info = await blocking(ctx.runtime.inspect, cid)
+    full_id = info.id
     if not full_id.startswith(cid):  # a name or an ambiguous prefix answered: not what was named
-        raise TargetGoneError(f"container {cid} does not exist (the engine answered {full_id[:12]})")
-    attrs: dict[str, Any] = container.attrs
-    labels: dict[str, str] = (attrs.get("Config") or {}).get("Labels") or {}
+        raise TargetGoneError(f"container {cid} does not exist (the runtime answered {full_id[:12]})")
+    labels = info.labels
     namespace = labels.get(NAMESPACE_LABEL)
     if namespace is None and not ctx.allow_unlabelled:
         raise ActionError(f"container {cid} is not a Kubernetes pod's container (no {NAMESPACE_LABEL} label)")
@@ -110,15 +101,15 @@ async def load(ctx: NodeContext, target: ActionTarget, container_id: str | None 
         raise TargetGoneError(f"container {cid} belongs to pod UID {pod_uid}, not {target.pod_uid}")
     if ctx.own_container_id and full_id == ctx.own_container_id:
         raise ActionError("the node agent does not act on its own container")
-    state = attrs.get("State") or {}
-    init_pid = int(state.get("Pid") or 0)
+    init_pid = info.init_pid
     if init_pid and init_pid == ctx.own_pid:
         raise ActionError("the node agent does not act on its own process")
     return Box(
-        container=container,
+        runtime=ctx.runtime,
+        info=info,
         id=full_id,
-        name=str(attrs.get("Name", "")).lstrip("/"),
-        status=str(state.get("Status", container.status)),
+        name=info.name,
+        status=info.status,
         init_pid=init_pid,
         namespace=namespace,
         pod=labels.get(POD_LABEL),
@@ -132,13 +123,5 @@ def require_running(box: Box) -> None:
 
 
 async def status(box: Box) -> str:
-    """The container's current status (reloaded); ``TargetGoneError`` when it is gone."""
-
-    def reload() -> str:
-        try:
-            box.container.reload()
-        except docker.errors.NotFound:
-            raise TargetGoneError(f"container {box.id[:12]} does not exist (any more)") from None
-        return str(box.container.attrs.get("State", {}).get("Status", box.container.status))
-
-    return await blocking(reload)
+    """The container's current status (asked again); ``TargetGoneError`` when it is gone."""
+    return (await blocking(box.runtime.inspect, box.id)).status

@@ -4,14 +4,14 @@ Under ``<forensics root>/<bundle id>/``: ``blobs/<sha256>`` (each blob named by 
 ``manifest.json``, whose sha256 is the bundle id. The manifest lists the container's processes
 (PID, PPID, command line, executable, start ticks, uid), the sockets of its network namespace
 with the processes holding them, the chosen files (resolved confined to the container's root, as
-for quarantine) with their hashes and contents up to ``max_file_bytes``, and the container's
-``inspect`` document with every environment value redacted (the keys are kept). A process's
-``environ`` is never read: the original tool leaked secrets that way.
+for quarantine) with their hashes and contents up to ``max_file_bytes``, and the runtime's
+document of the container (``docker inspect``, or CRI status and info) with every environment
+value redacted (the keys are kept). A process's ``environ`` is never read: the original tool
+leaked secrets that way.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import stat
 from datetime import UTC, datetime
@@ -34,7 +34,6 @@ from qcdr_response.actions.node._paths import (
 from qcdr_response.actions.registry import ACTIONS
 
 FORMAT = "qcdr-forensics/1"
-REDACTED = "<redacted>"
 
 
 class ForensicsParams(BaseModel):
@@ -52,15 +51,6 @@ class ForensicsParams(BaseModel):
         for path in paths:
             validation.container_path(path, "paths")
         return paths
-
-
-def redact_inspect(attrs: dict[str, Any]) -> dict[str, Any]:
-    """``docker inspect`` with environment values replaced (``KEY=<redacted>``)."""
-    doc = copy.deepcopy(attrs)
-    config = doc.get("Config") or {}
-    if config.get("Env"):
-        config["Env"] = [f"{e.partition('=')[0]}={REDACTED}" for e in config["Env"]]
-    return doc
 
 
 def _processes(ctx: NodeContext, box: Box) -> list[dict[str, Any]]:
@@ -132,10 +122,10 @@ def _capture(box: Box, ctx: NodeContext, request: ActionRequest, p: ForensicsPar
         return Done(ActionOutcome.DRY_RUN, f"would capture a forensics bundle of {box.id[:12]}", details)
     writer = BundleWriter(ctx.forensics_root)
     try:
-        attrs: dict[str, Any] = box.container.attrs
-        inspect_blob = writer.add_bytes(canonical_json(redact_inspect(attrs)))
+        # the runtime's document comes with environment values redacted (keys kept)
+        inspect_blob = writer.add_bytes(canonical_json(box.info.document))
         files = _files(ctx, box, p, writer)
-        env = (attrs.get("Config") or {}).get("Env") or []
+        env = box.info.env
         manifest = {
             "format": FORMAT,
             "action_id": request.action_id,
@@ -146,7 +136,8 @@ def _capture(box: Box, ctx: NodeContext, request: ActionRequest, p: ForensicsPar
             "container": {
                 **box.describe(),
                 "pod_uid": box.pod_uid,
-                "image": (attrs.get("Config") or {}).get("Image"),
+                "image": box.info.image,
+                "runtime": box.runtime.name,
                 "init_pid": box.init_pid,
                 "env_keys": [e.partition("=")[0] for e in env],
                 "inspect_blob": inspect_blob,

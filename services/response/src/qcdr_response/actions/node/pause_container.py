@@ -50,7 +50,7 @@ class PauseContainer(Action[NodeContext]):
             return Done(ActionOutcome.SUCCEEDED, f"container {box.id[:12]} is already paused", details, undo)
         if request.dry_run:
             return Done(ActionOutcome.DRY_RUN, f"would pause container {box.id[:12]}", details, undo)
-        await blocking(box.container.pause)
+        await blocking(box.runtime.pause, box.info)
         if (now := await status(box)) != "paused":
             raise ActionError(f"container {box.id[:12]} is {now} after pause")
         return Done(
@@ -68,7 +68,7 @@ async def thaw(box: Box, dry_run: bool) -> Done:
         return Done(ActionOutcome.SUCCEEDED, f"container {box.id[:12]} is not paused ({box.status})", details)
     if dry_run:
         return Done(ActionOutcome.DRY_RUN, f"would unpause container {box.id[:12]}", details)
-    await blocking(box.container.unpause)
+    await blocking(box.runtime.unpause, box.info)
     if (now := await status(box)) == "paused":
         raise ActionError(f"container {box.id[:12]} is still paused after unpause")
     return Done(ActionOutcome.SUCCEEDED, f"unpaused container {box.id[:12]}", {**details, "status": now})

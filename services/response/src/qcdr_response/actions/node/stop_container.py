@@ -40,7 +40,7 @@ class StopContainer(Action[NodeContext]):
             return Done(ActionOutcome.SUCCEEDED, f"container {box.id[:12]} is already {box.status}", details)
         if request.dry_run:
             return Done(ActionOutcome.DRY_RUN, f"would stop container {box.id[:12]}", details)
-        await blocking(box.container.stop, timeout=p.timeout)
+        await blocking(box.runtime.stop, box.info, p.timeout)
         now = await status(box)
         if now in ("running", "paused", "restarting"):
             raise ActionError(f"container {box.id[:12]} is still {now} after stop")

@@ -1,0 +1,1 @@
+"""A CRI runtime (containerd, CRI-O) as a node's container runtime."""
