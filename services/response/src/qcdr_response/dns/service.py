@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -40,6 +39,7 @@ from qcdr_response.dns.resolve_deny import PIPELINE, RefreshReport, ResolveDeny,
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.policies import metadata as md
 from qcdr_response.policies.apply import DEFAULT_MANAGED_KINDS, apply_documents
+from qcdr_response.policies.files import write_files
 from qcdr_response.settings import DnsResolveDenyMode, ResponseSettings
 
 FILENAME = "dns-resolve-deny.yaml"
@@ -236,9 +236,10 @@ class ResolveDenyService:
     async def _output(self, outcome: Outcome, docs: list[PolicyDocument]) -> None:
         out = self.settings.output_dir
         if out is not None:
-            path = out / FILENAME
-            await asyncio.to_thread(_write, path, FILE_HEADER + "---\n".join(dump_yaml(d.body) for d in docs))
-            outcome.file = str(path)
+            content = FILE_HEADER + "---\n".join(dump_yaml(d.body) for d in docs)
+            # only this file, written when it changed; never a prune of the lifecycle's files
+            await asyncio.to_thread(write_files, out, {FILENAME: content}, prune=False)
+            outcome.file = str(out / FILENAME)
         if self.settings.dns_resolve_deny is not DnsResolveDenyMode.APPLY or self.cluster is None:
             return
         report = await apply_documents(
@@ -282,18 +283,6 @@ async def last_report(session: AsyncSession) -> tuple[dict[str, Any], int] | Non
         await session.execute(select(ResolveDenyRow).where(ResolveDenyRow.id == SINGLETON))
     ).scalar_one_or_none()
     return None if row is None else (row.report, len(row.state))
-
-
-def _write(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if path.read_text(encoding="utf-8") == content:
-            return
-    except (OSError, UnicodeDecodeError):
-        pass
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _system_nameservers() -> tuple[str, ...]:

@@ -153,21 +153,8 @@ class ScaleToZero(ClusterAction):
             "metadata": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
             "spec": {"replicas": n},
         }
-        await call(
-            ctx.client.patch(
-                SCALABLE[kind].Scale,
-                meta["name"],
-                patch,
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-                field_manager=ctx.field_manager,
-                dry_run=request.dry_run,
-            ),
-            "patch",
-            f"{kind.lower()}/scale",
-            namespace,
-            meta["name"],
-            target=True,
+        await _merge_patch(
+            ctx, request, SCALABLE[kind].Scale, f"{kind}/scale", namespace, meta["name"], patch
         )
         return step("patch", f"{kind}/scale", namespace, meta["name"], patch)
 
@@ -186,23 +173,8 @@ class ScaleToZero(ClusterAction):
             # the count must be the one the scale read: a change in between refuses the patch
             preconditions["resourceVersion"] = meta["resourceVersion"]
         patch = {"metadata": {**preconditions, "annotations": {SCALED_BY: value}}}
-        owner = await call(
-            ctx.client.patch(
-                SCALABLE[kind],
-                meta["name"],
-                patch,
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-                field_manager=ctx.field_manager,
-                dry_run=request.dry_run,
-            ),
-            "patch",
-            kind.lower(),
-            namespace,
-            meta["name"],
-            target=True,
-        )
-        return as_dict(owner), step("patch", kind, namespace, meta["name"], patch)
+        owner = await _merge_patch(ctx, request, SCALABLE[kind], kind, namespace, meta["name"], patch)
+        return owner, step("patch", kind, namespace, meta["name"], patch)
 
     async def execute(self, ctx: ClusterContext, request: ActionRequest) -> Done:
         self.prepare(request, NoParams)
@@ -335,6 +307,35 @@ class ScaleToZero(ClusterAction):
             previous_replicas=previous,
         )
         return record.model_dump(mode="json")
+
+
+async def _merge_patch(
+    ctx: ClusterContext,
+    request: ActionRequest,
+    resource: Any,
+    kind: str,
+    namespace: str,
+    name: str,
+    patch: dict[str, Any],
+) -> dict[str, Any]:
+    """One merge patch as this action's field manager (dry-run when the request is)."""
+    result = await call(
+        ctx.client.patch(
+            resource,
+            name,
+            patch,
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+            field_manager=ctx.field_manager,
+            dry_run=request.dry_run,
+        ),
+        "patch",
+        kind.lower(),
+        namespace,
+        name,
+        target=True,
+    )
+    return as_dict(result)
 
 
 def _mark(obj: dict[str, Any], action_id: int) -> int | None:
