@@ -4,10 +4,13 @@ a run exists exactly when its finding was recorded (a redelivered finding starts
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
+from prometheus_client import Counter
 from qcdr_common.contracts.actions.v1 import ActionTarget
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.logging import get_logger
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_response.actions import service, validation
@@ -17,6 +20,12 @@ from qcdr_response.actions.models import ActionRow
 from qcdr_response.actions.playbook import Playbook, matching
 
 log = get_logger(__name__)
+
+SUPPRESSED = Counter(
+    "qcdr_playbook_runs_suppressed_total",
+    "Playbook runs not started because the workload had one within the playbook's cooldown.",
+    ["playbook"],
+)
 
 
 def target_of(finding: Finding) -> ActionTarget:
@@ -63,6 +72,15 @@ async def plan(
     for finding in findings:
         for pb in matching(books, finding):
             target = target_of(finding)
+            if pb.cooldown is not None and await _cooling_down(session, pb, target):
+                SUPPRESSED.labels(pb.name).inc()
+                log.info(
+                    "playbook in cooldown",
+                    playbook=pb.name,
+                    finding_id=finding.id,
+                    workload=_workload(target),
+                )
+                continue
             steps = [
                 service.StepRequest(
                     action=s.action,
@@ -88,3 +106,32 @@ async def plan(
             )
             started.extend(rows)
     return started
+
+
+def _workload(target: ActionTarget) -> dict[str, str]:
+    """What a cooldown counts runs by: the owner when known (every replica is one workload), else
+    the pod; with the cluster and namespace."""
+    key = {"cluster": target.cluster, "namespace": target.namespace}
+    if target.owner_kind and target.owner_name:
+        key |= {"owner_kind": target.owner_kind, "owner_name": target.owner_name}
+    else:
+        key["pod"] = target.pod
+    return {k: v for k, v in key.items() if v is not None}
+
+
+async def _cooling_down(session: AsyncSession, pb: Playbook, target: ActionTarget) -> bool:
+    """A run of ``pb`` for the same workload started within its cooldown (runs of this batch,
+    in this transaction, included)."""
+    assert pb.cooldown is not None
+    since = func.now() - timedelta(seconds=pb.cooldown)
+    found = await session.scalar(
+        select(ActionRow.id)
+        .where(
+            ActionRow.playbook == pb.name,
+            ActionRow.step == 1,  # one row per run: its first step
+            ActionRow.created_at > since,
+            ActionRow.target.contains(_workload(target)),
+        )
+        .limit(1)
+    )
+    return found is not None

@@ -142,6 +142,18 @@ class Playbook(BaseModel):
     enabled: bool = True
     match: Match
     actions: tuple[Step, ...] = Field(min_length=1, max_length=20)
+    cooldown: int | None = Field(
+        default=None,
+        description="At most one run per workload in this long (seconds or 90s/15m/2h/1d): a burst "
+        "of findings about one workload starts one run, not hundreds.",
+    )
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _cooldown(cls, value: object) -> object:
+        return (
+            parse_duration(value) if isinstance(value, str | int) and not isinstance(value, bool) else value
+        )
 
 
 class PlaybookFile(BaseModel):

@@ -1,0 +1,81 @@
+"""A playbook's cooldown: a burst of findings about one workload starts one run, other workloads
+still get theirs, and the next run starts once the cooldown has passed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_response.actions import planner
+from qcdr_response.actions.context import ActionsContext
+from qcdr_response.actions.models import ActionRow
+from qcdr_response.actions.playbook import Playbook
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.response.service.conftest import make_finding
+
+pytestmark = [pytest.mark.db]
+
+
+def playbook(**overrides: Any) -> Playbook:
+    data: dict[str, Any] = {
+        "name": "label-shells",
+        "match": {"categories": ["Network_Scanning_Utility"]},
+        "actions": [{"action": "label_pod", "params": {"labels": {"qcdr.qualys.com/suspect": "true"}}}],
+    }
+    return Playbook.model_validate(data | overrides)
+
+
+def finding(pod: str, owner: str | None = "api") -> Finding:
+    base = make_finding()
+    workload: dict[str, Any] = {"namespace": "payments", "pod": pod, "container": "api"}
+    if owner:
+        workload |= {"owner_kind": "Deployment", "owner_name": owner}
+    return base.model_copy(update={"workload": base.workload.model_copy(update=workload)})
+
+
+async def runs(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(select(func.count()).select_from(ActionRow).where(ActionRow.step == 1)) or 0
+    )
+
+
+async def test_one_run_per_workload_within_the_cooldown(sessions: async_sessionmaker[AsyncSession]) -> None:
+    ctx = ActionsContext(cluster_id="t")
+    cooled = playbook(cooldown="10m")
+    assert cooled.cooldown == 600
+    async with sessions.begin() as session:
+        # a burst: five findings about two replicas of one Deployment, one about another workload
+        burst = [finding(f"api-7d9f-{i}") for i in range(5)] + [finding("web-1", owner="web")]
+        await planner.plan(session, ctx, burst, [cooled])
+        assert await runs(session) == 2
+        before = planner.SUPPRESSED.labels("label-shells")._value.get()
+
+        # a later batch about the same Deployment: still cooling down
+        await planner.plan(session, ctx, [finding("api-7d9f-9")], [cooled])
+        assert await runs(session) == 2
+        assert planner.SUPPRESSED.labels("label-shells")._value.get() == before + 1
+
+        # a bare pod is its own workload; the cooldown passes and the next finding starts a run
+        await planner.plan(session, ctx, [finding("debug", owner=None)], [cooled])
+        assert await runs(session) == 3
+        await session.execute(
+            text("UPDATE response_actions SET created_at = created_at - interval '11 minutes'")
+        )
+        await planner.plan(session, ctx, [finding("api-7d9f-0")], [cooled])
+        assert await runs(session) == 4
+
+        # without a cooldown every finding starts its own run, as before
+        await planner.plan(
+            session, ctx, [finding("api-7d9f-0"), finding("api-7d9f-1")], [playbook(name="each")]
+        )
+        assert await runs(session) == 6
+
+
+def test_cooldown_must_be_a_duration() -> None:
+    with pytest.raises(ValueError, match="duration"):
+        playbook(cooldown="soon")
+    assert playbook(cooldown=90).cooldown == 90
+    assert playbook().cooldown is None
