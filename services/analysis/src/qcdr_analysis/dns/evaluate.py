@@ -73,3 +73,69 @@ def evaluate(rows: list[tuple[str, str, str]], model: Model | None = None) -> Ev
             counts[family][1] += int(hit)
     families = [FamilyScore(f, n, d, f in DICTIONARY_FAMILIES) for f, (n, d) in sorted(counts.items())]
     return Evaluation(families, legit, fp, sorted(fps, key=lambda p: -p[1]))
+
+
+@dataclass(frozen=True)
+class PodEvaluation:
+    """The per-pod detector (``PodDgaTracker``) on pods made of corpus names: each pod asks for
+    ``names_per_pod`` distinct names of one family (a bot walking its list) or of the legit
+    names (a workload browsing popular sites), inside one window. No NXDOMAIN answers are
+    assumed (the corpus has none), so only the distinct-names rule can raise."""
+
+    names_per_pod: int
+    families: list[FamilyScore]  # count = pods, detected = pods that raised
+    legit_pods: int
+    legit_raised: int
+
+    @property
+    def fpr(self) -> float:
+        return self.legit_raised / self.legit_pods if self.legit_pods else 0.0
+
+    def macro(self, dictionary: bool) -> float:
+        chosen = [f.tpr for f in self.families if f.dictionary == dictionary]
+        return float(np.mean(chosen)) if chosen else 0.0
+
+
+def evaluate_pods(
+    rows: list[tuple[str, str, str]],
+    names_per_pod: int = 10,
+    max_pods: int = 50,
+    model: Model | None = None,
+    seed: int = 6,
+) -> PodEvaluation:
+    # local imports: the tracker pulls in the findings contract, which plain scoring does not need
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from qcdr_common.contracts.events.v1 import Workload
+
+    from qcdr_analysis.dns.tracker import PodDgaTracker, Query
+
+    rng = random.Random(seed)
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for label, family, domain in rows:
+        by_family["\x00legit" if label == "legit" else family].append(domain)
+    tracker = PodDgaTracker(model=model or load_classifier())
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    raised: dict[str, list[bool]] = {}
+    for family, names in sorted(by_family.items()):
+        names = sorted(set(names))
+        rng.shuffle(names)
+        # every legit name in some pod (the false-positive side is what a cap would flatter)
+        pods = (
+            len(names) // names_per_pod
+            if family == "\x00legit"
+            else min(len(names) // names_per_pod, max_pods)
+        )
+        outcome = []
+        for i in range(pods):
+            chunk = names[i * names_per_pod : (i + 1) * names_per_pod]
+            workload = Workload(cluster="eval", namespace=family.strip("\x00"), pod=f"pod-{i}")
+            queries = [Query(d, t0 + timedelta(seconds=j), workload) for j, d in enumerate(chunk)]
+            outcome.append(bool(tracker.observe(queries)))
+        raised[family] = outcome
+    legit = raised.pop("\x00legit", [])
+    families = [
+        FamilyScore(f, len(o), sum(o), f in DICTIONARY_FAMILIES) for f, o in sorted(raised.items()) if o
+    ]
+    return PodEvaluation(names_per_pod, families, len(legit), sum(legit))
