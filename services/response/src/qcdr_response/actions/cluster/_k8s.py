@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from lightkube import ApiError
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
 from pydantic import BaseModel, ConfigDict
 from qcdr_common.contracts.actions.v1 import ActionOutcome, ActionRequest, ActionTarget
 
@@ -95,6 +96,37 @@ async def call(
         return await awaitable
     except ApiError as exc:
         raise api_error(verb, kind, namespace, name, exc, target=target) from None
+
+
+async def merge_patch(
+    ctx: ClusterContext,
+    request: ActionRequest,
+    resource: Any,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    patch: dict[str, Any],
+) -> dict[str, Any]:
+    """One merge patch of the target as the action's field manager (``dryRun=All`` when the
+    request is a dry run); the object after it. A 404 or a failed UID precondition is
+    ``TargetGoneError``."""
+    result = await call(
+        ctx.client.patch(
+            resource,
+            name,
+            patch,
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+            field_manager=ctx.field_manager,
+            dry_run=request.dry_run,
+        ),
+        "patch",
+        kind.lower(),
+        namespace,
+        name,
+        target=True,
+    )
+    return as_dict(result)
 
 
 def is_not_found(exc: ApiError) -> bool:

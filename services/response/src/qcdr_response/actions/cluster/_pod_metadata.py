@@ -15,16 +15,22 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar, Literal
 
-from lightkube import ApiError
 from lightkube.resources.core_v1 import Pod
-from lightkube.types import PatchType
 from pydantic import BaseModel
 from qcdr_common.contracts.actions.v1 import ActionRequest, ActionTarget
 
 from qcdr_response.actions import validation
 from qcdr_response.actions.base import Done, InvalidRequestError
 from qcdr_response.actions.cluster._context import QUARANTINE_LABEL, ClusterContext
-from qcdr_response.actions.cluster._k8s import ClusterAction, Record, api_error, done, get_pod, pod_ref, step
+from qcdr_response.actions.cluster._k8s import (
+    ClusterAction,
+    Record,
+    done,
+    get_pod,
+    merge_patch,
+    pod_ref,
+    step,
+)
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on all of an object's annotations
 UNDO_PREFIX = "qcdr.qualys.com/undo-"
@@ -86,18 +92,7 @@ class PodMetadataAction(ClusterAction):
         if undo:
             meta.setdefault("annotations", {}).update(undo)
         patch = {"metadata": meta}
-        try:
-            await ctx.client.patch(
-                Pod,
-                name,
-                patch,
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-                field_manager=ctx.field_manager,
-                dry_run=request.dry_run,
-            )
-        except ApiError as exc:
-            raise api_error("patch", "pod", namespace, name, exc, target=True) from None
+        await merge_patch(ctx, request, Pod, "Pod", namespace, name, patch)
         return step("patch", "Pod", namespace, name, patch)
 
     async def execute(self, ctx: ClusterContext, request: ActionRequest) -> Done:

@@ -7,14 +7,22 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from lightkube.resources.core_v1 import Node
-from lightkube.types import PatchType
 from pydantic import BaseModel
 from qcdr_common.contracts.actions.v1 import ActionRequest, ActionTarget
 
 from qcdr_response.actions import validation
 from qcdr_response.actions.base import ActionError, Done, InvalidRequestError, NoParams, TargetGoneError
 from qcdr_response.actions.cluster._context import ClusterContext
-from qcdr_response.actions.cluster._k8s import ClusterAction, Record, as_dict, call, done, get_pod, step
+from qcdr_response.actions.cluster._k8s import (
+    ClusterAction,
+    Record,
+    as_dict,
+    call,
+    done,
+    get_pod,
+    merge_patch,
+    step,
+)
 from qcdr_response.actions.registry import ACTIONS
 
 CORDONED_BY = "qcdr.qualys.com/cordoned-by"
@@ -63,21 +71,7 @@ class CordonNode(ClusterAction):
             "metadata": {"uid": uid, "annotations": {CORDONED_BY: mark}},
             "spec": {"unschedulable": value},
         }
-        await call(
-            ctx.client.patch(
-                Node,
-                name,
-                patch,
-                patch_type=PatchType.MERGE,
-                field_manager=ctx.field_manager,
-                dry_run=request.dry_run,
-            ),
-            "patch",
-            "node",
-            None,
-            name,
-            target=True,
-        )
+        await merge_patch(ctx, request, Node, "Node", None, name, patch)
         return step("patch", "Node", None, name, patch)
 
     async def execute(self, ctx: ClusterContext, request: ActionRequest) -> Done:

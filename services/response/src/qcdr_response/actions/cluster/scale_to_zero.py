@@ -20,14 +20,22 @@ import json
 from typing import Any, ClassVar
 
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet, StatefulSet
-from lightkube.types import PatchType
 from pydantic import BaseModel
 from qcdr_common.contracts.actions.v1 import ActionRequest, ActionTarget
 
 from qcdr_response.actions import validation
 from qcdr_response.actions.base import ActionError, Done, InvalidRequestError, NoParams, TargetGoneError
 from qcdr_response.actions.cluster._context import ClusterContext
-from qcdr_response.actions.cluster._k8s import ClusterAction, Record, as_dict, call, done, get_pod, step
+from qcdr_response.actions.cluster._k8s import (
+    ClusterAction,
+    Record,
+    as_dict,
+    call,
+    done,
+    get_pod,
+    merge_patch,
+    step,
+)
 from qcdr_response.actions.registry import ACTIONS
 
 SCALABLE: dict[str, Any] = {"Deployment": Deployment, "StatefulSet": StatefulSet, "ReplicaSet": ReplicaSet}
@@ -153,9 +161,7 @@ class ScaleToZero(ClusterAction):
             "metadata": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
             "spec": {"replicas": n},
         }
-        await _merge_patch(
-            ctx, request, SCALABLE[kind].Scale, f"{kind}/scale", namespace, meta["name"], patch
-        )
+        await merge_patch(ctx, request, SCALABLE[kind].Scale, f"{kind}/scale", namespace, meta["name"], patch)
         return step("patch", f"{kind}/scale", namespace, meta["name"], patch)
 
     async def _annotate(
@@ -173,7 +179,7 @@ class ScaleToZero(ClusterAction):
             # the count must be the one the scale read: a change in between refuses the patch
             preconditions["resourceVersion"] = meta["resourceVersion"]
         patch = {"metadata": {**preconditions, "annotations": {SCALED_BY: value}}}
-        owner = await _merge_patch(ctx, request, SCALABLE[kind], kind, namespace, meta["name"], patch)
+        owner = await merge_patch(ctx, request, SCALABLE[kind], kind, namespace, meta["name"], patch)
         return owner, step("patch", kind, namespace, meta["name"], patch)
 
     async def execute(self, ctx: ClusterContext, request: ActionRequest) -> Done:
@@ -307,35 +313,6 @@ class ScaleToZero(ClusterAction):
             previous_replicas=previous,
         )
         return record.model_dump(mode="json")
-
-
-async def _merge_patch(
-    ctx: ClusterContext,
-    request: ActionRequest,
-    resource: Any,
-    kind: str,
-    namespace: str,
-    name: str,
-    patch: dict[str, Any],
-) -> dict[str, Any]:
-    """One merge patch as this action's field manager (dry-run when the request is)."""
-    result = await call(
-        ctx.client.patch(
-            resource,
-            name,
-            patch,
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-            field_manager=ctx.field_manager,
-            dry_run=request.dry_run,
-        ),
-        "patch",
-        kind.lower(),
-        namespace,
-        name,
-        target=True,
-    )
-    return as_dict(result)
 
 
 def _mark(obj: dict[str, Any], action_id: int) -> int | None:
