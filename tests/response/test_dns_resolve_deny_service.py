@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ ZONE: dict[str, list[tuple[str, str, int]]] = {
     "pool.bad.example.": [("A", "203.0.113.10", 300), ("AAAA", "2001:db8::10", 300)],
     "fast.bad.example.": [("A", "198.51.100.7", 5)],
     "sinkholed.bad.example.": [("A", "0.0.0.0", 300)],
+    # not listed itself: a pod asked for it, under the listed pool.bad.example
+    "cdn.pool.bad.example.": [("A", "203.0.113.99", 300)],
 }
 LISTED = [
     ("pool.bad.example", ["abuse-ch", "maltrail"], ["c2"]),
@@ -269,6 +272,28 @@ async def test_a_cluster_that_does_not_answer_is_reported_not_raised(
     finally:
         await connection.close()
     assert saved["error"] == outcome.error  # the API shows why
+
+
+async def test_names_pods_asked_for_come_first(db: str, dns_server: tuple[int, Zone], tmp_path: Path) -> None:
+    port, _ = dns_server
+    payload = {"attributes": {"domain": "CDN.pool.bad.example.", "listed": "pool.bad.example"}}
+    stale = {"attributes": {"domain": "old.fast.bad.example", "listed": "fast.bad.example"}}
+    await _sql(
+        db,
+        "INSERT INTO response_findings (id, kind, category, severity, event_time, namespace, envelope_id,"
+        " payload, received_at) VALUES ($1, 'intel_match', $2, 'high', now(), 'shop', $1, $3, $4)",
+        ("f-1", "dns.malicious_domain", json.dumps(payload), datetime.now(UTC)),
+        ("f-2", "dns.malicious_domain", json.dumps(stale), datetime.now(UTC) - timedelta(days=30)),
+    )
+    try:
+        outcome = await _refresh(_settings(db, port, tmp_path, None, dns_max_names=2), Clock())
+    finally:
+        await _sql(db, "TRUNCATE response_findings CASCADE")
+    # the subdomain a pod asked for, then the most-listed name; a finding older than 7 days is not
+    assert outcome.failed == {}
+    assert (outcome.listed, outcome.left_out, outcome.addresses) == (2, 3, 3)
+    docs = [d for d in yaml.safe_load_all((tmp_path / "out" / FILENAME).read_text()) if d]
+    assert docs[0]["spec"]["externalCIDRs"] == ["203.0.113.10/32", "203.0.113.99/32", "2001:db8::10/128"]
 
 
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:

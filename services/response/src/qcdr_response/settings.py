@@ -133,6 +133,11 @@ class ResponseSettings(CommonSettings):
     dns_max_names: int = Field(
         default=5000, ge=1, le=100_000, description="Names resolved per refresh (most-listed first)."
     )
+    dns_asked_days: int = Field(
+        default=7,
+        ge=0,
+        description="Names pods asked for in this many days (dns.malicious_domain findings) go first.",
+    )
     dns_min_ttl_s: int = Field(default=60, ge=0, description="An address is kept at least this long.")
     dns_max_ttl_s: int = Field(
         default=3600, ge=1, description="... and at most this long after its last answer."

@@ -50,6 +50,8 @@ LOCK_KEY = 0x7163647220646E73
 SELECTOR = {**md.MANAGED_BY, md.PIPELINE_LABEL: PIPELINE}
 KINDS = tuple(k for k in DEFAULT_MANAGED_KINDS if not k.namespaced)
 SAMPLE = 20
+# analysis's domain_intel findings: a pod asked for a listed name (or a name under one)
+ASKED_CATEGORY = "dns.malicious_domain"
 
 log = get_logger(__name__)
 
@@ -145,21 +147,53 @@ class ResolveDenyService:
         )
         return ResolveDeny(config, clock=self.clock)
 
+    async def _asked(self, session: AsyncSession, view: str) -> list[str]:
+        """Names pods were seen asking for (``dns.malicious_domain`` findings of the last
+        ``dns_asked_days``) whose listed name is still on the view, most recent first. They come
+        first: they are what workloads here connect to, and a subdomain a pod asked for
+        (``pool.minexmr.com`` under a listed ``minexmr.com``) has addresses of its own that
+        resolving the listed parent would not find."""
+        rows = await session.execute(
+            text(
+                "SELECT f.payload->'attributes'->>'domain' AS domain, max(f.received_at) AS last "  # noqa: S608
+                "FROM response_findings f "
+                f"JOIN {view} v ON v.domain = f.payload->'attributes'->>'listed' "
+                "WHERE f.category = :category AND f.received_at > now() - make_interval(days => :days) "
+                "GROUP BY 1 ORDER BY last DESC, 1 LIMIT :n"
+            ),
+            {
+                "category": ASKED_CATEGORY,
+                "days": self.settings.dns_asked_days,
+                "n": self.settings.dns_max_names,
+            },
+        )
+        return [str(r.domain).strip().rstrip(".").lower() for r in rows if r.domain]
+
     async def _listed(self, session: AsyncSession) -> tuple[list[str], int] | None:
-        """(names, how many were left out), most feeds first; None when the view is not there."""
+        """(names, how many were left out): the names pods asked for, then the listed ones, most
+        feeds first; None when the view is not there."""
         view = self.settings.dns_listed_view
         exists = await session.scalar(text("SELECT to_regclass(:v) IS NOT NULL"), {"v": view})
         if not exists:
             return None
         # the view name is checked against an identifier pattern in the settings
         limit = self.settings.dns_max_names
+        asked = list(dict.fromkeys(await self._asked(session, view)))
         rows = await session.execute(
             text(f"SELECT domain FROM {view} ORDER BY cardinality(feeds) DESC, domain LIMIT :n"),  # noqa: S608
             {"n": limit},
         )
-        names = [str(r.domain) for r in rows]
+        seen = set(asked)
+        names = asked + [d for d in (str(r.domain) for r in rows) if d not in seen]
         total = int(await session.scalar(text(f"SELECT count(*) FROM {view}")) or 0)  # noqa: S608
-        return names, max(total - limit, 0)
+        on_view = int(
+            await session.scalar(
+                text(f"SELECT count(*) FROM {view} WHERE domain = ANY(:asked)"),  # noqa: S608
+                {"asked": asked},
+            )
+            or 0
+        )
+        return names[:limit], max(len(asked) + total - on_view - limit, 0)
 
     async def refresh(self) -> Outcome:
         """One refresh; a failure is reported in the outcome (and the row), never raised."""
