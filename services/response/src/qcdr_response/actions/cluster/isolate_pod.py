@@ -25,7 +25,7 @@ from lightkube.types import PatchType
 from qcdr_common.contracts.actions.v1 import ActionRequest, ActionTarget
 
 from qcdr_response.actions import validation
-from qcdr_response.actions.base import Done, InvalidRequestError, NoParams, TargetGoneError
+from qcdr_response.actions.base import ActionError, Done, InvalidRequestError, NoParams, TargetGoneError
 from qcdr_response.actions.cluster._context import ClusterContext
 from qcdr_response.actions.cluster._isolation import (
     CNP_API,
@@ -46,6 +46,7 @@ from qcdr_response.actions.cluster._k8s import (
     get_pod,
     is_not_found,
     kind_missing,
+    merge_patch,
     pod_ref,
     step,
 )
@@ -108,18 +109,10 @@ class IsolatePod(ClusterAction):
         patch = {"metadata": {"uid": uid, "labels": {label: value}}}
         steps.append(step("patch", "Pod", namespace, pod_name, patch))
         try:
-            await ctx.client.patch(
-                Pod,
-                pod_name,
-                patch,
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-                field_manager=ctx.field_manager,
-                dry_run=request.dry_run,
-            )
-        except ApiError as exc:
+            await merge_patch(ctx, request, Pod, "Pod", namespace, pod_name, patch)
+        except ActionError:  # the pod went (TargetGoneError) or refused: no policy left behind
             await self._cleanup(ctx, namespace, created, request.dry_run)
-            raise api_error("patch", "pod", namespace, pod_name, exc, target=True) from None
+            raise
         record = IsolateRecord(
             namespace=namespace,
             pod=pod_name,
