@@ -386,32 +386,20 @@ def _intel_options(
 
 
 def _dns_options(options: Any, resolvers: list[str], max_names: int, tetragon: bool) -> Any:
-    import ipaddress
+    from qcdr_response.dns.resolve_deny import parse_resolvers, system_nameservers
 
-    from qcdr.dns_step import DnsBlockOptions, system_nameservers
+    from qcdr.dns_step import DnsBlockOptions
 
-    addresses: list[str] = []
-    ports: set[int] = set()
-    for raw in resolvers:
-        host, port = raw, 53
-        if raw.count(":") == 1:  # IPv4:PORT; a bare IPv6 address has several colons
-            host, _, text = raw.partition(":")
-            if not text.isdigit() or not 0 < int(text) < 65536:
-                raise UsageError(f"--dns-resolver {raw!r}: the port must be 1-65535")
-            port = int(text)
-        try:
-            addresses.append(str(ipaddress.ip_address(host.strip("[]"))))
-        except ValueError:
-            raise UsageError(f"--dns-resolver {raw!r}: not an IP address (or IP:PORT)") from None
-        ports.add(port)
-    if len(ports) > 1:
-        raise UsageError("--dns-resolver: all resolvers must use the same port")
+    try:
+        addresses, port = parse_resolvers(resolvers)
+    except ValueError as exc:
+        raise UsageError(f"--dns-resolver {exc}") from None
     if not addresses and not system_nameservers():
         raise UsageError("--dns-resolve-deny: no resolver in /etc/resolv.conf; give --dns-resolver")
     return DnsBlockOptions(
         state_dir=options.intel_state_dir,
         nameservers=tuple(addresses),
-        port=ports.pop() if ports else 53,
+        port=port,
         max_names=max_names,
         tetragon=tetragon,
         never_block=options.generation.never_block,

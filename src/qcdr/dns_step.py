@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.resolver
 import orjson
 from qcdr_common.contracts.policies.v1 import PolicyDocument, TargetVersions
 from qcdr_ingest.dns.domains import build
 from qcdr_ingest.intel.model import FeedSpec
 from qcdr_ingest.intel.state_files import atomic_write
-from qcdr_response.dns.resolve_deny import PIPELINE, RefreshReport, ResolveDeny, ResolveDenyConfig
+from qcdr_response.dns.resolve_deny import (
+    PIPELINE,
+    RefreshReport,
+    ResolveDeny,
+    ResolveDenyConfig,
+    system_nameservers,
+)
 
 FILENAME = "dns-resolve-deny.yaml"
 STATE_FILE = Path("dns") / "resolve-deny.json"
@@ -61,14 +66,6 @@ class DnsBlockResult:
             "expired": self.report.expired,
             "warnings": self.warnings,
         }
-
-
-def system_nameservers() -> tuple[str, ...]:
-    """The resolvers this process uses (a pod's: the cluster DNS), read from /etc/resolv.conf."""
-    try:
-        return tuple(str(ns) for ns in dns.resolver.Resolver(configure=True).nameservers)
-    except dns.resolver.NoResolverConfiguration:
-        return ()
 
 
 def _chosen(names: dict[str, int], limit: int) -> tuple[list[str], int]:

@@ -24,7 +24,8 @@ from qcdr_common.testing.plugin import scratch_database
 from qcdr_common.testing.schemas import ManifestValidator
 from qcdr_response.app import create_app
 from qcdr_response.db import upgrade
-from qcdr_response.dns.service import FILE_HEADER, FILENAME, ResolveDenyService, nameservers
+from qcdr_response.dns.resolve_deny import parse_resolvers
+from qcdr_response.dns.service import FILE_HEADER, FILENAME, ResolveDenyService
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.settings import DnsResolveDenyMode, ResponseSettings
 
@@ -305,7 +306,11 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
         response_settings(dns_listed_view="x; DROP TABLE y")
     with pytest.raises(ValueError, match="above"):
         response_settings(dns_min_ttl_s=10, dns_max_ttl_s=5)
-    assert nameservers(("10.96.0.10",)) == (["10.96.0.10"], 53)
-    assert nameservers(("127.0.0.1:5353", "[::1]:5353")) == (["127.0.0.1", "::1"], 5353)
+    with pytest.raises(ValueError, match="dns_resolvers: 'kube-dns': not an IP address"):
+        response_settings(dns_resolvers=["kube-dns"])
+    assert parse_resolvers(("10.96.0.10",)) == (["10.96.0.10"], 53)
+    assert parse_resolvers(("127.0.0.1:5353", "[::1]:5353")) == (["127.0.0.1", "::1"], 5353)
     with pytest.raises(ValueError, match="same port"):
-        nameservers(("127.0.0.1:53", "127.0.0.2:5353"))
+        parse_resolvers(("127.0.0.1:53", "127.0.0.2:5353"))
+    with pytest.raises(ValueError, match="1-65535"):
+        parse_resolvers(("127.0.0.1:0",))

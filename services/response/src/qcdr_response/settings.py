@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from qcdr_common.settings import CommonSettings
 
+from qcdr_response.dns.resolve_deny import parse_resolvers
 from qcdr_response.policies.config import EnforcementAction, GenerationConfig
 
 
@@ -159,6 +160,10 @@ class ResponseSettings(CommonSettings):
             raise ValueError("dns_resolve_deny=apply needs a cluster: set kubeconfig or kube_in_cluster")
         if self.dns_resolve_deny is DnsResolveDenyMode.FILES and self.output_dir is None:
             raise ValueError("dns_resolve_deny=files needs output_dir")
+        try:
+            parse_resolvers(self.dns_resolvers)
+        except ValueError as exc:
+            raise ValueError(f"dns_resolvers: {exc}") from None
         if self.dns_min_ttl_s > self.dns_max_ttl_s:
             raise ValueError("dns_min_ttl_s is above dns_max_ttl_s")
         return self

@@ -31,6 +31,12 @@ class FamilyScore:
         return self.detected / self.count if self.count else 0.0
 
 
+def macro(families: list[FamilyScore], dictionary: bool) -> float:
+    """Mean TPR over the word-list families (``dictionary``) or over the others."""
+    chosen = [f.tpr for f in families if f.dictionary == dictionary]
+    return float(np.mean(chosen)) if chosen else 0.0
+
+
 @dataclass(frozen=True)
 class Evaluation:
     families: list[FamilyScore]
@@ -43,8 +49,7 @@ class Evaluation:
         return self.false_positives / self.legit if self.legit else 0.0
 
     def macro(self, dictionary: bool) -> float:
-        chosen = [f.tpr for f in self.families if f.dictionary == dictionary]
-        return float(np.mean(chosen)) if chosen else 0.0
+        return macro(self.families, dictionary)
 
     def macro_all(self) -> float:
         return float(np.mean([f.tpr for f in self.families]))
@@ -92,8 +97,7 @@ class PodEvaluation:
         return self.legit_raised / self.legit_pods if self.legit_pods else 0.0
 
     def macro(self, dictionary: bool) -> float:
-        chosen = [f.tpr for f in self.families if f.dictionary == dictionary]
-        return float(np.mean(chosen)) if chosen else 0.0
+        return macro(self.families, dictionary)
 
 
 def evaluate_pods(

@@ -41,6 +41,38 @@ PIPELINE = "dns-resolve-deny"
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def parse_resolvers(values: Iterable[str]) -> tuple[list[str], int]:
+    """(addresses, port) from ``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` entries; one port for all
+    (dnspython asks every resolver on the same port). ``ValueError`` says which entry is wrong."""
+    hosts: list[str] = []
+    ports: set[int] = set()
+    for raw in values:
+        host, port = raw, "53"
+        if raw.startswith("["):
+            host, _, rest = raw[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else "53"
+        elif raw.count(":") == 1:  # IPv4:PORT; a bare IPv6 address has several colons
+            host, _, port = raw.partition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{raw!r}: the port must be 1-65535")
+        try:
+            hosts.append(str(ipaddress.ip_address(host)))
+        except ValueError:
+            raise ValueError(f"{raw!r}: not an IP address (or IP:PORT)") from None
+        ports.add(int(port))
+    if len(ports) > 1:
+        raise ValueError("all resolvers must use the same port")
+    return hosts, ports.pop() if ports else 53
+
+
+def system_nameservers() -> tuple[str, ...]:
+    """The resolvers this process uses (a pod's: the cluster DNS), read from /etc/resolv.conf."""
+    try:
+        return tuple(str(ns) for ns in dns.resolver.Resolver(configure=True).nameservers)
+    except dns.resolver.NoResolverConfiguration:
+        return ()
+
+
 class ResolveDenyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

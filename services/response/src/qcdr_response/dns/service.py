@@ -35,7 +35,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_response.dns.models import SINGLETON, ResolveDenyRow
-from qcdr_response.dns.resolve_deny import PIPELINE, RefreshReport, ResolveDeny, ResolveDenyConfig
+from qcdr_response.dns.resolve_deny import (
+    PIPELINE,
+    RefreshReport,
+    ResolveDeny,
+    ResolveDenyConfig,
+    parse_resolvers,
+    system_nameservers,
+)
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.policies import metadata as md
 from qcdr_response.policies.apply import DEFAULT_MANAGED_KINDS, apply_documents
@@ -60,24 +67,6 @@ REFRESHES = Counter(
 )
 ADDRESSES = Gauge("qcdr_dns_resolve_deny_addresses", "Addresses denied for the listed domains.")
 NAMES = Gauge("qcdr_dns_resolve_deny_names", "Listed names in the last refresh, by state.", ["state"])
-
-
-def nameservers(values: tuple[str, ...]) -> tuple[list[str], int]:
-    """(addresses, port) from ``IP`` / ``IP:PORT`` / ``[IPv6]:PORT`` entries (one port for all)."""
-    hosts, ports = [], set()
-    for value in values:
-        host, port = value, 53
-        if value.startswith("["):
-            host, _, rest = value[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
-        elif value.count(":") == 1:
-            host, _, raw = value.partition(":")
-            port = int(raw)
-        hosts.append(host)
-        ports.add(port)
-    if len(ports) > 1:
-        raise ValueError("dns_resolvers: every resolver must use the same port")
-    return hosts, ports.pop() if ports else 53
 
 
 @dataclass
@@ -124,16 +113,14 @@ class ResolveDenyService:
         cluster: ClusterGateway | None,
         *,
         clock: Callable[[], float] = time.time,
-        system_nameservers: Callable[[], tuple[str, ...]] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.cluster = cluster
         self.clock = clock
-        self._system = system_nameservers or _system_nameservers
 
     def _deny(self) -> ResolveDeny:
-        hosts, port = nameservers(self.settings.dns_resolvers or self._system())
+        hosts, port = parse_resolvers(self.settings.dns_resolvers or system_nameservers())
         if not hosts:
             raise ValueError("no DNS resolver: set QCDR_DNS_RESOLVERS (the cluster DNS service address)")
         config = ResolveDenyConfig(
@@ -317,12 +304,3 @@ async def last_report(session: AsyncSession) -> tuple[dict[str, Any], int] | Non
         await session.execute(select(ResolveDenyRow).where(ResolveDenyRow.id == SINGLETON))
     ).scalar_one_or_none()
     return None if row is None else (row.report, len(row.state))
-
-
-def _system_nameservers() -> tuple[str, ...]:
-    import dns.resolver
-
-    try:
-        return tuple(str(ns) for ns in dns.resolver.Resolver(configure=True).nameservers)
-    except dns.resolver.NoResolverConfiguration:
-        return ()
