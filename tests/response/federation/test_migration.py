@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from qcdr_response.db import current_revision, downgrade, upgrade
 
-from tests.response.service.test_migrations import inspect_db
+from tests.response.service.test_migrations import HEAD, inspect_db
 
 pytestmark = pytest.mark.db
 
@@ -30,7 +30,7 @@ def columns(url: str) -> dict[str, tuple[str, str]]:
 
 def test_0004_adds_the_federation_origin_and_goes_back(scratch_database_url: str) -> None:
     upgrade(scratch_database_url)
-    assert current_revision(scratch_database_url) == "0005"
+    assert current_revision(scratch_database_url) == HEAD
     assert columns(scratch_database_url)["federation"] == ("jsonb", "YES")
     assert inspect_db(scratch_database_url)[1] == []
 

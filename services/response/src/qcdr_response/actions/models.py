@@ -112,6 +112,13 @@ class ActionRow(ResponseBase):
         Index("ix_response_actions_finding_id", "finding_id"),
         Index("ix_response_actions_lease", "lease_expires_at", postgresql_where="state = 'succeeded'"),
         Index("ix_response_actions_rate", "action", "started_at"),
+        # the playbook cooldown's lookup: a run's first step, by playbook and time
+        Index(
+            "ix_response_actions_playbook_runs",
+            "playbook",
+            "created_at",
+            postgresql_where="step = 1 AND playbook IS NOT NULL",
+        ),
     )
 
 
