@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 from alembic.autogenerate import compare_metadata
-from alembic.script import ScriptDirectory
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from qcdr_response.cli import cli
 from qcdr_response.db import VERSION_TABLE, alembic_config
 from qcdr_response.db.models import metadata
