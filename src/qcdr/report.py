@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -9,9 +10,17 @@ from rich.console import Console
 
 from qcdr.pipeline import RunReport
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
 
 def _fmt_hours(hours: float) -> str:
     return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without the offending value, so that one kind of fault is counted once
+    ("timestamp '2026-13-45T99:99:99Z' is not ISO 8601" -> "timestamp '…' is not ISO 8601")."""
+    return _QUOTED.sub("'…'", reason)
 
 
 def print_report(report: RunReport, console: Console, *, hours: float, output: Path) -> None:
@@ -28,7 +37,7 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
     for warning in src.warnings:
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
     if report.malformed:
-        reasons = Counter(m.reason.split(":")[0] for m in report.malformed)
+        reasons = Counter(_reason_kind(m.reason) for m in report.malformed)
         detail = ", ".join(f"{r} ({n})" for r, n in reasons.most_common(5))
         console.print(f"Skipped {len(report.malformed)} malformed findings: {detail}", highlight=False)
     if report.already_known:

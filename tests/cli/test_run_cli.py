@@ -88,6 +88,18 @@ def test_bad_lines_in_an_events_file_are_counted_not_fatal(tmp_path: Path, event
     assert any(m["id"] == "line 11" for m in report["malformed"]["items"])
 
 
+def test_malformed_findings_are_summed_up_by_kind_of_fault(tmp_path: Path, events_file: Path) -> None:
+    items = orjson.loads(events_file.read_bytes())[:20]
+    for i, stamp in enumerate(("2026-13-45T99:99:99Z", "yesterday at noon", "2026-02-30T10:00:00Z")):
+        items[i]["timestamp"] = stamp
+    path = tmp_path / "f.json"
+    path.write_bytes(orjson.dumps(items))
+    code, out, _ = _run("--once", "--events-file", str(path), "--output", str(tmp_path / "p"))
+    assert code == 0
+    # one kind, three faults, and no value cut off at its first colon
+    assert "Skipped 3 malformed findings: timestamp '…' is not ISO 8601 (3)" in out
+
+
 def test_human_output_follows_the_seed_example(events_file: Path, tmp_path: Path) -> None:
     code, out, _ = _run("--once", "--events-file", str(events_file), "--output", str(tmp_path))
     assert code == 0
