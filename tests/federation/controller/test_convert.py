@@ -13,6 +13,7 @@ from qcdr_federation.hub.controller.convert import (
     cluster_declaration,
     crd_path,
     policy_spec,
+    policy_suspended,
     template_manifest,
 )
 from qcdr_federation.hub.controller.kinds import CrdKind, crd_kind_of, template_kind
@@ -204,14 +205,45 @@ def test_policy_spec_defaults() -> None:
             "spec.placement.clusterSelector.matchExpressions[0].operator",
         ),
         (lambda s: s.update(description="x" * 2001), "spec.description"),
+        (lambda s: s.update(rollout={"strategy": "canary"}), "spec.rollout.strategy"),
+        (lambda s: s.update(rollout={"maxConcurrency": "0%"}), "spec.rollout.maxConcurrency"),
+        (lambda s: s.update(rollout={"maxFailures": -1}), "spec.rollout.maxFailures"),
+        (lambda s: s.update(suspend="yes"), "spec.suspend must be a boolean"),
     ],
 )
 def test_invalid_policies_say_which_field(change: Any, message: str) -> None:
     obj = ftp()
     change(obj["spec"])
     with pytest.raises(ConversionError) as caught:
-        policy_spec(CrdKind.TRACING_POLICY, obj)
+        _convert(obj)
     assert message in str(caught.value)
+
+
+def _convert(obj: dict[str, Any]) -> tuple[Any, bool]:
+    """What the reconciler reads from a policy object."""
+    return policy_spec(CrdKind.TRACING_POLICY, obj), policy_suspended(obj)
+
+
+def test_rollout_and_suspend_in_kubernetes_spelling() -> None:
+    obj = ftp(
+        suspend=True,
+        rollout={
+            "strategy": "progressive",
+            "maxConcurrency": "25%",
+            "minSuccessTimeSeconds": 300,
+            "progressDeadlineSeconds": 900,
+            "maxFailures": 1,
+            "order": ["canary-eu"],
+        },
+    )
+    rollout = policy_spec(CrdKind.TRACING_POLICY, obj).rollout
+    assert rollout is not None
+    assert (rollout.strategy, rollout.max_concurrency) == ("progressive", "25%")
+    assert rollout.min_success_time_s == 300
+    assert (rollout.progress_deadline_s, rollout.max_failures, rollout.order) == (900, 1, ("canary-eu",))
+    assert policy_suspended(obj) is True
+    assert policy_suspended(ftp()) is False
+    assert policy_spec(CrdKind.TRACING_POLICY, ftp()).rollout is None
 
 
 def test_the_conversion_does_not_change_the_object() -> None:

@@ -293,6 +293,18 @@ async def test_a_policy_is_applied_and_versioned_by_content(
     assert "deny-shadow" not in await policies(sessions)
 
 
+async def test_the_object_suspends_and_resumes_its_policy(
+    reconciler: Reconciler, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(suspend=True))).ok
+    row = (await policies(sessions))["deny-shadow"]
+    assert (row.suspended_by, row.generation) == ("crd", 1)
+    assert row.suspended_at is not None
+    assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(suspend=False))).ok
+    row = (await policies(sessions))["deny-shadow"]
+    assert (row.suspended_at, row.generation) == (None, 1)  # not a new generation
+
+
 async def test_a_name_an_api_policy_holds_is_a_conflict(
     reconciler: Reconciler, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

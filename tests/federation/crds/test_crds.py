@@ -153,6 +153,11 @@ def test_schemas_are_structural(kind: str) -> None:
             if "type" not in node and (node.get("properties") or node.get("items")):
                 problems.append(f"{path}: untyped node with children")
             continue
+        if node.get("x-kubernetes-int-or-string"):
+            # Kubernetes requires such a node to have no type of its own
+            if "type" in node:
+                problems.append(f"{path}: int-or-string with a type")
+            continue
         if "type" not in node:
             problems.append(f"{path}: no type")
         if "properties" in node and "additionalProperties" in node:

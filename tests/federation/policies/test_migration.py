@@ -17,7 +17,12 @@ from sqlalchemy.pool import NullPool
 
 pytestmark = pytest.mark.db
 
-POLICY_TABLES = {"federation_policies", "federation_policy_versions", "federation_policy_status"}
+POLICY_TABLES = {
+    "federation_policies",
+    "federation_policy_versions",
+    "federation_policy_status",
+    "federation_policy_releases",
+}
 
 
 def inspect_db(url: str) -> tuple[set[str], list[object]]:
@@ -45,9 +50,10 @@ def inspect_db(url: str) -> tuple[set[str], list[object]]:
     return asyncio.run(main())
 
 
-def test_0003_matches_the_models_and_goes_down_and_up(scratch_database_url: str) -> None:
+def test_policy_tables_match_the_models_and_go_down_and_up(scratch_database_url: str) -> None:
+    # 0003 made the policy tables, 0005 the rollout releases and suspension columns
     url = scratch_database_url
-    upgrade(url, "0003")
+    upgrade(url)
     tables, differences = inspect_db(url)
     assert tables >= POLICY_TABLES
     assert differences == []
@@ -55,4 +61,6 @@ def test_0003_matches_the_models_and_goes_down_and_up(scratch_database_url: str)
     tables, _ = inspect_db(url)
     assert not POLICY_TABLES & tables
     assert upgrade(url, "0003") == "0003"
+    assert "federation_policy_releases" not in inspect_db(url)[0]
+    upgrade(url)
     assert inspect_db(url)[1] == []

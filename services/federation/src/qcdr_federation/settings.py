@@ -56,6 +56,12 @@ class FederationSettings(CommonSettings):
         validation_alias="QCDR_FEDERATION_HEALTH_SWEEP_S",
         description="How often the hub re-derives health (transitions are logged and counted).",
     )
+    rollout_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_ROLLOUT_INTERVAL_S",
+        description="How often the hub moves progressive rollouts on (releases the next clusters).",
+    )
     long_poll_max_s: float = Field(
         default=30.0,
         gt=0,

@@ -18,7 +18,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_serializer,
+    field_validator,
+)
 
 VERSION = 1
 
@@ -126,6 +134,51 @@ class Override(BaseModel):
     patches: tuple[PatchOp, ...] = ()
 
 
+class Rollout(BaseModel):
+    """How a new generation reaches the clusters it is placed on.
+
+    ``all`` (the default): every placed cluster gets it at once. ``progressive``: at most
+    ``max_concurrency`` clusters (a number, or a percentage of the placed clusters such as
+    ``"25%"``, at least one) are updating at a time, the clusters named in ``order`` first (canaries),
+    then the others by name; a cluster is done when it reports the generation applied (``proposed``
+    too, for a policy that is not enforced) and has stayed so for ``min_success_time_s``. A cluster
+    that reports ``failed``, or is not done within ``progress_deadline_s`` of its release, is a
+    failure; more than ``max_failures`` of them halt the rollout, and the clusters not reached keep
+    the generation they had. A new policy rolls out the same way; taking a cluster off the placement
+    takes the policy away at once. (The shape of Open Cluster Management's progressive rollout
+    strategy.)"""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: Literal["all", "progressive"] = "all"
+    max_concurrency: int | str = Field(
+        default=1, description="Clusters updating at a time: a number >= 1 or a percentage such as '25%'."
+    )
+    min_success_time_s: int = Field(default=0, ge=0, le=7 * 86400)
+    progress_deadline_s: int | None = Field(default=None, ge=1, le=7 * 86400)
+    max_failures: int = Field(default=0, ge=0)
+    order: tuple[str, ...] = Field(default=(), description="Clusters to update first, in this order.")
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _concurrency(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("max_concurrency must be at least 1")
+            return value
+        text = value.strip()
+        number = text.removesuffix("%")
+        if text == number or not number.isdigit() or not 1 <= int(number) <= 100:
+            raise ValueError("max_concurrency must be a number >= 1 or a percentage from '1%' to '100%'")
+        return f"{int(number)}%"
+
+    def concurrency(self, placed: int) -> int:
+        """Clusters that may update at once out of ``placed`` (at least one)."""
+        if isinstance(self.max_concurrency, int):
+            return self.max_concurrency
+        return max(1, placed * int(self.max_concurrency[:-1]) // 100)
+
+
 class FederatedPolicySpec(BaseModel):
     """A federated policy as the REST API and the CRD controller hand it to the hub.
 
@@ -140,6 +193,7 @@ class FederatedPolicySpec(BaseModel):
     overrides: tuple[Override, ...] = ()
     enforce: bool = False
     description: str = Field(default="", max_length=2000)
+    rollout: Rollout | None = None
 
 
 class PlacedPolicy(BaseModel):

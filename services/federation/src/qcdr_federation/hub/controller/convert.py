@@ -227,6 +227,25 @@ def _overrides(raw: Any) -> list[Any]:
     return out
 
 
+def _rollout(raw: Any) -> Any:
+    if raw is None or not isinstance(raw, Mapping):
+        return raw  # None, or what the contract's model reports
+    names = {
+        "strategy": "strategy",
+        "maxConcurrency": "max_concurrency",
+        "minSuccessTimeSeconds": "min_success_time_s",
+        "progressDeadlineSeconds": "progress_deadline_s",
+        "maxFailures": "max_failures",
+        "order": "order",
+    }
+    return {names.get(str(key), str(key)): value for key, value in raw.items()}
+
+
+def policy_suspended(obj: Mapping[str, Any]) -> bool:
+    """``spec.suspend`` of a policy object (Flux's and CronJob's name for it)."""
+    return bool(_optional(_spec(obj), "suspend", bool, "spec") or False)
+
+
 def policy_spec(kind: CrdKind, obj: Mapping[str, Any]) -> FederatedPolicySpec:
     """A ``FederatedTracingPolicy`` / ``FederatedNetworkPolicy`` → the contract's spec."""
     spec = _spec(obj)
@@ -249,6 +268,8 @@ def policy_spec(kind: CrdKind, obj: Mapping[str, Any]) -> FederatedPolicySpec:
         "enforce": spec.get("enforce", False),
         "description": spec.get("description") or "",
     }
+    if spec.get("rollout") is not None:
+        body["rollout"] = _rollout(spec["rollout"])
     try:
         return FederatedPolicySpec.model_validate(body)
     except ValidationError as exc:

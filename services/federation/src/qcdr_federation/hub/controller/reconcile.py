@@ -40,8 +40,10 @@ from qcdr_federation.hub.controller.convert import (
     object_generation,
     object_name,
     policy_spec,
+    policy_suspended,
 )
 from qcdr_federation.hub.controller.kinds import SOURCE, CrdKind, crd_kind_of
+from qcdr_federation.hub.policies import rollout
 from qcdr_federation.hub.policies.issues import PolicySpecError
 from qcdr_federation.hub.policies.models import FederatedPolicyRow
 from qcdr_federation.hub.policies.service import apply_spec, delete_by_name
@@ -294,6 +296,7 @@ class Reconciler:
             kept = (existing.id, existing.generation, existing.content_hash) if existing is not None else None
             try:
                 spec = policy_spec(kind, obj)
+                suspend = policy_suspended(obj)
                 row = await apply_spec(session, name, spec, source=SOURCE, actor=SOURCE)
             except ConversionError as exc:
                 return _invalid(generation, str(exc), kept)
@@ -301,6 +304,10 @@ class Reconciler:
                 await session.rollback()
                 return _invalid(generation, _describe_issues(exc), kept)
             policy_id, changed = row.id, kept is None or kept[2] != row.content_hash
+            # the object says whether the policy is suspended (an API suspend does not outlive it)
+            if suspend != (row.suspended_at is not None):
+                await (rollout.suspend if suspend else rollout.resume)(session, policy_id, SOURCE)
+                changed = True
             await session.commit()
         if changed:
             await self._announce()

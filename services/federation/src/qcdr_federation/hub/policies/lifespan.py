@@ -2,7 +2,8 @@
 operator router (``/v1/federated-policies``) and the spoke router (``/federation/v1/policies``,
 ``/federation/v1/status``; public for the bearer middleware, see ``SPOKE_PATHS``) and, in the
 lifespan, the in-memory placements (``app.state.placements``) with their refresh loop and Redis
-listener, and a readiness check ``placements``. Call it from ``install_hub``."""
+listener, a readiness check ``placements``, and the loop that moves progressive rollouts on
+(``app.state.rollouts``). Call it from ``install_hub``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from qcdr_common.db import make_session_factory
 from qcdr_common.streams.runner import in_background
 
 from qcdr_federation.hub.policies.notify import DEFAULT_RECHECK_S, Placements
+from qcdr_federation.hub.policies.rollout import RolloutLoop
 from qcdr_federation.hub.policies.router import router as operator_router
 from qcdr_federation.hub.policies.spoke_router import router as spoke_router
 from qcdr_federation.settings import FederationSettings
@@ -36,7 +38,12 @@ def install_policies(
             )
             app.state.placements = placements
             app.state.readiness_checks["placements"] = placements.ready
-            async with in_background("federation-placements", placements.run):
+            rollouts = RolloutLoop(app.state.sessions, placements.changed, settings.rollout_interval_s)
+            app.state.rollouts = rollouts
+            async with (
+                in_background("federation-placements", placements.run),
+                in_background("federation-rollouts", rollouts.run),
+            ):
                 yield
 
     app.router.lifespan_context = lifespan

@@ -21,3 +21,11 @@ REFRESHES = Counter(
     "Placement recomputations by result (unchanged: the fingerprint matched; changed; error).",
     ["result"],
 )
+ROLLOUT_RELEASES = Counter(
+    "qcdr_federation_rollout_releases",
+    "Clusters a progressive rollout released a policy's new generation to.",
+)
+ROLLOUTS_HALTED = Gauge(
+    "qcdr_federation_rollouts_halted",
+    "Progressive rollouts halted now (more clusters failed than the rollout's max_failures).",
+)

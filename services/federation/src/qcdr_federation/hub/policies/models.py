@@ -42,6 +42,10 @@ class FederatedPolicyRow(FederationBase):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # suspended: every cluster keeps what it was released, nothing is added, updated or taken
+    # away (not part of the spec: suspending is an operation, not a new generation)
+    suspended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    suspended_by: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index(
@@ -95,3 +99,19 @@ class PolicyStatusRow(FederationBase):
     synced_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_federation_policy_status_cluster_id", "cluster_id"),)
+
+
+class PolicyReleaseRow(FederationBase):
+    """The generation of a policy released to one cluster, for policies whose clusters get only
+    what was released to them: a progressive rollout, or a suspended policy."""
+
+    __tablename__ = "federation_policy_releases"
+
+    policy_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("federation_policies.id", ondelete="CASCADE"), primary_key=True
+    )
+    cluster_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("federation_clusters.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(Integer, nullable=False)
+    released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -31,8 +31,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_federation.hub.policies import repository as repo
 from qcdr_federation.hub.policies.metrics import REFRESHES
-from qcdr_federation.hub.policies.service import live_policies
-from qcdr_federation.hub.policies.sets import RENDER_CACHE, ClusterSet, LivePolicy, RenderCache, build_set
+from qcdr_federation.hub.policies.service import live_gates, live_policies
+from qcdr_federation.hub.policies.sets import (
+    RENDER_CACHE,
+    ClusterSet,
+    Gate,
+    LivePolicy,
+    RenderCache,
+    build_set,
+)
 
 log = get_logger("qcdr.federation.placements")
 
@@ -86,8 +93,9 @@ class Placements:
         self.channel = channel_name(prefix)
         self.recheck_s = recheck_s
         self._cache = cache
-        self._fingerprint: tuple[str, str] | None = None
+        self._fingerprint: tuple[str, str, str] | None = None
         self._policies: list[LivePolicy] = []
+        self._gates: dict[str, Gate] = {}
         self._sets: dict[str, Served] = {}
         self._events: dict[str, asyncio.Event] = {}
         self._loaded = asyncio.Event()
@@ -148,7 +156,7 @@ class Placements:
             return served
         if labels is None:
             labels = ()
-        return Served(labels, build_set(cluster_name, dict(labels), self._policies, self._cache))
+        return Served(labels, build_set(cluster_name, dict(labels), self._policies, self._cache, self._gates))
 
     # ------------------------------------------------------------------ refreshing
 
@@ -166,8 +174,10 @@ class Placements:
                 REFRESHES.labels(result="unchanged").inc()
                 return False
             old = self._fingerprint
-            policies_moved = old is None or old[0] != fingerprint[0]
+            # a policy, its suspension or a rollout's release moved: every set is rebuilt
+            policies_moved = old is None or old[0] != fingerprint[0] or old[2] != fingerprint[2]
             policies = await live_policies(session) if policies_moved else self._policies
+            gates = await live_gates(session) if policies_moved else self._gates
             clusters = await repo.live_clusters(session)
         sets: dict[str, Served] = {}
         for cluster in clusters:
@@ -177,7 +187,7 @@ class Placements:
                 sets[cluster.name] = before
             else:
                 sets[cluster.name] = Served(
-                    labels, build_set(cluster.name, cluster.labels, policies, self._cache)
+                    labels, build_set(cluster.name, cluster.labels, policies, self._cache, gates)
                 )
         changed = [
             name
@@ -186,6 +196,7 @@ class Placements:
             != (self._sets[name].etag if name in self._sets else None)
         ]
         self._policies = policies
+        self._gates = gates
         self._sets = sets
         self._fingerprint = fingerprint
         self._log_render_errors(policies, sets)

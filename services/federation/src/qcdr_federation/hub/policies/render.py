@@ -72,7 +72,11 @@ def sha256_hex(value: Any) -> str:
 
 
 def spec_json(spec: FederatedPolicySpec) -> dict[str, Any]:
-    return spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json")
+    if data.get("rollout") is None:
+        # specs stored before rollouts existed keep their content hash (no new generation)
+        data.pop("rollout", None)
+    return data
 
 
 def spec_hash(spec: FederatedPolicySpec) -> str:

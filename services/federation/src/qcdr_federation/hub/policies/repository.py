@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from qcdr_common.api.pagination import PageRequest, keyset
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,12 +17,14 @@ from qcdr_federation.hub.clusters.models import ClusterRow
 from qcdr_federation.hub.policies.models import (
     FederatedPolicyRow,
     FederatedPolicyVersionRow,
+    PolicyReleaseRow,
     PolicyStatusRow,
 )
 
 P = FederatedPolicyRow
 V = FederatedPolicyVersionRow
 S = PolicyStatusRow
+R = PolicyReleaseRow
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,70 @@ async def heads_with_specs(
     return [(str(i), str(n), int(g), dict(s)) for i, n, g, s in rows.all()]
 
 
+async def gated_heads(session: AsyncSession) -> list[tuple[str, bool]]:
+    """(id, suspended) of the live policies whose clusters get only what was released to them:
+    suspended ones and those with a progressive rollout."""
+    progressive = P.spec["rollout"]["strategy"].astext == "progressive"
+    rows = await session.execute(
+        select(P.id, P.suspended_at.is_not(None)).where(
+            P.deleted_at.is_(None), P.suspended_at.is_not(None) | progressive
+        )
+    )
+    return [(str(i), bool(suspended)) for i, suspended in rows.all()]
+
+
+async def released_versions(session: AsyncSession, policy_ids: Collection[str]) -> list[tuple[str, str, int]]:
+    """(policy id, cluster name, generation) released, on live clusters."""
+    if not policy_ids:
+        return []
+    rows = await session.execute(
+        select(R.policy_id, ClusterRow.name, R.generation)
+        .join(ClusterRow, ClusterRow.id == R.cluster_id)
+        .where(R.policy_id.in_(list(policy_ids)), ClusterRow.removed_at.is_(None))
+    )
+    return [(str(p), str(c), int(g)) for p, c, g in rows.all()]
+
+
+async def version_specs(
+    session: AsyncSession, pairs: Collection[tuple[str, int]]
+) -> list[tuple[str, str, int, dict[str, Any]]]:
+    """(id, name, generation, spec) of the given (policy id, generation) versions."""
+    if not pairs:
+        return []
+    rows = await session.execute(
+        select(V.policy_id, P.name, V.generation, V.spec)
+        .join(P, P.id == V.policy_id)
+        .where(tuple_(V.policy_id, V.generation).in_(list(pairs)))
+    )
+    return [(str(i), str(n), int(g), dict(spec)) for i, n, g, spec in rows.all()]
+
+
+async def releases_of(session: AsyncSession, policy_id: str) -> dict[str, tuple[int, datetime]]:
+    """cluster id -> (generation released, when)."""
+    rows = await session.execute(
+        select(R.cluster_id, R.generation, R.released_at).where(R.policy_id == policy_id)
+    )
+    return {str(c): (int(g), at) for c, g, at in rows.all()}
+
+
+async def release(session: AsyncSession, policy_id: str, generations: dict[str, int], now: datetime) -> None:
+    """Release ``generations`` (cluster id -> generation) of a policy, replacing earlier releases."""
+    if not generations:
+        return
+    stmt = insert(R).values(
+        [
+            {"policy_id": policy_id, "cluster_id": cluster_id, "generation": generation, "released_at": now}
+            for cluster_id, generation in sorted(generations.items())
+        ]
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[R.policy_id, R.cluster_id],
+            set_={"generation": stmt.excluded.generation, "released_at": stmt.excluded.released_at},
+        )
+    )
+
+
 def add_version(session: AsyncSession, row: P, actor: str, now: datetime) -> None:
     session.add(
         V(
@@ -158,19 +224,23 @@ async def cluster_names(session: AsyncSession, ids: Collection[str]) -> dict[str
 # string_agg ... ORDER BY reads plainer as SQL than in the expression language
 _FINGERPRINT = text(
     "SELECT"
-    " (SELECT md5(coalesce(string_agg(id || ':' || generation::text, ',' ORDER BY id), ''))"
+    " (SELECT md5(coalesce(string_agg(id || ':' || generation::text"
+    "   || CASE WHEN suspended_at IS NULL THEN '' ELSE '/suspended' END, ',' ORDER BY id), ''))"
     "  FROM federation_policies WHERE deleted_at IS NULL),"
     " (SELECT md5(coalesce(string_agg(name || '=' || labels::text, ',' ORDER BY name), ''))"
-    "  FROM federation_clusters WHERE removed_at IS NULL)"
+    "  FROM federation_clusters WHERE removed_at IS NULL),"
+    " (SELECT md5(coalesce(string_agg(policy_id || ':' || cluster_id || ':' || generation::text,"
+    "   ',' ORDER BY policy_id, cluster_id), ''))"
+    "  FROM federation_policy_releases)"
 )
 
 
-async def placement_fingerprint(session: AsyncSession) -> tuple[str, str]:
+async def placement_fingerprint(session: AsyncSession) -> tuple[str, str, str]:
     """One cheap query that changes whenever any cluster's placement could: md5 of the live
-    policies' (id, generation) and of the live clusters' (name, labels). Heartbeats touch neither,
-    so they do not make every hub replica recompute."""
+    policies' (id, generation, suspended), of the live clusters' (name, labels) and of the
+    releases of rollouts. Heartbeats touch none, so they do not make every hub replica recompute."""
     row = (await session.execute(_FINGERPRINT)).one()
-    return str(row[0]), str(row[1])
+    return str(row[0]), str(row[1]), str(row[2])
 
 
 # --------------------------------------------------------------------------- statuses

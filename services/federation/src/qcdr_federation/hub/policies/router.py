@@ -13,6 +13,7 @@ spoke pulling from it next sees the change) and every other replica is told thro
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -23,7 +24,7 @@ from qcdr_common.contracts.federation.v1 import FederatedPolicySpec
 
 from qcdr_federation.deps import Session
 from qcdr_federation.hub.policies import repository as repo
-from qcdr_federation.hub.policies import service
+from qcdr_federation.hub.policies import rollout, service
 from qcdr_federation.hub.policies.issues import PolicySpecError
 from qcdr_federation.hub.policies.models import FederatedPolicyRow, FederatedPolicyVersionRow
 from qcdr_federation.hub.policies.notify import notify_placements_changed
@@ -32,6 +33,8 @@ from qcdr_federation.hub.policies.schemas import (
     FederatedPolicyStatus,
     FederatedPolicyVersionRead,
     FederatedPolicyWrite,
+    RolloutCluster,
+    RolloutStatus,
 )
 
 router = APIRouter(prefix="/v1/federated-policies", tags=["federated policies"])
@@ -57,6 +60,10 @@ def read_model(row: FederatedPolicyRow) -> FederatedPolicyRead:
         overrides=spec.overrides,
         enforce=spec.enforce,
         description=spec.description,
+        rollout=spec.rollout,
+        suspended=row.suspended_at is not None,
+        suspended_at=row.suspended_at,
+        suspended_by=row.suspended_by,
     )
 
 
@@ -188,3 +195,82 @@ async def get_status(policy_id: PolicyId, session: Session, _: ReadPrincipal) ->
     if status is None:
         raise not_found(policy_id)
     return status
+
+
+@router.post(
+    "/{policy_id}/suspend",
+    response_model=FederatedPolicyRead,
+    summary="Suspend a policy: every cluster keeps what it has; nothing is added, updated or removed",
+)
+async def suspend_policy(
+    policy_id: PolicyId, request: Request, session: Session, who: WritePrincipal
+) -> FederatedPolicyRead:
+    row = await rollout.suspend(session, policy_id, who.name)
+    if row is None:
+        raise not_found(policy_id)
+    await session.commit()
+    await notify_placements_changed(request.app)
+    return read_model(row)
+
+
+@router.post(
+    "/{policy_id}/resume",
+    response_model=FederatedPolicyRead,
+    summary="Resume a suspended policy (its rollout goes on, or every placed cluster gets it)",
+)
+async def resume_policy(
+    policy_id: PolicyId, request: Request, session: Session, who: WritePrincipal
+) -> FederatedPolicyRead:
+    row = await rollout.resume(session, policy_id, who.name)
+    if row is None:
+        raise not_found(policy_id)
+    await session.commit()
+    await notify_placements_changed(request.app)
+    return read_model(row)
+
+
+@router.get(
+    "/{policy_id}/rollout",
+    response_model=RolloutStatus,
+    summary="Where the current generation's rollout stands, cluster by cluster",
+)
+async def get_rollout(policy_id: PolicyId, session: Session, _: ReadPrincipal) -> RolloutStatus:
+    row = await repo.get(session, policy_id)
+    if row is None:
+        raise not_found(policy_id)
+    spec = FederatedPolicySpec.model_validate(row.spec)
+    progress = await rollout.progress_of(session, row, datetime.now(UTC))
+    strategy = spec.rollout.strategy if spec.rollout is not None else "all"
+    if progress is None:
+        # not gated: every placed cluster gets the current generation at once
+        status = await service.policy_status(session, policy_id)
+        clusters = [
+            RolloutCluster(
+                cluster=c.cluster,
+                released_generation=row.generation,
+                phase="done" if c.in_sync else ("failed" if c.state == "failed" else "updating"),
+                message=c.message,
+            )
+            for c in (status.clusters if status is not None else [])
+            if c.placed
+        ]
+        phase = "complete" if all(c.phase == "done" for c in clusters) else "progressing"
+    else:
+        clusters = [
+            RolloutCluster(
+                cluster=c.cluster, released_generation=c.released_generation, phase=c.phase, message=c.message
+            )
+            for c in progress.clusters
+        ]
+        phase = progress.phase
+    counts = {p: sum(1 for c in clusters if c.phase == p) for p in ("waiting", "updating", "done", "failed")}
+    return RolloutStatus(
+        id=row.id,
+        name=row.name,
+        generation=row.generation,
+        strategy=strategy,
+        phase=phase,
+        suspended=row.suspended_at is not None,
+        counts=counts,
+        clusters=clusters,
+    )

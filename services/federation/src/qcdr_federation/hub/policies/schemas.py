@@ -16,6 +16,7 @@ from qcdr_common.contracts.federation.v1 import (
     Override,
     Placement,
     PolicyApplyState,
+    Rollout,
 )
 
 # a cluster that never reported on a placed policy: "pending" as the contract's state of that name
@@ -91,6 +92,36 @@ class FederatedPolicyRead(BaseModel):
     overrides: tuple[Override, ...]
     enforce: bool
     description: str
+    rollout: Rollout | None = None
+    suspended: bool = False
+    suspended_at: datetime | None = None
+    suspended_by: str | None = None
+
+
+class RolloutCluster(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cluster: str
+    released_generation: int | None = Field(
+        description="The generation released to the cluster (None: none yet)."
+    )
+    phase: Literal["waiting", "updating", "done", "failed"]
+    message: str | None = None
+
+
+class RolloutStatus(BaseModel):
+    """``GET /v1/federated-policies/{id}/rollout``: where a gated policy's current generation stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    generation: int
+    strategy: Literal["all", "progressive"]
+    phase: Literal["complete", "progressing", "halted", "suspended"]
+    suspended: bool
+    counts: dict[str, int] = Field(description="Clusters per phase: waiting, updating, done, failed.")
+    clusters: list[RolloutCluster]
 
 
 class FederatedPolicyVersionRead(BaseModel):
@@ -112,4 +143,6 @@ __all__ = [
     "FederatedPolicyVersionRead",
     "FederatedPolicyWrite",
     "PolicyCell",
+    "RolloutCluster",
+    "RolloutStatus",
 ]

@@ -23,6 +23,7 @@ from qcdr_federation.hub.policies.issues import Issue, PolicySpecError
 from qcdr_federation.hub.policies.models import FederatedPolicyRow
 from qcdr_federation.hub.policies.placement import places_on
 from qcdr_federation.hub.policies.render import API_VERSIONS, check_spec, spec_hash, spec_json
+from qcdr_federation.hub.policies.rollout import gated, snapshot_releases
 from qcdr_federation.hub.policies.schemas import (
     CellState,
     ClusterPolicyStatus,
@@ -32,6 +33,7 @@ from qcdr_federation.hub.policies.schemas import (
 from qcdr_federation.hub.policies.sets import (
     RENDER_CACHE,
     SPEC_CACHE,
+    Gate,
     LivePolicy,
     build_set,
     render_error_message,
@@ -89,6 +91,11 @@ async def apply_spec(
         return row
     if row.content_hash == content_hash:
         return row
+    if gated(spec, row.suspended_at is not None):
+        before = LivePolicy.parse(row.id, row.name, row.generation, row.spec)
+        if before is not None and not gated(before.spec, row.suspended_at is not None):
+            # a rollout turned on: the clusters keep what they have until it reaches them
+            await snapshot_releases(session, row)
     row.spec = spec_json(spec)
     row.kind = kind
     row.api_version = API_VERSIONS[kind]
@@ -145,10 +152,36 @@ async def live_policies(session: AsyncSession) -> list[LivePolicy]:
     return [p for p in policies if p is not None]
 
 
+async def live_gates(session: AsyncSession) -> dict[str, Gate]:
+    """Policy id -> its gate, for the suspended policies and those rolling out progressively:
+    the version released to each cluster (older generations parsed once per process too)."""
+    heads = dict(await repo.gated_heads(session))
+    if not heads:
+        return {}
+    releases = await repo.released_versions(session, heads.keys())
+    versions: dict[tuple[str, int], LivePolicy | None] = {}
+    missing = []
+    for policy_id, _, generation in releases:
+        known, version = SPEC_CACHE.get(policy_id, generation)
+        if known:
+            versions[(policy_id, generation)] = version
+        else:
+            missing.append((policy_id, generation))
+    for policy_id, name, generation, spec in await repo.version_specs(session, set(missing)):
+        versions[(policy_id, generation)] = SPEC_CACHE.put(policy_id, name, generation, spec)
+    released: dict[str, dict[str, LivePolicy]] = {policy_id: {} for policy_id in heads}
+    for policy_id, cluster_name, generation in releases:
+        version = versions.get((policy_id, generation))
+        if version is not None:
+            released[policy_id][cluster_name] = version
+    return {policy_id: Gate(frozen=heads[policy_id], released=released[policy_id]) for policy_id in heads}
+
+
 async def placed_set(session: AsyncSession, cluster_name: str, labels: Mapping[str, str]) -> PlacedPolicySet:
     """What ``cluster_name`` (with the hub's ``labels`` for it) gets now, read from the database.
     The spoke-facing pull serves the same from memory (``app.state.placements``)."""
-    return build_set(cluster_name, labels, await live_policies(session)).placed
+    policies = await live_policies(session)
+    return build_set(cluster_name, labels, policies, gates=await live_gates(session)).placed
 
 
 # --------------------------------------------------------------------------- views

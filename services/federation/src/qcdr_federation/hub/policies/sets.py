@@ -120,6 +120,19 @@ SPEC_CACHE = SpecCache()
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A policy whose clusters get only the version released to each of them: a progressive
+    rollout, or a suspended policy. ``frozen`` (suspended): the placement is not consulted either,
+    so nothing is added, updated or taken away."""
+
+    frozen: bool
+    released: Mapping[str, LivePolicy]  # cluster name -> the version released to it
+
+
+NO_GATES: Mapping[str, Gate] = {}
+
+
+@dataclass(frozen=True)
 class ClusterSet:
     """What one cluster gets now; ``errors``: policies placed on it that the hub could not render
     for it (policy id -> why), left out of the set."""
@@ -139,16 +152,30 @@ def render_error_message(policy: LivePolicy, exc: PolicySpecError) -> str:
     return f"the hub cannot render generation {policy.generation} for this cluster: {exc}"
 
 
+def version_for(
+    policy: LivePolicy, cluster_name: str, labels: Mapping[str, str], gates: Mapping[str, Gate] = NO_GATES
+) -> LivePolicy | None:
+    """The version of ``policy`` the cluster gets now, or None when it gets none."""
+    gate = gates.get(policy.id)
+    if gate is None:
+        return policy if places_on(policy.spec, cluster_name, labels) else None
+    if not gate.frozen and not places_on(policy.spec, cluster_name, labels):
+        return None  # off the placement: taken away at once, rollout or not
+    return gate.released.get(cluster_name)
+
+
 def build_set(
     cluster_name: str,
     labels: Mapping[str, str],
     policies: Iterable[LivePolicy],
     cache: RenderCache = RENDER_CACHE,
+    gates: Mapping[str, Gate] = NO_GATES,
 ) -> ClusterSet:
     placed: list[PlacedPolicy] = []
     errors: dict[str, str] = {}
-    for policy in policies:
-        if not places_on(policy.spec, cluster_name, labels):
+    for current in policies:
+        policy = version_for(current, cluster_name, labels, gates)
+        if policy is None:
             continue
         try:
             placed.append(cache.render(policy, cluster_name))
