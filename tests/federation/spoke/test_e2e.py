@@ -168,13 +168,15 @@ async def test_register_heartbeat_place_update_report_remove(
             await create_shared_profiles_view(spoke_db)
             await eventually(lambda: _healthy(client))
 
-            # created on the hub → placed on the spoke's stream within a second (long poll)
+            # created on the hub → placed on the spoke's stream by the held long poll waking up
+            # (tens of ms alone; the bound leaves room for a loaded CI machine and stays well
+            # under the 5 s a poll is held, so a spoke that only re-polled would miss it)
             started = time.monotonic()
             created = await client.post(POLICIES_URL, json=policy_body(), headers=WRITE_HEADERS)
             assert created.status_code == 201, created.text
             policy_id = created.json()["id"]
-            first = await eventually(lambda: _placed(redis_client, spoke_prefix, 1), within=1.0, every=0.01)
-            assert time.monotonic() - started < 1.0
+            first = await eventually(lambda: _placed(redis_client, spoke_prefix, 1), within=3.0, every=0.01)
+            assert time.monotonic() - started < 3.0
             placed = first[0]
             assert placed.payload["policy_id"] == policy_id
             assert placed.payload["generation"] == 1
