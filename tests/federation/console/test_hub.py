@@ -15,7 +15,7 @@ from qcdr_federation.hub.commands.models import CommandRow
 from sqlalchemy import select
 
 from tests.federation.conftest import READ, WRITE_HEADERS, client_for, declare_cluster, register_spoke
-from tests.federation.console.conftest import attach_fakes, browser, post, sign_in
+from tests.federation.console.conftest import BASE, attach_fakes, browser, post, sign_in
 from tests.federation.console.fakes import FakeData
 
 
@@ -78,6 +78,41 @@ async def test_clusters_health_and_policy_matrix(
     assert "no-ptrace" in html
     # eu-1 has the policy placed (not yet reported), us-2 does not
     assert html.count("not placed") == 1
+
+
+async def test_a_federated_policy_suspended_and_resumed_from_the_clusters_page(
+    hub_console: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    api, ui = hub_console
+    await declare_cluster(api, "eu-1")
+    created = await api.post("/v1/federated-policies", json=policy_body(), headers=WRITE_HEADERS)
+    policy_id = created.json()["id"]
+    csrf = await sign_in(ui)
+    html = (await ui.get("/ui/clusters")).text
+    assert 'id="rollout-no-ptrace"' not in html  # every cluster at once: no rollout to show
+    assert f'action="/ui/federated-policies/{policy_id}/suspend"' in html
+
+    done = await post(ui, f"/ui/federated-policies/{policy_id}/suspend", csrf)
+    assert done.status_code == 303
+    policy = (await api.get(f"/v1/federated-policies/{policy_id}", headers=WRITE_HEADERS)).json()
+    assert policy["suspended"] is True
+    assert policy["suspended_by"].startswith("via console by ")
+    html = (await ui.get("/ui/clusters")).text
+    assert '<span class="rollout rollout-suspended" id="rollout-no-ptrace">suspended</span>' in html
+    assert f'action="/ui/federated-policies/{policy_id}/resume"' in html
+
+    assert (await post(ui, f"/ui/federated-policies/{policy_id}/resume", csrf)).status_code == 303
+    policy = (await api.get(f"/v1/federated-policies/{policy_id}", headers=WRITE_HEADERS)).json()
+    assert policy["suspended"] is False
+
+    # refused: an unknown policy, an unknown verb, no CSRF token, a read-only session
+    missing = "fp-00000000-0000-0000-0000-000000000000"
+    assert (await post(ui, f"/ui/federated-policies/{missing}/suspend", csrf)).status_code == 404
+    assert (await post(ui, f"/ui/federated-policies/{policy_id}/delete", csrf)).status_code == 404
+    no_token = await ui.post(f"/ui/federated-policies/{policy_id}/suspend", headers={"Origin": BASE})
+    assert no_token.status_code == 403
+    reader_csrf = await sign_in(ui, READ)
+    assert (await post(ui, f"/ui/federated-policies/{policy_id}/suspend", reader_csrf)).status_code == 403
 
 
 async def test_findings_forwarded_by_spokes_on_the_clusters_page(
