@@ -77,14 +77,18 @@ def run(engine: Engine, *batches: list[SecurityEvent], findings: tuple[Finding, 
     return out + engine.flush()
 
 
-def test_ten_builtins_with_current_techniques() -> None:
+def test_eleven_builtins_with_current_techniques() -> None:
     names = [p.name for p in builtin_patterns()]
-    assert len(names) == 10
+    assert len(names) == 11
     assert set(POSITIVE) < set(names)
     assert "privileged_pod_to_exfiltration" in names
-    # the two cross-cluster ones (tests/analysis/test_cross_cluster.py)
+    # the cross-cluster ones (tests/analysis/test_cross_cluster.py, test_lateral_movement.py)
     cross = {p.name for p in builtin_patterns() if p.distinct_clusters}
-    assert cross == {"same_image_attacked_in_several_clusters", "same_ioc_in_several_clusters"}
+    assert cross == {
+        "same_image_attacked_in_several_clusters",
+        "same_ioc_in_several_clusters",
+        "lateral_movement_between_clusters",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(POSITIVE))

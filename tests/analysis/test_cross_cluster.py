@@ -163,7 +163,7 @@ def test_the_new_options_leave_existing_pattern_digests_alone() -> None:
     dump) is unchanged: patterns that do not use the new options must dump as before."""
     for pattern in builtin_patterns():
         dumped = pattern.model_dump_json()
-        if pattern.name in (BY_IMAGE, BY_IOC):
+        if pattern.name in (BY_IMAGE, BY_IOC, "lateral_movement_between_clusters"):
             assert '"distinct_clusters":true' in dumped
         else:
             assert "distinct_clusters" not in dumped

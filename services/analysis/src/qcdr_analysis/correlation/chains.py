@@ -93,6 +93,9 @@ def chain_finding(pattern: Pattern, key: str, hits: list[Hit], maxspan: float) -
             "techniques": list(h.techniques),
             "finding_ids": list(h.finding_ids),
             "cluster": h.workload.get("cluster"),
+            # where the step happened: the chain's workload is one step's, and the steps of a
+            # lateral movement or cross-cluster chain happen in different workloads
+            "workload": dict(h.workload),
         }
         for h in hits
     ]

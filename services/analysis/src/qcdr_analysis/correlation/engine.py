@@ -33,6 +33,11 @@ Semantics (issue 6, item 1):
   item from a cluster none of the partial's hits came from (the hits keep their workload, cluster
   included, so checkpoints need no new field); an item without a cluster takes no part. Patterns
   without the option pay one boolean test per candidate partial.
+* **Lateral movement** (``join: peer``): a chain starts under the first step's destination
+  address and continues with items of the workload at that address. An item knows its own
+  address when its event shows it (the source of a Tetragon connection, of a Hubble DNS query);
+  the engine also remembers the latest address seen per pod (``address_cache`` pods, kept in the
+  checkpoint), so the pod's process executions, which carry no address, continue the chain too.
 * **Output.** Only complete chains become findings (``kind=chain``, ``category=chain.<pattern>``);
   the finding id hashes pattern + join key + first step's event id (the natural key), so a chain
   re-emitted after a crash between emit and checkpoint is a duplicate the findings table rejects.
@@ -54,7 +59,7 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding
 
 from qcdr_analysis.correlation.chains import Hit, chain_finding, hit_from_json, hit_json
-from qcdr_analysis.correlation.items import Item, items, join_candidates
+from qcdr_analysis.correlation.items import Item, items, join_candidates, start_key
 from qcdr_analysis.correlation.matching import build_index
 from qcdr_analysis.correlation.patterns import JoinKey, Pattern
 
@@ -114,6 +119,7 @@ def _workload(item: Item) -> dict[str, str]:
 class Engine:
     patterns: Sequence[Pattern]
     parent_cache: int = 100_000  # exec_id -> parent links kept for ancestry joins
+    address_cache: int = 50_000  # pod -> its latest own address, for peer joins
     stats: Stats = field(default_factory=Stats)
     max_future_s: float = 300.0  # items further ahead of ``clock`` than this are dropped
     clock: Callable[[], float] = time.time
@@ -136,6 +142,7 @@ class Engine:
         self._index = build_index(list(self.patterns))
         self._lateness = max((c.lateness for c in self._compiled), default=0.0)
         self._ancestry = any(p.join is JoinKey.EXEC for p in self.patterns)
+        self._peer = any(p.join is JoinKey.PEER for p in self.patterns)
         self._reset()
 
     def _reset(self) -> None:
@@ -152,6 +159,7 @@ class Engine:
         self._partials: dict[tuple[int, str], list[Partial | None]] = {}
         self._expiry: list[tuple[float, int, str]] = []
         self._parents: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}  # cluster/namespace/pod -> address
         # what changed since the last checkpoint: partial keys, buffered and seen item ids
         self._dirty: set[tuple[int, str]] = set()
         self._buffer_changed: set[str] = set()
@@ -193,6 +201,8 @@ class Engine:
             return
         if self._ancestry and item.exec_id and item.parent_exec_id:
             self._remember_parent(item.exec_id, item.parent_exec_id)
+        if self._peer and item.own_ip and item.pod:
+            self._remember_address(f"{item.cluster}/{item.namespace}/{item.pod}", item.own_ip)
         previous = self._watermark if before is None else before
         if t > self._watermark:
             self._watermark = t
@@ -228,6 +238,14 @@ class Engine:
         if exec_id not in self._parents and len(self._parents) >= self.parent_cache:
             del self._parents[next(iter(self._parents))]  # oldest first: dicts keep insertion order
         self._parents[exec_id] = parent
+
+    def _remember_address(self, pod: str, address: str) -> None:
+        if self._addresses.get(pod) == address:
+            return
+        self._addresses.pop(pod, None)  # re-inserted last: the newest stays longest
+        if len(self._addresses) >= self.address_cache:
+            del self._addresses[next(iter(self._addresses))]
+        self._addresses[pod] = address
 
     # ------------------------------------------------------------------ processing
 
@@ -279,6 +297,9 @@ class Engine:
                 found.append(nxt)
                 current = nxt
             keys = tuple(found)
+        if join is JoinKey.PEER and not keys and item.pod:
+            learned = self._addresses.get(f"{item.cluster}/{item.namespace}/{item.pod}")
+            keys = (learned,) if learned else ()
         return keys
 
     def _process(self, item: Item, targets: tuple[tuple[int, int], ...]) -> list[Finding]:
@@ -291,7 +312,8 @@ class Engine:
             if c.distinct and not item.cluster:
                 continue  # cannot tell its cluster from the others'
             keys = self._keys(item, c.pattern.join)
-            if not keys:
+            start = start_key(item, c.pattern.join, keys) if 0 in steps else None
+            if not keys and start is None:
                 continue
             if -1 in steps:  # until: the attack path is broken for these keys
                 for key in keys:
@@ -301,8 +323,8 @@ class Engine:
                 slots = self._partials.get((p, key))
                 if slots is not None:
                     out.extend(self._advance(c, p, key, slots, item, steps))
-            if 0 in steps:
-                self._start(c, p, keys[0], item)
+            if start is not None:
+                self._start(c, p, start, item)
         return out
 
     def _hit(self, c: _Compiled, step: int, item: Item) -> Hit:
@@ -458,6 +480,7 @@ class Engine:
             "seen": seen,
             "partials": partials,
             "parents": list(self._parents.items()),
+            "addresses": list(self._addresses.items()),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -499,6 +522,7 @@ class Engine:
                 slots[entry["stage"]] = Partial(key=key, start=entry["start"], hits=hits)
             heapq.heappush(self._expiry, (min(e["start"] for e in entries) + c.maxspan, p, key))
         self._parents = dict(snapshot["parents"])
+        self._addresses = dict(snapshot.get("addresses") or [])  # absent before peer joins
 
 
 __all__ = ["Engine", "Hit", "Partial", "Stats"]

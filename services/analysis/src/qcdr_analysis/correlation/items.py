@@ -14,6 +14,7 @@ the snapshot stay small.
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -56,6 +57,9 @@ class Item:
     exec_id: str = ""
     parent_exec_id: str = ""
     ancestors: tuple[str, ...] = ()  # exec ids, nearest first (Tetragon --enable-process-ancestors)
+    # the workload's own address when the event shows it: the source of its connection
+    # (Tetragon sock_arg saddr) or of its DNS query (Hubble); what ``peer`` joins on
+    own_ip: str = ""
     finding_ids: tuple[str, ...] = ()
     # detectors of the findings merged in: a pattern can ask for threat intel's verdict
     # (intel_match) rather than a heuristic rule's (attack_rules) when both use one category
@@ -90,6 +94,47 @@ def _tetragon_body(raw: dict[str, Any]) -> dict[str, Any] | None:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _address(value: Any) -> str:
+    """A unicast address a workload can be reached at, normalised; "" for anything else
+    (unspecified before the kernel picked a source, loopback, link-local, multicast)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return ""
+    if address.is_unspecified or address.is_loopback or address.is_link_local or address.is_multicast:
+        return ""
+    return str(address)
+
+
+def _tetragon_own_address(body: dict[str, Any]) -> str:
+    """The local end of the first socket argument of a hook (``tcp_connect``'s ``saddr``)."""
+    args = body.get("args")
+    if not isinstance(args, list):
+        return ""
+    for arg in args:
+        if isinstance(arg, dict):
+            sock = arg.get("sock_arg") or arg.get("skb_arg")
+            if isinstance(sock, dict):
+                return _address(sock.get("saddr"))
+    return ""
+
+
+def _hubble_own_address(raw: dict[str, Any]) -> str:
+    """The asking pod's address of a Hubble DNS flow: the source of a query, the destination of
+    the reply (the same end the adapter took the workload from)."""
+    flow = raw.get("flow", raw)
+    if not isinstance(flow, dict):
+        return ""
+    ip = flow.get("IP")
+    if not isinstance(ip, dict):
+        return ""
+    l7 = flow.get("l7")
+    reply = (isinstance(l7, dict) and l7.get("type") == "RESPONSE") or flow.get("is_reply") is True
+    return _address(ip.get("destination" if reply else "source"))
 
 
 def _where(w: Workload, p: ProcessInfo | None, n: NetworkDestination | None) -> dict[str, Any]:
@@ -140,6 +185,9 @@ def _from_event(event: SecurityEvent) -> Item:
                 a["exec_id"] for a in ancestors if isinstance(a, dict) and isinstance(a.get("exec_id"), str)
             )
         item.node = _text(event.raw.get("node_name"))
+        item.own_ip = _tetragon_own_address(body)
+    elif event.source == "hubble":
+        item.own_ip = _hubble_own_address(event.raw)
     return item
 
 
@@ -215,4 +263,15 @@ def join_candidates(item: Item, key: JoinKey) -> tuple[str, ...]:
         return (f"{item.cluster}/{item.node}",) if item.node else ()
     if key is JoinKey.CLUSTER:
         return (item.cluster,) if item.cluster else ()
+    if key is JoinKey.PEER:
+        # continuing: the item's own address (the engine adds the one it learned for the pod)
+        return (item.own_ip,) if item.own_ip else ()
     return tuple(x for x in (item.dest_domain, item.dest_ip) if x)  # IOC
+
+
+def start_key(item: Item, key: JoinKey, candidates: tuple[str, ...]) -> str | None:
+    """The join-key value a chain started by ``item`` is kept under: its destination for ``peer``
+    (the next step happens at that address), otherwise the first candidate."""
+    if key is JoinKey.PEER:
+        return item.dest_ip or None
+    return candidates[0] if candidates else None

@@ -71,6 +71,9 @@ class JoinKey(StrEnum):
     NODE = "node"  # cluster + Tetragon node_name: where an escaped attacker keeps acting
     CLUSTER = "cluster"
     IOC = "ioc"  # destination domain or IP, across clusters
+    # an address: the first step's destination, then the later steps' workload at that address
+    # (its own address, seen on its connections or DNS flows): lateral movement into it
+    PEER = "peer"
 
 
 class Match(BaseModel):

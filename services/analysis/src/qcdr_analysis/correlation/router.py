@@ -51,6 +51,7 @@ def _read(row: FindingRow) -> ChainRead:
                 techniques=[_technique(t) for t in s.get("techniques", [])],
                 finding_ids=s.get("finding_ids", []),
                 cluster=s.get("cluster"),
+                workload=s.get("workload") or {},
             )
             for s in attributes.get("steps", [])
         ],

@@ -23,6 +23,10 @@ class ChainStep(BaseModel):
     techniques: list[TechniqueRead]
     finding_ids: list[str] = []
     cluster: str | None = Field(default=None, description="The cluster of the step's event.")
+    workload: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where the step's event happened (cluster, namespace, pod, container, owner, image).",
+    )
 
 
 class ChainRead(BaseModel):
