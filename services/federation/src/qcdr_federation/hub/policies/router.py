@@ -13,6 +13,7 @@ spoke pulling from it next sees the change) and every other replica is told thro
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from qcdr_common.api.auth import ReadPrincipal, WritePrincipal
 from qcdr_common.api.errors import ApiError, FieldError
 from qcdr_common.api.pagination import Page, PageParams, split_page
 from qcdr_common.contracts.federation.v1 import FederatedPolicySpec
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_federation.deps import Session
 from qcdr_federation.hub.policies import repository as repo
@@ -197,6 +199,21 @@ async def get_status(policy_id: PolicyId, session: Session, _: ReadPrincipal) ->
     return status
 
 
+async def _suspension(
+    change: Callable[[AsyncSession, str, str], Awaitable[FederatedPolicyRow | None]],
+    policy_id: str,
+    request: Request,
+    session: AsyncSession,
+    actor: str,
+) -> FederatedPolicyRead:
+    row = await change(session, policy_id, actor)
+    if row is None:
+        raise not_found(policy_id)
+    await session.commit()
+    await notify_placements_changed(request.app)
+    return read_model(row)
+
+
 @router.post(
     "/{policy_id}/suspend",
     response_model=FederatedPolicyRead,
@@ -205,12 +222,7 @@ async def get_status(policy_id: PolicyId, session: Session, _: ReadPrincipal) ->
 async def suspend_policy(
     policy_id: PolicyId, request: Request, session: Session, who: WritePrincipal
 ) -> FederatedPolicyRead:
-    row = await rollout.suspend(session, policy_id, who.name)
-    if row is None:
-        raise not_found(policy_id)
-    await session.commit()
-    await notify_placements_changed(request.app)
-    return read_model(row)
+    return await _suspension(rollout.suspend, policy_id, request, session, who.name)
 
 
 @router.post(
@@ -221,12 +233,7 @@ async def suspend_policy(
 async def resume_policy(
     policy_id: PolicyId, request: Request, session: Session, who: WritePrincipal
 ) -> FederatedPolicyRead:
-    row = await rollout.resume(session, policy_id, who.name)
-    if row is None:
-        raise not_found(policy_id)
-    await session.commit()
-    await notify_placements_changed(request.app)
-    return read_model(row)
+    return await _suspension(rollout.resume, policy_id, request, session, who.name)
 
 
 @router.get(
