@@ -94,14 +94,14 @@ def _phase_of(
         return "waiting", None
     if render_error is not None:
         return "failed", render_error
-    current = status is not None and status.generation == policy.generation
-    if current and status is not None and status.state == PolicyApplyState.FAILED.value:
-        return "failed", status.message
+    # what the cluster said about this generation (a report on an older one says nothing)
+    said = status if status is not None and status.generation == policy.generation else None
+    if said is not None and said.state == PolicyApplyState.FAILED.value:
+        return "failed", said.message
     if (
-        current
-        and status is not None
-        and _settled(status.state, policy.spec.enforce)
-        and (now - status.reported_at).total_seconds() >= rollout.min_success_time_s
+        said is not None
+        and _settled(said.state, policy.spec.enforce)
+        and (now - said.reported_at).total_seconds() >= rollout.min_success_time_s
     ):
         return "done", None
     deadline = rollout.progress_deadline_s
@@ -127,25 +127,31 @@ def assess(
     rank = {name: i for i, name in enumerate(rollout.order)}
     ordered = sorted(placed, key=lambda c: (rank.get(c.name, len(rank)), c.name))
     errors = render_errors or {}
-    clusters = []
+    clusters: list[ClusterProgress] = []
     for cluster in ordered:
-        phase, message = _phase_of(
-            policy, rollout, releases.get(cluster.id), statuses.get(cluster.id), errors.get(cluster.id), now
-        )
         released = releases.get(cluster.id)
+        phase, message = _phase_of(
+            policy, rollout, released, statuses.get(cluster.id), errors.get(cluster.id), now
+        )
         clusters.append(
             ClusterProgress(cluster.id, cluster.name, released[0] if released else None, phase, message)
         )
-    progress = RolloutProgress(policy.generation, "progressing", tuple(clusters), ())
+
+    def progress(phase: RolloutPhase, to_release: Sequence[str] = ()) -> RolloutProgress:
+        return RolloutProgress(policy.generation, phase, tuple(clusters), tuple(to_release))
+
+    def count(phase: ClusterPhase) -> int:
+        return sum(1 for c in clusters if c.phase == phase)
+
     if suspended:
-        return RolloutProgress(policy.generation, "suspended", progress.clusters, ())
-    if progress.count("failed") > rollout.max_failures:
-        return RolloutProgress(policy.generation, "halted", progress.clusters, ())
+        return progress("suspended")
+    if count("failed") > rollout.max_failures:
+        return progress("halted")
     waiting = [c.cluster_id for c in clusters if c.phase == "waiting"]
-    if not waiting and progress.count("updating") == 0:
-        return RolloutProgress(policy.generation, "complete", progress.clusters, ())
-    slots = max(0, rollout.concurrency(len(clusters)) - progress.count("updating"))
-    return RolloutProgress(policy.generation, "progressing", progress.clusters, tuple(waiting[:slots]))
+    if not waiting and count("updating") == 0:
+        return progress("complete")
+    slots = max(0, rollout.concurrency(len(clusters)) - count("updating"))
+    return progress("progressing", waiting[:slots])
 
 
 # --------------------------------------------------------------------------- reading
