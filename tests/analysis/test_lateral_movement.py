@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from qcdr_analysis.correlation import Engine, load_patterns
+from qcdr_analysis.correlation.checkpoint import RedisCheckpoint
+from qcdr_analysis.correlation.correlator import Correlator
 from qcdr_analysis.correlation.patterns import parse
 from qcdr_analysis.detectors import behaviour
 from qcdr_analysis.profiles.decisions import UNKNOWN_DESTINATION
@@ -228,7 +230,7 @@ def test_exactly_once_across_a_checkpoint_restore_with_the_learned_address(patte
     first = Engine(patterns)
     assert run_without_flush(first, (events[:3], findings)) == []
     snapshot = first.snapshot()
-    assert sorted(address for _, address in snapshot["addresses"]) == ["10.10.0.4", WEB_7, WEB_8]
+    assert sorted(snapshot["addresses"].values()) == ["10.10.0.4", WEB_7, WEB_8]
 
     restored = Engine(patterns)
     restored.restore(snapshot)
@@ -251,10 +253,45 @@ def test_the_address_cache_is_bounded(patterns: list[Any]) -> None:
     engine = Engine(patterns, address_cache=2)
     for i in range(5):
         engine.feed([tcp_connect("cluster-b", i, f"web-{i}", f"10.20.1.{i}", "10.20.5.1")])
-    assert [pod for pod, _ in engine.snapshot()["addresses"]] == [
+    assert list(engine.snapshot()["addresses"]) == [
         "cluster-b/shop/web-3",
         "cluster-b/shop/web-4",
     ]
+
+
+def test_a_checkpoint_carries_only_the_addresses_that_changed(patterns: list[Any]) -> None:
+    engine = Engine(patterns, address_cache=2)
+    engine.snapshot()
+    web = [tcp_connect("cluster-b", i, f"web-{i}", f"10.20.1.{i}", "10.20.5.1") for i in range(3)]
+    engine.feed(web[:1])
+    assert engine.checkpoint()["addresses"] == {"cluster-b/shop/web-0": "10.20.1.0"}
+    engine.feed([tcp_connect("cluster-b", 5, "web-0", "10.20.1.0", "10.20.5.2")])
+    assert engine.checkpoint()["addresses"] == {}  # the same address again: nothing to write
+    engine.feed(web[1:])
+    assert engine.checkpoint()["addresses"] == {
+        "cluster-b/shop/web-0": None,  # the oldest, evicted
+        "cluster-b/shop/web-1": "10.20.1.1",
+        "cluster-b/shop/web-2": "10.20.1.2",
+    }
+
+
+async def test_the_learned_address_survives_a_redis_checkpoint_restart(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    events, findings = _attack()
+    checkpoint = RedisCheckpoint(redis_client, f"{redis_prefix}-lm")
+    try:
+        first = Correlator.from_patterns(None, checkpoint)
+        await first.restore()
+        assert first.feed(events[:3], findings) == []
+        await first.checkpoint()  # committed; the process stops
+
+        second = Correlator.from_patterns(None, checkpoint)
+        await second.restore()
+        emitted = second.feed(events[3:], []) + second.flush()
+        assert [c.category for c in emitted] == [f"chain.{PATTERN}"]
+    finally:
+        await checkpoint.clear()
 
 
 def test_a_peer_pattern_of_ones_own_within_one_cluster() -> None:

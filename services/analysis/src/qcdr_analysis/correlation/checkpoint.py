@@ -1,6 +1,6 @@
-"""The correlation engine's state in Redis: three hashes and one value per analysis deployment.
+"""The correlation engine's state in Redis: four hashes and one value per analysis deployment.
 
-``{prefix}:analysis:correlation:partials|buffer|seen`` hold the engine's entries (HSET what a batch
+``{prefix}:analysis:correlation:partials|buffer|seen|addresses`` hold the engine's entries (HSET what a batch
 changed, HDEL what it removed), ``…:meta`` the small rest, ``…:pending`` the chains emitted but
 not yet known to be committed. One MULTI per batch, so Redis never holds half a checkpoint.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-HASHES = ("partials", "buffer", "seen")
+HASHES = ("partials", "buffer", "seen", "addresses")
 
 
 class RedisCheckpoint:

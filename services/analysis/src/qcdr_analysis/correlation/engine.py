@@ -160,6 +160,7 @@ class Engine:
         self._expiry: list[tuple[float, int, str]] = []
         self._parents: dict[str, str] = {}
         self._addresses: dict[str, str] = {}  # cluster/namespace/pod -> address
+        self._addresses_changed: set[str] = set()
         # what changed since the last checkpoint: partial keys, buffered and seen item ids
         self._dirty: set[tuple[int, str]] = set()
         self._buffer_changed: set[str] = set()
@@ -244,8 +245,11 @@ class Engine:
             return
         self._addresses.pop(pod, None)  # re-inserted last: the newest stays longest
         if len(self._addresses) >= self.address_cache:
-            del self._addresses[next(iter(self._addresses))]
+            oldest = next(iter(self._addresses))
+            del self._addresses[oldest]
+            self._addresses_changed.add(oldest)
         self._addresses[pod] = address
+        self._addresses_changed.add(pod)
 
     # ------------------------------------------------------------------ processing
 
@@ -423,15 +427,21 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """The whole state as JSON-able data (the next :meth:`checkpoint` is relative to it)."""
         self._clear_changes()
-        return self._state(list(self._partials), None, None)
+        return self._state(list(self._partials), None, None, None)
 
     def checkpoint(self) -> dict[str, Any]:
-        """What changed since the last checkpoint or snapshot. ``partials``, ``buffer`` and ``seen``
-        hold only changed entries (``None``: removed); the rest is small and always whole. Store
-        the three as Redis hashes (HSET the entries, HDEL the ``None`` ones) and the rest as one
-        value, in the batch's MULTI; a restore reads them back into one snapshot (each of the
-        three = its whole hash). Cost is proportional to what the batch changed, not to state."""
-        changes = (list(self._dirty), set(self._buffer_changed), set(self._seen_changed))
+        """What changed since the last checkpoint or snapshot. ``partials``, ``buffer``, ``seen``
+        and ``addresses`` hold only changed entries (``None``: removed); the rest is small and
+        always whole. Store the four as Redis hashes (HSET the entries, HDEL the ``None`` ones) and
+        the rest as one value, in the batch's MULTI; a restore reads them back into one snapshot
+        (each of the four = its whole hash). Cost is proportional to what the batch changed, not
+        to state."""
+        changes = (
+            list(self._dirty),
+            set(self._buffer_changed),
+            set(self._seen_changed),
+            set(self._addresses_changed),
+        )
         self._clear_changes()
         return self._state(*changes)
 
@@ -439,9 +449,14 @@ class Engine:
         self._dirty.clear()
         self._buffer_changed.clear()
         self._seen_changed.clear()
+        self._addresses_changed.clear()
 
     def _state(
-        self, keys: list[tuple[int, str]], buffer_ids: set[str] | None, seen_ids: set[str] | None
+        self,
+        keys: list[tuple[int, str]],
+        buffer_ids: set[str] | None,
+        seen_ids: set[str] | None,
+        address_ids: set[str] | None,
     ) -> dict[str, Any]:
         """Full state, or (with the changed ids) a delta where ``None`` marks a removed entry."""
         name = [c.pattern.name for c in self._compiled]
@@ -458,6 +473,10 @@ class Engine:
             seen: dict[str, float | None] = dict(self._seen)
         else:
             seen = {uid: self._seen.get(uid) for uid in seen_ids}
+        if address_ids is None:
+            addresses: dict[str, str | None] = dict(self._addresses)
+        else:
+            addresses = {pod: self._addresses.get(pod) for pod in address_ids}
         partials: dict[str, list[dict[str, Any]] | None] = {}
         for p, key in keys:
             slots = self._partials.get((p, key))
@@ -480,7 +499,7 @@ class Engine:
             "seen": seen,
             "partials": partials,
             "parents": list(self._parents.items()),
-            "addresses": list(self._addresses.items()),
+            "addresses": addresses,
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -522,7 +541,8 @@ class Engine:
                 slots[entry["stage"]] = Partial(key=key, start=entry["start"], hits=hits)
             heapq.heappush(self._expiry, (min(e["start"] for e in entries) + c.maxspan, p, key))
         self._parents = dict(snapshot["parents"])
-        self._addresses = dict(snapshot.get("addresses") or [])  # absent before peer joins
+        # absent in snapshots from before peer joins
+        self._addresses = {pod: ip for pod, ip in (snapshot.get("addresses") or {}).items() if ip}
 
 
 __all__ = ["Engine", "Hit", "Partial", "Stats"]
