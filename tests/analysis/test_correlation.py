@@ -77,12 +77,13 @@ def run(engine: Engine, *batches: list[SecurityEvent], findings: tuple[Finding, 
     return out + engine.flush()
 
 
-def test_eleven_builtins_with_current_techniques() -> None:
+def test_twelve_builtins_with_current_techniques() -> None:
     names = [p.name for p in builtin_patterns()]
-    assert len(names) == 11
+    assert len(names) == 12
     assert set(POSITIVE) < set(names)
     assert "privileged_pod_to_exfiltration" in names
-    # the cross-cluster ones (tests/analysis/test_cross_cluster.py, test_lateral_movement.py)
+    # the cross-cluster ones (tests/analysis/test_cross_cluster.py, test_lateral_movement.py);
+    # lateral_movement_between_pods is in test_lateral_movement.py too
     cross = {p.name for p in builtin_patterns() if p.distinct_clusters}
     assert cross == {
         "same_image_attacked_in_several_clusters",

@@ -1,5 +1,6 @@
-"""Lateral movement between clusters (``join: peer``): a connection a workload's profile never made,
-into an address in another cluster, then attack behaviour in the workload at that address. The
+"""Lateral movement (``join: peer``): a connection a workload's profile never made, into another
+pod's address (in another cluster, or in the same one), then attack behaviour in the pod at that
+address. The
 reached workload's address comes from its own Tetragon connections (sock_arg saddr) or Hubble DNS
 flows, converted by ingest's real adapters; the engine remembers it per pod and keeps it across a
 checkpoint restore."""
@@ -294,8 +295,30 @@ async def test_the_learned_address_survives_a_redis_checkpoint_restart(
         await checkpoint.clear()
 
 
-def test_a_peer_pattern_of_ones_own_within_one_cluster() -> None:
-    """``join: peer`` without ``distinct_clusters``: pod-to-pod movement inside one cluster."""
+PODS = "lateral_movement_between_pods"
+
+
+def test_a_new_connection_to_a_pod_then_a_shell_there_in_one_cluster(patterns: list[Any]) -> None:
+    learned = tcp_connect("prod", 0, "db-0", "10.0.9.9", "10.0.5.1")
+    hop = tcp_connect("prod", 10, "api-1", "10.0.1.1", "10.0.9.9", port=5432)
+    found = run(Engine(patterns), ([learned, hop, shell("prod", 20, "db-0")], [unknown_destination(hop)]))
+    (chain,) = [c for c in found if c.category == f"chain.{PODS}"]
+    assert [s["workload"]["pod"] for s in chain.attributes["steps"]] == ["api-1", "db-0"]
+    # scoped by cluster: the same private address elsewhere is another pod
+    assert chain.attributes["join"] == {"key": "peer", "value": "prod/10.0.9.9"}
+    assert chain.workload.pod == "db-0"  # the finding stands in the reached pod
+    assert chains(found) == []  # one cluster: not the cross-cluster pattern
+
+
+def test_the_same_private_address_in_another_cluster_is_another_pod(patterns: list[Any]) -> None:
+    """Clusters without Cluster Mesh reuse pod ranges: 10.0.9.9 in staging is not prod's db-0."""
+    learned = tcp_connect("prod", 0, "db-0", "10.0.9.9", "10.0.5.1")
+    hop = tcp_connect("staging", 10, "api-1", "10.0.1.1", "10.0.9.9", port=5432)
+    found = run(Engine(patterns), ([learned, hop, shell("prod", 20, "db-0")], [unknown_destination(hop)]))
+    assert [c for c in found if c.category == f"chain.{PODS}"] == []
+
+
+def test_a_peer_pattern_of_ones_own() -> None:
     (pattern,) = parse(
         """
 name: pod_to_pod

@@ -38,6 +38,9 @@ Semantics (issue 6, item 1):
   address when its event shows it (the source of a Tetragon connection, of a Hubble DNS query);
   the engine also remembers the latest address seen per pod (``address_cache`` pods, kept in the
   checkpoint), so the pod's process executions, which carry no address, continue the chain too.
+  Without ``distinct_clusters`` the address is scoped by cluster (pod-to-pod within one cluster:
+  10.0.1.5 in two clusters are two pods); with it, addresses must be unique across the clusters
+  (Cilium Cluster Mesh's rule).
 * **Output.** Only complete chains become findings (``kind=chain``, ``category=chain.<pattern>``);
   the finding id hashes pattern + join key + first step's event id (the natural key), so a chain
   re-emitted after a crash between emit and checkpoint is a duplicate the findings table rejects.
@@ -317,6 +320,10 @@ class Engine:
                 continue  # cannot tell its cluster from the others'
             keys = self._keys(item, c.pattern.join)
             start = start_key(item, c.pattern.join, keys) if 0 in steps else None
+            if c.pattern.join is JoinKey.PEER and not c.distinct:
+                # within one cluster: the same private address in two clusters is two pods
+                keys = tuple(f"{item.cluster}/{k}" for k in keys)
+                start = f"{item.cluster}/{start}" if start is not None else None
             if not keys and start is None:
                 continue
             if -1 in steps:  # until: the attack path is broken for these keys
