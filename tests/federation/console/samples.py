@@ -56,6 +56,7 @@ def chain(chain_id: str = "chain-1") -> dict[str, Any]:
                 "techniques": [creds],
                 "finding_ids": [],
                 "cluster": "us-2",
+                "workload": {"cluster": "us-2", "namespace": "shop", "pod": "web-7", "container": "app"},
             },
         ],
         "join": {"pod": "web-1"},

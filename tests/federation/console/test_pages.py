@@ -137,6 +137,9 @@ async def test_chains_list_and_timeline(client: httpx.AsyncClient, fake: FakeDat
     assert "<code>T1059.004</code> Unix Shell" in html
     assert "<code>T1552.007</code> Container API" in html
     assert "<code>ev-2</code>" in html
+    # a step names its workload when the chain says where it happened (older chains do not)
+    assert '<span class="step-workload">shop/web-7 (app)</span>' in html
+    assert html.count('class="step-workload"') == 1
     assert _text(html, "confidence") == "0.87"
     assert _text(html, "clusters") == "eu-1, us-2"
     assert (await client.get("/ui/chains/nope")).status_code == 404
