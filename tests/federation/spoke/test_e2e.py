@@ -53,6 +53,7 @@ def hub_settings(federation_db: str, redis_url: str, redis_prefix: str) -> Feder
         degraded_after_s=3.0,
         offline_after_s=6.0,
         health_sweep_s=0.2,
+        rollout_interval_s=0.2,
     )
 
 
@@ -218,6 +219,62 @@ async def test_register_heartbeat_place_update_report_remove(
             assert removed[0].payload["manifest_name"] == "block-ptrace"
             async with make_session_factory(spoke_engine)() as session:
                 assert await repo.held_policies(session) == {}
+
+
+async def test_a_progressive_rollout_waits_for_the_spoke_to_apply(
+    hub_server: HubServer,
+    spoke_engine: AsyncEngine,
+    spoke_db: str,
+    redis_url: str,
+    spoke_prefix: str,
+    redis_client: Redis,
+    response_api: tuple[FakeResponseApi, str],
+) -> None:
+    """The real agent pulls, its response service reports applied through the status stream, and
+    the hub's rollout loop only then releases the next cluster (declared, never connected)."""
+    async with await hub(hub_server.url) as client:
+        settings = await prepare_spoke(
+            client, spoke_db, redis_url, spoke_prefix, hub_server.url, response_api
+        )
+        await declare_cluster(client, "spoke-z", {"env": "prod"})
+        async with running_agent(settings, spoke_engine, redis_client):
+            body = policy_body()
+            body["rollout"] = {"strategy": "progressive", "max_concurrency": 1, "order": ["spoke-a"]}
+            created = await client.post(POLICIES_URL, json=body, headers=WRITE_HEADERS)
+            assert created.status_code == 201, created.text
+            policy_id = created.json()["id"]
+
+            # spoke-a first (the canary); spoke-z waits while spoke-a has not applied
+            (placed,) = await eventually(lambda: _placed(redis_client, spoke_prefix, 1))
+            assert placed.payload["generation"] == 1
+            view = await _rollout(client, policy_id)
+            assert [(c["cluster"], c["phase"]) for c in view["clusters"]] == [
+                ("spoke-a", "updating"),
+                ("spoke-z", "waiting"),
+            ]
+
+            await report(redis_client, spoke_prefix, placed, "applied")
+            view = await eventually(lambda: _rollout_when(client, policy_id, "spoke-z", "updating"))
+            assert [(c["cluster"], c["phase"]) for c in view["clusters"]] == [
+                ("spoke-a", "done"),
+                ("spoke-z", "updating"),
+            ]
+            assert view["counts"] == {"waiting": 0, "updating": 1, "done": 1, "failed": 0}
+
+
+async def _rollout(client: httpx.AsyncClient, policy_id: str) -> dict[str, Any]:
+    response = await client.get(f"{POLICIES_URL}/{policy_id}/rollout", headers=WRITE_HEADERS)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _rollout_when(
+    client: httpx.AsyncClient, policy_id: str, cluster: str, phase: str
+) -> dict[str, Any] | None:
+    view = await _rollout(client, policy_id)
+    found = [c for c in view["clusters"] if c["cluster"] == cluster and c["phase"] == phase]
+    return view if found else None
 
 
 async def test_hub_away_keeps_the_set_then_catches_up_also_after_a_restart(
