@@ -46,6 +46,7 @@ def controller_settings(
         "controller_backoff_max_s": 0.5,
         "controller_resync_s": 60.0,
         "controller_namespace": NAMESPACE,
+        "rollout_interval_s": 0.2,
     }
     values.update(overrides)
     return make_hub_settings(database_url, redis_url, redis_prefix, **values)

@@ -320,6 +320,59 @@ async def test_a_policy_object_is_placed_versioned_reported_and_removed(
     await eventually(gone)
 
 
+async def test_a_policy_object_suspends_and_rolls_out_with_its_status(
+    hub_app: FastAPI, hub_client: httpx.AsyncClient, kube: lightkube.AsyncClient
+) -> None:
+    headers = await registered_cluster(kube, hub_client)
+    await heartbeat(hub_client, headers)
+    await create(kube, tracing_object("deny-shadow", suspend=True))
+
+    async def suspended() -> dict[str, Any]:
+        status = await status_of(kube, CrdKind.TRACING_POLICY, "deny-shadow")
+        assert status.get("rollout", {}).get("phase") == "suspended"
+        return status
+
+    status = await eventually(suspended)
+    # suspended from the start: nothing released, so the cluster gets nothing
+    assert status["rollout"]["waitingClusters"] == 1
+    response = await hub_client.get("/federation/v1/policies", headers=headers)
+    assert response.json()["policies"] == []
+
+    # resumed into a progressive rollout: the loop releases it to the one cluster
+    await kube.patch(
+        resource(CrdKind.TRACING_POLICY),
+        "deny-shadow",
+        {"spec": {"suspend": False, "rollout": {"strategy": "progressive", "maxConcurrency": "50%"}}},
+        patch_type=PatchType.MERGE,
+    )
+
+    async def updating() -> dict[str, Any]:
+        status = await status_of(kube, CrdKind.TRACING_POLICY, "deny-shadow")
+        rollout = status.get("rollout", {})
+        assert (rollout.get("phase"), rollout.get("updatingClusters")) == ("progressing", 1)
+        return status
+
+    status = await eventually(updating)
+    assert status["rollout"]["generation"] == status["hubGeneration"] == 2
+    response = await hub_client.get("/federation/v1/policies", headers=headers)
+    assert [p["name"] for p in response.json()["policies"]] == ["deny-shadow"]
+
+    # back to every cluster at once: no rollout to show
+    await kube.patch(
+        resource(CrdKind.TRACING_POLICY),
+        "deny-shadow",
+        {"spec": {"rollout": None}},
+        patch_type=PatchType.MERGE,
+    )
+
+    async def plain() -> None:
+        status = await status_of(kube, CrdKind.TRACING_POLICY, "deny-shadow")
+        assert status["hubGeneration"] == 3
+        assert "rollout" not in status
+
+    await eventually(plain)
+
+
 async def _cluster_policies(kube: lightkube.AsyncClient, expected: list[dict[str, Any]]) -> dict[str, Any]:
     status = await status_of(kube, CrdKind.CLUSTER, "prod-eu")
     assert status.get("policies") == expected

@@ -18,7 +18,7 @@ from qcdr_federation.hub.controller import status as st
 from qcdr_federation.hub.controller.kinds import CrdKind
 from qcdr_federation.hub.controller.reconcile import Reconciler, SecretUnavailableError
 from qcdr_federation.hub.policies.models import FederatedPolicyRow
-from qcdr_federation.hub.policies.service import apply_spec
+from qcdr_federation.hub.policies.service import apply_spec, placed_set
 from qcdr_federation.settings import FederationSettings
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -303,6 +303,30 @@ async def test_the_object_suspends_and_resumes_its_policy(
     assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(suspend=False))).ok
     row = (await policies(sessions))["deny-shadow"]
     assert (row.suspended_at, row.generation) == (None, 1)  # not a new generation
+
+
+async def test_created_suspended_reaches_nobody_and_a_changed_suspended_one_keeps_the_old_generation(
+    reconciler: Reconciler, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:
+        await declare_cluster(session, "prod-eu", {"env": "prod"}, source="api")
+        await session.commit()
+
+    async def served() -> list[int]:
+        async with sessions() as session:
+            placed = await placed_set(session, "prod-eu", {"env": "prod"})
+        return [p.generation for p in placed.policies]
+
+    assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(suspend=True))).ok
+    assert await served() == []
+    assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp())).ok
+    assert await served() == [1]
+    # a new spec and suspend in one change: the cluster keeps generation 1
+    assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(enforce=True, suspend=True))).ok
+    assert (await policies(sessions))["deny-shadow"].generation == 2
+    assert await served() == [1]
+    assert (await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(enforce=True))).ok
+    assert await served() == [2]
 
 
 async def test_a_name_an_api_policy_holds_is_a_conflict(

@@ -119,6 +119,7 @@ PRINTER_COLUMNS = {
     "FederatedTracingPolicy": [
         ("Synced", '.status.conditions[?(@.type=="Synced")].status'),
         ("Clusters", ".status.placedClusters"),
+        ("Rollout", ".status.rollout.phase"),
         ("Age", ".metadata.creationTimestamp"),
     ],
 }

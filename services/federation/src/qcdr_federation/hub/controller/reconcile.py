@@ -297,17 +297,24 @@ class Reconciler:
             try:
                 spec = policy_spec(kind, obj)
                 suspend = policy_suspended(obj)
+                # the object says whether the policy is suspended (an API suspend does not outlive
+                # it). Suspending comes before the new spec, so clusters keep the generation they
+                # have; a policy created suspended reaches nobody; resuming comes after.
+                was_suspended = existing is not None and existing.suspended_at is not None
+                if suspend and existing is not None and not was_suspended:
+                    await rollout.suspend(session, existing.id, SOURCE)
                 row = await apply_spec(session, name, spec, source=SOURCE, actor=SOURCE)
+                if suspend and existing is None:
+                    await rollout.suspend(session, row.id, SOURCE, keep_current=False)
+                elif not suspend and was_suspended:
+                    await rollout.resume(session, row.id, SOURCE)
             except ConversionError as exc:
                 return _invalid(generation, str(exc), kept)
             except PolicySpecError as exc:
                 await session.rollback()
                 return _invalid(generation, _describe_issues(exc), kept)
-            policy_id, changed = row.id, kept is None or kept[2] != row.content_hash
-            # the object says whether the policy is suspended (an API suspend does not outlive it)
-            if suspend != (row.suspended_at is not None):
-                await (rollout.suspend if suspend else rollout.resume)(session, policy_id, SOURCE)
-                changed = True
+            policy_id = row.id
+            changed = kept is None or kept[2] != row.content_hash or suspend != was_suspended
             await session.commit()
         if changed:
             await self._announce()

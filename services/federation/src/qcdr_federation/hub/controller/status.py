@@ -15,6 +15,7 @@ from typing import Any
 from qcdr_common.contracts.federation.v1 import ClusterHealth, PolicyApplyState
 
 from qcdr_federation.hub.clusters.schemas import ClusterRead
+from qcdr_federation.hub.policies.rollout import RolloutProgress
 from qcdr_federation.hub.policies.schemas import FederatedPolicyStatus
 
 # condition types and reasons (the original's Go types named Ready, Synced, SyncSuccess,
@@ -212,6 +213,18 @@ def _ready_condition(
 # --------------------------------------------------------------------------- policies
 
 
+def rollout_status(progress: RolloutProgress) -> dict[str, Any]:
+    """``.status.rollout`` of a gated policy: the phase and the clusters per phase."""
+    return {
+        "phase": progress.phase,
+        "generation": progress.generation,
+        "doneClusters": progress.count("done"),
+        "updatingClusters": progress.count("updating"),
+        "waitingClusters": progress.count("waiting"),
+        "failedClusters": progress.count("failed"),
+    }
+
+
 def policy_status_body(
     outcome: Outcome | None,
     status: FederatedPolicyStatus | None,
@@ -219,10 +232,12 @@ def policy_status_body(
     generation: int,
     previous: Mapping[str, Any] | None,
     now: datetime,
+    rollout: RolloutProgress | None = None,
 ) -> dict[str, Any]:
     """``.status`` of a federated policy: the hub policy's id and generation, one entry per
-    cluster that has or had it, and ``Synced`` (True when every placed cluster reports the current
-    generation with the hash the hub rendered for it)."""
+    cluster that has or had it, the rollout of a progressive or suspended policy, and ``Synced``
+    (True when every placed cluster reports the current generation with the hash the hub rendered
+    for it)."""
     old = _previous_conditions(previous)
     generation = outcome.generation if outcome else generation
     body: dict[str, Any] = {"observedGeneration": generation}
@@ -247,6 +262,7 @@ def policy_status_body(
                 )
                 for c in sorted(status.clusters, key=lambda c: c.cluster)
             ],
+            rollout=rollout_status(rollout) if rollout is not None else None,
         )
 
     def make(ok: bool, reason: str, message: str) -> dict[str, Any]:

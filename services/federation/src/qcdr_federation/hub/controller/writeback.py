@@ -18,7 +18,9 @@ from qcdr_federation.hub.clusters.service import cluster_view, cluster_views
 from qcdr_federation.hub.controller import status as st
 from qcdr_federation.hub.controller.convert import object_generation
 from qcdr_federation.hub.controller.kinds import CrdKind, as_dict, resource
+from qcdr_federation.hub.policies import repository as repo
 from qcdr_federation.hub.policies.issues import PolicySpecError
+from qcdr_federation.hub.policies.rollout import RolloutProgress, progress_of
 from qcdr_federation.hub.policies.schemas import FederatedPolicyStatus
 from qcdr_federation.hub.policies.service import policy_status
 from qcdr_federation.settings import FederationSettings
@@ -112,11 +114,14 @@ class StatusWriter:
         self, objects: Mapping[str, Mapping[str, Any]], outcomes: Mapping[str, st.Outcome], now: datetime
     ) -> dict[str, dict[str, Any]]:
         statuses: dict[str, FederatedPolicyStatus | None] = {}
+        rollouts: dict[str, RolloutProgress | None] = {}
         async with self.sessions() as session:
             for name in objects:
                 outcome = outcomes.get(name)
                 policy_id = outcome.policy_id if outcome is not None else None
                 statuses[name] = await self._policy_status(session, policy_id) if policy_id else None
+                row = await repo.get(session, policy_id) if policy_id else None
+                rollouts[name] = await progress_of(session, row, now) if row is not None else None
         return {
             name: st.policy_status_body(
                 outcomes.get(name),
@@ -124,6 +129,7 @@ class StatusWriter:
                 generation=object_generation(obj),
                 previous=_status(obj),
                 now=now,
+                rollout=rollouts[name],
             )
             for name, obj in objects.items()
         }

@@ -221,13 +221,17 @@ async def snapshot_releases(session: AsyncSession, row: FederatedPolicyRow) -> N
     )
 
 
-async def suspend(session: AsyncSession, policy_id: str, actor: str) -> FederatedPolicyRow | None:
-    """Suspend a live policy (None: no such policy). Suspending twice changes nothing."""
+async def suspend(
+    session: AsyncSession, policy_id: str, actor: str, *, keep_current: bool = True
+) -> FederatedPolicyRow | None:
+    """Suspend a live policy (None: no such policy). Suspending twice changes nothing.
+    ``keep_current``: every cluster keeps what it is served now; False for a policy created in
+    this transaction, which no cluster has yet (a policy created suspended reaches nobody)."""
     row = await repo.get(session, policy_id, for_update=True)
     if row is None or row.suspended_at is not None:
         return row
     policy = LivePolicy.parse(row.id, row.name, row.generation, row.spec)
-    if policy is not None and not gated(policy.spec, suspended=False):
+    if keep_current and policy is not None and not gated(policy.spec, suspended=False):
         await snapshot_releases(session, row)
     row.suspended_at = datetime.now(UTC)
     row.suspended_by = actor
