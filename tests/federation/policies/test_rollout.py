@@ -335,6 +335,36 @@ async def test_a_suspended_policy_stays_where_it_is_until_resumed(
     assert await generations(client, "s-1", "s-2", "s-3") == {"s-1": 2, "s-2": None, "s-3": 2}
 
 
+async def test_created_suspended_and_suspended_with_a_change_through_the_body(
+    hub: tuple[FastAPI, httpx.AsyncClient], clusters: Clusters
+) -> None:
+    _, client = hub
+    await clusters.add("w-1", {"env": "prod"})
+    body = policy_body(suspended=True)
+    created = await client.post("/v1/federated-policies", json=body, headers=WRITE_HEADERS)
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    assert created.json()["suspended"] is True
+    assert await generations(client, "w-1") == {"w-1": None}  # created suspended: nobody has it
+
+    body["suspended"] = False  # same spec: no new generation, only resumed
+    resumed = await put(client, pid, body)
+    assert (resumed.json()["generation"], resumed.json()["suspended"]) == (1, False)
+    assert await generations(client, "w-1") == {"w-1": 1}
+
+    # a new template and a suspension in one PUT: the cluster keeps generation 1
+    changed = await put(client, pid, policy_body(template=tracing_policy(action="Post"), suspended=True))
+    assert (changed.json()["generation"], changed.json()["suspended"]) == (2, True)
+    assert await generations(client, "w-1") == {"w-1": 1}
+    # omitted: the suspension stays as it is
+    same = await put(client, pid, policy_body(template=tracing_policy(action="Post")))
+    assert same.json()["suspended"] is True
+    assert await generations(client, "w-1") == {"w-1": 1}
+    body = policy_body(template=tracing_policy(action="Post"), suspended=False)
+    assert (await put(client, pid, body)).json()["suspended"] is False
+    assert await generations(client, "w-1") == {"w-1": 2}
+
+
 async def test_suspend_and_resume_need_a_live_policy_and_the_write_scope(
     hub: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:

@@ -114,6 +114,9 @@ async def create_policy(
         row = await service.apply_spec(session, body.name, body.spec(), source="api", actor=who.name)
     except PolicySpecError as exc:
         raise invalid(exc) from None
+    if body.suspended:
+        # created suspended: no cluster has it yet, so none gets it until it is resumed
+        await rollout.suspend(session, row.id, who.name, keep_current=False)
     await session.commit()
     await notify_placements_changed(request.app)
     return read_model(row)
@@ -147,13 +150,19 @@ async def put_policy(
                 FieldError(loc=["body", "name"], msg="must equal the policy's name", type="name_mismatch")
             ],
         )
-    generation = row.generation
+    generation, was_suspended = row.generation, row.suspended_at is not None
     try:
+        if body.suspended and not was_suspended:
+            # before the new spec: clusters keep the generation they have now
+            await rollout.suspend(session, row.id, who.name)
         row = await service.apply_spec(session, row.name, body.spec(), source=row.source, actor=who.name)
+        if body.suspended is False and was_suspended:
+            await rollout.resume(session, row.id, who.name)
     except PolicySpecError as exc:
+        await session.rollback()
         raise invalid(exc) from None
     await session.commit()
-    if row.generation != generation:
+    if row.generation != generation or (row.suspended_at is not None) != was_suspended:
         await notify_placements_changed(request.app)
     return read_model(row)
 

@@ -69,9 +69,14 @@ class FederatedPolicyWrite(FederatedPolicySpec):
     """``POST /v1/federated-policies`` and ``PUT .../{id}``: the name plus the spec."""
 
     name: str = Field(pattern=POLICY_NAME_PATTERN, max_length=253)
+    suspended: bool | None = Field(
+        default=None,
+        description="true: create the policy suspended (it reaches no cluster), or suspend it with "
+        "this change (clusters keep the generation they have); false: resume it; omitted: unchanged.",
+    )
 
     def spec(self) -> FederatedPolicySpec:
-        return FederatedPolicySpec.model_validate(self.model_dump(exclude={"name"}))
+        return FederatedPolicySpec.model_validate(self.model_dump(exclude={"name", "suspended"}))
 
 
 class FederatedPolicyRead(BaseModel):
