@@ -15,8 +15,12 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from qcdr_common.contracts.federation.v1 import FederatedPolicySpec, Rollout
 from qcdr_federation.hub.policies import repository as repo
-from qcdr_federation.hub.policies.rollout import ClusterTimes, RolloutLoop, assess
+from qcdr_federation.hub.policies.metrics import ROLLOUTS_HALTED
+from qcdr_federation.hub.policies.rollout import ROLLOUT_LOCK_KEY, ClusterTimes, RolloutLoop, advance, assess
 from qcdr_federation.hub.policies.sets import LivePolicy
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.federation.conftest import READ_HEADERS, WRITE_HEADERS, make_hub_settings
 from tests.federation.policies.conftest import (
@@ -390,3 +394,20 @@ async def test_a_bad_rollout_is_refused_with_the_reason(
     assert "max_concurrency" in response.text
     body = policy_body(rollout={"strategy": "canary"})
     assert (await client.post("/v1/federated-policies", json=body, headers=WRITE_HEADERS)).status_code == 422
+
+
+async def test_a_replica_without_the_lock_reports_no_halted_rollouts(
+    hub: tuple[FastAPI, httpx.AsyncClient], federation_db: str
+) -> None:
+    """The gauge is the lock holder's: another replica's pass sets it to 0, so a sum over the
+    replicas counts each halted rollout once even after the lock moved."""
+    engine = create_async_engine(federation_db, poolclass=NullPool)
+    sessions = async_sessionmaker(engine)
+    try:
+        ROLLOUTS_HALTED.set(3)
+        async with sessions() as holder, sessions() as other:
+            assert await holder.scalar(select(func.pg_try_advisory_xact_lock(ROLLOUT_LOCK_KEY)))
+            assert await advance(other) == 0
+            assert REGISTRY.get_sample_value("qcdr_federation_rollouts_halted") == 0.0
+    finally:
+        await engine.dispose()

@@ -258,6 +258,9 @@ async def advance(session: AsyncSession, now: datetime | None = None) -> int:
     :func:`assess` names. Only the replica holding the lock writes; the clusters released."""
     locked = await session.scalar(select(func.pg_try_advisory_xact_lock(ROLLOUT_LOCK_KEY)))
     if not locked:
+        # another replica moves the rollouts and reports the halted ones: a sum over replicas
+        # stays right when the lock moves
+        ROLLOUTS_HALTED.set(0)
         return 0
     now = now or datetime.now(UTC)
     released = halted = 0
