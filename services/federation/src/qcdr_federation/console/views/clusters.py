@@ -73,9 +73,11 @@ async def _rollouts(db: Any) -> dict[str, dict[str, Any]]:
 
     found: dict[str, dict[str, Any]] = {}
     now = datetime.now(UTC)
-    for policy_id, _ in await repo.gated_heads(db):
+    gated = await repo.gated_heads(db)
+    clusters = await repo.live_clusters(db) if gated else []
+    for policy_id, _ in gated:
         row = await repo.get(db, policy_id)
-        progress = await progress_of(db, row, now) if row is not None else None
+        progress = await progress_of(db, row, now, clusters) if row is not None else None
         if progress is not None:
             found[policy_id] = {
                 "phase": progress.phase,

@@ -116,12 +116,13 @@ class StatusWriter:
         statuses: dict[str, FederatedPolicyStatus | None] = {}
         rollouts: dict[str, RolloutProgress | None] = {}
         async with self.sessions() as session:
+            clusters = await repo.live_clusters(session)  # once for every policy's rollout
             for name in objects:
                 outcome = outcomes.get(name)
                 policy_id = outcome.policy_id if outcome is not None else None
                 statuses[name] = await self._policy_status(session, policy_id) if policy_id else None
                 row = await repo.get(session, policy_id) if policy_id else None
-                rollouts[name] = await progress_of(session, row, now) if row is not None else None
+                rollouts[name] = await progress_of(session, row, now, clusters) if row is not None else None
         return {
             name: st.policy_status_body(
                 outcomes.get(name),

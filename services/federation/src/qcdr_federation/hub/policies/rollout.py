@@ -176,19 +176,24 @@ def _render_errors(policy: LivePolicy, placed: Sequence[repo.LiveCluster]) -> di
 
 
 async def progress_of(
-    session: AsyncSession, row: FederatedPolicyRow, now: datetime
+    session: AsyncSession,
+    row: FederatedPolicyRow,
+    now: datetime,
+    clusters: Sequence[repo.LiveCluster] | None = None,
 ) -> RolloutProgress | None:
-    """The rollout of a live policy, None when it is not gated (every cluster gets it at once)."""
+    """The rollout of a live policy, None when it is not gated (every cluster gets it at once).
+    ``clusters``: the live clusters, when the caller already read them for several policies."""
     policy = LivePolicy.parse(row.id, row.name, row.generation, row.spec)
     suspended = row.suspended_at is not None
     if policy is None or not gated(policy.spec, suspended):
         return None
-    clusters = await repo.live_clusters(session)
-    placed = [c for c in clusters if places_on(policy.spec, c.name, c.labels)]
+    if clusters is None:
+        clusters = await repo.live_clusters(session)
     releases = await repo.releases_of(session, policy.id)
-    if suspended:
-        # frozen: clusters keep their releases even off the placement, so show those too
-        placed += [c for c in clusters if c.id in releases and c not in placed]
+    # frozen (suspended): clusters keep their releases even off the placement, so count those too
+    placed = [
+        c for c in clusters if places_on(policy.spec, c.name, c.labels) or (suspended and c.id in releases)
+    ]
     return assess(
         policy,
         placed,
@@ -264,13 +269,16 @@ async def advance(session: AsyncSession, now: datetime | None = None) -> int:
         return 0
     now = now or datetime.now(UTC)
     released = halted = 0
+    clusters: list[repo.LiveCluster] | None = None
     for policy_id, suspended in await repo.gated_heads(session):
         if suspended:
             continue
         row = await repo.get(session, policy_id)
         if row is None:
             continue
-        progress = await progress_of(session, row, now)
+        if clusters is None:
+            clusters = await repo.live_clusters(session)
+        progress = await progress_of(session, row, now, clusters)
         if progress is not None and progress.phase == "halted":
             halted += 1
         if progress is None or not progress.to_release:
