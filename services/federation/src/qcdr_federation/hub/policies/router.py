@@ -35,7 +35,6 @@ from qcdr_federation.hub.policies.schemas import (
     FederatedPolicyStatus,
     FederatedPolicyVersionRead,
     FederatedPolicyWrite,
-    RolloutCluster,
     RolloutStatus,
 )
 
@@ -254,39 +253,7 @@ async def get_rollout(policy_id: PolicyId, session: Session, _: ReadPrincipal) -
     row = await repo.get(session, policy_id)
     if row is None:
         raise not_found(policy_id)
-    spec = FederatedPolicySpec.model_validate(row.spec)
-    progress = await rollout.progress_of(session, row, datetime.now(UTC))
-    strategy = spec.rollout.strategy if spec.rollout is not None else "all"
-    if progress is None:
-        # not gated: every placed cluster gets the current generation at once
-        status = await service.policy_status(session, policy_id)
-        clusters = [
-            RolloutCluster(
-                cluster=c.cluster,
-                released_generation=row.generation,
-                phase="done" if c.in_sync else ("failed" if c.state == "failed" else "updating"),
-                message=c.message,
-            )
-            for c in (status.clusters if status is not None else [])
-            if c.placed
-        ]
-        phase = "complete" if all(c.phase == "done" for c in clusters) else "progressing"
-    else:
-        clusters = [
-            RolloutCluster(
-                cluster=c.cluster, released_generation=c.released_generation, phase=c.phase, message=c.message
-            )
-            for c in progress.clusters
-        ]
-        phase = progress.phase
-    counts = {p: sum(1 for c in clusters if c.phase == p) for p in ("waiting", "updating", "done", "failed")}
-    return RolloutStatus(
-        id=row.id,
-        name=row.name,
-        generation=row.generation,
-        strategy=strategy,
-        phase=phase,
-        suspended=row.suspended_at is not None,
-        counts=counts,
-        clusters=clusters,
-    )
+    try:
+        return await service.rollout_status(session, row, datetime.now(UTC))
+    except PolicySpecError as exc:
+        raise ApiError(409, str(exc), reason="policy_unreadable") from None

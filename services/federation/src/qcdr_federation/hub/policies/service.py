@@ -23,12 +23,20 @@ from qcdr_federation.hub.policies.issues import Issue, PolicySpecError
 from qcdr_federation.hub.policies.models import FederatedPolicyRow
 from qcdr_federation.hub.policies.placement import places_on
 from qcdr_federation.hub.policies.render import API_VERSIONS, check_spec, spec_hash, spec_json
-from qcdr_federation.hub.policies.rollout import gated, snapshot_releases
+from qcdr_federation.hub.policies.rollout import (
+    ClusterPhase,
+    RolloutPhase,
+    gated,
+    progress_of,
+    snapshot_releases,
+)
 from qcdr_federation.hub.policies.schemas import (
     CellState,
     ClusterPolicyStatus,
     FederatedPolicyStatus,
     PolicyCell,
+    RolloutCluster,
+    RolloutStatus,
 )
 from qcdr_federation.hub.policies.sets import (
     RENDER_CACHE,
@@ -306,4 +314,52 @@ async def policy_status(session: AsyncSession, policy_id: str) -> FederatedPolic
     entries.sort(key=lambda e: e.cluster)
     return FederatedPolicyStatus(
         id=policy.id, name=policy.name, generation=policy.generation, clusters=entries
+    )
+
+
+# --------------------------------------------------------------------------- rollouts
+
+PHASES: tuple[ClusterPhase, ...] = ("waiting", "updating", "done", "failed")
+
+
+async def rollout_status(session: AsyncSession, row: FederatedPolicyRow, now: datetime) -> RolloutStatus:
+    """``GET /v1/federated-policies/{id}/rollout``: a gated policy's progress, or for one that
+    goes everywhere at once, each placed cluster's sync as a rollout phase. PolicySpecError when
+    the stored spec no longer parses."""
+    policy = LivePolicy.parse(row.id, row.name, row.generation, row.spec)
+    if policy is None:
+        raise PolicySpecError([Issue(("spec",), "the stored spec no longer parses")])
+    progress = await progress_of(session, row, now)
+    if progress is None:
+        status = await policy_status(session, row.id)
+        clusters = [
+            RolloutCluster(
+                cluster=c.cluster,
+                released_generation=row.generation,
+                phase="done" if c.in_sync else ("failed" if c.state == "failed" else "updating"),
+                message=c.message,
+            )
+            for c in (status.clusters if status is not None else [])
+            if c.placed
+        ]
+        phase: RolloutPhase = "complete" if all(c.phase == "done" for c in clusters) else "progressing"
+    else:
+        clusters = [
+            RolloutCluster(
+                cluster=c.cluster, released_generation=c.released_generation, phase=c.phase, message=c.message
+            )
+            for c in progress.clusters
+        ]
+        phase = progress.phase
+    return RolloutStatus(
+        id=row.id,
+        name=row.name,
+        generation=row.generation,
+        strategy=policy.spec.rollout.strategy if policy.spec.rollout is not None else "all",
+        phase=phase,
+        suspended=row.suspended_at is not None,
+        counts={
+            p: sum(1 for c in clusters if c.phase == p) for p in ("waiting", "updating", "done", "failed")
+        },
+        clusters=clusters,
     )
