@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from qcdr_common.contracts.events.v1 import Severity
-from qcdr_ingest.events.registry import AdapterError, load_adapters
+from qcdr_ingest.events.registry import AdapterError, NotAnEventError, load_adapters
 
 # Field names as in Hubble's flow.proto JSON (``hubble observe -o json``).
 HUBBLE_RESPONSE: dict[str, Any] = {
@@ -116,8 +116,11 @@ def test_hubble_request_flow() -> None:
     assert event.message == "AAAA pool.minexmr.com -> no answer yet"
 
 
-def test_hubble_non_dns_flow_is_rejected() -> None:
-    with pytest.raises(AdapterError, match="not a DNS flow"):
+def test_hubble_flows_neither_dns_nor_l3_l4() -> None:
+    with pytest.raises(NotAnEventError, match="L7 flow other than DNS"):
         convert("hubble", {"flow": {"time": "2026-05-01T12:00:00Z", "l7": {"http": {}}}})
+    with pytest.raises(AdapterError, match="neither a DNS flow") as raised:
+        convert("hubble", {"flow": {"time": "2026-05-01T12:00:00Z", "verdict": "FORWARDED"}})
+    assert not isinstance(raised.value, NotAnEventError)  # a fault, reported to the sender
     with pytest.raises(AdapterError, match="not a JSON object"):
         convert("hubble", "flow")

@@ -1,4 +1,4 @@
-"""Test inputs: Tetragon export lines and Falco alerts.
+"""Test inputs: Tetragon export lines, Falco alerts and a Hubble flow.
 
 Tetragon events come from the real samples in ``shared/corpora/tetragon`` (read at run time,
 never copied into the repo); Falco alerts are built from the ``output:`` format strings of the real
@@ -178,3 +178,52 @@ def falco_alerts(shared: Path, count: int) -> Iterator[dict[str, Any]]:
     rules = falco_rules(shared)
     for i in range(count):
         yield falco_alert(rules[i % len(rules)], time=f"2026-03-01T12:00:{i % 60:02d}.{i:09d}Z")
+
+
+# A SYN as `hubble observe -o json` prints it (field names from Hubble's flow.proto JSON).
+HUBBLE_SYN: dict[str, Any] = {
+    "flow": {
+        "time": "2026-07-31T10:41:02.202450754Z",
+        "uuid": "cd75b2ac-8dd3-486b-beca-3d17d9d56cff",
+        "verdict": "FORWARDED",
+        "ethernet": {"source": "62:6b:d0:a4:c5:63", "destination": "6e:d0:ea:78:fc:0a"},
+        "IP": {"source": "10.0.1.235", "destination": "10.0.0.21", "ipVersion": "IPv4"},
+        "l4": {"TCP": {"source_port": 60524, "destination_port": 5432, "flags": {"SYN": True}}},
+        "source": {
+            "ID": 423,
+            "identity": 24753,
+            "cluster_name": "topgun",
+            "namespace": "shop",
+            "labels": ["k8s:app=api"],
+            "pod_name": "api-9b649846d-bxqfc",
+            "workloads": [{"name": "api", "kind": "Deployment"}],
+        },
+        "destination": {
+            "identity": 24075,
+            "cluster_name": "topgun",
+            "namespace": "shop",
+            "labels": ["k8s:app=db"],
+            "pod_name": "db-0",
+        },
+        "Type": "L3_L4",
+        "node_name": "topgun/worker-1",
+        "event_type": {"type": 4},
+        "traffic_direction": "EGRESS",
+        "trace_observation_point": "TO_STACK",
+        "is_reply": False,
+        "Summary": "TCP Flags: SYN",
+    },
+    "node_name": "topgun/worker-1",
+    "time": "2026-07-31T10:41:02.202450754Z",
+}
+
+
+def hubble_flow(**changes: Any) -> dict[str, Any]:
+    """HUBBLE_SYN with flow fields replaced (``None`` removes one)."""
+    item = copy.deepcopy(HUBBLE_SYN)
+    for key, value in changes.items():
+        if value is None:
+            item["flow"].pop(key, None)
+        else:
+            item["flow"][key] = value
+    return item

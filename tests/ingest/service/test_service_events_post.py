@@ -13,7 +13,13 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.streams import Envelope, OutboxRelay, stream_key
 from redis.asyncio import Redis
 
-from tests.ingest.events.factories import falco_alerts, tetragon_corpus, tetragon_events
+from tests.ingest.events.factories import (
+    HUBBLE_SYN,
+    falco_alerts,
+    hubble_flow,
+    tetragon_corpus,
+    tetragon_events,
+)
 from tests.ingest.service.conftest import READ_TOKEN, Client, MakeClient, eventually
 
 pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.shared]
@@ -273,3 +279,34 @@ async def test_a_nul_character_costs_only_its_own_item(
     assert result["rejections"][0]["index"] == 1
     assert "NUL" in result["rejections"][0]["reason"]
     assert await counts(db) == (2, 2)
+
+
+async def test_a_hubble_connection_is_one_event_and_its_other_flows_are_ignored(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    """`hubble observe -o json` piped in unfiltered: the SYN (twice: two observation points) is
+    stored once, the SYN-ACK and ACKs are counted as ignored, a malformed flow is rejected."""
+    ack = {"TCP": {"source_port": 60524, "destination_port": 5432, "flags": {"ACK": True}}}
+    synack = {"TCP": {"source_port": 5432, "destination_port": 60524, "flags": {"SYN": True, "ACK": True}}}
+    flows = [
+        HUBBLE_SYN,
+        hubble_flow(trace_observation_point="TO_ENDPOINT", uuid="second-copy"),
+        hubble_flow(l4=synack, is_reply=True),
+        hubble_flow(l4=ack),
+        hubble_flow(l4=ack, traffic_direction="INGRESS"),
+        hubble_flow(IP={"source": "10.0.1.235"}),
+    ]
+    response = await client.post("/v1/events/hubble", content=ndjson(flows), headers=NDJSON)
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert (result["received"], result["stored"], result["duplicates"]) == (6, 1, 1)
+    assert (result["ignored"], result["rejected"]) == (3, 1)
+    assert "IP.destination" in result["rejections"][0]["reason"]
+    assert await counts(db) == (1, 1)
+    # a batch of nothing but the middle of connections is fine, not refused
+    quiet = await client.post("/v1/events/hubble", content=ndjson(flows[2:5]), headers=NDJSON)
+    assert quiet.status_code == 202, quiet.text
+    assert (quiet.json()["stored"], quiet.json()["ignored"]) == (0, 3)
+    # nothing usable and nothing ignored is still refused whole
+    refused = await client.post("/v1/events/hubble", content=ndjson(flows[5:]), headers=NDJSON)
+    assert refused.status_code == 422

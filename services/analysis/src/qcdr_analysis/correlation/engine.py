@@ -35,9 +35,11 @@ Semantics (issue 6, item 1):
   without the option pay one boolean test per candidate partial.
 * **Lateral movement** (``join: peer``): a chain starts under the first step's destination
   address and continues with items of the workload at that address. An item knows its own
-  address when its event shows it (the source of a Tetragon connection, of a Hubble DNS query);
-  the engine also remembers the latest address seen per pod (``address_cache`` pods, kept in the
-  checkpoint), so the pod's process executions, which carry no address, continue the chain too.
+  address when its event shows it (the source of a Tetragon connection, of a Hubble DNS query or
+  flow); the engine also remembers the latest address seen per pod (``address_cache`` pods, kept
+  in the checkpoint), so the pod's process executions, which carry no address, continue the chain
+  too. A Hubble flow names the pod at its destination as well, so the reached pod's address is
+  known before that pod has said anything.
   Without ``distinct_clusters`` the address is scoped by cluster (pod-to-pod within one cluster:
   10.0.1.5 in two clusters are two pods); with it, addresses must be unique across the clusters
   (Cilium Cluster Mesh's rule).
@@ -153,8 +155,11 @@ class Engine(EngineState):
             return
         if self._ancestry and item.exec_id and item.parent_exec_id:
             self._remember_parent(item.exec_id, item.parent_exec_id)
-        if self._peer and item.own_ip and item.pod:
-            self._remember_address(f"{item.cluster}/{item.namespace}/{item.pod}", item.own_ip)
+        if self._peer:
+            if item.own_ip and item.pod:
+                self._remember_address(f"{item.cluster}/{item.namespace}/{item.pod}", item.own_ip)
+            if item.peer_pod:
+                self._remember_address(item.peer_pod, item.dest_ip)
         previous = self._watermark if before is None else before
         if t > self._watermark:
             self._watermark = t

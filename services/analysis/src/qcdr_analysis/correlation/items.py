@@ -60,6 +60,9 @@ class Item:
     # the workload's own address when the event shows it: the source of its connection
     # (Tetragon sock_arg saddr) or of its DNS query (Hubble); what ``peer`` joins on
     own_ip: str = ""
+    # cluster/namespace/pod at the destination when the event names it (a Hubble flow's
+    # ``destination``): the engine learns that pod's address from it, before the pod says anything
+    peer_pod: str = ""
     finding_ids: tuple[str, ...] = ()
     # detectors of the findings merged in: a pattern can ask for threat intel's verdict
     # (intel_match) rather than a heuristic rule's (attack_rules) when both use one category
@@ -137,6 +140,18 @@ def _hubble_own_address(raw: dict[str, Any]) -> str:
     return _address(ip.get("destination" if reply else "source"))
 
 
+def _hubble_server_pod(raw: dict[str, Any], cluster: str) -> str:
+    """``cluster/namespace/pod`` of a Hubble flow's destination endpoint, "" when it is no pod."""
+    flow = raw.get("flow", raw)
+    server = flow.get("destination") if isinstance(flow, dict) else None
+    if not isinstance(server, dict) or flow.get("is_reply") is True:
+        return ""
+    pod, namespace = _text(server.get("pod_name")), _text(server.get("namespace"))
+    if not pod:
+        return ""
+    return f"{_text(server.get('cluster_name')) or cluster}/{namespace}/{pod}"
+
+
 def _where(w: Workload, p: ProcessInfo | None, n: NetworkDestination | None) -> dict[str, Any]:
     """The item fields an event and a finding both describe (process, destination, workload)."""
     path = (p.path or "") if p else ""
@@ -188,6 +203,8 @@ def _from_event(event: SecurityEvent) -> Item:
         item.own_ip = _tetragon_own_address(body)
     elif event.source == "hubble":
         item.own_ip = _hubble_own_address(event.raw)
+        if item.dest_ip:
+            item.peer_pod = _hubble_server_pod(event.raw, item.cluster)
     return item
 
 

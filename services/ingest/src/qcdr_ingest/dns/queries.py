@@ -16,7 +16,8 @@ The ``dns`` shape (``POST /v1/events/dns``), one object per query::
      "id": "..."}                               # optional; else derived from the fields above
 
 Hubble (``POST /v1/events/hubble``): a flow as ``hubble observe -o json`` or the Observer API
-prints it, bare or under ``"flow"``. Only L7 DNS flows (``l7.dns``) are accepted. The querying
+prints it, bare or under ``"flow"``, with ``l7.dns`` (the adapter sends L3/L4 flows to
+:mod:`qcdr_ingest.events.flows`). The querying
 pod is the flow's source on a request and its destination on a response (``l7.type`` RESPONSE or
 ``is_reply``): the DNS proxy reports the answer travelling back to the pod.
 """
@@ -164,7 +165,8 @@ def convert_dns(raw: Any, cluster: str) -> SecurityEvent:
     )
 
 
-def _endpoint_workload(endpoint: dict[str, Any], cluster: str) -> dict[str, Any]:
+def endpoint_workload(endpoint: dict[str, Any], cluster: str) -> dict[str, Any]:
+    """The workload of a Hubble flow endpoint (``source`` or ``destination``)."""
     workloads = endpoint.get("workloads")
     owner = (
         workloads[0] if isinstance(workloads, list) and workloads and isinstance(workloads[0], dict) else {}
@@ -200,7 +202,7 @@ def convert_hubble(raw: Any, cluster: str) -> SecurityEvent:
     time_value = flow.get("time", raw.get("time"))
     event_time = f.parse_time(time_value, "time")
     client = f.obj(flow.get("destination") if reply else flow.get("source"))
-    workload = _endpoint_workload(client, cluster)
+    workload = endpoint_workload(client, cluster)
     uuid = f.text(flow.get("uuid"))
     if uuid:
         event_id = f.stable_id("hubble", "uuid", uuid)

@@ -16,6 +16,11 @@ EVENTS_DUPLICATE = Counter(
 ITEMS_REJECTED = Counter(
     "qcdr_ingest_items_rejected_total", "Items that could not become events.", ["source"]
 )
+ITEMS_IGNORED = Counter(
+    "qcdr_ingest_items_ignored_total",
+    "Valid items that are not events for their source (Hubble flows in the middle of a connection).",
+    ["source"],
+)
 BATCHES_REFUSED = Counter(
     "qcdr_ingest_batches_refused_total", "Whole batches refused, by HTTP status.", ["source", "status"]
 )

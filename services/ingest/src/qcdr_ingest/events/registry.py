@@ -2,7 +2,8 @@
 
 An adapter turns one raw item a source sends (a Tetragon export line, a Falco alert, a Qualys CDR
 finding) into a :class:`SecurityEvent`, or raises :class:`AdapterError` with a short reason that is
-reported back to the sender for that item. Adapters are pure functions; the dispatcher
+reported back to the sender for that item (:class:`NotAnEventError` for an item that is valid but not
+an event: counted, not reported). Adapters are pure functions; the dispatcher
 (:mod:`qcdr_ingest.events.service`) owns limits, deduplication, storage and publication.
 
 Adding a source: drop ``events/adapters/<name>.py`` that calls :func:`register` once.
@@ -25,6 +26,11 @@ class AdapterError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotAnEventError(AdapterError):
+    """The item is well formed but is not an event this source turns into one (a Hubble flow in
+    the middle of a connection): counted as ignored, not reported as a fault."""
 
 
 # (raw item, the cluster to assume when the item names none) -> event

@@ -3,11 +3,12 @@
 Answers to a batch (problem bodies carry a stable ``reason``):
 
 * 202 :class:`IngestResult`: the valid items are stored (once: a known id counts as a duplicate),
-  the rejected ones are listed by index with a reason;
+  the rejected ones are listed by index with a reason, and valid items that are not events for
+  the source (Hubble flows in the middle of a connection) are counted as ``ignored``;
 * 404 ``unknown_source`` with ``known_sources``; 415 ``unsupported_media_type``;
 * 413 ``content_too_large`` (bytes) or ``too_many_items`` (count); 429 ``rate_limited`` with
   ``Retry-After``; 422 ``invalid_body`` (not JSON, wrong shape) or ``no_valid_items`` (every item
-  rejected, with ``rejections``). A refused batch stores nothing.
+  rejected, none ignored, with ``rejections``). A refused batch stores nothing.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ async def post_events(
     converted.reject(prepared.unstorable, batch.lines)
     shown = converted.rejected[: settings.events_rejections_listed]
     listed = [Rejection(index=r.index, line=r.line, reason=r.reason) for r in shown]
-    if batch.size and not converted.events:
+    if batch.size and not converted.events and not converted.ignored:
         raise _refused(
             source,
             ApiError(
@@ -185,6 +186,7 @@ async def post_events(
     metrics.EVENTS_STORED.labels(source=source).inc(stored)
     metrics.EVENTS_DUPLICATE.labels(source=source).inc(accepted - stored)
     metrics.ITEMS_REJECTED.labels(source=source).inc(len(converted.rejected))
+    metrics.ITEMS_IGNORED.labels(source=source).inc(converted.ignored)
     return IngestResult(
         source=source,
         received=batch.size,
@@ -192,6 +194,7 @@ async def post_events(
         stored=stored,
         duplicates=accepted - stored,
         rejected=len(converted.rejected),
+        ignored=converted.ignored,
         rejections=listed,
     )
 

@@ -23,6 +23,11 @@ class IngestResult(BaseModel):
     stored: int = Field(description="Events stored and published by this request.")
     duplicates: int = Field(description="Valid items whose event id was already stored or repeated.")
     rejected: int = Field(description="Items that could not become events.")
+    ignored: int = Field(
+        default=0,
+        description="Valid items that are not events for this source (a Hubble flow in the middle "
+        "of a connection): neither stored nor rejected.",
+    )
     rejections: list[Rejection] = Field(
         description="Why items were rejected, by index (the first few when there are many)."
     )

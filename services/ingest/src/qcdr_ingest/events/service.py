@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 from qcdr_common.contracts.events.v1 import SecurityEvent
 
-from qcdr_ingest.events.registry import Adapter, AdapterError
+from qcdr_ingest.events.registry import Adapter, AdapterError, NotAnEventError
 from qcdr_ingest.streams import EVENT_OBSERVED
 
 ENVELOPE_VERSION = 1
@@ -71,6 +71,7 @@ class Converted:
     indexes: list[int]  # the batch index of each event
     rejected: list[Rejection]
     repeated: int  # items whose id an earlier item of the same batch already had
+    ignored: int = 0  # valid items that are not events (NotAnEventError)
 
     def reject(self, positions: list[tuple[int, str]], lines: list[int] | None) -> None:
         """Take the events at these positions out (they could not be stored), as rejections."""
@@ -132,13 +133,16 @@ def convert(adapter: Adapter, batch: Batch, cluster: str) -> Converted:
     indexes: list[int] = []
     rejected: list[Rejection] = list(batch.rejected)
     seen: set[str] = set()
-    repeated = 0
+    repeated = ignored = 0
     lines = batch.lines
     for index, item in enumerate(batch.items):
         if item is _NOT_JSON:
             continue
         try:
             event = adapter.convert(item, cluster)
+        except NotAnEventError:
+            ignored += 1
+            continue
         except AdapterError as exc:
             rejected.append(Rejection(index, exc.reason, lines[index] if lines else None))
             continue
@@ -153,7 +157,7 @@ def convert(adapter: Adapter, batch: Batch, cluster: str) -> Converted:
         events.append(event)
         indexes.append(index)
     rejected.sort(key=lambda r: r.index)
-    return Converted(events, indexes, rejected, repeated)
+    return Converted(events, indexes, rejected, repeated, ignored)
 
 
 # ---------------------------------------------------------------------- rows and envelopes

@@ -1,11 +1,38 @@
-"""Hubble DNS flows (``l7.dns``), as ``hubble observe -o json`` prints them (see
-:mod:`qcdr_ingest.dns.queries`)."""
+"""Hubble flows, as ``hubble observe -o json`` prints them (bare or under ``"flow"``): DNS flows
+(``l7.dns``) become ``dns_query`` events (:mod:`qcdr_ingest.dns.queries`), L3/L4 flows that start a
+connection become ``network_flow`` events (:mod:`qcdr_ingest.events.flows`); the rest of a
+connection's flows are ignored."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from qcdr_common.contracts.events.v1 import SecurityEvent
+
 from qcdr_ingest.dns.queries import convert_hubble
-from qcdr_ingest.events.registry import register
+from qcdr_ingest.events import fields as f
+from qcdr_ingest.events.flows import convert_flow
+from qcdr_ingest.events.registry import AdapterError, NotAnEventError, register
+
+
+def convert(raw: Any, cluster: str) -> SecurityEvent:
+    if not isinstance(raw, dict):
+        raise AdapterError(f"flow is not a JSON object (got {f.type_name(raw)})")
+    flow = raw.get("flow", raw)
+    if not isinstance(flow, dict):
+        raise AdapterError("flow is not an object")
+    if isinstance(f.obj(flow.get("l7")).get("dns"), dict):
+        return convert_hubble(raw, cluster)
+    if flow.get("l7") is not None or flow.get("Type") == "L7":
+        raise NotAnEventError("an L7 flow other than DNS")
+    if isinstance(flow.get("l4"), dict):
+        return convert_flow(flow, raw, cluster)
+    raise AdapterError("neither a DNS flow (l7.dns) nor an L3/L4 flow (l4)")
+
 
 register(
-    "hubble", "Hubble DNS flows (l7.dns, as hubble observe -o json prints them)", convert_hubble, __name__
+    "hubble",
+    "Hubble flows (hubble observe -o json): DNS queries, and connection starts as network_flow",
+    convert,
+    __name__,
 )
