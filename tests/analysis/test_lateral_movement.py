@@ -2,8 +2,8 @@
 pod's address (in another cluster, or in the same one), then attack behaviour in the pod at that
 address. The
 reached workload's address comes from its own Tetragon connections (sock_arg saddr) or Hubble DNS
-flows, converted by ingest's real adapters; the engine remembers it per pod and keeps it across a
-checkpoint restore."""
+flows, or from a Hubble flow into it (which names the pod at its destination), converted by
+ingest's real adapters; the engine remembers it per pod and keeps it across a checkpoint restore."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from qcdr_analysis.profiles.decisions import UNKNOWN_DESTINATION
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from qcdr_ingest.dns.queries import convert_hubble
+from qcdr_ingest.events.adapters.hubble import convert as hubble
 from qcdr_ingest.events.adapters.tetragon import convert as tetragon
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -89,6 +90,27 @@ def dns_query(cluster: str, seconds: float, pod: str, address: str) -> SecurityE
     }
     event = convert_hubble(flow, cluster)
     assert event.workload.pod == pod
+    return event
+
+
+def hubble_syn(
+    cluster: str, seconds: float, pod: str, saddr: str, daddr: str, reached: str, reached_cluster: str = ""
+) -> SecurityEvent:
+    """A Hubble SYN from ``pod`` to the pod ``reached`` (the flow names both endpoints)."""
+    n = next(_ids)
+    flow = {
+        "time": _time(seconds),
+        "verdict": "FORWARDED",
+        "IP": {"source": saddr, "destination": daddr, "ipVersion": "IPv4"},
+        "l4": {"TCP": {"source_port": 40000 + n, "destination_port": 5432, "flags": {"SYN": True}}},
+        "source": {"namespace": "shop", "pod_name": pod},
+        "destination": {"namespace": "shop", "pod_name": reached, "cluster_name": reached_cluster},
+        "Type": "L3_L4",
+        "traffic_direction": "EGRESS",
+        "is_reply": False,
+    }
+    event = hubble({"flow": flow}, cluster)
+    assert event.category == "network_flow"
     return event
 
 
@@ -337,3 +359,33 @@ steps:
     found = run(Engine([pattern]), ([learned, hop, shell("prod", 20, "db-0")], [unknown_destination(hop)]))
     (chain,) = found
     assert [s["workload"]["pod"] for s in chain.attributes["steps"]] == ["api-1", "db-0"]
+
+
+def test_a_hubble_flow_names_the_reached_pod_before_it_says_anything(patterns: list[Any]) -> None:
+    """db-0 made no connection and asked nothing: the flow into it tells its address."""
+    hop = hubble_syn("prod", 10, "api-1", "10.0.1.1", "10.0.9.9", reached="db-0")
+    found = run(Engine(patterns), ([hop, shell("prod", 20, "db-0")], [unknown_destination(hop)]))
+    (chain,) = [c for c in found if c.category == f"chain.{PODS}"]
+    assert [s["workload"]["pod"] for s in chain.attributes["steps"]] == ["api-1", "db-0"]
+    assert chain.attributes["join"] == {"key": "peer", "value": "prod/10.0.9.9"}
+    # a shell in another pod is still no chain
+    other = hubble_syn("prod", 10, "api-1", "10.0.1.1", "10.0.9.9", reached="db-0")
+    found = run(Engine(patterns), ([other, shell("prod", 20, "db-1")], [unknown_destination(other)]))
+    assert [c for c in found if c.category == f"chain.{PODS}"] == []
+
+
+def test_a_hubble_flow_across_cluster_mesh_names_the_reached_cluster(patterns: list[Any]) -> None:
+    hop = hubble_syn(
+        "cluster-a", 30, "api-1", "10.10.0.4", WEB_7, reached="web-7", reached_cluster="cluster-b"
+    )
+    found = run(Engine(patterns), ([hop, shell("cluster-b", 60, "web-7")], [unknown_destination(hop)]))
+    (chain,) = chains(found)
+    assert chain.attributes["clusters"] == ["cluster-a", "cluster-b"]
+    assert chain.attributes["join"]["value"] == WEB_7
+
+
+def test_addresses_learned_from_both_ends_of_a_flow_are_checkpointed(patterns: list[Any]) -> None:
+    engine = Engine(patterns)
+    engine.snapshot()
+    engine.feed([hubble_syn("prod", 0, "api-1", "10.0.1.1", "10.0.9.9", reached="db-0")])
+    assert engine.checkpoint()["addresses"] == {"prod/shop/api-1": "10.0.1.1", "prod/shop/db-0": "10.0.9.9"}

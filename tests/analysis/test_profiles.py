@@ -12,7 +12,7 @@ from qcdr_analysis.findings.service import DetectorConfigError, DetectorSet
 from qcdr_analysis.profiles.features import extract
 from qcdr_analysis.profiles.paths import DEFAULT_SENSITIVE, SensitiveMatcher, binary_dir_write
 from qcdr_analysis.profiles.profile import Limits, Profile
-from qcdr_common.contracts.events.v1 import Severity
+from qcdr_common.contracts.events.v1 import SecurityEvent, Severity
 from qcdr_common.contracts.findings.v1 import FindingKind
 from qcdr_ingest.events.adapters.tetragon import convert
 
@@ -374,3 +374,31 @@ def test_sensitive_paths_match_components_not_prefixes() -> None:
     assert binary_dir_write("/usr//lib/x86_64-linux-gnu/libc.so.6") == "/usr/lib"
     assert binary_dir_write("/usr/binaries/x") is None
     assert binary_dir_write("/usr/lib/python3/dist-packages/__pycache__/six.cpython-311.pyc") is None
+
+
+def test_a_workload_seen_only_through_hubble_flows_learns_its_destinations() -> None:
+    """Cilium without Tetragon: the connection starts Hubble reports are the profile's network
+    behaviour (keyed by the workload, as the flows carry no image), and a new peer is raised."""
+    from qcdr_ingest.events.adapters.hubble import convert as hubble
+
+    from tests.ingest.events.factories import hubble_flow
+
+    def syn(daddr: str, port: int, at: timedelta) -> SecurityEvent:
+        flow = hubble_flow(
+            time=(T0 + at).isoformat(),
+            IP={"source": "10.0.1.235", "destination": daddr},
+            l4={"TCP": {"source_port": 40000, "destination_port": port, "flags": {"SYN": True}}},
+        )
+        flow.pop("time")
+        return hubble(flow, "topgun")
+
+    state = detector()
+    for hour in range(48):
+        assert run(state, syn("10.0.0.21", 5432, hour * HOURS)) == []
+    found = by_category(run(state, syn("203.0.113.9", 4444, 49 * HOURS)))
+    finding = found["anomaly.unknown_destination"]
+    assert finding.source == "hubble"
+    assert finding.workload.owner_name == "api"
+    assert finding.network is not None
+    assert (str(finding.network.ip), finding.network.port) == ("203.0.113.9", 4444)
+    assert run(state, syn("10.0.0.21", 5432, 50 * HOURS)) == []  # the learned peer stays quiet
