@@ -71,6 +71,23 @@ class IngestSettings(CommonSettings):
         default=(), description="Extra CIDRs never listed (cluster, node and service ranges)."
     )
 
+    # Hubble Relay, followed (GetFlows): connection starts and DNS flows become events
+    hubble_relay_address: str | None = Field(
+        default=None, description="host:port of Hubble Relay (hubble-relay.kube-system:80); unset: off."
+    )
+    hubble_tls_ca_file: Path | None = Field(default=None, description="CA of Relay's certificate: TLS on.")
+    hubble_tls_cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    hubble_tls_key_file: Path | None = Field(default=None, description="Its private key.")
+    hubble_tls_server_name: str | None = Field(
+        default=None, description="Name Relay's certificate carries (Cilium's: *.hubble-relay.cilium.io)."
+    )
+    hubble_batch_max: int = Field(default=1000, ge=1, description="Flows stored per transaction.")
+    hubble_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest wait to fill a batch.")
+    hubble_backfill: timedelta = Field(
+        default=timedelta(minutes=5), description="How far back a new stream reads at most."
+    )
+    hubble_retry_max_s: float = Field(default=60.0, gt=0, description="Longest pause between reconnects.")
+
     # DGA scores for the verdict API, asked of analysis (POST /v1/dns/classify) for unlisted names
     dga_analysis_url: str | None = Field(
         default=None, description="Analysis base URL (http://analysis:8000); unset: verdicts are feed-only."
@@ -90,6 +107,14 @@ class IngestSettings(CommonSettings):
         if self.dga_analysis_token_file is not None:
             return SecretStr(self.dga_analysis_token_file.read_text(encoding="utf-8").strip())
         return None
+
+    @model_validator(mode="after")
+    def _hubble_client_certificate_whole(self) -> IngestSettings:
+        if (self.hubble_tls_cert_file is None) != (self.hubble_tls_key_file is None):
+            raise ValueError("hubble_tls_cert_file and hubble_tls_key_file go together (mutual TLS)")
+        if self.hubble_tls_cert_file is not None and self.hubble_tls_ca_file is None:
+            raise ValueError("a client certificate needs TLS: set hubble_tls_ca_file too")
+        return self
 
     @model_validator(mode="after")
     def _burst_fits_a_batch(self) -> IngestSettings:

@@ -2,7 +2,8 @@
 
 - the outbox relay: publishes ``ingest_outbox`` rows to ``ingest:events`` and ``ingest:intel``;
 - the Qualys CDR poller, when Qualys credentials are configured (``QUALYS_*``);
-- the threat-intel scheduler, when ``QCDR_INTEL_ENABLED`` is true.
+- the threat-intel scheduler, when ``QCDR_INTEL_ENABLED`` is true;
+- the Hubble Relay collector, when ``QCDR_HUBBLE_RELAY_ADDRESS`` is set (one replica at a time).
 
 The poller and the scheduler take an advisory lock per cycle, and relays claim rows with
 ``SKIP LOCKED``, so any number of replicas may run them.
@@ -21,6 +22,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from qcdr_ingest.db.outbox import OUTBOX
+from qcdr_ingest.events.registry import load_adapters
+from qcdr_ingest.hubble.collector import HubbleCollector
+from qcdr_ingest.hubble.relay import RelayTarget
 from qcdr_ingest.images.worker import ImagesWorker
 from qcdr_ingest.intel.feeds import DEFAULT_FEEDS, load_feeds
 from qcdr_ingest.intel.model import FeedSpec
@@ -38,6 +42,7 @@ class Workers:
     poller: CdrPoller | None = None
     scheduler: IntelScheduler | None = None
     images: ImagesWorker | None = None
+    hubble: HubbleCollector | None = None
 
     def runners(self) -> list[Worker]:
         found: list[Worker] = [self.relay.run]
@@ -47,6 +52,8 @@ class Workers:
             found.append(self.images.run)
         if self.scheduler is not None:
             found.append(self.scheduler.run)
+        if self.hubble is not None:
+            found.append(self.hubble.run)
         return found
 
     def describe(self) -> list[str]:
@@ -57,6 +64,8 @@ class Workers:
             names.append("image status poller")
         if self.scheduler is not None:
             names.append(f"intel scheduler ({len(self.scheduler.specs)} feeds)")
+        if self.hubble is not None:
+            names.append(f"hubble relay collector ({self.hubble.target.address})")
         return names
 
 
@@ -112,5 +121,25 @@ def build_workers(
             service_name=settings.service_name,
             notify=relay.notify,
             http=http,
+        )
+    if settings.hubble_relay_address:
+        workers.hubble = HubbleCollector(
+            engine,
+            sessions,
+            load_adapters().get("hubble"),
+            RelayTarget(
+                settings.hubble_relay_address,
+                ca_file=settings.hubble_tls_ca_file,
+                cert_file=settings.hubble_tls_cert_file,
+                key_file=settings.hubble_tls_key_file,
+                server_name=settings.hubble_tls_server_name,
+            ),
+            settings.cluster_id,
+            service_name=settings.service_name,
+            notify=relay.notify,
+            batch_max=settings.hubble_batch_max,
+            batch_wait_s=settings.hubble_batch_wait_s,
+            backfill=settings.hubble_backfill,
+            retry_max_s=settings.hubble_retry_max_s,
         )
     return workers

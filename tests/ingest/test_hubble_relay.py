@@ -1,0 +1,272 @@
+"""The Hubble Relay collector against a local gRPC server that speaks Relay's GetFlows protocol on
+127.0.0.1 (the real wire format, from the collector's protos): what it asks for, what it stores,
+resuming after a broken stream, lost events, TLS and mutual TLS, one replica at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf.json_format import ParseDict
+from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.testing.sinks.rsyslog import DevPki, make_dev_pki
+from qcdr_ingest.events.registry import load_adapters
+from qcdr_ingest.hubble import collector as collector_module
+from qcdr_ingest.hubble._proto import flow_pb2, observer_pb2
+from qcdr_ingest.hubble.collector import WATERMARK, HubbleCollector
+from qcdr_ingest.hubble.relay import RelayTarget
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.ingest.events.factories import hubble_flow
+from tests.ingest.service import conftest as service_fixtures
+from tests.ingest.service.conftest import eventually
+
+ingest_database_url = service_fixtures.ingest_database_url
+db = service_fixtures.db
+
+pytestmark = [pytest.mark.db]
+
+NOW = datetime(2026, 7, 31, 10, 45, tzinfo=UTC)
+ACK = {"TCP": {"source_port": 60524, "destination_port": 5432, "flags": {"ACK": True}}}
+
+
+def response(seconds: float, **changes: Any) -> observer_pb2.GetFlowsResponse:
+    """A GetFlowsResponse carrying the factory's SYN (or a variant), ``seconds`` after 10:41:00."""
+    moment = datetime(2026, 7, 31, 10, 41, tzinfo=UTC) + timedelta(seconds=seconds)
+    stamp = moment.isoformat().replace("+00:00", "Z")
+    item = hubble_flow(time=stamp, **changes)
+    out = observer_pb2.GetFlowsResponse(node_name=item["node_name"])
+    ParseDict(item["flow"], out.flow, ignore_unknown_fields=True)  # fields the collector never reads
+    out.time.FromDatetime(moment)
+    return out
+
+
+def lost(count: int) -> observer_pb2.GetFlowsResponse:
+    out = observer_pb2.GetFlowsResponse()
+    out.lost_events.source = flow_pb2.HUBBLE_RING_BUFFER
+    out.lost_events.num_events_lost = count
+    return out
+
+
+@dataclass
+class FakeRelay:
+    """Each GetFlows call plays the next script: its responses, then the end of the stream (or
+    UNAVAILABLE with ``fail``); with no script left it holds the stream open."""
+
+    scripts: list[tuple[list[observer_pb2.GetFlowsResponse], bool]] = field(default_factory=list)
+    requests: list[observer_pb2.GetFlowsRequest] = field(default_factory=list)
+
+    async def get_flows(
+        self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[observer_pb2.GetFlowsResponse]:
+        self.requests.append(request)
+        if not self.scripts:
+            await asyncio.Event().wait()
+        responses, fail = self.scripts.pop(0)
+        for r in responses:
+            yield r
+        if fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "relay restarting")
+
+
+@contextlib.asynccontextmanager
+async def serve(fake: FakeRelay, pki: DevPki | None = None, mutual: bool = False) -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(
+        fake.get_flows,
+        request_deserializer=observer_pb2.GetFlowsRequest.FromString,
+        response_serializer=observer_pb2.GetFlowsResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("observer.Observer", {"GetFlows": handler}),)
+    )
+    if pki is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())],
+            root_certificates=pki.ca_cert.read_bytes() if mutual else None,
+            require_client_auth=mutual,
+        )
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=None)
+
+
+@pytest.fixture
+async def engine(ingest_database_url: str, db: asyncpg.Connection) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(ingest_database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+MakeCollector = Callable[..., HubbleCollector]
+
+
+@pytest.fixture
+def make_collector(engine: AsyncEngine) -> MakeCollector:
+    def make(address: str, **overrides: Any) -> HubbleCollector:
+        values: dict[str, Any] = {
+            "batch_wait_s": 0.05,
+            "retry_s": 0.05,
+            "retry_max_s": 0.2,
+            "clock": lambda: NOW,
+        }
+        values.update(overrides)
+        target = values.pop("target", RelayTarget(address))
+        return HubbleCollector(
+            engine, make_session_factory(engine), load_adapters().get("hubble"), target, "topgun", **values
+        )
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(collector: HubbleCollector) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def stored(db: asyncpg.Connection) -> list[str]:
+    return [r["category"] for r in await db.fetch("SELECT category FROM ingest_events ORDER BY event_time")]
+
+
+async def test_connection_starts_are_stored_with_the_watermark(
+    db: asyncpg.Connection, make_collector: MakeCollector
+) -> None:
+    fake = FakeRelay([([response(1), response(2, l4=ACK), lost(7), response(3, uuid="copy")], False)])
+    async with serve(fake) as address:
+        collector = make_collector(address)
+        async with running(collector):
+            await eventually(lambda: _count(db, 1))
+            await eventually(lambda: _watermark(db))
+    (request,) = fake.requests[:1]
+    assert request.follow
+    assert request.since.ToDatetime(tzinfo=UTC) == NOW - timedelta(minutes=5)  # first start: backfill
+    assert [f.tcp_flags[0].SYN for f in request.whitelist if f.tcp_flags] == [True]
+    assert {p for f in request.whitelist for p in f.protocol} == {"udp", "icmp", "sctp", "dns"}
+    assert [f.tcp_flags[0].ACK for f in request.blacklist] == [True]
+    assert await stored(db) == ["network_flow"]  # the ACK ignored, the copy of the SYN a duplicate
+    event = await db.fetchrow("SELECT cluster, pod FROM ingest_events")
+    assert (event["cluster"], event["pod"]) == ("topgun", "api-9b649846d-bxqfc")
+    # announced through the outbox like any stored event
+    assert await db.fetchval("SELECT count(*) FROM ingest_outbox WHERE stream = 'ingest:events'") == 1
+    mark = await db.fetchrow("SELECT watermark, details FROM ingest_watermarks WHERE name = $1", WATERMARK)
+    assert mark["watermark"] == datetime(2026, 7, 31, 10, 41, 3, tzinfo=UTC)
+    assert collector_module.LOST.labels(source="HUBBLE_RING_BUFFER")._value.get() >= 7
+
+
+async def test_a_broken_stream_is_resumed_from_the_watermark(
+    db: asyncpg.Connection, make_collector: MakeCollector
+) -> None:
+    first = [response(1), response(30, l4={"UDP": {"source_port": 40000, "destination_port": 53}})]
+    again = [response(30, l4={"UDP": {"source_port": 40000, "destination_port": 53}}), response(90)]
+    fake = FakeRelay([(first, True), (again, False)])
+    clock = NOW
+    async with serve(fake) as address:
+        collector = make_collector(address, clock=lambda: clock)
+        async with running(collector):
+            await eventually(lambda: _count(db, 3))
+            await eventually(lambda: _requests(fake, 3))
+    assert len(fake.requests) >= 2
+    resumed = fake.requests[1].since.ToDatetime(tzinfo=UTC)
+    # the latest flow read (10:41:30) less the overlap, not the backfill
+    assert resumed == datetime(2026, 7, 31, 10, 41, 20, tzinfo=UTC)
+    assert await stored(db) == ["network_flow"] * 3  # the re-read UDP flow stored once
+
+
+async def test_tls_and_mutual_tls(
+    db: asyncpg.Connection, make_collector: MakeCollector, tmp_path: Path
+) -> None:
+    pki = make_dev_pki(tmp_path / "pki")
+    fake = FakeRelay([([response(1)], False)])
+    async with serve(fake, pki, mutual=True) as address:
+        anonymous = make_collector(address, target=RelayTarget(address, ca_file=pki.ca_cert))
+        async with running(anonymous):
+            await asyncio.sleep(0.5)
+        assert fake.requests == []  # the handshake failed: no client certificate
+        target = RelayTarget(
+            address,
+            ca_file=pki.ca_cert,
+            cert_file=pki.client_cert,
+            key_file=pki.client_key,
+            server_name="localhost",
+        )
+        async with running(make_collector(address, target=target)):
+            await eventually(lambda: _count(db, 1))
+
+
+async def test_one_replica_at_a_time(db: asyncpg.Connection, make_collector: MakeCollector) -> None:
+    fake = FakeRelay()  # holds every stream open
+    async with serve(fake) as address:
+        one, two = make_collector(address), make_collector(address)
+        async with running(one), running(two):
+            await eventually(lambda: _requests(fake, 1))
+            await asyncio.sleep(0.5)  # the second keeps trying the lock
+            assert len(fake.requests) == 1
+
+
+async def _count(db: asyncpg.Connection, n: int) -> bool:
+    return int(await db.fetchval("SELECT count(*) FROM ingest_events")) >= n
+
+
+async def _watermark(db: asyncpg.Connection) -> bool:
+    return int(await db.fetchval("SELECT count(*) FROM ingest_watermarks WHERE name = $1", WATERMARK)) == 1
+
+
+async def _requests(fake: FakeRelay, n: int) -> bool:
+    return len(fake.requests) >= n
+
+
+def test_settings_refuse_half_a_client_certificate(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+    from qcdr_ingest.settings import IngestSettings
+
+    with pytest.raises(ValidationError, match="go together"):
+        IngestSettings(hubble_relay_address="relay:80", hubble_tls_cert_file=tmp_path / "c.pem")
+    with pytest.raises(ValidationError, match="needs TLS"):
+        IngestSettings(
+            hubble_relay_address="relay:80",
+            hubble_tls_cert_file=tmp_path / "c.pem",
+            hubble_tls_key_file=tmp_path / "c.key",
+        )
+
+
+async def test_the_collector_runs_among_the_workers_when_an_address_is_set(
+    engine: AsyncEngine, redis_client: Any
+) -> None:
+    from qcdr_ingest.qualys.config import QualysSettings
+    from qcdr_ingest.settings import IngestSettings
+    from qcdr_ingest.workers import build_workers
+
+    sessions = make_session_factory(engine)
+    off = build_workers(IngestSettings(), QualysSettings(), engine, redis_client, sessions)
+    assert off.hubble is None
+    on = build_workers(
+        IngestSettings(hubble_relay_address="hubble-relay.kube-system:80"),
+        QualysSettings(),
+        engine,
+        redis_client,
+        sessions,
+    )
+    assert on.hubble is not None
+    assert "hubble relay collector (hubble-relay.kube-system:80)" in on.describe()
+    assert on.hubble.run in on.runners()
