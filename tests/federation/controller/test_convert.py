@@ -234,6 +234,7 @@ def test_rollout_and_suspend_in_kubernetes_spelling() -> None:
             "progressDeadlineSeconds": 900,
             "maxFailures": 1,
             "order": ["canary-eu"],
+            "onFailure": "rollback",
         },
     )
     rollout = policy_spec(CrdKind.TRACING_POLICY, obj).rollout
@@ -241,6 +242,7 @@ def test_rollout_and_suspend_in_kubernetes_spelling() -> None:
     assert (rollout.strategy, rollout.max_concurrency) == ("progressive", "25%")
     assert rollout.min_success_time_s == 300
     assert (rollout.progress_deadline_s, rollout.max_failures, rollout.order) == (900, 1, ("canary-eu",))
+    assert rollout.on_failure == "rollback"
     assert policy_suspended(obj) is True
     assert policy_suspended(ftp()) is False
     assert policy_spec(CrdKind.TRACING_POLICY, ftp()).rollout is None

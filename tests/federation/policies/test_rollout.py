@@ -275,6 +275,80 @@ async def test_an_update_rolls_out_canary_first_and_halts_on_a_failure(
     assert await generations(client, "a-1", "b-1", "c-1") == {"a-1": 3, "b-1": 3, "c-1": 3}
 
 
+async def test_a_failed_rollout_rolls_back_and_waits_for_a_resume(
+    hub: tuple[FastAPI, httpx.AsyncClient], clusters: Clusters
+) -> None:
+    """on_failure: rollback. The clusters that got the failing generation get their previous one
+    back (a cluster that had none loses the policy); nothing more is released until a resume."""
+    app, client = hub
+    for name in ("a-1", "b-1", "c-1"):
+        await clusters.add(name, {"env": "prod"})
+    pid = (await client.post("/v1/federated-policies", json=policy_body(), headers=WRITE_HEADERS)).json()[
+        "id"
+    ]
+    for name in ("a-1", "b-1", "c-1"):
+        await report(client, name, "applied")
+
+    rollout = {
+        "strategy": "progressive",
+        "max_concurrency": 2,
+        "order": ["d-1", "c-1"],
+        "on_failure": "rollback",
+    }
+    body = policy_body(template=tracing_policy(action="Post"), rollout=rollout)
+    updated = await put(client, pid, body)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["rollout"]["on_failure"] == "rollback"
+    await clusters.add("d-1", {"env": "prod"})  # joins during the rollout: generation 2 is its first
+    await app.state.placements.changed()
+    assert await rollouts(app).once() == 2
+    assert await generations(client, "a-1", "b-1", "c-1", "d-1") == {"a-1": 1, "b-1": 1, "c-1": 2, "d-1": 2}
+    rolled_before = REGISTRY.get_sample_value("qcdr_federation_rollout_rollbacks_total") or 0.0
+
+    await report(client, "c-1", "failed", "Tetragon refused the policy")
+    assert await rollouts(app).once() == 2  # two clusters changed back
+    assert await generations(client, "a-1", "b-1", "c-1", "d-1") == {
+        "a-1": 1,
+        "b-1": 1,
+        "c-1": 1,
+        "d-1": None,
+    }
+    assert REGISTRY.get_sample_value("qcdr_federation_rollout_rollbacks_total") == rolled_before + 1
+    view = await rollout_view(client, pid)
+    assert (view["generation"], view["phase"]) == (2, "rolled_back")
+    assert await rollouts(app).once() == 0  # stays rolled back
+    assert REGISTRY.get_sample_value("qcdr_federation_rollouts_halted") == 0.0
+
+    # a resume starts the rollout of generation 2 over (the operator fixed the clusters)
+    resumed = await client.post(f"/v1/federated-policies/{pid}/resume", headers=WRITE_HEADERS)
+    assert resumed.status_code == 200, resumed.text
+    assert (await rollout_view(client, pid))["phase"] == "progressing"
+    assert await rollouts(app).once() == 2
+    assert await generations(client, "c-1", "d-1") == {"c-1": 2, "d-1": 2}
+
+    # a rollback again, then a new generation rolls out without a resume
+    await report(client, "d-1", "failed")
+    assert await rollouts(app).once() == 2
+    assert (await rollout_view(client, pid))["phase"] == "rolled_back"
+    body["description"] = "the third try"
+    assert (await put(client, pid, body)).json()["generation"] == 3
+    assert (await rollout_view(client, pid))["phase"] == "progressing"
+    assert await rollouts(app).once() == 2
+    assert await generations(client, "c-1", "d-1") == {"c-1": 3, "d-1": 3}
+
+
+def test_on_failure_halt_keeps_the_content_hash_of_older_rollouts() -> None:
+    from qcdr_federation.hub.policies.render import spec_hash, spec_json
+
+    spec = _policy().spec
+    assert "on_failure" not in spec_json(spec)["rollout"]  # the default is left out of the hash
+    rollback = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"on_failure": "rollback"})})
+    assert spec_json(rollback)["rollout"]["on_failure"] == "rollback"
+    assert spec_hash(rollback) != spec_hash(spec)
+    with pytest.raises(ValidationError):
+        Rollout(strategy="progressive", on_failure="retry")  # type: ignore[arg-type]
+
+
 async def test_a_new_policy_reaches_half_the_clusters_at_a_time(
     hub: tuple[FastAPI, httpx.AsyncClient], clusters: Clusters
 ) -> None:

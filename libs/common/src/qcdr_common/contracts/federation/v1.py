@@ -144,9 +144,12 @@ class Rollout(BaseModel):
     too, for a policy that is not enforced) and has stayed so for ``min_success_time_s``. A cluster
     that reports ``failed``, or is not done within ``progress_deadline_s`` of its release, is a
     failure; more than ``max_failures`` of them halt the rollout, and the clusters not reached keep
-    the generation they had. A new policy rolls out the same way; taking a cluster off the placement
-    takes the policy away at once. (The shape of Open Cluster Management's progressive rollout
-    strategy.)"""
+    the generation they had. ``on_failure: rollback`` goes further: the clusters that got the failing
+    generation get back the one they had before (or lose the policy, if they had none), and the
+    rollout stays rolled back until a new generation or a resume. A new policy rolls out the same
+    way; taking a cluster off the placement takes the policy away at once. (The shape of Open
+    Cluster Management's progressive rollout strategy; the rollback is Flagger's and Argo Rollouts'
+    abort.)"""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -158,6 +161,11 @@ class Rollout(BaseModel):
     progress_deadline_s: int | None = Field(default=None, ge=1, le=7 * 86400)
     max_failures: int = Field(default=0, ge=0)
     order: tuple[str, ...] = Field(default=(), description="Clusters to update first, in this order.")
+    on_failure: Literal["halt", "rollback"] = Field(
+        default="halt",
+        description="Past max_failures: stop where it is, or give the clusters reached their "
+        "previous generation back.",
+    )
 
     @field_validator("max_concurrency")
     @classmethod

@@ -237,6 +237,7 @@ def _rollout(raw: Any) -> Any:
         "progressDeadlineSeconds": "progress_deadline_s",
         "maxFailures": "max_failures",
         "order": "order",
+        "onFailure": "on_failure",
     }
     return {names.get(str(key), str(key)): value for key, value in raw.items()}
 

@@ -29,3 +29,8 @@ ROLLOUTS_HALTED = Gauge(
     "qcdr_federation_rollouts_halted",
     "Progressive rollouts halted now (more clusters failed than the rollout's max_failures).",
 )
+ROLLOUT_ROLLBACKS = Counter(
+    "qcdr_federation_rollout_rollbacks",
+    "Progressive rollouts rolled back (on_failure: rollback): the clusters reached got their "
+    "previous generation back.",
+)

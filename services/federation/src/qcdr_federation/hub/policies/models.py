@@ -46,6 +46,9 @@ class FederatedPolicyRow(FederationBase):
     # away (not part of the spec: suspending is an operation, not a new generation)
     suspended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     suspended_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the generation whose progressive rollout failed and was rolled back (on_failure: rollback):
+    # it is released to nobody more until a resume; a new generation rolls out again
+    rolled_back_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index(
@@ -115,3 +118,5 @@ class PolicyReleaseRow(FederationBase):
     )
     generation: Mapped[int] = mapped_column(Integer, nullable=False)
     released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # what the cluster had before this release (None: nothing), for a rollback
+    previous_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)

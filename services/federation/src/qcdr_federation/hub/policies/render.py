@@ -73,9 +73,12 @@ def sha256_hex(value: Any) -> str:
 
 def spec_json(spec: FederatedPolicySpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
-    if data.get("rollout") is None:
+    rollout = data.get("rollout")
+    if rollout is None:
         # specs stored before rollouts existed keep their content hash (no new generation)
         data.pop("rollout", None)
+    elif rollout.get("on_failure") == "halt":
+        rollout.pop("on_failure")  # likewise rollouts stored before on_failure existed
     return data
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from qcdr_common.api.pagination import PageRequest, keyset
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import case, delete, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -158,12 +158,43 @@ async def release(session: AsyncSession, policy_id: str, generations: dict[str, 
             for cluster_id, generation in sorted(generations.items())
         ]
     )
+    # a new generation for a cluster remembers the one it replaces; releasing the same again keeps
+    # what was remembered
+    previous = case((R.generation != stmt.excluded.generation, R.generation), else_=R.previous_generation)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=[R.policy_id, R.cluster_id],
-            set_={"generation": stmt.excluded.generation, "released_at": stmt.excluded.released_at},
+            set_={
+                "generation": stmt.excluded.generation,
+                "released_at": stmt.excluded.released_at,
+                "previous_generation": previous,
+            },
         )
     )
+
+
+async def roll_back_releases(
+    session: AsyncSession, policy_id: str, generation: int, now: datetime
+) -> list[str]:
+    """Give the clusters released ``generation`` what they had before (none: the release goes);
+    the cluster ids changed."""
+    rows = await session.execute(
+        select(R.cluster_id, R.previous_generation).where(
+            R.policy_id == policy_id, R.generation == generation
+        )
+    )
+    before = {str(c): (int(p) if p is not None else None) for c, p in rows.all()}
+    back = {c: g for c, g in before.items() if g is not None}
+    for cluster_id, old in back.items():
+        await session.execute(
+            update(R)
+            .where(R.policy_id == policy_id, R.cluster_id == cluster_id)
+            .values(generation=old, previous_generation=None, released_at=now)
+        )
+    gone = [c for c, g in before.items() if g is None]
+    if gone:
+        await session.execute(delete(R).where(R.policy_id == policy_id, R.cluster_id.in_(gone)))
+    return sorted(before)
 
 
 def add_version(session: AsyncSession, row: P, actor: str, now: datetime) -> None:

@@ -5,7 +5,9 @@ gets the generation released to it (``federation_policy_releases``), not simply 
 The rollout loop releases the current generation a few clusters at a time (:func:`assess` says which,
 from what the clusters report) and the placements pick the releases up through their fingerprint.
 Suspending keeps every cluster where it is: the releases stop moving and the placement is not
-consulted, so nothing is added, updated or taken away until the policy is resumed.
+consulted, so nothing is added, updated or taken away until the policy is resumed. A rollout that
+fails past its budget halts, or with ``on_failure: rollback`` gives the clusters it reached their
+previous generation back (:func:`roll_back`) and stays rolled back until a resume or a new generation.
 
 Functions flush, never commit, like ``service``; the loop commits and then tells the placements.
 """
@@ -26,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_federation.hub.policies import repository as repo
 from qcdr_federation.hub.policies.issues import PolicySpecError
-from qcdr_federation.hub.policies.metrics import ROLLOUT_RELEASES, ROLLOUTS_HALTED
+from qcdr_federation.hub.policies.metrics import ROLLOUT_RELEASES, ROLLOUT_ROLLBACKS, ROLLOUTS_HALTED
 from qcdr_federation.hub.policies.models import FederatedPolicyRow, PolicyStatusRow
 from qcdr_federation.hub.policies.placement import places_on
 from qcdr_federation.hub.policies.sets import RENDER_CACHE, LivePolicy, render_error_message
@@ -38,7 +40,7 @@ ROLLOUT_LOCK_KEY = 0x716364725F524F4C
 DEFAULT_INTERVAL_S = 5.0
 
 ClusterPhase = Literal["waiting", "updating", "done", "failed"]
-RolloutPhase = Literal["complete", "progressing", "halted", "suspended"]
+RolloutPhase = Literal["complete", "progressing", "halted", "rolled_back", "suspended"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def assess(
     now: datetime,
     *,
     suspended: bool = False,
+    rolled_back: bool = False,
     render_errors: Mapping[str, str] | None = None,
 ) -> RolloutProgress:
     """Where a progressive rollout of ``policy``'s current generation stands over the clusters it
@@ -145,6 +148,8 @@ def assess(
 
     if suspended:
         return progress("suspended")
+    if rolled_back:
+        return progress("rolled_back")
     if count("failed") > rollout.max_failures:
         return progress("halted")
     waiting = [c.cluster_id for c in clusters if c.phase == "waiting"]
@@ -201,6 +206,7 @@ async def progress_of(
         await _status_times(session, policy.id),
         now,
         suspended=suspended,
+        rolled_back=row.rolled_back_generation == row.generation,
         render_errors=_render_errors(policy, placed),
     )
 
@@ -246,13 +252,15 @@ async def suspend(
 
 
 async def resume(session: AsyncSession, policy_id: str, actor: str) -> FederatedPolicyRow | None:
-    """Resume a suspended policy: a progressive rollout goes on, otherwise every placed cluster gets
-    the current generation at once. None: no such policy."""
+    """Resume a suspended or rolled-back policy: a progressive rollout goes on (a rolled-back one
+    starts over), otherwise every placed cluster gets the current generation at once. None: no such
+    policy."""
     row = await repo.get(session, policy_id, for_update=True)
-    if row is None or row.suspended_at is None:
+    if row is None or (row.suspended_at is None and row.rolled_back_generation is None):
         return row
     row.suspended_at = None
     row.suspended_by = None
+    row.rolled_back_generation = None
     await session.flush()
     log.info("federation_policy_resumed", policy_id=row.id, name=row.name, actor=actor)
     return row
@@ -280,6 +288,14 @@ async def advance(session: AsyncSession, now: datetime | None = None) -> int:
             clusters = await repo.live_clusters(session)
         progress = await progress_of(session, row, now, clusters)
         if progress is not None and progress.phase == "halted":
+            spec = LivePolicy.parse(row.id, row.name, row.generation, row.spec)
+            if (
+                spec is not None
+                and spec.spec.rollout is not None
+                and spec.spec.rollout.on_failure == "rollback"
+            ):
+                released += len(await roll_back(session, row, progress, now))
+                continue
             halted += 1
         if progress is None or not progress.to_release:
             continue
@@ -297,6 +313,28 @@ async def advance(session: AsyncSession, now: datetime | None = None) -> int:
     await session.flush()
     ROLLOUTS_HALTED.set(halted)
     return released
+
+
+async def roll_back(
+    session: AsyncSession, row: FederatedPolicyRow, progress: RolloutProgress, now: datetime
+) -> list[str]:
+    """Give the clusters that got ``row``'s failing generation the one they had before (or take the
+    policy away where they had none), and stop the rollout; the cluster ids changed."""
+    changed = await repo.roll_back_releases(session, row.id, row.generation, now)
+    row.rolled_back_generation = row.generation
+    await session.flush()
+    ROLLOUT_ROLLBACKS.inc()
+    failed = [c.cluster for c in progress.clusters if c.phase == "failed"]
+    names = [c.cluster for c in progress.clusters if c.cluster_id in changed]
+    log.warning(
+        "federation_rollout_rolled_back",
+        policy_id=row.id,
+        name=row.name,
+        generation=row.generation,
+        failed=failed,
+        clusters=names,
+    )
+    return changed
 
 
 class RolloutLoop:

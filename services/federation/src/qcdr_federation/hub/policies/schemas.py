@@ -123,7 +123,7 @@ class RolloutStatus(BaseModel):
     name: str
     generation: int
     strategy: Literal["all", "progressive"]
-    phase: Literal["complete", "progressing", "halted", "suspended"]
+    phase: Literal["complete", "progressing", "halted", "rolled_back", "suspended"]
     suspended: bool
     counts: dict[str, int] = Field(description="Clusters per phase: waiting, updating, done, failed.")
     clusters: list[RolloutCluster]
