@@ -18,6 +18,7 @@ import pytest
 from google.protobuf.json_format import ParseDict
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.sinks.rsyslog import DevPki, make_dev_pki
+from qcdr_ingest.events import repository
 from qcdr_ingest.events.registry import load_adapters
 from qcdr_ingest.hubble import collector as collector_module
 from qcdr_ingest.hubble._proto import flow_pb2, observer_pb2
@@ -191,6 +192,29 @@ async def test_a_broken_stream_is_resumed_from_the_watermark(
     # the latest flow read (10:41:30) less the overlap, not the backfill
     assert resumed == datetime(2026, 7, 31, 10, 41, 20, tzinfo=UTC)
     assert await stored(db) == ["network_flow"] * 3  # the re-read UDP flow stored once
+
+
+async def test_a_failed_store_is_read_again_from_the_watermark(
+    db: asyncpg.Connection, make_collector: MakeCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL away for one batch: nothing stored, the watermark not moved, the stream reopened
+    from where it was, and the flow stored the second time."""
+    real = repository.insert_events
+    calls = 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("the database went away")
+        return int(await real(*args, **kwargs))
+
+    monkeypatch.setattr(repository, "insert_events", flaky)  # the module the collector calls
+    fake = FakeRelay([([response(1)], False), ([response(1)], False)])
+    async with serve(fake) as address, running(make_collector(address)):
+        await eventually(lambda: _count(db, 1))
+    assert calls == 2
+    assert fake.requests[0].since == fake.requests[1].since  # the watermark had not moved
 
 
 async def test_tls_and_mutual_tls(

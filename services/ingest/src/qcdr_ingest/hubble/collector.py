@@ -92,6 +92,9 @@ class HubbleCollector:
                 RECONNECTS.inc()
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
                 log.warning("hubble_relay_stream_failed", address=self.target.address, code=code)
+            except Exception as exc:  # PostgreSQL away, mostly: the stream is re-read from the watermark
+                RECONNECTS.inc()
+                log.warning("hubble_collector_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             finally:
                 CONNECTED.set(0)
             if stop.is_set():
