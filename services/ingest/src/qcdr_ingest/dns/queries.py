@@ -180,13 +180,19 @@ def endpoint_workload(endpoint: dict[str, Any], cluster: str) -> dict[str, Any]:
     }
 
 
-def convert_hubble(raw: Any, cluster: str) -> SecurityEvent:
-    """One Hubble flow carrying ``l7.dns`` (module docstring)."""
+def hubble_flow(raw: Any) -> dict[str, Any]:
+    """The flow of a Hubble item: the item itself, or its ``"flow"`` (as ``hubble observe`` prints)."""
     if not isinstance(raw, dict):
         raise AdapterError(f"flow is not a JSON object (got {f.type_name(raw)})")
     flow = raw.get("flow", raw)
     if not isinstance(flow, dict):
         raise AdapterError("flow is not an object")
+    return flow
+
+
+def convert_hubble(raw: Any, cluster: str) -> SecurityEvent:
+    """One Hubble flow carrying ``l7.dns`` (module docstring)."""
+    flow = hubble_flow(raw)
     l7 = f.obj(flow.get("l7"))
     dns = l7.get("dns")
     if not isinstance(dns, dict):

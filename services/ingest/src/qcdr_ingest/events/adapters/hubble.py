@@ -9,18 +9,14 @@ from typing import Any
 
 from qcdr_common.contracts.events.v1 import SecurityEvent
 
-from qcdr_ingest.dns.queries import convert_hubble
+from qcdr_ingest.dns.queries import convert_hubble, hubble_flow
 from qcdr_ingest.events import fields as f
 from qcdr_ingest.events.flows import convert_flow
 from qcdr_ingest.events.registry import AdapterError, NotAnEventError, register
 
 
 def convert(raw: Any, cluster: str) -> SecurityEvent:
-    if not isinstance(raw, dict):
-        raise AdapterError(f"flow is not a JSON object (got {f.type_name(raw)})")
-    flow = raw.get("flow", raw)
-    if not isinstance(flow, dict):
-        raise AdapterError("flow is not an object")
+    flow = hubble_flow(raw)
     if isinstance(f.obj(flow.get("l7")).get("dns"), dict):
         return convert_hubble(raw, cluster)
     if flow.get("l7") is not None or flow.get("Type") == "L7":
