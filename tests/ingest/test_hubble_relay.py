@@ -175,6 +175,17 @@ async def test_connection_starts_are_stored_with_the_watermark(
     assert collector_module.LOST.labels(source="HUBBLE_RING_BUFFER")._value.get() >= 7
 
 
+async def test_everything_a_stream_delivered_before_it_ended_is_stored(
+    db: asyncpg.Connection, make_collector: MakeCollector
+) -> None:
+    """Relay ends the stream right after 7 flows; batches of 2: all 7 stored, none left queued."""
+    script = [response(i, l4={"UDP": {"source_port": 40000 + i, "destination_port": 53}}) for i in range(7)]
+    fake = FakeRelay([(script, False)])
+    async with serve(fake) as address, running(make_collector(address, batch_max=2)):
+        await eventually(lambda: _count(db, 7))
+        await eventually(lambda: _requests(fake, 2))  # then it followed again
+
+
 async def test_a_broken_stream_is_resumed_from_the_watermark(
     db: asyncpg.Connection, make_collector: MakeCollector
 ) -> None:

@@ -144,14 +144,20 @@ class HubbleCollector:
         stopping: asyncio.Task[Any],
     ) -> tuple[list[observer_pb2.GetFlowsResponse], bool]:
         """Up to ``batch_max`` responses: waits for the first, then ``batch_wait_s`` for more.
-        Ended (True) when the stream is over and read, or on stop."""
+        Ended (True) when the stream is over and everything it delivered was taken, or on stop."""
         batch: list[observer_pb2.GetFlowsResponse] = []
-        first = asyncio.ensure_future(queue.get())
-        done, _ = await asyncio.wait({first, reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if first not in done:
+        while queue.empty():
+            if reader.done() or stopping.done():
+                return batch, True
+            first = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({first, reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if first in done:
+                batch.append(first.result())
+                break
+            # a cancelled get() takes nothing: what the reader queued before it ended stays
             first.cancel()
-            return batch, True
-        batch.append(first.result())
+        if not batch:
+            batch.append(queue.get_nowait())
         deadline = asyncio.get_running_loop().time() + self.batch_wait_s
         while len(batch) < self.batch_max:
             remaining = deadline - asyncio.get_running_loop().time()
