@@ -325,6 +325,11 @@ async def test_a_failed_rollout_rolls_back_and_waits_for_a_resume(
     assert (await rollout_view(client, pid))["phase"] == "progressing"
     assert await rollouts(app).once() == 2
     assert await generations(client, "c-1", "d-1") == {"c-1": 2, "d-1": 2}
+    # c-1's failure was about the first try: it is updating again, not failed
+    view = await rollout_view(client, pid)
+    assert view["phase"] == "progressing"
+    assert {c["cluster"]: c["phase"] for c in view["clusters"]}["c-1"] == "updating"
+    assert await rollouts(app).once() == 0
 
     # a rollback again, then a new generation rolls out without a resume
     await report(client, "d-1", "failed")

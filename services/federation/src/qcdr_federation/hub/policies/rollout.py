@@ -98,7 +98,9 @@ def _phase_of(
         return "failed", render_error
     # what the cluster said about this generation (a report on an older one says nothing)
     said = status if status is not None and status.generation == policy.generation else None
-    if said is not None and said.state == PolicyApplyState.FAILED.value:
+    # a failure reported before this release is about an earlier try (the rollout was rolled back
+    # and resumed): the cluster is trying again
+    if said is not None and said.state == PolicyApplyState.FAILED.value and said.reported_at >= released[1]:
         return "failed", said.message
     if (
         said is not None
