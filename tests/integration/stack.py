@@ -125,6 +125,12 @@ class Stack:
                 )
 
     def serve(self, service: str, **env: str) -> Proc:
+        proc = self.start(service, **env)
+        proc.wait_ready()
+        return proc
+
+    def start(self, service: str, **env: str) -> Proc:
+        """``serve`` without waiting: start several, then ``wait_ready`` each (they boot in parallel)."""
         port = free_port()
         proc = Proc(
             service,
@@ -135,7 +141,6 @@ class Stack:
         )
         self.procs[service] = proc
         proc.start()
-        proc.wait_ready()
         return proc
 
     def consume(self, service: str, **env: str) -> Proc:

@@ -19,8 +19,10 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -126,9 +128,11 @@ def federation(
             stacks.append(hub)
             # analysis reads ingest's views (intel), so the hub database has ingest's tables too
             hub.migrate("ingest", "analysis", "federation")
-            hub_procs = {"federation": hub.serve("federation"), "analysis": hub.serve("analysis")}
+            hub_procs = {"federation": hub.start("federation"), "analysis": hub.start("analysis")}
+            hub_procs["federation"].wait_ready()
             fed = Federation(hub, hub_prefix, hub_procs, {}, client)
 
+            tokens: dict[str, Path] = {}
             plan = [
                 ("spoke-eu", {"env": "prod", "region": "eu"}, eu_db, ("ingest", "analysis", "response")),
                 ("spoke-us", {"env": "prod", "region": "us"}, us_db, ("ingest", "analysis", "response")),
@@ -160,23 +164,35 @@ def federation(
                     },
                 )
                 stacks.append(stack)
-                stack.migrate(*{"ingest", "analysis", "response", "federation"})
-                spoke = Spoke(name, labels, stack, prefix, services)
-                for service in services:
-                    spoke.procs[service] = stack.serve(service)
-                spoke.procs["federation"] = stack.serve(
+                fed.spokes[name] = Spoke(name, labels, stack, prefix, services)
+                tokens[name] = token_file
+            # the spokes' migrations and processes start together: each process spends seconds
+            # importing before it listens, and one after another that was most of this fixture
+            with ThreadPoolExecutor(len(fed.spokes)) as pool:
+                migrations = [
+                    pool.submit(s.stack.migrate, "ingest", "analysis", "response", "federation")
+                    for s in fed.spokes.values()
+                ]
+                for done in migrations:
+                    done.result()
+            for name, spoke in fed.spokes.items():
+                stack = spoke.stack
+                for service in spoke.services:
+                    spoke.procs[service] = stack.start(service)
+                spoke.procs["federation"] = stack.start(
                     "federation",
                     FEDERATION_ROLE="spoke",
                     FEDERATION_HUB_URL=fed.hub_url,
                     QCDR_FEDERATION_CLUSTER_NAME=name,
-                    QCDR_FEDERATION_BOOTSTRAP_TOKEN_FILE=str(token_file),
+                    QCDR_FEDERATION_BOOTSTRAP_TOKEN_FILE=str(tokens[name]),
                     QCDR_FEDERATION_RESPONSE_URL=spoke.url("response"),
                     QCDR_FEDERATION_RESPONSE_TOKEN=TOKEN,
                     QCDR_FEDERATION_RETRY_MAX_S="1",
                     QCDR_FEDERATION_BASELINE_SYNC_S="1",
                     QCDR_FEDERATION_LONG_POLL_MAX_S="5",
                 )
-                fed.spokes[name] = spoke
+            for proc in [hub_procs["analysis"], *(p for s in fed.spokes.values() for p in s.procs.values())]:
+                proc.wait_ready()
             yield fed
         finally:
             for stack in reversed(stacks):

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from qcdr_common.service_cli import make_service_cli
 
 from qcdr_analysis.db import upgrade
 from qcdr_analysis.settings import get_settings
-from qcdr_analysis.worker import consume, replay
+
+
+# The worker (detectors, models, correlation) is imported by the commands that run it: ``db
+# upgrade`` and ``--help`` start in a fraction of the time.
+async def consume() -> None:
+    from qcdr_analysis.worker import consume as run
+
+    await run()
+
+
+async def replay(since: datetime | None) -> int:
+    from qcdr_analysis.worker import replay as run
+
+    return await run(since)
+
 
 cli = make_service_cli(
     "analysis",

@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sklearn.cluster import KMeans
-from sklearn.ensemble import IsolationForest
 
 from qcdr_analysis.anomaly.forest import CentroidArrays, ForestArrays
 
@@ -92,6 +90,11 @@ def fit(
     seed: int,
 ) -> PopulationModel:
     """Fit both models on ``rows`` (already standardized); CPU-bound, run it in a thread."""
+    # imported here, not at the top: scikit-learn takes ~3 s to import, and every analysis process
+    # (serve, consume, db upgrade) paid it at start-up though only a refit needs it
+    from sklearn.cluster import KMeans
+    from sklearn.ensemble import IsolationForest
+
     forest_model = IsolationForest(n_estimators=trees, max_samples=min(256, rows.shape[0]), random_state=seed)
     forest_model.fit(rows)
     forest = ForestArrays.from_sklearn(forest_model)
