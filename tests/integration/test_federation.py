@@ -19,7 +19,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -166,15 +165,10 @@ def federation(
                 stacks.append(stack)
                 fed.spokes[name] = Spoke(name, labels, stack, prefix, services)
                 tokens[name] = token_file
-            # the spokes' migrations and processes start together: each process spends seconds
-            # importing before it listens, and one after another that was most of this fixture
-            with ThreadPoolExecutor(len(fed.spokes)) as pool:
-                migrations = [
-                    pool.submit(s.stack.migrate, "ingest", "analysis", "response", "federation")
-                    for s in fed.spokes.values()
-                ]
-                for done in migrations:
-                    done.result()
+            # the spokes' processes start together: each spends seconds importing before it
+            # listens, and one after another that was most of this fixture
+            for spoke in fed.spokes.values():
+                spoke.stack.migrate("ingest", "analysis", "response", "federation")
             for name, spoke in fed.spokes.items():
                 stack = spoke.stack
                 for service in spoke.services:
