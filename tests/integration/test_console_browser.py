@@ -48,7 +48,7 @@ CONTAINER = "5e11c0ffee01"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 VIEWPORT = {"width": 1280, "height": 900}
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 async def chain_in_database(database_url: str, chain_id: str) -> list[dict[str, Any]]:

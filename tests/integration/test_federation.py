@@ -40,7 +40,7 @@ OFFLINE_S = 5.0
 ATTACKED_IMAGE = "sha256:" + "a1" * 32
 SHARED_IMAGE = "sha256:" + "b2" * 32
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 @dataclass

@@ -120,3 +120,14 @@ async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[objec
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a ``slow`` test first, each file's tests kept together and in order: ``-n 2
+    --dist loadfile`` hands files to the workers in collection order, and a long file handed out
+    last keeps one worker busy after the other has run out of work."""
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow = {file_of(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: 0 if file_of(item) in slow else 1)
