@@ -126,30 +126,22 @@ def _tetragon_own_address(body: dict[str, Any]) -> str:
     return ""
 
 
-def _hubble_own_address(raw: dict[str, Any]) -> str:
-    """The asking pod's address of a Hubble DNS flow: the source of a query, the destination of
-    the reply (the same end the adapter took the workload from)."""
+def _hubble_addresses(raw: dict[str, Any], cluster: str) -> tuple[str, str]:
+    """(own address, ``cluster/namespace/pod`` at the destination) of a Hubble flow. The own end
+    is where the adapter took the workload from: the source of a query or connection, the
+    destination of a DNS reply; the destination pod counts only on a request (it was reached)."""
     flow = raw.get("flow", raw)
     if not isinstance(flow, dict):
-        return ""
+        return "", ""
     ip = flow.get("IP")
-    if not isinstance(ip, dict):
-        return ""
     l7 = flow.get("l7")
     reply = (isinstance(l7, dict) and l7.get("type") == "RESPONSE") or flow.get("is_reply") is True
-    return _address(ip.get("destination" if reply else "source"))
-
-
-def _hubble_server_pod(raw: dict[str, Any], cluster: str) -> str:
-    """``cluster/namespace/pod`` of a Hubble flow's destination endpoint, "" when it is no pod."""
-    flow = raw.get("flow", raw)
-    server = flow.get("destination") if isinstance(flow, dict) else None
-    if not isinstance(server, dict) or flow.get("is_reply") is True:
-        return ""
-    pod, namespace = _text(server.get("pod_name")), _text(server.get("namespace"))
-    if not pod:
-        return ""
-    return f"{_text(server.get('cluster_name')) or cluster}/{namespace}/{pod}"
+    own = _address(ip.get("destination" if reply else "source")) if isinstance(ip, dict) else ""
+    server = flow.get("destination")
+    if reply or not isinstance(server, dict) or not _text(server.get("pod_name")):
+        return own, ""
+    where = _text(server.get("cluster_name")) or cluster
+    return own, f"{where}/{_text(server.get('namespace'))}/{server['pod_name']}"
 
 
 def _where(w: Workload, p: ProcessInfo | None, n: NetworkDestination | None) -> dict[str, Any]:
@@ -202,9 +194,9 @@ def _from_event(event: SecurityEvent) -> Item:
         item.node = _text(event.raw.get("node_name"))
         item.own_ip = _tetragon_own_address(body)
     elif event.source == "hubble":
-        item.own_ip = _hubble_own_address(event.raw)
-        if item.dest_ip:
-            item.peer_pod = _hubble_server_pod(event.raw, item.cluster)
+        item.own_ip, peer_pod = _hubble_addresses(event.raw, item.cluster)
+        # a DNS query names no address at its destination: only a flow says where the pod is
+        item.peer_pod = peer_pod if item.dest_ip else ""
     return item
 
 

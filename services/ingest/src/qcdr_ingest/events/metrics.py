@@ -24,3 +24,12 @@ ITEMS_IGNORED = Counter(
 BATCHES_REFUSED = Counter(
     "qcdr_ingest_batches_refused_total", "Whole batches refused, by HTTP status.", ["source", "status"]
 )
+
+
+def count_outcomes(source: str, *, stored: int, duplicates: int, rejected: int, ignored: int = 0) -> None:
+    """What became of a batch's items (received ones are counted where they arrive): one place for
+    the API, the Qualys poller and the Hubble collector."""
+    EVENTS_STORED.labels(source=source).inc(stored)
+    EVENTS_DUPLICATE.labels(source=source).inc(duplicates)
+    ITEMS_REJECTED.labels(source=source).inc(rejected)
+    ITEMS_IGNORED.labels(source=source).inc(ignored)

@@ -151,9 +151,9 @@ async def post_events(
             ),
         )
     metrics.ITEMS_RECEIVED.labels(source=source).inc(batch.size)
-    converted = service.convert(adapter, batch, cluster or settings.cluster_id)
-    prepared = service.records(converted.events, service.receipt_time(), default_cluster=settings.cluster_id)
-    converted.reject(prepared.unstorable, batch.lines)
+    converted, prepared = service.prepare(
+        adapter, batch, cluster or settings.cluster_id, default_cluster=settings.cluster_id
+    )
     shown = converted.rejected[: settings.events_rejections_listed]
     listed = [Rejection(index=r.index, line=r.line, reason=r.reason) for r in shown]
     if batch.size and not converted.events and not converted.ignored:
@@ -183,10 +183,13 @@ async def post_events(
     if relay is not None and stored:
         relay.notify()
     accepted = len(converted.events) + converted.repeated
-    metrics.EVENTS_STORED.labels(source=source).inc(stored)
-    metrics.EVENTS_DUPLICATE.labels(source=source).inc(accepted - stored)
-    metrics.ITEMS_REJECTED.labels(source=source).inc(len(converted.rejected))
-    metrics.ITEMS_IGNORED.labels(source=source).inc(converted.ignored)
+    metrics.count_outcomes(
+        source,
+        stored=stored,
+        duplicates=accepted - stored,
+        rejected=len(converted.rejected),
+        ignored=converted.ignored,
+    )
     return IngestResult(
         source=source,
         received=batch.size,

@@ -303,3 +303,13 @@ def replay_record(
     """(envelope id, envelope JSON) re-announcing a stored event under its original envelope id."""
     env_id = envelope_id(event_id, millis(received_at))
     return env_id, envelope_json(env_id, payload, event_time, datetime.now(UTC), cluster, service)
+
+
+def prepare(
+    adapter: Adapter, batch: Batch, cluster: str, *, default_cluster: str
+) -> tuple[Converted, Prepared]:
+    """:func:`convert` then :func:`records`; events PostgreSQL cannot store become rejections."""
+    converted = convert(adapter, batch, cluster)
+    prepared = records(converted.events, receipt_time(), default_cluster=default_cluster)
+    converted.reject(prepared.unstorable, batch.lines)
+    return converted, prepared

@@ -29,13 +29,7 @@ from prometheus_client import Counter, Gauge
 from qcdr_common.logging import get_logger
 from qcdr_ingest.db.locks import singleton
 from qcdr_ingest.events import repository, service
-from qcdr_ingest.events.metrics import (
-    EVENTS_DUPLICATE,
-    EVENTS_STORED,
-    ITEMS_IGNORED,
-    ITEMS_RECEIVED,
-    ITEMS_REJECTED,
-)
+from qcdr_ingest.events.metrics import ITEMS_RECEIVED, count_outcomes
 from qcdr_ingest.events.registry import Adapter
 from qcdr_ingest.hubble import relay
 from qcdr_ingest.hubble._proto import flow_pb2, observer_pb2
@@ -190,9 +184,9 @@ class HubbleCollector:
                 latest = moment if latest is None or moment > latest else latest
         if not items:
             return
-        converted = service.convert(self.adapter, service.Batch(items), self.cluster_id)
-        prepared = service.records(converted.events, service.receipt_time(), default_cluster=self.cluster_id)
-        converted.reject(prepared.unstorable, None)
+        converted, prepared = service.prepare(
+            self.adapter, service.Batch(items), self.cluster_id, default_cluster=self.cluster_id
+        )
         async with self.sessions() as session:
             stored = await repository.insert_events(session, prepared.rows, service=self.service_name)
             if latest is not None:
@@ -204,10 +198,13 @@ class HubbleCollector:
         self.stored += stored
         accepted = len(converted.events) + converted.repeated
         ITEMS_RECEIVED.labels(source=SOURCE).inc(len(items))
-        EVENTS_STORED.labels(source=SOURCE).inc(stored)
-        EVENTS_DUPLICATE.labels(source=SOURCE).inc(accepted - stored)
-        ITEMS_IGNORED.labels(source=SOURCE).inc(converted.ignored)
-        ITEMS_REJECTED.labels(source=SOURCE).inc(len(converted.rejected))
+        count_outcomes(
+            SOURCE,
+            stored=stored,
+            duplicates=accepted - stored,
+            rejected=len(converted.rejected),
+            ignored=converted.ignored,
+        )
         if converted.rejected:
             reasons = Tally(r.reason for r in converted.rejected)
             log.warning(

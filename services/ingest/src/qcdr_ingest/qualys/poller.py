@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from qcdr_ingest.db.locks import singleton
 from qcdr_ingest.events import repository, service
-from qcdr_ingest.events.metrics import EVENTS_DUPLICATE, EVENTS_STORED, ITEMS_RECEIVED, ITEMS_REJECTED
+from qcdr_ingest.events.metrics import ITEMS_RECEIVED, count_outcomes
 from qcdr_ingest.qualys.client import QualysCdrClient
 from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.qualys.errors import QualysError
@@ -150,9 +150,7 @@ class CdrPoller:
         if result.stored and self._notify is not None:
             self._notify()
         ITEMS_RECEIVED.labels(source=SOURCE).inc(result.fetched)
-        EVENTS_STORED.labels(source=SOURCE).inc(result.stored)
-        EVENTS_DUPLICATE.labels(source=SOURCE).inc(result.duplicates)
-        ITEMS_REJECTED.labels(source=SOURCE).inc(result.malformed)
+        count_outcomes(SOURCE, stored=result.stored, duplicates=result.duplicates, rejected=result.malformed)
         log.info("qualys poll done", **{k: v for k, v in result.details().items() if k != "warnings"})
         for warning in result.warnings[:MAX_WARNINGS]:
             log.warning("qualys poll warning", warning=warning)

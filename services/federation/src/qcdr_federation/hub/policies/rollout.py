@@ -68,6 +68,7 @@ class RolloutProgress:
     phase: RolloutPhase
     clusters: tuple[ClusterProgress, ...]
     to_release: tuple[str, ...]  # cluster ids to release the current generation to now
+    on_failure: Literal["halt", "rollback"] = "halt"  # what the loop does when it is halted
 
     def count(self, phase: ClusterPhase) -> int:
         return sum(1 for c in self.clusters if c.phase == phase)
@@ -143,7 +144,9 @@ def assess(
         )
 
     def progress(phase: RolloutPhase, to_release: Sequence[str] = ()) -> RolloutProgress:
-        return RolloutProgress(policy.generation, phase, tuple(clusters), tuple(to_release))
+        return RolloutProgress(
+            policy.generation, phase, tuple(clusters), tuple(to_release), rollout.on_failure
+        )
 
     def count(phase: ClusterPhase) -> int:
         return sum(1 for c in clusters if c.phase == phase)
@@ -290,12 +293,7 @@ async def advance(session: AsyncSession, now: datetime | None = None) -> int:
             clusters = await repo.live_clusters(session)
         progress = await progress_of(session, row, now, clusters)
         if progress is not None and progress.phase == "halted":
-            spec = LivePolicy.parse(row.id, row.name, row.generation, row.spec)
-            if (
-                spec is not None
-                and spec.spec.rollout is not None
-                and spec.spec.rollout.on_failure == "rollback"
-            ):
+            if progress.on_failure == "rollback":
                 released += len(await roll_back(session, row, progress, now))
                 continue
             halted += 1
