@@ -126,6 +126,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with a ``slow`` test first, each file's tests kept together and in order: ``-n 2
     --dist loadfile`` hands files to the workers in collection order, and a long file handed out
     last keeps one worker busy after the other has run out of work."""
+
     def file_of(item: pytest.Item) -> str:
         return item.nodeid.split("::", 1)[0]
 
