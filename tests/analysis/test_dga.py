@@ -209,3 +209,63 @@ def test_pods_are_kept_apart() -> None:
     ]
     assert tracker.observe(queries) == []
     assert len(tracker) == len(RANDOM_NAMES)
+
+
+# Names that each read like a real site but come from one seed: a counter on a word (Fosniw's
+# shape) and a seed name with its first four letters replaced (Banjori's shape). Made up here.
+COUNTER = ["appx.lunarsoft0.com", "appx.lunarsoft1.com", "appx.lunarsoft7.net", "appx.lunarsoft12.com"]
+HEADS = ["eitalighthousekeeping.com", "puralighthousekeeping.com", "megalighthousekeeping.com"]
+
+
+def test_siblings_of_one_seed_raise_though_each_looks_real() -> None:
+    model = load_classifier()
+    assert not any(v.is_dga for v in classify(COUNTER + HEADS, model))
+    for names, pattern in ((COUNTER, "lunarsoft#"), (HEADS, "????lighthousekeeping")):
+        tracker = PodDgaTracker()
+        findings = tracker.observe(_queries(names, T0, timedelta(seconds=20)))
+        assert len(findings) == 1, pattern
+        f = findings[0]
+        assert f.attributes["pattern"] == pattern
+        assert f"({pattern})" in f.explanation
+        assert len(f.attributes["names"]) == 3  # raised on the third distinct registered domain
+        assert f.techniques == ("T1568.002",)
+        assert set(f.evidence_event_ids) == {"e0", "e1", "e2"}
+        # replaying the same queries gives the same finding id
+        assert PodDgaTracker().observe(_queries(names, T0, timedelta(seconds=20)))[0].id == f.id
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        # numbered hosts of one registered domain are one domain
+        ["shard1.db.example.com", "shard2.db.example.com", "shard3.db.example.com", "shard4.db.example.com"],
+        # one brand under several suffixes is one label
+        ["lunarsoft.com", "lunarsoft.net", "lunarsoft.org", "lunarsoft.co.uk"],
+        # numbers with too few letters around them are not a pattern (real sites)
+        ["163.com", "126.com", "360.cn", "av104.tv", "av105.tv", "av106.tv"],
+        # only two siblings
+        [*COUNTER[:2], "github.com", "pypi.org"],
+        # names that merely end alike: the common stem is too short
+        ["bestonlineshop.com", "fastonlineshop.com", "shoponlineshop.com", "cornonlineshop.com"],
+    ],
+)
+def test_look_alikes_of_siblings_do_not_raise(names: list[str]) -> None:
+    assert PodDgaTracker().observe(_queries(names, T0, timedelta(seconds=5))) == []
+
+
+def test_siblings_outside_the_window_or_in_other_pods_do_not_meet() -> None:
+    assert PodDgaTracker().observe(_queries(COUNTER, T0, timedelta(minutes=6))) == []
+    tracker = PodDgaTracker()
+    queries = [
+        Query(domain=n, event_time=T0, workload=Workload(cluster="c1", namespace="ns", pod=f"p{i}"))
+        for i, n in enumerate(COUNTER)
+    ]
+    assert tracker.observe(queries) == []
+    # expiry forgets the old group entirely: two fresh siblings are still only two
+    tracker = PodDgaTracker()
+    assert tracker.observe(_queries(COUNTER[:2], T0, timedelta(seconds=1))) == []
+    late = T0 + timedelta(minutes=20)
+    assert tracker.observe(_queries(COUNTER[2:], late, timedelta(seconds=1))) == []
+    assert tracker._pods[("c1", "shop", "cart-7d9f")].groups == {
+        "n:lunarsoft#": {"lunarsoft7": 1, "lunarsoft12": 1}
+    }

@@ -1,6 +1,7 @@
 """``dga``: DNS queries (``dns_query`` events from ingest's ``dns`` and ``hubble`` adapters) scored
 by the lexical DGA classifier and aggregated per pod (:mod:`qcdr_analysis.dns.tracker`), so one
-odd name pages nobody and a pod walking a generated list does.
+odd name pages nobody and a pod walking a generated list does, including a list of names that each
+look real but are variants of one seed.
 
 The classifier and its word list load on the first DNS query, not at start: most deployments
 see no DNS events until a DNS source is configured. The per-pod windows live in memory; a restart
@@ -31,6 +32,11 @@ class Config(DetectorConfig):
     min_distinct: int = Field(default=3, ge=1, description="Distinct DGA-looking domains that raise.")
     nxdomain_ratio: float = Field(default=0.5, gt=0, le=1)
     nxdomain_min_queries: int = Field(default=20, ge=1)
+    min_siblings: int = Field(
+        default=3,
+        ge=2,
+        description="Distinct registered domains from one seed (koreasys0.com, koreasys1.com) that raise.",
+    )
 
 
 @dataclass
@@ -46,6 +52,7 @@ class State:
                     min_distinct=self.config.min_distinct,
                     nxdomain_ratio=self.config.nxdomain_ratio,
                     nxdomain_min_queries=self.config.nxdomain_min_queries,
+                    min_siblings=self.config.min_siblings,
                 )
             )
         return self.tracker

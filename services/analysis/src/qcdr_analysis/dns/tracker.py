@@ -1,9 +1,12 @@
 """Per-pod aggregation of DGA scores, so one odd name pages nobody.
 
 A pod raises a ``dga`` finding when, inside the window, it asked for several *distinct* registered
-domains that the classifier calls DGA, or when most of its answers were NXDOMAIN and some names
-scored high (a DGA walks its list until one resolves). A pod that raised stays quiet until the window
-has passed, and the finding id depends on the evidence only, so a replay yields the same id.
+domains that the classifier calls DGA, when most of its answers were NXDOMAIN and some names
+scored high (a DGA walks its list until one resolves), or when it asked for several registered
+domains that are variants of one seed (:mod:`qcdr_analysis.dns.siblings`: a counter on a word, a
+replaced head), which each look like a real site to the classifier. A pod that raised stays quiet
+until the window has passed, and the finding id depends on the evidence only, so a replay yields
+the same id.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from qcdr_common.contracts.events.v1 import Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
 from qcdr_analysis.dns.classifier import Model, Verdict, classify, load_classifier
+from qcdr_analysis.dns.siblings import describe, sibling_keys
 
 DETECTOR = "dns.dga"
 TECHNIQUE = "T1568.002"  # Dynamic Resolution: Domain Generation Algorithms
@@ -30,6 +34,7 @@ class TrackerConfig:
     nxdomain_ratio: float = 0.5  # ... or this share of NXDOMAIN answers
     nxdomain_min_queries: int = 20  # over at least this many queries
     nxdomain_min_distinct: int = 2  # with at least this many DGA-looking names
+    min_siblings: int = 3  # distinct registered domains from one seed (koreasys0/1/2.com) raise
     max_names: int = 20  # names listed in one finding
 
 
@@ -46,7 +51,33 @@ class Query:
 class _Pod:
     queries: deque[tuple[datetime, bool]] = field(default_factory=deque)
     hits: deque[tuple[datetime, Verdict, str]] = field(default_factory=deque)
+    # every name with sibling keys: (time, label, keys, domain, event id), and per key the number
+    # of window entries for each distinct label. The domain, not its verdict: a busy pod's window
+    # holds thousands of names, and only a raised group is scored again for its evidence.
+    names: deque[tuple[datetime, str, tuple[str, ...], str, str]] = field(default_factory=deque)
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)
     quiet_until: datetime | None = None
+
+    def add_name(self, t: datetime, label: str, keys: tuple[str, ...], domain: str, eid: str) -> None:
+        self.names.append((t, label, keys, domain, eid))
+        for key in keys:
+            labels = self.groups.setdefault(key, {})
+            labels[label] = labels.get(label, 0) + 1
+
+    def expire(self, start: datetime) -> None:
+        while self.queries and self.queries[0][0] < start:
+            self.queries.popleft()
+        while self.hits and self.hits[0][0] < start:
+            self.hits.popleft()
+        while self.names and self.names[0][0] < start:
+            _, label, keys, _, _ = self.names.popleft()
+            for key in keys:
+                labels = self.groups[key]
+                labels[label] -= 1
+                if not labels[label]:
+                    del labels[label]
+                    if not labels:
+                        del self.groups[key]
 
 
 def pod_key(w: Workload) -> tuple[str | None, str | None, str | None]:
@@ -75,14 +106,13 @@ class PodDgaTracker:
     def _add(self, q: Query, v: Verdict) -> Finding | None:
         cfg = self.config
         pod = self._pods.setdefault(pod_key(q.workload), _Pod())
-        start = q.event_time - cfg.window
         pod.queries.append((q.event_time, q.nxdomain))
         if v.is_dga:
             pod.hits.append((q.event_time, v, q.event_id))
-        while pod.queries and pod.queries[0][0] < start:
-            pod.queries.popleft()
-        while pod.hits and pod.hits[0][0] < start:
-            pod.hits.popleft()
+        label, keys = sibling_keys(q.domain)
+        if keys:
+            pod.add_name(q.event_time, label, keys, q.domain, q.event_id)
+        pod.expire(q.event_time - cfg.window)
         if pod.quiet_until is not None and q.event_time < pod.quiet_until:
             return None
         distinct: dict[str, tuple[Verdict, str, datetime]] = {}
@@ -91,16 +121,43 @@ class PodDgaTracker:
         n = len(pod.queries)
         nx = sum(1 for _, is_nx in pod.queries if is_nx)
         ratio = nx / n if n else 0.0
-        by_count = len(distinct) >= cfg.min_distinct
-        by_nx = (
+        if len(distinct) >= cfg.min_distinct:
+            why = f"{len(distinct)} distinct DGA-looking domains in {self._minutes()} min"
+            evidence = list(distinct.values())
+            pattern = None
+        elif (
             n >= cfg.nxdomain_min_queries
             and ratio >= cfg.nxdomain_ratio
             and len(distinct) >= cfg.nxdomain_min_distinct
-        )
-        if not (by_count or by_nx):
-            return None
+        ):
+            why = f"{nx}/{n} queries answered NXDOMAIN with {len(distinct)} DGA-looking names"
+            evidence = list(distinct.values())
+            pattern = None
+        else:
+            key = next((k for k in keys if len(pod.groups.get(k, ())) >= cfg.min_siblings), None)
+            if key is None:
+                return None
+            pattern = describe(key)
+            evidence = self._siblings(pod, key)
+            why = f"{len(evidence)} registered domains from one pattern ({pattern}) in {self._minutes()} min"
         pod.quiet_until = q.event_time + cfg.window
-        return self._finding(q, list(distinct.values()), n, nx, by_count)
+        return self._finding(q, evidence, n, nx, why, pattern)
+
+    def _minutes(self) -> int:
+        return int(self.config.window.total_seconds() // 60)
+
+    def _siblings(self, pod: _Pod, key: str) -> list[tuple[Verdict, str, datetime]]:
+        """One entry per distinct registered domain among the names that carry ``key``."""
+        first: dict[str, tuple[str, str, datetime]] = {}
+        for t, label, keys, domain, eid in pod.names:
+            if key in keys:
+                first.setdefault(label, (domain, eid, t))
+        entries = list(first.values())
+        verdicts = classify([domain for domain, _, _ in entries], self.model)
+        seen: dict[str, tuple[Verdict, str, datetime]] = {}
+        for v, (_, eid, t) in zip(verdicts, entries, strict=True):
+            seen.setdefault(v.registered, (v, eid, t))
+        return list(seen.values())
 
     def _finding(
         self,
@@ -108,18 +165,14 @@ class PodDgaTracker:
         evidence: list[tuple[Verdict, str, datetime]],
         queries: int,
         nxdomain: int,
-        by_count: bool,
+        why: str,
+        pattern: str | None,
     ) -> Finding:
         cfg = self.config
-        evidence.sort(key=lambda e: -e[0].score)
+        evidence.sort(key=lambda e: (-e[0].score, e[0].registered))
         shown = evidence[: cfg.max_names]
         names = [e[0].registered for e in shown]
         key = "|".join([*map(str, pod_key(q.workload)), *sorted(names)])
-        why = (
-            f"{len(evidence)} distinct DGA-looking domains in {int(cfg.window.total_seconds() // 60)} min"
-            if by_count
-            else f"{nxdomain}/{queries} queries answered NXDOMAIN with {len(evidence)} DGA-looking names"
-        )
         listed = ", ".join(f"{e[0].registered} ({e[0].score:.2f})" for e in shown[:5])
         return Finding(
             id=f"{DETECTOR}:{hashlib.sha256(key.encode()).hexdigest()[:32]}",
@@ -147,5 +200,6 @@ class PodDgaTracker:
                 "queries_in_window": queries,
                 "nxdomain_in_window": nxdomain,
                 "window_seconds": int(cfg.window.total_seconds()),
+                **({"pattern": pattern} if pattern else {}),
             },
         )
