@@ -267,6 +267,14 @@ def test_once_mode_cronjob_is_the_seeds(kustomization: str) -> None:
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/policies")
     volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     assert volume["persistentVolumeClaim"]["claimName"] in objects(kustomization, "PersistentVolumeClaim")
+    # the state (watermark, reputation cache, feed state) outlives the pod on a writable volume: the
+    # root filesystem is read-only, so the default ./.qcdr-state would fail to write
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (state_dir,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--state-dir=")]
+    state = next(m for m in container["volumeMounts"] if m["mountPath"] == state_dir)
+    state_volume = next(v for v in spec["volumes"] if v["name"] == state["name"])
+    assert "persistentVolumeClaim" in state_volume
+    assert not state.get("readOnly")
     assert spec["serviceAccountName"] == "qualys-policy-generator"
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from qcdr_common.streams.names import stream_key
 from qcdr_common.streams.producer import publish
 from redis.asyncio import Redis
@@ -53,6 +54,7 @@ async def service(
 async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
     service: Service, redis_client: Redis, redis_prefix: str
 ) -> None:
+    taken_before = REGISTRY.get_sample_value("qualys_response_actions_total", {"action": "block_binary"})
     finding = make_finding(
         category="Crypto_Mining",
         severity="critical",
@@ -115,6 +117,9 @@ async def test_playbook_approval_execution_lease_expiry_and_automatic_undo(
     assert (
         'qcdr_response_action_outcomes_total{action="block_binary",op="undo",outcome="succeeded"}' in metrics
     )
+    # the seed's counter counts actions taken: the undo is in the outcomes counter only
+    taken = REGISTRY.get_sample_value("qualys_response_actions_total", {"action": "block_binary"})
+    assert taken == (taken_before or 0) + 1
 
 
 async def test_renew_extends_and_undo_by_hand(service: Service) -> None:

@@ -88,10 +88,12 @@ async def record_result(session: AsyncSession, ctx: ActionsContext, result: Acti
             released_at=now if undone else None,
             lease_expires_at=None if undone else row.lease_expires_at,
         )
-    ACTIONS_TOTAL.labels(row.action).inc()
     ACTIONS_OUTCOMES.labels(row.action, result.op.value, result.outcome.value).inc()
-    if result.outcome == ActionOutcome.FAILED:
-        ACTIONS_FAILED.labels(row.action).inc()
+    # the seed's counters count actions taken; an undo is only in the outcomes counter (op="undo")
+    if result.op == ActionOp.EXECUTE:
+        ACTIONS_TOTAL.labels(row.action).inc()
+        if result.outcome == ActionOutcome.FAILED:
+            ACTIONS_FAILED.labels(row.action).inc()
     await audit.record(
         session,
         row,
