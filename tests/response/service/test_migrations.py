@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from qcdr_response.cli import cli
-from qcdr_response.db import VERSION_TABLE, alembic_config
+from qcdr_common.testing.plugin import scratch_database
+from qcdr_response.db import VERSION_TABLE, alembic_config, upgrade
 from qcdr_response.db.models import metadata
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -66,3 +69,49 @@ def test_db_upgrade_is_idempotent_and_matches_the_models(
     tables, differences = inspect_db(response_database_url)
     assert TABLES | {VERSION_TABLE} <= tables
     assert differences == []
+
+
+def test_0007_marks_the_stored_findings_that_carry_indicators(base_database_url: str) -> None:
+    """Findings stored before the IOC blocklist existed get the flag the handler now sets."""
+    rows = {
+        "verdict-with-ip": ("source", {"network": {"ip": "185.220.101.7", "port": 4444}}),
+        "verdict-with-port": ("attack_technique", {"network": {"port": 4444}}),
+        "verdict-domain-only": ("intel_match", {"network": {"domain": "evil.example"}}),
+        "anomaly-with-ip": ("anomaly", {"network": {"ip": "185.220.101.7"}}),
+        "no-network": ("chain", {}),
+    }
+
+    async def insert(url: str) -> None:
+        connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            for finding_id, (kind, payload) in rows.items():
+                await connection.execute(
+                    "INSERT INTO response_findings (id, kind, category, severity, event_time, namespace, "
+                    "envelope_id, payload) VALUES ($1, $2, 'c', 'high', now(), '', 'e', $3::jsonb)",
+                    finding_id,
+                    kind,
+                    json.dumps(payload),
+                )
+        finally:
+            await connection.close()
+
+    async def flags(url: str) -> dict[str, bool]:
+        connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            return {
+                r["id"]: r["ioc"] for r in await connection.fetch("SELECT id, ioc FROM response_findings")
+            }
+        finally:
+            await connection.close()
+
+    with scratch_database(base_database_url, "qcdr_response_m7") as url:
+        assert upgrade(url, "0006") == "0006"
+        asyncio.run(insert(url))
+        assert upgrade(url) == HEAD
+        assert asyncio.run(flags(url)) == {
+            "verdict-with-ip": True,
+            "verdict-with-port": True,
+            "verdict-domain-only": False,
+            "anomaly-with-ip": False,
+            "no-network": False,
+        }

@@ -54,6 +54,12 @@ class ResponseSettings(CommonSettings):
     kernel_version: str = "5.10"
     cilium_version: str = "1.17"
     never_block: tuple[str, ...] = ()
+    ioc_blocklist: bool = Field(
+        default=True,
+        description="Keep once mode's CDR IOC blocklists (qualys-cdr-blocklist, cdr-dynamic-blocklist) "
+        "from every verdict finding (source, intel_match, attack_technique, chain) naming a "
+        "destination address or suspicious port.",
+    )
 
     # --- outputs
     output_dir: Path | None = Field(

@@ -60,6 +60,7 @@ def make_lifecycle(settings: ResponseSettings) -> Lifecycle:
         cluster_id=settings.cluster_id,
         auto_apply=settings.auto_apply,
         cache=EventCache(settings.event_cache_size),
+        ioc_blocklist=settings.ioc_blocklist,
     )
 
 

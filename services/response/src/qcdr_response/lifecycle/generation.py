@@ -19,8 +19,10 @@ from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.contracts.policies.v1 import PolicyDocument, dump_yaml
 
+from qcdr_response.policies import network
 from qcdr_response.policies.config import GenerationConfig
 from qcdr_response.policies.generate import Checker, PolicyGenerator, Refusal, route
+from qcdr_response.policies.iocs import extract_iocs
 from qcdr_response.policies.metadata import PREFIX
 
 # SecurityEvent's field limits (a Finding allows longer detector names)
@@ -61,6 +63,11 @@ class Scope:
 
     def __str__(self) -> str:
         return f"{self.family}/{self.namespace or '-'}"
+
+
+# The CDR IOC blocklists (qualys-cdr-blocklist, cdr-dynamic-blocklist) are one clusterwide scope
+# of their own, regenerated from every finding that carries a network indicator.
+IOC_SCOPE = Scope(network.FAMILY, "")
 
 
 def _is_technique(value: str) -> bool:
@@ -132,6 +139,18 @@ class ScopeGenerator:
     def scope_of(self, event: SecurityEvent) -> Scope | None:
         family = self.family_of(event)
         return None if family is None else Scope(family, event.workload.namespace or "")
+
+    def generate_iocs(self, events: Sequence[SecurityEvent]) -> ScopeResult:
+        """Once mode's IOC blocklists from every finding that carries a network indicator: the
+        same documents ``qcdr run --once`` writes for the same findings (reputation aside)."""
+        result = ScopeResult(IOC_SCOPE)
+        if not events:
+            return result
+        newest = max(e.event_time for e in events)
+        config = self.config.model_copy(update={"run_date": newest.astimezone(UTC).date()})
+        generator = PolicyGenerator(config, self.checker)
+        result.documents = generator.network_documents(extract_iocs(events, config), result.refusals)
+        return result
 
     def generate(self, scope: Scope, events: Sequence[SecurityEvent]) -> ScopeResult:
         """The scope's documents from all its events (which must all belong to the scope)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -77,8 +79,13 @@ class FindingRow(ResponseBase):
     # closed through the API (outputs resolve the finding's incident, e.g. in PagerDuty)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     closed_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a verdict naming a destination address or port: an input of the CDR IOC blocklist
+    ioc: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 
-    __table_args__ = (Index("ix_response_findings_scope", "family", "namespace"),)
+    __table_args__ = (
+        Index("ix_response_findings_scope", "family", "namespace"),
+        Index("ix_response_findings_ioc", "id", postgresql_where=text("ioc")),
+    )
 
 
 class PolicyRow(ResponseBase):

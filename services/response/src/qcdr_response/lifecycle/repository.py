@@ -80,6 +80,12 @@ async def scope_finding_ids(session: AsyncSession, scope: Scope) -> list[str]:
     return list((await session.execute(stmt)).scalars())
 
 
+async def ioc_finding_ids(session: AsyncSession) -> list[str]:
+    """Every finding that carries a network indicator (the partial index on ``ioc``)."""
+    stmt = select(FindingRow.id).where(FindingRow.ioc.is_(True))
+    return list((await session.execute(stmt)).scalars())
+
+
 async def finding_payloads(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for part in _chunks(list(ids), 10_000):

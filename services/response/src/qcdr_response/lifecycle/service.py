@@ -12,6 +12,10 @@ ids in ``response_received`` and skips them). That is what makes the effects exa
    version becomes a new version (the first one creates the policy);
 4. link each new finding to the version of its scope's policy (unique on the finding id);
 5. enqueue ``response.policy_changed`` / ``response.policy_status_changed`` in the outbox.
+
+The CDR IOC blocklists are one more scope (``network-iocs``, clusterwide): when the batch brings a
+verdict naming a destination address or port, they are regenerated from every such finding, as
+once mode makes them. A finding no family answers but the blocklist covers is linked to it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import SecurityEvent
-from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from qcdr_common.contracts.policies.v1 import PolicyDocument
 from qcdr_common.streams.envelope import Envelope, new_envelope
 from qcdr_common.streams.outbox import enqueue
@@ -33,7 +37,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qcdr_response import streams
 from qcdr_response.db.models import outbox
 from qcdr_response.lifecycle import repository as repo
-from qcdr_response.lifecycle.generation import Scope, ScopeGenerator, finding_to_event, render_yaml
+from qcdr_response.lifecycle.generation import (
+    IOC_SCOPE,
+    Scope,
+    ScopeGenerator,
+    ScopeResult,
+    finding_to_event,
+    render_yaml,
+)
 from qcdr_response.lifecycle.models import (
     FEDERATED_FAMILY,
     LinkOutcome,
@@ -45,6 +56,17 @@ from qcdr_response.policies.families.behaviour_anomaly import no_policy_reason
 
 SOURCE = "response"
 FINDING_VERSION = 1
+# Verdicts: what a source, threat intel, an ATT&CK rule or a chain says is an attack. Anomalies,
+# drift and DGA scores are not, so their destinations never land in the blocklist unreviewed.
+IOC_KINDS = frozenset(
+    {FindingKind.SOURCE, FindingKind.INTEL_MATCH, FindingKind.ATTACK_TECHNIQUE, FindingKind.CHAIN}
+)
+
+
+def carries_ioc(finding: Finding) -> bool:
+    """A verdict naming a destination address or port (the migration 0007 backfill's rule)."""
+    net = finding.network
+    return finding.kind in IOC_KINDS and net is not None and (net.ip is not None or net.port is not None)
 
 
 class EventCache:
@@ -79,6 +101,7 @@ class Lifecycle:
     cluster_id: str
     auto_apply: bool = False
     cache: EventCache = field(default_factory=lambda: EventCache(0))
+    ioc_blocklist: bool = True  # regenerate the CDR IOC blocklists (once mode's network documents)
 
     def new_status(self) -> PolicyStatus:
         # auto_apply approves every new version; the applier then puts it in the cluster
@@ -153,6 +176,7 @@ def _finding_row(envelope: Envelope, finding: Finding, scope: Scope | None) -> d
         "namespace": scope.namespace if scope else (finding.workload.namespace or ""),
         "envelope_id": envelope.id,
         "payload": finding.model_dump(mode="json"),
+        "ioc": carries_ioc(finding),
     }
 
 
@@ -179,41 +203,42 @@ async def handle_findings(session: AsyncSession, parsed: Parsed, lc: Lifecycle) 
 
     by_scope: dict[Scope, list[str]] = defaultdict(list)
     links: list[dict[str, Any]] = []
+    ioc_new = [i for i in sorted(inserted) if rows[i]["ioc"]] if lc.ioc_blocklist else []
+    unmapped_iocs: list[str] = []  # linked to the blocklist once it is generated
     for finding_id in sorted(inserted):
         scope = scopes[finding_id]
-        if scope is None:
-            event = events[finding_id]
-            techniques = ", ".join(event.techniques) or "none"
-            reason = no_policy_reason(event.category) or (
-                f"no generator answers category {event.category!r} (techniques: {techniques})"
-            )
-            links.append(_link(finding_id, None, LinkOutcome.UNMAPPED, reason))
+        if scope is None and rows[finding_id]["ioc"] and lc.ioc_blocklist:
+            unmapped_iocs.append(finding_id)
+        elif scope is None:
+            links.append(_link(finding_id, None, LinkOutcome.UNMAPPED, _unmapped_reason(events[finding_id])))
         else:
             by_scope[scope].append(finding_id)
 
     pending: list[Envelope] = []
-    await repo.lock_scopes(session, by_scope)
+    await repo.lock_scopes(session, [*by_scope, *([IOC_SCOPE] if ioc_new else [])])
     for scope in sorted(by_scope):
         cause = causes[by_scope[scope][0]]
         scope_events = await _scope_events(session, scope, events, lc.cache)
         result = lc.generator.generate(scope, scope_events)
-        covering: PolicyVersionRow | None = None
-        why_none = result.why_none()
-        for doc in result.documents:
-            version, changes = await _record_document(session, doc, lc, cause)
-            pending.extend(changes)
-            if version is not None and changes:  # only a new version has changes to announce
-                outcome.versions.append((version.policy_id, version.version))
-            if doc is result.main:
-                covering = version
-                if version is None:
-                    where = f"{doc.namespace}/" if doc.namespace else ""
-                    why_none = f"{doc.kind}/{where}{doc.name} is a federated policy (placed by the hub)"
+        covering, why_none = await _record_result(session, result, lc, cause, outcome, pending)
         for finding_id in by_scope[scope]:
             if covering is not None:
                 links.append(_link(finding_id, covering.id, LinkOutcome.LINKED, None))
             else:
                 links.append(_link(finding_id, None, LinkOutcome.DROPPED, why_none))
+    if ioc_new:
+        ids = await repo.ioc_finding_ids(session)
+        result = lc.generator.generate_iocs(await _load_events(session, ids, events, lc.cache))
+        covering, why_none = await _record_result(session, result, lc, causes[ioc_new[0]], outcome, pending)
+        for finding_id in unmapped_iocs:
+            if covering is not None:
+                links.append(_link(finding_id, covering.id, LinkOutcome.LINKED, None))
+            elif result.refusals:
+                links.append(_link(finding_id, None, LinkOutcome.DROPPED, why_none))
+            else:
+                # an excluded indicator (a private address, a port not on the list) blocks nothing
+                reason = f"{_unmapped_reason(events[finding_id])}; its indicators are not blockable"
+                links.append(_link(finding_id, None, LinkOutcome.UNMAPPED, reason))
     outcome.links = await repo.link_findings(session, links) if links else 0
     await enqueue(session, outbox, streams.EVENTS, pending)
     outcome.outbox_rows = len(pending)
@@ -232,10 +257,47 @@ def _link(
     }
 
 
+def _unmapped_reason(event: SecurityEvent) -> str:
+    techniques = ", ".join(event.techniques) or "none"
+    return no_policy_reason(event.category) or (
+        f"no generator answers category {event.category!r} (techniques: {techniques})"
+    )
+
+
+async def _record_result(
+    session: AsyncSession,
+    result: ScopeResult,
+    lc: Lifecycle,
+    cause: Envelope,
+    outcome: BatchOutcome,
+    pending: list[Envelope],
+) -> tuple[PolicyVersionRow | None, str]:
+    """Record a scope's documents; returns the version covering its findings (or why none)."""
+    covering: PolicyVersionRow | None = None
+    why_none = result.why_none()
+    for doc in result.documents:
+        version, changes = await _record_document(session, doc, lc, cause)
+        pending.extend(changes)
+        if version is not None and changes:  # only a new version has changes to announce
+            outcome.versions.append((version.policy_id, version.version))
+        if doc is result.main:
+            covering = version
+            if version is None:
+                where = f"{doc.namespace}/" if doc.namespace else ""
+                why_none = f"{doc.kind}/{where}{doc.name} is a federated policy (placed by the hub)"
+    return covering, why_none
+
+
 async def _scope_events(
     session: AsyncSession, scope: Scope, batch: dict[str, SecurityEvent], cache: EventCache
 ) -> list[SecurityEvent]:
-    ids = await repo.scope_finding_ids(session, scope)
+    return await _load_events(session, await repo.scope_finding_ids(session, scope), batch, cache)
+
+
+async def _load_events(
+    session: AsyncSession, ids: Sequence[str], batch: dict[str, SecurityEvent], cache: EventCache
+) -> list[SecurityEvent]:
+    """The findings ``ids`` as events: from this batch, the cache, or the table (then cached)."""
     found: list[SecurityEvent] = []
     missing: list[str] = []
     for finding_id in ids:

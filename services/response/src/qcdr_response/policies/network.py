@@ -27,6 +27,7 @@ CILIUM_NAME = "qualys-cdr-blocklist"
 TRACING_FILE = "cdr-dynamic-blocklist.yaml"
 TRACING_NAME = "cdr-dynamic-blocklist"
 GENERATOR = "cdr-iocs"
+FAMILY = "network-iocs"
 
 
 def _cidr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -38,7 +39,7 @@ def _common_meta(
 ) -> tuple[dict[str, str], dict[str, str]]:
     ids, omitted = md.bounded_list(sorted(iocs.source_ids), config.max_source_ids)
     lbls = md.policy_labels(
-        generator=GENERATOR, family="network-iocs", severity=Severity.HIGH, action=action, technique=None
+        generator=GENERATOR, family=FAMILY, severity=Severity.HIGH, action=action, technique=None
     )
     annos = {
         f"{md.PREFIX}/description": description,
@@ -87,7 +88,7 @@ def cilium_blocklist(iocs: IocSet, config: GenerationConfig) -> PolicyDocument |
         },
     }
     return PolicyDocument(
-        family="network-iocs",
+        family=FAMILY,
         filename=CILIUM_FILE,
         body=body,
         source_ids=sorted(iocs.source_ids),
@@ -140,7 +141,7 @@ def _tracing_doc(
         "spec": {"kprobes": kprobes},
     }
     return PolicyDocument(
-        family="network-iocs",
+        family=FAMILY,
         filename=TRACING_FILE,
         body=body,
         source_ids=sorted(iocs.source_ids),
