@@ -10,8 +10,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from qcdr_response.cli import cli
 from qcdr_common.testing.plugin import scratch_database
+from qcdr_response.cli import cli
 from qcdr_response.db import VERSION_TABLE, alembic_config, upgrade
 from qcdr_response.db.models import metadata
 from sqlalchemy import Connection, inspect
