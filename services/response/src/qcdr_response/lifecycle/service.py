@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import SecurityEvent
-from qcdr_common.contracts.findings.v1 import Finding, FindingKind
+from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.contracts.policies.v1 import PolicyDocument
 from qcdr_common.streams.envelope import Envelope, new_envelope
 from qcdr_common.streams.outbox import enqueue
@@ -45,6 +45,7 @@ from qcdr_response.lifecycle.generation import (
     finding_to_event,
     render_yaml,
 )
+from qcdr_response.lifecycle.iocs import carries_ioc
 from qcdr_response.lifecycle.models import (
     FEDERATED_FAMILY,
     LinkOutcome,
@@ -56,17 +57,6 @@ from qcdr_response.policies.families.behaviour_anomaly import no_policy_reason
 
 SOURCE = "response"
 FINDING_VERSION = 1
-# Verdicts: what a source, threat intel, an ATT&CK rule or a chain says is an attack. Anomalies,
-# drift and DGA scores are not, so their destinations never land in the blocklist unreviewed.
-IOC_KINDS = frozenset(
-    {FindingKind.SOURCE, FindingKind.INTEL_MATCH, FindingKind.ATTACK_TECHNIQUE, FindingKind.CHAIN}
-)
-
-
-def carries_ioc(finding: Finding) -> bool:
-    """A verdict naming a destination address or port (the migration 0007 backfill's rule)."""
-    net = finding.network
-    return finding.kind in IOC_KINDS and net is not None and (net.ip is not None or net.port is not None)
 
 
 class EventCache:
