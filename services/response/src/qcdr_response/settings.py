@@ -11,6 +11,7 @@ from qcdr_common.settings import CommonSettings
 
 from qcdr_response.dns.resolve_deny import parse_resolvers
 from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+from qcdr_response.policies.threat_intel import IntelFormat
 
 
 class ActionsMode(StrEnum):
@@ -19,6 +20,12 @@ class ActionsMode(StrEnum):
 
 
 class DnsResolveDenyMode(StrEnum):
+    OFF = "off"
+    FILES = "files"
+    APPLY = "apply"
+
+
+class ThreatIntelMode(StrEnum):
     OFF = "off"
     FILES = "files"
     APPLY = "apply"
@@ -158,6 +165,24 @@ class ResponseSettings(CommonSettings):
         description="Where the listed names are read (ingest's view, same database).",
     )
 
+    # --- the threat-intel blocklist: ingest's listed CIDRs -> once mode's threat-intel-blocklist.yaml
+    threat_intel_blocklist: ThreatIntelMode = Field(
+        default=ThreatIntelMode.OFF,
+        description="off; files: write threat-intel-blocklist.yaml into output_dir when ingest's "
+        "listed set changes; apply: also server-side apply it (and prune shards no longer needed). "
+        "Turning it on is the approval: the set follows the feeds, not a review.",
+    )
+    threat_intel_refresh_s: float = Field(default=60.0, ge=1, description="Seconds between reads of the set.")
+    threat_intel_view: str = Field(
+        default="ingest_intel_listed",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$",
+        description="Where the listed CIDRs are read (ingest's view, same database).",
+    )
+    threat_intel_format: IntelFormat = Field(
+        default=IntelFormat.GROUPS, description="groups: CiliumCIDRGroups behind one policy; inline."
+    )
+    threat_intel_group_size: int = Field(default=5000, ge=1, le=50_000, description="CIDRs per group.")
+
     @model_validator(mode="after")
     def _auto_apply_needs_a_cluster(self) -> ResponseSettings:
         if self.auto_apply and not self.cluster_configured:
@@ -166,6 +191,12 @@ class ResponseSettings(CommonSettings):
             raise ValueError("dns_resolve_deny=apply needs a cluster: set kubeconfig or kube_in_cluster")
         if self.dns_resolve_deny is DnsResolveDenyMode.FILES and self.output_dir is None:
             raise ValueError("dns_resolve_deny=files needs output_dir")
+        if self.threat_intel_blocklist is ThreatIntelMode.APPLY and not self.cluster_configured:
+            raise ValueError(
+                "threat_intel_blocklist=apply needs a cluster: set kubeconfig or kube_in_cluster"
+            )
+        if self.threat_intel_blocklist is ThreatIntelMode.FILES and self.output_dir is None:
+            raise ValueError("threat_intel_blocklist=files needs output_dir")
         try:
             parse_resolvers(self.dns_resolvers)
         except ValueError as exc:

@@ -31,6 +31,7 @@ from qcdr_response.db.models import outbox
 from qcdr_response.dns.service import ResolveDenyService
 from qcdr_response.federation.handlers import BatchResult, FederatedPoliciesHandler
 from qcdr_response.federation.service import Federation
+from qcdr_response.intel.blocklist import ThreatIntelBlocklistService
 from qcdr_response.lifecycle import files
 from qcdr_response.lifecycle import repository as repo
 from qcdr_response.lifecycle.cluster import ClusterGateway
@@ -41,7 +42,7 @@ from qcdr_response.lifecycle.service import BatchOutcome, EventCache, Lifecycle
 from qcdr_response.lifecycle.transitions import ClusterFailedError, TransitionError, apply
 from qcdr_response.outputs.runtime import OutputsRuntime
 from qcdr_response.policies.checks import default_checker
-from qcdr_response.settings import DnsResolveDenyMode, ResponseSettings, get_settings
+from qcdr_response.settings import DnsResolveDenyMode, ResponseSettings, ThreatIntelMode, get_settings
 
 log = get_logger(__name__)
 
@@ -120,6 +121,9 @@ class ResponseWorker:
         self.resolve_deny: ResolveDenyService | None = None
         if settings.dns_resolve_deny is not DnsResolveDenyMode.OFF:
             self.resolve_deny = ResolveDenyService(settings, self.sessions, cluster)
+        self.threat_intel: ThreatIntelBlocklistService | None = None
+        if settings.threat_intel_blocklist is not ThreatIntelMode.OFF:
+            self.threat_intel = ThreatIntelBlocklistService(settings, self.sessions, cluster)
         self.lag = LagExporter(
             redis, prefix=settings.redis_prefix, groups=groups, outboxes=[(engine, outbox)]
         )
@@ -188,6 +192,8 @@ class ResponseWorker:
         loops += self.outputs.loops()
         if self.resolve_deny is not None:
             loops.append(self.resolve_deny.run)
+        if self.threat_intel is not None:
+            loops.append(self.threat_intel.run)
         try:
             await run_until_stopped(*loops, stop=stop, signals=signals)
         finally:

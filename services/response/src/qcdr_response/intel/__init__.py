@@ -1,0 +1,1 @@
+"""Threat-intel blocklists the response service keeps from ingest's indicator set."""
