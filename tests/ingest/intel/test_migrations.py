@@ -31,8 +31,9 @@ INGEST_TABLES = {
     "intel_indicator_state",
     "intel_domains",
     "ingest_images",
+    "intel_reputation_queue",
 }
-HEAD = "0004"
+HEAD = "0005"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from qcdr_common.streams import OutboxRelay
 from qcdr_ingest.app import create_app
 from qcdr_ingest.db import upgrade
 from qcdr_ingest.db.outbox import OUTBOX
+from qcdr_ingest.intel.abuseipdb import AbuseIPDBSettings
 from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.settings import IngestSettings
 from redis.asyncio import Redis
@@ -35,6 +36,7 @@ TABLES = (
     "intel_indicator_state",
     "intel_feed_state",
     "intel_reputation",
+    "intel_reputation_queue",
     "intel_domains",
 )
 
@@ -92,9 +94,19 @@ MakeClient = Callable[..., AbstractAsyncContextManager[tuple[Client, FastAPI]]]
 def make_client(make_ingest_settings: Callable[..., IngestSettings]) -> MakeClient:
     @asynccontextmanager
     async def make(
-        token: str | None = WRITE_TOKEN, qualys: QualysSettings | None = None, **overrides: Any
+        token: str | None = WRITE_TOKEN,
+        qualys: QualysSettings | None = None,
+        abuseipdb: AbuseIPDBSettings | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[tuple[Client, FastAPI]]:
-        app = create_app(make_ingest_settings(**overrides), qualys=qualys or QualysSettings(), auth=AUTH)
+        # no key unless a test gives one: a developer's real ABUSEIPDB_API_KEY never reaches a test
+        abuseipdb = abuseipdb or AbuseIPDBSettings(_env_file=None, api_key=None)
+        app = create_app(
+            make_ingest_settings(**overrides),
+            qualys=qualys or QualysSettings(),
+            auth=AUTH,
+            abuseipdb=abuseipdb,
+        )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with (
             LifespanManager(app) as manager,

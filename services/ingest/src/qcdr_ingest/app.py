@@ -29,6 +29,8 @@ from qcdr_ingest.dns.router import router as dns_router
 from qcdr_ingest.events.ratelimit import TokenBuckets
 from qcdr_ingest.events.registry import load_adapters
 from qcdr_ingest.events.router import router as events_router
+from qcdr_ingest.intel.abuseipdb import AbuseIPDBSettings
+from qcdr_ingest.intel.reputation_queue import reputation_freshness
 from qcdr_ingest.intel.router import router as intel_router
 from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.samples.registry import load_sample_adapters
@@ -53,8 +55,10 @@ def create_app(
     *,
     qualys: QualysSettings | None = None,
     auth: ApiAuthSettings | None = None,
+    abuseipdb: AbuseIPDBSettings | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    abuseipdb = abuseipdb or AbuseIPDBSettings()
     # the DNS verdict is a question asked with a body: read-only tokens may ask it
     app = create_service_app(settings, title="qcdr ingest", auth=auth, read_paths=("/v1/dns/verdict",))
     app.include_router(events_router)
@@ -64,6 +68,7 @@ def create_app(
     app.state.adapters = load_adapters()
     app.state.sample_adapters = load_sample_adapters()
     app.state.rate_limiter = TokenBuckets(settings.events_rate_per_s, settings.events_rate_burst)
+    app.state.reputation_fresh_s = reputation_freshness(settings.reputation_enabled, abuseipdb)
     scorer = (
         AnalysisDgaScorer(
             settings.dga_analysis_url,
@@ -88,7 +93,12 @@ def create_app(
             tasks: list[asyncio.Task[None]] = []
             if settings.background_workers:
                 workers = build_workers(
-                    settings, qualys or get_qualys_settings(), app.state.engine, app.state.redis, sessions
+                    settings,
+                    qualys or get_qualys_settings(),
+                    app.state.engine,
+                    app.state.redis,
+                    sessions,
+                    abuseipdb=abuseipdb,
                 )
                 app.state.relay, app.state.workers = workers.relay, workers
                 tasks = [asyncio.create_task(run(stop)) for run in workers.runners()]

@@ -64,6 +64,14 @@ class IngestSettings(CommonSettings):
         default=True, description="Poll the Qualys CS images list when credentials are set."
     )
     images_interval: timedelta = Field(default=timedelta(minutes=15))
+    # AbuseIPDB reputation of event destinations (needs ABUSEIPDB_API_KEY; intel/reputation_queue.py)
+    reputation_enabled: bool = Field(
+        default=True,
+        description="With ABUSEIPDB_API_KEY: queue the public destinations of stored events and "
+        "check them; off: never, even with a key.",
+    )
+    reputation_interval_s: float = Field(default=10.0, gt=0, description="Seconds between queue checks.")
+    reputation_batch: int = Field(default=100, ge=1, le=1000, description="Addresses checked per cycle.")
     intel_ttl: timedelta = Field(
         default=timedelta(days=7), description="An indicator no feed lists any more goes after this."
     )

@@ -3,7 +3,8 @@
 - the outbox relay: publishes ``ingest_outbox`` rows to ``ingest:events`` and ``ingest:intel``;
 - the Qualys CDR poller, when Qualys credentials are configured (``QUALYS_*``);
 - the threat-intel scheduler, when ``QCDR_INTEL_ENABLED`` is true;
-- the Hubble Relay collector, when ``QCDR_HUBBLE_RELAY_ADDRESS`` is set (one replica at a time).
+- the Hubble Relay collector, when ``QCDR_HUBBLE_RELAY_ADDRESS`` is set (one replica at a time);
+- the AbuseIPDB reputation worker, when ``ABUSEIPDB_API_KEY`` is set (``QCDR_REPUTATION_ENABLED``).
 
 The poller and the scheduler take an advisory lock per cycle, and relays claim rows with
 ``SKIP LOCKED``, so any number of replicas may run them.
@@ -26,9 +27,12 @@ from qcdr_ingest.events.registry import load_adapters
 from qcdr_ingest.hubble.collector import HubbleCollector
 from qcdr_ingest.hubble.relay import RelayTarget
 from qcdr_ingest.images.worker import ImagesWorker
+from qcdr_ingest.intel.abuseipdb import AbuseIPDBSettings, ReputationChecker
 from qcdr_ingest.intel.feeds import DEFAULT_FEEDS, load_feeds
 from qcdr_ingest.intel.model import FeedSpec
+from qcdr_ingest.intel.reputation_queue import ReputationWorker, reputation_freshness
 from qcdr_ingest.intel.scheduler import IntelScheduler
+from qcdr_ingest.intel.state_postgres import PostgresReputationCache
 from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.qualys.poller import CdrPoller
 from qcdr_ingest.settings import IngestSettings
@@ -43,6 +47,7 @@ class Workers:
     scheduler: IntelScheduler | None = None
     images: ImagesWorker | None = None
     hubble: HubbleCollector | None = None
+    reputation: ReputationWorker | None = None
 
     def runners(self) -> list[Worker]:
         found: list[Worker] = [self.relay.run]
@@ -54,6 +59,8 @@ class Workers:
             found.append(self.scheduler.run)
         if self.hubble is not None:
             found.append(self.hubble.run)
+        if self.reputation is not None:
+            found.append(self.reputation.run)
         return found
 
     def describe(self) -> list[str]:
@@ -66,6 +73,8 @@ class Workers:
             names.append(f"intel scheduler ({len(self.scheduler.specs)} feeds)")
         if self.hubble is not None:
             names.append(f"hubble relay collector ({self.hubble.target.address})")
+        if self.reputation is not None:
+            names.append("abuseipdb reputation worker")
         return names
 
 
@@ -83,7 +92,10 @@ def build_workers(
     *,
     http: httpx.AsyncClient | None = None,
     qualys_transport: httpx.AsyncBaseTransport | None = None,
+    abuseipdb: AbuseIPDBSettings | None = None,
 ) -> Workers:
+    abuseipdb = abuseipdb or AbuseIPDBSettings()
+    fresh_s = reputation_freshness(settings.reputation_enabled, abuseipdb)
     relay = OutboxRelay(
         engine,
         redis,
@@ -106,6 +118,7 @@ def build_workers(
             service_name=settings.service_name,
             notify=relay.notify,
             transport=qualys_transport,
+            reputation_fresh_s=fresh_s,
         )
     if settings.images_enabled and qualys.has_credentials:
         workers.images = ImagesWorker(sessions, qualys, interval=settings.images_interval)
@@ -141,5 +154,13 @@ def build_workers(
             batch_wait_s=settings.hubble_batch_wait_s,
             backfill=settings.hubble_backfill,
             retry_max_s=settings.hubble_retry_max_s,
+            reputation_fresh_s=fresh_s,
+        )
+    if fresh_s is not None:
+        workers.reputation = ReputationWorker(
+            sessions,
+            ReputationChecker(abuseipdb, PostgresReputationCache(sessions), http=http),
+            interval_s=settings.reputation_interval_s,
+            batch=settings.reputation_batch,
         )
     return workers

@@ -15,6 +15,7 @@ from qcdr_ingest.dns.domain_store import DomainRow
 from qcdr_ingest.events.models import EventRow
 from qcdr_ingest.images.models import ImageRow
 from qcdr_ingest.intel.indicator_store import IndicatorRow, IntelStateRow
+from qcdr_ingest.intel.reputation_queue import ReputationQueueRow
 from qcdr_ingest.intel.state_postgres import FeedStateRow, ReputationRow
 from qcdr_ingest.qualys.watermarks import WatermarkRow
 
@@ -29,6 +30,7 @@ __all__ = [
     "IndicatorRow",
     "IngestBase",
     "IntelStateRow",
+    "ReputationQueueRow",
     "ReputationRow",
     "WatermarkRow",
     "metadata",

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qcdr_ingest.db.driver import driver_connection
 from qcdr_ingest.events.models import EventRow
 from qcdr_ingest.events.service import EventRecord
+from qcdr_ingest.intel.reputation_queue import NON_GLOBAL
 from qcdr_ingest.streams import EVENT_OBSERVED, EVENTS
 
 Ts = TypeVarTuple("Ts")
@@ -39,7 +40,7 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_events_stage (
 # Literal SQL (no interpolation); $1 stream, $2 envelope type, $3 producing service. The envelope
 # JSON is assembled here rather than shipped from Python: the COPY then carries each payload once,
 # which halved its cost (measured). It has the shape Envelope.to_json() gives; tests parse it.
-_INSERT = """
+_STORED = """
 WITH stored AS (
     INSERT INTO ingest_events
         (id, source, category, severity, event_time, cluster, namespace, pod, payload, received_at)
@@ -47,7 +48,7 @@ WITH stored AS (
            received_at
     FROM ingest_events_stage
     ON CONFLICT (id) DO NOTHING
-    RETURNING id
+    RETURNING id, payload->'network'->>'ip' AS ip
 ), announced AS (
     INSERT INTO ingest_outbox (envelope_id, stream, type, data)
     SELECT s.envelope_id, $1, $2, convert_to(concat(
@@ -58,16 +59,39 @@ WITH stored AS (
     FROM ingest_events_stage s JOIN stored USING (id)
     ORDER BY s.event_time, s.id
     RETURNING 1
+)"""
+_INSERT = _STORED + "\nSELECT count(*) FROM announced\n"
+# With AbuseIPDB on: the new events' public destinations without a fresh answer join the
+# reputation queue ($4 the non-global ranges, $5 the freshness in seconds); one row per address.
+_INSERT_QUEUEING = (  # literal SQL only
+    _STORED  # noqa: S608
+    + """, queued AS (
+    INSERT INTO intel_reputation_queue (ip)
+    SELECT DISTINCT s.ip::inet FROM stored s
+    WHERE s.ip IS NOT NULL
+      AND NOT s.ip::inet <<= ANY ($4::inet[])
+      AND NOT EXISTS (
+          SELECT 1 FROM intel_reputation r
+          WHERE r.ip = s.ip::inet AND r.checked_at > now() - make_interval(secs => $5))
+    ON CONFLICT (ip) DO NOTHING
+    RETURNING 1
 )
 SELECT count(*) FROM announced
 """
+)
 
 
 async def insert_events(
-    session: AsyncSession, rows: Sequence[EventRecord], *, service: str = "ingest"
+    session: AsyncSession,
+    rows: Sequence[EventRecord],
+    *,
+    service: str = "ingest",
+    reputation_fresh_s: float | None = None,
 ) -> int:
     """Store the events whose id is new and queue their envelopes; returns how many were new.
-    ``rows`` must be unique by id (the service deduplicates a batch before)."""
+    ``rows`` must be unique by id (the service deduplicates a batch before). With
+    ``reputation_fresh_s`` (AbuseIPDB configured), their public destinations without an answer
+    younger than that are queued for a reputation check."""
     if not rows:
         return 0
     # through the session: its first statement is what begins the transaction (see driver_connection)
@@ -76,7 +100,12 @@ async def insert_events(
     # rows of an earlier batch in this transaction (the poller stores several) must not count twice
     await conn.execute("DELETE FROM ingest_events_stage")
     await conn.copy_records_to_table(STAGE, records=rows, columns=STAGE_COLUMNS)
-    inserted = await conn.fetchval(_INSERT, EVENTS, EVENT_OBSERVED, service)
+    if reputation_fresh_s is None:
+        inserted = await conn.fetchval(_INSERT, EVENTS, EVENT_OBSERVED, service)
+    else:
+        inserted = await conn.fetchval(
+            _INSERT_QUEUEING, EVENTS, EVENT_OBSERVED, service, NON_GLOBAL, reputation_fresh_s
+        )
     return int(inserted)
 
 

@@ -167,7 +167,12 @@ async def post_events(
             ),
         )
     try:
-        stored = await repository.insert_events(session, prepared.rows, service=settings.service_name)
+        stored = await repository.insert_events(
+            session,
+            prepared.rows,
+            service=settings.service_name,
+            reputation_fresh_s=request.app.state.reputation_fresh_s,
+        )
         await session.commit()
     except asyncpg.PostgresError as exc:
         await session.rollback()

@@ -64,6 +64,7 @@ class HubbleCollector:
     cluster_id: str
     service_name: str = "ingest"
     notify: Callable[[], None] = lambda: None
+    reputation_fresh_s: float | None = None  # AbuseIPDB on: queue new destinations (insert_events)
     batch_max: int = 1000
     batch_wait_s: float = 0.5
     overlap: timedelta = timedelta(seconds=10)
@@ -188,7 +189,9 @@ class HubbleCollector:
             self.adapter, service.Batch(items), self.cluster_id, default_cluster=self.cluster_id
         )
         async with self.sessions() as session:
-            stored = await repository.insert_events(session, prepared.rows, service=self.service_name)
+            stored = await repository.insert_events(
+                session, prepared.rows, service=self.service_name, reputation_fresh_s=self.reputation_fresh_s
+            )
             if latest is not None:
                 counts = {"flows": len(items), "stored": stored, "ignored": converted.ignored}
                 await set_watermark(session, WATERMARK, latest, self.clock(), counts)

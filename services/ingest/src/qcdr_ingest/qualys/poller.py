@@ -87,8 +87,10 @@ class CdrPoller:
         notify: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = utc_now,
+        reputation_fresh_s: float | None = None,
     ) -> None:
         self._engine = engine
+        self._reputation_fresh_s = reputation_fresh_s
         self._sessions = sessions
         self._qualys = qualys
         self.interval = interval
@@ -142,7 +144,9 @@ class CdrPoller:
                     result.malformed += 1
                     result.warnings.append(f"finding {chunk[position].id!r}: {reason}")
                 rows = prepared.rows
-                result.stored += await repository.insert_events(session, rows, service=self._service)
+                result.stored += await repository.insert_events(
+                    session, rows, service=self._service, reputation_fresh_s=self._reputation_fresh_s
+                )
                 result.duplicates += len(rows)
             result.duplicates -= result.stored
             await set_watermark(session, WATERMARK, now, self._clock(), result.details())
