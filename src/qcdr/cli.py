@@ -190,8 +190,9 @@ def run(
         bool,
         typer.Option(
             "--dns-resolve-deny",
-            help="Resolve the names on the domain feeds (--feeds, format domains or hosts) and deny "
-            "their addresses for their TTL: dns-resolve-deny.yaml. Needs --threat-intel.",
+            help="Resolve the IOC domains of the findings and, with --threat-intel, the names on the "
+            "domain feeds (--feeds, format domains or hosts), and deny their addresses for their "
+            "TTL: dns-resolve-deny.yaml.",
         ),
     ] = False,
     dns_resolver: Annotated[
@@ -236,8 +237,6 @@ def run(
         elif feeds is not None:
             raise UsageError("--feeds needs --threat-intel")
         if dns_resolve_deny:
-            if not threat_intel:
-                raise UsageError("--dns-resolve-deny needs --threat-intel (the domain feeds come with it)")
             options.dns = _dns_options(options, dns_resolver or [], dns_max_names, dns_tetragon)
         elif dns_resolver or dns_tetragon:
             raise UsageError("--dns-resolver and --dns-tetragon need --dns-resolve-deny")

@@ -1,9 +1,13 @@
-"""``--dns-resolve-deny`` in once mode: names on the domain feeds -> their addresses ->
-``dns-resolve-deny.yaml`` (CiliumCIDRGroups behind one deny policy, optionally a Tetragon policy).
+"""``--dns-resolve-deny`` in once mode: the run's IOC domains and the names on the domain feeds ->
+their addresses -> ``dns-resolve-deny.yaml`` (CiliumCIDRGroups behind one deny policy, optionally a
+Tetragon policy).
 
-Cilium cannot deny by name, so the names the domain feeds list (``domains`` and ``hosts`` formats
-in the ``--feeds`` file) are resolved against the cluster's DNS and their addresses denied for their
-TTL (:mod:`qcdr_response.dns.resolve_deny`). The address cache lives in
+Cilium cannot deny by name, so the domains the run's CDR findings name (the IOC domains of
+``iocs.json``) and, with ``--threat-intel``, the names the domain feeds list (``domains`` and
+``hosts`` formats in the ``--feeds`` file) are resolved against the cluster's DNS and their
+addresses denied for their TTL (:mod:`qcdr_response.dns.resolve_deny`). The IOC domains come first:
+workloads here used them. Names that cannot resolve publicly (``metadata.google.internal``,
+``*.cluster.local``, a single label) are left out and reported. The address cache lives in
 ``<state-dir>/dns/resolve-deny.json``: an address stays blocked until its TTL ends even when a later
 run cannot resolve the name, so the CronJob's schedule is the refresh interval (run it more often
 than the TTL floor, 60 s by default, and addresses never lapse between runs).
@@ -11,6 +15,7 @@ than the TTL floor, 60 s by default, and addresses never lapse between runs).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ from qcdr_response.dns.resolve_deny import (
     RefreshReport,
     ResolveDeny,
     ResolveDenyConfig,
+    public_name,
     system_nameservers,
 )
 
@@ -54,9 +60,11 @@ class DnsBlockResult:
     addresses: int
     documents: list[PolicyDocument]
     warnings: list[str] = field(default_factory=list)
+    ioc_names: int = 0  # IOC domains of the run's findings resolved (before the feed names)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "ioc_names": self.ioc_names,
             "listed_names": self.listed,
             "resolved_names": sum(1 for v in self.report.resolved.values() if v),
             "failed": dict(sorted(self.report.failed.items())),
@@ -75,7 +83,9 @@ def _chosen(names: dict[str, int], limit: int) -> tuple[list[str], int]:
 
 
 async def run_resolve_deny(
-    options: DnsBlockOptions, domain_feeds: list[tuple[FeedSpec, bytes]]
+    options: DnsBlockOptions,
+    domain_feeds: list[tuple[FeedSpec, bytes]],
+    ioc_domains: Sequence[str] = (),
 ) -> DnsBlockResult:
     warnings: list[str] = []
     nameservers = options.nameservers or system_nameservers()
@@ -98,10 +108,17 @@ async def run_resolve_deny(
         except orjson.JSONDecodeError:
             warnings.append(f"{state_path}: unreadable, started afresh")
     indicators = build(domain_feeds)
-    if not domain_feeds:
-        warnings.append("no domain feeds (format domains or hosts) in the feed list: nothing to resolve")
-    listed = {name: len(listings) for name, listings in indicators.entries.items()}
-    names, left_out = _chosen(listed, options.max_names)
+    iocs = sorted({d.strip().rstrip(".").lower() for d in ioc_domains if d.strip()})
+    local = [d for d in iocs if not public_name(d)]
+    iocs = [d for d in iocs if public_name(d)]
+    if local:
+        warnings.append(f"IOC domains that only resolve locally, left out: {', '.join(local[:10])}")
+    if not domain_feeds and not iocs:
+        warnings.append("no IOC domains and no domain feeds (format domains or hosts): nothing to resolve")
+    listed = {name: len(listings) for name, listings in indicators.entries.items() if name not in iocs}
+    chosen, left_out = _chosen(listed, max(options.max_names - len(iocs), 0))
+    names = iocs[: options.max_names] + chosen
+    left_out += max(len(iocs) - options.max_names, 0)
     if left_out:
         warnings.append(
             f"size limit {options.max_names} names: {left_out} listed by the fewest feeds left out"
@@ -113,4 +130,12 @@ async def run_resolve_deny(
         PolicyDocument(family=PIPELINE, filename=FILENAME, body=body, finding_count=0, targets=targets)
         for body in deny.manifests()
     ]
-    return DnsBlockResult(len(listed), report, left_out, len(deny.entries), documents, warnings)
+    return DnsBlockResult(
+        len(listed),
+        report,
+        left_out,
+        len(deny.entries),
+        documents,
+        warnings,
+        ioc_names=min(len(iocs), options.max_names),
+    )

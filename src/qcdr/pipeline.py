@@ -192,8 +192,9 @@ async def run_cycle(
         intel.documents = generator.check_documents(intel.documents, result.refusals)
         lap("intel")
     dns = None
-    if options.dns is not None and intel is not None:
-        dns = await run_resolve_deny(options.dns, intel.domain_feeds)
+    if options.dns is not None:
+        feeds = intel.domain_feeds if intel is not None else []
+        dns = await run_resolve_deny(options.dns, feeds, sorted(result.iocs.domains))
         dns.documents = generator.check_documents(dns.documents, result.refusals)
         lap("dns")
     reputation = await check_reputation(

@@ -161,7 +161,8 @@ def _print_dns(report: RunReport, console: Console, output: Path, verb: str) -> 
     resolved = sum(1 for v in r.resolved.values() if v)
     console.print("\nResolving blocked domains (Cilium cannot deny by name)...")
     console.print(
-        f"{dns.listed} names on the domain feeds: {resolved} resolved, {len(r.failed)} failed; "
+        f"{dns.ioc_names} IOC domains and {dns.listed} names on the domain feeds: {resolved} resolved, "
+        f"{len(r.failed)} failed; "
         f"{dns.addresses} addresses denied ({r.expired} expired since the last run)",
         highlight=False,
     )

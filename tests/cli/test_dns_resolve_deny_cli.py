@@ -124,24 +124,51 @@ def test_listed_names_become_a_valid_deny_that_outlives_a_failed_lookup(
 
     human = runner.invoke(app, _args(files, port), env={"ABUSEIPDB_API_KEY": ""})
     assert human.exit_code == 0, human.output
-    assert "4 names on the domain feeds: 1 resolved, 2 failed; 3 addresses denied" in human.output
+    assert "0 IOC domains and 4 names on the domain feeds: 1 resolved, 2 failed; 3 addresses denied" in (
+        human.output
+    )
     assert "Loaded 4 domains from bad-domains" in human.output
 
 
 @pytest.mark.parametrize(
     ("extra", "drop", "message"),
     [
-        ([], "--threat-intel", "--dns-resolve-deny needs --threat-intel"),
         (["--dns-resolver", "dns.example"], None, "not an IP address"),
         (["--dns-resolver", "127.0.0.1:99999"], None, "the port must be 1-65535"),
     ],
 )
 def test_usage_errors(files: dict[str, Path], extra: list[str], drop: str | None, message: str) -> None:
     args = [a for a in _args(files, 53) if a != drop] + extra
-    if drop == "--threat-intel":
-        args.remove("--feeds")
-        args.remove(str(files["feeds"]))
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
     assert not files["out"].exists()
+
+
+def test_the_findings_ioc_domains_are_denied_without_feeds(
+    zone: tuple[int, Zone], files: dict[str, Path], shared_path: Path
+) -> None:
+    """The domains CDR findings name (iocs.json) are resolved and denied first, with or without
+    --threat-intel; names that only resolve inside a cloud or a cluster are left out, said so."""
+    port, resolver = zone
+    resolver.records["c2.evil.example."] = [("A", "198.51.100.77", 600)]
+    findings = generate_findings(6, seed=3, now=datetime.now(UTC))
+    findings[0]["networkInformation"] = {
+        "protocol": "TCP",
+        "domain": "c2.evil.example",
+        "destinationPort": 443,
+    }
+    findings[1]["networkInformation"] = {"protocol": "TCP", "domain": "metadata.google.internal"}
+    files["events"].write_bytes(orjson.dumps(findings))
+    args = [a for a in _args(files, port) if a not in ("--threat-intel", "--feeds", str(files["feeds"]))]
+    result = runner.invoke(app, [*args, "--json"], env={"ABUSEIPDB_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)["dns_resolve_deny"]
+    assert (report["ioc_names"], report["listed_names"], report["resolved_names"]) == (1, 0, 1)
+    assert any("metadata.google.internal" in w for w in report["warnings"])
+    docs = list(yaml.safe_load_all((files["out"] / "dns-resolve-deny.yaml").read_text()))
+    group = next(d for d in docs if d["kind"] == "CiliumCIDRGroup")
+    assert group["spec"]["externalCIDRs"] == ["198.51.100.77/32"]
+    validator = ManifestValidator(shared_path)
+    for doc in docs:
+        assert validator.errors(doc) == [], doc["metadata"]["name"]

@@ -314,3 +314,33 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
         parse_resolvers(("127.0.0.1:53", "127.0.0.2:5353"))
     with pytest.raises(ValueError, match="1-65535"):
         parse_resolvers(("127.0.0.1:0",))
+
+
+async def test_the_domains_verdicts_name_are_resolved_too(
+    database_url: str, dns_server: tuple[int, Zone], tmp_path: Path
+) -> None:
+    """Once mode resolves the CDR findings' IOC domains; the service does so for verdict findings
+    (not anomalies), even without ingest's view, and never for names that only resolve locally."""
+    port, zone = dns_server
+    zone.records["c2.evil.example."] = [("A", "198.51.100.77", 600)]
+    zone.records["seen.anomaly.example."] = [("A", "198.51.100.78", 600)]
+    rows = [
+        ("v-1", "source", {"network": {"domain": "C2.evil.example."}}),
+        ("v-2", "attack_technique", {"network": {"domain": "metadata.google.internal"}}),
+        ("a-1", "anomaly", {"network": {"domain": "seen.anomaly.example"}}),
+    ]
+    await _sql(
+        database_url,
+        "INSERT INTO response_findings (id, kind, category, severity, event_time, namespace, envelope_id,"
+        " payload) VALUES ($1, $2, 'c', 'high', now(), 'shop', $1, $3)",
+        *[(i, kind, json.dumps(payload)) for i, kind, payload in rows],
+    )
+    try:
+        settings = _settings(database_url, port, tmp_path, None, dns_listed_view="no_such_view")
+        outcome = await _refresh(settings, Clock())
+    finally:
+        await _sql(database_url, "TRUNCATE response_findings, response_dns_resolve_deny CASCADE")
+    assert outcome.error is None
+    assert outcome.resolved == 1
+    docs = [d for d in yaml.safe_load_all((tmp_path / "out" / FILENAME).read_text()) if d]
+    assert docs[0]["spec"]["externalCIDRs"] == ["198.51.100.77/32"]

@@ -73,6 +73,16 @@ def system_nameservers() -> tuple[str, ...]:
         return ()
 
 
+# Suffixes that only resolve inside a cluster, a cloud or a LAN: never a public name to deny.
+LOCAL_SUFFIXES = (".internal", ".local", ".localhost", ".localdomain", ".svc", ".arpa", ".lan", ".home")
+
+
+def public_name(name: str) -> bool:
+    """Whether ``name`` (lower case, no trailing dot) can resolve publicly (a CDR finding may name
+    ``metadata.google.internal`` or a ``*.svc.cluster.local`` service)."""
+    return "." in name and not name.endswith(LOCAL_SUFFIXES)
+
+
 class ResolveDenyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,7 +1,8 @@
 """Resolve-and-deny as a loop of the response service (``QCDR_DNS_RESOLVE_DENY=files|apply``).
 
-Every ``dns_refresh_s`` seconds: the names ingest's domain feeds list (the view
-``ingest_intel_domains``, most-listed first, at most ``dns_max_names``) are resolved against the
+Every ``dns_refresh_s`` seconds: the names pods asked for that a feed lists, the domains verdict
+findings name (the CDR IOC domains once mode resolves too) and the names ingest's domain feeds list
+(the view ``ingest_intel_domains``, most-listed first), at most ``dns_max_names``, are resolved against the
 cluster's DNS, their addresses kept for their TTL (:mod:`qcdr_response.dns.resolve_deny`), and the
 CIDR groups, the deny policy and optionally the Tetragon policy are
 
@@ -41,9 +42,11 @@ from qcdr_response.dns.resolve_deny import (
     ResolveDeny,
     ResolveDenyConfig,
     parse_resolvers,
+    public_name,
     system_nameservers,
 )
 from qcdr_response.lifecycle.cluster import ClusterGateway
+from qcdr_response.lifecycle.iocs import IOC_KINDS
 from qcdr_response.policies import metadata as md
 from qcdr_response.policies.apply import DEFAULT_MANAGED_KINDS, apply_documents
 from qcdr_response.policies.files import write_files
@@ -156,6 +159,26 @@ class ResolveDenyService:
         )
         return [str(r.domain).strip().rstrip(".").lower() for r in rows if r.domain]
 
+    async def _ioc_domains(self, session: AsyncSession) -> list[str]:
+        """Domains verdict findings (a source detection, a threat-intel match, an ATT&CK rule, a
+        chain) named in the last ``dns_asked_days``, most recent first: once mode's IOC domains.
+        Names that only resolve locally (``metadata.google.internal``) are left out."""
+        rows = await session.execute(
+            text(
+                "SELECT lower(rtrim(payload->'network'->>'domain', '.')) AS domain, "
+                "max(received_at) AS last FROM response_findings "
+                "WHERE kind = ANY(:kinds) AND payload->'network'->>'domain' IS NOT NULL "
+                "AND received_at > now() - make_interval(days => :days) "
+                "GROUP BY 1 ORDER BY last DESC, 1 LIMIT :n"
+            ),
+            {
+                "kinds": sorted(k.value for k in IOC_KINDS),
+                "days": self.settings.dns_asked_days,
+                "n": self.settings.dns_max_names,
+            },
+        )
+        return [str(r.domain) for r in rows if r.domain and public_name(str(r.domain))]
+
     async def _listed(self, session: AsyncSession) -> tuple[list[str], int] | None:
         """(names, how many were left out): the names pods asked for, then the listed ones, most
         feeds first; None when the view is not there."""
@@ -165,7 +188,7 @@ class ResolveDenyService:
             return None
         # the view name is checked against an identifier pattern in the settings
         limit = self.settings.dns_max_names
-        asked = list(dict.fromkeys(await self._asked(session, view)))
+        asked = list(dict.fromkeys([*await self._asked(session, view), *await self._ioc_domains(session)]))
         rows = await session.execute(
             text(f"SELECT domain FROM {view} ORDER BY cardinality(feeds) DESC, domain LIMIT :n"),  # noqa: S608
             {"n": limit},
@@ -213,9 +236,10 @@ class ResolveDenyService:
             if listed is None:
                 outcome.warnings.append(
                     f"{self.settings.dns_listed_view} is not in this database (ingest not migrated, or "
-                    "another database): no names to resolve; addresses already known stay until their TTL"
+                    "another database): only the findings' IOC domains are resolved; addresses already "
+                    "known stay until their TTL"
                 )
-                names: list[str] = []
+                names: list[str] = (await self._ioc_domains(session))[: self.settings.dns_max_names]
             else:
                 names, outcome.left_out = listed
             if outcome.left_out:
