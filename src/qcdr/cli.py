@@ -105,6 +105,15 @@ def run(
         ),
     ] = False,
     interval: Annotated[str, typer.Option(help="Controller-loop interval (30s, 5m, 1h, 1h30m).")] = "1h",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Controller loop: serve Prometheus metrics on this port (/metrics): cycles, last "
+            "success, duration, findings, policies, IOCs. Not with --once.",
+        ),
+    ] = None,
     events_file: Annotated[
         Path | None, typer.Option(help="Read findings from a JSON/JSONL file instead of the Qualys API.")
     ] = None,
@@ -236,6 +245,8 @@ def run(
             )
         elif feeds is not None:
             raise UsageError("--feeds needs --threat-intel")
+        if metrics_port is not None and once:
+            raise UsageError("--metrics-port is for the controller loop, not --once")
         if dns_resolve_deny:
             options.dns = _dns_options(options, dns_resolver or [], dns_max_names, dns_tetragon)
         elif dns_resolver or dns_tetragon:
@@ -244,6 +255,13 @@ def run(
     except (UsageError, ValueError, ValidationError) as exc:
         _fail(_one_line(exc), EXIT_USAGE)
     applier = _make_applier(kubeconfig, dry_run) if apply else None
+    if metrics_port is not None:
+        from qcdr import metrics
+
+        try:
+            metrics.serve(metrics_port)
+        except OSError as exc:
+            _fail(f"--metrics-port {metrics_port}: {exc.strerror or exc}", EXIT_USAGE)
     code = asyncio.run(_main(options, source, once=once, every=every, json_out=json_out, applier=applier))
     raise typer.Exit(code)
 

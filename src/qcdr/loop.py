@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from qcdr import metrics
 from qcdr.apply_step import ApplyError
 from qcdr.intel_step import IntelError
 from qcdr.pipeline import RunOptions, RunReport, run_cycle
@@ -85,12 +87,14 @@ async def run_loop(
     stop.install()
     while True:
         code = EXIT_OK
+        started = time.perf_counter()
         try:
             report = await _one(options, source, json_out=json_out, applier=applier, err=err)
         except (SourceError, ApplyError, IntelError, OSError) as exc:
             err.print(f"qcdr: error: {exc}", highlight=False, markup=False)
             code = EXIT_FAILURE
             report = None
+        metrics.record(report, time.perf_counter() - started)
         if report is not None:
             if json_out:
                 console.file.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")

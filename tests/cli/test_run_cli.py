@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from qcdr_common.testing.k8s_server import K8sTestServer
@@ -39,6 +42,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     [
         (["--once", "--action", "Nuke"], "--action must be one of"),
         (["--once", "--interval", "soon"], "not a duration"),
+        (["--once", "--metrics-port", "9100"], "--metrics-port is for the controller loop, not --once"),
         (["--once", "--tetragon-version", "1.2"], "Tetragon 1.2 is not supported"),
         (["--once", "--kernel", "4.19"], "kernel 4.19 is not supported"),
         (["--once", "--cilium-version", "1.14"], "Cilium 1.14 is not supported"),
@@ -157,7 +161,23 @@ def test_state_dir_deduplicates_across_runs(events_file: Path, tmp_path: Path) -
     assert (tmp_path / "state" / "watermark.json").exists()
 
 
-def test_controller_loop_stops_cleanly_on_sigterm(events_file: Path, tmp_path: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sample(text: str, name: str, labels: str = "") -> float | None:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_controller_loop_serves_metrics_and_stops_cleanly_on_sigterm(
+    events_file: Path, tmp_path: Path
+) -> None:
+    port = _free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -172,6 +192,8 @@ def test_controller_loop_stops_cleanly_on_sigterm(events_file: Path, tmp_path: P
         "--state-dir",
         str(tmp_path / "s"),
         "--json",
+        "--metrics-port",
+        str(port),
     ]
     log = tmp_path / "stderr.log"
     with (
@@ -184,6 +206,20 @@ def test_controller_loop_stops_cleanly_on_sigterm(events_file: Path, tmp_path: P
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+            # the first cycle is recorded once it is reported; the scrape sees it then
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                    if _sample(text, "qcdr_run_cycles_total", '{outcome="ok"}') == 1.0:
+                        break
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert (_sample(text, "qcdr_run_last_success_timestamp_seconds") or 0) > time.time() - 120
+            assert (_sample(text, "qcdr_run_policies") or 0) > 0
+            assert (_sample(text, "qcdr_run_findings", '{outcome="mapped"}') or 0) > 0
+            assert _sample(text, "qcdr_run_cycle_seconds_count") == 1.0
+            assert "python_gc_objects_collected_total" not in text  # its own registry only
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=15) == 0, log.read_text()
         finally:

@@ -4,7 +4,8 @@
   ``toCIDRSet`` for the IPs, and port denies only towards ``toEntities: [world]`` (a bare port
   deny would hit every in-cluster service on that port). ``enableDefaultDeny`` is off in both
   directions: without it an egressDeny-only policy puts every selected pod into egress
-  default-deny. Cilium has no FQDN *deny*, so domains stay data (``iocs.json``).
+  default-deny. Cilium has no FQDN *deny*, so domains stay data here (``iocs.json``); resolve-and-deny
+  (``--dns-resolve-deny``) denies their addresses.
 - ``cdr-dynamic-blocklist.yaml``: a TracingPolicy on ``tcp_connect`` (``sock`` ``DAddr``/``DPort``)
   for the same indicators, for clusters where Tetragon enforces but Cilium is not the CNI.
 """
