@@ -20,15 +20,14 @@ from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.dns_zone import Zone, serve_zone
 from qcdr_common.testing.k8s_server import K8sTestServer
-from qcdr_common.testing.plugin import scratch_database
 from qcdr_common.testing.schemas import ManifestValidator
 from qcdr_response.app import create_app
-from qcdr_response.db import upgrade
 from qcdr_response.dns.resolve_deny import parse_resolvers
 from qcdr_response.dns.service import FILE_HEADER, FILENAME, ResolveDenyService
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.settings import DnsResolveDenyMode, ResponseSettings
 
+from tests.response.feed_pipelines import migrated_database, run_sql, validating_k8s
 from tests.response.service.conftest import response_settings
 
 pytestmark = [pytest.mark.db]
@@ -69,33 +68,18 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def database_url(base_database_url: str) -> Iterator[str]:
-    """Response's and ingest's migrations: the names come from ingest's real view."""
-    from qcdr_ingest.db import upgrade as ingest_upgrade  # tests may import ingest; src may not
-
-    with scratch_database(base_database_url, "qcdr_response_dns") as url:
-        upgrade(url)
-        ingest_upgrade(url)
+    """Response's and ingest's migrations: the input comes from ingest's real view."""
+    with migrated_database(base_database_url, "qcdr_response_dns") as url:
         yield url
-
-
-async def _sql(url: str, statement: str, *rows: tuple[Any, ...]) -> None:
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
-    try:
-        if rows:
-            await connection.executemany(statement, rows)
-        else:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[str]:
-    await _sql(
+    await run_sql(
         database_url, "INSERT INTO intel_domains (domain, feeds, categories) VALUES ($1, $2, $3)", *LISTED
     )
     yield database_url
-    await _sql(database_url, "TRUNCATE intel_domains, response_dns_resolve_deny")
+    await run_sql(database_url, "TRUNCATE intel_domains, response_dns_resolve_deny")
 
 
 @pytest.fixture
@@ -106,8 +90,7 @@ def dns_server() -> Iterator[tuple[int, Zone]]:
 
 @pytest.fixture
 def k8s(shared_path: Path) -> Iterator[K8sTestServer]:
-    server = K8sTestServer(validator=ManifestValidator(shared_path))
-    with server.serve():
+    with validating_k8s(shared_path) as server:
         yield server
 
 
@@ -190,7 +173,7 @@ async def test_applies_refreshes_and_prunes_only_its_own(
     assert "198.51.100.7/32" not in _cidrs(k8s)
 
     # the name leaves the feeds and stops resolving: its addresses still live out their TTL
-    await _sql(db, "DELETE FROM intel_domains WHERE domain = 'fast.bad.example'")
+    await run_sql(db, "DELETE FROM intel_domains WHERE domain = 'fast.bad.example'")
     del zone.records["fast.bad.example."]
     clock.now += 1
     fourth = await _refresh(settings, clock)
@@ -230,7 +213,7 @@ async def test_files_mode_without_the_view_and_with_a_dead_resolver(
 ) -> None:
     port, _ = dns_server
     clock = Clock()
-    await _sql(database_url, "TRUNCATE response_dns_resolve_deny")
+    await run_sql(database_url, "TRUNCATE response_dns_resolve_deny")
     # the view is read by name: one that is not there is a warning, not a crash
     settings = _settings(database_url, port, tmp_path, None, dns_listed_view="no_such_view")
     outcome = await _refresh(settings, clock)
@@ -241,14 +224,14 @@ async def test_files_mode_without_the_view_and_with_a_dead_resolver(
     assert docs[0]["spec"]["externalCIDRs"] == []  # an empty group keeps the policy's reference valid
 
     # a resolver that does not answer: each name fails with a timeout, the refresh still completes
-    await _sql(
+    await run_sql(
         database_url, "INSERT INTO intel_domains (domain, feeds, categories) VALUES ($1, $2, $3)", *LISTED
     )
     try:
         silent = _settings(database_url, 9, tmp_path, None, dns_max_names=2)
         outcome = await _refresh(silent, clock)
     finally:
-        await _sql(database_url, "TRUNCATE intel_domains, response_dns_resolve_deny")
+        await run_sql(database_url, "TRUNCATE intel_domains, response_dns_resolve_deny")
     assert outcome.error is None
     assert (outcome.listed, outcome.left_out) == (2, 2)
     assert set(outcome.failed) == {"pool.bad.example", "fast.bad.example"}  # the most-listed first
@@ -279,7 +262,7 @@ async def test_names_pods_asked_for_come_first(db: str, dns_server: tuple[int, Z
     port, _ = dns_server
     payload = {"attributes": {"domain": "CDN.pool.bad.example.", "listed": "pool.bad.example"}}
     stale = {"attributes": {"domain": "old.fast.bad.example", "listed": "fast.bad.example"}}
-    await _sql(
+    await run_sql(
         db,
         "INSERT INTO response_findings (id, kind, category, severity, event_time, namespace, envelope_id,"
         " payload, received_at) VALUES ($1, 'intel_match', $2, 'high', now(), 'shop', $1, $3, $4)",
@@ -289,7 +272,7 @@ async def test_names_pods_asked_for_come_first(db: str, dns_server: tuple[int, Z
     try:
         outcome = await _refresh(_settings(db, port, tmp_path, None, dns_max_names=2), Clock())
     finally:
-        await _sql(db, "TRUNCATE response_findings CASCADE")
+        await run_sql(db, "TRUNCATE response_findings CASCADE")
     # the subdomain a pod asked for, then the most-listed name; a finding older than 7 days is not
     assert outcome.failed == {}
     assert (outcome.listed, outcome.left_out, outcome.addresses) == (2, 3, 3)
@@ -329,7 +312,7 @@ async def test_the_domains_verdicts_name_are_resolved_too(
         ("v-2", "attack_technique", {"network": {"domain": "metadata.google.internal"}}),
         ("a-1", "anomaly", {"network": {"domain": "seen.anomaly.example"}}),
     ]
-    await _sql(
+    await run_sql(
         database_url,
         "INSERT INTO response_findings (id, kind, category, severity, event_time, namespace, envelope_id,"
         " payload) VALUES ($1, $2, 'c', 'high', now(), 'shop', $1, $3)",
@@ -339,7 +322,7 @@ async def test_the_domains_verdicts_name_are_resolved_too(
         settings = _settings(database_url, port, tmp_path, None, dns_listed_view="no_such_view")
         outcome = await _refresh(settings, Clock())
     finally:
-        await _sql(database_url, "TRUNCATE response_findings, response_dns_resolve_deny CASCADE")
+        await run_sql(database_url, "TRUNCATE response_findings, response_dns_resolve_deny CASCADE")
     assert outcome.error is None
     assert outcome.resolved == 1
     docs = [d for d in yaml.safe_load_all((tmp_path / "out" / FILENAME).read_text()) if d]

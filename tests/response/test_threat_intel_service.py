@@ -8,19 +8,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import yaml
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.k8s_server import K8sTestServer
-from qcdr_common.testing.plugin import scratch_database
 from qcdr_common.testing.schemas import ManifestValidator
-from qcdr_response.db import upgrade
 from qcdr_response.intel.blocklist import FILE_HEADER, Outcome, ThreatIntelBlocklistService
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.policies.threat_intel import FILENAME
 from qcdr_response.settings import ResponseSettings, ThreatIntelMode
 
+from tests.response.feed_pipelines import migrated_database, run_sql, validating_k8s
 from tests.response.service.conftest import response_settings
 
 pytestmark = [pytest.mark.db]
@@ -46,39 +44,23 @@ GROUPS = ("qcdr-threat-intel-000", "qcdr-threat-intel-001")
 
 @pytest.fixture(scope="module")
 def database_url(base_database_url: str) -> Iterator[str]:
-    """Response's and ingest's migrations: the CIDRs come from ingest's real view."""
-    from qcdr_ingest.db import upgrade as ingest_upgrade  # tests may import ingest; src may not
-
-    with scratch_database(base_database_url, "qcdr_response_intel") as url:
-        upgrade(url)
-        ingest_upgrade(url)
+    """Response's and ingest's migrations: the input comes from ingest's real view."""
+    with migrated_database(base_database_url, "qcdr_response_intel") as url:
         yield url
-
-
-async def _sql(url: str, statement: str, *rows: tuple[Any, ...]) -> None:
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
-    try:
-        if rows:
-            await connection.executemany(statement, rows)
-        else:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[str]:
-    await _sql(
+    await run_sql(
         database_url, "INSERT INTO intel_indicators (cidr, feeds, confidence) VALUES ($1, $2, $3)", *LISTED
     )
     yield database_url
-    await _sql(database_url, "TRUNCATE intel_indicators")
+    await run_sql(database_url, "TRUNCATE intel_indicators")
 
 
 @pytest.fixture
 def k8s(shared_path: Path) -> Iterator[K8sTestServer]:
-    server = K8sTestServer(validator=ManifestValidator(shared_path))
-    with server.serve():
+    with validating_k8s(shared_path) as server:
         yield server
 
 
@@ -154,14 +136,14 @@ async def test_applies_follows_the_set_and_prunes_only_its_own(
         assert len(k8s.requests) == requests
 
         # the feeds shrink to one shard: the empty shard is pruned, the lifecycle's policy stays
-        await _sql(db, "DELETE FROM intel_indicators WHERE cidr <> '198.51.100.7/32'")
+        await run_sql(db, "DELETE FROM intel_indicators WHERE cidr <> '198.51.100.7/32'")
         shrunk = await loop.refresh()
         assert shrunk.outcome == "changed"
         assert shrunk.applied["pruned"] == [f"CiliumCIDRGroup/{GROUPS[1]}"], shrunk
         assert _group_cidrs(k8s) == {GROUPS[0]: ["198.51.100.7/32"]}
 
         # the set empties: the blocklist goes, the other policy is untouched
-        await _sql(db, "DELETE FROM intel_indicators")
+        await run_sql(db, "DELETE FROM intel_indicators")
         emptied = await loop.refresh()
         assert emptied.outcome == "changed"
         assert k8s.objects("CiliumCIDRGroup") == {}

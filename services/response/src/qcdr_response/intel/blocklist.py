@@ -31,16 +31,15 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 from qcdr_common.contracts.intel.v1 import BlockedCidr, FeedSummary, IntelBlocklist
-from qcdr_common.contracts.policies.v1 import PolicyDocument, dump_yaml
+from qcdr_common.contracts.policies.v1 import PolicyDocument
 from qcdr_common.logging import get_logger
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_response.lifecycle.cluster import ClusterGateway
-from qcdr_response.policies.apply import DEFAULT_MANAGED_KINDS, apply_documents
 from qcdr_response.policies.checks import default_checker
-from qcdr_response.policies.files import write_files
 from qcdr_response.policies.generate import PolicyGenerator, Refusal
+from qcdr_response.policies.pipeline_output import deliver
 from qcdr_response.policies.threat_intel import (
     FILENAME,
     SELECTOR,
@@ -55,7 +54,6 @@ FILE_HEADER = (
 )
 # pg_try_advisory_xact_lock key: one refresher at a time across replicas ("qcdr til" in ASCII)
 LOCK_KEY = 0x7163647220746C69
-KINDS = tuple(k for k in DEFAULT_MANAGED_KINDS if not k.namespaced)
 LISTED_CATEGORY = "listed"
 
 log = get_logger(__name__)
@@ -184,32 +182,18 @@ class ThreatIntelBlocklistService:
             outcome.outcome = "failed"
 
     async def _output(self, outcome: Outcome, docs: list[PolicyDocument]) -> None:
-        out = self.settings.output_dir
-        if out is not None:
-            content = FILE_HEADER + "---\n".join(dump_yaml(d.body) for d in docs)
-            # only this file; never a prune of the lifecycle's files
-            await asyncio.to_thread(write_files, out, {FILENAME: content}, prune=False)
-            outcome.file = str(out / FILENAME)
-        if self.settings.threat_intel_blocklist is not ThreatIntelMode.APPLY or self.cluster is None:
-            return
-        report = await apply_documents(
+        applying = self.settings.threat_intel_blocklist is ThreatIntelMode.APPLY
+        done = await deliver(
             docs,
-            self.cluster.client(),
-            field_manager=self.cluster.field_manager,
-            managed_selector=SELECTOR,
-            managed_kinds=KINDS,
-            prune=True,
+            output_dir=self.settings.output_dir,
+            filename=FILENAME,
+            header=FILE_HEADER,
+            cluster=self.cluster if applying else None,
+            selector=SELECTOR,
         )
-        outcome.applied = {
-            "created": [str(r) for r in report.created],
-            "configured": [str(r) for r in report.configured],
-            "unchanged": [str(r) for r in report.unchanged],
-            "pruned": [str(r) for r in report.pruned],
-            "failed": [f"{f.ref}: {f.message}" for f in report.failed],
-        }
-        outcome.warnings.extend(report.warnings)
-        if report.failed:
-            outcome.error = f"apply: {len(report.failed)} object(s) failed: {report.failed[0].message}"
+        outcome.file, outcome.applied = done.file, done.applied
+        outcome.warnings.extend(done.warnings)
+        outcome.error = done.error
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh now and every ``threat_intel_refresh_s`` until ``stop`` is set."""
