@@ -4,6 +4,7 @@ checks them against the local AbuseIPDB double and fills ``intel_reputation`` (w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,3 +107,25 @@ async def test_the_app_runs_the_worker_when_a_key_is_set(
         ) as (_, app):
             assert app.state.workers.reputation is None
             assert app.state.reputation_fresh_s is None
+
+
+async def test_a_spent_quota_pauses_the_worker_until_it_resets(
+    make_client: MakeClient, db: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    with served(answers=ANSWERS, remaining=1) as (double, url):
+        abuseipdb = make_settings(url, concurrency=1)
+        async with make_client(abuseipdb=abuseipdb) as (client, _):
+            await client.post("/v1/events/hubble", json=[flow(BAD), flow(CLEAN)])
+        worker = ReputationWorker(sessions, ReputationChecker(abuseipdb, PostgresReputationCache(sessions)))
+        assert await worker.cycle() == 1  # one check left in the day
+        assert len(await queued(db)) == 1  # the other waits, queued
+        assert worker.quota_reset_at is not None
+        assert worker._pause_s() > 0
+        # the loop does not ask while paused
+        requests = double.stats.check_requests
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        assert double.stats.check_requests == requests

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter, Gauge
 from qcdr_common.logging import get_logger
@@ -56,6 +56,9 @@ NON_GLOBAL = (
     "fe80::/10",
     "ff00::/8",
 )
+
+# when the API said the quota ran out but not when it resets
+QUOTA_PAUSE = timedelta(hours=1)
 
 log = get_logger(__name__)
 
@@ -99,6 +102,8 @@ class ReputationWorker:
         self.threshold = threshold
         self.interval_s = interval_s
         self.batch = batch
+        # the daily quota ran out: no asking until it resets (each try would be one more 429)
+        self.quota_reset_at: datetime | None = None
 
     async def cycle(self) -> int:
         """Check one batch of the queue; returns how many rows left it."""
@@ -133,21 +138,37 @@ class ReputationWorker:
         ):
             if items:
                 CHECKED.labels(result).inc(len(items))
+        if report.quota_exhausted:
+            self.quota_reset_at = report.quota.reset_at or datetime.now(UTC) + QUOTA_PAUSE
         if report.failed or report.not_checked or report.quota_exhausted:
             log.warning("reputation check incomplete", summary=report.summary(), messages=report.messages[:3])
         return len(done)
 
+    def _pause_s(self) -> float:
+        """Seconds until the quota resets (0 when it did not run out)."""
+        if self.quota_reset_at is None:
+            return 0.0
+        left = (self.quota_reset_at - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            self.quota_reset_at = None
+            return 0.0
+        return left
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Check the queue every ``interval_s`` (at once again while batches come back full)."""
+        """Check the queue every ``interval_s`` (at once again while batches come back full), and
+        not at all while the daily quota is spent."""
         while not stop.is_set():
-            wait = self.interval_s
-            try:
-                if await self.cycle() >= self.batch:
-                    wait = 0.0
-            except AbuseIPDBKeyError as exc:
-                log.error("AbuseIPDB refused the key; reputation checks paused", error=str(exc))
-                wait = max(self.interval_s, 300.0)
-            except Exception:  # database or network trouble: the queue waits for the next cycle
-                log.exception("reputation cycle failed")
+            wait = self._pause_s()
+            if not wait:
+                wait = self.interval_s
+                try:
+                    if await self.cycle() >= self.batch:
+                        wait = 0.0
+                except AbuseIPDBKeyError as exc:
+                    log.error("AbuseIPDB refused the key; reputation checks paused", error=str(exc))
+                    wait = max(self.interval_s, 300.0)
+                except Exception:  # database or network trouble: the queue waits for the next cycle
+                    log.exception("reputation cycle failed")
+                wait = self._pause_s() or wait  # this cycle may have spent the quota
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
