@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from qcdr_common.db import make_engine, make_session_factory
@@ -180,3 +181,19 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
         response_settings(threat_intel_blocklist="files")
     with pytest.raises(ValueError, match="threat_intel_view"):
         response_settings(threat_intel_view="x; DROP TABLE y")
+
+
+async def test_a_refresh_another_replica_holds_is_skipped(db: str, tmp_path: Path) -> None:
+    from qcdr_response.intel.blocklist import LOCK_KEY
+
+    holder = await asyncpg.connect(db.replace("+asyncpg", ""))
+    loop = Loop(_settings(db, tmp_path, None))
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+        assert (await loop.refresh()).outcome == "skipped"
+        assert not (tmp_path / "out" / FILENAME).exists()
+        await holder.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        assert (await loop.refresh()).outcome == "changed"
+    finally:
+        await holder.close()
+        await loop.close()

@@ -16,8 +16,9 @@ same documents once mode makes (CiliumCIDRGroups behind one CiliumClusterwideNet
 Like resolve-and-deny, these objects do not wait for an approval per version: the set follows
 the feeds, hour by hour, and turning the mode on is the decision. Ingest cuts its own never-block
 ranges (``QCDR_INTEL_NEVER_BLOCK``) out of the set; a CIDR overlapping this service's
-``QCDR_NEVER_BLOCK`` is left out here as well and reported. Replicas take turns (an advisory
-lock); an unchanged set is not written or applied again by the process that last did it.
+``QCDR_NEVER_BLOCK`` is left out here as well and reported. One replica refreshes at a time (an
+advisory lock held until its output is done; the others skip that round); an unchanged set is
+not written or applied again by the process that last did it.
 """
 
 from __future__ import annotations
@@ -146,18 +147,22 @@ class ThreatIntelBlocklistService:
 
     async def _refresh(self, outcome: Outcome) -> None:
         async with self.sessions.begin() as session:
-            # another replica refreshing now does the same work: skip rather than queue up
+            # the lock lasts until the output is done: another replica refreshing now would do the
+            # same work, so it skips rather than queue up
             if not await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK_KEY}):
                 outcome.outcome = "skipped"
                 return
             listed = await self._listed(session)
-        if listed is None:
-            outcome.outcome = "skipped"
-            outcome.warnings.append(
-                f"{self.settings.threat_intel_view} is not in this database (ingest not migrated, or "
-                "another database): nothing written; what was applied stays"
-            )
-            return
+            if listed is None:
+                outcome.outcome = "skipped"
+                outcome.warnings.append(
+                    f"{self.settings.threat_intel_view} is not in this database (ingest not migrated, "
+                    "or another database): nothing written; what was applied stays"
+                )
+                return
+            await self._write(outcome, listed)
+
+    async def _write(self, outcome: Outcome, listed: list[BlockedCidr]) -> None:
         blocklist = self._blocklist(listed, outcome)
         if outcome.left_out_never_block:
             outcome.warnings.append(
