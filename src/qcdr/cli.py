@@ -147,6 +147,13 @@ def run(
         str | None, typer.Option(help="Qualys resourceType filter, e.g. container.")
     ] = None,
     tetragon_version: Annotated[str, typer.Option(help="Target Tetragon version (1.4–1.7).")] = "1.5",
+    override_hooks: Annotated[
+        str,
+        typer.Option(
+            help="With --action Override: refuse through error-injectable kprobes ('kprobes', needs "
+            "CONFIG_BPF_KPROBE_OVERRIDE) or BPF LSM hooks ('lsm', Tetragon 1.2+, kernel 5.7+ with lsm=bpf)."
+        ),
+    ] = "kprobes",
     kernel: Annotated[
         str, typer.Option(help="Oldest node kernel the policies must load on (≥ 5.10).")
     ] = "5.10",
@@ -236,6 +243,7 @@ def run(
             cilium_version=cilium_version,
             never_block=never_block,
             suspicious_port=suspicious_port,
+            override_hooks=override_hooks,
         )
         every = parse_duration(interval)
         options.reputation_threshold = reputation_threshold
@@ -338,8 +346,9 @@ def _run_options(
     cilium_version: str,
     never_block: list[str] | None,
     suspicious_port: list[int] | None,
+    override_hooks: str = "kprobes",
 ) -> Any:
-    from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+    from qcdr_response.policies.config import EnforcementAction, GenerationConfig, OverrideHooks
     from qcdr_response.policies.targets import CiliumTarget, TetragonTarget
 
     from qcdr.pipeline import RunOptions
@@ -349,7 +358,11 @@ def _run_options(
         raise UsageError(f"--action must be one of Post, Sigkill, Override (got {action!r})")
     TetragonTarget(version=tetragon_version, kernel=kernel)
     CiliumTarget(version=cilium_version)
+    hooks = {h.value: h for h in OverrideHooks}
+    if override_hooks.lower() not in hooks:
+        raise UsageError(f"--override-hooks must be kprobes or lsm (got {override_hooks!r})")
     fields: dict[str, Any] = {
+        "override_hooks": hooks[override_hooks.lower()],
         "action": by_lower[action.lower()],
         "tetragon_version": tetragon_version,
         "kernel_version": kernel,

@@ -43,6 +43,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         (["--once", "--action", "Nuke"], "--action must be one of"),
         (["--once", "--interval", "soon"], "not a duration"),
         (["--once", "--metrics-port", "9100"], "--metrics-port is for the controller loop, not --once"),
+        (["--once", "--override-hooks", "ebpf"], "--override-hooks must be kprobes or lsm"),
         (["--once", "--tetragon-version", "1.2"], "Tetragon 1.2 is not supported"),
         (["--once", "--kernel", "4.19"], "kernel 4.19 is not supported"),
         (["--once", "--cilium-version", "1.14"], "Cilium 1.14 is not supported"),
@@ -319,3 +320,15 @@ def test_apply_never_prunes_objects_of_other_pipelines(
         ccnps = server.objects("CiliumClusterwideNetworkPolicy")
         assert (None, "threat-intel-blocklist") in ccnps
         assert (None, "qualys-cdr-blocklist") in ccnps
+
+
+def test_override_through_lsm_hooks(events_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    code, _, err = _run(
+        "--once", "--events-file", str(events_file), "--output", str(out), "--action", "Override",
+        "--override-hooks", "lsm",
+    )  # fmt: skip
+    assert code == 0, err
+    override = [p for p in out.glob("*.yaml") if "lsmhooks:" in p.read_text()]
+    assert override, "no -override policy with lsmhooks was written"
+    assert all("kind: TracingPolicy" in p.read_text() for p in override)

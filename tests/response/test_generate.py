@@ -2,8 +2,12 @@
 
 import random
 from datetime import date
+from pathlib import Path
 
-from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+import pytest
+from qcdr_common.testing.schemas import ManifestValidator
+from qcdr_response.policies.checks import default_checker
+from qcdr_response.policies.config import EnforcementAction, GenerationConfig, OverrideHooks
 from qcdr_response.policies.generate import CheckResult, PolicyGenerator
 
 from tests.response.factories import make_event
@@ -139,3 +143,50 @@ def test_lint_refusal_demotes_to_audit_and_validation_error_drops() -> None:
     assert "QCDR-L001" in demoted.body["metadata"]["annotations"]["qcdr.io/enforcement-refused"]
     outcomes = {r.outcome for r in result.refusals}
     assert outcomes == {"dropped", "demoted-to-audit"}
+
+
+@pytest.mark.shared
+def test_override_through_bpf_lsm_hooks(shared_path: Path) -> None:
+    """--override-hooks lsm: the -override companions refuse through BPF LSM hooks (exec through
+    bprm_check_security), valid for Tetragon's CRD and our checks; syscalls with no LSM
+    equivalent are left out of the override and named on it."""
+    cfg = CFG.model_copy(update={"action": EnforcementAction.OVERRIDE, "override_hooks": OverrideHooks.LSM})
+    events = [
+        *_events(),
+        make_event(
+            category="Container_Escape",
+            techniques=["T1611"],
+            namespace="web",
+            process={"name": "nsenter", "path": "/usr/bin/nsenter"},
+        ),
+    ]
+    result = PolicyGenerator(cfg, default_checker(cfg)).generate(events)
+    assert result.refusals == []
+    over = [d for d in result.documents + result.network_documents if d.name.endswith("-override")]
+    assert {d.family for d in over} >= {"network-scan", "crypto-mining", "container-escape", "network-iocs"}
+    validator = ManifestValidator(shared_path)
+    hooks: dict[str, dict] = {}
+    for doc in over:
+        assert set(doc.body["spec"]) == {"lsmhooks"}, doc.name
+        assert validator.errors(doc.body) == [], doc.name
+        for hook in doc.body["spec"]["lsmhooks"]:
+            hooks[hook["hook"]] = hook
+            for sel in hook["selectors"]:
+                assert sel["matchActions"] == [{"action": "Override", "argError": -1}]
+    assert set(hooks) >= {"bprm_check_security", "file_permission", "socket_connect"}
+    assert hooks["bprm_check_security"]["args"] == [{"index": 0, "type": "linux_binprm"}]
+    scan = next(d for d in over if d.family == "network-scan" and d.namespace == "payments")
+    (exec_hook,) = scan.body["spec"]["lsmhooks"]
+    assert "/nmap" in exec_hook["selectors"][0]["matchArgs"][0]["values"]
+    escape = next(d for d in over if d.family == "container-escape")
+    noted = escape.body["metadata"]["annotations"]["qcdr.io/not-overridden"]
+    assert "sys_setns" in noted
+    # the main policies are unchanged: kprobes, audited
+    main = next(
+        d for d in result.documents if d.family == "container-escape" and not d.name.endswith("-override")
+    )
+    assert set(main.body["spec"]) == {"kprobes"}
+    # the same findings with kprobes: no lsmhooks anywhere
+    kprobe_cfg = cfg.model_copy(update={"override_hooks": OverrideHooks.KPROBES})
+    plain = PolicyGenerator(kprobe_cfg, default_checker(kprobe_cfg)).generate(events)
+    assert all("lsmhooks" not in d.body["spec"] for d in plain.documents + plain.network_documents)

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from qcdr_common.settings import CommonSettings
 
 from qcdr_response.dns.resolve_deny import parse_resolvers
-from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+from qcdr_response.policies.config import EnforcementAction, GenerationConfig, OverrideHooks
 from qcdr_response.policies.threat_intel import IntelFormat
 
 
@@ -61,6 +61,10 @@ class ResponseSettings(CommonSettings):
     kernel_version: str = "5.10"
     cilium_version: str = "1.17"
     never_block: tuple[str, ...] = ()
+    override_hooks: OverrideHooks = Field(
+        default=OverrideHooks.KPROBES,
+        description="With policy_action Override: kprobes (error injection) or lsm (BPF LSM hooks).",
+    )
     ioc_blocklist: bool = Field(
         default=True,
         description="Keep once mode's CDR IOC blocklists (qualys-cdr-blocklist, cdr-dynamic-blocklist) "
@@ -224,6 +228,7 @@ class ResponseSettings(CommonSettings):
             kernel_version=self.kernel_version,
             cilium_version=self.cilium_version,
             never_block=self.never_block,
+            override_hooks=self.override_hooks,
         )
 
 

@@ -83,6 +83,19 @@ class EnforcementAction(StrEnum):
     OVERRIDE = "Override"
 
 
+class OverrideHooks(StrEnum):
+    """Where the ``-override`` companions refuse operations.
+
+    ``kprobes``: error injection on syscalls and ``security_*`` functions (needs
+    CONFIG_BPF_KPROBE_OVERRIDE on the nodes). ``lsm``: BPF LSM hooks (``lsmhooks``, Tetragon 1.2+,
+    kernel 5.7+ booted with ``lsm=...,bpf``), for nodes that have BPF LSM but no kprobe override;
+    syscall hooks without an LSM equivalent (``setns``, ``unshare``, ``socket``) are left out
+    of the override and listed on the policy."""
+
+    KPROBES = "kprobes"
+    LSM = "lsm"
+
+
 class GenerationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,6 +112,7 @@ class GenerationConfig(BaseModel):
     runtime_binaries: tuple[str, ...] = DEFAULT_RUNTIME_BINARIES
     protected_names: frozenset[str] = frozenset(DEFAULT_PROTECTED_NAMES)
     max_source_ids: int = Field(default=20, ge=1, le=200)
+    override_hooks: OverrideHooks = OverrideHooks.KPROBES
 
     @field_validator("suspicious_ports")
     @classmethod

@@ -14,7 +14,7 @@ document to audit (``Post``) and says why in an annotation and in the report.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,8 @@ from qcdr_common.contracts.policies.v1 import PolicyDocument, TargetVersions
 
 from qcdr_response.policies import families as _families  # noqa: F401  (registers the generators)
 from qcdr_response.policies import metadata as md
-from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+from qcdr_response.policies import tetragon as tg
+from qcdr_response.policies.config import EnforcementAction, GenerationConfig, OverrideHooks
 from qcdr_response.policies.families.behaviour_anomaly import no_policy_reason
 from qcdr_response.policies.family import GENERATORS, FamilyContext, FamilyGenerator, normalize_category
 from qcdr_response.policies.iocs import IocSet, extract_iocs
@@ -125,17 +126,40 @@ def _override_hooks(kprobes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def override_spec(hooks: list[dict[str, Any]], config: GenerationConfig) -> tuple[dict[str, Any], list[str]]:
+    """The ``-override`` policy's spec for the configured hook kind (``{}`` when nothing is left),
+    and the calls left out because BPF LSM has no equivalent."""
+    if config.override_hooks is OverrideHooks.KPROBES:
+        return ({"kprobes": hooks} if hooks else {}), []
+    lsm, left = tg.as_lsm_hooks(hooks)
+    return ({"lsmhooks": lsm} if lsm else {}), left
+
+
+def _note_not_overridden(doc: PolicyDocument, calls: list[str]) -> None:
+    annotations = doc.body["metadata"]["annotations"]
+    annotations[f"{md.PREFIX}/not-overridden"] = (
+        ", ".join(calls) + " (no BPF LSM equivalent; the main policy audits them)"
+    )
+    doc.body["metadata"]["annotations"] = dict(sorted(annotations.items()))
+
+
+def _hooks(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = body.get("spec", {})
+    yield from spec.get("kprobes", [])
+    yield from spec.get("lsmhooks", [])
+
+
 def _is_enforcing(body: dict[str, Any]) -> bool:
     return any(
         a.get("action") in ENFORCING_ACTIONS
-        for hook in body.get("spec", {}).get("kprobes", [])
+        for hook in _hooks(body)
         for sel in hook.get("selectors", [])
         for a in sel.get("matchActions", [])
     )
 
 
 def _demote(body: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
-    for hook in body.get("spec", {}).get("kprobes", []):
+    for hook in _hooks(body):
         for sel in hook.get("selectors", []):
             sel["matchActions"] = [
                 {"action": "Post"} if a.get("action") in ENFORCING_ACTIONS else a for a in sel["matchActions"]
@@ -216,17 +240,21 @@ class PolicyGenerator:
         for namespace in sorted(by_ns, key=lambda n: (n is not None, n or "")):
             ns_events = sorted(by_ns[namespace], key=lambda e: e.id)
             kprobes = gen.build(ns_events, FamilyContext(self.config, main_action))
-            docs.append(self._wrap(gen, namespace, ns_events, kprobes, main_action, override=False))
+            docs.append(
+                self._wrap(gen, namespace, ns_events, {"kprobes": kprobes}, main_action, override=False)
+            )
             if override:
                 hooks = _override_hooks(
                     gen.build(ns_events, FamilyContext(self.config, EnforcementAction.OVERRIDE))
                 )
-                if hooks:
-                    docs.append(
-                        self._wrap(
-                            gen, namespace, ns_events, hooks, EnforcementAction.OVERRIDE, override=True
-                        )
+                spec, left = override_spec(hooks, self.config)
+                if spec:
+                    doc = self._wrap(
+                        gen, namespace, ns_events, spec, EnforcementAction.OVERRIDE, override=True
                     )
+                    if left:
+                        _note_not_overridden(doc, left)
+                    docs.append(doc)
         return docs
 
     def _wrap(
@@ -234,7 +262,7 @@ class PolicyGenerator:
         gen: FamilyGenerator,
         namespace: str | None,
         events: list[SecurityEvent],
-        kprobes: list[dict[str, Any]],
+        spec: dict[str, Any],
         action: EnforcementAction,
         *,
         override: bool,
@@ -253,7 +281,7 @@ class PolicyGenerator:
             "apiVersion": "cilium.io/v1alpha1",
             "kind": "TracingPolicyNamespaced" if namespace else "TracingPolicy",
             "metadata": md.object_meta(_policy_name(gen.name, namespace, override), namespace, lbls, annos),
-            "spec": {"kprobes": kprobes},
+            "spec": spec,
         }
         return PolicyDocument(
             family=gen.name,

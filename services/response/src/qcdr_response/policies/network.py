@@ -20,7 +20,7 @@ from qcdr_common.contracts.policies.v1 import PolicyDocument, TargetVersions
 
 from qcdr_response.policies import metadata as md
 from qcdr_response.policies import tetragon as tg
-from qcdr_response.policies.config import EnforcementAction, GenerationConfig
+from qcdr_response.policies.config import EnforcementAction, GenerationConfig, OverrideHooks
 from qcdr_response.policies.iocs import IocSet
 
 CILIUM_FILE = "qualys-cdr-blocklist.yaml"
@@ -113,7 +113,7 @@ def tracing_blocklist(iocs: IocSet, config: GenerationConfig) -> list[PolicyDocu
     docs = [
         _tracing_doc(
             TRACING_NAME,
-            [tg.tcp_connect_hook(selectors)],
+            {"kprobes": [tg.tcp_connect_hook(selectors)]},
             iocs,
             config,
             "Post" if override else config.action.value,
@@ -124,12 +124,17 @@ def tracing_blocklist(iocs: IocSet, config: GenerationConfig) -> list[PolicyDocu
         hook = tg.socket_connect_hook(
             [tg.selector(match_args=[tg.match_arg(1, "SAddr", cidrs)], action=tg.actions("Override"))]
         )
-        docs.append(_tracing_doc(f"{TRACING_NAME}-override", [hook], iocs, config, "Override"))
+        if config.override_hooks is OverrideHooks.LSM:
+            lsm, _ = tg.as_lsm_hooks([hook])
+            spec: dict[str, Any] = {"lsmhooks": lsm}
+        else:
+            spec = {"kprobes": [hook]}
+        docs.append(_tracing_doc(f"{TRACING_NAME}-override", spec, iocs, config, "Override"))
     return docs
 
 
 def _tracing_doc(
-    name: str, kprobes: list[dict[str, Any]], iocs: IocSet, config: GenerationConfig, action: str
+    name: str, spec: dict[str, Any], iocs: IocSet, config: GenerationConfig, action: str
 ) -> PolicyDocument:
     description = (
         f"qcdr: connects to {len(iocs.ips)} IOC IPs and {len(iocs.ports)} suspicious ports (internet)"
@@ -139,7 +144,7 @@ def _tracing_doc(
         "apiVersion": "cilium.io/v1alpha1",
         "kind": "TracingPolicy",
         "metadata": md.object_meta(name, None, lbls, annos),
-        "spec": {"kprobes": kprobes},
+        "spec": spec,
     }
     return PolicyDocument(
         family=FAMILY,

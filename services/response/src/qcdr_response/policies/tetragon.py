@@ -190,3 +190,39 @@ def internet_port_selectors(
         )
         for part in chunked(values, MAX_INT_VALUES)
     ]
+
+
+# The LSM hooks that do what the error-injectable kprobes of the -override policies do, with the
+# same arguments (``security_X`` is the kernel's wrapper around LSM hook ``X``).
+_LSM_EQUIVALENTS = {
+    "security_file_permission": "file_permission",
+    "security_path_truncate": "path_truncate",
+    "security_socket_connect": "socket_connect",
+}
+
+
+def as_lsm_hooks(kprobes: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The override hooks as ``lsmhooks``, and the calls that have no LSM equivalent.
+
+    ``execve`` becomes ``bprm_check_security``: its ``linux_binprm`` argument is matched on the
+    program's path as the syscall's filename was (``Postfix /name``), and refusing it fails the
+    exec before the program runs."""
+    hooks: list[dict[str, Any]] = []
+    left: list[str] = []
+    for hook in kprobes:
+        call = str(hook.get("call", ""))
+        if call in _LSM_EQUIVALENTS:
+            hooks.append(
+                {"hook": _LSM_EQUIVALENTS[call], "args": hook["args"], "selectors": hook["selectors"]}
+            )
+        elif call == "sys_execve":
+            hooks.append(
+                {
+                    "hook": "bprm_check_security",
+                    "args": [{"index": 0, "type": "linux_binprm"}],
+                    "selectors": hook["selectors"],
+                }
+            )
+        else:
+            left.append(call)
+    return hooks, sorted(set(left))
