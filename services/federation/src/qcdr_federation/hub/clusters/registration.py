@@ -64,6 +64,11 @@ async def register(
 
     A refusal that found the token counts an attempt on it; the caller commits that too."""
     digest = sha256(request.bootstrap_token.get_secret_value())
+    # The cluster row first, then its token: the order the controller takes them in (it updates
+    # the cluster, then inserts or revokes its tokens), so the two never wait on each other in a
+    # cycle. Taken the other way round, a spoke registering while the controller's resync stored
+    # the Secret's token deadlocked (a 500 the spoke had to retry; seen once in CI).
+    cluster = await get_cluster(session, request.cluster_name, for_update=True)
     token = (
         await session.scalars(
             select(BootstrapTokenRow).where(BootstrapTokenRow.sha256 == digest).with_for_update()
@@ -81,7 +86,6 @@ async def register(
         raise refuse("revoked")
     if token.cluster_name != request.cluster_name:
         raise refuse("wrong_cluster")
-    cluster = await get_cluster(session, request.cluster_name, for_update=True)
     if token.used_at is not None and not _answer_was_lost(token, cluster, settings, now):
         raise refuse("used")
     if token.used_at is None and token.expires_at is not None and token.expires_at <= now:
