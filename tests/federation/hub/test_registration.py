@@ -3,6 +3,7 @@ paths and every refusal (401 with its reason, logged and counted, never the secr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -498,3 +499,31 @@ async def test_a_verified_credential_is_remembered_briefly_and_forgotten_on_revo
     r = await hub_client.post("/v1/clusters/eu-1/credentials/revoke", headers=WRITE_HEADERS)
     assert r.status_code == 200
     assert_refused(await _heartbeat(hub_client, credential), "revoked_credential")
+
+
+async def test_a_registration_during_the_controllers_resync_does_not_deadlock(
+    hub_client: httpx.AsyncClient, hub_app: Any
+) -> None:
+    """The controller's resync updates the cluster, then stores the Secret's token again; a spoke
+    presenting that token meanwhile must wait for it, not lock the token first (that deadlocked:
+    the insert waited on the spoke's token update, the spoke on the controller's cluster)."""
+    sessions: async_sessionmaker[AsyncSession] = hub_app.state.sessions
+    token = "resync-token-0123456789abcdef0123456789"
+    digest = sha256(token)
+    async with sessions() as session:
+        await declare_cluster_service(session, "eu-9", {}, source="crd")
+        await register_bootstrap_digest(
+            session, "eu-9", digest, source="crd", created_by="test", expires_at=None
+        )
+        await session.commit()
+    body = {"cluster_name": "eu-9", "bootstrap_token": token, "version": "0.1.0"}
+    async with sessions() as controller:
+        await declare_cluster_service(controller, "eu-9", {"env": "prod"}, source="crd")
+        spoke = asyncio.create_task(hub_client.post("/federation/v1/register", json=body))
+        await asyncio.sleep(0.5)  # the spoke's request is waiting on its first lock by now
+        await register_bootstrap_digest(
+            controller, "eu-9", digest, source="crd", created_by="controller", expires_at=None
+        )
+        await controller.commit()
+    response = await asyncio.wait_for(spoke, 15)
+    assert response.status_code == 201, response.text
