@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from qcdr_common.contracts.federation.v1 import PolicyPlaced, PolicyRemoved
-from qcdr_common.contracts.policies.v1 import PolicyDocument
+from qcdr_common.contracts.policies.v1 import PolicyDocument, dump_yaml
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.envelope import Envelope
 from qcdr_common.streams.outbox import enqueue
@@ -41,7 +41,6 @@ from qcdr_response.federation.validation import Identity, has_nul, validate
 from qcdr_response.lifecycle import repository as repo
 from qcdr_response.lifecycle import transitions
 from qcdr_response.lifecycle.cluster import ClusterGateway
-from qcdr_response.lifecycle.generation import render_yaml
 from qcdr_response.lifecycle.models import FEDERATED_FAMILY, PolicyRow, PolicyStatus, PolicyVersionRow
 from qcdr_response.lifecycle.service import status_envelope
 from qcdr_response.policies.generate import Checker
@@ -218,7 +217,7 @@ def _version_row(policy_id: int, number: int, doc: PolicyDocument) -> PolicyVers
         version=number,
         content_hash=doc.content_hash,
         body=doc.body,
-        yaml=render_yaml(doc.body),
+        yaml=dump_yaml(doc.body),
         filename=doc.filename,
         finding_count=0,
     )

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
 
-import yaml
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding
-from qcdr_common.contracts.policies.v1 import PolicyDocument, dump_yaml
+from qcdr_common.contracts.policies.v1 import PolicyDocument
 
 from qcdr_response.policies import network
 from qcdr_response.policies.config import GenerationConfig
@@ -28,30 +26,6 @@ from qcdr_response.policies.metadata import PREFIX
 # SecurityEvent's field limits (a Finding allows longer detector names)
 _SOURCE_MAX = 40
 _ACTION_LABEL = f"{PREFIX}/action"
-
-
-_LibYamlDumper: type[Any] | None = getattr(yaml, "CSafeDumper", None)
-if _LibYamlDumper is not None:
-
-    class _FastDumper(_LibYamlDumper):  # type: ignore[misc,valid-type]
-        """PolicyDocument.to_yaml()'s style (block, keys as written, no anchors) on libyaml: the
-        pure-Python emitter costs ~10 ms per policy, the handler's largest cost."""
-
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
-
-    def _str(dumper: Any, data: str) -> Any:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
-
-    _FastDumper.add_representer(str, _str)
-
-
-def render_yaml(body: dict[str, Any]) -> str:
-    """The document as YAML, byte-identical to ``PolicyDocument.to_yaml()`` (tests check it)."""
-    if _LibYamlDumper is None:
-        return dump_yaml(body)
-    text: str = yaml.dump(body, Dumper=_FastDumper, sort_keys=False, default_flow_style=False, width=120)
-    return text
 
 
 @dataclass(frozen=True, order=True)

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding
-from qcdr_common.contracts.policies.v1 import PolicyDocument
+from qcdr_common.contracts.policies.v1 import PolicyDocument, dump_yaml
 from qcdr_common.streams.envelope import Envelope, new_envelope
 from qcdr_common.streams.outbox import enqueue
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,7 +43,6 @@ from qcdr_response.lifecycle.generation import (
     ScopeGenerator,
     ScopeResult,
     finding_to_event,
-    render_yaml,
 )
 from qcdr_response.lifecycle.iocs import carries_ioc
 from qcdr_response.lifecycle.models import (
@@ -372,7 +371,7 @@ def _version_row(policy_id: int, number: int, doc: PolicyDocument) -> PolicyVers
         version=number,
         content_hash=doc.content_hash,
         body=doc.body,
-        yaml=render_yaml(doc.body),
+        yaml=dump_yaml(doc.body),
         filename=doc.filename,
         finding_count=doc.finding_count,
     )

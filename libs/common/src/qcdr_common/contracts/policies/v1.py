@@ -64,13 +64,32 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+def _str_representer(dumper: Any, data: str) -> yaml.Node:
     style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    node: yaml.Node = dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    return node
 
 
 _Dumper.add_representer(str, _str_representer)
 
+_CSafeDumper: type[Any] | None = getattr(yaml, "CSafeDumper", None)
+_FastDumper: type[Any] | None = None
+if _CSafeDumper is not None:
 
-def dump_yaml(body: Any) -> str:
-    return yaml.dump(body, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+    class _LibYamlDumper(_CSafeDumper):  # type: ignore[misc,valid-type]
+        """The same style on libyaml's emitter."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    _LibYamlDumper.add_representer(str, _str_representer)
+    _FastDumper = _LibYamlDumper
+
+
+def dump_yaml(body: Any, *, pure: bool = False) -> str:
+    """``body`` as YAML: block style, keys as written, no anchors. On libyaml when PyYAML has it
+    (the pure-Python emitter costs ~10 ms a policy, and a threat-intel blocklist has 100,000
+    lines); ``pure`` forces the Python emitter. Both give the same bytes (tested)."""
+    dumper = _Dumper if pure or _FastDumper is None else _FastDumper
+    text: str = yaml.dump(body, Dumper=dumper, sort_keys=False, default_flow_style=False, width=120)
+    return text
