@@ -61,6 +61,14 @@ class ResponseSettings(CommonSettings):
     kernel_version: str = "5.10"
     cilium_version: str = "1.17"
     never_block: tuple[str, ...] = ()
+    ioc_reputation_threshold: int = Field(
+        default=50,
+        ge=0,
+        le=100,
+        description="An IOC address AbuseIPDB scores below this (or whitelists) and no feed lists "
+        "is left out of the CDR IOC blocklists, as once mode's --reputation-threshold; 0: never. "
+        "The answers come from ingest (ABUSEIPDB_API_KEY); an address not checked yet stays blocked.",
+    )
     override_hooks: OverrideHooks = Field(
         default=OverrideHooks.KPROBES,
         description="With policy_action Override: kprobes (error injection) or lsm (BPF LSM hooks).",

@@ -62,6 +62,7 @@ def make_lifecycle(settings: ResponseSettings) -> Lifecycle:
         auto_apply=settings.auto_apply,
         cache=EventCache(settings.event_cache_size),
         ioc_blocklist=settings.ioc_blocklist,
+        ioc_reputation_threshold=settings.ioc_reputation_threshold,
     )
 
 

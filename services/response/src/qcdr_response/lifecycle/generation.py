@@ -9,7 +9,7 @@ same content hash and a redelivered batch never makes a new version.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -114,16 +114,22 @@ class ScopeGenerator:
         family = self.family_of(event)
         return None if family is None else Scope(family, event.workload.namespace or "")
 
-    def generate_iocs(self, events: Sequence[SecurityEvent]) -> ScopeResult:
+    def generate_iocs(self, events: Sequence[SecurityEvent], unblocked: Collection[str] = ()) -> ScopeResult:
         """Once mode's IOC blocklists from every finding that carries a network indicator: the
-        same documents ``qcdr run --once`` writes for the same findings (reputation aside)."""
+        same documents ``qcdr run --once`` writes for the same findings. ``unblocked``: addresses
+        AbuseIPDB scores below the threshold (and no feed lists), left out as once mode's
+        ``--reputation-threshold`` leaves them out."""
         result = ScopeResult(IOC_SCOPE)
         if not events:
             return result
         newest = max(e.event_time for e in events)
         config = self.config.model_copy(update={"run_date": newest.astimezone(UTC).date()})
         generator = PolicyGenerator(config, self.checker)
-        result.documents = generator.network_documents(extract_iocs(events, config), result.refusals)
+        iocs = extract_iocs(events, config)
+        for ip in unblocked:
+            if iocs.ips.pop(ip, None) is not None:
+                iocs.excluded["ip:reputation-below-threshold"] += 1
+        result.documents = generator.network_documents(iocs, result.refusals)
         return result
 
     def generate(self, scope: Scope, events: Sequence[SecurityEvent]) -> ScopeResult:

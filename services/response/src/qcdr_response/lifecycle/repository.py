@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,35 @@ async def ioc_finding_ids(session: AsyncSession) -> list[str]:
     """Every finding that carries a network indicator (the partial index on ``ioc``)."""
     stmt = select(FindingRow.id).where(FindingRow.ioc.is_(True))
     return list((await session.execute(stmt)).scalars())
+
+
+async def reputation_unblocked(session: AsyncSession, ips: Collection[str], threshold: int) -> set[str]:
+    """Of ``ips``, those AbuseIPDB scored below ``threshold`` (or whitelisted) and no feed lists:
+    ingest's ``intel_reputation`` and ``ingest_intel_listed`` (same database), when they exist."""
+    if not ips:
+        return set()
+    reputation, listed = (
+        await session.execute(
+            text(
+                "SELECT to_regclass('intel_reputation') IS NOT NULL, "
+                "to_regclass('ingest_intel_listed') IS NOT NULL"
+            )
+        )
+    ).one()
+    if not reputation:
+        return set()
+    not_listed = (
+        "AND NOT EXISTS (SELECT 1 FROM ingest_intel_listed l WHERE l.cidr >>= r.ip)" if listed else ""
+    )
+    rows = await session.execute(
+        text(
+            "SELECT host(r.ip) AS ip FROM intel_reputation r "  # noqa: S608 - literal SQL only
+            "WHERE r.ip = ANY(CAST(:ips AS inet[])) AND (r.score < :threshold OR r.is_whitelisted) "
+            + not_listed
+        ),
+        {"ips": sorted(ips), "threshold": threshold},
+    )
+    return {str(r.ip) for r in rows}
 
 
 async def finding_payloads(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -91,6 +91,8 @@ class Lifecycle:
     auto_apply: bool = False
     cache: EventCache = field(default_factory=lambda: EventCache(0))
     ioc_blocklist: bool = True  # regenerate the CDR IOC blocklists (once mode's network documents)
+    # AbuseIPDB scores below this (ingest's answers) keep an address out of them; 0: never
+    ioc_reputation_threshold: int = 50
 
     def new_status(self) -> PolicyStatus:
         # auto_apply approves every new version; the applier then puts it in the cluster
@@ -216,8 +218,12 @@ async def handle_findings(session: AsyncSession, parsed: Parsed, lc: Lifecycle) 
             else:
                 links.append(_link(finding_id, None, LinkOutcome.DROPPED, why_none))
     if ioc_new:
-        ids = await repo.ioc_finding_ids(session)
-        result = lc.generator.generate_iocs(await _load_events(session, ids, events, lc.cache))
+        ioc_events = await _load_events(session, await repo.ioc_finding_ids(session), events, lc.cache)
+        unblocked: set[str] = set()
+        if lc.ioc_reputation_threshold:
+            addresses = {str(e.network.ip) for e in ioc_events if e.network and e.network.ip}
+            unblocked = await repo.reputation_unblocked(session, addresses, lc.ioc_reputation_threshold)
+        result = lc.generator.generate_iocs(ioc_events, unblocked)
         covering, why_none = await _record_result(session, result, lc, causes[ioc_new[0]], outcome, pending)
         for finding_id in unmapped_iocs:
             if covering is not None:
