@@ -69,6 +69,13 @@ class ResponseSettings(CommonSettings):
         "is left out of the CDR IOC blocklists, as once mode's --reputation-threshold; 0: never. "
         "The answers come from ingest (ABUSEIPDB_API_KEY); an address not checked yet stays blocked.",
     )
+    ioc_refresh_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between checks of the CDR IOC blocklists against ingest's AbuseIPDB answers "
+        "and feed listings, so a clean answer lifts a block without waiting for the next verdict; 0: only "
+        "batches of findings regenerate them.",
+    )
     override_hooks: OverrideHooks = Field(
         default=OverrideHooks.KPROBES,
         description="With policy_action Override: kprobes (error injection) or lsm (BPF LSM hooks).",

@@ -37,6 +37,7 @@ from qcdr_response.lifecycle import repository as repo
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.lifecycle.generation import ScopeGenerator
 from qcdr_response.lifecycle.handlers import FindingsHandler
+from qcdr_response.lifecycle.ioc_refresh import IocRefresher
 from qcdr_response.lifecycle.models import PolicyStatus
 from qcdr_response.lifecycle.service import BatchOutcome, EventCache, Lifecycle
 from qcdr_response.lifecycle.transitions import ClusterFailedError, TransitionError, apply
@@ -125,6 +126,11 @@ class ResponseWorker:
         self.threat_intel: ThreatIntelBlocklistService | None = None
         if settings.threat_intel_blocklist is not ThreatIntelMode.OFF:
             self.threat_intel = ThreatIntelBlocklistService(settings, self.sessions, cluster)
+        self.ioc_refresher: IocRefresher | None = None
+        if settings.ioc_blocklist and settings.ioc_reputation_threshold and settings.ioc_refresh_s:
+            self.ioc_refresher = IocRefresher(
+                self.sessions, self.lifecycle, settings.ioc_refresh_s, after_commit=self.after_commit
+            )
         self.lag = LagExporter(
             redis, prefix=settings.redis_prefix, groups=groups, outboxes=[(engine, outbox)]
         )
@@ -195,6 +201,8 @@ class ResponseWorker:
             loops.append(self.resolve_deny.run)
         if self.threat_intel is not None:
             loops.append(self.threat_intel.run)
+        if self.ioc_refresher is not None:
+            loops.append(self.ioc_refresher.run)
         try:
             await run_until_stopped(*loops, stop=stop, signals=signals)
         finally:

@@ -86,6 +86,24 @@ async def ioc_finding_ids(session: AsyncSession) -> list[str]:
     return list((await session.execute(stmt)).scalars())
 
 
+async def ioc_addresses(session: AsyncSession) -> set[str]:
+    """The destination addresses the indicator findings name (for the refresher's fingerprint)."""
+    rows = await session.execute(
+        select(FindingRow.payload["network"]["ip"].astext)
+        .where(FindingRow.ioc.is_(True), FindingRow.payload["network"]["ip"].astext.is_not(None))
+        .distinct()
+    )
+    return {str(ip) for ip in rows.scalars()}
+
+
+async def family_versions(session: AsyncSession, family: str) -> dict[str, int]:
+    """``kind/namespace/name`` → current version of every policy of ``family``."""
+    stmt = select(PolicyRow.kind, PolicyRow.namespace, PolicyRow.name, PolicyRow.current_version).where(
+        PolicyRow.family == family
+    )
+    return {f"{r.kind}/{r.namespace}/{r.name}": r.current_version for r in await session.execute(stmt)}
+
+
 async def reputation_unblocked(session: AsyncSession, ips: Collection[str], threshold: int) -> set[str]:
     """Of ``ips``, those AbuseIPDB scored below ``threshold`` (or whitelisted) and no feed lists:
     ingest's ``intel_reputation`` and ``ingest_intel_listed`` (same database), when they exist."""

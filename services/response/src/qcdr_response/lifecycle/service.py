@@ -218,13 +218,9 @@ async def handle_findings(session: AsyncSession, parsed: Parsed, lc: Lifecycle) 
             else:
                 links.append(_link(finding_id, None, LinkOutcome.DROPPED, why_none))
     if ioc_new:
-        ioc_events = await _load_events(session, await repo.ioc_finding_ids(session), events, lc.cache)
-        unblocked: set[str] = set()
-        if lc.ioc_reputation_threshold:
-            addresses = {str(e.network.ip) for e in ioc_events if e.network and e.network.ip}
-            unblocked = await repo.reputation_unblocked(session, addresses, lc.ioc_reputation_threshold)
-        result = lc.generator.generate_iocs(ioc_events, unblocked)
-        covering, why_none = await _record_result(session, result, lc, causes[ioc_new[0]], outcome, pending)
+        result, covering, why_none = await _regenerate_iocs(
+            session, lc, events, causes[ioc_new[0]], outcome, pending
+        )
         for finding_id in unmapped_iocs:
             if covering is not None:
                 links.append(_link(finding_id, covering.id, LinkOutcome.LINKED, None))
@@ -238,6 +234,39 @@ async def handle_findings(session: AsyncSession, parsed: Parsed, lc: Lifecycle) 
     await enqueue(session, outbox, streams.EVENTS, pending)
     outcome.outbox_rows = len(pending)
     return outcome
+
+
+async def _regenerate_iocs(
+    session: AsyncSession,
+    lc: Lifecycle,
+    batch: dict[str, SecurityEvent],
+    cause: Envelope | None,
+    outcome: BatchOutcome,
+    pending: list[Envelope],
+) -> tuple[ScopeResult, PolicyVersionRow | None, str]:
+    """The IOC blocklists from every stored indicator finding, AbuseIPDB's low scores left out
+    (the caller holds the IOC scope's lock)."""
+    ioc_events = await _load_events(session, await repo.ioc_finding_ids(session), batch, lc.cache)
+    unblocked: set[str] = set()
+    if lc.ioc_reputation_threshold:
+        addresses = {str(e.network.ip) for e in ioc_events if e.network and e.network.ip}
+        unblocked = await repo.reputation_unblocked(session, addresses, lc.ioc_reputation_threshold)
+    result = lc.generator.generate_iocs(ioc_events, unblocked)
+    covering, why_none = await _record_result(session, result, lc, cause, outcome, pending)
+    return result, covering, why_none
+
+
+async def refresh_iocs(session: AsyncSession, lc: Lifecycle) -> tuple[BatchOutcome, ScopeResult]:
+    """Regenerate the IOC blocklists outside a batch of findings: AbuseIPDB's answers and the feeds'
+    listings change on their own, and a clean answer should lift a block without waiting for the
+    next verdict. Same lock and documents as a batch; unchanged content makes no version."""
+    outcome = BatchOutcome()
+    pending: list[Envelope] = []
+    await repo.lock_scopes(session, [IOC_SCOPE])
+    result, _, _ = await _regenerate_iocs(session, lc, {}, None, outcome, pending)
+    await enqueue(session, outbox, streams.EVENTS, pending)
+    outcome.outbox_rows = len(pending)
+    return outcome, result
 
 
 def _link(
@@ -263,7 +292,7 @@ async def _record_result(
     session: AsyncSession,
     result: ScopeResult,
     lc: Lifecycle,
-    cause: Envelope,
+    cause: Envelope | None,
     outcome: BatchOutcome,
     pending: list[Envelope],
 ) -> tuple[PolicyVersionRow | None, str]:
@@ -351,7 +380,7 @@ def status_envelope(
 
 
 def _changed_envelope(
-    policy: PolicyRow, version: PolicyVersionRow, lc: Lifecycle, cause: Envelope
+    policy: PolicyRow, version: PolicyVersionRow, lc: Lifecycle, cause: Envelope | None
 ) -> Envelope:
     payload = streams.PolicyChanged(
         **policy_ref(policy),
@@ -366,8 +395,8 @@ def _changed_envelope(
         source=SOURCE,
         cluster_id=lc.cluster_id,
         occurred_at=datetime.now(UTC),
-        correlation_id=cause.correlation_id,
-        causation_id=cause.id,
+        correlation_id=cause.correlation_id if cause else None,
+        causation_id=cause.id if cause else None,
     )
 
 
@@ -384,7 +413,7 @@ def _version_row(policy_id: int, number: int, doc: PolicyDocument) -> PolicyVers
 
 
 async def _record_document(
-    session: AsyncSession, doc: PolicyDocument, lc: Lifecycle, cause: Envelope
+    session: AsyncSession, doc: PolicyDocument, lc: Lifecycle, cause: Envelope | None
 ) -> tuple[PolicyVersionRow | None, list[Envelope]]:
     """The document's version: the current one when the content hash is unchanged (no events),
     else a new version (and the policy reopened for approval when it had moved on); None when a
