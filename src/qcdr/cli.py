@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from qcdr_common.logging import configure_logging
 from rich.console import Console
 
+from qcdr.defaults import DEFAULT_STATE_DIR
 from qcdr.durations import parse_duration
 
 app = typer.Typer(
@@ -373,7 +374,7 @@ def _run_options(
         fields["suspicious_ports"] = frozenset(suspicious_port)
     generation = GenerationConfig(**fields)
     if state_dir is None and not once:
-        state_dir = Path("./.qcdr-state")
+        state_dir = DEFAULT_STATE_DIR
     return RunOptions(
         hours=hours,
         output=output,

@@ -6,22 +6,27 @@ import asyncio
 import ipaddress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from qcdr_ingest.intel.indicators import IndicatorSet
-from qcdr_ingest.intel.netsets import NeverBlock
-from qcdr_ingest.intel.state_files import FileReputationCache
 from rich.console import Console
 
-from qcdr.intel_step import INDICATORS_FILE, IntelError, IntelOptions, run_threat_intel
-from qcdr.pipeline import DEFAULT_STATE_DIR
+from qcdr.defaults import DEFAULT_STATE_DIR
+
+if TYPE_CHECKING:
+    from qcdr_ingest.intel.indicators import IndicatorSet
 
 intel_app = typer.Typer(name="intel", help="Threat-intel indicators and IP reputation.", no_args_is_help=True)
 
 
 def _load(state_dir: Path, feeds: Path | None, refresh: bool, never_block: list[str]) -> IndicatorSet:
+    # the feed machinery is imported by the command that needs it, not by every `qcdr` start
+    from qcdr_ingest.intel.indicators import IndicatorSet
+    from qcdr_ingest.intel.netsets import NeverBlock
+
+    from qcdr.intel_step import INDICATORS_FILE, IntelOptions, run_threat_intel
+
     saved = state_dir / "intel" / INDICATORS_FILE
     if refresh or not saved.exists():
         options = IntelOptions(
@@ -76,6 +81,10 @@ def lookup(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Which feeds list IP, since when, whether it is blocked, and its cached AbuseIPDB reputation."""
+    from qcdr_ingest.intel.state_files import FileReputationCache
+
+    from qcdr.intel_step import IntelError
+
     err = Console(stderr=True, soft_wrap=True)
     try:
         address = str(ipaddress.ip_address(ip.strip()))

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from qcdr_common.contracts.findings.v1 import Finding, FindingKind
-from qcdr_common.streams.envelope import uuid7
-from qcdr_response.outputs.base import SinkConfig, Status
-from qcdr_response.outputs.config import OutputsConfigError, load_outputs
-from qcdr_response.outputs.message import MessageKind, OutputMessage
-from qcdr_response.outputs.runtime import make_sink
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from qcdr_response.outputs.base import SinkConfig, Status
+    from qcdr_response.outputs.message import OutputMessage
 
 outputs_app = typer.Typer(
     name="outputs", help="Output sinks: list them, send a test message.", no_args_is_help=True
@@ -36,6 +34,9 @@ Config = Annotated[
 
 
 def _load(config: Path | None) -> list[SinkConfig]:
+    # the sinks (HTTP clients, syslog, Elasticsearch) are imported by the commands, not by `qcdr`
+    from qcdr_response.outputs.config import OutputsConfigError, load_outputs
+
     try:
         return load_outputs(config)
     except OutputsConfigError as exc:
@@ -44,6 +45,10 @@ def _load(config: Path | None) -> list[SinkConfig]:
 
 
 def sample_message(config: SinkConfig) -> OutputMessage:
+    from qcdr_common.contracts.findings.v1 import Finding, FindingKind
+    from qcdr_common.streams.envelope import uuid7
+    from qcdr_response.outputs.message import MessageKind, OutputMessage
+
     now = datetime.now(UTC)
     finding = Finding(
         id=f"qcdr-test-{uuid7()}",
@@ -73,6 +78,8 @@ def sample_message(config: SinkConfig) -> OutputMessage:
 @outputs_app.command("list")
 def list_outputs(config: Config = None) -> None:
     """The sinks the response service would use."""
+    from qcdr_response.outputs.runtime import make_sink
+
     configs = _load(config)
     if not configs:
         out.print("no outputs configured (QCDR_OUTPUTS_FILE or the seed's variables)")
@@ -91,6 +98,9 @@ def send_test(
     config: Config = None,
 ) -> None:
     """Send one test message to SINK and say what happened (exit 1 unless it was delivered)."""
+    from qcdr_response.outputs.base import Status
+    from qcdr_response.outputs.runtime import make_sink
+
     configs = {c.name: c for c in _load(config)}
     if sink not in configs:
         err.print(

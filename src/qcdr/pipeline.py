@@ -19,6 +19,7 @@ from qcdr_response.policies.checks import default_checker
 from qcdr_response.policies.config import GenerationConfig
 from qcdr_response.policies.generate import GenerationResult, PolicyGenerator
 
+from qcdr.defaults import DEFAULT_STATE_DIR
 from qcdr.dns_step import DnsBlockOptions, DnsBlockResult, run_resolve_deny
 from qcdr.intel_step import (
     IntelOptions,
@@ -32,7 +33,6 @@ from qcdr.sources import FindingsSource, SourceResult
 from qcdr.state import StateDir, fetch_window, merge_events
 
 OVERLAP = timedelta(minutes=15)
-DEFAULT_STATE_DIR = Path("./.qcdr-state")
 
 
 @dataclass
