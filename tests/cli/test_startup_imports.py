@@ -26,4 +26,3 @@ def test_the_command_line_imports_no_service_code_until_a_command_needs_it() -> 
         [sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=60
     ).stdout.strip()
     assert loaded == ""
-
