@@ -77,8 +77,12 @@ def pods_section(rows: list[tuple[str, str, str]]) -> list[str]:
     return lines
 
 
-def document(ev: Evaluation, rate: float, unseen: tuple[int, float], pods: list[str]) -> str:
+def document(
+    ev: Evaluation, as_labelled: Evaluation, rate: float, unseen: tuple[int, float], pods: list[str]
+) -> str:
     model = load_classifier()
+    nymaim = next(f for f in ev.families if f.family == "nymaim")
+    raw = next(f for f in as_labelled.families if f.family == "nymaim")
     met = ev.fpr <= GOAL_FPR and ev.macro(False) >= GOAL_TPR
     lines = [
         "## DGA classifier (issue #6)",
@@ -92,7 +96,8 @@ def document(ev: Evaluation, rate: float, unseen: tuple[int, float], pods: list[
         f"- Legit names: {ev.legit:,}; false positives {ev.false_positives} "
         f"(**FPR {ev.fpr:.2%}**, goal <= 1 %); {unseen[0]} of them are also on the HSTS preload list "
         f"the benign training names come from, FPR on the others {unseen[1]:.2%}",
-        f"- Macro TPR, non-dictionary families: **{ev.macro(False):.3f}** (goal >= 0.90)",
+        f"- Macro TPR, non-dictionary families: **{ev.macro(False):.3f}** (goal >= 0.90); "
+        f"{as_labelled.macro(False):.3f} with the corpus's labels as they are (below)",
         f"- Macro TPR, dictionary families (reported separately): **{ev.macro(True):.3f}**",
         f"- Macro TPR, all families: {ev.macro_all():.3f}",
         f"- Classifications/s (batches of 1,000, one core, CPU time): **{rate:,.0f}**",
@@ -104,6 +109,14 @@ def document(ev: Evaluation, rate: float, unseen: tuple[int, float], pods: list[
     for f in sorted(ev.families, key=lambda f: (f.dictionary, -f.tpr, f.family)):
         lines.append(f"| {f.family} | {f.count:,} | {f.tpr:.3f} | {'dictionary' if f.dictionary else ''} |")
     lines += [
+        "",
+        "One label of the corpus is corrected (`evaluate.RELABELLED`, checked by a test): the chrmor",
+        'sample calls Nymaim2\'s word pairs "nymaim" (searched-cookie.net, woundfinger.ws). Its 176',
+        "rows have Nymaim2's shape in baderj's re-implementation (two words, a hyphen in 45 % vs 43 %,",
+        "14.3 vs 14.5 letters, all 58 of their suffixes among Nymaim2's 68), none of Nymaim's (random",
+        "letters, 8 on average, on com/net/org/info/biz only), so they count as nymaim2 here: nymaim's",
+        f"TPR is that of its {nymaim.count} random names. As labelled, nymaim is {raw.tpr:.3f} over "
+        f"{raw.count} names.",
         "",
         "What the model learns from: real site names from the Chromium HSTS preload list, read at",
         "training time from the `hstspreload` package (BSD-3-Clause; the list is under Chromium's",
@@ -170,8 +183,9 @@ def main() -> None:
         sys.exit("shared/ not found (set QCDR_SHARED_DIR)")
     rows = read(shared / "corpora" / "dga" / "labeled_domains.csv")
     ev = evaluate(rows)
+    as_labelled = evaluate(read(shared / "corpora" / "dga" / "labeled_domains.csv", relabel=False))
     rate = throughput([d for _, _, d in rows][:20000])
-    body = document(ev, rate, unseen_fpr(rows, ev), pods_section(rows))
+    body = document(ev, as_labelled, rate, unseen_fpr(rows, ev), pods_section(rows))
     print(body)
     if args.write_doc:
         update_section(args.write_doc, "dga", body)

@@ -10,17 +10,25 @@ regressions of what it does reach.
 
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from qcdr_analysis.dns import TrackerConfig
-from qcdr_analysis.dns.evaluate import Evaluation, evaluate, evaluate_pods, read
+from qcdr_analysis.dns.evaluate import (
+    DICTIONARY_FAMILIES,
+    RELABELLED,
+    Evaluation,
+    evaluate,
+    evaluate_pods,
+    read,
+)
 from qcdr_analysis.dns.siblings import sibling_keys
 
-# Measured with the shipped model.json (FPR 0.94 %, macro 0.858); a change that drops below these is
+# Measured with the shipped model.json (FPR 0.94 %, macro 0.865); a change that drops below these is
 # a regression. The FPR half of the goal is met, so its ceiling is the goal itself.
-FLOOR_NON_DICTIONARY_MACRO = 0.85
+FLOOR_NON_DICTIONARY_MACRO = 0.855
 CEILING_FPR = 0.01
 
 
@@ -84,3 +92,37 @@ def test_no_three_legit_names_are_variants_of_one_seed(shared_path: Path) -> Non
             groups[key].add(label)
     assert len(legit) > 5000
     assert max(len(labels) for labels in groups.values()) < TrackerConfig().min_siblings
+
+
+def test_the_corrected_label_is_what_the_names_show(shared_path: Path) -> None:
+    """``evaluate.RELABELLED``: chrmor's "nymaim" rows are built like Nymaim2's word pairs, not like
+    Nymaim's random letters; if the corpus changes so that this no longer holds, the rule goes."""
+    path = shared_path / "corpora" / "dga" / "labeled_domains.csv"
+    by: dict[tuple[str, str], list[str]] = defaultdict(list)
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by[(row["family"], row["source"].strip())].append(row["domain"])
+
+    def shape(names: list[str]) -> tuple[float, float, set[str]]:
+        labels = [n.split(".", 1)[0] for n in names]
+        hyphens = sum("-" in label for label in labels) / len(labels)
+        length = sum(len(label) for label in labels) / len(labels)
+        return hyphens, length, {n.split(".", 1)[1] for n in names}
+
+    for (family, source), corrected in RELABELLED.items():
+        assert corrected in DICTIONARY_FAMILIES
+        hyphens, length, suffixes = shape(by[(family, source)])
+        words = [names for (f, _), names in by.items() if f == corrected]
+        w_hyphens, w_length, w_suffixes = shape([n for names in words for n in names])
+        others = [names for (f, s), names in by.items() if f == family and s != source]
+        o_hyphens, o_length, o_suffixes = shape([n for names in others for n in names])
+        assert suffixes <= w_suffixes  # every suffix is one the word-list family uses
+        assert abs(hyphens - w_hyphens) < 0.1
+        assert abs(length - w_length) < 1.5
+        # and unlike the rest of the family it was labelled with
+        assert o_hyphens == 0
+        assert length - o_length > 4
+        assert len(suffixes - o_suffixes) > 10
+    rows = read(path)
+    assert not any(f == "nymaim" and "-" in d for _, f, d in rows)
+    assert len(read(path, relabel=False)) == len(rows)

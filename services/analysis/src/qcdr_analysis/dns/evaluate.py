@@ -55,9 +55,25 @@ class Evaluation:
         return float(np.mean([f.tpr for f in self.families]))
 
 
-def read(path: Path) -> list[tuple[str, str, str]]:
+# (family, source) -> the family the names are by construction. The chrmor sample labels Nymaim2's
+# word-pair names "nymaim": its 176 rows (searched-cookie.net, woundfinger.ws) have Nymaim2's shape
+# in baderj's re-implementation (two words, a hyphen in 45 % vs 43 %, 14.3 vs 14.5 letters, every
+# one of their 58 suffixes among Nymaim2's 68), while baderj's nymaim is random letters (8 on
+# average, no hyphen) on com/net/org/info/biz only. tests/analysis/test_dga_eval.py checks this.
+RELABELLED = {("nymaim", "chrmor"): "nymaim2"}
+
+
+def read(path: Path, *, relabel: bool = True) -> list[tuple[str, str, str]]:
+    """(label, family, domain) rows; ``relabel``: families by construction (``RELABELLED``)."""
     with path.open(newline="", encoding="utf-8") as fh:
-        return [(r["label"], r["family"], r["domain"]) for r in csv.DictReader(fh)]
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        family = r["family"]
+        if relabel:
+            family = RELABELLED.get((family, (r.get("source") or "").strip()), family)
+        out.append((r["label"], family, r["domain"]))
+    return out
 
 
 def evaluate(rows: list[tuple[str, str, str]], model: Model | None = None) -> Evaluation:
