@@ -116,6 +116,7 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
         "behaviour_profile",
         "dga",
         "domain_intel",
+        "http_rules",
         "intel_match",
         "source",
         "workload_anomaly",
@@ -125,6 +126,7 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
         "behaviour_profile",
         "dga",
         "domain_intel",
+        "http_rules",
         "source",
         "workload_anomaly",
     ]

@@ -246,6 +246,7 @@ def test_detector_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         "behaviour_profile",
         "dga",
         "domain_intel",
+        "http_rules",
         "intel_match",
         "workload_anomaly",
     ]

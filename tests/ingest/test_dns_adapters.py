@@ -118,7 +118,7 @@ def test_hubble_request_flow() -> None:
 
 def test_hubble_flows_neither_dns_nor_l3_l4() -> None:
     with pytest.raises(NotAnEventError, match="L7 flow other than DNS"):
-        convert("hubble", {"flow": {"time": "2026-05-01T12:00:00Z", "l7": {"http": {}}}})
+        convert("hubble", {"flow": {"time": "2026-05-01T12:00:00Z", "l7": {"kafka": {}}}})
     with pytest.raises(AdapterError, match="neither a DNS flow") as raised:
         convert("hubble", {"flow": {"time": "2026-05-01T12:00:00Z", "verdict": "FORWARDED"}})
     assert not isinstance(raised.value, NotAnEventError)  # a fault, reported to the sender

@@ -282,14 +282,38 @@ class ICMPv6(_message.Message):
     def __init__(self, type: _Optional[int] = ..., code: _Optional[int] = ...) -> None: ...
 
 class Layer7(_message.Message):
-    __slots__ = ("type", "latency_ns", "dns")
+    __slots__ = ("type", "latency_ns", "dns", "http")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_NS_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     type: L7FlowType
     latency_ns: int
     dns: DNS
-    def __init__(self, type: _Optional[_Union[L7FlowType, str]] = ..., latency_ns: _Optional[int] = ..., dns: _Optional[_Union[DNS, _Mapping]] = ...) -> None: ...
+    http: HTTP
+    def __init__(self, type: _Optional[_Union[L7FlowType, str]] = ..., latency_ns: _Optional[int] = ..., dns: _Optional[_Union[DNS, _Mapping]] = ..., http: _Optional[_Union[HTTP, _Mapping]] = ...) -> None: ...
+
+class HTTPHeader(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class HTTP(_message.Message):
+    __slots__ = ("code", "method", "url", "protocol", "headers")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    method: str
+    url: str
+    protocol: str
+    headers: _containers.RepeatedCompositeFieldContainer[HTTPHeader]
+    def __init__(self, code: _Optional[int] = ..., method: _Optional[str] = ..., url: _Optional[str] = ..., protocol: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[HTTPHeader, _Mapping]]] = ...) -> None: ...
 
 class DNS(_message.Message):
     __slots__ = ("query", "ips", "ttl", "cnames", "rcode", "qtypes", "rrtypes")

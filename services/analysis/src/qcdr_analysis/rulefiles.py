@@ -1,0 +1,145 @@
+"""What every declarative rule file of the analysis shares: strict models, text conditions,
+YAML that refuses duplicate keys, and errors that name the file, the rule and the key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from qcdr_common.contracts.events.v1 import Severity
+
+TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
+M = TypeVar("M", bound=BaseModel)
+
+
+class RuleFileError(ValueError):
+    """The rule file cannot be used; the message names the file, the rule and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _non_empty(values: tuple[str, ...], what: str) -> tuple[str, ...]:
+    if any(not v for v in values):
+        raise ValueError(f"{what} strings must not be empty")
+    return values
+
+
+class TextMatch(Strict):
+    exact: tuple[str, ...] = ()
+    prefix: tuple[str, ...] = ()
+    suffix: tuple[str, ...] = ()
+    contains: tuple[str, ...] = ()
+    contains_all: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> TextMatch:
+        if not (self.exact or self.prefix or self.suffix or self.contains or self.contains_all):
+            raise ValueError("needs at least one of exact, prefix, suffix, contains, contains_all")
+        for name in ("exact", "prefix", "suffix", "contains", "contains_all"):
+            _non_empty(getattr(self, name), name)
+        return self
+
+    def test(self, value: str) -> bool:
+        if self.contains_all and not all(s in value for s in self.contains_all):
+            return False
+        if not (self.exact or self.prefix or self.suffix or self.contains):
+            return True
+        return (
+            value in self.exact
+            or value.startswith(self.prefix)
+            or value.endswith(self.suffix)
+            or any(s in value for s in self.contains)
+        )
+
+
+class RuleHead(Strict):
+    """What a rule of any file says besides its conditions: what it is and what it means."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,79}$")
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    category: str = Field(pattern=r"^[a-z][a-z0-9_]{1,99}$")
+    severity: Severity
+    techniques: tuple[str, ...] = Field(min_length=1)
+    enabled: bool = True
+
+    @field_validator("techniques")
+    @classmethod
+    def _techniques(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for technique in value:
+            if not TECHNIQUE.fullmatch(technique):
+                raise ValueError(f"not a MITRE ATT&CK technique id: {technique!r}")
+        return value
+
+
+def unique_ids(rules: Sequence[RuleHead]) -> None:
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            raise ValueError(f"rule id {rule.id!r} is used twice")
+        seen.add(rule.id)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (the last one would silently win)."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    keys: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in keys:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        keys.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _where(loc: Sequence[int | str], data: Any) -> str:
+    """``rules[3] (nsenter-host).match.binary`` from a pydantic error location."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        child: Any = None
+        if isinstance(item, int):
+            rule_id = None
+            if isinstance(node, list) and 0 <= item < len(node):
+                child = node[item]
+                rule_id = child.get("id") if isinstance(child, dict) and len(parts) == 1 else None
+            parts.append(f"[{item}]" + (f" ({rule_id})" if rule_id else ""))
+        else:
+            if isinstance(node, dict):
+                child = node.get(item)
+            parts.append(f".{item}" if parts else item)
+        node = child
+    return "".join(parts)
+
+
+def parse_model(text: str, source: str, model: type[M]) -> M:
+    """``text`` (YAML) validated as ``model``; :class:`RuleFileError` names what is wrong and where."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise RuleFileError(f"{source}: not valid YAML: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_where(err['loc'], data) or '<top>'}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise RuleFileError(f"{source}: {problems}") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except OSError as exc:
+        raise RuleFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
