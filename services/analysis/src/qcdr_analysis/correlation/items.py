@@ -18,6 +18,7 @@ import ipaddress
 import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from qcdr_common.contracts.events.v1 import NetworkDestination, ProcessInfo, SecurityEvent, Workload
@@ -68,23 +69,31 @@ class Item:
     # (intel_match) rather than a heuristic rule's (attack_rules) when both use one category
     detectors: tuple[str, ...] = ()
 
-    def technique_keys(self) -> set[str]:
+    def technique_keys(self) -> frozenset[str]:
         """The techniques plus their parents: a step asking for T1059 finds T1059.004."""
-        keys = set(self.techniques)
-        keys.update(t.split(".", 1)[0] for t in self.techniques if "." in t)
-        return keys
+        return _technique_keys(self.techniques)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Item:
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
+
+
+# Read once: ``dataclasses.fields`` rebuilds its answer on every call, once per item per checkpoint.
+_FIELD_NAMES = tuple(f.name for f in fields(Item))
+
+
+@lru_cache(maxsize=4096)
+def _technique_keys(techniques: tuple[str, ...]) -> frozenset[str]:
+    # every step's technique test asks, for every item: a handful of distinct tuples in a batch
+    return frozenset(techniques) | {t.split(".", 1)[0] for t in techniques if "." in t}
 
 
 def _tetragon_body(raw: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,11 +13,18 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from qcdr_analysis.correlation.items import Item
 from qcdr_analysis.correlation.patterns import Match, Pattern
 
 Test = Callable[[Item], bool]
+
+
+@lru_cache(maxsize=65536)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # items keep addresses as text; a batch asks about the same few destinations many times
+    return ipaddress.ip_address(text)
 
 
 def _globs(patterns: tuple[str, ...]) -> Callable[[str, str], bool]:
@@ -55,9 +62,7 @@ def compile_match(match: Match) -> Test:
         tests.append(lambda i: i.dest_port in ports)
     if match.destination_ip:
         networks = [ipaddress.ip_network(n, strict=False) for n in match.destination_ip]
-        tests.append(
-            lambda i: bool(i.dest_ip) and any(ipaddress.ip_address(i.dest_ip) in n for n in networks)
-        )
+        tests.append(lambda i: bool(i.dest_ip) and any(_address(i.dest_ip) in n for n in networks))
     if match.destination_domain:
         domain = _globs(match.destination_domain)
         tests.append(lambda i: domain(i.dest_domain, ""))
