@@ -217,7 +217,7 @@ def test_the_finding_reaches_the_cloud_credentials_policy_family() -> None:
         ("match: {method: [get]}", "upper-case HTTP method"),
         ("match: {}", "at least one condition"),
         ("match: {path: {}}", "at least one of exact"),
-        ("match: {destination_port: [0]}", "outside 1-65535"),
+        ("match: {destination_port: [0]}", "greater than or equal to 1"),
         ("match: {url: {contains: [x]}}", "Extra inputs"),
     ],
 )

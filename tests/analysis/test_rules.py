@@ -83,7 +83,7 @@ def test_shipped_rules_name_only_current_attack_techniques(shared_path: Path) ->
         (GOOD_RULE.replace("      binary: {suffix: [/nsenter]}\n", ""), "at least one condition"),
         (GOOD_RULE.replace("[process_exec]", "[process_exec_typo]"), "unknown Tetragon event type"),
         (GOOD_RULE + "      function: [sys_setns]\n", "never hold for \\['process_exec'\\]"),
-        (GOOD_RULE + "      destination_port: [70000]\n", "outside 1-65535"),
+        (GOOD_RULE + "      destination_port: [70000]\n", "less than or equal to 65535"),
         (GOOD_RULE + "      capabilities: [sys_admin]\n", "not a capability name"),
         (GOOD_RULE.replace("{suffix: [/nsenter]}", "{suffix: ['']}"), "must not be empty"),
         (GOOD_RULE.replace("{suffix: [/nsenter]}", "{}"), "needs at least one of"),

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from qcdr_common.contracts.events.v1 import Severity
+from qcdr_common.contracts.events.v1 import NetworkDestination, ProcessInfo, SecurityEvent, Severity
+from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
 TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
 M = TypeVar("M", bound=BaseModel)
@@ -78,12 +79,60 @@ class RuleHead(Strict):
         return value
 
 
-def unique_ids(rules: Sequence[RuleHead]) -> None:
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.id in seen:
-            raise ValueError(f"rule id {rule.id!r} is used twice")
-        seen.add(rule.id)
+R = TypeVar("R", bound=RuleHead)
+# a destination port in a condition
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class RuleFileOf(Strict, Generic[R]):
+    """``version: 1`` and at least one rule, ids unique."""
+
+    version: Literal[1]
+    rules: list[R] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> RuleFileOf[R]:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice")
+            seen.add(rule.id)
+        return self
+
+
+def rules_finding(
+    detector: str,
+    event: SecurityEvent,
+    matched: Sequence[RuleHead],
+    *,
+    what: str,
+    attributes: dict[str, Any],
+    process: ProcessInfo | None,
+    network: NetworkDestination | None,
+) -> Finding:
+    """One finding for the rules an event matched: the most severe rule (the first on a tie) names
+    it and gives its category, the techniques of all of them and the event's own are kept, and
+    ``attributes["rules"]`` lists every rule id. ``what`` says what happened (a command, a request)."""
+    from qcdr_analysis.detectors import finding_id  # the detectors package imports this module
+
+    primary = max(matched, key=lambda rule: rule.severity.rank)  # max keeps the first on a tie
+    return Finding(
+        id=finding_id(detector, (event,)),
+        kind=FindingKind.ATTACK_TECHNIQUE,
+        detector=detector,
+        category=primary.category,
+        severity=primary.severity,
+        techniques=tuple(sorted({t for rule in matched for t in rule.techniques} | set(event.techniques))),
+        title=primary.title,
+        explanation=f"{what}: " + "; ".join(f"{r.id} ({r.title})" for r in matched),
+        event_time=event.event_time,
+        evidence_event_ids=(event.id,),
+        workload=event.workload,
+        process=process,
+        network=network,
+        source=event.source,
+        attributes={"rules": [rule.id for rule in matched], **attributes},
+    )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -17,7 +17,8 @@ from typing import Any
 from qcdr_common.contracts.events.v1 import ProcessInfo, SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
-from qcdr_analysis.detectors import Detector, DetectorConfig, finding_id, register
+from qcdr_analysis.detectors import Detector, DetectorConfig, register
+from qcdr_analysis.rulefiles import rules_finding
 from qcdr_analysis.tetragon.rules import Rule, RuleSet, load_rules
 from qcdr_analysis.tetragon.view import TetragonView, view
 
@@ -49,12 +50,9 @@ def _process(event: SecurityEvent, v: TetragonView) -> ProcessInfo | None:
 
 
 def _finding(event: SecurityEvent, v: TetragonView, matched: list[Rule]) -> Finding:
-    primary = max(matched, key=lambda rule: rule.severity.rank)  # max keeps the first on a tie
-    techniques = sorted({t for rule in matched for t in rule.techniques} | set(event.techniques))
     command = " ".join(part for part in (v.binary, v.arguments) if part)[:_ARGUMENT_CHARS]
     hook = f" in {v.function}" if v.function else ""
     attributes: dict[str, Any] = {
-        "rules": [rule.id for rule in matched],
         "event_type": v.type,
         "binary": v.binary,
         "arguments": v.arguments[:_ARGUMENT_CHARS],
@@ -65,22 +63,14 @@ def _finding(event: SecurityEvent, v: TetragonView, matched: list[Rule]) -> Find
         attributes["file_paths"] = list(v.file_paths[:20])
     if v.destination_port is not None:
         attributes["destination"] = f"{v.destination_ip}:{v.destination_port}"
-    return Finding(
-        id=finding_id(NAME, (event,)),
-        kind=FindingKind.ATTACK_TECHNIQUE,
-        detector=NAME,
-        category=primary.category,
-        severity=primary.severity,
-        techniques=tuple(techniques),
-        title=primary.title,
-        explanation=f"{command or 'a process'}{hook}: " + "; ".join(f"{r.id} ({r.title})" for r in matched),
-        event_time=event.event_time,
-        evidence_event_ids=(event.id,),
-        workload=event.workload,
+    return rules_finding(
+        NAME,
+        event,
+        matched,
+        what=f"{command or 'a process'}{hook}",
+        attributes=attributes,
         process=_process(event, v),
         network=event.network,
-        source=event.source,
-        attributes=attributes,
     )
 
 

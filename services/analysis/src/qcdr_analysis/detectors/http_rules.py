@@ -15,9 +15,10 @@ from typing import Any
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
-from qcdr_analysis.detectors import Detector, DetectorConfig, finding_id, register
+from qcdr_analysis.detectors import Detector, DetectorConfig, register
 from qcdr_analysis.http.rules import Rule, RuleSet, load_rules
 from qcdr_analysis.http.view import HttpView, view
+from qcdr_analysis.rulefiles import rules_finding
 
 NAME = "http_rules"
 
@@ -31,33 +32,16 @@ def setup(config: Config) -> RuleSet:
 
 
 def _finding(event: SecurityEvent, v: HttpView, matched: list[Rule]) -> Finding:
-    primary = max(matched, key=lambda rule: rule.severity.rank)  # max keeps the first on a tie
-    techniques = sorted({t for rule in matched for t in rule.techniques} | set(event.techniques))
-    request = f"{v.method} {v.shown_url}"
+    denied = " (denied by an L7 policy)" if v.verdict == "DROPPED" else ""
     attributes: dict[str, Any] = {
-        "rules": [rule.id for rule in matched],
         "method": v.method,
         "url": v.shown_url,
         "user_agent": v.user_agent[:200],
         "verdict": v.verdict,
     }
-    denied = " (denied by an L7 policy)" if v.verdict == "DROPPED" else ""
-    return Finding(
-        id=finding_id(NAME, (event,)),
-        kind=FindingKind.ATTACK_TECHNIQUE,
-        detector=NAME,
-        category=primary.category,
-        severity=primary.severity,
-        techniques=tuple(techniques),
-        title=primary.title,
-        explanation=f"{request[:1000]}{denied}: " + "; ".join(f"{r.id} ({r.title})" for r in matched),
-        event_time=event.event_time,
-        evidence_event_ids=(event.id,),
-        workload=event.workload,
-        process=event.process,
-        network=event.network,
-        source=event.source,
-        attributes=attributes,
+    what = f"{v.method} {v.shown_url}"[:1000] + denied
+    return rules_finding(
+        NAME, event, matched, what=what, attributes=attributes, process=event.process, network=event.network
     )
 
 

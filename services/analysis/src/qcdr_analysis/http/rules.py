@@ -18,12 +18,11 @@ import ipaddress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from qcdr_analysis.http.view import HttpView
-from qcdr_analysis.rulefiles import RuleHead, Strict, TextMatch, parse_model, read_text, unique_ids
+from qcdr_analysis.rulefiles import Port, RuleFileOf, RuleHead, Strict, TextMatch, parse_model, read_text
 
 SHIPPED = "qcdr_analysis/detectors/rules/http.yaml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,7 +33,7 @@ class Match(Strict):
     host: TextMatch | None = None
     path: TextMatch | None = None
     destination: tuple[str, ...] = ()
-    destination_port: tuple[int, ...] = ()
+    destination_port: tuple[Port, ...] = ()
     user_agent: TextMatch | None = None
 
     @field_validator("method")
@@ -53,14 +52,6 @@ class Match(Strict):
                 ipaddress.ip_network(cidr, strict=True)
             except ValueError as exc:
                 raise ValueError(f"not a CIDR: {cidr!r} ({exc})") from None
-        return value
-
-    @field_validator("destination_port")
-    @classmethod
-    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        for port in value:
-            if not 1 <= port <= 65535:
-                raise ValueError(f"port {port} is outside 1-65535")
         return value
 
     @model_validator(mode="after")
@@ -91,14 +82,8 @@ class Rule(RuleHead):
     unless: Match | None = None
 
 
-class RuleFile(Strict):
-    version: Literal[1]
-    rules: list[Rule] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> RuleFile:
-        unique_ids(self.rules)
-        return self
+class RuleFile(RuleFileOf[Rule]):
+    pass
 
 
 @dataclass(frozen=True)

@@ -29,18 +29,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from qcdr_analysis.rulefiles import (
+    Port,
     RuleFileError,
+    RuleFileOf,
     RuleHead,
     Strict,
     TextMatch,
     parse_model,
     read_text,
-    unique_ids,
 )
 from qcdr_analysis.tetragon.view import EVENT_TYPES, HOOK_EVENTS, TetragonView
 
@@ -63,7 +63,7 @@ class Match(Strict):
     function_args: TextMatch | None = None
     file_path: TextMatch | None = None
     file_write: bool | None = None
-    destination_port: tuple[int, ...] = ()
+    destination_port: tuple[Port, ...] = ()
     namespace_change: bool | None = None
     in_container: bool | None = None
     capabilities: tuple[str, ...] = ()
@@ -84,14 +84,6 @@ class Match(Strict):
         for name in value:
             if not _HOOK_NAME.fullmatch(name):
                 raise ValueError(f"not a hook name: {name!r}")
-        return value
-
-    @field_validator("destination_port")
-    @classmethod
-    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        for port in value:
-            if not 1 <= port <= 65535:
-                raise ValueError(f"port {port} is outside 1-65535")
         return value
 
     @field_validator("capabilities")
@@ -158,14 +150,8 @@ class Rule(RuleHead):
         return self.match.test(v) and (self.unless is None or not self.unless.test(v))
 
 
-class RuleFile(Strict):
-    version: Literal[1]
-    rules: list[Rule] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> RuleFile:
-        unique_ids(self.rules)
-        return self
+class RuleFile(RuleFileOf[Rule]):
+    pass
 
 
 @dataclass(frozen=True)
