@@ -71,6 +71,34 @@ def _falco_alerts(n: int) -> list[dict[str, Any]]:
     ]
 
 
+def _hubble_imds_request() -> dict[str, Any]:
+    url = "http://169.254.169.254/latest/meta-data/iam/security-credentials/node-role?token=abc"
+    return {
+        "flow": {
+            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "verdict": "FORWARDED",
+            "IP": {"source": "10.0.1.235", "destination": "169.254.169.254", "ipVersion": "IPv4"},
+            "l4": {"TCP": {"source_port": 41234, "destination_port": 80}},
+            "source": {
+                "namespace": "shop",
+                "pod_name": "api-1",
+                "workloads": [{"name": "api", "kind": "Deployment"}],
+            },
+            "destination": {"labels": ["reserved:world"]},
+            "Type": "L7",
+            "l7": {
+                "type": "REQUEST",
+                "http": {
+                    "method": "GET",
+                    "url": url,
+                    "headers": [{"key": "User-Agent", "value": "curl/8.5.0"}],
+                },
+            },
+            "traffic_direction": "EGRESS",
+        }
+    }
+
+
 @pytest.fixture
 def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
     s = Stack.create(
@@ -115,6 +143,15 @@ def test_three_services_end_to_end(stack: Stack, shared_path: Path) -> None:
             )
             assert posted.status_code in (200, 202), posted.text
 
+            # a pod fetching the node's cloud credentials by hand, as Hubble's L7 visibility shows it
+            imds = _hubble_imds_request()
+            posted = client.post(
+                f"{ingest.url}/v1/events/hubble",
+                content=orjson.dumps([imds]),
+                headers={"Content-Type": "application/json"},
+            )
+            assert posted.status_code in (200, 202), posted.text
+
             expected_sources = qualys_valid + len(alerts)
 
             def sources_done() -> bool:
@@ -140,6 +177,25 @@ def test_three_services_end_to_end(stack: Stack, shared_path: Path) -> None:
                 )
 
             _wait(all_linked, 120, "findings linked to policies")
+
+            def http_finding() -> list[dict[str, Any]]:
+                return _all(client, f"{analysis.url}/v1/findings", detector="http_rules")
+
+            _wait(http_finding, 60, "the finding on the Hubble HTTP request")
+            (found,) = http_finding()
+            assert (found["category"], found["severity"], found["techniques"]) == (
+                "cloud_credentials_access",
+                "high",
+                ["T1552.005"],
+            )
+            assert found["workload"]["pod"] == "api-1"
+            assert "token=" not in found["explanation"]  # the query string stays out
+
+            def http_linked() -> bool:
+                link = client.get(f"{response.url}/v1/findings/{found['id']}/policy")
+                return link.status_code == 200
+
+            _wait(http_linked, 60, "the HTTP finding linked to a policy")
             policies = _all(client, f"{response.url}/v1/policies")
             one = policies[0]
             yaml_text = client.get(f"{response.url}/v1/policies/{one['id']}/yaml")
