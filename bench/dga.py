@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
@@ -23,6 +25,9 @@ from qcdr_analysis.dns.sites import preload_hosts
 from qcdr_common.testing.plugin import shared_dir
 
 GOAL_TPR, GOAL_FPR = 0.90, 0.01
+# families whose names are variants of one seed: a site (charbot), a word compound (banjori), a word
+# and a counter (fosniw); what the per-pod sibling rule catches
+SEED_VARIANTS = frozenset({"banjori", "charbot", "fosniw"})
 
 
 def throughput(domains: list[str], batch: int = 1000) -> float:
@@ -83,6 +88,9 @@ def document(
     model = load_classifier()
     nymaim = next(f for f in ev.families if f.family == "nymaim")
     raw = next(f for f in as_labelled.families if f.family == "nymaim")
+    seed_free = float(
+        np.mean([f.tpr for f in ev.families if not f.dictionary and f.family not in SEED_VARIANTS])
+    )
     met = ev.fpr <= GOAL_FPR and ev.macro(False) >= GOAL_TPR
     lines = [
         "## DGA classifier (issue #6)",
@@ -99,6 +107,9 @@ def document(
         f"- Macro TPR, non-dictionary families: **{ev.macro(False):.3f}** (goal >= 0.90); "
         f"{as_labelled.macro(False):.3f} with the corpus's labels as they are (below)",
         f"- Macro TPR, dictionary families (reported separately): **{ev.macro(True):.3f}**",
+        f"- Macro TPR, non-dictionary families without the three that vary one seed name "
+        f"({', '.join(sorted(SEED_VARIANTS))}; Plohmann et al.'s 'permutation' scheme, which per name "
+        f"look like the site or word they start from): {seed_free:.3f}",
         f"- Macro TPR, all families: {ev.macro_all():.3f}",
         f"- Classifications/s (batches of 1,000, one core, CPU time): **{rate:,.0f}**",
         f"- Goal {'met' if met else '**not met**'}.",
