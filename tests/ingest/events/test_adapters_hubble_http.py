@@ -65,7 +65,43 @@ def test_a_request_from_a_pod_is_an_http_request_event() -> None:
     assert (str(event.network.ip), event.network.port, event.network.domain) == ("169.254.169.254", 80, None)
     # the query string (here a token) is not repeated in the message
     assert event.message == "GET http://169.254.169.254/latest/meta-data/iam/security-credentials/node-role"
-    assert event.raw == request()
+    # the stored flow keeps everything but the query string's value
+    stored = event.raw["flow"]["l7"]["http"]
+    assert stored["url"] == URL.split("?")[0] + "?REDACTED"
+    assert stored["headers"] == [{"key": "User-Agent", "value": "curl/8.5.0"}]
+    assert event.raw["flow"]["Summary"] == "HTTP/1.1 GET " + stored["url"]
+    assert {k: v for k, v in event.raw["flow"].items() if k not in ("l7", "Summary")} == {
+        k: v for k, v in request()["flow"].items() if k not in ("l7", "Summary")
+    }
+
+
+def test_credentials_of_the_monitored_traffic_are_not_stored() -> None:
+    item = request()
+    item["flow"]["l7"]["http"]["headers"] += [
+        {"key": "Authorization", "value": "Bearer eyJhbGciOi"},
+        {"key": "X-aws-ec2-metadata-token", "value": "AQAEAE4X"},
+        {"key": "X-Api-Key", "value": "k-123"},
+        {"key": "Cookie", "value": "session=abc"},
+        {"key": "Accept", "value": "*/*"},
+    ]
+    before = copy.deepcopy(item)
+    event = convert(item)
+    assert item == before  # the item as posted is not changed
+    headers = {h["key"]: h["value"] for h in event.raw["flow"]["l7"]["http"]["headers"]}
+    assert headers == {
+        "User-Agent": "curl/8.5.0",
+        "Authorization": "REDACTED",
+        "X-aws-ec2-metadata-token": "REDACTED",
+        "X-Api-Key": "REDACTED",
+        "Cookie": "REDACTED",
+        "Accept": "*/*",
+    }
+    for secret in ("eyJhbGciOi", "AQAEAE4X", "k-123", "session=abc", "token=s3cr3t"):
+        assert secret not in str(event.model_dump())
+    # a bare flow (not under "flow") is redacted the same way
+    bare = convert(item["flow"])
+    assert bare.raw["l7"]["http"]["url"].endswith("?REDACTED")
+    assert bare.id == event.id
 
 
 def test_a_host_name_in_the_url_is_the_destination_domain() -> None:

@@ -17,9 +17,12 @@ once. The same request repeated on one connection within a minute is one event t
 
 The event: ``workload`` = the client pod; ``network`` = the server's address and port, and the
 URL's host name when it is a name; severity ``info``, or ``low`` when an L7 policy denied it;
-the message is the method and URL *without its query string*, which often carries tokens
-(``raw`` keeps the flow as Hubble sent it: redact at the source with Hubble's
-``--hubble-redact-enabled --hubble-redact-http-urlquery``).
+the message is the method and URL *without its query string*. ``raw`` is the flow with what
+carries credentials of the monitored traffic replaced by ``REDACTED``: the URL's query string and
+the values of credential headers (``Authorization``, ``Cookie``, IMDSv2's session token, API-key
+headers, ...). Hubble exports headers unless told otherwise, and these are the workload's
+secrets, not evidence; redacting at the source (``--hubble-redact-enabled``) keeps them off the
+wire too.
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ from qcdr_ingest.events.registry import AdapterError, NotAnEventError
 
 CATEGORY = "http_request"
 _METHOD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+REDACTED = "REDACTED"
+# Header names (lower case) whose values are credentials; and any name with one of these parts.
+_SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-aws-ec2-metadata-token",
+        "x-amz-security-token",
+        "x-goog-iam-authorization-token",
+        "x-vault-token",
+    }
+)
+_SECRET_PARTS = ("token", "secret", "api-key", "apikey", "password", "session", "auth")
 
 
 def _host(url: str) -> str | None:
@@ -56,6 +74,37 @@ def _host(url: str) -> str | None:
 def without_query(url: str) -> str:
     """``url`` without its query string and fragment (the parts that carry tokens)."""
     return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or any(part in lowered for part in _SECRET_PARTS)
+
+
+def redacted(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the request's query string (in the URL and the summary) and credential header
+    values replaced."""
+    nested = "flow" in raw and isinstance(raw["flow"], dict)
+    flow = dict(raw["flow"] if nested else raw)
+    l7 = dict(f.obj(flow.get("l7")))
+    http = dict(f.obj(l7.get("http")))
+    url = http.get("url")
+    if isinstance(url, str) and "?" in url:
+        http["url"] = f"{without_query(url)}?{REDACTED}"
+        summary = flow.get("Summary")
+        if isinstance(summary, str):  # Hubble repeats the URL there ("HTTP/1.1 GET http://...")
+            flow["Summary"] = summary.replace(url, http["url"])
+    headers = http.get("headers")
+    if isinstance(headers, list):
+        http["headers"] = [
+            {**h, "value": REDACTED}
+            if isinstance(h, dict) and isinstance(h.get("key"), str) and _secret_header(h["key"])
+            else h
+            for h in headers
+        ]
+    l7["http"] = http
+    flow["l7"] = l7
+    return {**raw, "flow": flow} if nested else flow
 
 
 def convert_http(flow: dict[str, Any], raw: dict[str, Any], cluster: str) -> SecurityEvent:
@@ -107,6 +156,6 @@ def convert_http(flow: dict[str, Any], raw: dict[str, Any], cluster: str) -> Sec
             "workload": workload,
             "process": None,
             "network": {"ip": dst, "port": dport, "domain": _host(url)},
-            "raw": raw,
+            "raw": redacted(raw),
         }
     )
