@@ -173,9 +173,16 @@ def stack_figures(minutes_learning: int = 20, minutes_ready: int = 10) -> dict[s
             for w in dense.workloads
         ]
         engine.add_samples(samples)
+        # windows close when both the event and the sample clocks pass them; this minute has
+        # samples only, so it is closed explicitly (counting what closed: a run that scores
+        # nothing must not pass for a fast one)
         t = time.perf_counter()
-        closed = engine.advance()
+        closed = engine.advance(T0 + timedelta(minutes=m + 1, seconds=1))
         window_runs.append((time.perf_counter() - t) / len(dense.workloads))
+        this = engine.window_of(T0 + timedelta(minutes=m, seconds=30))
+        behind = sum(1 for st in engine.states.values() if st.last_closed is None or st.last_closed < this)
+        if behind:
+            raise RuntimeError(f"minute {m}: {behind} workloads did not close their window")
         del closed
     gc.unfreeze()
     return {

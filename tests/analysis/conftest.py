@@ -74,6 +74,7 @@ def analysis_settings(**overrides: Any) -> AnalysisSettings:
         "outbox_poll_s": 0.02,
         "consumer_name": "test-consumer",
         "consume_metrics_port": 0,
+        "gc_tuning": False,  # the test process would freeze every test's leftovers
     }
     values.update(overrides)
     return AnalysisSettings(_env_file=None, **values)  # type: ignore[call-arg]

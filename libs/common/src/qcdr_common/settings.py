@@ -44,6 +44,10 @@ class CommonSettings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    gc_tuning: bool = Field(
+        default=True,
+        description="Workers freeze start-up objects and collect less often (qcdr_common.gc_tuning).",
+    )
 
     # Streams (qcdr_common.streams). MAXLEN trims entries whether or not a group has read them,
     # so it sits far above any backlog the system is expected to hold.

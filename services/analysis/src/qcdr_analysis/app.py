@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.db import make_session_factory
+from qcdr_common.gc_tuning import tune_gc
 from qcdr_common.service_app import create_service_app
 from qcdr_common.streams.runner import in_background
 
@@ -51,6 +52,8 @@ def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSetting
                 yield
                 return
             worker = AnalysisWorker(settings, app.state.engine, app.state.redis, detectors=detectors)
+            if settings.gc_tuning:
+                tune_gc()
             async with in_background("analysis-worker", worker.run):
                 yield
 

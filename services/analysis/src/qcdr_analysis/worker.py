@@ -12,6 +12,7 @@ import asyncio
 from datetime import datetime
 
 from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.gc_tuning import tune_gc
 from qcdr_common.logging import get_logger
 from qcdr_common.streams import (
     LagExporter,
@@ -152,6 +153,8 @@ async def consume() -> None:
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     try:
         worker = AnalysisWorker(settings, engine, redis, detectors=detectors)
+        if settings.gc_tuning:
+            tune_gc()
         await run_until_stopped(*worker.tasks)
     finally:
         await redis.aclose()

@@ -13,7 +13,6 @@ The lifespan extends the shared one (engine, Redis, httpx) with a session factor
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.db import make_session_factory
+from qcdr_common.gc_tuning import tune_gc
 from qcdr_common.logging import get_logger
 from qcdr_common.service_app import create_service_app
 
@@ -40,14 +40,6 @@ from qcdr_ingest.workers import build_workers
 
 log = get_logger(__name__)
 STOP_GRACE_S = 10.0
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper collections for a process that allocates ~100 short-lived objects per event:
-    objects alive after start-up are frozen out of collections and generation 0 is collected every
-    50,000 allocations instead of 700 (measured: ~25% less CPU per event on the POST path)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def create_app(

@@ -38,7 +38,6 @@ class IngestSettings(CommonSettings):
         description="serve also runs the outbox relay, CDR poller and intel scheduler (false: a "
         "separate 'qcdr-ingest consume' runs them).",
     )
-    gc_tuning: bool = Field(default=True, description="Freeze start-up objects and collect less often.")
 
     # streams (stream_maxlen, outbox_poll_s: CommonSettings)
     relay_batch: int = Field(default=2000, ge=1, description="Outbox rows per relay round trip.")

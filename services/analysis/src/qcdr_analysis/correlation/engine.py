@@ -190,6 +190,7 @@ class Engine(EngineState):
         self._buffer_changed.add(item.uid)
         heapq.heappush(self._seen_heap, (t, item.uid))
         heapq.heappush(self._buffer, (t, next(self._seq), item, timely))
+        self._buffered[item.uid] = (item, timely)
 
     def _remember_parent(self, exec_id: str, parent: str) -> None:
         if exec_id not in self._parents and len(self._parents) >= self.parent_cache:
@@ -213,6 +214,7 @@ class Engine(EngineState):
         out: list[Finding] = []
         while self._buffer and self._buffer[0][0] <= upto:
             t, _, item, targets = heapq.heappop(self._buffer)
+            self._buffered.pop(item.uid, None)
             self._buffer_changed.add(item.uid)
             self._released = max(self._released, t)
             self._expire(t)

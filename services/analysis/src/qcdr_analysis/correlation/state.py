@@ -67,6 +67,9 @@ class EngineState:
         self._released = -math.inf
         self._seq = itertools.count()
         self._buffer: list[tuple[float, int, Item, tuple[tuple[int, int], ...]]] = []
+        # the same entries by item id: a checkpoint writes the changed ones without scanning the
+        # buffer, which holds every matching item of the last ``lateness`` seconds
+        self._buffered: dict[str, tuple[Item, tuple[tuple[int, int], ...]]] = {}
         self._seen: dict[str, float] = {}
         self._seen_heap: list[tuple[float, str]] = []
         self._partials: dict[tuple[int, str], list[Partial | None]] = {}
@@ -161,14 +164,13 @@ class EngineState:
         """Full state, or (with the changed ids) a delta where ``None`` marks a removed entry."""
         name = [c.pattern.name for c in self._compiled]
         buffer: dict[str, Any] = {}
-        if buffer_ids is None or buffer_ids:
-            buffer = dict.fromkeys(buffer_ids or ())
-            for _, _, item, targets in self._buffer:
-                if buffer_ids is None or item.uid in buffer_ids:
-                    buffer[item.uid] = {
-                        "item": item.to_json(),
-                        "targets": [[name[p], s] for p, s in targets],
-                    }
+        for uid in self._buffered if buffer_ids is None else buffer_ids:
+            entry = self._buffered.get(uid)
+            buffer[uid] = (
+                None
+                if entry is None
+                else {"item": entry[0].to_json(), "targets": [[name[p], s] for p, s in entry[1]]}
+            )
         if seen_ids is None:
             seen: dict[str, float | None] = dict(self._seen)
         else:
@@ -228,6 +230,7 @@ class EngineState:
             if targets:
                 item = Item.from_json(entry["item"])
                 self._buffer.append((item.time, next(self._seq), item, targets))
+                self._buffered[item.uid] = (item, targets)
         heapq.heapify(self._buffer)
         for field_name, entries in snapshot["partials"].items():
             pattern, _, key = field_name.partition("\x1f")
