@@ -40,6 +40,8 @@ from tests.integration.stack import Stack
 
 BASE = os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# analysis's correlation_idle_flush_s (5 s) plus the time to process what it flushes
+SETTLE_S = 12.0
 
 
 def alerts(start: int, n: int, rule: str = "Reverse shell connection") -> bytes:
@@ -134,6 +136,11 @@ def run(events: int, rates: list[int], seconds: int) -> dict[str, Any]:
             phases = {}
             total = events
             for phase_rate in rates:
+                # Let the previous phase's matches leave the correlation engine first: it holds every
+                # event that matches a chain step for its allowed lateness (30 s of event time) and,
+                # once the stream has been idle for 5 s, processes them all at once; without this
+                # pause that backlog of tens of thousands of items landed in this phase's latency.
+                time.sleep(SETTLE_S)
                 rule = f"Reverse shell connection at {phase_rate}/s"
                 per_tick = max(1, phase_rate // 10)
                 sent = 0
@@ -203,27 +210,34 @@ consumer) as processes with the machine's PostgreSQL and Redis; Falco alerts pos
 {NOTES}"""
 
 
-NOTES = """Both goals are missed. What limits it, measured while writing the services:
+NOTES = """Both goals are missed. What limits it:
 
 - **Everything shares 2 cores**: PostgreSQL, Redis, the ingest HTTP server and its outbox relay,
-  the analysis consumer and the load generator. Ingest alone accepts ~7–10k events/s; per event
-  it spends ~40 µs in Python (decode, adapter, validation) and ~70–90 µs in PostgreSQL (COPY into
-  a temporary table, one INSERT … ON CONFLICT into `ingest_events` plus its outbox row).
-- **Analysis runs one consumer** at ~3.5–5.7k events/s when it has a core to itself: per micro-batch
-  one transaction records the envelope ids (`analysis_received`), inserts findings with their JSONB
-  payload and outbox rows. Its Python cost is pydantic decoding of each `SecurityEvent` and building
-  each `Finding` and envelope; its PostgreSQL cost is three inserted rows per event.
-- **Profile of the analysis consumer under this load** (py-spy, 8 s at 50 Hz, 2026-12-04): it was
-  on CPU ~74% of the time (the rest it waited for a core or for PostgreSQL). Of that: the batch
-  handler 47% — building outgoing envelopes (`new_envelope`) 12%, SQL execution 11%, decoding
-  each event into a `SecurityEvent` 9.5%, the detectors 9% — decoding incoming stream entries
-  (`Envelope.from_fields`) 8%, and the outbox relay publishing findings 10%.
+  the analysis consumer and the load generator. Ingest alone accepts ~14k events/s here; per
+  event it spends ~40 µs in Python (decode, adapter, validation) and ~70–90 µs in PostgreSQL.
+- **The analysis consumer is the limit**: one process, ~330 µs of its own CPU per event on this
+  load (every alert is a reverse shell, so every event is also a step of a chain pattern and is
+  buffered, ordered and keyed by the correlation engine, the costliest case). Measured in-process
+  (cProfile and timers, 20,000 events, 2026-12-05): storing findings and their outbox rows 30 %,
+  the correlation engine with its Redis checkpoint 25 %, the outbox relay 15-20 %, decoding
+  envelopes and events 10 %, the detectors 10 %, recording received ids 5 %.
+- **How it got here**: the suite ran 3,300 events/s before issue #5 (profiles and the anomaly
+  engine: 2,200/s) and the correlation engine in the service (1,800/s), measured by running this
+  benchmark at those commits on this machine. Since then: the JSONB columns are written with
+  orjson, the correlation checkpoint writes changed buffer entries from an index instead of
+  scanning the whole buffer, the items cache their technique keys, and the analysis worker tunes
+  the garbage collector (start-up objects frozen, fewer collections; full passes over its heap
+  had stalled batches by up to 230 ms).
 - **At 5,000/s the suite is above its capacity here**, so the backlog grows for the whole phase and
   the latency measured is queueing time; the lower rate shows the latency of an unsaturated system.
+  Each fixed-rate phase starts after a 12 s pause: the correlation engine holds every event that
+  matches a chain step for its 30 s of allowed lateness and processes what is left once the
+  stream has been idle for 5 s, and without the pause the previous phase's backlog (50,000 items)
+  was measured as this phase's latency (p99 458 ms at 1,000/s instead of ~30 ms).
 
-Next steps, in order of expected gain: more analysis consumers in the group (the handler is safe
-for concurrent consumers), COPY instead of INSERT for findings and outbox rows, a `json` (not
-`jsonb`) payload column, and `msgspec`/`model_construct` instead of full pydantic validation of
+Next steps, in order of expected gain: partition the stream by workload so that more analysis
+consumers can share it without splitting a chain's events between them, COPY instead of INSERT
+for findings and outbox rows, and `model_construct` instead of full pydantic validation of
 envelopes that ingest already validated.
 """
 
