@@ -17,38 +17,9 @@ from qcdr_response.lifecycle.generation import ScopeGenerator, finding_to_event
 from qcdr_response.policies.checks import default_checker
 from qcdr_response.policies.config import GenerationConfig
 
+from tests.ingest.events.factories import hubble_http_request as hubble_request
+
 RULES = load_rules()
-
-
-def hubble_request(
-    url: str,
-    *,
-    method: str = "GET",
-    destination: str = "169.254.169.254",
-    port: int = 80,
-    user_agent: str | None = "curl/8.5.0",
-    verdict: str = "FORWARDED",
-) -> dict[str, Any]:
-    http: dict[str, Any] = {"method": method, "url": url, "protocol": "HTTP/1.1"}
-    if user_agent is not None:
-        http["headers"] = [{"key": "User-Agent", "value": user_agent}]
-    return {
-        "flow": {
-            "time": "2026-07-31T10:41:02.2Z",
-            "verdict": verdict,
-            "IP": {"source": "10.0.1.235", "destination": destination, "ipVersion": "IPv4"},
-            "l4": {"TCP": {"source_port": 41234, "destination_port": port}},
-            "source": {
-                "namespace": "shop",
-                "pod_name": "api-1",
-                "workloads": [{"name": "api", "kind": "Deployment"}],
-            },
-            "destination": {"labels": ["reserved:world"]},
-            "Type": "L7",
-            "l7": {"type": "REQUEST", "http": http},
-            "traffic_direction": "EGRESS",
-        }
-    }
 
 
 def event(url: str, **kwargs: Any) -> SecurityEvent:

@@ -18,6 +18,7 @@ from qcdr_ingest.qualys.demo_data import generate_findings
 from qcdr_ingest.qualys.double import DoubleConfig, serve_double
 from qcdr_ingest.qualys.normalize import normalize_all
 
+from tests.ingest.events.factories import hubble_http_request
 from tests.integration.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.db, pytest.mark.redis, pytest.mark.slow]
@@ -71,34 +72,6 @@ def _falco_alerts(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _hubble_imds_request() -> dict[str, Any]:
-    url = "http://169.254.169.254/latest/meta-data/iam/security-credentials/node-role?token=abc"
-    return {
-        "flow": {
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "verdict": "FORWARDED",
-            "IP": {"source": "10.0.1.235", "destination": "169.254.169.254", "ipVersion": "IPv4"},
-            "l4": {"TCP": {"source_port": 41234, "destination_port": 80}},
-            "source": {
-                "namespace": "shop",
-                "pod_name": "api-1",
-                "workloads": [{"name": "api", "kind": "Deployment"}],
-            },
-            "destination": {"labels": ["reserved:world"]},
-            "Type": "L7",
-            "l7": {
-                "type": "REQUEST",
-                "http": {
-                    "method": "GET",
-                    "url": url,
-                    "headers": [{"key": "User-Agent", "value": "curl/8.5.0"}],
-                },
-            },
-            "traffic_direction": "EGRESS",
-        }
-    }
-
-
 @pytest.fixture
 def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
     s = Stack.create(
@@ -144,7 +117,10 @@ def test_three_services_end_to_end(stack: Stack, shared_path: Path) -> None:
             assert posted.status_code in (200, 202), posted.text
 
             # a pod fetching the node's cloud credentials by hand, as Hubble's L7 visibility shows it
-            imds = _hubble_imds_request()
+            imds = hubble_http_request(
+                "http://169.254.169.254/latest/meta-data/iam/security-credentials/node-role?token=abc",
+                time=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            )
             posted = client.post(
                 f"{ingest.url}/v1/events/hubble",
                 content=orjson.dumps([imds]),

@@ -227,3 +227,36 @@ def hubble_flow(**changes: Any) -> dict[str, Any]:
         else:
             item["flow"][key] = value
     return item
+
+
+def hubble_http_request(
+    url: str,
+    *,
+    method: str = "GET",
+    destination: str = "169.254.169.254",
+    port: int = 80,
+    user_agent: str | None = "curl/8.5.0",
+    verdict: str = "FORWARDED",
+    time: str = "2026-07-31T10:41:02.2Z",
+) -> dict[str, Any]:
+    """A pod's HTTP request as Hubble's L7 proxy reports it (``hubble observe -o json``)."""
+    http: dict[str, Any] = {"method": method, "url": url, "protocol": "HTTP/1.1"}
+    if user_agent is not None:
+        http["headers"] = [{"key": "User-Agent", "value": user_agent}]
+    return {
+        "flow": {
+            "time": time,
+            "verdict": verdict,
+            "IP": {"source": "10.0.1.235", "destination": destination, "ipVersion": "IPv4"},
+            "l4": {"TCP": {"source_port": 41234, "destination_port": port}},
+            "source": {
+                "namespace": "shop",
+                "pod_name": "api-1",
+                "workloads": [{"name": "api", "kind": "Deployment"}],
+            },
+            "destination": {"labels": ["reserved:world"]},
+            "Type": "L7",
+            "l7": {"type": "REQUEST", "http": http},
+            "traffic_direction": "EGRESS",
+        }
+    }
