@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,15 @@ BAD, LOW, LOW_LISTED, WHITELISTED, UNCHECKED = (
 def database_url(base_database_url: str) -> Iterator[str]:
     with migrated_database(base_database_url, "qcdr_response_rep") as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+async def empty_tables(database_url: str) -> AsyncIterator[None]:
+    """Each test starts without findings, policies, answers or listings (the module shares one
+    migrated database)."""
+    await run_sql(database_url, "TRUNCATE response_findings, response_received, response_policies CASCADE")
+    yield
+    await run_sql(database_url, "TRUNCATE intel_reputation, intel_indicators")
 
 
 def c2(ip: str) -> Any:
@@ -102,15 +111,11 @@ async def test_low_scores_are_left_out_unless_a_feed_lists_them(database_url: st
         "INSERT INTO intel_indicators (cidr, feeds, confidence) VALUES ($1::cidr, $2, 1)",
         (f"{LOW_LISTED}/32", ["feodo"]),
     )
-    try:
-        # checked and bad, listed by a feed whatever its score, and not checked yet: blocked
-        assert await blocked(database_url, 50) == {BAD, LOW_LISTED, UNCHECKED}
-        await run_sql(database_url, "TRUNCATE response_findings, response_received CASCADE")
-        await run_sql(database_url, "TRUNCATE response_policies CASCADE")
-        # threshold 0: reputation is not consulted
-        assert await blocked(database_url, 0) == {BAD, LOW, LOW_LISTED, WHITELISTED, UNCHECKED}
-    finally:
-        await run_sql(database_url, "TRUNCATE intel_reputation, intel_indicators")
+    # checked and bad, listed by a feed whatever its score, and not checked yet: blocked
+    assert await blocked(database_url, 50) == {BAD, LOW_LISTED, UNCHECKED}
+    await run_sql(database_url, "TRUNCATE response_findings, response_received, response_policies CASCADE")
+    # threshold 0: reputation is not consulted
+    assert await blocked(database_url, 0) == {BAD, LOW, LOW_LISTED, WHITELISTED, UNCHECKED}
 
 
 async def test_the_refresher_follows_answers_that_arrive_after_the_verdict(database_url: str) -> None:
@@ -126,7 +131,6 @@ async def test_the_refresher_follows_answers_that_arrive_after_the_verdict(datab
 
     lc = make_lifecycle(response_settings(ioc_reputation_threshold=50))
     refresher = IocRefresher(sessions, lc, 300, after_commit=after_commit)
-    await run_sql(database_url, "TRUNCATE response_findings, response_received, response_policies CASCADE")
     try:
         async with sessions.begin() as session:
             await handle_envelopes(session, [finding_envelope(c2(ip)) for ip in (BAD, UNCHECKED)], lc)
@@ -162,14 +166,12 @@ async def test_the_refresher_follows_answers_that_arrive_after_the_verdict(datab
         assert await current_blocklist(sessions) == (3, {BAD, UNCHECKED})
     finally:
         await engine.dispose()
-        await run_sql(database_url, "TRUNCATE intel_reputation, intel_indicators")
 
 
 async def test_a_blocklist_left_with_nothing_to_deny_keeps_its_version_and_says_so(database_url: str) -> None:
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     lc = make_lifecycle(response_settings(ioc_reputation_threshold=50))
-    await run_sql(database_url, "TRUNCATE response_findings, response_received, response_policies CASCADE")
     https = make_finding(
         category="Reverse_Shell",
         techniques=["T1059.004"],
@@ -192,7 +194,6 @@ async def test_a_blocklist_left_with_nothing_to_deny_keeps_its_version_and_says_
         assert await refresher.refresh() == "unchanged"  # said once, not every round
     finally:
         await engine.dispose()
-        await run_sql(database_url, "TRUNCATE intel_reputation, intel_indicators")
 
 
 @pytest.mark.redis
@@ -201,7 +202,6 @@ async def test_the_worker_refreshes_and_rewrites_the_policy_files(
 ) -> None:
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
-    await run_sql(database_url, "TRUNCATE response_findings, response_received, response_policies CASCADE")
     settings = response_settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -245,4 +245,3 @@ async def test_the_worker_refreshes_and_rewrites_the_policy_files(
         if task is not None:
             await asyncio.wait_for(task, 10)
         await engine.dispose()
-        await run_sql(database_url, "TRUNCATE intel_reputation, intel_indicators")
