@@ -91,16 +91,22 @@ def template_chain() -> Any:
     return chain
 
 
-def finding_rows(count: int, chains: int) -> Iterator[dict[str, Any]]:
-    from qcdr_analysis.findings.repository import row_values
+def finding_rows(count: int, chains: int) -> Iterator[Any]:
+    from qcdr_analysis.findings.repository import finding_record
     from qcdr_common.contracts.findings.v1 import Finding
+    from qcdr_common.db import json_dumps
+
+    def row(finding: Finding, envelope_id: str) -> Any:
+        # stored without an outbox row: the seeded findings are not announced to response
+        payload = json_dumps(finding.model_dump(mode="json"))
+        return finding_record(finding, payload, envelope_id=envelope_id, data=None)
 
     chain = template_chain()
     base = chain.model_dump(mode="json")
     for i in range(chains):
         payload = {**base, "id": f"chain-{i:06d}", "event_time": (NOW - timedelta(minutes=i)).isoformat()}
         finding = Finding.model_validate(payload)
-        yield row_values(finding, finding.model_dump(mode="json"), envelope_id=f"env-chain-{i}")
+        yield row(finding, f"env-chain-{i}")
     for i in range(count):
         namespace = f"team-{i % 40:02d}"
         payload = {
@@ -122,7 +128,7 @@ def finding_rows(count: int, chains: int) -> Iterator[dict[str, Any]]:
             "evidence_event_ids": [f"event-{i}"],
         }
         finding = Finding.model_validate(payload)
-        yield row_values(finding, finding.model_dump(mode="json"), envelope_id=f"env-{i}")
+        yield row(finding, f"env-{i}")
 
 
 async def seed(database_url: str, count: int, chains: int) -> None:
@@ -131,17 +137,17 @@ async def seed(database_url: str, count: int, chains: int) -> None:
 
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
-    batch: list[dict[str, Any]] = []
+    batch: list[Any] = []
     try:
         for row in finding_rows(count, chains):
             batch.append(row)
             if len(batch) == 5000:
                 async with sessions() as session, session.begin():
-                    await insert_findings(session, batch)
+                    await insert_findings(session, batch, stream="", envelope_type="")
                 batch = []
         if batch:
             async with sessions() as session, session.begin():
-                await insert_findings(session, batch)
+                await insert_findings(session, batch, stream="", envelope_type="")
         async with engine.connect() as conn:
             await conn.exec_driver_sql("ANALYZE")
     finally:

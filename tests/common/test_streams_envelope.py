@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from qcdr_common.streams import Envelope, caused_by, dlq_key, new_envelope, stream_key, uuid7
 
@@ -70,3 +73,43 @@ def test_envelope_rejects_naive_datetimes_and_missing_data() -> None:
 def test_key_names() -> None:
     assert stream_key("qcdr", "ingest:events") == "qcdr:ingest:events"
     assert dlq_key("qcdr", "analysis:findings") == "qcdr:analysis:findings:dlq"
+
+
+# JSON-able leaves plus what only pydantic's conversion knows (sets, bytes, tuples, decimals, UUIDs,
+# datetimes in and out of UTC); keys are strings or integers, as payload dicts may carry either.
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.binary(max_size=8).map(lambda b: b.hex().encode()),
+    st.uuids(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])),
+    st.frozensets(st.integers(0, 9), max_size=3),
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.integers(0, 99)), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.dictionaries(st.text(max_size=8), _values, max_size=5))
+def test_to_json_writes_what_pydantic_json_mode_writes(payload: dict[str, object]) -> None:
+    envelope = new_envelope(
+        "test.checked",
+        payload,
+        source="test",
+        cluster_id="c1",
+        occurred_at=datetime(2026, 3, 2, 12, 0, 0, 123456, tzinfo=UTC),
+        causation_id="cause",
+    )
+    assert orjson.loads(envelope.to_json()) == orjson.loads(orjson.dumps(envelope.model_dump(mode="json")))
+    assert Envelope.from_json(envelope.to_json()) == Envelope.model_validate_json(envelope.model_dump_json())

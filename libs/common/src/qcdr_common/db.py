@@ -46,3 +46,19 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The session's asyncpg connection, inside the session's transaction, for what SQLAlchemy has
+    no API for (COPY).
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement *it* executes;
+    statements sent straight to asyncpg before that would each commit on their own. So the
+    caller must have executed something through the session first (checked here).
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None or not driver.is_in_transaction():
+        raise RuntimeError("execute a statement through the session before using its asyncpg connection")
+    return driver

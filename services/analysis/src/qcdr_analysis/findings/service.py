@@ -30,15 +30,15 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
+from qcdr_common.db import json_dumps
 from qcdr_common.logging import get_logger
-from qcdr_common.streams import Envelope, enqueue, new_envelope
+from qcdr_common.streams import Envelope, new_envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_analysis import streams
 from qcdr_analysis.correlation.correlator import Correlator
 from qcdr_analysis.detectors import Detector, load_detectors
 from qcdr_analysis.findings import repository as repo
-from qcdr_analysis.findings.models import OUTBOX
 
 log = get_logger(__name__)
 
@@ -250,18 +250,21 @@ async def store_findings(
     cluster_id: str,
 ) -> list[Finding]:
     """Insert findings (duplicates skipped) and enqueue an envelope for each new one; the new ones."""
-    envelopes: dict[str, Envelope] = {}
-    rows = []
-    for finding in findings:
+    records = []
+    for position, finding in enumerate(findings):
         first = finding.evidence_event_ids[0] if finding.evidence_event_ids else ""
         cause = cause_of.get((finding.source, first))
         envelope = finding_envelope(finding, cause, cluster_id)
-        envelopes[finding.id] = envelope
-        rows.append(repo.row_values(finding, envelope.payload, envelope_id=envelope.id))
-    inserted = await repo.insert_findings(session, rows)
-    new = [f for f in findings if f.id in inserted]
-    await enqueue(session, OUTBOX, streams.FINDINGS, [envelopes[f.id] for f in new])
-    return new
+        payload = json_dumps(envelope.payload)
+        records.append(
+            repo.finding_record(
+                finding, payload, envelope_id=envelope.id, data=envelope.to_json(), position=position
+            )
+        )
+    inserted = await repo.insert_findings(
+        session, records, stream=streams.FINDINGS, envelope_type=streams.FINDING_RAISED
+    )
+    return [f for f in findings if f.id in inserted]
 
 
 def count_committed(outcome: BatchOutcome) -> None:

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any, TypeVarTuple
 
 from qcdr_common.api.pagination import PageRequest, keyset
+from qcdr_common.db import driver_connection
 from sqlalchemy import Select, Text, cast, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qcdr_ingest.db.driver import driver_connection
 from qcdr_ingest.events.models import EventRow
 from qcdr_ingest.events.service import EventRecord
 from qcdr_ingest.intel.reputation_queue import NON_GLOBAL

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from qcdr_common.db import driver_connection
 from sqlalchemy import DateTime, Index, Integer, LargeBinary, Text, delete, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, CIDR, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -36,7 +37,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from qcdr_ingest.db.base import IngestBase
-from qcdr_ingest.db.driver import driver_connection
 from qcdr_ingest.intel.indicators import CidrEntry
 
 VIEW = "ingest_intel_listed"
