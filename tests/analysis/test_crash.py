@@ -111,6 +111,8 @@ async def test_kill_9_at_random_moments_yields_exactly_once(
         "QCDR_CONSUME_METRICS_PORT": "0",
         "QCDR_STREAM_BATCH": "200",
         "QCDR_STREAM_CLAIM_IDLE_MS": "300",
+        # a killed process keeps the analysis lease until it expires: the next waits that long
+        "QCDR_LEADER_LEASE_S": "0.6",
         # every kill counts as a delivery of the batch in hand; keep the poison budget above KILLS
         "QCDR_STREAM_MAX_DELIVERIES": str(KILLS + 3),
         "QCDR_LOG_LEVEL": "WARNING",

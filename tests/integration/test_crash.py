@@ -68,6 +68,8 @@ def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefi
             # message counts as poison. Reclaim quickly after a restart.
             "QCDR_STREAM_MAX_DELIVERIES": "25",
             "QCDR_STREAM_CLAIM_IDLE_MS": "3000",
+            # a killed analysis holds its lease until it expires; the restarted one waits that long
+            "QCDR_LEADER_LEASE_S": "2",
             "QCDR_POLLER_ENABLED": "false",
             "QCDR_EVENTS_RATE_PER_S": "1000000",
             "QCDR_EVENTS_RATE_BURST": "1000000",

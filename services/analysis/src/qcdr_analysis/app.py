@@ -21,7 +21,7 @@ from qcdr_analysis.dns.router import warm_classifier
 from qcdr_analysis.findings.router import router as findings_router
 from qcdr_analysis.profiles.router import router as profiles_router
 from qcdr_analysis.settings import AnalysisSettings, get_settings
-from qcdr_analysis.worker import AnalysisWorker, make_detectors
+from qcdr_analysis.worker import elected_worker, make_detectors
 
 
 def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSettings | None = None) -> FastAPI:
@@ -51,10 +51,10 @@ def create_app(settings: AnalysisSettings | None = None, *, auth: ApiAuthSetting
             if detectors is None:
                 yield
                 return
-            worker = AnalysisWorker(settings, app.state.engine, app.state.redis, detectors=detectors)
+            worker = elected_worker(settings, app.state.engine, app.state.redis, detectors=detectors)
             if settings.gc_tuning:
                 tune_gc()
-            async with in_background("analysis-worker", worker.run):
+            async with in_background("analysis-worker", worker):
                 yield
 
     app.router.lifespan_context = lifespan

@@ -21,6 +21,21 @@ class AnalysisSettings(CommonSettings):
         ),
     )
     consumer_group: str = Field(default="analysis", description="Consumer group on ingest:events.")
+    leader_election: bool = Field(
+        default=True,
+        description=(
+            "Consume only while this replica holds the analysis lease in Redis: with several "
+            "replicas one consumes and the others stand by (the worker's state is in memory)."
+        ),
+    )
+    leader_lease_s: float = Field(
+        default=15.0,
+        ge=0.3,
+        description=(
+            "How long the analysis lease lasts unless renewed; renewed, and tried by standbys, "
+            "every third of it."
+        ),
+    )
     detectors: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description=(

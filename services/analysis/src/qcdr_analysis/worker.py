@@ -9,7 +9,9 @@ re-publishes findings from Postgres.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import datetime
+from typing import Any
 
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.gc_tuning import tune_gc
@@ -22,6 +24,7 @@ from qcdr_common.streams import (
     new_envelope,
     run_until_stopped,
 )
+from qcdr_common.streams.lease import RedisLease
 from qcdr_common.streams.runner import Worker
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +41,7 @@ from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.handlers import EventsHandler
 from qcdr_analysis.findings.models import OUTBOX
 from qcdr_analysis.findings.service import BatchOutcome, DetectorConfigError, DetectorSet
+from qcdr_analysis.leader import LeaderElected
 from qcdr_analysis.profiles.handlers import BaselinesHandler
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 
@@ -145,6 +149,31 @@ class AnalysisWorker:
         await run_until_stopped(*self.tasks, stop=stop, signals=False)
 
 
+def elected_worker(
+    settings: AnalysisSettings, engine: AsyncEngine, redis: Redis, *, detectors: DetectorSet | None = None
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """The worker as ``consume`` and ``serve`` run it: under the analysis lease (leader.py) unless
+    ``QCDR_LEADER_ELECTION`` is off. ``detectors`` serve the first lead; each later lead builds
+    fresh ones, since what the old ones held in memory may be stale by then."""
+    if not settings.leader_election:
+        return AnalysisWorker(settings, engine, redis, detectors=detectors).run
+    unused = [detectors] if detectors is not None else []
+
+    def tasks() -> list[Worker]:
+        worker = AnalysisWorker(settings, engine, redis, detectors=unused.pop() if unused else None)
+        log.info("analysis worker started", detectors=worker.detectors.names)
+        return worker.tasks
+
+    prefix = settings.redis_prefix
+    lease = RedisLease(
+        redis,
+        f"{prefix}:analysis:leader" if prefix else "analysis:leader",
+        settings.consumer_name,
+        settings.leader_lease_s,
+    )
+    return LeaderElected(lease, tasks, lease_s=settings.leader_lease_s).run
+
+
 async def consume() -> None:
     """``qcdr-analysis consume``: the worker without HTTP, until SIGTERM."""
     settings = get_settings()
@@ -152,10 +181,10 @@ async def consume() -> None:
     engine = make_engine(settings.database_url.get_secret_value())
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        worker = AnalysisWorker(settings, engine, redis, detectors=detectors)
+        worker = elected_worker(settings, engine, redis, detectors=detectors)
         if settings.gc_tuning:
             tune_gc()
-        await run_until_stopped(*worker.tasks)
+        await run_until_stopped(worker)
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -1,0 +1,136 @@
+"""Several analysis replicas: one consumes, the others stand by, and a hand-over neither loses nor
+repeats an attack chain (the real Tetragon chain split across the two leaders)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qcdr_analysis.leader import LeaderElected
+from qcdr_analysis.worker import elected_worker
+from qcdr_common.db import make_engine
+from qcdr_common.streams import publish, stream_key
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.analysis.conftest import analysis_settings
+from tests.analysis.test_chains_service import PATTERN, chain_envelopes, chains, consumed
+from tests.analysis.test_worker import wait_for
+
+pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
+
+LEASE_S = 0.6
+
+
+@pytest.fixture
+async def engine(db: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(db)
+    yield engine
+    await engine.dispose()
+
+
+class Replica:
+    """One analysis replica's worker, as ``serve``/``consume`` run it."""
+
+    def __init__(self, name: str, engine: AsyncEngine, redis: Redis, prefix: str) -> None:
+        settings = analysis_settings(
+            redis_prefix=prefix,
+            consumer_name=name,
+            leader_lease_s=LEASE_S,
+            stream_batch=4,
+            stream_claim_idle_ms=200,
+            correlation_idle_flush_s=0.3,
+            disabled_detectors=frozenset({"behaviour_profile", "workload_anomaly"}),
+        )
+        run = elected_worker(settings, engine, redis)
+        self.election: LeaderElected = run.__self__  # type: ignore[attr-defined]
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run(self.stop))
+
+    @property
+    def leads(self) -> int:
+        return self.election.leads
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+async def consumers(redis: Redis, key: str) -> dict[str, int]:
+    """Consumer name -> entries pending on it, for every consumer the group has seen."""
+    try:
+        rows = await redis.xinfo_consumers(key, "analysis")
+    except Exception:  # no group yet
+        return {}
+    return {r["name"].decode(): int(r["pending"]) for r in rows}
+
+
+async def test_one_replica_consumes_and_the_standby_completes_its_chain(
+    engine: AsyncEngine, db: str, redis_client: Any, redis_prefix: str, shared_path: Path
+) -> None:
+    redis: Redis = redis_client
+    key = stream_key(redis_prefix, "ingest:events")
+    envelopes = chain_envelopes(shared_path)
+    a = Replica("analysis-a", engine, redis, redis_prefix)
+    await wait_for(lambda: _true(a.leads == 1))
+    b = Replica("analysis-b", engine, redis, redis_prefix)
+    try:
+        await publish(redis, key, envelopes[:12], maxlen=10_000)
+        await wait_for(lambda: consumed(redis, key), 30)
+        await asyncio.sleep(LEASE_S)  # several of the standby's tries
+        assert (a.leads, b.leads) == (1, 0)
+        assert list(await consumers(redis, key)) == ["analysis-a"]  # b never read
+        assert await chains(db) == []  # half a chain
+
+        await a.close()  # a rolling update: a releases the lease, b takes over
+        await wait_for(lambda: _true(b.leads == 1), 5)
+        await publish(redis, key, envelopes[12:], maxlen=10_000)
+        await wait_for(lambda: _chains_at_least(db, 1), 30)
+        # everything again (a replay): still one chain
+        await publish(redis, key, envelopes, maxlen=10_000)
+        await wait_for(lambda: consumed(redis, key), 30)
+    finally:
+        await b.close()
+        if not a.task.done():
+            await a.close()
+    assert [c["category"] for c in await chains(db)] == [f"chain.{PATTERN}"]
+
+
+async def test_a_leader_that_loses_the_lease_stops_and_leads_again_with_fresh_state(
+    engine: AsyncEngine, db: str, redis_client: Any, redis_prefix: str, shared_path: Path
+) -> None:
+    redis: Redis = redis_client
+    events_key = stream_key(redis_prefix, "ingest:events")
+    lease_key = f"{redis_prefix}:analysis:leader"
+    envelopes = chain_envelopes(shared_path)
+    a = Replica("analysis-a", engine, redis, redis_prefix)
+    try:
+        await publish(redis, events_key, envelopes[:12], maxlen=10_000)
+        await wait_for(lambda: consumed(redis, events_key), 30)
+        # another replica holds the lease now (a's renewal stalled past the TTL, say)
+        await redis.set(lease_key, "analysis-z:intruder", px=round(LEASE_S * 3000))
+        await wait_for(lambda: _true(not a.election.leading), 5)  # within a third of the lease
+        await publish(redis, events_key, envelopes[12:], maxlen=10_000)
+        await asyncio.sleep(LEASE_S)
+        assert await chains(db) == []  # a stood by: the rest of the chain waits
+        waiting = await redis.xinfo_groups(events_key)
+        assert waiting[0]["lag"] > 0
+
+        await redis.delete(lease_key)  # the intruder goes away
+        await wait_for(lambda: _true(a.leads == 2), 5)
+        await wait_for(lambda: _chains_at_least(db, 1), 30)
+    finally:
+        await a.close()
+    assert [c["category"] for c in await chains(db)] == [f"chain.{PATTERN}"]
+    assert await redis.get(lease_key) is None  # released at the clean stop
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _chains_at_least(db: str, n: int) -> bool:
+    return len(await chains(db)) >= n

@@ -1,0 +1,55 @@
+"""The Redis lease: one holder at a time, renewed and released only by its holder, gone after its TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from qcdr_common.streams.lease import RedisLease
+
+pytestmark = pytest.mark.redis
+
+
+async def test_one_holder_at_a_time(redis_client: Any, redis_prefix: str) -> None:
+    key = f"{redis_prefix}:leader"
+    a = RedisLease(redis_client, key, "pod-a", ttl_s=30)
+    b = RedisLease(redis_client, key, "pod-b", ttl_s=30)
+    assert await a.acquire()
+    assert await a.acquire()  # already its own: renewed
+    assert not await b.acquire()
+    assert await a.holder_now() == a.holder
+    assert await a.renew()
+    assert not await b.renew()
+    await b.release()  # not b's to give back
+    assert await a.holder_now() == a.holder
+    await a.release()
+    assert await a.holder_now() is None
+    assert await b.acquire()
+    assert not await a.renew()  # a lost it: it cannot extend b's lease
+    await a.release()
+    assert await b.holder_now() == b.holder
+
+
+async def test_two_processes_with_one_name_are_two_holders(redis_client: Any, redis_prefix: str) -> None:
+    key = f"{redis_prefix}:leader"
+    first, copy = RedisLease(redis_client, key, "analysis", 30), RedisLease(redis_client, key, "analysis", 30)
+    assert first.holder != copy.holder
+    assert await first.acquire()
+    assert not await copy.acquire()
+
+
+async def test_an_unrenewed_lease_expires_and_renewal_extends_it(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}:leader"
+    a = RedisLease(redis_client, key, "pod-a", ttl_s=0.4)
+    b = RedisLease(redis_client, key, "pod-b", ttl_s=0.4)
+    assert await a.acquire()
+    for _ in range(4):  # 0.6 s in all, kept by renewing every 0.15 s
+        await asyncio.sleep(0.15)
+        assert await a.renew()
+    assert not await b.acquire()
+    await asyncio.sleep(0.6)
+    assert await b.acquire()
+    assert not await a.renew()
