@@ -308,3 +308,53 @@ async def test_lag_metric_reflects_the_backlog(redis: Redis, redis_prefix: str) 
     assert REGISTRY.get_sample_value("qcdr_stream_lag", labels) == 4
     assert REGISTRY.get_sample_value("qcdr_stream_pending", labels) == 2
     assert REGISTRY.get_sample_value("qcdr_stream_length", {"stream": STREAM}) == 7
+
+
+async def test_a_slow_batch_stays_with_its_live_consumer(redis: Redis, redis_prefix: str) -> None:
+    """Another replica reclaims entries idle for claim_idle_ms; a batch still being handled is
+    kept claimed by its consumer, so it is neither handled twice at once nor counted again."""
+    await put(redis, redis_prefix, make_envelopes(3))
+
+    working = asyncio.Event()
+
+    async def slow() -> None:
+        working.set()
+        await asyncio.sleep(1.0)  # ten times claim_idle_ms
+
+    slow_rec, other_rec = Recorder(on_batch=slow), Recorder()
+    a = consumer(redis, redis_prefix, slow_rec, name="pod-a", claim_idle_ms=100)
+    b = consumer(redis, redis_prefix, other_rec, name="pod-b", claim_idle_ms=100)
+    await a.ensure_group()
+    stop = asyncio.Event()
+    task_a = asyncio.create_task(a.run(stop))
+    try:
+        await asyncio.wait_for(working.wait(), 5)  # a has read them and is working
+
+        async def a_done() -> bool:
+            return len(slow_rec.handled) == 3
+
+        await run_until(b, a_done)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task_a, 5)
+    assert other_rec.batches == []
+    assert [len(batch) for batch in slow_rec.batches] == [3]
+    assert all(d.deliveries == 1 for d in slow_rec.batches[0])
+    assert await pending(redis, redis_prefix) == 0
+
+
+async def test_keeping_a_batch_claimed_does_not_count_deliveries(redis: Redis, redis_prefix: str) -> None:
+    key = stream_key(redis_prefix, STREAM)
+    await put(redis, redis_prefix, make_envelopes(2))
+    c = consumer(redis, redis_prefix, Recorder(), name="pod-a", claim_idle_ms=90)
+    await c.ensure_group()
+    await redis.xreadgroup(GROUP, "pod-a", {key: ">"}, count=10)
+    await redis.xreadgroup(GROUP, "pod-z", {key: "0"}, count=10)  # pod-z owns nothing
+    handled = asyncio.Event()
+    keeper = asyncio.create_task(c._keep_claimed(handled))
+    await asyncio.sleep(0.35)  # several touches
+    rows = await redis.xpending_range(key, GROUP, min="-", max="+", count=10)
+    handled.set()
+    await keeper
+    assert [(r["consumer"], r["times_delivered"]) for r in rows] == [(b"pod-a", 1), (b"pod-a", 1)]
+    assert all(r["time_since_delivered"] < 90 for r in rows)

@@ -77,6 +77,22 @@ def _format_error(exc: BaseException) -> str:
     return text[:_MAX_ERROR_CHARS]
 
 
+# The entries pending on this consumer (ARGV[2]; at most ARGV[3], its batch), claimed again by it
+# with JUSTID: their idle time restarts and their delivery counts stay. One script, so an entry
+# another consumer has just claimed is not taken back. Chunks of 500 keep unpack() within Lua's
+# stack.
+_TOUCH = """
+local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[3]), ARGV[2])
+for i = 1, #owned, 500 do
+    local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+    for j = i, math.min(i + 499, #owned) do args[#args + 1] = owned[j][1] end
+    args[#args + 1] = 'JUSTID'
+    redis.call(unpack(args))
+end
+return #owned
+"""
+
+
 class StreamConsumer:
     def __init__(
         self,
@@ -109,6 +125,7 @@ class StreamConsumer:
         self.key = stream_key(prefix, stream)
         self.dlq = dlq_key(prefix, stream)
         self._claim_interval_s = max(0.01, claim_idle_ms / 2000)
+        self._touch = redis.register_script(_TOUCH)
         self._labels = {"stream": stream, "group": group}
 
     @classmethod
@@ -255,7 +272,13 @@ class StreamConsumer:
             deliveries.append(Delivery(entry_id, envelope, n))
 
         if deliveries:
-            ok, failed = await self._handle(deliveries)
+            handled = asyncio.Event()
+            keeper = asyncio.create_task(self._keep_claimed(handled))
+            try:
+                ok, failed = await self._handle(deliveries)
+            finally:
+                handled.set()
+                await keeper
             ack.extend(d.entry_id for d in ok)
             for d, error in failed:
                 if d.deliveries >= self.max_deliveries:
@@ -272,6 +295,25 @@ class StreamConsumer:
         if handled:
             MESSAGES_HANDLED.labels(**self._labels).inc(handled)
         BATCH_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
+
+    async def _keep_claimed(self, handled: asyncio.Event) -> None:
+        """While a batch is handled, reset its entries' idle time every third of ``claim_idle_ms``.
+
+        Reclaiming idle entries is for consumers that died; without this, a live replica's slow
+        batch (actions waiting on the cluster, a sink's retries) would be claimed by another
+        replica after ``claim_idle_ms`` and handled twice at once, and bouncing between replicas
+        would count deliveries until it reached the dead-letter stream. ``XCLAIM … JUSTID`` by
+        the owner resets the idle time without counting a delivery.
+        """
+        interval = self.claim_idle_ms / 3000
+        while not handled.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(handled.wait(), interval)
+                return
+            try:
+                await self._touch(keys=[self.key], args=[self.group, self.consumer, self.batch])
+            except Exception as exc:  # Redis away: the batch goes on; the entries may be claimed
+                log.warning("could not keep the batch's entries claimed", error=repr(exc))
 
     async def _handle(self, deliveries: list[Delivery]) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
         """Run the handler on the batch; on failure, one by one. Returns (ok, [(failed, error)])."""
