@@ -272,12 +272,12 @@ class StreamConsumer:
             deliveries.append(Delivery(entry_id, envelope, n))
 
         if deliveries:
-            handled = asyncio.Event()
-            keeper = asyncio.create_task(self._keep_claimed(handled))
+            finished = asyncio.Event()
+            keeper = asyncio.create_task(self._keep_claimed(finished))
             try:
                 ok, failed = await self._handle(deliveries)
             finally:
-                handled.set()
+                finished.set()
                 await keeper
             ack.extend(d.entry_id for d in ok)
             for d, error in failed:
