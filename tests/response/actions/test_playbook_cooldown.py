@@ -3,10 +3,13 @@ still get theirs, and the next run starts once the cooldown has passed."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
 from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.db import make_engine, make_session_factory
 from qcdr_response.actions import planner
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionRow
@@ -72,6 +75,37 @@ async def test_one_run_per_workload_within_the_cooldown(sessions: async_sessionm
             session, ctx, [finding("api-7d9f-0"), finding("api-7d9f-1")], [playbook(name="each")]
         )
         assert await runs(session) == 6
+
+
+async def test_replicas_planning_at_once_start_one_run(committed_db: str) -> None:
+    """Two replicas' batches about one Deployment, the second checking before the first commits
+    (real connections: the ``sessions`` fixture shares one, which would serialize them anyway)."""
+    ctx = ActionsContext(cluster_id="t")
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    cooled = playbook(name=name, cooldown="10m")
+    engine = make_engine(committed_db, pool_size=2)
+    sessions = make_session_factory(engine)
+    planned = asyncio.Event()
+
+    async def first_replica() -> None:
+        async with sessions.begin() as session:
+            await planner.plan(session, ctx, [finding("api-7d9f-1")], [cooled])
+            planned.set()
+            await asyncio.sleep(0.3)  # commits later
+
+    try:
+        first = asyncio.create_task(first_replica())
+        await planned.wait()
+        async with sessions.begin() as session:
+            await planner.plan(session, ctx, [finding("api-7d9f-2")], [cooled])
+        await first
+        async with sessions() as session:
+            started = await session.scalar(
+                select(func.count()).select_from(ActionRow).where(ActionRow.playbook == name)
+            )
+        assert started == 1
+    finally:
+        await engine.dispose()
 
 
 def test_cooldown_must_be_a_duration() -> None:

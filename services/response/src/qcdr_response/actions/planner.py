@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from qcdr_common.contracts.actions.v1 import ActionTarget
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.logging import get_logger
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_response.actions import service, validation
@@ -69,42 +69,42 @@ async def plan(
     recorded as skipped with the reason (``start_run(lenient=True)``)."""
     started: list[ActionRow] = []
     books = list(playbooks)
-    for finding in findings:
-        for pb in matching(books, finding):
-            target = target_of(finding)
-            if pb.cooldown is not None and await _cooling_down(session, pb, target):
-                SUPPRESSED.labels(pb.name).inc()
-                log.info(
-                    "playbook in cooldown",
-                    playbook=pb.name,
-                    finding_id=finding.id,
-                    workload=_workload(target),
-                )
-                continue
-            steps = [
-                service.StepRequest(
-                    action=s.action,
-                    target=target,
-                    parameters=s.params,
-                    require_approval=s.require_approval,
-                    lease_seconds=s.lease,
-                    continue_on_error=s.continue_on_error,
-                    dry_run=s.dry_run,
-                )
-                for s in pb.actions
-            ]
-            rows = await service.start_run(
-                session,
-                ctx,
-                run_id=f"{pb.name}:{finding.id}",
-                steps=steps,
-                requested_by=f"playbook:{pb.name}",
-                reason=finding.title or finding.category,
+    planned = [(finding, pb, target_of(finding)) for finding in findings for pb in matching(books, finding)]
+    await _lock_cooldowns(session, [(pb, target) for _, pb, target in planned if pb.cooldown is not None])
+    for finding, pb, target in planned:
+        if pb.cooldown is not None and await _cooling_down(session, pb, target):
+            SUPPRESSED.labels(pb.name).inc()
+            log.info(
+                "playbook in cooldown",
                 playbook=pb.name,
                 finding_id=finding.id,
-                lenient=True,
+                workload=_workload(target),
             )
-            started.extend(rows)
+            continue
+        steps = [
+            service.StepRequest(
+                action=s.action,
+                target=target,
+                parameters=s.params,
+                require_approval=s.require_approval,
+                lease_seconds=s.lease,
+                continue_on_error=s.continue_on_error,
+                dry_run=s.dry_run,
+            )
+            for s in pb.actions
+        ]
+        rows = await service.start_run(
+            session,
+            ctx,
+            run_id=f"{pb.name}:{finding.id}",
+            steps=steps,
+            requested_by=f"playbook:{pb.name}",
+            reason=finding.title or finding.category,
+            playbook=pb.name,
+            finding_id=finding.id,
+            lenient=True,
+        )
+        started.extend(rows)
     return started
 
 
@@ -117,6 +117,21 @@ def _workload(target: ActionTarget) -> dict[str, str]:
     else:
         key["pod"] = target.pod
     return {k: v for k, v in key.items() if v is not None}
+
+
+async def _lock_cooldowns(session: AsyncSession, keyed: list[tuple[Playbook, ActionTarget]]) -> None:
+    """Serialize cooldown checks per (playbook, workload) across replicas, until commit.
+
+    Without it, two replicas' batches about one Deployment would both find no run yet (neither
+    has committed) and both start one. Taken in sorted order, all before the first check, so
+    two batches never wait for each other's locks in a circle.
+    """
+    keys = sorted({f"{pb.name}|{sorted(_workload(target).items())}" for pb, target in keyed})
+    for key in keys:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('qcdr-playbook-cooldown'), hashtext(:key))"),
+            {"key": key},
+        )
 
 
 async def _cooling_down(session: AsyncSession, pb: Playbook, target: ActionTarget) -> bool:
