@@ -4,6 +4,7 @@ PostgreSQL) -> a DNS server on 127.0.0.1 (dnslib) -> the file and the Kubernetes
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -327,3 +328,38 @@ async def test_the_domains_verdicts_name_are_resolved_too(
     assert outcome.resolved == 1
     docs = [d for d in yaml.safe_load_all((tmp_path / "out" / FILENAME).read_text()) if d]
     assert docs[0]["spec"]["externalCIDRs"] == ["198.51.100.77/32"]
+
+
+async def test_replicas_refresh_and_write_one_after_the_other(
+    db: str, dns_server: tuple[int, Zone], tmp_path: Path
+) -> None:
+    """Two replicas' refreshes: the second waits until the first has written its documents, so an
+    older set never lands after a newer one."""
+    port, _ = dns_server
+    settings = _settings(db, port, tmp_path, None)
+    events: list[str] = []
+    writing = asyncio.Event()
+
+    class Replica(ResolveDenyService):
+        name = ""
+
+        async def _output(self, outcome: Any, docs: Any) -> None:
+            events.append(f"{self.name} writes")
+            if self.name == "a":
+                writing.set()
+                await asyncio.sleep(0.5)  # a slow cluster
+            await super()._output(outcome, docs)
+            events.append(f"{self.name} wrote")
+
+    engine = make_engine(db)
+    try:
+        a, b = (Replica(settings, make_session_factory(engine), None, clock=Clock()) for _ in range(2))
+        a.name, b.name = "a", "b"
+        first = asyncio.create_task(a.refresh())
+        await writing.wait()
+        second = await b.refresh()
+        assert (await first).error is None
+        assert second.error is None
+    finally:
+        await engine.dispose()
+    assert events == ["a writes", "a wrote", "b writes", "b wrote"]

@@ -254,8 +254,12 @@ class ResolveDenyService:
                 .values(id=SINGLETON, **values)
                 .on_conflict_do_update(index_elements=[ResolveDenyRow.id], set_=values)
             )
-        await self._output(outcome, self._documents(deny))
-        await self._save_report(outcome)  # again, with what the file and the cluster said
+            # Still under the lock, as the threat-intel blocklist does: another replica's refresh
+            # waits, so its newer documents never land before this one's older ones.
+            await self._output(outcome, self._documents(deny))
+            await session.execute(  # the report again, with what the file and the cluster said
+                update(ResolveDenyRow).where(ResolveDenyRow.id == SINGLETON).values(report=outcome.as_dict())
+            )
 
     def _count(self, outcome: Outcome, report: RefreshReport, listed: int, addresses: int) -> None:
         outcome.listed = listed
