@@ -169,11 +169,24 @@ async def test_the_worker_polls_in_one_replica_at_a_time(
     engine = make_engine(ingest_db)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     try:
+        async with sessions.begin() as session:
+            await session.execute(text("TRUNCATE ingest_images"))  # the module's earlier polls
         with serve_double(double) as url:
             worker = ImagesWorker(sessions, make_settings(), interval=timedelta(minutes=15), base_url=url)
             result = await worker.poll_once()
             assert result is not None
             assert result.stored == len(IMAGES)
+            # another replica's timer, within the interval: it does not ask the API again
+            asked = double.stats.requests
+            replica = ImagesWorker(sessions, make_settings(), interval=timedelta(minutes=15), base_url=url)
+            assert await replica.poll_once() is None
+            assert double.stats.requests == asked
+            # once the last poll is an interval old, the next timer polls
+            async with sessions.begin() as session:
+                await session.execute(
+                    text("UPDATE ingest_images SET last_seen = last_seen - interval '15 minutes'")
+                )
+            assert await replica.poll_once() is not None
             # while another replica holds the lock, a cycle does nothing
             async with sessions.begin() as other:
                 await other.execute(text("SELECT pg_advisory_xact_lock(hashtext('qcdr-ingest-images'))"))

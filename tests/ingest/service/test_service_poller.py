@@ -168,3 +168,25 @@ async def test_the_app_polls_when_credentials_are_set(
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+async def test_replicas_share_the_interval(
+    engine: AsyncEngine,
+    db: asyncpg.Connection,
+    double: tuple[QualysDouble, str],
+    make_settings: Callable[..., QualysSettings],
+) -> None:
+    """Two replicas on their own schedules: one poll of Qualys per interval, not one per replica."""
+    server, url = double
+    clock = Clock(NOW)
+    a, b = (poller(engine, make_settings(gateway_url=url), clock) for _ in range(2))
+    assert not (await a.poll_once()).skipped
+    asked = server.stats.findings_requests
+    clock.now = NOW + timedelta(minutes=2)  # b's timer, two minutes after a's
+    assert (await b.poll_once()).skipped
+    assert server.stats.findings_requests == asked  # Qualys was not asked again
+    clock.now = NOW + timedelta(minutes=5)  # a's next turn
+    assert not (await a.poll_once()).skipped
+    clock.now = NOW + timedelta(minutes=12)  # a is gone: b's next timer finds the last poll old
+    assert not (await b.poll_once()).skipped
+    assert await db.fetchval("SELECT updated_at FROM ingest_watermarks") == clock.now

@@ -1,20 +1,23 @@
 """The image-status poller as a background worker: poll the Container Security images list now,
-then every interval, in one replica at a time (an advisory lock), storing into ``ingest_images``
-(read by admission through the view ``ingest_image_status``)."""
+then every interval, in one replica at a time (an advisory lock) and once per interval whatever the
+number of replicas (a cycle is skipped while the last poll is younger than that), storing into
+``ingest_images`` (read by admission through the view ``ingest_image_status``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from qcdr_common.logging import get_logger
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_ingest.images.client import CsImagesClient
+from qcdr_ingest.images.models import ImageRow
 from qcdr_ingest.images.poller import ImagesPollResult, poll_images
 from qcdr_ingest.qualys.config import QualysSettings
+from qcdr_ingest.qualys.poller import RECENT_SHARE
 
 log = get_logger(__name__)
 LOCK_KEY = "qcdr-ingest-images"
@@ -35,7 +38,7 @@ class ImagesWorker:
         self.base_url = base_url
 
     async def poll_once(self) -> ImagesPollResult | None:
-        """One cycle; None when another replica holds the lock."""
+        """One cycle; None when another replica holds the lock or polled within the interval."""
         client = CsImagesClient(self.qualys, base_url=self.base_url)
         try:
             async with self.sessions.begin() as session:
@@ -43,6 +46,10 @@ class ImagesWorker:
                     text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": LOCK_KEY}
                 )
                 if not got:
+                    return None
+                # the newest ``last_seen`` is the last successful poll (every poll stamps what it lists)
+                last = await session.scalar(select(func.max(ImageRow.last_seen)))
+                if last is not None and datetime.now(UTC) - last < self.interval * RECENT_SHARE:
                     return None
                 return await poll_images(client, session)
         finally:

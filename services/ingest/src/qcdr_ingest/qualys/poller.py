@@ -72,6 +72,11 @@ class PollResult:
         }
 
 
+# A successful poll younger than this share of the interval skips the cycle (a little under one
+# interval, so the replica whose turn it is does not skip its own because of timer jitter).
+RECENT_SHARE = 0.9
+
+
 class CdrPoller:
     def __init__(
         self,
@@ -112,6 +117,11 @@ class CdrPoller:
         now = self._clock()
         async with self._sessions() as session:
             row = await get_watermark(session, WATERMARK)
+        if row is not None and now - row.updated_at < self.interval * RECENT_SHARE:
+            # Another replica (or this process before a restart) polled successfully within this
+            # interval: the lock alone makes replicas take turns, not share the interval, and
+            # Qualys' API would see every replica's schedule.
+            return PollResult(skipped=True)
         start = now - self._lookback
         if row is not None:
             start = max(start, row.watermark - self._overlap)
