@@ -56,7 +56,7 @@ async def db(database_url: str) -> AsyncIterator[str]:
         database_url, "INSERT INTO intel_indicators (cidr, feeds, confidence) VALUES ($1, $2, $3)", *LISTED
     )
     yield database_url
-    await run_sql(database_url, "TRUNCATE intel_indicators")
+    await run_sql(database_url, "TRUNCATE intel_indicators, response_pipeline_written")
 
 
 @pytest.fixture
@@ -197,3 +197,34 @@ async def test_a_refresh_another_replica_holds_is_skipped(db: str, tmp_path: Pat
     finally:
         await holder.close()
         await loop.close()
+
+
+async def test_replicas_apply_what_the_other_changed_back(
+    db: str, k8s: K8sTestServer, tmp_path: Path
+) -> None:
+    """B applies set X, A applies Y, the feeds go back to X: B applies X again (it used to remember
+    only its own last write and skip), and an unchanged set is applied by neither."""
+    kubeconfig = k8s.write_kubeconfig(tmp_path / "kubeconfig")
+    a = Loop(_settings(db, tmp_path / "a", kubeconfig))
+    b = Loop(_settings(db, tmp_path / "b", kubeconfig))
+    x = {GROUPS[0]: ["192.0.2.0/25", "198.51.100.7/32"], GROUPS[1]: ["2001:db8:1::/48"]}
+    try:
+        assert (await b.refresh()).outcome == "changed"
+        assert _group_cidrs(k8s) == x
+        await run_sql(db, "DELETE FROM intel_indicators WHERE cidr = '192.0.2.0/25'")
+        assert (await a.refresh()).outcome == "changed"
+        assert _group_cidrs(k8s) == {GROUPS[0]: ["198.51.100.7/32", "2001:db8:1::/48"]}
+        await run_sql(
+            db, "INSERT INTO intel_indicators (cidr, feeds, confidence) VALUES ($1, $2, $3)", *LISTED[:1]
+        )
+        assert (await b.refresh()).outcome == "changed"
+        assert _group_cidrs(k8s) == x
+        # unchanged for both now; a's own file catches up without an apply
+        assert (await a.refresh()).outcome == "unchanged"
+        assert (await b.refresh()).outcome == "unchanged"
+        assert (tmp_path / "a" / "out" / FILENAME).read_text() == (
+            tmp_path / "b" / "out" / FILENAME
+        ).read_text()
+    finally:
+        await a.close()
+        await b.close()

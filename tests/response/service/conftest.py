@@ -59,6 +59,7 @@ RESPONSE_TABLES = (
     "response_received",
     "response_outbox",
     "response_dns_resolve_deny",
+    "response_pipeline_written",
 )
 
 

@@ -17,8 +17,9 @@ Like resolve-and-deny, these objects do not wait for an approval per version: th
 the feeds, hour by hour, and turning the mode on is the decision. Ingest cuts its own never-block
 ranges (``QCDR_INTEL_NEVER_BLOCK``) out of the set; a CIDR overlapping this service's
 ``QCDR_NEVER_BLOCK`` is left out here as well and reported. One replica refreshes at a time (an
-advisory lock held until its output is done; the others skip that round); an unchanged set is
-not written or applied again by the process that last did it.
+advisory lock held until its output is done; the others skip that round); a set some replica
+already applied is not applied again (``response_pipeline_written``), and the file is rewritten
+only where its content differs.
 """
 
 from __future__ import annotations
@@ -34,15 +35,18 @@ from prometheus_client import Counter, Gauge
 from qcdr_common.contracts.intel.v1 import BlockedCidr, FeedSummary, IntelBlocklist
 from qcdr_common.contracts.policies.v1 import PolicyDocument
 from qcdr_common.logging import get_logger
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from qcdr_response.intel.models import WrittenRow
 from qcdr_response.lifecycle.cluster import ClusterGateway
 from qcdr_response.policies.checks import default_checker
 from qcdr_response.policies.generate import PolicyGenerator, Refusal
 from qcdr_response.policies.pipeline_output import deliver
 from qcdr_response.policies.threat_intel import (
     FILENAME,
+    PIPELINE,
     SELECTOR,
     IntelPolicyConfig,
     threat_intel_documents,
@@ -100,7 +104,6 @@ class ThreatIntelBlocklistService:
         generation = settings.generation_config()
         self._checker = PolicyGenerator(generation, default_checker(generation))
         self._never_block = [ipaddress.ip_network(c, strict=False) for c in settings.never_block]
-        self._written: str | None = None  # the content hash this process last wrote and applied
 
     async def _listed(self, session: AsyncSession) -> list[BlockedCidr] | None:
         view = self.settings.threat_intel_view  # checked against an identifier pattern in the settings
@@ -160,9 +163,9 @@ class ThreatIntelBlocklistService:
                     "or another database): nothing written; what was applied stays"
                 )
                 return
-            await self._write(outcome, listed)
+            await self._write(session, outcome, listed)
 
-    async def _write(self, outcome: Outcome, listed: list[BlockedCidr]) -> None:
+    async def _write(self, session: AsyncSession, outcome: Outcome, listed: list[BlockedCidr]) -> None:
         blocklist = self._blocklist(listed, outcome)
         if outcome.left_out_never_block:
             outcome.warnings.append(
@@ -176,18 +179,30 @@ class ThreatIntelBlocklistService:
             raise ValueError(f"{dropped[0].name} failed validation: {'; '.join(dropped[0].reasons)[:500]}")
         outcome.documents = len(docs)
         digest = hashlib.sha256("".join(d.content_hash for d in docs).encode()).hexdigest()
-        if digest == self._written:
+        # What any replica last applied (read under the refresh lock, held until after the output).
+        # The file is still written when this process's copy differs (a new pod's empty volume):
+        # comparing it costs nothing, an apply costs API calls.
+        written = await session.scalar(select(WrittenRow.digest).where(WrittenRow.pipeline == PIPELINE))
+        if written == digest:
+            if self.settings.output_dir is not None:
+                await self._output(outcome, docs, apply=False)
+                outcome.outcome = "unchanged" if outcome.error is None else "failed"
             return
         await self._output(outcome, docs)
         if outcome.error is None:
-            self._written = digest
+            values = {"digest": digest, "written_at": outcome.at}
+            await session.execute(
+                insert(WrittenRow)
+                .values(pipeline=PIPELINE, **values)
+                .on_conflict_do_update(index_elements=[WrittenRow.pipeline], set_=values)
+            )
             outcome.outcome = "changed"
             CIDRS.set(outcome.cidrs)
         else:
             outcome.outcome = "failed"
 
-    async def _output(self, outcome: Outcome, docs: list[PolicyDocument]) -> None:
-        applying = self.settings.threat_intel_blocklist is ThreatIntelMode.APPLY
+    async def _output(self, outcome: Outcome, docs: list[PolicyDocument], *, apply: bool = True) -> None:
+        applying = apply and self.settings.threat_intel_blocklist is ThreatIntelMode.APPLY
         done = await deliver(
             docs,
             output_dir=self.settings.output_dir,
