@@ -64,18 +64,23 @@ class FakeRelay:
 
     scripts: list[tuple[list[observer_pb2.GetFlowsResponse], bool]] = field(default_factory=list)
     requests: list[observer_pb2.GetFlowsRequest] = field(default_factory=list)
+    open_streams: int = 0  # streams a client still follows
 
     async def get_flows(
         self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[observer_pb2.GetFlowsResponse]:
         self.requests.append(request)
-        if not self.scripts:
-            await asyncio.Event().wait()
-        responses, fail = self.scripts.pop(0)
-        for r in responses:
-            yield r
-        if fail:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "relay restarting")
+        self.open_streams += 1
+        try:
+            if not self.scripts:
+                await asyncio.Event().wait()
+            responses, fail = self.scripts.pop(0)
+            for r in responses:
+                yield r
+            if fail:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "relay restarting")
+        finally:
+            self.open_streams -= 1
 
 
 @contextlib.asynccontextmanager
@@ -257,6 +262,38 @@ async def test_one_replica_at_a_time(db: asyncpg.Connection, make_collector: Mak
             await eventually(lambda: _requests(fake, 1))
             await asyncio.sleep(0.5)  # the second keeps trying the lock
             assert len(fake.requests) == 1
+
+
+async def test_a_follower_whose_lock_connection_dropped_stops_following(
+    db: asyncpg.Connection, make_collector: MakeCollector
+) -> None:
+    """PostgreSQL frees a session lock with its connection (a proxy's idle timeout, a restart):
+    the follower notices within ``lock_check_s`` and stops, so two replicas never stream at once."""
+    fake = FakeRelay()  # holds every stream open
+    async with serve(fake) as address:
+        one = make_collector(address, lock_check_s=0.1, retry_s=0.5, retry_max_s=0.5)
+        async with running(one):
+            await eventually(lambda: _requests(fake, 1))
+            # the lock's connection dies (not the collector's other connections)
+            killed = await db.fetchval(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND objid::int = hashtext($1) AND granted",
+                hubble_lock_name(),
+            )
+            assert killed
+            two = make_collector(address, lock_check_s=0.1)
+            async with running(two):
+                # two takes the freed lock and follows; one, having noticed, did not carry on
+                await eventually(lambda: _requests(fake, 2))
+                await asyncio.sleep(0.6)  # one's retry: the lock is two's now
+                assert len(fake.requests) == 2
+                assert fake.open_streams == 1
+
+
+def hubble_lock_name() -> str:
+    from qcdr_ingest.hubble.collector import LOCK
+
+    return LOCK
 
 
 async def _count(db: asyncpg.Connection, n: int) -> bool:

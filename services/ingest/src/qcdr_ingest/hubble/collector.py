@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge
 from qcdr_common.logging import get_logger
-from qcdr_ingest.db.locks import singleton
+from qcdr_ingest.db.locks import LockLostError, Singleton, singleton
 from qcdr_ingest.events import repository, service
 from qcdr_ingest.events.metrics import ITEMS_RECEIVED, count_outcomes
 from qcdr_ingest.events.registry import Adapter
@@ -71,6 +71,7 @@ class HubbleCollector:
     backfill: timedelta = timedelta(minutes=5)
     retry_s: float = 1.0
     retry_max_s: float = 60.0
+    lock_check_s: float = 10.0  # how often a follower checks that it still holds the lock
     clock: Callable[[], datetime] = utc_now
     stored: int = field(default=0, init=False)  # events stored by this collector (tests, logs)
     _delivered: bool = field(default=False, init=False)  # the current stream stored a batch
@@ -82,7 +83,10 @@ class HubbleCollector:
             try:
                 async with singleton(self.engine, LOCK) as held:
                     if held:
-                        await self._follow(stop)
+                        await self._follow(stop, held)
+            except LockLostError as exc:
+                RECONNECTS.inc()
+                log.warning("hubble_collector_lock_lost", error=str(exc))
             except (grpc.aio.AioRpcError, OSError) as exc:
                 RECONNECTS.inc()
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
@@ -105,13 +109,13 @@ class HubbleCollector:
             row = await get_watermark(session, WATERMARK)
         return floor if row is None else max(row.watermark - self.overlap, floor)
 
-    async def _follow(self, stop: asyncio.Event) -> None:
-        """Stream until Relay ends it, it fails (raised), or ``stop``."""
+    async def _follow(self, stop: asyncio.Event, lock: Singleton | None = None) -> None:
+        """Stream until Relay ends it, it fails (raised), ``stop``, or ``lock`` is lost (raised)."""
         since = await self._since()
         async with relay.channel(self.target) as ch:
             queue: asyncio.Queue[observer_pb2.GetFlowsResponse] = asyncio.Queue(self.batch_max * 4)
             reader = asyncio.create_task(self._read(relay.follow(ch, since), queue))
-            stopping = asyncio.create_task(stop.wait())
+            stopping = asyncio.create_task(self._until_stopped(stop, lock))
             CONNECTED.set(1)
             log.info("hubble_relay_following", address=self.target.address, since=since.isoformat())
             try:
@@ -121,11 +125,22 @@ class HubbleCollector:
                     if batch:
                         self._delivered = True
                         await self._store(batch)
+                if stopping.done() and not stopping.cancelled() and (lost := stopping.exception()):
+                    raise lost
             finally:
                 stopping.cancel()
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader  # re-raises the stream's failure, if that is what ended it
+
+    async def _until_stopped(self, stop: asyncio.Event, lock: Singleton | None) -> None:
+        """Returns on ``stop``; raises :class:`LockLostError` when ``lock`` is found gone."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lock_check_s)
+                return
+            if lock is not None:
+                await lock.verify()
 
     @staticmethod
     async def _read(stream: Any, queue: asyncio.Queue[observer_pb2.GetFlowsResponse]) -> None:
