@@ -13,14 +13,15 @@ Workload templates (``Subject.is_template``): enforce-mode results are denials w
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qcdr_admission import pss
+from qcdr_admission.pss.pod import Pod
 
 
 class Mode(StrEnum):
@@ -52,6 +53,15 @@ class Subject:
     is_template: bool  # a workload's pod template (not a Pod)
     user: str
     groups: tuple[str, ...]
+    # views derived from the object, built once per review (not part of its identity)
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def pod(self) -> Pod:
+        """The pod view the checks read: built once, shared by PSS and the policies."""
+        view = self.derived.get("pod")
+        if view is None:
+            view = self.derived["pod"] = Pod(self.pod_metadata, self.pod_spec)
+        return cast(Pod, view)
 
 
 class Engine(Protocol):
@@ -169,7 +179,10 @@ class PssEngine:
         # every check revision runs once however many modes ask for it (baseline checks are
         # shared by an enforced baseline and a warned restricted level)
         levels = pss.evaluate_many(
-            subject.pod_metadata, subject.pod_spec, [(lv, ver) for _, lv, ver in plan.runs]
+            subject.pod_metadata,
+            subject.pod_spec,
+            [(lv, ver) for _, lv, ver in plan.runs],
+            pod=subject.pod(),
         )
         for (mode, _level, _version), violations in zip(plan.runs, levels, strict=True):
             for v in violations:

@@ -23,7 +23,6 @@ from qcdr_admission.policies.context import (
 from qcdr_admission.policies.model import AdmissionPolicy
 from qcdr_admission.policies.registry import CheckConfig, load_checks
 from qcdr_admission.policies.scoping import Scope
-from qcdr_admission.pss.pod import Pod
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +63,7 @@ class PolicyEngine:
         applicable = [p for p in self._compiled if p.scope.applies(subject)]
         if not applicable:
             return []
-        ctx = CheckContext(
-            subject, Pod(subject.pod_metadata, subject.pod_spec), images=self.images, runtime=self.runtime
-        )
+        ctx = CheckContext(subject, subject.pod(), images=self.images, runtime=self.runtime)
         results: list[Result] = []
         for policy in applicable:
             for check_id, config, run in policy.checks:

@@ -81,11 +81,17 @@ def evaluate(
 
 
 def evaluate_many(
-    pod_metadata: Mapping[str, Any], pod_spec: Mapping[str, Any], runs: Sequence[tuple[str, str]]
+    pod_metadata: Mapping[str, Any],
+    pod_spec: Mapping[str, Any],
+    runs: Sequence[tuple[str, str]],
+    *,
+    pod: Pod | None = None,
 ) -> list[list[Violation]]:
     """``evaluate`` for several (level, version) pairs at once, each check revision run once: the
-    webhook enforces one level and warns on another, and most checks are shared between them."""
-    pod = Pod(pod_metadata, pod_spec)
+    webhook enforces one level and warns on another, and most checks are shared between them.
+    ``pod``: the view of these two, when the caller has built it already."""
+    if pod is None:
+        pod = Pod(pod_metadata, pod_spec)
     memo: dict[int, str | None] = {}
     out: list[list[Violation]] = []
     for level, version in runs:

@@ -25,7 +25,7 @@ def join(where: str, key: str) -> str:
 def as_mapping(value: object, path: str) -> Mapping[str, Any]:
     if value is None:
         return EMPTY
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return value
     raise MalformedObjectError(path, "a mapping", value)
 
@@ -35,7 +35,8 @@ def mapping(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     value = obj.get(key)
     if value is None:
         return EMPTY
-    if isinstance(value, Mapping):
+    # decoded JSON is dicts: an exact type test first, the slower ABC check for other mappings
+    if type(value) is dict or isinstance(value, Mapping):
         return value
     raise MalformedObjectError(join(where, key), "a mapping", value)
 
@@ -43,7 +44,7 @@ def mapping(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
 def present(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any] | None:
     """``obj[key]`` as a mapping, or ``None`` when absent (where "set but empty" matters)."""
     value = obj.get(key)
-    if value is None or isinstance(value, Mapping):
+    if value is None or type(value) is dict or isinstance(value, Mapping):
         return value
     raise MalformedObjectError(join(where, key), "a mapping", value)
 
@@ -91,7 +92,7 @@ def mappings(obj: Mapping[str, Any], key: str, where: str) -> Sequence[Mapping[s
     """A list of mappings (ports, volumes, sysctls, ...)."""
     items = sequence(obj, key, where)
     for index, item in enumerate(items):
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             raise MalformedObjectError(f"{join(where, key)}[{index}]", "a mapping", item)
     return items
 

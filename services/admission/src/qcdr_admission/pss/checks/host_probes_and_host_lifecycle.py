@@ -16,8 +16,12 @@ ACTIONS = ("httpGet", "tcpSocket")
 
 
 def _hosts(handler: Mapping[str, Any], where: str) -> list[str]:
+    if not handler:
+        return []
     found = []
     for action in ACTIONS:
+        if handler.get(action) is None:
+            continue
         host = string(mapping(handler, action, where), "host", f"{where}.{action}")
         if host:
             found.append(host)
@@ -29,13 +33,16 @@ def host_probes_and_host_lifecycle_v1_34(pod: Pod) -> str | None:
     hosts: list[str] = []
     for c in pod.containers:
         found: list[str] = []
+        # paths are only formatted for what is there: most containers set one or two probes
         for probe in PROBES:
-            found += _hosts(mapping(c.raw, probe, c.path), f"{c.path}.{probe}")
+            if c.raw.get(probe) is not None:
+                found += _hosts(mapping(c.raw, probe, c.path), f"{c.path}.{probe}")
         lifecycle = mapping(c.raw, "lifecycle", c.path)
         for handler in HANDLERS:
-            found += _hosts(
-                mapping(lifecycle, handler, f"{c.path}.lifecycle"), f"{c.path}.lifecycle.{handler}"
-            )
+            if lifecycle.get(handler) is not None:
+                found += _hosts(
+                    mapping(lifecycle, handler, f"{c.path}.lifecycle"), f"{c.path}.lifecycle.{handler}"
+                )
         if found:
             bad.append(c.name)
             hosts += found
