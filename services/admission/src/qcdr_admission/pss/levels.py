@@ -80,6 +80,22 @@ def evaluate(
     return violations
 
 
+@functools.cache
+def _joint_plan(
+    runs: tuple[tuple[str, str], ...],
+) -> tuple[tuple[CheckFn, ...], tuple[tuple[tuple[str, int], ...], ...]]:
+    """The distinct check revisions of several plans, and per plan its (check id, index) pairs."""
+    unique: dict[CheckFn, int] = {}
+    per_run = []
+    for level, version in runs:
+        per_run.append(
+            tuple(
+                (check_id, unique.setdefault(check, len(unique))) for check_id, check in plan(level, version)
+            )
+        )
+    return tuple(unique), tuple(per_run)
+
+
 def evaluate_many(
     pod_metadata: Mapping[str, Any],
     pod_spec: Mapping[str, Any],
@@ -92,16 +108,9 @@ def evaluate_many(
     ``pod``: the view of these two, when the caller has built it already."""
     if pod is None:
         pod = Pod(pod_metadata, pod_spec)
-    memo: dict[int, str | None] = {}
-    out: list[list[Violation]] = []
-    for level, version in runs:
-        violations = []
-        for check_id, check in plan(level, version):
-            key = id(check)
-            if key not in memo:
-                memo[key] = check(pod)
-            message = memo[key]
-            if message is not None:
-                violations.append(Violation(check_id, message))
-        out.append(violations)
-    return out
+    checks, per_run = _joint_plan(tuple(runs))
+    messages = [check(pod) for check in checks]
+    return [
+        [Violation(check_id, message) for check_id, i in pairs if (message := messages[i]) is not None]
+        for pairs in per_run
+    ]
