@@ -215,12 +215,18 @@ NOTES = """Both goals are missed. What limits it:
 - **Everything shares 2 cores**: PostgreSQL, Redis, the ingest HTTP server and its outbox relay,
   the analysis consumer and the load generator. Ingest alone accepts ~14k events/s here; per
   event it spends ~40 µs in Python (decode, adapter, validation) and ~70–90 µs in PostgreSQL.
-- **The analysis consumer is the limit**: one process, ~330 µs of its own CPU per event on this
-  load (every alert is a reverse shell, so every event is also a step of a chain pattern and is
-  buffered, ordered and keyed by the correlation engine, the costliest case). Measured in-process
-  (cProfile and timers, 20,000 events, 2026-12-05): storing findings and their outbox rows 30 %,
-  the correlation engine with its Redis checkpoint 25 %, the outbox relay 15-20 %, decoding
-  envelopes and events 10 %, the detectors 10 %, recording received ids 5 %.
+- **The analysis consumer is the limit**: one process (one replica consumes at a time: its state
+  is in memory, README *Replicas*), ~300 µs of its own CPU per event on this load (every alert
+  is a reverse shell, so every event is also a step of a chain pattern and is buffered, ordered
+  and keyed by the correlation engine, the costliest case). It is busy about 70 % of the time;
+  the rest it waits for PostgreSQL, which shares the cores. Sampled with py-spy during the
+  sustained phase (2026-12-05, evening): storing findings and their outbox rows 15 % (building
+  the envelopes 7 %, the COPY and the insert statement 5 %), the detectors 14 %, the correlation
+  checkpoint to Redis 13 %, the outbox relay 13 %, the correlation engine 10 %, decoding
+  envelopes and events 5 %, recording received ids 1 %. Storing by COPY (instead of multi-row
+  INSERTs through SQLAlchemy, 30 % before) and the faster envelope encoder freed analysis CPU
+  without moving the sustained figure beyond the run-to-run noise: the cores are shared with
+  ingest and PostgreSQL, which then take it.
 - **How it got here**: the suite ran 3,300 events/s before issue #5 (profiles and the anomaly
   engine: 2,200/s) and the correlation engine in the service (1,800/s), measured by running this
   benchmark at those commits on this machine. Since then: the JSONB columns are written with
@@ -235,10 +241,11 @@ NOTES = """Both goals are missed. What limits it:
   stream has been idle for 5 s, and without the pause the previous phase's backlog (50,000 items)
   was measured as this phase's latency (p99 458 ms at 1,000/s instead of ~30 ms).
 
-Next steps, in order of expected gain: partition the stream by workload so that more analysis
-consumers can share it without splitting a chain's events between them, COPY instead of INSERT
-for findings and outbox rows, and `model_construct` instead of full pydantic validation of
-envelopes that ingest already validated.
+Next steps, in order of expected gain: partition the stream so that several analysis replicas
+consume at once, each owning the join keys of its partition (patterns join by pod, image digest,
+cluster or indicator, so a partition key must keep every pattern's steps together, or chains
+must be joined across partitions); then `model_construct` instead of full pydantic validation
+of envelopes that ingest already validated.
 """
 
 
