@@ -229,8 +229,8 @@ NOTES = """Both goals are missed. What limits it:
   ingest and PostgreSQL, which then take it.
 - **How it got here**: the suite ran 3,300 events/s before issue #5 (profiles and the anomaly
   engine: 2,200/s) and the correlation engine in the service (1,800/s), measured by running this
-  benchmark at those commits on this machine. Since then: the JSONB columns are written with
-  orjson, the correlation checkpoint writes changed buffer entries from an index instead of
+  benchmark at those commits on a 2-core AMD EPYC machine. Since then: the JSONB columns are
+  written with orjson, the correlation checkpoint writes changed buffer entries from an index instead of
   scanning the whole buffer, the items cache their technique keys, and the analysis worker tunes
   the garbage collector (start-up objects frozen, fewer collections; full passes over its heap
   had stalled batches by up to 230 ms).
