@@ -134,3 +134,31 @@ async def _true(value: bool) -> bool:
 
 async def _chains_at_least(db: str, n: int) -> bool:
     return len(await chains(db)) >= n
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_leader_stalled_past_its_lease_closes_its_gate(redis_client: Any, redis_prefix: str) -> None:
+    """The gate the consumers ask: open after a take or renewal for 90 % of the lease, shut after a
+    stall (the process's clock moved on without a renewal), open again once renewed."""
+    from qcdr_common.streams.lease import RedisLease
+
+    clock = FakeClock()
+    lease = RedisLease(redis_client, f"{redis_prefix}:analysis:leader", "analysis-a", ttl_s=30)
+    election = LeaderElected(lease, lambda gate: [], lease_s=30, clock=clock)
+    assert not election.holds()
+    assert await election._acquire(asyncio.Event())
+    assert election.holds()
+    clock.now += 26  # within 90 % of the lease
+    assert election.holds()
+    clock.now += 2  # 28 s without a renewal: a standby may be about to take over
+    assert not election.holds()
+    assert await lease.renew()
+    election._renewed(clock.now)
+    assert election.holds()

@@ -358,3 +358,28 @@ async def test_keeping_a_batch_claimed_does_not_count_deliveries(redis: Redis, r
     await keeper
     assert [(r["consumer"], r["times_delivered"]) for r in rows] == [(b"pod-a", 1), (b"pod-a", 1)]
     assert all(r["time_since_delivered"] < 90 for r in rows)
+
+
+async def test_a_closed_gate_reads_nothing_until_it_opens(redis: Redis, redis_prefix: str) -> None:
+    await put(redis, redis_prefix, make_envelopes(3))
+    got = asyncio.Event()
+
+    async def mark() -> None:
+        got.set()
+
+    rec = Recorder(on_batch=mark)
+    open_ = False
+    c = consumer(redis, redis_prefix, rec, gate=lambda: open_)
+    await c.ensure_group()
+    stop = asyncio.Event()
+    task = asyncio.create_task(c.run(stop))
+    try:
+        await asyncio.sleep(0.3)
+        assert rec.batches == []
+        assert await pending(redis, redis_prefix) == 0  # not even read
+        open_ = True
+        await asyncio.wait_for(got.wait(), 5)
+    finally:
+        stop.set()  # the batch in hand is finished first
+        await asyncio.wait_for(task, 5)
+    assert sorted(rec.handled) == [0, 1, 2]

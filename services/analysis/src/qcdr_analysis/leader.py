@@ -13,6 +13,9 @@ holds a Redis lease (``{prefix}:analysis:leader``); the API answers on every rep
   replica holds it) or has failed to renew for a whole lease (Redis away), it stops its worker
   after the batch in hand and stands by again; on its next lead it starts from fresh state, read
   back from the checkpoint, as a restarted process would.
+- Between renewals the consumers ask :meth:`LeaderElected.holds` before each read: a leader that
+  stalled (a long pause, a suspended VM) until its lease may have passed to a standby starts no
+  new batch. Only a batch already in hand when the stall began can still commit.
 - What makes the hand-over safe is what makes a restart safe: effects are committed per batch with
   the envelope ids (a redelivered entry is skipped), and the new leader claims the old one's
   unacknowledged entries once they have been idle ``QCDR_STREAM_CLAIM_IDLE_MS``.
@@ -32,6 +35,9 @@ from qcdr_common.streams.runner import Worker, run_until_stopped
 from redis.exceptions import RedisError
 
 log = get_logger(__name__)
+# the share of the lease a leader counts on after a take or renewal (measured from before the
+# request, so the round trip is inside it)
+VALID_SHARE = 0.9
 
 LEADING = Gauge("qcdr_analysis_leader", "1 while this replica holds the analysis lease and consumes, else 0.")
 LEAD_CHANGES = Counter(
@@ -57,7 +63,7 @@ class LeaderElected:
     def __init__(
         self,
         lease: RedisLease,
-        factory: Callable[[], list[Worker]],
+        factory: Callable[[Callable[[], bool]], list[Worker]],
         *,
         lease_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -69,6 +75,20 @@ class LeaderElected:
         self.clock = clock
         self.leads = 0
         self.leading = False
+        # until when (this process's monotonic clock) the lease is certainly still ours: the last
+        # successful take or renewal plus the lease, less a margin for the round trip
+        self.valid_until = 0.0
+
+    def holds(self) -> bool:
+        """Whether the lease is certainly still this replica's: the gate of its consumers.
+
+        Renewal runs every third of the lease, so this only closes when renewals failed or the
+        process stalled (a long pause, a suspended VM) past the lease: such a leader must not
+        start another batch, since a standby may have taken over meanwhile."""
+        return self.clock() < self.valid_until
+
+    def _renewed(self, at: float) -> None:
+        self.valid_until = at + self.lease_s * VALID_SHARE
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -83,7 +103,9 @@ class LeaderElected:
         waiting_logged = False
         while not stop.is_set():
             try:
+                asked = self.clock()
                 if await self.lease.acquire():
+                    self._renewed(asked)
                     return True
                 if not waiting_logged:
                     log.info("standing by: another analysis replica holds the lease", lease=self.lease.key)
@@ -111,22 +133,25 @@ class LeaderElected:
                 if stop.is_set():
                     inner_stop.set()
                     return
+                asked = self.clock()
                 try:
                     held: bool | None = await self.lease.renew()
                 except RedisError as exc:
                     log.warning("cannot renew the analysis lease", error=repr(exc))
                     held = None
                 if held:
-                    renewed = self.clock()
+                    renewed = asked
+                    self._renewed(asked)
                 elif held is False or self.clock() - renewed >= self.lease_s:
                     lost = True
                     inner_stop.set()
 
         try:
-            await run_until_stopped(*self.factory(), keep, stop=inner, signals=False)
+            await run_until_stopped(*self.factory(self.holds), keep, stop=inner, signals=False)
         finally:
             self.leading = False
             LEADING.set(0)
+            self.valid_until = 0.0
         if lost:
             LEAD_CHANGES.labels(change="lost").inc()
             log.warning("lost the analysis lease: standing by, state will be read back on the next lead")

@@ -71,7 +71,9 @@ class AnalysisWorker:
         redis: Redis,
         *,
         detectors: DetectorSet | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
+        """``gate``: asked before the consumers read and the flusher writes (the lease, leader.py)."""
         self.settings = settings
         self.sessions = make_session_factory(engine)
         self.detectors = detectors or make_detectors(settings)
@@ -82,7 +84,12 @@ class AnalysisWorker:
             self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
         )
         self.consumer = StreamConsumer.from_settings(
-            redis, settings, stream=streams.EVENTS, group=settings.consumer_group, handler=self.handler
+            redis,
+            settings,
+            stream=streams.EVENTS,
+            group=settings.consumer_group,
+            handler=self.handler,
+            gate=gate,
         )
         self.flusher: CorrelationFlusher | None = None
         if self.detectors.correlator is not None:
@@ -91,6 +98,7 @@ class AnalysisWorker:
                 self.detectors,
                 cluster_id=settings.cluster_id,
                 idle_seconds=settings.correlation_idle_flush_s,
+                gate=gate,
             )
         groups = [(streams.EVENTS, settings.consumer_group)]
         self.samples_consumer: StreamConsumer | None = None
@@ -100,7 +108,12 @@ class AnalysisWorker:
                 self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
             )
             self.samples_consumer = StreamConsumer.from_settings(
-                redis, settings, stream=streams.SAMPLES, group=settings.consumer_group, handler=samples
+                redis,
+                settings,
+                stream=streams.SAMPLES,
+                group=settings.consumer_group,
+                handler=samples,
+                gate=gate,
             )
             self.trainer = ModelTrainer(
                 self.sessions,
@@ -117,6 +130,7 @@ class AnalysisWorker:
                 stream=streams.BASELINES,
                 group=settings.consumer_group,
                 handler=BaselinesHandler(self.sessions, self.detectors),
+                gate=gate,
             )
             groups.append((streams.BASELINES, settings.consumer_group))
         self.lag = LagExporter(
@@ -159,8 +173,10 @@ def elected_worker(
         return AnalysisWorker(settings, engine, redis, detectors=detectors).run
     unused = [detectors] if detectors is not None else []
 
-    def tasks() -> list[Worker]:
-        worker = AnalysisWorker(settings, engine, redis, detectors=unused.pop() if unused else None)
+    def tasks(gate: Callable[[], bool]) -> list[Worker]:
+        worker = AnalysisWorker(
+            settings, engine, redis, detectors=unused.pop() if unused else None, gate=gate
+        )
         log.info("analysis worker started", detectors=worker.detectors.names)
         return worker.tasks
 

@@ -93,6 +93,10 @@ return #owned
 """
 
 
+# How often a closed gate is asked again.
+GATE_POLL_S = 0.05
+
+
 class StreamConsumer:
     def __init__(
         self,
@@ -108,7 +112,10 @@ class StreamConsumer:
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
         error_backoff_s: float = 1.0,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
+        """``gate``: asked before each read; while it answers False nothing is read or claimed
+        (a leader whose lease may have run out while it was stalled, leader.py)."""
         if batch < 1 or block_ms < 1 or claim_idle_ms < 1 or max_deliveries < 1:
             raise ValueError("batch, block_ms, claim_idle_ms and max_deliveries must be >= 1")
         self.redis = redis
@@ -122,6 +129,7 @@ class StreamConsumer:
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.error_backoff_s = error_backoff_s
+        self.gate = gate
         self.key = stream_key(prefix, stream)
         self.dlq = dlq_key(prefix, stream)
         self._claim_interval_s = max(0.01, claim_idle_ms / 2000)
@@ -130,7 +138,14 @@ class StreamConsumer:
 
     @classmethod
     def from_settings(
-        cls, redis: Redis, settings: CommonSettings, *, stream: str, group: str, handler: BatchHandler
+        cls,
+        redis: Redis,
+        settings: CommonSettings,
+        *,
+        stream: str,
+        group: str,
+        handler: BatchHandler,
+        gate: Callable[[], bool] | None = None,
     ) -> StreamConsumer:
         """A consumer with the prefix, consumer name and tuning from ``settings``."""
         return cls(
@@ -144,6 +159,7 @@ class StreamConsumer:
             block_ms=settings.stream_block_ms,
             claim_idle_ms=settings.stream_claim_idle_ms,
             max_deliveries=settings.stream_max_deliveries,
+            gate=gate,
         )
 
     async def ensure_group(self) -> None:
@@ -167,6 +183,9 @@ class StreamConsumer:
             claim_cursor = "0-0"
             next_claim = 0.0
             while not stop.is_set():
+                if self.gate is not None and not self.gate():
+                    await _sleep_unless_stopped(stop, GATE_POLL_S)
+                    continue
                 try:
                     if not pending_done:
                         await self.ensure_group()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from qcdr_common.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +25,9 @@ class CorrelationFlusher:
         *,
         cluster_id: str,
         idle_seconds: float,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
+        self.gate = gate  # asked before a flush writes (the events consumer's gate)
         self.sessions = sessions
         self.detectors = detectors
         self.cluster_id = cluster_id
@@ -40,7 +43,8 @@ class CorrelationFlusher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.idle_seconds)
             now = correlator.engine.stats.events
-            if now == seen and correlator.waiting:  # idle, and something is waiting
+            allowed = self.gate is None or self.gate()
+            if now == seen and correlator.waiting and allowed:  # idle, and something is waiting
                 try:
                     await self.flush()
                 except Exception:
