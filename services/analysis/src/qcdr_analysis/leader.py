@@ -10,7 +10,7 @@ holds a Redis lease (``{prefix}:analysis:leader``); the API answers on every rep
 - A standby tries to take the lease every third of ``QCDR_LEADER_LEASE_S``; a leader that stops
   cleanly releases it, so the standby takes over within that time.
 - The leader renews every third of the lease. When it learns that the lease is gone (another
-  replica holds it) or has failed to renew for a whole lease (Redis away), it stops its worker
+  replica holds it) or has failed to renew for 90 % of the lease (Redis away), it stops its worker
   after the batch in hand and stands by again; on its next lead it starts from fresh state, read
   back from the checkpoint, as a restarted process would.
 - Between renewals the consumers ask :meth:`LeaderElected.holds` before each read: a leader that
@@ -127,7 +127,6 @@ class LeaderElected:
 
         async def keep(inner_stop: asyncio.Event) -> None:
             nonlocal lost
-            renewed = self.clock()
             while not inner_stop.is_set():
                 await _wait((stop, inner_stop), self.interval_s)
                 if stop.is_set():
@@ -140,9 +139,8 @@ class LeaderElected:
                     log.warning("cannot renew the analysis lease", error=repr(exc))
                     held = None
                 if held:
-                    renewed = asked
                     self._renewed(asked)
-                elif held is False or self.clock() - renewed >= self.lease_s:
+                elif held is False or not self.holds():  # taken, or unrenewed for most of the lease
                     lost = True
                     inner_stop.set()
 
