@@ -345,19 +345,27 @@ async def test_a_slow_batch_stays_with_its_live_consumer(redis: Redis, redis_pre
 
 async def test_keeping_a_batch_claimed_does_not_count_deliveries(redis: Redis, redis_prefix: str) -> None:
     key = stream_key(redis_prefix, STREAM)
-    await put(redis, redis_prefix, make_envelopes(2))
+    old, batch = (
+        await put(redis, redis_prefix, make_envelopes(1)),
+        await put(redis, redis_prefix, make_envelopes(2, start=1)),
+    )
     c = consumer(redis, redis_prefix, Recorder(), name="pod-a", claim_idle_ms=90)
     await c.ensure_group()
-    await redis.xreadgroup(GROUP, "pod-a", {key: ">"}, count=10)
-    await redis.xreadgroup(GROUP, "pod-z", {key: "0"}, count=10)  # pod-z owns nothing
+    await redis.xreadgroup(GROUP, "pod-a", {key: ">"}, count=10)  # an older failure, then the batch
+    await asyncio.sleep(0.1)
     handled = asyncio.Event()
-    keeper = asyncio.create_task(c._keep_claimed(handled))
+    keeper = asyncio.create_task(c._keep_claimed(handled, batch))
     await asyncio.sleep(0.35)  # several touches
     rows = await redis.xpending_range(key, GROUP, min="-", max="+", count=10)
     handled.set()
     await keeper
-    assert [(r["consumer"], r["times_delivered"]) for r in rows] == [(b"pod-a", 1), (b"pod-a", 1)]
-    assert all(r["time_since_delivered"] < 90 for r in rows)
+    by_id = {r["message_id"].decode(): r for r in rows}
+    assert {i: (by_id[i]["consumer"], by_id[i]["times_delivered"]) for i in batch} == dict.fromkeys(
+        batch, (b"pod-a", 1)
+    )
+    assert all(by_id[i]["time_since_delivered"] < 90 for i in batch)
+    # the older entry is not the batch's: it ages, so the claim loop retries it
+    assert by_id[old[0]]["time_since_delivered"] >= 400
 
 
 async def test_a_closed_gate_reads_nothing_until_it_opens(redis: Redis, redis_prefix: str) -> None:

@@ -77,19 +77,23 @@ def _format_error(exc: BaseException) -> str:
     return text[:_MAX_ERROR_CHARS]
 
 
-# The entries pending on this consumer (ARGV[2]; at most ARGV[3], its batch), claimed again by it
-# with JUSTID: their idle time restarts and their delivery counts stay. One script, so an entry
-# another consumer has just claimed is not taken back. Chunks of 500 keep unpack() within Lua's
-# stack.
+# The batch's entries (ARGV[3..]) still pending on this consumer (ARGV[2]) are claimed again by it
+# with JUSTID: their idle time restarts and their delivery counts stay. Only the batch: older
+# entries that failed wait out their idle time to be retried. One script, so an entry another
+# consumer has just claimed is not taken back. Chunks of 500 keep unpack() within Lua's stack.
 _TOUCH = """
-local owned = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[3]), ARGV[2])
-for i = 1, #owned, 500 do
+local mine = {}
+for i = 3, #ARGV do
+    local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+    if entry and entry[2] == ARGV[2] then mine[#mine + 1] = ARGV[i] end
+end
+for i = 1, #mine, 500 do
     local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-    for j = i, math.min(i + 499, #owned) do args[#args + 1] = owned[j][1] end
+    for j = i, math.min(i + 499, #mine) do args[#args + 1] = mine[j] end
     args[#args + 1] = 'JUSTID'
     redis.call(unpack(args))
 end
-return #owned
+return #mine
 """
 
 
@@ -292,7 +296,7 @@ class StreamConsumer:
 
         if deliveries:
             finished = asyncio.Event()
-            keeper = asyncio.create_task(self._keep_claimed(finished))
+            keeper = asyncio.create_task(self._keep_claimed(finished, [d.entry_id for d in deliveries]))
             try:
                 ok, failed = await self._handle(deliveries)
             finally:
@@ -315,7 +319,7 @@ class StreamConsumer:
             MESSAGES_HANDLED.labels(**self._labels).inc(handled)
         BATCH_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
 
-    async def _keep_claimed(self, handled: asyncio.Event) -> None:
+    async def _keep_claimed(self, handled: asyncio.Event, entry_ids: Sequence[str]) -> None:
         """While a batch is handled, reset its entries' idle time every third of ``claim_idle_ms``.
 
         Reclaiming idle entries is for consumers that died; without this, a live replica's slow
@@ -330,7 +334,7 @@ class StreamConsumer:
                 await asyncio.wait_for(handled.wait(), interval)
                 return
             try:
-                await self._touch(keys=[self.key], args=[self.group, self.consumer, self.batch])
+                await self._touch(keys=[self.key], args=[self.group, self.consumer, *entry_ids])
             except Exception as exc:  # Redis away: the batch goes on; the entries may be claimed
                 log.warning("could not keep the batch's entries claimed", error=repr(exc))
 
