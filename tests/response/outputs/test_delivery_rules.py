@@ -8,11 +8,12 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_response.outputs.base import Outcome, Sink, SinkConfig, Status
-from qcdr_response.outputs.delivery import SinkDelivery, TokenBucket, backoff_s
+from qcdr_response.outputs.delivery import SharedTokenBucket, SinkDelivery, TokenBucket, backoff_s
 from qcdr_response.outputs.grouping import enqueue
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.resolve import enqueue_resolve
@@ -52,6 +53,40 @@ async def test_the_token_bucket_holds_the_rate() -> None:
         await bucket.take(1)
     # 20 in the first second's burst, 10 more need at least half a second
     assert time.monotonic() - start >= 0.45
+
+
+@pytest.mark.redis
+async def test_replicas_share_a_sinks_rate(redis_client: Any, redis_prefix: str) -> None:
+    """Two replicas' buckets for one sink hold the sink's rate together, not each."""
+    key = f"{redis_prefix}:response:outputs:slack:rate"
+    a, b = (SharedTokenBucket(20.0, redis_client, key) for _ in range(2))
+    start = time.monotonic()
+
+    async def send(bucket: SharedTokenBucket) -> None:
+        for _ in range(15):
+            await bucket.take(1)
+
+    await asyncio.gather(send(a), send(b))
+    # 30 in all: the shared burst of 20, then 10 more at 20/s (each alone would not wait at all)
+    assert time.monotonic() - start >= 0.45
+    separate = [SharedTokenBucket(20.0, redis_client, f"{key}:{i}") for i in range(2)]
+    start = time.monotonic()
+    await asyncio.gather(*(send(bucket) for bucket in separate))
+    assert time.monotonic() - start < 0.3
+
+
+async def test_without_redis_the_shared_bucket_is_this_replicas() -> None:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    bucket = SharedTokenBucket(20.0, unreachable, "any")
+    start = time.monotonic()
+    for _ in range(30):
+        await bucket.take(1)
+    assert time.monotonic() - start >= 0.45  # still limited, by the local bucket
+    await unreachable.aclose()
 
 
 async def test_claims_are_exclusive_and_a_resolve_waits_for_its_group(committed_db: str) -> None:

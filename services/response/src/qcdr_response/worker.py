@@ -96,7 +96,9 @@ class ResponseWorker:
                 wake_relay=self.relay.notify,
                 contexts=action_contexts,
             )
-        self.outputs = outputs if outputs is not None else OutputsRuntime(settings, self.sessions)
+        self.outputs = (
+            outputs if outputs is not None else OutputsRuntime(settings, self.sessions, redis=redis)
+        )
         hooks = [self.plan] if self.actions is not None else []
         if self.outputs.configs:
             hooks.append(self.outputs.enqueue)

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from qcdr_common.logging import get_logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,6 +65,54 @@ class TokenBucket:
             await asyncio.sleep((need - self.tokens) / self.rate)
 
 
+# One bucket for every replica, in a Redis hash (tokens, stamp), refilled by Redis' own clock.
+# Returns the seconds to wait before ``need`` tokens are there (0: taken), as text: Lua numbers
+# returned to Redis are truncated to integers.
+_SHARED_TAKE = """
+local rate, capacity, need = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(state[1]) or capacity
+local stamp = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - stamp) * rate)
+local wait = 0
+if tokens >= need then tokens = tokens - need else wait = (need - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
+redis.call('EXPIRE', KEYS[1], 3600)
+return tostring(wait)
+"""
+
+
+class SharedTokenBucket(TokenBucket):
+    """:class:`TokenBucket` shared by the service's replicas (a sink's ``rate_per_s`` is the
+    receiver's limit, whatever the number of senders). While Redis does not answer it is this
+    process's own bucket, asking Redis again after ``retry_s``."""
+
+    def __init__(self, rate: float, redis: Redis, key: str, *, retry_s: float = 10.0) -> None:
+        super().__init__(rate)
+        self.key = key
+        self.retry_s = retry_s
+        self._take = redis.register_script(_SHARED_TAKE)
+        self._local_until = 0.0
+
+    async def take(self, n: int) -> None:
+        need = min(float(n), self.capacity)
+        while True:
+            if time.monotonic() < self._local_until:
+                await super().take(n)
+                return
+            try:
+                wait = float(await self._take(keys=[self.key], args=[self.rate, self.capacity, need]))
+            except RedisError as exc:
+                log.warning("shared rate limit unavailable, using this replica's", error=repr(exc))
+                self._local_until = time.monotonic() + self.retry_s
+                continue
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+
 class SinkDelivery:
     def __init__(
         self,
@@ -71,14 +121,24 @@ class SinkDelivery:
         *,
         poll_s: float = 1.0,
         rng: random.Random | None = None,
+        redis: Redis | None = None,
+        prefix: str = "",
     ) -> None:
+        """``redis``: share the sink's rate limit with the other replicas (else per process)."""
         self.sink = sink
         self.config = sink.config
         self.sessions = sessions
         self.poll_s = poll_s
         self.rng = rng or random.Random()
         self.wake = asyncio.Event()
-        self.bucket = TokenBucket(self.config.rate_per_s) if self.config.rate_per_s else None
+        self.bucket: TokenBucket | None = None
+        if self.config.rate_per_s and redis is not None:
+            key = f"response:outputs:{self.config.name}:rate"
+            self.bucket = SharedTokenBucket(
+                self.config.rate_per_s, redis, f"{prefix}:{key}" if prefix else key
+            )
+        elif self.config.rate_per_s:
+            self.bucket = TokenBucket(self.config.rate_per_s)
         # long enough for a request, its timeout and (Splunk) acknowledgement polling
         self.claim_for = timedelta(seconds=self.config.timeout_s * 3 + 2)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.logging import get_logger
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_response.outputs import grouping
@@ -43,13 +44,16 @@ class OutputsRuntime:
         settings: ResponseSettings,
         sessions: async_sessionmaker[AsyncSession],
         configs: Sequence[SinkConfig] | None = None,
+        redis: Redis | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.configs = list(configs if configs is not None else load_outputs(settings.outputs_file))
         self.sinks = {c.name: make_sink(c) for c in self.configs}
         self.deliveries = {
-            name: SinkDelivery(sink, sessions, poll_s=settings.outputs_poll_s)
+            name: SinkDelivery(
+                sink, sessions, poll_s=settings.outputs_poll_s, redis=redis, prefix=settings.redis_prefix
+            )
             for name, sink in self.sinks.items()
         }
         self.link = link_for(settings)
