@@ -138,12 +138,14 @@ class Stack:
         proc.start()
         return proc
 
-    def consume(self, service: str, **env: str) -> Proc:
+    def consume(self, service: str, *, name: str | None = None, **env: str) -> Proc:
+        """``service consume`` as a process; ``name`` tells several of one service apart."""
+        name = name or f"{service}-consume"
         proc = Proc(
-            f"{service}-consume",
+            name,
             service_cmd(service, "consume", "--metrics-port", "0"),
             {**self.env, **env},
-            self.workdir / f"{service}-consume.log",
+            self.workdir / f"{name}.log",
         )
         self.procs[proc.name] = proc
         proc.start()
