@@ -9,6 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +113,34 @@ class Stack:
             **(extra_env or {}),
         }
         return cls(workdir, env)
+
+    @classmethod
+    @contextmanager
+    def migrated(
+        cls,
+        workdir: Path,
+        *,
+        database_url: str,
+        redis_url: str,
+        prefix: str,
+        services: tuple[str, ...],
+        extra_env: dict[str, str] | None = None,
+    ) -> Iterator[Stack]:
+        """A stack with a fresh API token and ``services`` migrated, closed (processes stopped)
+        at the end of the block: the usual test fixture."""
+        stack = cls.create(
+            workdir,
+            database_url=database_url,
+            redis_url=redis_url,
+            prefix=prefix,
+            token=f"tok-{uuid.uuid4().hex}",
+            extra_env=extra_env,
+        )
+        stack.migrate(*services)
+        try:
+            yield stack
+        finally:
+            stack.close()
 
     def migrate(self, *services: str) -> None:
         """Each service's migrations, in this process (``qcdr-<svc> db upgrade`` runs the same

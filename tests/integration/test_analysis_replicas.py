@@ -5,7 +5,6 @@ event still yields exactly one finding."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +25,11 @@ LEASE_S = "1.5"
 
 @pytest.fixture
 def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
-    s = Stack.create(
+    with Stack.migrated(
         tmp_path,
         database_url=scratch_database_url,
         redis_url=redis_url,
         prefix=redis_prefix,
-        token=f"tok-{uuid.uuid4().hex}",
         extra_env={
             "QCDR_LEADER_LEASE_S": LEASE_S,
             "QCDR_STREAM_CLAIM_IDLE_MS": "2000",
@@ -39,10 +37,9 @@ def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefi
             "QCDR_EVENTS_RATE_PER_S": "1000000",
             "QCDR_EVENTS_RATE_BURST": "1000000",
         },
-    )
-    s.migrate("ingest", "analysis")
-    yield s
-    s.close()
+        services=("ingest", "analysis"),
+    ) as s:
+        yield s
 
 
 def _wait(check: object, seconds: float, what: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,12 +56,11 @@ def _alerts(start: int, n: int, now: datetime) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
-    s = Stack.create(
+    with Stack.migrated(
         tmp_path,
         database_url=scratch_database_url,
         redis_url=redis_url,
         prefix=redis_prefix,
-        token=f"tok-{uuid.uuid4().hex}",
         extra_env={
             # Every kill re-delivers the batch in hand; allow for several kills before a
             # message counts as poison. Reclaim quickly after a restart.
@@ -74,10 +72,9 @@ def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefi
             "QCDR_EVENTS_RATE_PER_S": "1000000",
             "QCDR_EVENTS_RATE_BURST": "1000000",
         },
-    )
-    s.migrate("ingest", "analysis", "response")
-    yield s
-    s.close()
+        services=("ingest", "analysis", "response"),
+    ) as s:
+        yield s
 
 
 async def _count(database_url: str, sql: str) -> int:

@@ -5,7 +5,6 @@ PostgreSQL and Redis. Findings from the Qualys double (ingest's poller) and even
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,16 +73,14 @@ def _falco_alerts(n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def stack(tmp_path: Path, scratch_database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Stack]:
-    s = Stack.create(
+    with Stack.migrated(
         tmp_path,
         database_url=scratch_database_url,
         redis_url=redis_url,
         prefix=redis_prefix,
-        token=f"tok-{uuid.uuid4().hex}",
-    )
-    s.migrate("ingest", "analysis", "response")
-    yield s
-    s.close()
+        services=("ingest", "analysis", "response"),
+    ) as s:
+        yield s
 
 
 def test_three_services_end_to_end(stack: Stack, shared_path: Path) -> None:
