@@ -50,7 +50,3 @@ class RedisLease:
     async def release(self) -> None:
         """Give the lease back (a no-op when it was lost), so a standby need not wait it out."""
         await self._release(keys=[self.key], args=[self.holder])
-
-    async def holder_now(self) -> str | None:
-        value = await self.redis.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value
