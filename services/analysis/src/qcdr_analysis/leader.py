@@ -31,7 +31,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.lease import RedisLease
-from qcdr_common.streams.runner import Worker, run_until_stopped
+from qcdr_common.streams.runner import Worker, run_until_stopped, wait_any
 from redis.exceptions import RedisError
 
 log = get_logger(__name__)
@@ -45,16 +45,6 @@ LEAD_CHANGES = Counter(
     "Lease changes of this replica: acquired, released (clean stop) or lost (taken or not renewed).",
     ["change"],
 )
-
-
-async def _wait(events: tuple[asyncio.Event, ...], seconds: float) -> None:
-    """Sleep ``seconds`` or until one of ``events`` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 class LeaderElected:
@@ -112,7 +102,7 @@ class LeaderElected:
                     waiting_logged = True
             except RedisError as exc:
                 log.warning("cannot reach Redis for the analysis lease", error=repr(exc))
-            await _wait((stop,), self.interval_s)
+            await wait_any(stop, seconds=self.interval_s)
         return False
 
     async def _lead(self, stop: asyncio.Event) -> bool:
@@ -128,7 +118,7 @@ class LeaderElected:
         async def keep(inner_stop: asyncio.Event) -> None:
             nonlocal lost
             while not inner_stop.is_set():
-                await _wait((stop, inner_stop), self.interval_s)
+                await wait_any(stop, inner_stop, seconds=self.interval_s)
                 if stop.is_set():
                     inner_stop.set()
                     return

@@ -46,16 +46,6 @@ async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-async def wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    """Wait until ``stop`` or ``wake`` is set, or ``seconds`` passed (whichever comes first)."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
 class StoppedError(Exception):
     """The agent stopped while a long call was in flight (the call was cancelled)."""
 

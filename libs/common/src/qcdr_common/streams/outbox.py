@@ -40,6 +40,7 @@ from qcdr_common.streams.envelope import Envelope
 from qcdr_common.streams.metrics import OUTBOX_PUBLISHED
 from qcdr_common.streams.names import stream_key
 from qcdr_common.streams.producer import publish_fields
+from qcdr_common.streams.runner import wait_any
 
 log = get_logger(__name__)
 
@@ -171,22 +172,11 @@ class OutboxRelay:
                 published = await self.publish_pending()
             except Exception as exc:  # Redis or Postgres away: keep the rows, retry after a pause
                 log.warning("outbox relay failed", table=self.table.name, error=repr(exc))
-                await _wait_any(stop, None, self.error_backoff_s)
+                await wait_any(stop, seconds=self.error_backoff_s)
                 continue
             if published == 0:
-                await _wait_any(stop, self._wake, self.poll_s)
+                await wait_any(stop, self._wake, seconds=self.poll_s)
         log.info("outbox relay stopped", table=self.table.name)
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 async def outbox_backlog(engine: AsyncEngine, table: Table) -> int:

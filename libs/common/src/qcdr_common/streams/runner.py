@@ -16,6 +16,20 @@ log = get_logger(__name__)
 Worker = Callable[[asyncio.Event], Awaitable[None]]
 
 
+async def wait_any(*events: asyncio.Event | None, seconds: float) -> None:
+    """Return when one of ``events`` is set (``None`` ones are left out) or after ``seconds``,
+    whichever comes first: the sleep of every loop that can also be woken or stopped."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events if e is not None]
+    if not waiters:
+        await asyncio.sleep(max(0.0, seconds))
+        return
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 def install_signal_handlers(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set ``stop``: workers finish and ack their batch, then return. A second
     signal gets the default behaviour (exit now; unacked entries are redelivered later).

@@ -13,9 +13,10 @@ from datetime import timedelta
 from pydantic import SecretStr
 from qcdr_common.contracts.federation.v1 import RegisterRequest, RegisterResponse
 from qcdr_common.logging import get_logger
+from qcdr_common.streams.runner import wait_any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from qcdr_federation.backoff import Backoff, sleep_unless_stopped, wait_any
+from qcdr_federation.backoff import Backoff, sleep_unless_stopped
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
 from qcdr_federation.spoke.client import Credential, HubClient, HubError, HubErrorKind, agent_version
@@ -163,7 +164,7 @@ class Registrar:
                     continue
                 self._wake.clear()
                 remaining = (self._issued_at + self._max_age - utcnow()).total_seconds()
-                await wait_any(stop, self._wake, max(0.0, min(_AGE_CHECK_S, remaining)))
+                await wait_any(stop, self._wake, seconds=min(_AGE_CHECK_S, remaining))
             except Exception as exc:  # the database away: try again after a pause
                 log.exception("federation_registrar_error", error=repr(exc))
                 if await sleep_unless_stopped(stop, backoff.next_delay()):

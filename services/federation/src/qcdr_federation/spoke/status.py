@@ -20,6 +20,7 @@ from qcdr_common.contracts.federation.v1 import PolicyApplyState, PolicyApplySta
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.consumer import Delivery
 from qcdr_common.streams.envelope import Envelope
+from qcdr_common.streams.runner import wait_any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_federation.backoff import (
@@ -27,7 +28,6 @@ from qcdr_federation.backoff import (
     StoppedError,
     sleep_unless_stopped,
     unless_stopped,
-    wait_any,
 )
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
@@ -223,4 +223,4 @@ class StatusTracker:
                 if await sleep_unless_stopped(stop, backoff.next_delay()):
                     return
                 continue
-            await wait_any(stop, self._wake, _REPORT_EVERY_S)
+            await wait_any(stop, self._wake, seconds=_REPORT_EVERY_S)

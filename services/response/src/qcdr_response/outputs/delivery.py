@@ -12,7 +12,6 @@ failing sink never slows the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from qcdr_common.logging import get_logger
+from qcdr_common.streams.runner import wait_any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import and_, delete, exists, or_, select, update
@@ -302,11 +302,13 @@ class SinkDelivery:
                     slots.release()
                     log.exception("claiming output messages failed", sink=self.config.name)
                     rows = []
-                    await _wait(stop, self.wake, self.poll_s)
+                    await wait_any(stop, self.wake, seconds=self.poll_s)
+                    self.wake.clear()
                     continue
                 if not rows:
                     slots.release()
-                    await _wait(stop, self.wake, self.poll_s)
+                    await wait_any(stop, self.wake, seconds=self.poll_s)
+                    self.wake.clear()
                     continue
                 task = asyncio.create_task(one(rows))
                 tasks.add(task)
@@ -314,18 +316,6 @@ class SinkDelivery:
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _wait(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
-        wake.clear()
 
 
 async def purge_delivered(session: AsyncSession, older_than: datetime) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 from qcdr_common.contracts.federation.v1 import PlacedPolicySet
 from qcdr_common.logging import get_logger
+from qcdr_common.streams.runner import wait_any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -296,7 +297,7 @@ class Placements:
                 async with self._done_changed:
                     self._done = target
                     self._done_changed.notify_all()
-                await _wait_any(self._kick, stop, self.recheck_s)
+                await wait_any(self._kick, stop, seconds=self.recheck_s)
         finally:
             self._running = False
             # shutting down: held polls answer now (304) instead of keeping the server up
@@ -325,7 +326,7 @@ class Placements:
                 raise
             except Exception as exc:
                 log.warning("federation_placements_listen_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                await _wait_any(asyncio.Event(), stop, backoff)
+                await wait_any(stop, seconds=backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
                 with contextlib.suppress(Exception):
@@ -334,15 +335,6 @@ class Placements:
     async def ready(self) -> None:
         if not self._loaded.is_set():
             raise RuntimeError("federated policy placements not loaded yet")
-
-
-async def _wait_any(event: asyncio.Event, stop: asyncio.Event, timeout_s: float) -> None:
-    waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
 
 
 async def notify_placements_changed(target: Any, *, prefix: str | None = None) -> None:
