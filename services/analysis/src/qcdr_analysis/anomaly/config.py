@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -67,6 +68,21 @@ class WorkloadAnomalyConfig(DetectorConfig):
     trend_min_relative: float = Field(default=0.15, ge=0, description="…and at least this relative shift.")
     trend_persistence: int = Field(default=10, ge=1, description="Windows the shift must last.")
     trend_cooldown: timedelta = Field(default=timedelta(hours=24))
+    # daily profiles (seasonal.py)
+    seasonality: Literal["off", "daily", "auto"] = Field(
+        default="auto",
+        description=(
+            "Hourly baselines for features that follow the clock. auto: a feature whose 24 hourly "
+            "means on even and odd learning days agree (needs a learning period that covers every "
+            "hour twice, so 48 h); daily: every feature, once each hour was seen; off: flat only."
+        ),
+    )
+    seasonal_min_correlation: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="auto: correlation of the even-day and odd-day hourly profiles a feature needs.",
+    )
     # population models
     reservoir_size: int = Field(default=512, ge=16, le=10_000)
     min_training_rows: int = Field(default=256, ge=16)

@@ -30,6 +30,7 @@ from qcdr_analysis.anomaly.baseline import Baseline
 from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
 from qcdr_analysis.anomaly.explain import rate_finding, trend_finding
 from qcdr_analysis.anomaly.scoring import rate_verdict
+from qcdr_analysis.anomaly.seasonal import SeasonalRule, hour_and_day
 from qcdr_analysis.anomaly.workload import Window, WorkloadState
 from qcdr_analysis.profiles.identity import has_identity, workload_key
 
@@ -68,6 +69,7 @@ class WorkloadAnomalyEngine:
         self.max_sample: datetime | None = None
         self.last_fit: datetime | None = None
         self.rng = random.Random(config.seed)
+        self.seasonal = SeasonalRule(config.seasonality, config.seasonal_min_correlation)
         self.late_events = 0
         self.late_samples = 0
 
@@ -77,6 +79,10 @@ class WorkloadAnomalyEngine:
 
     def window_end(self, number: int) -> datetime:
         return EPOCH + timedelta(seconds=(number + 1) * self.window_seconds)
+
+    def hour_and_day(self, number: int) -> tuple[int, int]:
+        """Hour of day (UTC) and day number at which window ``number`` starts."""
+        return hour_and_day(number * self.window_seconds)
 
     def _seen(self, when: datetime) -> None:
         if self.max_seen is None or when > self.max_seen:
@@ -195,10 +201,11 @@ class WorkloadAnomalyEngine:
         position: dict[str, int] = {}
         for state, window in closed:
             if state.baseline is None:
-                state.learn(window, self.rng, self.config.smoothing_windows)
+                hour, day = self.hour_and_day(window.number)
+                state.learn(window, self.rng, self.config.smoothing_windows, hour, day)
                 first = state.first_window if state.first_window is not None else window.number
                 if window.number - first + 1 >= self.learning_windows:
-                    state.freeze(self.config.smoothing_windows, self.config.ewma_lambda)
+                    state.freeze(self.config.smoothing_windows, self.config.ewma_lambda, self.seasonal)
                 continue
             k = position.get(state.key, 0)
             position[state.key] = k + 1
@@ -212,7 +219,10 @@ class WorkloadAnomalyEngine:
     def _score_round(self, scored: list[tuple[WorkloadState, Window]]) -> list[Finding]:
         config = self.config
         n = self.n_counts
-        baselines = [s.baseline for s, _ in scored if s.baseline is not None]
+        # each window against the limits of its hour (the flat baseline without a daily profile)
+        baselines = [
+            s.baseline.at(self.hour_and_day(w.number)[0]) for s, w in scored if s.baseline is not None
+        ]
         smoothed = np.vstack([w.smoothed for _, w in scored])
         mean = np.vstack([b.mean for b in baselines])
         std = np.vstack([b.std for b in baselines])
@@ -274,6 +284,11 @@ class WorkloadAnomalyEngine:
         config = self.config
         n = self.n_counts
         raw = np.vstack([w.raw[n:] for _, w in scored])
+        # a daily profile's hourly level is taken off first: the chart follows the deseasonalised
+        # series, so a busy afternoon is not a slow shift and a shift hidden by the cycle shows
+        offsets = [b.gauge_offset for b in baselines]
+        if any(o is not None for o in offsets):
+            raw = raw - np.vstack([np.zeros(raw.shape[1]) if o is None else o for o in offsets])
         ewma = np.vstack([s.ewma for s, _ in scored])
         level = np.vstack([b.gauge_level for b in baselines])
         ewma_std = np.vstack([b.ewma_std for b in baselines])

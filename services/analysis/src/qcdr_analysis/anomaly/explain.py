@@ -29,6 +29,13 @@ def _number(value: float) -> str:
 def _base(engine: WorkloadAnomalyEngine, state: WorkloadState, window: Window) -> dict[str, Any]:
     baseline = state.baseline
     first = state.first_window if state.first_window is not None else window.number
+    daily = None
+    if baseline is not None and baseline.daily is not None:
+        # which limits applied: the hour's for these features, the flat ones for the rest
+        daily = {
+            "hour_utc": engine.hour_and_day(window.number)[0],
+            "features": [n for n, f in zip(engine.names, baseline.daily.features, strict=True) if f],
+        }
     return {
         "workload_key": workload_key(state.workload),
         "profile_key": profile_key(state.workload),
@@ -40,6 +47,7 @@ def _base(engine: WorkloadAnomalyEngine, state: WorkloadState, window: Window) -
             "windows": baseline.windows if baseline is not None else 0,
             "learned_from": engine.window_end(first - 1).isoformat(),
             "learned_until": engine.window_end(first + engine.learning_windows - 1).isoformat(),
+            "daily_profile": daily,
         },
     }
 
@@ -110,7 +118,11 @@ def trend_finding(engine: WorkloadAnomalyEngine, state: WorkloadState, window: W
     level = float(baseline.gauge_level[gauge])
     current = float(state.ewma[gauge])
     relative = (current - level) / level if level else float("inf")
-    limit = float(baseline.ewma_std[gauge]) * engine.config.ewma_limit
+    # the hour's limit: with a daily profile the chart follows the deseasonalised series
+    hourly = baseline.at(engine.hour_and_day(window.number)[0])
+    limit = float(hourly.ewma_std[gauge]) * engine.config.ewma_limit
+    daily = baseline.daily
+    deseasonalised = daily is not None and bool(daily.features[engine.n_counts + gauge])
     owner = workload_key(state.workload)
     attributes = _base(engine, state, window)
     attributes["explanation"] = {
@@ -121,6 +133,7 @@ def trend_finding(engine: WorkloadAnomalyEngine, state: WorkloadState, window: W
         "control_limit": round(limit, 6),
         "lambda": engine.config.ewma_lambda,
         "windows_beyond_limit": int(state.trend_run[gauge]),
+        "deseasonalised": deseasonalised,
         "last_value": None
         if window.raw[engine.n_counts + gauge] != window.raw[engine.n_counts + gauge]
         else round(float(window.raw[engine.n_counts + gauge]), 6),

@@ -147,7 +147,8 @@ def _number(value: float) -> float | None:
 
 async def feature_baselines(session: AsyncSession, profile: str) -> list[dict[str, object]]:
     """What the profiles API shows of the workloads running an image: per workload, its state and
-    each feature's learned mean, standard deviation and quartiles (smoothed per-minute values)."""
+    each feature's learned mean, standard deviation and quartiles (smoothed per-window values),
+    and for a feature that follows the clock its mean per hour of day (UTC, 0-23)."""
     out: list[dict[str, object]] = []
     for state in await states_for(session, profile=profile):
         baseline = state.baseline
@@ -163,6 +164,7 @@ async def feature_baselines(session: AsyncSession, profile: str) -> list[dict[st
         if baseline is not None:
             gauges = state.gauge_names or tuple(f"gauge_{i}" for i in range(state.n_gauges))
             names = [*EVENT_FEATURES, *gauges]
+            daily = baseline.daily
             entry["features"] = [
                 {
                     "feature": name,
@@ -170,6 +172,9 @@ async def feature_baselines(session: AsyncSession, profile: str) -> list[dict[st
                     "std": _number(baseline.std[i]),
                     "q1": _number(baseline.q1[i]),
                     "q3": _number(baseline.q3[i]),
+                    "hourly_mean": [_number(v) for v in daily.mean[:, i]]
+                    if daily is not None and daily.features[i]
+                    else None,
                 }
                 for i, name in enumerate(names)
             ]

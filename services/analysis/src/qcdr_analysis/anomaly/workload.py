@@ -16,6 +16,7 @@ from qcdr_common.contracts.events.v1 import SecurityEvent, Workload
 
 from qcdr_analysis.anomaly import features as ft
 from qcdr_analysis.anomaly.baseline import Baseline, Lag1, Moments, Reservoir, freeze
+from qcdr_analysis.anomaly.seasonal import HourlyMoments, SeasonalRule
 
 EVIDENCE_PER_WINDOW = 5
 
@@ -91,6 +92,8 @@ class WorkloadState:
         self.raw_gauge_moments = Moments.zeros(n_gauges)
         self.lag1 = Lag1.zeros(n_gauges)
         self.reservoir = Reservoir(reservoir_size)
+        # learning only: moments per hour of day, for daily profiles (None once frozen)
+        self.hourly: HourlyMoments | None = HourlyMoments.zeros(self.width)
         self.baseline: Baseline | None = None
         self.ewma = np.full(n_gauges, np.nan)
         self.trend_run = np.zeros(n_gauges, dtype=int)  # consecutive windows beyond the limit
@@ -211,15 +214,18 @@ class WorkloadState:
         return Window(number, raw, smoothed, evidence)
 
     # -- learning ----------------------------------------------------------------------------
-    def learn(self, window: Window, rng: random.Random, smoothing: int) -> None:
+    def learn(self, window: Window, rng: random.Random, smoothing: int, hour: int, day: int) -> None:
+        """Learn from a closed window that started at ``hour`` (of day, UTC) of ``day``."""
         n_events = len(ft.EVENT_FEATURES)
         self.raw_gauge_moments.add(window.raw[n_events:])
         self.lag1.add(window.raw[n_events:])
         if len(self.recent) >= smoothing:  # only full smoothing spans describe the steady state
             self.smoothed_moments.add(window.smoothed)
-            self.reservoir.add(window.smoothed, rng)
+            self.reservoir.add(window.smoothed, rng, hour)
+            if self.hourly is not None:
+                self.hourly.add(day, hour, window.smoothed)
 
-    def freeze(self, smoothing: int, ewma_lambda: float) -> None:
+    def freeze(self, smoothing: int, ewma_lambda: float, rule: SeasonalRule | None = None) -> None:
         self.baseline = freeze(
             self.smoothed_moments,
             self.reservoir,
@@ -228,15 +234,28 @@ class WorkloadState:
             n_counts=len(ft.EVENT_FEATURES),
             smoothing=smoothing,
             ewma_lambda=ewma_lambda,
+            hourly=self.hourly,
+            rule=rule,
         )
+        self.hourly = None  # the profile, if any, is in the baseline now
         self.ewma = self.baseline.gauge_level.copy()
         self.changed = True
 
     def standardized_rows(self) -> np.ndarray:
-        """The learned reservoir in baseline units (the population models' training rows)."""
+        """The learned reservoir in baseline units (the population models' training rows): each
+        row against the limits of its own hour when the baseline has a daily profile."""
         if self.baseline is None or not self.reservoir.rows:
             return np.empty((0, self.width))
-        return standardize(self.reservoir.matrix(self.width), self.baseline)
+        rows = self.reservoir.matrix(self.width)
+        hours = self.reservoir.known_hours()
+        if self.baseline.daily is None or hours is None:
+            return standardize(rows, self.baseline)
+        out = np.empty(rows.shape)
+        by_hour = np.array(hours)
+        for hour in np.unique(by_hour):
+            pick = by_hour == hour
+            out[pick] = standardize(rows[pick], self.baseline.at(int(hour)))
+        return out
 
     # -- persistence -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -271,7 +290,12 @@ class WorkloadState:
                 arr(self.lag1.sxy),
                 arr(self.lag1.prev),
             ],
-            "reservoir": {"seen": self.reservoir.seen, "rows": [arr(r) for r in self.reservoir.rows]},
+            "reservoir": {
+                "seen": self.reservoir.seen,
+                "rows": [arr(r) for r in self.reservoir.rows],
+                "hours": self.reservoir.hours,
+            },
+            "hourly": self.hourly.to_json() if self.hourly is not None else None,
             "baseline": self.baseline.to_json() if self.baseline is not None else None,
             "ewma": arr(self.ewma),
             "trend_run": self.trend_run.tolist(),
@@ -301,8 +325,15 @@ class WorkloadState:
         state.raw_gauge_moments = Moments(*(arr(a) for a in data["gauge_moments"]))
         state.lag1 = Lag1(*(arr(a) for a in data["lag1"]))
         state.reservoir = Reservoir(
-            reservoir_size, [arr(r) for r in data["reservoir"]["rows"]], int(data["reservoir"]["seen"])
+            reservoir_size,
+            [arr(r) for r in data["reservoir"]["rows"]],
+            int(data["reservoir"]["seen"]),
+            [int(h) for h in data["reservoir"].get("hours", [])],
         )
+        # A state saved before daily profiles has none: it learns without one (not an empty one,
+        # which would miss the hours already seen and bias the profile).
+        hourly = data.get("hourly")
+        state.hourly = HourlyMoments.from_json(hourly, state.width) if hourly is not None else None
         state.baseline = Baseline.from_json(data["baseline"]) if data["baseline"] is not None else None
         state.ewma = arr(data["ewma"])
         state.trend_run = np.array(data["trend_run"], dtype=int)
