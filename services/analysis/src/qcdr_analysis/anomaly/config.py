@@ -83,6 +83,18 @@ class WorkloadAnomalyConfig(DetectorConfig):
         le=1,
         description="auto: correlation of the even-day and odd-day hourly profiles a feature needs.",
     )
+    # rollouts: a new image learns its own baseline, scored meanwhile against the one it replaced
+    inherit_on_rollout: bool = Field(
+        default=True,
+        description=(
+            "While a workload's new image learns (learning_period), score it against the baseline "
+            "of the owner's previous image instead of not at all."
+        ),
+    )
+    inherit_max_age: timedelta = Field(
+        default=timedelta(days=14),
+        description="…if that image was active within this long (event time) of the new one.",
+    )
     # population models
     reservoir_size: int = Field(default=512, ge=16, le=10_000)
     min_training_rows: int = Field(default=256, ge=16)

@@ -43,9 +43,19 @@ DETECTOR = "workload_anomaly"
 
 
 def baseline_key(workload: Workload) -> str:
-    """The owner and the image it runs: a new image version of a Deployment learns afresh."""
+    """The owner and the image it runs: a new image version of a Deployment learns afresh (scored
+    meanwhile against the baseline of the image it replaced, see ``inherit_on_rollout``)."""
     image = workload.image_digest or workload.image or ""
     return f"{workload_key(workload)}@{image}"
+
+
+def owner_of(key: str) -> str:
+    """The workload key of a baseline key (owner names cannot hold '@'; image references can)."""
+    return key.split("@", 1)[0]
+
+
+# Donor states read from Postgres for rollouts, kept until used; a bound, not a cache.
+MAX_DONORS = 1000
 
 
 class WorkloadAnomalyEngine:
@@ -61,6 +71,11 @@ class WorkloadAnomalyEngine:
         self.rate_cooldown = max(1, int(config.rate_cooldown / config.window))
         self.trend_cooldown = max(1, int(config.trend_cooldown / config.window))
         self.states: OrderedDict[str, WorkloadState] = OrderedDict()
+        # baseline keys in memory by owner, and states of owners' earlier images read from
+        # Postgres (detectors/workload_anomaly.refresh): where a new image finds its donor
+        self.owners: dict[str, set[str]] = {}
+        self.donors: dict[str, WorkloadState] = {}
+        self.inherit_windows = int(config.inherit_max_age / config.window)
         self.model: population.PopulationModel | None = None
         self.max_seen: datetime | None = None
         # events and samples come from two streams consumed independently: windows close at the
@@ -108,7 +123,9 @@ class WorkloadAnomalyEngine:
         return slower
 
     # -- states ----------------------------------------------------------------------------
-    def state_for(self, workload: Workload) -> WorkloadState:
+    def state_for(self, workload: Workload, number: int | None = None) -> WorkloadState:
+        """The state of a workload's baseline key, made when new (``number``: the window that
+        brought it, for the age limit of an inherited baseline)."""
         key = baseline_key(workload)
         state = self.states.get(key)
         if state is None:
@@ -116,22 +133,61 @@ class WorkloadAnomalyEngine:
                 key, workload, len(self.config.gauges), self.config.reservoir_size, tuple(self.config.gauges)
             )
             state.changed = True
-            self.states[key] = state
+            if self.config.inherit_on_rollout:
+                donor = self._donor(owner_of(key), key, number)
+                if donor is not None:
+                    state.inherit(donor)
+            self._put(state)
             while len(self.states) > self.config.max_workloads:
                 # the least recently active workload leaves memory (it reloads from Postgres)
-                self.states.popitem(last=False)
+                old, _ = self.states.popitem(last=False)
+                self._unindex(old)
         else:
             self.states.move_to_end(key)
             state.workload = workload
         return state
 
+    def _put(self, state: WorkloadState) -> None:
+        self.states[state.key] = state
+        self.owners.setdefault(owner_of(state.key), set()).add(state.key)
+
+    def _unindex(self, key: str) -> None:
+        keys = self.owners.get(owner_of(key))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.owners[owner_of(key)]
+
+    def _donor(self, owner: str, key: str, number: int | None) -> WorkloadState | None:
+        """The owner's most recently active other image with a baseline to score against, if its
+        last activity is within ``inherit_max_age`` of ``number``."""
+        candidates = [self.states[k] for k in self.owners.get(owner, ()) if k != key]
+        stored = self.donors.pop(owner, None)
+        if stored is not None and stored.key != key and stored.key not in self.owners.get(owner, ()):
+            candidates.append(stored)
+        usable = [c for c in candidates if c.scoring_baseline is not None and c.last_activity is not None]
+        if not usable:
+            return None
+        donor = max(usable, key=lambda c: c.last_activity or 0)
+        if number is not None and number - (donor.last_activity or 0) > self.inherit_windows:
+            return None
+        return donor
+
+    def offer_donors(self, states: Iterable[WorkloadState]) -> None:
+        """States of earlier images read from Postgres, for owners whose new image appears now."""
+        for state in states:
+            if len(self.donors) >= MAX_DONORS:
+                self.donors.clear()  # unused offers (the new image's events were all ignored)
+            self.donors[owner_of(state.key)] = state
+
     def install_states(self, states: Iterable[WorkloadState]) -> None:
         for state in states:
-            self.states[state.key] = state
+            self._put(state)
 
     def forget(self, keys: Iterable[str]) -> None:
         for key in keys:
-            self.states.pop(key, None)
+            if self.states.pop(key, None) is not None:
+                self._unindex(key)
 
     # -- input -----------------------------------------------------------------------------
     def observe_events(self, events: Sequence[SecurityEvent]) -> list[Finding]:
@@ -148,8 +204,9 @@ class WorkloadAnomalyEngine:
             kind = ft.classify(event)
             if kind == ft.IGNORED or not has_identity(event.workload):
                 continue
-            state = self.state_for(event.workload)
-            if not state.add_event(self.window_of(event.event_time), kind, event):
+            number = self.window_of(event.event_time)
+            state = self.state_for(event.workload, number)
+            if not state.add_event(number, kind, event):
                 self.late_events += 1
                 LATE_EVENTS.inc()
             self._event_seen(event.event_time)
@@ -162,8 +219,9 @@ class WorkloadAnomalyEngine:
             values = {self.gauge_index[k]: v for k, v in sample.values.items() if k in self.gauge_index}
             if not values:
                 continue
-            state = self.state_for(sample.workload)
-            if not state.add_sample(self.window_of(sample.time), values):
+            number = self.window_of(sample.time)
+            state = self.state_for(sample.workload, number)
+            if not state.add_sample(number, values):
                 self.late_samples += 1
             self._sample_seen(sample.time)
 
@@ -206,7 +264,10 @@ class WorkloadAnomalyEngine:
                 first = state.first_window if state.first_window is not None else window.number
                 if window.number - first + 1 >= self.learning_windows:
                     state.freeze(self.config.smoothing_windows, self.config.ewma_lambda, self.seasonal)
-                continue
+                    continue
+                if state.inherited is None:
+                    continue
+                # a new image still learning: scored against the baseline it inherited
             k = position.get(state.key, 0)
             position[state.key] = k + 1
             if k == len(rounds):
@@ -221,7 +282,7 @@ class WorkloadAnomalyEngine:
         n = self.n_counts
         # each window against the limits of its hour (the flat baseline without a daily profile)
         baselines = [
-            s.baseline.at(self.hour_and_day(w.number)[0]) for s, w in scored if s.baseline is not None
+            b.at(self.hour_and_day(w.number)[0]) for s, w in scored if (b := s.scoring_baseline) is not None
         ]
         smoothed = np.vstack([w.smoothed for _, w in scored])
         mean = np.vstack([b.mean for b in baselines])

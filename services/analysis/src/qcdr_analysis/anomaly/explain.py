@@ -27,7 +27,7 @@ def _number(value: float) -> str:
 
 
 def _base(engine: WorkloadAnomalyEngine, state: WorkloadState, window: Window) -> dict[str, Any]:
-    baseline = state.baseline
+    baseline = state.scoring_baseline
     first = state.first_window if state.first_window is not None else window.number
     daily = None
     if baseline is not None and baseline.daily is not None:
@@ -48,6 +48,8 @@ def _base(engine: WorkloadAnomalyEngine, state: WorkloadState, window: Window) -
             "learned_from": engine.window_end(first - 1).isoformat(),
             "learned_until": engine.window_end(first + engine.learning_windows - 1).isoformat(),
             "daily_profile": daily,
+            # a new image still learning is scored against the image it replaced
+            "inherited_from": state.inherited_from if state.baseline is None else None,
         },
     }
 
@@ -112,7 +114,7 @@ def rate_finding(
 
 
 def trend_finding(engine: WorkloadAnomalyEngine, state: WorkloadState, window: Window, gauge: int) -> Finding:
-    baseline = state.baseline
+    baseline = state.scoring_baseline
     assert baseline is not None
     name = engine.config.gauges[gauge]
     level = float(baseline.gauge_level[gauge])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 from sqlalchemy import Boolean, Integer, LargeBinary, Text, bindparam, delete, func, select, text
@@ -16,6 +16,8 @@ from qcdr_analysis.anomaly.workload import WorkloadState
 from qcdr_analysis.profiles.identity import profile_key, workload_key
 
 POPULATION = "population"
+# stored images of an owner read when a new one appears (the newest by write time)
+DONOR_ROWS_PER_OWNER = 5
 
 
 class ConcurrentUpdateError(RuntimeError):
@@ -37,6 +39,41 @@ async def load_states(session: AsyncSession, keys: Sequence[str], reservoir_size
         WorkloadState.from_json(key, orjson.loads(state), reservoir_size, generation)
         for key, generation, state in rows
     ]
+
+
+async def latest_states(
+    session: AsyncSession, owners: Iterable[str], exclude: Sequence[str], reservoir_size: int
+) -> list[WorkloadState]:
+    """Per owner, its most recently active stored baseline that can be scored against (its own
+    or an inherited one), other than ``exclude``: what a rollout's new image inherits."""
+    # the few most recently written images of each owner: an owner's history can be long
+    recent = (
+        select(
+            BaselineRow.key,
+            BaselineRow.workload_key,
+            BaselineRow.generation,
+            BaselineRow.state,
+            func.row_number()
+            .over(partition_by=BaselineRow.workload_key, order_by=BaselineRow.updated_at.desc())
+            .label("rank"),
+        )
+        .where(BaselineRow.workload_key.in_(sorted(owners)), BaselineRow.key.not_in(list(exclude)))
+        .subquery()
+    )
+    rows = await session.execute(
+        select(recent.c.key, recent.c.workload_key, recent.c.generation, recent.c.state).where(
+            recent.c.rank <= DONOR_ROWS_PER_OWNER
+        )
+    )
+    best: dict[str, WorkloadState] = {}
+    for key, owner, generation, blob in rows:
+        state = WorkloadState.from_json(key, orjson.loads(blob), reservoir_size, generation)
+        if state.scoring_baseline is None or state.last_activity is None:
+            continue
+        known = best.get(owner)
+        if known is None or (known.last_activity or 0) < state.last_activity:
+            best[owner] = state
+    return list(best.values())
 
 
 async def save_states(session: AsyncSession, states: Sequence[WorkloadState]) -> None:
@@ -160,6 +197,8 @@ async def feature_baselines(session: AsyncSession, profile: str) -> list[dict[st
             if baseline is not None
             else int(max(state.smoothed_moments.n, default=0)),
             "alerts": dict(state.alerts),
+            # a new image still learning is scored against this baseline of an earlier image
+            "inherited_from": state.inherited_from,
         }
         if baseline is not None:
             gauges = state.gauge_names or tuple(f"gauge_{i}" for i in range(state.n_gauges))

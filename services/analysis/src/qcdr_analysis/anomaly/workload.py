@@ -95,6 +95,10 @@ class WorkloadState:
         # learning only: moments per hour of day, for daily profiles (None once frozen)
         self.hourly: HourlyMoments | None = HourlyMoments.zeros(self.width)
         self.baseline: Baseline | None = None
+        # A new image of a workload is scored against the baseline of the image it replaced
+        # (``inherited_from``) until it has learnt its own (engine.py, rollouts).
+        self.inherited: Baseline | None = None
+        self.inherited_from: str | None = None
         self.ewma = np.full(n_gauges, np.nan)
         self.trend_run = np.zeros(n_gauges, dtype=int)  # consecutive windows beyond the limit
         self.alerts: dict[str, int] = {}  # alert key -> window number of the last finding
@@ -105,6 +109,22 @@ class WorkloadState:
     @property
     def ready(self) -> bool:
         return self.baseline is not None
+
+    @property
+    def scoring_baseline(self) -> Baseline | None:
+        """What windows are scored against: the own baseline, else an inherited one, else none."""
+        return self.baseline if self.baseline is not None else self.inherited
+
+    def inherit(self, donor: WorkloadState) -> None:
+        """Score against ``donor``'s baseline (the image this one replaced) while learning."""
+        baseline = donor.scoring_baseline
+        if baseline is None or self.baseline is not None:
+            return
+        self.inherited = baseline
+        # a donor that itself inherited passes on where its baseline came from
+        self.inherited_from = donor.inherited_from if donor.baseline is None else donor.key
+        self.ewma = baseline.gauge_level.copy()
+        self.changed = True
 
     # -- observing ---------------------------------------------------------------------------
     def bucket(self, number: int) -> Bucket | None:
@@ -238,6 +258,7 @@ class WorkloadState:
             rule=rule,
         )
         self.hourly = None  # the profile, if any, is in the baseline now
+        self.inherited = self.inherited_from = None  # its own from now on
         self.ewma = self.baseline.gauge_level.copy()
         self.changed = True
 
@@ -297,6 +318,9 @@ class WorkloadState:
             },
             "hourly": self.hourly.to_json() if self.hourly is not None else None,
             "baseline": self.baseline.to_json() if self.baseline is not None else None,
+            "inherited": None
+            if self.inherited is None
+            else {"from": self.inherited_from, "baseline": self.inherited.to_json()},
             "ewma": arr(self.ewma),
             "trend_run": self.trend_run.tolist(),
             "alerts": self.alerts,
@@ -335,6 +359,10 @@ class WorkloadState:
         hourly = data.get("hourly")
         state.hourly = HourlyMoments.from_json(hourly, state.width) if hourly is not None else None
         state.baseline = Baseline.from_json(data["baseline"]) if data["baseline"] is not None else None
+        inherited = data.get("inherited")  # absent in states saved before rollouts inherited
+        if inherited is not None:
+            state.inherited = Baseline.from_json(inherited["baseline"])
+            state.inherited_from = inherited["from"]
         state.ewma = arr(data["ewma"])
         state.trend_run = np.array(data["trend_run"], dtype=int)
         state.alerts = {str(k): int(v) for k, v in data["alerts"].items()}

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_analysis.anomaly import repository as repo
 from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
-from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine, baseline_key
+from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine, baseline_key, owner_of
 from qcdr_analysis.detectors import Detector, register
 from qcdr_analysis.profiles.identity import has_identity
 
@@ -52,6 +52,12 @@ async def refresh(session: AsyncSession, state: State, workloads: Iterable[Workl
     stale = [k for k, g in stored.items() if k not in engine.states or engine.states[k].generation != g]
     if stale:
         engine.install_states(await repo.load_states(session, stale, state.config.reservoir_size))
+    # a key nobody stored or holds: a new workload, or a new image of one (a rollout), which
+    # inherits the baseline of the owner's previous image from Postgres when memory has none
+    new = [k for k in keys if k not in stored and k not in engine.states]
+    if new and state.config.inherit_on_rollout:
+        owners = {owner_of(k) for k in new}
+        engine.offer_donors(await repo.latest_states(session, owners, new, state.config.reservoir_size))
 
 
 async def lookup(session: AsyncSession, events: Sequence[SecurityEvent], state: State) -> None:
