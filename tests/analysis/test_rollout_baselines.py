@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from itertools import count
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,12 @@ from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine, baseline_key
 from qcdr_analysis.anomaly.workload import WorkloadState
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings.service import DetectorSet
-from qcdr_common.contracts.events.v1 import ProcessInfo, SecurityEvent, Severity, Workload
+from qcdr_common.contracts.events.v1 import SecurityEvent, Workload
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.db import make_engine, make_session_factory
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.analysis.exec_traffic import minute_of_execs
 
 T0 = datetime(2026, 5, 4, tzinfo=UTC)
 CONFIG: dict[str, Any] = {"learning_period": "PT2H", "refit_every": "PT24H", "gauges": ["cpu_cores"]}
@@ -48,26 +51,14 @@ class Traffic:
 
     def __init__(self, seed: int = 3) -> None:
         self.rng = np.random.default_rng(seed)
-        self.ids = 0
+        self.ids = count(1)
 
     def minute(self, m: int, version: int | None, burst: bool = False) -> list[SecurityEvent]:
         events = []
         workloads = [*OTHERS, *([api(version)] if version is not None else [])]
         for w in workloads:
             rate = 40.0 if burst and w.owner_name == "api" else 4.0
-            for _ in range(int(self.rng.poisson(rate))):
-                self.ids += 1
-                events.append(
-                    SecurityEvent(
-                        id=f"e{self.ids}",
-                        source="tetragon",
-                        category="process_exec",
-                        severity=Severity.INFO,
-                        event_time=T0 + timedelta(minutes=m, seconds=float(self.rng.uniform(0, 59))),
-                        workload=w,
-                        process=ProcessInfo(path=f"/usr/bin/tool{self.ids % 3}"),
-                    )
-                )
+            events += minute_of_execs(self.rng, rate, T0 + timedelta(minutes=m), w, self.ids)
         events.sort(key=lambda e: e.event_time)
         return events
 

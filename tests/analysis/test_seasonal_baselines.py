@@ -5,6 +5,7 @@ is found, ordinary days raise nothing, and a workload without a cycle keeps its 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import count
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,12 @@ from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine
 from qcdr_analysis.anomaly.seasonal import HourlyMoments, SeasonalRule, hour_and_day, seasonal_features
 from qcdr_analysis.anomaly.workload import WorkloadState
 from qcdr_analysis.profiles.identity import profile_key
-from qcdr_common.contracts.events.v1 import ProcessInfo, SecurityEvent, Severity, Workload
+from qcdr_common.contracts.events.v1 import SecurityEvent, Workload
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.contracts.samples.v1 import WorkloadSample
 from qcdr_common.db import make_engine, make_session_factory
+
+from tests.analysis.exec_traffic import minute_of_execs
 
 T0 = datetime(2026, 5, 4, tzinfo=UTC)  # a midnight (UTC)
 DAY = 24 * 60  # minutes
@@ -38,7 +41,7 @@ class Cluster:
 
     def __init__(self, seed: int = 11) -> None:
         self.rng = np.random.default_rng(seed)
-        self.ids = 0
+        self.ids = count(1)
 
     def minute(
         self, m: int, night_burst: int = 0, night_cpu: float = 0.3
@@ -46,19 +49,7 @@ class Cluster:
         events: list[SecurityEvent] = []
         web_rate = 20.0 if busy(m) else 2.0
         for workload, rate in ((CYCLIC, web_rate + night_burst), (FLAT, 6.0)):
-            for _ in range(int(self.rng.poisson(rate))):
-                self.ids += 1
-                events.append(
-                    SecurityEvent(
-                        id=f"e{self.ids}",
-                        source="tetragon",
-                        category="process_exec",
-                        severity=Severity.INFO,
-                        event_time=T0 + timedelta(minutes=m, seconds=float(self.rng.uniform(0, 59))),
-                        workload=workload,
-                        process=ProcessInfo(path="/usr/bin/worker"),
-                    )
-                )
+            events += minute_of_execs(self.rng, rate, T0 + timedelta(minutes=m), workload, self.ids)
         cpu = 1.0 if busy(m) else night_cpu
         samples = [
             WorkloadSample(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import count
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,14 @@ from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings.service import DetectorSet
 from qcdr_analysis.profiles import service as profiles
 from qcdr_analysis.streams import SAMPLES_RECEIVED
-from qcdr_common.contracts.events.v1 import ProcessInfo, SecurityEvent, Severity, Workload
+from qcdr_common.contracts.events.v1 import SecurityEvent, Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.contracts.samples.v1 import WorkloadSample, WorkloadSamples
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.streams import Delivery, new_envelope
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.analysis.exec_traffic import minute_of_execs
 
 T0 = datetime(2026, 5, 4, tzinfo=UTC)
 CONFIG: dict[str, Any] = {"learning_period": "PT2H", "refit_every": "PT1H"}
@@ -52,7 +55,7 @@ class Traffic:
         self.workloads = workloads(n)
         self.rates = self.rng.uniform(1.0, 4.0, n)
         self.cpu = self.rng.uniform(0.2, 1.5, n)
-        self.ids = 0
+        self.ids = count(1)
 
     def minute(
         self, m: int, *, burst: int | None = None, drift: int | None = None, drift_from: int = 0
@@ -60,19 +63,7 @@ class Traffic:
         events, samples = [], []
         for i, w in enumerate(self.workloads):
             rate = self.rates[i] * (10 if i == burst else 1)
-            for _ in range(int(self.rng.poisson(rate))):
-                self.ids += 1
-                events.append(
-                    SecurityEvent(
-                        id=f"e{self.ids}",
-                        source="tetragon",
-                        category="process_exec",
-                        severity=Severity.INFO,
-                        event_time=T0 + timedelta(minutes=m, seconds=float(self.rng.uniform(0, 59))),
-                        workload=w,
-                        process=ProcessInfo(path=f"/usr/bin/tool{self.ids % 3}"),
-                    )
-                )
+            events += minute_of_execs(self.rng, rate, T0 + timedelta(minutes=m), w, self.ids)
             level = self.cpu[i] * (1.03 ** ((m - drift_from) / 60) if i == drift and m > drift_from else 1)
             samples.append(
                 WorkloadSample(
