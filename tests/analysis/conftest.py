@@ -14,8 +14,10 @@ import pytest
 from qcdr_analysis.db import upgrade
 from qcdr_analysis.settings import AnalysisSettings, get_settings
 from qcdr_common.contracts.events.v1 import SecurityEvent
+from qcdr_common.db import make_engine
 from qcdr_common.streams import Envelope, new_envelope
 from qcdr_common.testing.plugin import scratch_database
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = count(1)
@@ -55,6 +57,14 @@ async def db(analysis_database_url: str) -> AsyncIterator[str]:
         await connection.execute(f"TRUNCATE {', '.join(ANALYSIS_TABLES + INTEL_TABLES)} RESTART IDENTITY")
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def pg(db: str) -> AsyncIterator[AsyncEngine]:
+    """An SQLAlchemy engine on ``db`` (the detectors' own repositories take sessions of it)."""
+    engine = make_engine(db)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ memory and across a restart (real Postgres), unless that image was last seen too
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
 import numpy as np
-import pytest
 from qcdr_analysis.anomaly import repository as repo
 from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine, baseline_key
 from qcdr_analysis.anomaly.workload import WorkloadState
@@ -18,7 +16,7 @@ from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings.service import DetectorSet
 from qcdr_common.contracts.events.v1 import SecurityEvent, Workload
 from qcdr_common.contracts.findings.v1 import Finding
-from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.db import make_session_factory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.analysis.exec_traffic import minute_of_execs
@@ -151,13 +149,6 @@ def test_an_inherited_baseline_survives_a_checkpoint() -> None:
 
 
 # ------------------------------------------------------------------ Postgres: a new process
-
-
-@pytest.fixture
-async def pg(db: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(db)
-    yield engine
-    await engine.dispose()
 
 
 def detector_set() -> DetectorSet:

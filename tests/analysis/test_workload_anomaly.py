@@ -3,7 +3,7 @@ persistence across a restart (real Postgres), and the samples handler."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
@@ -23,7 +23,7 @@ from qcdr_analysis.streams import SAMPLES_RECEIVED
 from qcdr_common.contracts.events.v1 import SecurityEvent, Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.contracts.samples.v1 import WorkloadSample, WorkloadSamples
-from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.db import make_session_factory
 from qcdr_common.streams import Delivery, new_envelope
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -162,13 +162,6 @@ def test_configuration_is_validated() -> None:
 
 
 # ------------------------------------------------------------------ Postgres: restart, reset
-
-
-@pytest.fixture
-async def pg(db: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(db)
-    yield engine
-    await engine.dispose()
 
 
 def detector_set() -> DetectorSet:
