@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,10 +23,12 @@ from pydantic import SecretStr
 from qcdr_admission.app import create_app
 from qcdr_admission.db import VERSION_TABLE
 from qcdr_admission.db.models import metadata
+from qcdr_admission.decisions import writer
 from qcdr_admission.decisions.event import EVENT_TYPE, AdmissionDecision
+from qcdr_admission.decisions.writer import DecisionLog, PendingDecision
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.streams.envelope import Envelope
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -178,6 +182,38 @@ async def test_write_failure_never_reaches_the_request(redis_url: str) -> None:
             log = app.state.decision_log
             log.attempts = 1
             assert await log.flush() == 0  # dropped and counted, the service goes on
+
+
+async def test_a_decision_is_stored_with_its_outbox_row_or_not_at_all(
+    committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the second COPY (the outbox rows) fails: the first (the decisions) must not stay committed,
+    # or the decisions would be stored and never published
+    monkeypatch.setattr(writer, "OUTBOX", SimpleNamespace(name="no_such_outbox"))
+    engine = create_async_engine(committed_db, poolclass=NullPool)
+    try:
+        log = DecisionLog(engine, cluster_id="c1", attempts=1)
+        log.record(
+            PendingDecision(
+                at=time.time(),
+                uid="u1",
+                operation="CREATE",
+                kind="Pod",
+                namespace="shop",
+                name="api",
+                user="alice",
+                allowed=True,
+                skipped=None,
+                results=[],
+                images=["registry.example/shop/api:1"],
+            )
+        )
+        assert await log.flush() == 0  # failed and dropped (counted)
+        async with engine.connect() as conn:
+            stored = await conn.scalar(text("SELECT count(*) FROM admission_decisions"))
+        assert stored == 0
+    finally:
+        await engine.dispose()
 
 
 def test_migration_matches_the_models(committed_database_url: str) -> None:

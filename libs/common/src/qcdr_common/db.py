@@ -6,7 +6,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -50,15 +56,23 @@ async def ping(engine: AsyncEngine) -> None:
 
 async def driver_connection(session: AsyncSession) -> Any:
     """The session's asyncpg connection, inside the session's transaction, for what SQLAlchemy has
-    no API for (COPY).
+    no API for (COPY). See :func:`transaction_driver`."""
+    return await transaction_driver(await session.connection())
+
+
+async def transaction_driver(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under ``connection``, with ``connection``'s transaction begun.
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement *it* executes;
-    statements sent straight to asyncpg before that would each commit on their own. So the
-    caller must have executed something through the session first (checked here).
+    statements sent straight to asyncpg before that would each commit on their own (two COPYs
+    meant to go together would not). So when nothing went through SQLAlchemy yet, a no-op does.
     """
-    connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
-    if driver is None or not driver.is_in_transaction():
-        raise RuntimeError("execute a statement through the session before using its asyncpg connection")
+    if driver is None:
+        raise RuntimeError("the connection has no asyncpg driver connection")
+    if not driver.is_in_transaction():
+        await connection.execute(text("SELECT 1"))
+    if not driver.is_in_transaction():
+        raise RuntimeError("the connection is not in a transaction (use engine.begin())")
     return driver

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from qcdr_common.db import transaction_driver
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.envelope import uuid7
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -210,9 +211,9 @@ class DecisionLog:
             try:
                 async with self.engine.begin() as conn:
                     # COPY (asyncpg, binary) in the SQLAlchemy transaction: several times faster
-                    # than executemany, and the envelope ids are new, so nothing can conflict
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    assert raw is not None
+                    # than executemany, and the envelope ids are new, so nothing can conflict.
+                    # Both or neither: a decision without its outbox row is never published.
+                    raw = await transaction_driver(conn)
                     await raw.copy_records_to_table(
                         "admission_decisions", records=decisions, columns=_DECISION_COLUMNS
                     )
