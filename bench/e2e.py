@@ -220,13 +220,16 @@ NOTES = """Both goals are missed. What limits it:
   is a reverse shell, so every event is also a step of a chain pattern and is buffered, ordered
   and keyed by the correlation engine, the costliest case). It is busy about 70 % of the time;
   the rest it waits for PostgreSQL, which shares the cores. Sampled with py-spy during the
-  sustained phase (2026-12-05, evening): storing findings and their outbox rows 15 % (building
+  sustained phase (2-core Intel Xeon, 2026-12-05, evening): storing findings and their outbox rows 15 % (building
   the envelopes 7 %, the COPY and the insert statement 5 %), the detectors 14 %, the correlation
   checkpoint to Redis 13 %, the outbox relay 13 %, the correlation engine 10 %, decoding
   envelopes and events 5 %, recording received ids 1 %. Storing by COPY (instead of multi-row
   INSERTs through SQLAlchemy, 30 % before) and the faster envelope encoder freed analysis CPU
   without moving the sustained figure beyond the run-to-run noise: the cores are shared with
   ingest and PostgreSQL, which then take it.
+  Since then both outbox relays (ingest's and analysis') spend a third of the CPU per row they
+  did (`bench/outbox_relay.py`); the figures above were measured after that change, on a
+  different machine (AMD EPYC), and are within the spread of the earlier runs.
 - **How it got here**: the suite ran 3,300 events/s before issue #5 (profiles and the anomaly
   engine: 2,200/s) and the correlation engine in the service (1,800/s), measured by running this
   benchmark at those commits on a 2-core AMD EPYC machine. Since then: the JSONB columns are
