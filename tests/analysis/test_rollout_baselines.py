@@ -14,6 +14,7 @@ from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine, baseline_key
 from qcdr_analysis.anomaly.workload import WorkloadState
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings.service import DetectorSet
+from qcdr_analysis.profiles.identity import profile_key
 from qcdr_common.contracts.events.v1 import SecurityEvent, Workload
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.db import make_session_factory
@@ -196,3 +197,8 @@ async def test_a_new_process_finds_the_previous_image_in_postgres(pg: AsyncEngin
     found += await feed(pg, third, traffic, range(165, 180), 2)
     (finding,) = api_rates(found)
     assert finding.attributes["baseline"]["inherited_from"] == baseline_key(api(1))
+    # the profiles API says what the learning image is scored against
+    async with make_session_factory(pg).begin() as session:
+        (shown,) = await repo.feature_baselines(session, profile_key(api(2)))
+    assert shown["state"] == "learning"
+    assert shown["inherited_from"] == baseline_key(api(1))
