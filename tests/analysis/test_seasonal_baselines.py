@@ -31,8 +31,8 @@ CYCLIC = Workload(cluster="c1", namespace="shop", owner_kind="Deployment", owner
 FLAT = Workload(cluster="c1", namespace="shop", owner_kind="Deployment", owner_name="queue", pod="queue-1")
 
 
-def busy(minute: int) -> bool:
-    return 8 * 60 <= minute % DAY < 20 * 60  # 08:00-20:00 UTC
+def busy(minute: int, early: int = 0) -> bool:
+    return 8 * 60 - early <= minute % DAY < 20 * 60 - early  # 08:00-20:00 UTC, or ``early`` before
 
 
 class Cluster:
@@ -44,13 +44,13 @@ class Cluster:
         self.ids = count(1)
 
     def minute(
-        self, m: int, night_burst: int = 0, night_cpu: float = 0.3
+        self, m: int, night_burst: int = 0, night_cpu: float = 0.3, early: int = 0
     ) -> tuple[list[SecurityEvent], list[WorkloadSample]]:
         events: list[SecurityEvent] = []
-        web_rate = 20.0 if busy(m) else 2.0
+        web_rate = 20.0 if busy(m, early) else 2.0
         for workload, rate in ((CYCLIC, web_rate + night_burst), (FLAT, 6.0)):
             events += minute_of_execs(self.rng, rate, T0 + timedelta(minutes=m), workload, self.ids)
-        cpu = 1.0 if busy(m) else night_cpu
+        cpu = 1.0 if busy(m, early) else night_cpu
         samples = [
             WorkloadSample(
                 time=T0 + timedelta(minutes=m, seconds=30),
@@ -149,6 +149,15 @@ def test_an_ordinary_day_raises_nothing_with_the_profile() -> None:
     assert state(engine, "web").baseline.daily is not None  # type: ignore[union-attr]
     # the third day: morning ramp, busy day, evening drop; rate and trend both stay quiet
     found = run(engine, cluster, range(2 * DAY + 10, 3 * DAY))
+    assert found == [], [f.title for f in found]
+
+
+def test_a_day_that_starts_and_ends_earlier_raises_nothing() -> None:
+    # schedules drift: the third day's traffic starts at 07:20 and stops at 19:20, 40 minutes
+    # before the hours it was learnt in; an hour is judged with its neighbours' limits too
+    engine, cluster = engine_with(seasonality="auto"), Cluster(seed=5)
+    assert run(engine, cluster, range(0, 2 * DAY + 10)) == []
+    found = run(engine, cluster, range(2 * DAY + 10, 3 * DAY), early=40)
     assert found == [], [f.title for f in found]
 
 

@@ -150,17 +150,20 @@ class Baseline:
         n_counts = self.mean.size - self.gauge_level.size
         views = []
         for h in range(HOURS):
-            mean = np.where(f, daily.mean[h], self.mean)
+            # Schedules drift: a day that starts at 07:40 must not be judged by 07:00's night
+            # limits. An hour's limits are the widest of it and its two neighbours; quiet hours
+            # among quiet neighbours keep their own. The chart's offset is the hour's own level.
+            near = [(h - 1) % HOURS, h, (h + 1) % HOURS]
             views.append(
                 Baseline(
                     windows=self.windows,
-                    mean=mean,
-                    std=np.where(f, daily.std[h], self.std),
-                    q1=np.where(f, daily.q1[h], self.q1),
-                    q3=np.where(f, daily.q3[h], self.q3),
+                    mean=np.where(f, daily.mean[near].max(axis=0), self.mean),
+                    std=np.where(f, daily.std[near].max(axis=0), self.std),
+                    q1=np.where(f, daily.q1[near].min(axis=0), self.q1),
+                    q3=np.where(f, daily.q3[near].max(axis=0), self.q3),
                     gauge_level=self.gauge_level,
                     ewma_std=self.ewma_std if daily.ewma_std is None else daily.ewma_std,
-                    gauge_offset=mean[n_counts:] - self.mean[n_counts:],
+                    gauge_offset=np.where(f, daily.mean[h], self.mean)[n_counts:] - self.mean[n_counts:],
                 )
             )
         return tuple(views)

@@ -12,7 +12,9 @@ features are scored against their hour; the others keep the flat baseline.
 An hour's limits: its mean, the standard deviation of its windows over the learning days (day-to-
 day variation included), and quartiles from the reservoir's rows standardised by their own hour,
 so the IQR test sees the spread within an hour, not the size of the cycle. Floors are those of the
-flat baseline (baseline.py), computed from the hour's own level.
+flat baseline (baseline.py), computed from the hour's own level. A window is then judged by the
+widest limits of its hour and the two next to it (``Baseline.at``): a day that starts 40 minutes
+early is not a burst, while a quiet hour among quiet hours keeps its own tight limits.
 """
 
 from __future__ import annotations
