@@ -220,8 +220,9 @@ NOTES = """Both goals are missed. What limits it:
   is a reverse shell, so every event is also a step of a chain pattern and is buffered, ordered
   and keyed by the correlation engine, the costliest case). It is busy about 70 % of the time;
   the rest it waits for PostgreSQL, which shares the cores. Sampled with py-spy during the
-  sustained phase (2-core Intel Xeon, 2026-12-05, evening): storing findings and their outbox rows 15 % (building
-  the envelopes 7 %, the COPY and the insert statement 5 %), the detectors 14 %, the correlation
+  sustained phase (2-core Intel Xeon, 2026-12-05, evening): storing findings and their outbox
+  rows 15 % (building the envelopes 7 %, the COPY and the insert statement 5 %), the detectors
+  14 %, the correlation
   checkpoint to Redis 13 %, the outbox relay 13 %, the correlation engine 10 %, decoding
   envelopes and events 5 %, recording received ids 1 %. Storing by COPY (instead of multi-row
   INSERTs through SQLAlchemy, 30 % before) and the faster envelope encoder freed analysis CPU
