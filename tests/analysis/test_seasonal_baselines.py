@@ -275,3 +275,11 @@ async def test_postgres_keeps_the_profile_and_the_profiles_api_shows_it(learnt: 
     assert len(hourly) == 24
     assert hourly[3] < 15 < 90 < hourly[14]
     assert all(f["hourly_mean"] is None for f in queue[0]["features"])  # type: ignore[attr-defined]
+
+
+def test_with_seasonality_off_learning_keeps_nothing_per_hour() -> None:
+    engine, cluster = engine_with(seasonality="off"), Cluster()
+    run(engine, cluster, range(0, 60))
+    learning = state(engine, "web")
+    assert learning.hourly is None
+    assert learning.to_json()["hourly"] is None

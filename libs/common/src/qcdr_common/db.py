@@ -72,7 +72,5 @@ async def transaction_driver(connection: AsyncConnection) -> Any:
     if driver is None:
         raise RuntimeError("the connection has no asyncpg driver connection")
     if not driver.is_in_transaction():
-        await connection.execute(text("SELECT 1"))
-    if not driver.is_in_transaction():
-        raise RuntimeError("the connection is not in a transaction (use engine.begin())")
+        await connection.execute(text("SELECT 1"))  # SQLAlchemy sends its BEGIN first
     return driver

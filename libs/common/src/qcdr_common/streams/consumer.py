@@ -15,7 +15,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from qcdr_common.streams.metrics import (
     MESSAGES_HANDLED,
 )
 from qcdr_common.streams.names import dlq_key, stream_key
+from qcdr_common.streams.runner import wait_any
 
 log = get_logger(__name__)
 
@@ -188,7 +189,7 @@ class StreamConsumer:
             next_claim = 0.0
             while not stop.is_set():
                 if self.gate is not None and not self.gate():
-                    await _sleep_unless_stopped(stop, GATE_POLL_S)
+                    await wait_any(stop, seconds=GATE_POLL_S)
                     continue
                 try:
                     if not pending_done:
@@ -213,10 +214,10 @@ class StreamConsumer:
                         pending_done = False
                         continue
                     log.exception("consumer loop error")
-                    await _sleep_unless_stopped(stop, self.error_backoff_s)
+                    await wait_any(stop, seconds=self.error_backoff_s)
                 except Exception:  # Redis away: back off; unacked entries stay pending
                     log.exception("consumer loop error")
-                    await _sleep_unless_stopped(stop, self.error_backoff_s)
+                    await wait_any(stop, seconds=self.error_backoff_s)
             log.info("consumer stopped")
 
     async def _drain_own_pending(self, stop: asyncio.Event) -> bool:
@@ -329,9 +330,9 @@ class StreamConsumer:
         the owner resets the idle time without counting a delivery.
         """
         interval = self.claim_idle_ms / 3000
-        while not handled.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(handled.wait(), interval)
+        while True:
+            await wait_any(handled, seconds=interval)
+            if handled.is_set():
                 return
             try:
                 await self._touch(keys=[self.key], args=[self.group, self.consumer, *entry_ids])
@@ -419,8 +420,3 @@ class StreamConsumer:
 def _entry(raw: Any) -> _Entry:
     entry_id, fields = raw[0], raw[1]
     return _text(entry_id), (fields or None)
-
-
-async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
-    with suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -130,7 +130,12 @@ class WorkloadAnomalyEngine:
         state = self.states.get(key)
         if state is None:
             state = WorkloadState(
-                key, workload, len(self.config.gauges), self.config.reservoir_size, tuple(self.config.gauges)
+                key,
+                workload,
+                len(self.config.gauges),
+                self.config.reservoir_size,
+                tuple(self.config.gauges),
+                daily=self.seasonal.mode != "off",
             )
             state.changed = True
             if self.config.inherit_on_rollout:
@@ -165,11 +170,15 @@ class WorkloadAnomalyEngine:
         stored = self.donors.pop(owner, None)
         if stored is not None and stored.key != key and stored.key not in self.owners.get(owner, ()):
             candidates.append(stored)
-        usable = [c for c in candidates if c.scoring_baseline is not None and c.last_activity is not None]
+        usable = [
+            (c.last_activity, c)
+            for c in candidates
+            if c.scoring_baseline is not None and c.last_activity is not None
+        ]
         if not usable:
             return None
-        donor = max(usable, key=lambda c: c.last_activity or 0)
-        if number is not None and number - (donor.last_activity or 0) > self.inherit_windows:
+        last, donor = max(usable, key=lambda pair: pair[0])
+        if number is not None and number - last > self.inherit_windows:
             return None
         return donor
 

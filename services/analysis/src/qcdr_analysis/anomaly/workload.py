@@ -75,7 +75,10 @@ class WorkloadState:
         n_gauges: int,
         reservoir_size: int,
         gauge_names: tuple[str, ...] = (),
+        *,
+        daily: bool = True,
     ) -> None:
+        """``daily``: keep the per-hour moments daily profiles are learnt from (seasonality on)."""
         self.key = key
         self.gauge_names = gauge_names
         self.workload = workload
@@ -93,7 +96,7 @@ class WorkloadState:
         self.lag1 = Lag1.zeros(n_gauges)
         self.reservoir = Reservoir(reservoir_size)
         # learning only: moments per hour of day, for daily profiles (None once frozen)
-        self.hourly: HourlyMoments | None = HourlyMoments.zeros(self.width)
+        self.hourly: HourlyMoments | None = HourlyMoments.zeros(self.width) if daily else None
         self.baseline: Baseline | None = None
         # A new image of a workload is scored against the baseline of the image it replaced
         # (``inherited_from``) until it has learnt its own (engine.py, rollouts).

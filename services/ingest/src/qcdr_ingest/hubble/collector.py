@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge
 from qcdr_common.logging import get_logger
+from qcdr_common.streams.runner import wait_any
 from qcdr_ingest.db.locks import LockLostError, Singleton, singleton
 from qcdr_ingest.events import repository, service
 from qcdr_ingest.events.metrics import ITEMS_RECEIVED, count_outcomes
@@ -135,9 +136,9 @@ class HubbleCollector:
 
     async def _until_stopped(self, stop: asyncio.Event, lock: Singleton | None) -> None:
         """Returns on ``stop``; raises :class:`LockLostError` when ``lock`` is found gone."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lock_check_s)
+        while True:
+            await wait_any(stop, seconds=self.lock_check_s)
+            if stop.is_set():
                 return
             if lock is not None:
                 await lock.verify()
