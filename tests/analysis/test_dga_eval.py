@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 import pytest
 from qcdr_analysis.dns import TrackerConfig
+from qcdr_analysis.dns.classifier import Model, load_classifier
 from qcdr_analysis.dns.evaluate import (
     DICTIONARY_FAMILIES,
     RELABELLED,
     Evaluation,
     evaluate,
     evaluate_pods,
+    operating_curve,
     read,
 )
 from qcdr_analysis.dns.siblings import sibling_keys
@@ -64,6 +69,45 @@ def test_floors(evaluation: Evaluation) -> None:
 def test_issue_goal(evaluation: Evaluation) -> None:
     assert evaluation.fpr <= 0.01
     assert evaluation.macro(False) >= 0.90
+
+
+class _FixedScores:
+    """A model stand-in whose score for a name is written in the name ("0.30.example")."""
+
+    def score_names(self, domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.array([float(d.rsplit(".", 1)[0]) for d in domains])
+        return np.zeros((len(domains), 1)), scores
+
+
+def test_the_operating_curve_counts_legit_names_at_or_above_the_threshold() -> None:
+    legit = [("legit", "", f"{s:.2f}.example") for s in np.linspace(0.0, 0.99, 100)]
+    rows = [
+        *legit,
+        ("dga", "a", "0.995.example"),
+        ("dga", "a", "0.50.example"),
+        ("dga", "b", "0.975.example"),
+        ("dga", "b", "0.965.example"),
+        ("dga", "suppobox", "0.999.example"),  # dictionary: not in the macro
+    ]
+    model = cast(Model, _FixedScores())
+    none, one, three = operating_curve(rows, (0.0, 0.01, 0.03), model)
+    # no legit name at or above: of the others only family a's 0.995
+    assert none.threshold > 0.99
+    assert none.macro == pytest.approx((0.5 + 0.0) / 2)
+    # one legit name (0.99) let through: b's 0.975 and 0.965 still miss
+    assert 0.98 < one.threshold <= 0.99
+    assert one.macro == pytest.approx(0.25)
+    # three (0.99, 0.98, 0.97): both of b's names are caught
+    assert 0.96 < three.threshold <= 0.97
+    assert three.macro == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_the_operating_curve_agrees_with_the_evaluation(shared_path: Path, evaluation: Evaluation) -> None:
+    """At the corpus FPR the shipped threshold gives, the curve's threshold is the lowest with as
+    many false positives: at most the shipped one, finding at least as much."""
+    (point,) = operating_curve(corpus(shared_path), (evaluation.fpr,))
+    assert point.threshold <= load_classifier().threshold
+    assert evaluation.macro(False) <= point.macro < evaluation.macro(False) + 0.01
 
 
 def test_the_per_pod_detector_meets_the_goal_at_ten_names_a_pod(shared_path: Path) -> None:

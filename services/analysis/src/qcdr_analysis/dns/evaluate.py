@@ -7,6 +7,7 @@ read in place and never used for training or threshold choice.
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,37 @@ def evaluate(rows: list[tuple[str, str, str]], model: Model | None = None) -> Ev
             counts[family][1] += int(hit)
     families = [FamilyScore(f, n, d, f in DICTIONARY_FAMILIES) for f, (n, d) in sorted(counts.items())]
     return Evaluation(families, legit, fp, sorted(fps, key=lambda p: -p[1]))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What the non-dictionary macro TPR would be at a threshold that lets ``fpr`` of the legit
+    names through. A diagnostic of how far the lexical score is from a goal: the shipped threshold
+    is chosen on validation data, never from this curve."""
+
+    fpr: float
+    threshold: float
+    macro: float
+
+
+def operating_curve(
+    rows: list[tuple[str, str, str]], fprs: tuple[float, ...], model: Model | None = None
+) -> list[OperatingPoint]:
+    m = model or load_classifier()
+    _, scores = m.score_names([d for _, _, d in rows])
+    legit = np.sort(np.array([s for (label, _, _), s in zip(rows, scores, strict=True) if label == "legit"]))
+    by_family: dict[str, list[float]] = defaultdict(list)
+    for (label, family, _), s in zip(rows, scores, strict=True):
+        if label != "legit" and family not in DICTIONARY_FAMILIES:
+            by_family[family].append(float(s))
+    points = []
+    for fpr in fprs:
+        # the lowest threshold that keeps at most fpr of the legit names at or above it
+        k = math.floor(fpr * len(legit) + 1e-9)  # an FPR read off an evaluation is k/n exactly
+        threshold = float(np.nextafter(legit[len(legit) - k - 1], np.inf)) if k < len(legit) else 0.0
+        tprs = [float(np.mean(np.array(v) >= threshold)) for v in by_family.values()]
+        points.append(OperatingPoint(fpr, threshold, float(np.mean(tprs)) if tprs else 0.0))
+    return points
 
 
 @dataclass(frozen=True)
