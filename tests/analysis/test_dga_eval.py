@@ -31,9 +31,9 @@ from qcdr_analysis.dns.evaluate import (
 )
 from qcdr_analysis.dns.siblings import sibling_keys
 
-# Measured with the shipped model.json (FPR 0.94 %, macro 0.865); a change that drops below these is
+# Measured with the shipped model.json (FPR 0.98 %, macro 0.879); a change that drops below these is
 # a regression. The FPR half of the goal is met, so its ceiling is the goal itself.
-FLOOR_NON_DICTIONARY_MACRO = 0.855
+FLOOR_NON_DICTIONARY_MACRO = 0.87
 CEILING_FPR = 0.01
 
 

@@ -15,11 +15,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+from qcdr_common.logging import get_logger
 
 from qcdr_analysis.dns.domains import split
 from qcdr_analysis.dns.features import FEATURES, MODEL_PATH, contrast_from_dict, matrix
+from qcdr_analysis.dns.ngram import benign_model
 
 __all__ = ["MODEL_PATH", "Forest", "Model", "Verdict", "classify", "load_classifier", "model_from_dict"]
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,26 @@ def model_from_dict(data: dict[str, Any]) -> Model:
 
 @lru_cache(maxsize=4)
 def load_classifier(path: Path = MODEL_PATH) -> Model:
-    return model_from_dict(orjson.loads(path.read_bytes()))
+    model = model_from_dict(orjson.loads(path.read_bytes()))
+    check_benign_ngrams(model)
+    return model
+
+
+def check_benign_ngrams(model: Model) -> bool:
+    """The benign 6-gram model is built from the installed wordfreq and hstspreload packages; with
+    other versions than the model was trained with, scores drift from the evaluated ones. Warn
+    (scoring still works, only less well than documented); False when they differ."""
+    trained = model.meta.get("benign_ngrams", {}).get("digest")
+    here = benign_model().digest
+    if trained is not None and trained != here:
+        log.warning(
+            "the DGA model was trained with other word or site lists than installed here; "
+            "its scores may differ from docs/DETECTION.md (re-run qcdr_analysis.dns.train)",
+            trained=trained,
+            installed=here,
+        )
+        return False
+    return True
 
 
 def _reasons(row: npt.NDArray[np.float64]) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import numpy.typing as npt
 import orjson
 
 from qcdr_analysis.dns.domains import Name, split
+from qcdr_analysis.dns.ngram import NgramModel, benign_model
 from qcdr_analysis.dns.text import SIZE, Lexicon, encode, entropy, lexicon, segment, trigram_logp
 
 MODEL_PATH = Path(__file__).with_name("model.json")
@@ -51,6 +52,9 @@ FEATURES: tuple[str, ...] = (
     "lr_site_mean",
     "lr_site_top3",
     "lr_pron_site_mean",
+    # computed for the whole batch by ngram.py (matrix() appends them)
+    "ng_mean",
+    "ng_worst3",
 )
 VOWELS = frozenset("aeiou")
 # "y" acts as a vowel in pronounceable DGAs that alternate consonant and vowel draws.
@@ -211,11 +215,18 @@ def vector(name: Name, lex: Lexicon, contrast: npt.NDArray[np.float64]) -> list[
 
 
 def matrix(
-    domains: Sequence[str], lex: Lexicon | None = None, contrast: npt.NDArray[np.float64] | None = None
+    domains: Sequence[str],
+    lex: Lexicon | None = None,
+    contrast: npt.NDArray[np.float64] | None = None,
+    ngrams: NgramModel | None = None,
 ) -> npt.NDArray[np.float64]:
-    """One feature row per name; ``contrast`` is the DGA-side trigram model (default: the shipped one)."""
+    """One feature row per name; ``contrast`` is the DGA-side trigram model (default: the shipped
+    one), ``ngrams`` the benign 6-gram model (default: built from the installed word and site lists)."""
     lx = lex or lexicon()
     if not domains:
         return np.zeros((0, len(FEATURES)))
     dga_lm = shipped_contrast() if contrast is None else contrast
-    return np.array([vector(split(d), lx, dga_lm) for d in domains], dtype=np.float64)
+    names = [split(d) for d in domains]
+    rows = np.array([vector(name, lx, dga_lm) for name in names], dtype=np.float64)
+    benign = (ngrams or benign_model()).features([name.label for name in names])
+    return np.hstack([rows, benign])

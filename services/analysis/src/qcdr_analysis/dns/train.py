@@ -3,7 +3,8 @@
     uv run python -m qcdr_analysis.dns.train [--out PATH]
 
 The benign side is real site names (sites.py: the HSTS preload list from the ``hstspreload``
-package) plus names generated from the wordfreq lexicon (benign.py); the DGA side comes from the
+package) plus names generated from the wordfreq lexicon (benign.py), and the benign 6-gram model
+(ngram.py) is built from the lexicon and a separate part of the site list; the DGA side comes from the
 project's own generators (generators.py, pronounceable.py). The threshold is the score that keeps
 the false-positive rate at or under ``--fpr`` on a separate validation set (held-out site names
 and generated benign names); the evaluation corpus in shared/ is never read.
@@ -25,6 +26,7 @@ from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
 from qcdr_analysis.dns.domains import split
 from qcdr_analysis.dns.features import FEATURES, contrast_from_dict, contrast_to_dict, matrix
 from qcdr_analysis.dns.generators import DGA_FAMILIES, dataset
+from qcdr_analysis.dns.ngram import benign_model
 from qcdr_analysis.dns.sites import Part, sample_sites, site_names
 from qcdr_analysis.dns.text import trigram_counts
 
@@ -139,6 +141,7 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
     threshold = float(np.nextafter(benign[len(benign) - k - 1], np.inf))
     fam = np.array(v_families)
     tpr = {f: float(np.mean(scores[fam == f] >= threshold)) for f in DGA_FAMILIES if f in fam}
+    ngrams = benign_model()
     meta = {
         "train_seed": TRAIN_SEED,
         "validation_seed": VALIDATION_SEED,
@@ -147,6 +150,9 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
         "target_fpr": target_fpr,
         "validation_tpr": tpr,
         "params": PARAMS,
+        # the benign 6-gram model is built from installed packages where the model is used:
+        # load_classifier compares this digest to tell when it differs from the one trained with
+        "benign_ngrams": {"order": ngrams.order, "ngrams": ngrams.ngrams, "digest": ngrams.digest},
         "seconds": round(time.perf_counter() - started, 1),
     }
     return _export(clf, threshold, dga_lm, meta)

@@ -1,0 +1,175 @@
+"""A character 6-gram model of benign names (Witten-Bell interpolation), scored in batches.
+
+The trigram models of text.py and features.py see two letters of context. Six letters let the
+model know whole syllables and word pieces of many languages ("zhijia", "cevir", "liyoruz"), so
+a real name in a language the lexicon barely covers still reads as text, where a random draw of
+the same letters does not. Trained on benign text only (the lexicon's words and the site names
+of sites.py's ``lm`` part, which neither the trees nor the threshold see), it asks "does this
+look like a name people write" rather than "does this look like our generators", which is what
+the discriminative models tried before over-fitted to (docs/DETECTION.md).
+
+Witten-Bell: ``P(c | h) = (C(h c) + T(h) P(c | h')) / (C(h) + T(h))`` where ``T(h)`` counts the
+distinct letters seen after ``h`` and ``h'`` is ``h`` without its first letter; an unseen ``h``
+passes the shorter context's estimate through. Each order is kept as sorted integer codes with
+their log-probabilities, so a batch is scored with one ``searchsorted`` per order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+from qcdr_analysis.dns.text import ALPHABET
+
+ORDER = 6
+# Codes: 0 unused (so a context padded with start markers differs from a shorter one), the
+# alphabet from 1, then the end and start markers.
+_CODE = {c: i + 1 for i, c in enumerate(ALPHABET)}
+END = len(ALPHABET) + 1
+START = END + 1
+BASE = START + 1
+# what can follow a context: a character of the alphabet or the end of the label
+_OUTCOMES = len(ALPHABET) + 1
+WORST = 3
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class NgramModel:
+    """Per order k (context length k, 0..ORDER-1): the seen (context, next) codes, sorted, with
+    log P(next | context); for k >= 1 also the seen contexts with log T(h) / (C(h) + T(h)), the
+    weight an unseen next character gets from the shorter context."""
+
+    order: int
+    unigram: Floats  # log P(c) for every code (order 0, smoothed towards uniform)
+    keys: tuple[Ints, ...]
+    logp: tuple[Floats, ...]
+    contexts: tuple[Ints, ...]
+    backoff: tuple[Floats, ...]
+
+    @property
+    def ngrams(self) -> int:
+        return sum(len(k) for k in self.keys)
+
+    @property
+    def digest(self) -> str:
+        """Identifies the training text: model.json records it, so a model scored with another
+        lexicon or site list than the one it was trained with is noticed."""
+        h = hashlib.sha256()
+        for keys, logp in zip(self.keys, self.logp, strict=True):
+            h.update(keys.tobytes())
+            h.update(np.round(logp, 6).tobytes())
+        return h.hexdigest()[:16]
+
+    def position_logp(self, labels: Sequence[str]) -> tuple[Floats, Ints]:
+        """log P of every character and of the end of every label, and the label each belongs to."""
+        windows, owner = _windows(labels, self.order)
+        last = self.order - 1
+        nxt = windows[:, last]
+        lp = self.unigram[nxt]
+        code = nxt.copy()
+        for k in range(1, self.order):
+            # the context grows by one character to the left: code = (h_k ... h_1, next)
+            code = code + windows[:, last - k] * BASE**k
+            keys = self.keys[k]
+            i = np.minimum(np.searchsorted(keys, code), len(keys) - 1)
+            seen = keys[i] == code
+            contexts = self.contexts[k]
+            ctx = code // BASE
+            j = np.minimum(np.searchsorted(contexts, ctx), len(contexts) - 1)
+            known = contexts[j] == ctx
+            lp = np.where(seen, self.logp[k][i], np.where(known, self.backoff[k][j] + lp, lp))
+        return lp, owner
+
+    def features(self, labels: Sequence[str]) -> Floats:
+        """(mean log P per position, mean of the WORST lowest) for each label: shape (n, 2)."""
+        out = np.zeros((len(labels), 2))
+        if not labels:
+            return out
+        lp, owner = self.position_logp(labels)
+        n = np.bincount(owner, minlength=len(labels))
+        out[:, 0] = np.bincount(owner, weights=lp, minlength=len(labels)) / n
+        # the WORST lowest per label: sort by (label, log P), rank within the label
+        order = np.lexsort((lp, owner))
+        ranked_owner = owner[order]
+        first = np.searchsorted(ranked_owner, np.arange(len(labels)))
+        rank = np.arange(len(order)) - first[ranked_owner]
+        low = rank < WORST
+        worst_sum = np.bincount(ranked_owner[low], weights=lp[order][low], minlength=len(labels))
+        out[:, 1] = worst_sum / np.minimum(n, WORST)
+        return out
+
+
+# Byte -> code: the alphabet, the two markers (written as bytes 1 and 2), anything else as '-'.
+_LUT = np.full(256, _CODE["-"], dtype=np.int64)
+for _char, _code in _CODE.items():
+    _LUT[ord(_char)] = _code
+_LUT[1], _LUT[2] = START, END
+
+
+def _windows(labels: Sequence[str], order: int) -> tuple[Ints, Ints]:
+    """One row per predicted position: the ``order - 1`` codes before it, then its own code."""
+    pad = "\x01" * (order - 1)
+    # one string for the batch: a per-character Python loop cost more than the scoring itself
+    text = "".join([f"{pad}{label}\x02" for label in labels]).encode("ascii", errors="replace")
+    flat = _LUT[np.frombuffer(text, dtype=np.uint8)]
+    predicted = np.fromiter((len(label) + 1 for label in labels), dtype=np.int64, count=len(labels))
+    ends = np.cumsum(predicted + order - 1)  # one past each label's end marker
+    owner = np.repeat(np.arange(len(labels)), predicted)
+    # position of every predicted code: its label's first predicted slot plus its rank in the label
+    rank = np.arange(int(predicted.sum())) - np.repeat(np.cumsum(predicted) - predicted, predicted)
+    pos = np.repeat(ends - predicted, predicted) + rank
+    windows = flat[pos[:, None] + np.arange(-(order - 1), 1)[None, :]]
+    return windows, owner
+
+
+def build(labels: Sequence[str], order: int = ORDER) -> NgramModel:
+    """Witten-Bell interpolated model of ``labels``, lowest order first."""
+    windows, _ = _windows(labels, order)
+    last = order - 1
+    code = windows[:, last].copy()
+    # order 0: P(c) = (C(c) + T / V) / (N + T), every outcome possible
+    uniq, count = np.unique(code, return_counts=True)
+    total, types = float(count.sum()), float(len(uniq))
+    unigram = np.full(BASE, np.log(types / (total + types) / _OUTCOMES))
+    unigram[uniq] = np.log((count + types / _OUTCOMES) / (total + types))
+    keys: list[Ints] = [uniq]
+    logps: list[Floats] = [unigram[uniq]]
+    contexts: list[Ints] = [np.zeros(0, dtype=np.int64)]
+    backoffs: list[Floats] = [np.zeros(0)]
+    for k in range(1, order):
+        code = code + windows[:, last - k] * BASE**k
+        uniq, count = np.unique(code, return_counts=True)
+        ctx, first, types_h = np.unique(uniq // BASE, return_index=True, return_counts=True)
+        total_h = np.add.reduceat(count, first).astype(np.float64)
+        per = np.repeat(np.arange(len(ctx)), types_h)
+        # the same n-gram without its first context character: always seen one order down
+        shorter = uniq % BASE**k
+        lower = logps[k - 1][np.searchsorted(keys[k - 1], shorter)]
+        t = types_h[per].astype(np.float64)
+        prob = (count + t * np.exp(lower)) / (total_h[per] + t)
+        keys.append(uniq)
+        logps.append(np.log(prob))
+        contexts.append(ctx)
+        backoffs.append(np.log(types_h / (total_h + types_h)))
+    return NgramModel(order, unigram, tuple(keys), tuple(logps), tuple(contexts), tuple(backoffs))
+
+
+@lru_cache(maxsize=1)
+def benign_model() -> NgramModel:
+    """The model of the lexicon's words and the ``lm`` part of the site list (a few seconds, once
+    per process; both sources are installed packages pinned by the lock file)."""
+    # local imports: sites.py reads the HSTS package, which plain n-gram scoring does not need
+    from qcdr_analysis.dns.domains import split
+    from qcdr_analysis.dns.sites import site_names
+    from qcdr_analysis.dns.text import lexicon
+
+    sites = [split(n).label for n in site_names("lm")]
+    return build([*lexicon().ranked, *sites])

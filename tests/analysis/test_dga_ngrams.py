@@ -1,0 +1,118 @@
+"""The benign character 6-gram model of the DGA classifier (dns/ngram.py): Witten-Bell estimates
+as the textbook defines them, proper distributions, and the shipped model's link to the word and
+site lists it was trained with."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from random import Random
+
+import numpy as np
+import pytest
+import structlog
+from qcdr_analysis.dns.classifier import MODEL_PATH, check_benign_ngrams, load_classifier, model_from_dict
+from qcdr_analysis.dns.ngram import benign_model, build
+from qcdr_analysis.dns.text import ALPHABET
+
+OUTCOMES = len(ALPHABET) + 1  # every character, or the end of the label
+
+
+class ReferenceWittenBell:
+    """Written straight from the definition with dictionaries, to hold the vectorised model to."""
+
+    def __init__(self, labels: list[str], order: int) -> None:
+        self.order = order
+        self.count: list[dict[tuple[str, str], int]] = [defaultdict(int) for _ in range(order)]
+        self.total: list[dict[str, int]] = [defaultdict(int) for _ in range(order)]
+        for label in labels:
+            text = "^" * (order - 1) + label + "$"
+            for j in range(order - 1, len(text)):
+                for k in range(order):
+                    self.count[k][(text[j - k : j], text[j])] += 1
+                    self.total[k][text[j - k : j]] += 1
+        self.types: list[dict[str, int]] = [defaultdict(int) for _ in range(order)]
+        for k in range(order):
+            for h, _ in self.count[k]:
+                self.types[k][h] += 1
+
+    def logp(self, label: str) -> list[float]:
+        text = "^" * (self.order - 1) + label + "$"
+        out = []
+        for j in range(self.order - 1, len(text)):
+            p = 1.0 / OUTCOMES
+            for k in range(self.order):
+                h = text[j - k : j]
+                if self.total[k].get(h, 0) == 0:
+                    break  # an unseen context passes the shorter one's estimate on
+                t = self.types[k][h]
+                p = (self.count[k].get((h, text[j]), 0) + t * p) / (self.total[k][h] + t)
+            out.append(math.log(p))
+        return out
+
+
+def _corpus(seed: int, n: int) -> list[str]:
+    rng = Random(seed)
+    return ["".join(rng.choice("abcdefgh-1") for _ in range(rng.randint(1, 10))) for _ in range(n)]
+
+
+def test_the_vectorised_model_computes_witten_bell() -> None:
+    labels = _corpus(1, 2000)
+    model, reference = build(labels, order=4), ReferenceWittenBell(labels, 4)
+    probes = [*labels[:40], "zzz", "a", "", "abcabcabcabcabc", "x-9q", "hgfedcba"]
+    lp, owner = model.position_logp(probes)
+    assert owner.tolist() == [i for i, p in enumerate(probes) for _ in range(len(p) + 1)]
+    expected = [v for p in probes for v in reference.logp(p)]
+    np.testing.assert_allclose(lp, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("context", ["", "ab", "abcde", "zzzzz", "h-1"])
+def test_every_context_is_a_distribution_over_what_can_follow(context: str) -> None:
+    model = build(_corpus(2, 3000), order=6)
+    # the last position of context + c is P(c | context); the end of ``context`` itself is P(end)
+    outcomes = [context + c for c in ALPHABET]
+    lp, owner = model.position_logp([*outcomes, context])
+    last = np.array([np.flatnonzero(owner == i)[-2] for i in range(len(outcomes))])
+    end = np.flatnonzero(owner == len(outcomes))[-1]
+    assert np.exp(lp[last]).sum() + np.exp(lp[end]) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_features_are_the_mean_and_the_three_worst_positions() -> None:
+    labels = _corpus(3, 500)
+    model = build(labels, order=5)
+    probes = ["abc", "a", "", "qqqqzzzz", "hgf-1abc"]
+    features = model.features(probes)
+    lp, owner = model.position_logp(probes)
+    for i in range(len(probes)):
+        mine = np.sort(lp[owner == i])
+        assert features[i, 0] == pytest.approx(mine.mean())
+        assert features[i, 1] == pytest.approx(mine[:3].mean())
+    assert model.features([]).shape == (0, 2)
+
+
+def test_names_people_write_read_as_text_and_random_draws_do_not() -> None:
+    model = benign_model()
+    # Turkish, Polish and pinyin site names that were false positives of the trigram features
+    written = ["sozcukcevir", "typujemy", "lieqizhijia", "kitchenware", "bundesliga"]
+    drawn = ["xjwqkzvbrtp", "qzvkxjwbtrm", "hzslwjobdzp", "vnarbrqfxk", "zopdkcqbhz"]
+    mean = model.features(written + drawn)[:, 0]
+    assert mean[: len(written)].min() > mean[len(written) :].max()
+
+
+def test_the_shipped_model_was_trained_with_the_installed_lists() -> None:
+    """model.json records the digest of the 6-gram model it was trained with: after a change to
+    the lexicon or the site split, retrain (python -m qcdr_analysis.dns.train)."""
+    assert load_classifier(MODEL_PATH).meta["benign_ngrams"]["digest"] == benign_model().digest
+    assert check_benign_ngrams(load_classifier(MODEL_PATH))
+
+
+def test_a_model_trained_with_other_lists_is_reported() -> None:
+    import orjson
+
+    data = orjson.loads(MODEL_PATH.read_bytes())
+    data["meta"]["benign_ngrams"]["digest"] = "0" * 16
+    with structlog.testing.capture_logs() as logs:
+        assert not check_benign_ngrams(model_from_dict(data))
+    assert any("other word or site lists" in entry["event"] for entry in logs)
+    # the digest follows the training text
+    assert build(["abc"]).digest != build(["abd"]).digest
