@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from random import Random
 
 import numpy as np
 import pytest
 import structlog
+from qcdr_analysis.dns import ngram
 from qcdr_analysis.dns.classifier import MODEL_PATH, check_benign_ngrams, load_classifier, model_from_dict
-from qcdr_analysis.dns.ngram import benign_model, build
+from qcdr_analysis.dns.ngram import NgramModel, benign_model, build, load, save
 from qcdr_analysis.dns.text import ALPHABET
 
 OUTCOMES = len(ALPHABET) + 1  # every character, or the end of the label
@@ -116,3 +120,68 @@ def test_a_model_trained_with_other_lists_is_reported() -> None:
     assert any("other word or site lists" in entry["event"] for entry in logs)
     # the digest follows the training text
     assert build(["abc"]).digest != build(["abd"]).digest
+
+
+@dataclass
+class Cache:
+    path: Path
+    builds: int = 0
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cache]:
+    """An empty cache directory, a small stand-in for the benign model's build, and a clean
+    in-process cache before and after (other tests use the real model)."""
+    state = Cache(tmp_path / "cache")
+    monkeypatch.setenv("QCDR_CACHE_DIR", str(state.path))
+
+    def small() -> NgramModel:
+        state.builds += 1
+        return build(_corpus(5, 200))
+
+    monkeypatch.setattr(ngram, "_build_benign", small)
+    benign_model.cache_clear()
+    yield state
+    benign_model.cache_clear()
+
+
+def test_the_benign_model_is_built_once_and_then_read_from_the_cache(cache: Cache) -> None:
+    first = benign_model()
+    (stored,) = cache.path.glob("benign-ngrams-*.npz")
+    benign_model.cache_clear()  # a new process
+    again = benign_model()
+    assert cache.builds == 1
+    assert again.digest == first.digest
+    np.testing.assert_array_equal(again.features(["abc", "zz"]), first.features(["abc", "zz"]))
+    assert stored.exists()
+
+
+def test_a_damaged_cache_file_is_built_again_and_replaced(cache: Cache) -> None:
+    digest = benign_model().digest
+    (stored,) = cache.path.glob("benign-ngrams-*.npz")
+    stored.write_bytes(b"not an npz archive")
+    benign_model.cache_clear()
+    assert benign_model().digest == digest
+    assert cache.builds == 2
+    assert load(stored).digest == digest
+
+
+def test_without_a_writable_cache_the_model_is_built_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Cache
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("QCDR_CACHE_DIR", str(blocker / "cache"))  # a directory inside a file
+    assert benign_model().ngrams > 0
+    assert cache.builds == 1
+    assert not (blocker / "cache").exists()
+
+
+def test_an_archive_with_mismatched_arrays_is_refused(tmp_path: Path) -> None:
+    model = build(_corpus(6, 100), order=3)
+    path = tmp_path / "m.npz"
+    save(model, path)
+    assert load(path, order=3).digest == model.digest
+    np.savez(path, unigram=model.unigram, keys0=model.keys[0], logp0=model.logp[0][:-1])
+    with pytest.raises(ValueError, match="n-gram model"):
+        load(path, order=1)

@@ -16,17 +16,28 @@ their log-probabilities, so a batch is scored with one ``searchsorted`` per orde
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from qcdr_common.logging import get_logger
 
 from qcdr_analysis.dns.text import ALPHABET
 
+log = get_logger(__name__)
+
 ORDER = 6
+FORMAT = 1  # of the cached archive (see benign_model)
 # Codes: 0 unused (so a context padded with start markers differs from a shorter one), the
 # alphabet from 1, then the end and start markers.
 _CODE = {c: i + 1 for i, c in enumerate(ALPHABET)}
@@ -162,10 +173,79 @@ def build(labels: Sequence[str], order: int = ORDER) -> NgramModel:
     return NgramModel(order, unigram, tuple(keys), tuple(logps), tuple(contexts), tuple(backoffs))
 
 
+def _sources_key() -> str:
+    """What the benign model is built from: the installed word and site packages and the code
+    that reads them. A change to any gives another key, so a cached model is never stale."""
+    h = hashlib.sha256(f"{FORMAT}:{ORDER}".encode())
+    for package in ("wordfreq", "hstspreload"):
+        h.update(f"{package}={metadata.version(package)}".encode())
+    here = Path(__file__).parent
+    for module in ("ngram.py", "text.py", "sites.py", "domains.py"):
+        h.update((here / module).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def cache_dir() -> Path:
+    """``$QCDR_CACHE_DIR``, else ``$XDG_CACHE_HOME/qcdr``, else ``~/.cache/qcdr``."""
+    if explicit := os.environ.get("QCDR_CACHE_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qcdr"
+
+
+def save(model: NgramModel, path: Path) -> None:
+    """Write ``model`` as an npz archive, atomically (concurrent writers each replace it whole)."""
+    arrays: dict[str, Any] = {"unigram": model.unigram}
+    for k in range(model.order):
+        arrays |= {f"keys{k}": model.keys[k], f"logp{k}": model.logp[k]}
+        arrays |= {f"contexts{k}": model.contexts[k], f"backoff{k}": model.backoff[k]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
+        np.savez(fh, **arrays)
+    Path(fh.name).replace(path)
+
+
+def load(path: Path, order: int = ORDER) -> NgramModel:
+    """Read what :func:`save` wrote; ValueError when it is not that (then build again)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        model = NgramModel(
+            order,
+            arrays["unigram"].astype(np.float64),
+            tuple(arrays[f"keys{k}"].astype(np.int64) for k in range(order)),
+            tuple(arrays[f"logp{k}"].astype(np.float64) for k in range(order)),
+            tuple(arrays[f"contexts{k}"].astype(np.int64) for k in range(order)),
+            tuple(arrays[f"backoff{k}"].astype(np.float64) for k in range(order)),
+        )
+    except (KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"unreadable n-gram model {path}: {exc}") from exc
+    well_formed = len(model.unigram) == BASE and all(
+        len(model.keys[k]) == len(model.logp[k]) and len(model.contexts[k]) == len(model.backoff[k])
+        for k in range(order)
+    )
+    if not well_formed:
+        raise ValueError(f"n-gram model {path} has arrays of mismatched lengths")
+    return model
+
+
 @lru_cache(maxsize=1)
 def benign_model() -> NgramModel:
-    """The model of the lexicon's words and the ``lm`` part of the site list (a few seconds, once
-    per process; both sources are installed packages pinned by the lock file)."""
+    """The model of the lexicon's words and the ``lm`` part of the site list: built once (a few
+    seconds of CPU) and kept in :func:`cache_dir`, so later processes load it in milliseconds.
+    Without a writable cache directory (a read-only container) it is built in every process."""
+    path = cache_dir() / f"benign-ngrams-{_sources_key()}.npz"
+    with contextlib.suppress(ValueError):
+        return load(path)
+    model = _build_benign()
+    try:
+        save(model, path)
+    except OSError as exc:
+        log.info("n-gram model not cached", path=str(path), error=str(exc))
+    return model
+
+
+def _build_benign() -> NgramModel:
     # local imports: sites.py reads the HSTS package, which plain n-gram scoring does not need
     from qcdr_analysis.dns.domains import split
     from qcdr_analysis.dns.sites import site_names
