@@ -13,7 +13,7 @@ import numpy.typing as npt
 import orjson
 
 from qcdr_analysis.dns.domains import Name, split
-from qcdr_analysis.dns.ngram import NgramModel, benign_model
+from qcdr_analysis.dns.ngram import benign_model
 from qcdr_analysis.dns.text import SIZE, Lexicon, encode, entropy, lexicon, segment, trigram_logp
 
 MODEL_PATH = Path(__file__).with_name("model.json")
@@ -215,18 +215,15 @@ def vector(name: Name, lex: Lexicon, contrast: npt.NDArray[np.float64]) -> list[
 
 
 def matrix(
-    domains: Sequence[str],
-    lex: Lexicon | None = None,
-    contrast: npt.NDArray[np.float64] | None = None,
-    ngrams: NgramModel | None = None,
+    domains: Sequence[str], lex: Lexicon | None = None, contrast: npt.NDArray[np.float64] | None = None
 ) -> npt.NDArray[np.float64]:
     """One feature row per name; ``contrast`` is the DGA-side trigram model (default: the shipped
-    one), ``ngrams`` the benign 6-gram model (default: built from the installed word and site lists)."""
+    one). The last two columns come from the benign 6-gram model, for the whole batch at once."""
     lx = lex or lexicon()
     if not domains:
         return np.zeros((0, len(FEATURES)))
     dga_lm = shipped_contrast() if contrast is None else contrast
     names = [split(d) for d in domains]
     rows = np.array([vector(name, lx, dga_lm) for name in names], dtype=np.float64)
-    benign = (ngrams or benign_model()).features([name.label for name in names])
+    benign = benign_model().features([name.label for name in names])
     return np.hstack([rows, benign])
