@@ -5,6 +5,8 @@ site lists it was trained with."""
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,3 +187,19 @@ def test_an_archive_with_mismatched_arrays_is_refused(tmp_path: Path) -> None:
     np.savez(path, unigram=model.unigram, keys0=model.keys[0], logp0=model.logp[0][:-1])
     with pytest.raises(ValueError, match="n-gram model"):
         load(path, order=1)
+
+
+def test_building_removes_cached_models_of_other_sources_unused_for_a_week(cache: Cache) -> None:
+    cache.path.mkdir(parents=True)
+    old, recent = cache.path / "benign-ngrams-old.npz", cache.path / "benign-ngrams-recent.npz"
+    unrelated = cache.path / "something-else.npz"
+    for path in (old, recent, unrelated):
+        path.write_bytes(b"x")
+    week_ago = time.time() - 8 * 86400
+    os.utime(old, (week_ago, week_ago))
+    os.utime(unrelated, (week_ago, week_ago))
+    benign_model()
+    assert not old.exists()
+    assert recent.exists()  # perhaps another installed version's, in use
+    assert unrelated.exists()
+    assert len(list(cache.path.glob("benign-ngrams-*.npz"))) == 2

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ log = get_logger(__name__)
 
 ORDER = 6
 FORMAT = 1  # of the cached archive (see benign_model)
+STALE_AFTER_S = 7 * 86400.0  # cached models of other sources unused this long are removed
 # Codes: 0 unused (so a context padded with start markers differs from a shorter one), the
 # alphabet from 1, then the end and start markers.
 _CODE = {c: i + 1 for i, c in enumerate(ALPHABET)}
@@ -242,7 +244,19 @@ def benign_model() -> NgramModel:
         save(model, path)
     except OSError as exc:
         log.info("n-gram model not cached", path=str(path), error=str(exc))
+    else:
+        prune(path)
     return model
+
+
+def prune(keep: Path, max_age_s: float = STALE_AFTER_S) -> None:
+    """Remove cached models of other sources unused for ``max_age_s`` (each is ~20 MB and every
+    upgrade writes a new one); a recent one may belong to another installed version, so it stays."""
+    cutoff = time.time() - max_age_s
+    for other in keep.parent.glob("benign-ngrams-*.npz"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if other != keep and max(other.stat().st_atime, other.stat().st_mtime) < cutoff:
+                other.unlink()
 
 
 def _build_benign() -> NgramModel:
