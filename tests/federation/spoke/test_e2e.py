@@ -308,7 +308,8 @@ async def test_hub_away_keeps_the_set_then_catches_up_also_after_a_restart(
             hub_server.start()
             await eventually(lambda: _hub_state(client, policy_id, "applied"), within=15)
             await eventually(lambda: _healthy(client), within=15)
-            assert HUB_UNREACHABLE not in state.problems
+            # the hub records a heartbeat before it answers: the agent learns of the contact after
+            await eventually(lambda: _async(HUB_UNREACHABLE not in state.problems))
             assert len(await policy_envelopes(redis_client, spoke_prefix)) == 1  # nothing placed twice
 
         # the spoke is down while the policy changes; after its restart it catches up once
@@ -433,6 +434,7 @@ async def test_rotation_and_revocation_asked_by_the_hub(
         syncs_before = _sample("qcdr_federation_spoke_syncs_total", {"outcome": "changed"})
         async with running_agent(settings, spoke_engine, redis_client) as state:
             await eventually(lambda: _healthy(client))
+            await eventually(lambda: _async(state.registered))  # the credential is stored by now
             first_id, first_secret = await credential()
             assert first_id is not None
 
@@ -457,7 +459,7 @@ async def test_rotation_and_revocation_asked_by_the_hub(
             third_id, _ = await credential()
             assert third_id not in (None, first_id, second_id)
             await eventually(lambda: _healthy(client))
-            assert _sample("qcdr_federation_spoke_hub_up", {}) == 1.0
+            await eventually(lambda: _async(_sample("qcdr_federation_spoke_hub_up", {}) == 1.0))
             assert (_sample("qcdr_federation_spoke_syncs_total", {"outcome": "changed"}) or 0) > (
                 syncs_before or 0
             )
