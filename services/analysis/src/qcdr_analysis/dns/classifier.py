@@ -6,6 +6,7 @@ vectorised over a batch with numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -114,6 +115,15 @@ def model_from_dict(data: dict[str, Any]) -> Model:
     return Model(
         forest, float(data["threshold"]), dict(data.get("meta", {})), contrast_from_dict(data["dga_lm"])
     )
+
+
+def threshold_at_fpr(benign_scores: npt.NDArray[np.float64], fpr: float) -> float:
+    """The lowest threshold that lets at most ``fpr`` of ``benign_scores`` (sorted ascending) reach
+    it; the small epsilon keeps an FPR given as k/n exactly (one read off an evaluation) at k."""
+    k = math.floor(fpr * len(benign_scores) + 1e-9)
+    if k >= len(benign_scores):
+        return 0.0
+    return float(np.nextafter(benign_scores[len(benign_scores) - k - 1], np.inf))
 
 
 @lru_cache(maxsize=4)

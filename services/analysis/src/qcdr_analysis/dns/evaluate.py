@@ -7,14 +7,13 @@ read in place and never used for training or threshold choice.
 from __future__ import annotations
 
 import csv
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from qcdr_analysis.dns.classifier import Model, load_classifier
+from qcdr_analysis.dns.classifier import Model, load_classifier, threshold_at_fpr
 
 # Families whose names are built from word lists: the issue reports them apart from the rest.
 DICTIONARY_FAMILIES = frozenset({"suppobox", "matsnu", "gozi", "nymaim2", "rovnix"})
@@ -120,9 +119,7 @@ def operating_curve(
             by_family[family].append(float(s))
     points = []
     for fpr in fprs:
-        # the lowest threshold that keeps at most fpr of the legit names at or above it
-        k = math.floor(fpr * len(legit) + 1e-9)  # an FPR read off an evaluation is k/n exactly
-        threshold = float(np.nextafter(legit[len(legit) - k - 1], np.inf)) if k < len(legit) else 0.0
+        threshold = threshold_at_fpr(legit, fpr)
         tprs = [float(np.mean(np.array(v) >= threshold)) for v in by_family.values()]
         points.append(OperatingPoint(fpr, threshold, float(np.mean(tprs)) if tprs else 0.0))
     return points

@@ -13,7 +13,6 @@ and generated benign names); the evaluation corpus in shared/ is never read.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import orjson
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict
+from qcdr_analysis.dns.classifier import MODEL_PATH, model_from_dict, threshold_at_fpr
 from qcdr_analysis.dns.domains import split
 from qcdr_analysis.dns.features import FEATURES, contrast_from_dict, contrast_to_dict, matrix
 from qcdr_analysis.dns.generators import DGA_FAMILIES, dataset
@@ -136,9 +135,7 @@ def train(target_fpr: float = 0.01) -> dict[str, Any]:
     if not np.allclose(scores, clf.predict_proba(vx)[:, 1], atol=1e-6):
         raise RuntimeError("exported trees disagree with scikit-learn")
     benign = np.sort(scores[vy == 0])
-    # Smallest threshold with at most target_fpr of benign validation names at or above it.
-    k = math.floor(target_fpr * len(benign))
-    threshold = float(np.nextafter(benign[len(benign) - k - 1], np.inf))
+    threshold = threshold_at_fpr(benign, target_fpr)
     fam = np.array(v_families)
     tpr = {f: float(np.mean(scores[fam == f] >= threshold)) for f in DGA_FAMILIES if f in fam}
     ngrams = benign_model()
