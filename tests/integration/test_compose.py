@@ -18,11 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from qcdr_response.outputs.config import ENV_SINKS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICES = ["ingest", "analysis", "response", "admission", "federation"]
+# The seed's notification variables, as the response service reads them.
+OUTPUT_VARIABLES = tuple(var for _, _, fields in ENV_SINKS for var in fields.values())
 DATASTORES = ["postgres", "redis"]
 TOKEN = "compose-test-token-0123456789abcdef"
 CHECK_JSONSCHEMA = str(Path(sys.executable).parent / "check-jsonschema")
@@ -148,6 +151,15 @@ def test_services(service: str) -> None:
         assert key in env
 
 
+def test_the_seeds_output_variables_reach_the_response_service_only() -> None:
+    services = compose()["services"]
+    for var in OUTPUT_VARIABLES:
+        assert services["response"]["environment"][var] == f"${{{var}:-}}"
+        for name in SERVICES:
+            if name != "response":
+                assert var not in services[name]["environment"], (name, var)
+
+
 def test_every_variable_is_documented_in_env_example() -> None:
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
     documented = {
@@ -158,7 +170,7 @@ def test_every_variable_is_documented_in_env_example() -> None:
     assert used - documented == set(), "used in docker-compose.yml, missing from .env.example"
     assert documented - used == {"COMPOSE_PROJECT_NAME"}, "documented but unused"
     for line in ENV_EXAMPLE.read_text().splitlines():
-        if line.startswith(("QCDR_API_TOKEN", "QUALYS_PASSWORD", "ABUSEIPDB_API_KEY")):
+        if line.startswith(("QCDR_API_TOKEN", "QUALYS_PASSWORD", "ABUSEIPDB_API_KEY", *OUTPUT_VARIABLES)):
             assert line.endswith("="), f"no secret values in .env.example: {line.split('=')[0]}"
 
 

