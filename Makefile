@@ -69,6 +69,7 @@ bench: install
 	@$(UV) run python bench/dga.py --write-doc docs/DETECTION.md
 	@$(UV) run python bench/correlation.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/outputs.py --write-doc docs/PERFORMANCE.md
+	@$(UV) run python bench/action_validation.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/federation.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/console.py --write-doc docs/PERFORMANCE.md
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; $(UV) run python bench/admission.py --write-doc docs/PERFORMANCE.md
