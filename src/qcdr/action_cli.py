@@ -152,8 +152,16 @@ def run_action(
     namespace: Annotated[str | None, typer.Option()] = None,
     pod: Annotated[str | None, typer.Option()] = None,
     node: Annotated[str | None, typer.Option()] = None,
+    pod_uid: Annotated[str | None, typer.Option()] = None,
+    container: Annotated[str | None, typer.Option(help="The container's name in the pod.")] = None,
     container_id: Annotated[str | None, typer.Option()] = None,
-    pid: Annotated[int | None, typer.Option()] = None,
+    pid: Annotated[int | None, typer.Option(help="Host PID (Tetragon's process.pid).")] = None,
+    pid_start_ticks: Annotated[
+        int | None, typer.Option(help="The PID's start in clock ticks since boot (/proc/PID/stat field 22).")
+    ] = None,
+    pid_start_time: Annotated[
+        str | None, typer.Option(help="The PID's start time, ISO 8601 (Tetragon's process.start_time).")
+    ] = None,
     path: Annotated[str | None, typer.Option(help="A file inside the container.")] = None,
     binary: Annotated[str | None, typer.Option()] = None,
     owner_kind: Annotated[str | None, typer.Option()] = None,
@@ -172,8 +180,12 @@ def run_action(
         "namespace": namespace,
         "pod": pod,
         "node": node,
+        "pod_uid": pod_uid,
+        "container": container,
         "container_id": container_id,
         "pid": pid,
+        "pid_start_ticks": pid_start_ticks,
+        "pid_start_time": pid_start_time,
         "path": path,
         "binary": binary,
         "owner_kind": owner_kind,

@@ -110,6 +110,35 @@ def test_run_approve_renew_undo_from_the_command_line(response_url: str) -> None
     assert "block_binary" in {e["name"] for e in catalog}
 
 
+def test_process_actions_take_the_pids_start(response_url: str) -> None:
+    """kill_process refuses a PID without its start (a reused PID must never be signalled); the
+    start comes from the event, as ticks since boot or Tetragon's start_time."""
+    base = ["run", "kill_process", "--namespace=shop", "--pod=web-1", "--container-id=" + "ab" * 32]
+    bare = qcdr(response_url, *base, "--pid=4242", "--require-approval")
+    assert bare.exit_code == 1
+    assert "pid_start_ticks or pid_start_time" in bare.stderr
+    for start in ("--pid-start-ticks=98765", "--pid-start-time=2026-12-06T02:00:00.123456Z"):
+        created = as_json(qcdr(response_url, *base, "--pid=4242", start, "--require-approval", "--json"))
+        assert created["state"] == "pending"
+        assert created["target"]["pid"] == 4242
+        key, value = start.removeprefix("--").split("=")
+        field = key.replace("-", "_")
+        assert str(created["target"][field]).replace("+00:00", "Z") == value
+    named = as_json(
+        qcdr(
+            response_url,
+            *base,
+            "--container=web",
+            "--pod-uid=" + "0" * 8 + "-0000-4000-8000-" + "0" * 12,
+            "--pid=7",
+            "--pid-start-ticks=1",
+            "--require-approval",
+            "--json",
+        )
+    )
+    assert named["target"]["container"] == "web"
+
+
 def test_errors_are_clear_and_exit_non_zero(response_url: str, tmp_path: Path) -> None:
     missing = qcdr(response_url, "run", "block_binary", "--namespace=shop", "--pod=web-1")
     assert missing.exit_code == 1
