@@ -5,14 +5,15 @@ One registered detector, two kinds of findings: ``anomaly`` (detector ``behaviou
 :mod:`qcdr_analysis.profiles.drift`; ``drift: false`` switches it off). Stateful: profiles live
 in a :class:`ProfileStore` in memory, are loaded in ``lookup`` (one query per batch) and saved in
 ``persist`` with optimistic concurrency, in the batch's transaction; ``discard`` drops what a
-failed transaction did not save.
+failed transaction did not save. A workload's new image starts from the baseline of the image it
+replaced (:mod:`qcdr_analysis.profiles.rollout`, found in ``lookup``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pydantic import Field, field_validator
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_analysis.detectors import Detector, DetectorConfig, register
 from qcdr_analysis.profiles import repository as repo
+from qcdr_analysis.profiles import rollout
 from qcdr_analysis.profiles.features import extract
 from qcdr_analysis.profiles.identity import has_identity, profile_key, workload_key
 from qcdr_analysis.profiles.paths import DEFAULT_SENSITIVE, EXTRA_TECHNIQUE, SensitiveMatcher
@@ -36,6 +38,17 @@ _NONE: tuple[Finding, ...] = ()
 class Config(DetectorConfig):
     learning_period: timedelta = Field(
         default=timedelta(hours=48), description="Event time an image's profile learns before it scores."
+    )
+    inherit_on_rollout: bool = Field(
+        default=True,
+        description="A new image of a workload starts from the baseline of the image it replaced "
+        "(same repository, ready, active within inherit_max_age) and learns rollout_learning_period.",
+    )
+    rollout_learning_period: timedelta = Field(
+        default=timedelta(hours=1), description="Event time an inherited profile learns before it scores."
+    )
+    inherit_max_age: timedelta = Field(
+        default=timedelta(days=14), description="A replaced image last active longer ago passes nothing on."
     )
     emit_threshold: int = Field(default=70, ge=0, le=100, description="Anomaly score (0-100) raised from.")
     realert_after: timedelta = Field(
@@ -62,7 +75,7 @@ class Config(DetectorConfig):
     )
     top_n: int = Field(default=5, ge=1, le=50, description="Known behaviours an explanation lists.")
 
-    @field_validator("learning_period", "realert_after")
+    @field_validator("learning_period", "realert_after", "rollout_learning_period", "inherit_max_age")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -75,6 +88,8 @@ class State:
     config: Config
     settings: ProfilerSettings
     store: ProfileStore
+    # new profile key -> the profile it starts from (found by ``lookup`` for this batch)
+    successors: dict[str, Profile] = field(default_factory=dict)
 
 
 def setup(config: Config) -> State:
@@ -91,6 +106,7 @@ def setup(config: Config) -> State:
     extra = ((pattern, EXTRA_TECHNIQUE) for pattern in config.sensitive_paths_extra)
     settings = ProfilerSettings(
         learning_period=config.learning_period.total_seconds(),
+        rollout_learning_period=config.rollout_learning_period.total_seconds(),
         emit_threshold=config.emit_threshold,
         realert_after=config.realert_after.total_seconds(),
         limits=limits,
@@ -126,6 +142,12 @@ async def lookup(session: AsyncSession, events: Sequence[SecurityEvent], state: 
         if profile is not None and profile.generation > 0:
             store.forget(key)  # deleted in Postgres: start again
     store.touch(keys)
+    state.successors = {}
+    new = {key for key in keys if store.get(key) is None}
+    if new and state.config.inherit_on_rollout:
+        state.successors = await rollout.successors(
+            session, events, new, store, state.config.inherit_max_age.total_seconds()
+        )
 
 
 def detect(events: Sequence[SecurityEvent], state: State, _lookup: object = None) -> list[Finding]:
@@ -136,13 +158,15 @@ def detect(events: Sequence[SecurityEvent], state: State, _lookup: object = None
         ident = (event.source, event.id)
         done = applied.get(ident)
         if done is None:
-            done = applied[ident] = _observe(event, store, settings)
+            done = applied[ident] = _observe(event, store, settings, state.successors)
         if done:
             findings.extend(done)
     return findings
 
 
-def _observe(event: SecurityEvent, store: ProfileStore, settings: ProfilerSettings) -> Sequence[Finding]:
+def _observe(
+    event: SecurityEvent, store: ProfileStore, settings: ProfilerSettings, successors: dict[str, Profile]
+) -> Sequence[Finding]:
     workload = event.workload
     if not has_identity(workload):
         return _NONE
@@ -150,11 +174,12 @@ def _observe(event: SecurityEvent, store: ProfileStore, settings: ProfilerSettin
     if features is None:
         return _NONE
     key = profile_key(workload)
-    profile = store.get(key)
-    if profile is None:
-        profile = store.create(key)  # the lookup found no row: a new image
     wkey = workload_key(workload)
     t = event.event_time.timestamp()
+    profile = store.get(key)
+    if profile is None:  # the lookup found no row: a new image
+        donor = successors.get(key)
+        profile = store.create(key) if donor is None else store.add(donor.successor(key, wkey, t))
     findings, changed = observe(profile, wkey, event, features, t, settings)
     store.mark(key, changed)
     store.see_workload(wkey, key, workload, t)

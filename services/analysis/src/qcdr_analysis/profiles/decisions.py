@@ -49,6 +49,8 @@ class ProfilerSettings:
     """What the profiler runs with (plain values: built once from the detector's Config)."""
 
     learning_period: float = 48 * 3600.0
+    # a profile that starts from the baseline of the image it replaced learns this long
+    rollout_learning_period: float = 3600.0
     emit_threshold: int = 70
     realert_after: float = 24 * 3600.0
     limits: Limits = field(default_factory=Limits)

@@ -99,6 +99,10 @@ def learning_window(profile: Profile) -> tuple[dict[str, Any], str]:
             f"learned over {period / 3600:g} h of event time "
             f"({structured['first_seen']} to {structured['ready_at']}, {profile.events:,} events)"
         )
+    if profile.inherited is not None:
+        # a rollout: most of the baseline was learned by the image this one replaced
+        structured["inherited_from"] = profile.inherited.get("from")
+        text += f", on top of the baseline of the image it replaced ({profile.inherited.get('from')})"
     if profile.overflow:
         text += f"; {sum(profile.overflow.values()):,} behaviours did not fit the profile's caps"
     return structured, text

@@ -16,6 +16,8 @@ JSON (``to_json``/``from_json``) is only for Postgres (JSONB), never pickle.
 
 A profile taken from another cluster's shared baseline (:mod:`qcdr_analysis.profiles.shared`)
 carries ``shared`` (where it came from); local profiles have none, and their JSON has no such key.
+A profile that started from the baseline of the image it replaced in a rollout
+(:meth:`Profile.successor`, :mod:`qcdr_analysis.profiles.rollout`) carries ``inherited``.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Profile:
         "files",
         "first_seen",
         "generation",
+        "inherited",
         "key",
         "last_seen",
         "limits",
@@ -145,6 +148,9 @@ class Profile:
         # a baseline shared by another cluster: {"from": cluster, "generation", "ready_at",
         # "imported_at"}; None for what this analysis learned itself
         self.shared: dict[str, Any] | None = None
+        # a baseline taken over from the image this one replaced in a workload (a rollout):
+        # {"from": profile key, "generation", "workload", "taken_at"}; None otherwise
+        self.inherited: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -302,6 +308,27 @@ class Profile:
             entry.first = t
         return entry
 
+    def successor(self, key: str, workload_key: str, taken_at: float) -> Profile:
+        """A new profile for ``key`` that starts from this one's baseline (what processes,
+        destinations, ports and files the image it replaced was known for), still to learn
+        (``first_seen`` None). Per-image facts stay here: executable hashes (a new build has new
+        ones), what was seen after learning, the workloads, and the events counted."""
+        data = self.to_json()
+        data.update(key=key, first_seen=None, ready_at=None, last_seen=None, ready=False, events=0)
+        data.update(workloads={}, novel=[])
+        data.pop("shared", None)
+        data.pop("inherited", None)
+        profile = Profile.from_json(data, self.limits, 0)
+        for process in profile.processes.values():
+            process.hashes = {}
+        profile.inherited = {
+            "from": self.key,
+            "generation": self.generation,
+            "workload": workload_key,
+            "taken_at": taken_at,
+        }
+        return profile
+
     def reset(self) -> None:
         """Back to learning from the next event, behaviour cleared; workloads using it are kept."""
         workloads = self.workloads
@@ -327,6 +354,8 @@ class Profile:
         }
         if self.shared is not None:
             counts["shared_from"] = self.shared.get("from")
+        if self.inherited is not None:
+            counts["inherited_from"] = self.inherited.get("from")
         return counts
 
     def to_json(self) -> dict[str, Any]:
@@ -350,6 +379,8 @@ class Profile:
         }
         if self.shared is not None:
             data["shared"] = self.shared
+        if self.inherited is not None:
+            data["inherited"] = self.inherited
         return data
 
     @classmethod
@@ -384,6 +415,8 @@ class Profile:
         profile.overflow = {str(k): int(v) for k, v in data.get("overflow", {}).items()}
         shared = data.get("shared")
         profile.shared = dict(shared) if isinstance(shared, dict) else None
+        inherited = data.get("inherited")
+        profile.inherited = dict(inherited) if isinstance(inherited, dict) else None
         for kind, entries in (
             (PROCESSES, profile.processes),
             (DESTINATIONS, profile.destinations),

@@ -140,7 +140,8 @@ def _apply(
     if profile.first_seen is None or (not profile.ready and t < profile.first_seen):
         # the first event, or an earlier one arriving late while learning: the window starts there
         last_seen = profile.last_seen
-        profile.start(t, settings.learning_period)
+        inherited = profile.inherited is not None
+        profile.start(t, settings.rollout_learning_period if inherited else settings.learning_period)
         if last_seen is not None and last_seen > t:
             profile.last_seen = last_seen
         changed = True

@@ -8,7 +8,7 @@ orjson, faster than the driver's default for large documents).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -201,6 +201,16 @@ async def lock_profile(session: AsyncSession, key: str) -> ProfileRow | None:
 async def profile_key_of_workload(session: AsyncSession, workload_key: str) -> str | None:
     stmt = select(ProfileWorkloadRow.profile_key).where(ProfileWorkloadRow.workload_key == workload_key)
     return cast(str | None, await session.scalar(stmt))
+
+
+async def workload_images(
+    session: AsyncSession, workload_keys: Collection[str]
+) -> dict[str, tuple[str, str | None]]:
+    """Workload key -> (the profile it used last, the image reference it had then)."""
+    stmt = select(
+        ProfileWorkloadRow.workload_key, ProfileWorkloadRow.profile_key, ProfileWorkloadRow.image
+    ).where(ProfileWorkloadRow.workload_key.in_(sorted(workload_keys)))
+    return {row.workload_key: (row.profile_key, row.image) for row in await session.execute(stmt)}
 
 
 async def workloads_of(session: AsyncSession, profile_key: str, limit: int) -> list[ProfileWorkloadRow]:

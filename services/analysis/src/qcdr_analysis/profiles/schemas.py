@@ -45,6 +45,11 @@ class ProfileSummary(BaseModel):
         description="The cluster whose shared baseline this profile was taken from (federation); "
         "null for a profile learned here.",
     )
+    inherited_from: str | None = Field(
+        default=None,
+        description="The profile of the image this one replaced in a rollout, whose baseline it "
+        "started from (it then learned rollout_learning_period); null for a profile that learned alone.",
+    )
 
 
 class Behaviour(BaseModel):

@@ -70,6 +70,7 @@ def summary_of(row: Any) -> ProfileSummary:
         updated_at=row.updated_at,
         reset_at=row.reset_at,
         shared_from=(row.summary or {}).get("shared_from"),
+        inherited_from=(row.summary or {}).get("inherited_from"),
     )
 
 

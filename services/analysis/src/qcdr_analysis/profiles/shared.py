@@ -88,6 +88,7 @@ def _taken(baseline: SharedBaseline, limits: Limits, local: Profile | None, now:
     profile = read_baseline(baseline, limits)
     profile.ready = True
     profile.novel = {}
+    profile.inherited = None  # the source's rollout history is its own
     profile.workloads = dict(local.workloads) if local is not None else {}
     profile.shared = {
         "from": baseline.source_cluster,

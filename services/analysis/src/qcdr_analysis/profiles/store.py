@@ -140,8 +140,12 @@ class ProfileStore:
         self.written_at.pop(key, None)
 
     def create(self, key: str) -> Profile:
-        profile = self.profiles[key] = Profile(key, self.limits)
-        self.dirty.add(key)
+        return self.add(Profile(key, self.limits))
+
+    def add(self, profile: Profile) -> Profile:
+        """A profile Postgres does not have yet (generation 0), saved with this batch."""
+        self.profiles[profile.key] = profile
+        self.dirty.add(profile.key)
         self._evict()
         return profile
 
