@@ -24,9 +24,8 @@ from tests.analysis.profiles_factory import (
     detector,
     exec_event,
     exec_hash_event,
-    file_event,
 )
-from tests.analysis.test_profiles_store import Sessions, batch, sessions
+from tests.analysis.test_profiles_store import Sessions, batch, learn, sessions
 
 __all__ = ["sessions"]
 
@@ -42,15 +41,11 @@ def v2(event: SecurityEvent, image: str = "docker.io/acme/api:2.0") -> SecurityE
 
 
 async def learn_v1(sessions: Sessions, state: behaviour.State) -> None:
-    for h in range(49):  # 48 h of learning, then one event that finds the profile ready
-        at = T0 + h * HOURS
-        await batch(
-            sessions,
-            state,
-            exec_event("/usr/local/bin/python3", at, parent="/usr/local/bin/gunicorn"),
-            exec_event("/usr/bin/curl", at, parent="/bin/sh"),
-            file_event("/usr/local/bin/python3", "/app/config.yaml", at),
-        )
+    """The first image's 48 h of learning, then one event that finds its profile ready."""
+    await learn(sessions, state)
+    await batch(
+        sessions, state, exec_event("/usr/local/bin/python3", READY, parent="/usr/local/bin/gunicorn")
+    )
 
 
 async def summary(sessions: Sessions, key: str) -> dict[str, object]:

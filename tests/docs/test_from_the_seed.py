@@ -20,6 +20,8 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
+from tests.docs.test_metrics_doc import defined_in_code
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "FROM-THE-SEED.md"
 SOURCES = [ROOT / "services", ROOT / "libs", ROOT / "src"]
@@ -203,12 +205,7 @@ def settings_variables() -> frozenset[str]:
 
 @functools.cache
 def code() -> str:
-    return "\n".join(
-        p.read_text(encoding="utf-8")
-        for base in SOURCES
-        for p in base.rglob("*.py")
-        if ".venv" not in p.parts and "_pb2" not in p.name
-    )
+    return defined_in_code()
 
 
 def detector_variable_exists(name: str) -> bool:
