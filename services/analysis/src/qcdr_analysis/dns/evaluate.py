@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from qcdr_analysis.dns.classifier import Model, load_classifier, threshold_at_fpr
 
@@ -76,19 +77,31 @@ def read(path: Path, *, relabel: bool = True) -> list[tuple[str, str, str]]:
     return out
 
 
-def evaluate(rows: list[tuple[str, str, str]], model: Model | None = None) -> Evaluation:
+def score(rows: list[tuple[str, str, str]], model: Model | None = None) -> npt.NDArray[np.float64]:
+    """Every row's score: computed once, it serves both :func:`evaluate` and :func:`operating_curve`."""
+    _, scores = (model or load_classifier()).score_names([d for _, _, d in rows])
+    return scores
+
+
+def evaluate(
+    rows: list[tuple[str, str, str]],
+    model: Model | None = None,
+    scores: npt.NDArray[np.float64] | None = None,
+) -> Evaluation:
+    """``scores``: the rows' scores under ``model`` when already computed (:func:`score`)."""
     m = model or load_classifier()
-    _, scores = m.score_names([d for _, _, d in rows])
+    if scores is None:
+        scores = score(rows, m)
     hits = scores >= m.threshold
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     legit = fp = 0
     fps: list[tuple[str, float]] = []
-    for (label, family, domain), hit, score in zip(rows, hits, scores, strict=True):
+    for (label, family, domain), hit, value in zip(rows, hits, scores, strict=True):
         if label == "legit":
             legit += 1
             if hit:
                 fp += 1
-                fps.append((domain, float(score)))
+                fps.append((domain, float(value)))
         else:
             counts[family][0] += 1
             counts[family][1] += int(hit)
@@ -108,10 +121,13 @@ class OperatingPoint:
 
 
 def operating_curve(
-    rows: list[tuple[str, str, str]], fprs: tuple[float, ...], model: Model | None = None
+    rows: list[tuple[str, str, str]],
+    fprs: tuple[float, ...],
+    model: Model | None = None,
+    scores: npt.NDArray[np.float64] | None = None,
 ) -> list[OperatingPoint]:
-    m = model or load_classifier()
-    _, scores = m.score_names([d for _, _, d in rows])
+    if scores is None:
+        scores = score(rows, model)
     legit = np.sort(np.array([s for (label, _, _), s in zip(rows, scores, strict=True) if label == "legit"]))
     by_family: dict[str, list[float]] = defaultdict(list)
     for (label, family, _), s in zip(rows, scores, strict=True):
