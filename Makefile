@@ -45,7 +45,7 @@ test-deps:
 	fi
 
 test: test-deps install
-	@$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
+	@$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30
 
 lint: install
 	@$(UV) run ruff check .

@@ -15,11 +15,11 @@ from random import Random
 
 import numpy as np
 import pytest
-import structlog
 from qcdr_analysis.dns import ngram
 from qcdr_analysis.dns.classifier import MODEL_PATH, check_benign_ngrams, load_classifier, model_from_dict
 from qcdr_analysis.dns.ngram import NgramModel, benign_model, build, load, save
 from qcdr_analysis.dns.text import ALPHABET
+from qcdr_common.testing.logs import capture_logs
 
 OUTCOMES = len(ALPHABET) + 1  # every character, or the end of the label
 
@@ -117,7 +117,7 @@ def test_a_model_trained_with_other_lists_is_reported() -> None:
 
     data = orjson.loads(MODEL_PATH.read_bytes())
     data["meta"]["benign_ngrams"]["digest"] = "0" * 16
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         assert not check_benign_ngrams(model_from_dict(data))
     assert any("other word or site lists" in entry["event"] for entry in logs)
     # the digest follows the training text

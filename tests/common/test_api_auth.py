@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, SecretStr
@@ -31,6 +30,7 @@ from qcdr_common.api import (
 )
 from qcdr_common.service_app import PUBLIC_PATHS, create_service_app
 from qcdr_common.settings import CommonSettings
+from qcdr_common.testing.logs import capture_logs
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -244,7 +244,7 @@ def test_tokens_file_is_reloaded_when_it_changes(tmp_path: Path) -> None:
 
     path.write_text("tokens: [ {broken")  # a bad update keeps the tokens in force
     os.utime(path, ns=(2, 2))
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         assert store.authenticate(auth_headers(f"Bearer {WRITER}")).name == "new"
     assert any(e["event"] == "api_tokens_reload_failed" for e in logs)
 
@@ -414,7 +414,7 @@ async def test_openapi_needs_a_read_token_and_documents_security(client: httpx.A
 
 
 async def test_tokens_never_reach_the_logs(client: httpx.AsyncClient) -> None:
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         await client.get("/v1/things", headers=bearer(ADMIN + "-wrong"))
         await client.post("/v1/things", json={"name": "x"}, headers=bearer(READER))
         await client.get("/v1/bug", headers=bearer(READER))

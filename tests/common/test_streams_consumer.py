@@ -27,6 +27,7 @@ from qcdr_common.streams import (
     run_until_stopped,
     stream_key,
 )
+from qcdr_common.testing.logs import capture_logs
 from redis.asyncio import Redis
 
 pytestmark = pytest.mark.redis
@@ -132,7 +133,7 @@ async def test_poison_message_is_isolated_then_dead_lettered_with_its_error(
     async def dead_lettered() -> bool:
         return int(await redis.xlen(dlq)) == 1
 
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         await run_until(c, dead_lettered)
     assert sorted(rec.handled) == [0, 1, 2, 4, 5]  # the rest of the batch went through at once
     poison_tries = [b for b in rec.batches if [d.envelope.payload["n"] for d in b] == [3]]

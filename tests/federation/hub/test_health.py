@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from prometheus_client import REGISTRY
 from qcdr_common.contracts.federation.v1 import ClusterHealth, ClusterHeartbeat
+from qcdr_common.testing.logs import capture_logs
 from qcdr_federation.hub.clusters.models import ClusterRow
 from qcdr_federation.hub.health import SWEEP_LOCK_KEY, derive_health, sweep_health
 from qcdr_federation.settings import FederationSettings
@@ -96,7 +96,7 @@ async def test_sweep_records_transitions_once_and_sets_gauges(
     steps = [(0.5, "healthy"), (1.0, None), (3.0, "degraded"), (3.5, None), (5.0, "offline"), (50.0, None)]
     for offset, changed_to in steps:
         now = beat + timedelta(seconds=offset)
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             transitions = await sweep_health(sessions, hub_settings, now)
         changes = [e for e in logs if e["event"] == "federation_cluster_health_changed"]
         if changed_to is None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from prometheus_client import REGISTRY
 from qcdr_common.contracts.federation.v1 import ClusterHeartbeat
+from qcdr_common.testing.logs import capture_logs
 from qcdr_federation.hub.clusters.models import BootstrapTokenRow, ClusterRow, CredentialRow
 from qcdr_federation.hub.clusters.service import declare_cluster as declare_cluster_service
 from qcdr_federation.hub.clusters.service import register_bootstrap_digest
@@ -187,7 +187,7 @@ async def test_every_bootstrap_refusal_is_401_logged_and_counted(
     ]
     before = failures("invalid_bootstrap_token")
     for why, name, token in cases:
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             response = await _register(hub_client, name, token)
         assert_refused(response, "invalid_bootstrap_token")
         [entry] = auth_logs(logs)
@@ -235,7 +235,7 @@ async def test_credential_refusals(hub_client: httpx.AsyncClient, hub_app: Any) 
 
     async def refused(headers: dict[str, str], reason: str, **expected: Any) -> None:
         before = failures(reason)
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             response = await hub_client.post(path, json=heartbeat(), headers=headers)
         assert_refused(response, reason)
         [entry] = auth_logs(logs)
@@ -304,7 +304,7 @@ async def test_rotation_keeps_the_old_credential_for_the_overlap_then_refuses_it
         # the overlap ends
         old.expires_at = datetime.now(UTC) - timedelta(seconds=1)
         await session.commit()
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         response = await hub_client.post("/federation/v1/heartbeat", json=heartbeat(), headers=spoke.headers)
     assert_refused(response, "expired_credential")
     assert auth_logs(logs)[0]["credential_id"] == spoke.credential_id
