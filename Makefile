@@ -3,7 +3,9 @@ SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 # uv from PATH, else the one pip installs as a module (`python3 -m uv`) on a fresh machine.
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PYTEST_WORKERS ?= 2
+# Three workers on two cores: many tests wait on servers, sockets and subprocesses, so a third
+# worker fills those waits (2026-12-06, Intel VM, same commit: 15.5 min with 2, 13.6 with 3).
+PYTEST_WORKERS ?= 3
 
 .PHONY: help ensure-uv install demo test test-deps lint fmt bench clean up down
 

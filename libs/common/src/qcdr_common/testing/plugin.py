@@ -125,7 +125,7 @@ async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[objec
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with a ``slow`` test first, each file's tests kept together and in order.
 
-    With ``-n 2 --dist loadfile`` this order only counts under ``--no-loadscope-reorder``: by
+    With ``-n N --dist loadfile`` this order only counts under ``--no-loadscope-reorder``: by
     default xdist re-sorts files by their number of tests, so the one-test slow files run last.
     Measured 2026-12-06 on 2 cores: both orders take about 14.5 minutes (the suite is CPU-bound,
     not waiting on a last long file), and running the heavy files first, beside each other,
