@@ -127,9 +127,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     With ``-n N --dist loadfile`` this order only counts under ``--no-loadscope-reorder``: by
     default xdist re-sorts files by their number of tests, so the one-test slow files run last.
-    Measured 2026-12-06 on 2 cores: both orders take about 14.5 minutes (the suite is CPU-bound,
-    not waiting on a last long file), and running the heavy files first, beside each other,
-    failed two timing- and order-sensitive tests, so ``make test`` keeps xdist's default."""
+    Measured 2026-12-06 on 2 cores with 2 workers: both orders take about 14.5 minutes (the
+    order of the files is not what limits the suite), and running the heavy files first, beside
+    each other, failed two timing- and order-sensitive tests, so ``make test`` keeps xdist's
+    default."""
 
     def file_of(item: pytest.Item) -> str:
         return item.nodeid.split("::", 1)[0]
