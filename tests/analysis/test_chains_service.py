@@ -168,3 +168,36 @@ async def test_a_crash_between_checkpoint_and_commit_neither_loses_nor_repeats_a
     third = Correlator.from_patterns(None, RedisCheckpoint(redis_client, redis_prefix))
     await third.restore()
     assert third.feed(events, []) + third.flush() == []  # confirmed: nothing again
+
+
+async def test_a_restart_with_no_new_events_still_completes_what_the_checkpoint_holds(
+    db: str, engine: AsyncEngine, redis_client: Any, redis_prefix: str, shared_path: Path
+) -> None:
+    """The whole chain consumed, then the process stops before the idle flush; the new process gets
+    no further event (a quiet cluster, or everything went to the old leader): its flusher must load
+    the checkpoint by itself, or the chain waits for an event that may never come."""
+    redis: Redis = redis_client
+    key = stream_key(redis_prefix, "ingest:events")
+    common = {
+        "redis_prefix": redis_prefix,
+        "stream_batch": 4,
+        "disabled_detectors": frozenset({"behaviour_profile", "workload_anomaly"}),
+    }
+    await publish(redis, key, chain_envelopes(shared_path), maxlen=10_000)
+    first = Running(AnalysisWorker(analysis_settings(**common, correlation_idle_flush_s=3600), engine, redis))
+    try:
+        await wait_for(lambda: consumed(redis, key), 30)
+    finally:
+        await first.close()
+    assert await chains(db) == []  # the last steps wait in the checkpointed buffer
+
+    second = Running(AnalysisWorker(analysis_settings(**common, correlation_idle_flush_s=0.2), engine, redis))
+    try:
+        await wait_for(lambda: _chains_at_least(db, 1), 10)
+    finally:
+        await second.close()
+    assert [c["category"] for c in await chains(db)] == [f"chain.{PATTERN}"]
+
+
+async def _chains_at_least(db: str, n: int) -> bool:
+    return len(await chains(db)) >= n

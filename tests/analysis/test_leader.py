@@ -162,3 +162,37 @@ async def test_a_leader_stalled_past_its_lease_closes_its_gate(redis_client: Any
     assert await lease.renew()
     election._renewed(clock.now)
     assert election.holds()
+
+
+async def test_a_slow_worker_build_does_not_cost_the_new_lead_its_lease(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    """Building a worker (rules, patterns, models) blocks the loop; on a busy node that took longer
+    than a short lease. Built while standing by, it cannot expire the lease it has not taken yet."""
+    import time
+
+    from qcdr_common.streams.lease import RedisLease
+
+    lease_s = 0.3
+    built: list[float] = []
+
+    def slow_factory(gate: Any) -> list[Any]:
+        time.sleep(lease_s * 1.5)  # synchronous, like loading rule files and models
+        built.append(time.monotonic())
+        return []
+
+    lease = RedisLease(redis_client, f"{redis_prefix}:analysis:leader", "analysis-a", ttl_s=lease_s)
+    election = LeaderElected(lease, slow_factory, lease_s=lease_s)
+    stop = asyncio.Event()
+    task = asyncio.create_task(election.run(stop))
+    try:
+        await wait_for(lambda: _true(election.leading), 5)
+        await asyncio.sleep(lease_s * 3)  # several renewals
+        assert election.leads == 1  # never lost and retaken
+        assert election.leading
+        assert election.holds()
+        assert len(built) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert len(built) == 1  # a clean stop builds no other

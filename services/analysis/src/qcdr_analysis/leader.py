@@ -48,7 +48,8 @@ LEAD_CHANGES = Counter(
 
 
 class LeaderElected:
-    """Runs the worker ``factory`` builds while holding ``lease``; a new worker for each lead."""
+    """Runs the worker ``factory`` builds while holding ``lease``; a new worker for each lead,
+    built while standing by (nothing in it reads state before its first batch)."""
 
     def __init__(
         self,
@@ -82,8 +83,12 @@ class LeaderElected:
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            while await self._acquire(stop):
-                if not await self._lead(stop):
+            while True:
+                # built before the lease is taken: loading rules, patterns and models blocks the
+                # loop for a while, and inside the lease it would eat into the first renewal's
+                # margin (a short lease on a busy node expired before its first renewal)
+                workers = self.factory(self.holds)
+                if not await self._acquire(stop) or not await self._lead(stop, workers):
                     return
         finally:
             LEADING.set(0)
@@ -105,7 +110,7 @@ class LeaderElected:
             await wait_any(stop, seconds=self.interval_s)
         return False
 
-    async def _lead(self, stop: asyncio.Event) -> bool:
+    async def _lead(self, stop: asyncio.Event, workers: list[Worker]) -> bool:
         """Run a fresh worker until ``stop`` (False) or until the lease is lost (True)."""
         self.leads += 1
         self.leading = True
@@ -135,7 +140,7 @@ class LeaderElected:
                     inner_stop.set()
 
         try:
-            await run_until_stopped(*self.factory(self.holds), keep, stop=inner, signals=False)
+            await run_until_stopped(*workers, keep, stop=inner, signals=False)
         finally:
             self.leading = False
             LEADING.set(0)

@@ -177,7 +177,7 @@ def elected_worker(
         worker = AnalysisWorker(
             settings, engine, redis, detectors=unused.pop() if unused else None, gate=gate
         )
-        log.info("analysis worker started", detectors=worker.detectors.names)
+        log.info("analysis worker ready for the next lead", detectors=worker.detectors.names)
         return worker.tasks
 
     prefix = settings.redis_prefix

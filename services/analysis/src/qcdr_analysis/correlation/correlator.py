@@ -115,6 +115,11 @@ class Correlator:
         self._offered = set()
 
     @property
+    def restored(self) -> bool:
+        """The checkpoint is loaded (or there is none to load)."""
+        return self._restored or self.store is None
+
+    @property
     def waiting(self) -> bool:
         """Items wait in the engine's buffer for the watermark, or chains for a commit."""
         return bool(self.engine.buffered) or bool(self.pending)

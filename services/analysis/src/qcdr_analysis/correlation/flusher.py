@@ -1,7 +1,12 @@
 """Completes what an idle stream leaves waiting: the engine releases an event only when event time
 has moved ``lateness`` past it, and with no new events it never would. When no batch came for a
 while, the flusher processes the buffer in a transaction of its own (chains stored, checkpoint
-written, then confirmed), under the same lock as the batches."""
+written, then confirmed), under the same lock as the batches.
+
+A new process (or a new lead, leader.py) loads the checkpoint with its first batch. When no fresh
+event comes (a quiet cluster, or the previous leader consumed everything before it stopped), the
+flusher loads it instead, or what the checkpoint holds would wait for an event that may never
+come."""
 
 from __future__ import annotations
 
@@ -44,7 +49,8 @@ class CorrelationFlusher:
                 await asyncio.wait_for(stop.wait(), self.idle_seconds)
             now = correlator.engine.stats.events
             allowed = self.gate is None or self.gate()
-            if now == seen and correlator.waiting and allowed:  # idle, and something is waiting
+            # idle, and something is waiting (or may be, in a checkpoint not loaded yet)
+            if now == seen and allowed and (correlator.waiting or not correlator.restored):
                 try:
                     await self.flush()
                 except Exception:
