@@ -16,8 +16,8 @@ from qcdr_common.streams.runner import in_background
 
 from qcdr_analysis.correlation.patterns import load_patterns
 from qcdr_analysis.correlation.router import router as chains_router
+from qcdr_analysis.dns.classifier import warm_classifier
 from qcdr_analysis.dns.router import router as dns_router
-from qcdr_analysis.dns.router import warm_classifier
 from qcdr_analysis.findings.router import router as findings_router
 from qcdr_analysis.profiles.router import router as profiles_router
 from qcdr_analysis.settings import AnalysisSettings, get_settings

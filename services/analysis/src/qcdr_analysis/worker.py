@@ -36,7 +36,8 @@ from qcdr_analysis.correlation.checkpoint import RedisCheckpoint
 from qcdr_analysis.correlation.correlator import Correlator
 from qcdr_analysis.correlation.flusher import CorrelationFlusher
 from qcdr_analysis.correlation.patterns import PatternError
-from qcdr_analysis.detectors import workload_anomaly
+from qcdr_analysis.detectors import dga, workload_anomaly
+from qcdr_analysis.dns.classifier import warm_classifier
 from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.handlers import EventsHandler
 from qcdr_analysis.findings.models import OUTBOX
@@ -196,12 +197,17 @@ async def consume() -> None:
     detectors = make_detectors(settings)  # before connecting: a bad rule file fails fast
     engine = make_engine(settings.database_url.get_secret_value())
     redis = Redis.from_url(settings.redis_url.get_secret_value())
+    # The DGA model takes seconds to load: in a thread now rather than on the loop, inside the
+    # first batch with a DNS query (``serve`` does the same in its lifespan).
+    warming = asyncio.create_task(asyncio.to_thread(warm_classifier)) if dga.NAME in detectors.names else None
     try:
         worker = elected_worker(settings, engine, redis, detectors=detectors)
         if settings.gc_tuning:
             tune_gc()
         await run_until_stopped(worker)
     finally:
+        if warming is not None:
+            await warming  # a thread cannot be cancelled; it ends once the model is loaded
         await redis.aclose()
         await engine.dispose()
 

@@ -133,6 +133,15 @@ def load_classifier(path: Path = MODEL_PATH) -> Model:
     return model
 
 
+def warm_classifier() -> None:
+    """Load the model and lexicon (a few seconds, once per process; call it in a thread at
+    start-up); a failure is logged, and the first use then loads (and reports) it again."""
+    try:
+        classify(["warm.example"])
+    except Exception:  # start-up must not die of a model the first use reports on
+        log.exception("dga_model_load_failed")
+
+
 def check_benign_ngrams(model: Model) -> bool:
     """The benign 6-gram model is built from the installed wordfreq and hstspreload packages; with
     other versions than the model was trained with, scores drift from the evaluated ones. Warn

@@ -15,11 +15,12 @@ from qcdr_common.api.auth import ReadPrincipal
 from qcdr_common.api.errors import ApiError
 from qcdr_common.logging import get_logger
 
-from qcdr_analysis.dns.classifier import classify, load_classifier
+from qcdr_analysis.dns.classifier import classify, load_classifier, warm_classifier
 from qcdr_analysis.dns.schemas import ClassifyRequest, ClassifyResponse, NameScore
 
 router = APIRouter(prefix="/v1/dns", tags=["dns"])
 log = get_logger(__name__)
+__all__ = ["router", "warm_classifier"]
 
 # Host-name characters (underscore too: SRV and DKIM names carry it), labels of 1-63 characters.
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -30,15 +31,6 @@ def _canonical(raw: str) -> str | None:
     if not name or len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
         return None
     return name
-
-
-def warm_classifier() -> None:
-    """Load the model and lexicon (a few seconds, once per process); a failure is logged, and the
-    first request then loads (and reports) it again."""
-    try:
-        classify(["warm.example"])
-    except Exception:  # start-up must not die of a model the API reports on use
-        log.exception("dga_model_load_failed")
 
 
 def _score(names: list[str]) -> ClassifyResponse:
