@@ -100,6 +100,12 @@ class ResponseSettings(CommonSettings):
     kube_context: str | None = None
     kube_in_cluster: bool = Field(default=False, description="Apply with the pod's service account.")
     field_manager: str = "qcdr"
+    policy_resync_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between re-derivations of the policy files and auto-applies of approved "
+        "policies without a new finding (what failed, a cluster away or a full disk, is retried).",
+    )
 
     # --- response actions (dry-run unless actions_mode is enforce)
     actions_enabled: bool = Field(default=True, description="Run playbooks and accept action requests.")

@@ -19,7 +19,7 @@ from qcdr_common.logging import get_logger
 from qcdr_common.streams.consumer import StreamConsumer
 from qcdr_common.streams.metrics import LagExporter
 from qcdr_common.streams.outbox import OutboxRelay, mark_for_replay
-from qcdr_common.streams.runner import run_until_stopped
+from qcdr_common.streams.runner import run_until_stopped, wait_any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -184,6 +184,19 @@ class ResponseWorker:
             self.relay.notify()
         return applied
 
+    async def resync_loop(self, stop: asyncio.Event) -> None:
+        """``refresh_outputs`` every ``policy_resync_s``, like a controller's resync period: an
+        apply or file write that failed is retried although no new finding changes a policy, and a
+        policy file deleted by hand comes back."""
+        while not stop.is_set():
+            await wait_any(stop, seconds=self.settings.policy_resync_s)
+            if stop.is_set():
+                return
+            try:
+                await self.refresh_outputs()
+            except Exception:  # the database away: the next round tries again
+                log.exception("refreshing policy outputs failed; retried at the next resync")
+
     async def _startup(self) -> None:
         try:
             await self.refresh_outputs()
@@ -194,6 +207,8 @@ class ResponseWorker:
         """Consume, relay and export lag until ``stop`` is set (or SIGTERM with ``signals``)."""
         await self._startup()
         loops = [self.consumer.run, self.relay.run, self.lag.run]
+        if self.settings.output_dir is not None or (self.settings.auto_apply and self.cluster is not None):
+            loops.append(self.resync_loop)
         if self.federation_consumer is not None:
             loops.append(self.federation_consumer.run)
         if self.actions is not None:

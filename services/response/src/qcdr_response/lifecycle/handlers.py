@@ -71,7 +71,9 @@ class FindingsHandler:
             try:
                 await self.after_commit(outcome)
             except Exception:  # committed already: a redelivery would only be skipped
-                log.exception("after-commit step failed (it runs again with the next batch and at start-up)")
+                log.exception(
+                    "after-commit step failed (it runs again at the next resync, batch or start-up)"
+                )
         if malformed:
             # The good ones are committed: the consumer's one-by-one retry skips them as already
             # received (cheap) and dead-letters the malformed ones after their last delivery.
