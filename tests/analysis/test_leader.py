@@ -196,3 +196,38 @@ async def test_a_slow_worker_build_does_not_cost_the_new_lead_its_lease(
         stop.set()
         await asyncio.wait_for(task, 5)
     assert len(built) == 1  # a clean stop builds no other
+
+
+async def test_the_gate_is_shut_before_the_workers_of_a_lost_lead_stop(
+    redis_client: Any, redis_prefix: str
+) -> None:
+    """What a worker writes on its way out (the idle saver's last save) asks the gate: after a loss
+    it must already say no, while the lease was only released it still says yes."""
+    from qcdr_common.streams.lease import RedisLease
+
+    lease_s = 0.6
+    key = f"{redis_prefix}:analysis:leader"
+    at_stop: list[bool] = []
+
+    def factory(gate: Any) -> list[Any]:
+        async def worker(stop: asyncio.Event) -> None:
+            await stop.wait()
+            at_stop.append(gate())
+
+        return [worker]
+
+    election = LeaderElected(
+        RedisLease(redis_client, key, "analysis-a", ttl_s=lease_s), factory, lease_s=lease_s
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(election.run(stop))
+    try:
+        await wait_for(lambda: _true(election.leading), 5)
+        await redis_client.set(key, "analysis-z:intruder", px=60_000)  # taken by another replica
+        await wait_for(lambda: _true(at_stop == [False]), 5)
+        await redis_client.delete(key)
+        await wait_for(lambda: _true(election.leads == 2), 5)
+    finally:
+        stop.set()  # a clean stop: the lease is still held while the worker winds down
+        await asyncio.wait_for(task, 5)
+    assert at_stop == [False, True]

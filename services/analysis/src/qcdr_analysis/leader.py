@@ -137,6 +137,7 @@ class LeaderElected:
                     self._renewed(asked)
                 elif held is False or not self.holds():  # taken, or unrenewed for most of the lease
                     lost = True
+                    self.valid_until = 0.0  # the gate shuts now: nothing more is read or written
                     inner_stop.set()
 
         try:

@@ -58,6 +58,13 @@ class AnalysisSettings(CommonSettings):
         gt=0,
         description="After this long without a batch, events still waiting out the lateness are processed.",
     )
+    idle_save_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After this long without a batch, stateful detectors save what they hold unsaved "
+        "and is due (profile counts after count_flush_interval, anomaly windows after "
+        "checkpoint_every); a clean stop saves all of it.",
+    )
     correlation_source_idle_s: float | None = Field(
         default=None,
         gt=0,

@@ -40,6 +40,7 @@ from qcdr_analysis.detectors import dga, workload_anomaly
 from qcdr_analysis.dns.classifier import warm_classifier
 from qcdr_analysis.findings import repository as repo
 from qcdr_analysis.findings.handlers import EventsHandler
+from qcdr_analysis.findings.idle_save import IdleSaver
 from qcdr_analysis.findings.models import OUTBOX
 from qcdr_analysis.findings.service import BatchOutcome, DetectorConfigError, DetectorSet
 from qcdr_analysis.leader import LeaderElected
@@ -101,6 +102,11 @@ class AnalysisWorker:
                 idle_seconds=settings.correlation_idle_flush_s,
                 gate=gate,
             )
+        self.saver: IdleSaver | None = None
+        if self.detectors.stateful:
+            self.saver = IdleSaver(
+                self.sessions, self.detectors, idle_seconds=settings.idle_save_s, gate=gate
+            )
         groups = [(streams.EVENTS, settings.consumer_group)]
         self.samples_consumer: StreamConsumer | None = None
         self.trainer: ModelTrainer | None = None
@@ -156,6 +162,8 @@ class AnalysisWorker:
             tasks.append(self.trainer.run)
         if self.flusher is not None:
             tasks.append(self.flusher.run)
+        if self.saver is not None:
+            tasks.append(self.saver.run)
         return tasks
 
     async def run(self, stop: asyncio.Event) -> None:

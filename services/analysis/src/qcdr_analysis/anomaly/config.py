@@ -110,7 +110,8 @@ class WorkloadAnomalyConfig(DetectorConfig):
     max_training_rows: int = Field(default=50_000, ge=256)
     checkpoint_every: timedelta = Field(
         default=timedelta(seconds=30),
-        description="Wall time between checkpoints of window counts (state changes are written at once).",
+        description="Wall time between checkpoints of window counts (state changes are written at once; "
+        "a quiet stream checkpoints after idle_save_s, a clean stop at once).",
     )
     max_workloads: int = Field(default=50_000, ge=10, description="Workload states kept in memory.")
     seed: int = 20260504

@@ -10,7 +10,9 @@ A *stateful* detector (behavioural profiles, baselines) keeps its state in memor
 declares ``persist``, which writes what the batch changed in the batch's own transaction (so a
 committed batch and its state changes are one), and ``discard``, called when that transaction did
 not commit: the detector forgets its unsaved changes and reloads them from Postgres when next
-needed, so a retried batch is not counted twice. The dispatcher
+needed, so a retried batch is not counted twice. ``persist`` may leave cheap changes (counts)
+unsaved for a while; ``all_due`` marks them due, so the next ``persist`` writes everything (a
+clean stop). The dispatcher
 (:mod:`qcdr_analysis.findings.service`) owns the rest: lookups in a savepoint, error isolation per
 detector and per event, metrics.
 
@@ -58,6 +60,7 @@ class Detector(Generic[S]):
     lookup: LookupFn[S] | None = None
     persist: PersistFn[S] | None = None
     discard: Callable[[S], None] | None = None
+    all_due: Callable[[S], None] | None = None
 
 
 DETECTORS: Registry[Detector[Any]] = Registry("detector")

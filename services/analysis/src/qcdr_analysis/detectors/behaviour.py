@@ -71,7 +71,8 @@ class Config(DetectorConfig):
     workloads_in_memory: int = Field(default=100_000, ge=1)
     count_flush_interval: timedelta = Field(
         default=timedelta(seconds=30),
-        description="How long count-only changes of a profile may stay unsaved (lost on a crash).",
+        description="How long count-only changes of a profile may stay unsaved (lost on a crash; a "
+        "quiet stream saves them after idle_save_s, a clean stop at once).",
     )
     top_n: int = Field(default=5, ge=1, le=50, description="Known behaviours an explanation lists.")
 
@@ -212,6 +213,10 @@ def discard(state: State) -> None:
     state.store.discard()
 
 
+def all_due(state: State) -> None:
+    state.store.all_due = True
+
+
 DETECTOR = register(
     Detector(
         name=NAME,
@@ -222,5 +227,6 @@ DETECTOR = register(
         lookup=lookup,
         persist=persist,
         discard=discard,
+        all_due=all_due,
     )
 )

@@ -82,6 +82,10 @@ def discard(state: State) -> None:
     state.engine.discard_unsaved()
 
 
+def all_due(state: State) -> None:
+    state.last_checkpoint = float("-inf")  # the next persist checkpoints every window's counts
+
+
 DETECTOR = register(
     Detector(
         name=NAME,
@@ -92,5 +96,6 @@ DETECTOR = register(
         lookup=lookup,
         persist=persist,
         discard=discard,
+        all_due=all_due,
     )
 )

@@ -85,6 +85,7 @@ async def run_batch(
         except BaseException:
             detectors.discard()
             raise
+        detectors.batches += 1
     count_committed(outcome)
     if detectors.correlator is not None:
         await detectors.correlator.committed(outcome.inserted)

@@ -83,6 +83,7 @@ class DetectorSet:
         self.lock = asyncio.Lock()
         # attack-chain correlation over each batch's events and the findings raised on them
         self.correlator: Correlator | None = None
+        self.batches = 0  # committed batches (events and samples): the idle saver's clock
 
     @property
     def names(self) -> list[str]:
@@ -145,6 +146,16 @@ class DetectorSet:
         for active in self.active:
             if active.detector.persist is not None:
                 await active.detector.persist(session, active.state)
+
+    @property
+    def stateful(self) -> bool:
+        return any(a.detector.persist is not None for a in self.active)
+
+    def all_due(self) -> None:
+        """Stateful detectors write everything they hold unsaved with the next ``persist``."""
+        for active in self.active:
+            if active.detector.all_due is not None:
+                active.detector.all_due(active.state)
 
     def discard(self) -> None:
         """The batch's transaction did not commit: stateful detectors forget unsaved changes."""

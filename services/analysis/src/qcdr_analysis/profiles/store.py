@@ -84,6 +84,7 @@ class ProfileStore:
         self.profiles: OrderedDict[str, Profile] = OrderedDict()
         self.dirty: set[str] = set()
         self.stale: set[str] = set()
+        self.all_due = False  # the next due() returns every stale profile, whatever the interval
         self.unconfirmed: set[str] = set()
         self.written_at: dict[str, float] = {}  # monotonic time of a profile's last write
         self.batch_keys: set[str] = set()
@@ -166,6 +167,10 @@ class ProfileStore:
         keys = set(self.dirty)
         interval = self.flush_interval
         room = STALE_PER_BATCH  # spread count flushes over batches instead of one huge write
+        if self.all_due:  # a clean stop: every count, now
+            self.all_due = False
+            keys |= self.stale
+            room = 0
         for key in self.stale:
             if room and now - self.written_at.get(key, float("-inf")) >= interval:
                 keys.add(key)
