@@ -78,8 +78,12 @@ class StateError(RuntimeError):
 def merge_events(
     stored: list[SecurityEvent], new: list[SecurityEvent], *, keep_after: datetime
 ) -> tuple[list[SecurityEvent], int]:
-    """Stored plus new findings, de-duplicated by id (the newer copy wins), older ones dropped.
+    """Stored plus new findings, de-duplicated by id (the newer copy wins); stored ones older than
+    ``keep_after`` are dropped.
 
+    What this run read is always kept: the source chose it (a fetch window, or an
+    ``--events-file``, whose findings may be days old), and dropping it by the wall clock turned a
+    file of older findings into an empty run. The window only ages out earlier runs' findings.
     Returns the merged list and how many of ``new`` were already known.
     """
     by_id = {e.id: e for e in stored if e.event_time >= keep_after}
@@ -88,7 +92,7 @@ def merge_events(
         if event.id in by_id:
             known += 1
         by_id[event.id] = event
-    merged = [e for e in by_id.values() if e.event_time >= keep_after]
+    merged = list(by_id.values())
     merged.sort(key=lambda e: (e.event_time, e.id))
     return merged, known
 

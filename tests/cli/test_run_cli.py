@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -161,6 +161,23 @@ def test_state_dir_deduplicates_across_runs(events_file: Path, tmp_path: Path) -
     assert second["events_in_window"] == first["events_in_window"]
     assert (tmp_path / "state" / "watermark.json").exists()
 
+
+
+def test_a_file_of_older_findings_is_processed_with_a_state_dir(tmp_path: Path) -> None:
+    """The state's window ages out earlier runs' findings; it must not empty this run's file."""
+    old = tmp_path / "last-week.json"
+    old.write_bytes(orjson.dumps(generate_findings(100, seed=7, now=datetime.now(UTC) - timedelta(days=7))))
+    fresh = tmp_path / "today.json"
+    fresh.write_bytes(orjson.dumps(generate_findings(50, seed=8, now=datetime.now(UTC))))
+    common = ["--once", "--output", str(tmp_path / "p"), "--state-dir", str(tmp_path / "state"), "--json"]
+
+    first = orjson.loads(_run(*common, "--events-file", str(old))[1])
+    assert first["normalized"] > 0
+    assert first["events_in_window"] == first["normalized"]
+    assert first["totals"]["accounted"] == first["fetched"]
+    # the next run reads today's file: last week's findings have aged out of the 24 h window
+    second = orjson.loads(_run(*common, "--events-file", str(fresh))[1])
+    assert second["events_in_window"] == second["normalized"]
 
 def _free_port() -> int:
     with socket.socket() as sock:
