@@ -25,14 +25,20 @@ def _load(state_dir: Path, feeds: Path | None, refresh: bool, never_block: list[
     from qcdr_ingest.intel.indicators import IndicatorSet
     from qcdr_ingest.intel.netsets import NeverBlock
 
-    from qcdr.intel_step import INDICATORS_FILE, IntelOptions, run_threat_intel
+    from qcdr.intel_step import INDICATORS_FILE, IntelError, IntelOptions, run_threat_intel
 
     saved = state_dir / "intel" / INDICATORS_FILE
     if refresh or not saved.exists():
         options = IntelOptions(
             state_dir=state_dir, feeds_file=feeds, never_block=tuple(never_block), ttl=timedelta(days=7)
         )
-        return asyncio.run(run_threat_intel(options, datetime.now(UTC))).indicators
+        result = asyncio.run(run_threat_intel(options, datetime.now(UTC)))
+        if result.unavailable:  # "not listed" would be a guess
+            raise IntelError(
+                f"no feed could be read and none is cached ({', '.join(result.unavailable)}): "
+                "cannot tell whether the address is listed"
+            )
+        return result.indicators
     return IndicatorSet.from_json(saved.read_bytes(), NeverBlock.build(never_block))
 
 

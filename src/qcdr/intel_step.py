@@ -95,6 +95,16 @@ class IntelResult:
     def known_bad_ips(self) -> int:
         return self.blocklist.input_ips
 
+    @property
+    def unavailable(self) -> list[str]:
+        """The failed feeds' names when no feed could be read and nothing is held from earlier
+        runs: an empty blocklist then means "unknown", not "nothing listed". Else empty."""
+        failed = [f.name for f in self.feeds if f.status is FeedStatus.FAILED]
+        usable = [f for f in self.feeds if f.status not in (FeedStatus.FAILED, FeedStatus.DISABLED)]
+        if failed and not usable and self.indicators.indicator_count() == 0:
+            return failed
+        return []
+
     def as_dict(self) -> dict[str, Any]:
         bl = self.blocklist
         return {
@@ -161,8 +171,6 @@ async def run_threat_intel(options: IntelOptions, now: datetime) -> IntelResult:
         warnings += [f"{result.name}: {w}" for w in result.warnings]
         if result.status is FeedStatus.FAILED and result.error:
             warnings.append(f"{result.name}: failed: {result.error}")
-    atomic_write(saved, indicators.to_json())
-
     blocklist = indicators.blocklist(options.max_cidrs)
     summaries = [
         FeedSummary(name=ln.name, category=ln.category, status=ln.status.value, ips=ln.ips, cidrs=ln.cidrs)
@@ -179,7 +187,10 @@ async def run_threat_intel(options: IntelOptions, now: datetime) -> IntelResult:
     domain_feeds = [
         (r.spec, r.body) for r in results if r.body is not None and r.spec.format in DOMAIN_FORMATS
     ]
-    return IntelResult(lines, blocklist, documents, indicators, expired, groups, warnings, domain_feeds)
+    intel = IntelResult(lines, blocklist, documents, indicators, expired, groups, warnings, domain_feeds)
+    if not intel.unavailable:  # an empty set saved would later read as "nothing listed"
+        atomic_write(saved, indicators.to_json())
+    return intel
 
 
 @dataclass

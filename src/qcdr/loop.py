@@ -103,6 +103,15 @@ async def run_loop(
                 print_report(report, console, hours=options.hours, output=options.output)
             if report.apply is not None and report.apply.get("failed"):
                 code = EXIT_FAILURE
+            if report.intel is not None and report.intel.unavailable:
+                failed = ", ".join(report.intel.unavailable)
+                err.print(
+                    f"qcdr: error: threat intel: no feed could be read and none is cached ({failed}); "
+                    "no blocklist was written",
+                    highlight=False,
+                    markup=False,
+                )
+                code = EXIT_FAILURE
         if once:
             return code
         wait = every if code == EXIT_OK else min(every, RETRY_AFTER_FAILURE)

@@ -162,7 +162,6 @@ def test_state_dir_deduplicates_across_runs(events_file: Path, tmp_path: Path) -
     assert (tmp_path / "state" / "watermark.json").exists()
 
 
-
 def test_a_file_of_older_findings_is_processed_with_a_state_dir(tmp_path: Path) -> None:
     """The state's window ages out earlier runs' findings; it must not empty this run's file."""
     old = tmp_path / "last-week.json"
@@ -178,6 +177,7 @@ def test_a_file_of_older_findings_is_processed_with_a_state_dir(tmp_path: Path) 
     # the next run reads today's file: last week's findings have aged out of the 24 h window
     second = orjson.loads(_run(*common, "--events-file", str(fresh))[1])
     assert second["events_in_window"] == second["normalized"]
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -343,3 +343,31 @@ def test_intel_lookup(feed_server: str, tmp_path: Path, shared_path: Path) -> No
         ).stdout
     )
     assert private["blocked"] is False
+
+
+def test_no_readable_feed_is_an_error_not_an_empty_blocklist(
+    feed_server: str, tmp_path: Path, events_file: Path
+) -> None:
+    """Every feed failed and nothing is cached: "nothing listed" would be a guess."""
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        yaml.safe_dump([{"name": "broken", "url": f"{feed_server}/broken.txt", "category": "c2"}])
+    )
+    state = str(tmp_path / "s")
+    lookup = runner.invoke(
+        app, ["intel", "lookup", "185.220.101.7", "--state-dir", state, "--feeds", str(feeds)]
+    )
+    assert lookup.exit_code == 1
+    assert "no feed could be read and none is cached (broken)" in lookup.stderr
+    again = runner.invoke(app, ["intel", "lookup", "185.220.101.7", "--state-dir", state])
+    assert again.exit_code == 1  # nothing was saved that would read as "not listed"
+
+    out = tmp_path / "out"
+    args = ["run", "--once", "--events-file", str(events_file), "--output", str(out), "--state-dir", state]
+    result = runner.invoke(
+        app, [*args, "--threat-intel", "--feeds", str(feeds)], env={"ABUSEIPDB_API_KEY": ""}
+    )
+    assert result.exit_code == 1
+    assert "threat intel: no feed could be read and none is cached (broken)" in result.stderr
+    assert not (out / "threat-intel-blocklist.yaml").exists()
+    assert any(out.glob("cdr-block-*.yaml"))  # the findings' policies are still written
