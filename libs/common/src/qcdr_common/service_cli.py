@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
+from pydantic import ValidationError
+from uvicorn.importer import import_from_string
 
 from qcdr_common.logging import configure_logging, redact_url
 from qcdr_common.settings import CommonSettings
@@ -41,10 +43,17 @@ def make_service_cli(
         port: int | None = typer.Option(None, help="Port (default from settings)."),
     ) -> None:
         """Run the HTTP API (health, metrics and the service's routes)."""
-        settings = get_settings()
+        try:
+            settings = get_settings()
+            # built here rather than by uvicorn, so that a configuration mistake (a short API
+            # token, an unknown detector, a bad rule file) is one line and exit 2, not a traceback
+            app = import_from_string(app_factory)()
+        except (ValueError, OSError) as exc:
+            message = " ".join(_one_line(exc).split())[:1000]
+            typer.echo(f"qcdr-{service} serve: configuration error: {redact_url(message)}", err=True)
+            raise typer.Exit(2) from None
         uvicorn.run(
-            app_factory,
-            factory=True,
+            app,
             host=host or settings.http_host,
             port=port or settings.http_port,
             log_level=settings.log_level.lower(),
@@ -63,6 +72,17 @@ def make_service_cli(
         """qcdr service commands."""
 
     return cli
+
+
+def _one_line(exc: BaseException) -> str:
+    """The reason, without values: a settings error names the fields, not what they were set to
+    (a wrong token or password would otherwise reach the terminal and the logs)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+    return str(exc) or type(exc).__name__
 
 
 def _db_cli(service: str, get_settings: Callable[[], CommonSettings], upgrade: DbUpgrade) -> typer.Typer:
