@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import uvicorn
@@ -17,6 +17,7 @@ from uvicorn.importer import import_from_string
 from qcdr_common.logging import configure_logging, redact_url
 from qcdr_common.settings import CommonSettings
 
+S = TypeVar("S", bound=CommonSettings)
 # (database URL, target revision) -> the revision the database is at afterwards
 DbUpgrade = Callable[[str, str], str | None]
 # Runs the service's consumers and outbox relay until SIGTERM (qcdr_common.streams.run_until_stopped
@@ -43,15 +44,8 @@ def make_service_cli(
         port: int | None = typer.Option(None, help="Port (default from settings)."),
     ) -> None:
         """Run the HTTP API (health, metrics and the service's routes)."""
-        try:
-            settings = get_settings()
-            # built here rather than by uvicorn, so that a configuration mistake (a short API
-            # token, an unknown detector, a bad rule file) is one line and exit 2, not a traceback
-            app = import_from_string(app_factory)()
-        except (ValueError, OSError) as exc:
-            message = " ".join(_one_line(exc).split())[:1000]
-            typer.echo(f"qcdr-{service} serve: configuration error: {redact_url(message)}", err=True)
-            raise typer.Exit(2) from None
+        settings = configured(service, get_settings)
+        app = build_app(service, app_factory)
         uvicorn.run(
             app,
             host=host or settings.http_host,
@@ -72,6 +66,30 @@ def make_service_cli(
         """qcdr service commands."""
 
     return cli
+
+
+def configured(service: str, get_settings: Callable[[], S]) -> S:
+    """The service's settings, or exit 2 with one line naming what is wrong."""
+    try:
+        return get_settings()
+    except (ValueError, OSError) as exc:
+        _config_error(service, exc)
+
+
+def build_app(service: str, app_factory: str) -> Any:
+    """The app from its factory (``module:function``), built here rather than by uvicorn so that a
+    configuration mistake (a short API token, an unknown detector, a bad rule file) is one line and
+    exit 2, not a traceback."""
+    try:
+        return import_from_string(app_factory)()
+    except (ValueError, OSError) as exc:
+        _config_error(service, exc)
+
+
+def _config_error(service: str, exc: BaseException) -> NoReturn:
+    message = " ".join(_one_line(exc).split())[:1000]
+    typer.echo(f"qcdr-{service} serve: configuration error: {redact_url(message)}", err=True)
+    raise typer.Exit(2) from None
 
 
 def _one_line(exc: BaseException) -> str:

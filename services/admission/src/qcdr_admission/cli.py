@@ -54,10 +54,11 @@ def serve(
     HTTPS only), unless QCDR_ADMISSION_TLS_REQUIRED=true, which makes it exit with code 2."""
     import uvicorn
     from qcdr_common.logging import configure_logging, get_logger
+    from qcdr_common.service_cli import build_app, configured
 
     from qcdr_admission.tls import uvicorn_config
 
-    settings = get_settings()
+    settings = configured("admission", get_settings)
     if settings.tls_cert is None:
         if settings.tls_required:
             typer.echo(
@@ -72,8 +73,7 @@ def serve(
             hint="set QCDR_ADMISSION_TLS_CERT and QCDR_ADMISSION_TLS_KEY",
         )
     config = uvicorn_config(
-        "qcdr_admission.app:create_app",
-        factory=True,
+        build_app("admission", "qcdr_admission.app:create_app"),
         host=host or settings.http_host,
         port=port or settings.http_port,
         cert=settings.tls_cert,

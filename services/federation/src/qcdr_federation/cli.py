@@ -79,8 +79,9 @@ def serve(
     """Run the HTTP API (any role), over HTTPS when QCDR_FEDERATION_TLS_CERT and
     QCDR_FEDERATION_TLS_KEY are set (both or neither: one alone exits with code 2)."""
     import uvicorn
+    from qcdr_common.service_cli import build_app, configured
 
-    settings = get_settings()
+    settings = configured("federation", get_settings)
     cert, key = settings.tls_cert, settings.tls_key
     if (cert is None) != (key is None):
         typer.echo(
@@ -95,8 +96,7 @@ def serve(
     # uvicorn builds an ssl.PROTOCOL_TLS_SERVER context, which on Python >= 3.10 refuses
     # anything older than TLS 1.2
     uvicorn.run(
-        "qcdr_federation.app:create_app",
-        factory=True,
+        build_app("federation", "qcdr_federation.app:create_app"),
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_level=settings.log_level.lower(),
