@@ -164,7 +164,11 @@ def run(
         typer.Option(help="CIDR never to block (repeatable): pod and service CIDRs, DNS, the API server."),
     ] = None,
     suspicious_port: Annotated[
-        list[int] | None, typer.Option(help="Replace the suspicious-port set (repeatable).")
+        list[int] | None,
+        typer.Option(
+            help="Replace the suspicious-port set (repeatable); default 1337 3333 4444 5555 6666 6667 "
+            "9001 9050 12345 14433 14444 27374 31337; 53, 80, 443, 6443, 8080 and 8443 are refused."
+        ),
     ] = None,
     threat_intel: Annotated[
         bool,
@@ -173,8 +177,10 @@ def run(
     feeds: Annotated[
         Path | None,
         typer.Option(
-            help="Feeds YAML (a list of name, url, category, format, min_interval, enabled); "
-            "default: feodo-c2, tor-exit, emerging-threats, blocklist-de, cinsscore, spamhaus-drop."
+            help="Feeds YAML (a list of name, url, category, format, min_interval, enabled, "
+            "may_be_empty; format: auto, ip, cidr, first-column, spamhaus, dshield, dataplane, domains "
+            "or hosts); default: feodo-c2, tor-exit, emerging-threats, blocklist-de, cinsscore, "
+            "spamhaus-drop."
         ),
     ] = None,
     reputation_threshold: Annotated[

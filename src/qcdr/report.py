@@ -38,7 +38,11 @@ def print_report(report: RunReport, console: Console, *, hours: float, output: P
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
     if report.malformed:
         reasons = Counter(_reason_kind(m.reason) for m in report.malformed)
-        detail = ", ".join(f"{r} ({n})" for r, n in reasons.most_common(5))
+        shown = reasons.most_common(5)
+        detail = ", ".join(f"{r} ({n})" for r, n in shown)
+        rest = len(report.malformed) - sum(n for _, n in shown)
+        if rest:  # the counts add up to the total; --json lists every one
+            detail += f", {rest} other"
         console.print(f"Skipped {len(report.malformed)} malformed findings: {detail}", highlight=False)
     if report.already_known:
         console.print(

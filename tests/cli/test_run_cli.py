@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -103,6 +104,21 @@ def test_malformed_findings_are_summed_up_by_kind_of_fault(tmp_path: Path, event
     assert code == 0
     # one kind, three faults, and no value cut off at its first colon
     assert "Skipped 3 malformed findings: timestamp '…' is not ISO 8601 (3)" in out
+
+
+def test_the_malformed_summary_adds_up_when_there_are_many_kinds(tmp_path: Path) -> None:
+    """The bundled demo findings hold 12 malformed ones of six kinds: five are named, the rest
+    counted, so the line adds up to its total."""
+    demo = Path(__file__).parents[2] / "examples" / "findings.json"
+    code, out, _ = _run("--once", "--events-file", str(demo), "--output", str(tmp_path / "p"))
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("Skipped "))
+    total = int(line.split()[1])
+    named = [int(n) for n in re.findall(r"\((\d+)\)", line)]
+    other = re.search(r", (\d+) other$", line)
+    assert len(named) == 5
+    assert other is not None
+    assert sum(named) + int(other.group(1)) == total == 12
 
 
 def test_human_output_follows_the_seed_example(events_file: Path, tmp_path: Path) -> None:
@@ -349,3 +365,19 @@ def test_override_through_lsm_hooks(events_file: Path, tmp_path: Path) -> None:
     override = [p for p in out.glob("*.yaml") if "lsmhooks:" in p.read_text()]
     assert override, "no -override policy with lsmhooks was written"
     assert all("kind: TracingPolicy" in p.read_text() for p in override)
+
+
+def test_run_help_names_every_feed_format_and_the_default_ports() -> None:
+    from qcdr_ingest.intel.model import FeedFormat
+    from qcdr_response.policies.config import DEFAULT_SUSPICIOUS_PORTS, NEVER_SUSPICIOUS_PORTS
+
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "400"})
+    text = " ".join(result.output.replace("│", " ").split())
+    formats = text[text.index("format: ") :].split(";")[0]
+    named = formats.removeprefix("format: ").replace(" or ", ", ").rstrip(")").split(", ")
+    assert set(named) == {f.value for f in FeedFormat}
+    marker = "repeatable); default "
+    ports = text[text.index(marker) + len(marker) :].split(";")[0]
+    assert [int(p) for p in ports.split()] == list(DEFAULT_SUSPICIOUS_PORTS)
+    refused = text[text.index("; 53, ") + 2 :].split(" are refused")[0]
+    assert {int(p) for p in refused.replace(" and ", ", ").split(", ")} == NEVER_SUSPICIOUS_PORTS

@@ -45,3 +45,30 @@ def test_a_configuration_mistake_is_one_line_and_exit_2(factory: str, reason: st
     assert "Traceback" not in result.output
     assert SECRET not in result.output
     assert "12345" not in result.output
+
+
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"], ["consume"], ["replay"]])
+def test_an_empty_database_url_is_named_by_every_command(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DATABASE_URL=`` (an empty line in a .env file) used to reach SQLAlchemy and come back as
+    "Could not parse SQLAlchemy URL" from ``db upgrade on :``."""
+    monkeypatch.setenv("DATABASE_URL", "")
+
+    async def nothing(*_: object) -> int:
+        return 0
+
+    cli = make_service_cli(
+        "svc",
+        f"{__name__}:short_token_app",
+        lambda: CommonSettings(),
+        db_upgrade=lambda url, rev: rev,
+        consume=nothing,
+        replay=nothing,
+    )
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"qcdr-svc {' '.join(command)}: configuration error: DATABASE_URL: Value error, is empty "
+        "(unset it for the default, or give a URL)\n"
+    )

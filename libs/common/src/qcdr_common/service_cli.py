@@ -68,12 +68,12 @@ def make_service_cli(
     return cli
 
 
-def configured(service: str, get_settings: Callable[[], S]) -> S:
+def configured(service: str, get_settings: Callable[[], S], *, command: str = "serve") -> S:
     """The service's settings, or exit 2 with one line naming what is wrong."""
     try:
         return get_settings()
     except (ValueError, OSError) as exc:
-        _config_error(service, exc)
+        _config_error(service, exc, command)
 
 
 def build_app(service: str, app_factory: str) -> Any:
@@ -86,9 +86,9 @@ def build_app(service: str, app_factory: str) -> Any:
         _config_error(service, exc)
 
 
-def _config_error(service: str, exc: BaseException) -> NoReturn:
+def _config_error(service: str, exc: BaseException, command: str = "serve") -> NoReturn:
     message = " ".join(_one_line(exc).split())[:1000]
-    typer.echo(f"qcdr-{service} serve: configuration error: {redact_url(message)}", err=True)
+    typer.echo(f"qcdr-{service} {command}: configuration error: {redact_url(message)}", err=True)
     raise typer.Exit(2) from None
 
 
@@ -115,7 +115,7 @@ def _db_cli(service: str, get_settings: Callable[[], CommonSettings], upgrade: D
         revision: str = typer.Argument("head", help="Target revision."),
     ) -> None:
         """Migrate the database (DATABASE_URL) up to REVISION; safe to run again, and concurrently."""
-        url = get_settings().database_url.get_secret_value()
+        url = configured(service, get_settings, command="db upgrade").database_url.get_secret_value()
         where = redact_url(url)
         try:
             now_at = upgrade(url, revision)
@@ -143,7 +143,7 @@ def _add_consume(
     ) -> None:
         """Run the stream consumers and the outbox relay until SIGTERM (the batch in hand is
         finished and acknowledged first)."""
-        settings = get_settings()
+        settings = configured(service, get_settings, command="consume")
         configure_logging(settings.log_level, settings.log_format.value)
         port = settings.consume_metrics_port if metrics_port is None else metrics_port
         if port:
@@ -173,7 +173,7 @@ def _add_replay(
         """Re-publish this service's events from Postgres (after the stream was trimmed or lost).
 
         Consumers deduplicate on the envelope id, so replaying what they already have is safe."""
-        settings = get_settings()
+        settings = configured(service, get_settings, command="replay")
         configure_logging(settings.log_level, settings.log_format.value)
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)

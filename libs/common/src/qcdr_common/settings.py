@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from enum import StrEnum
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/qcdr"
@@ -68,3 +68,11 @@ class CommonSettings(BaseSettings):
     consumer_name: str = Field(
         default_factory=socket.gethostname, description="This process's consumer name (the pod name)."
     )
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        # an empty DATABASE_URL= in a .env file or a Secret: unset it to get the default
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty (unset it for the default, or give a URL)")
+        return value

@@ -149,6 +149,9 @@ def field_errors(raw: Sequence[Mapping[str, Any]]) -> list[FieldError]:
 def _summary(errors: Sequence[FieldError]) -> str:
     if not errors:
         return "request validation failed"
+    if errors[0].type == "json_invalid":  # FastAPI's loc is ("body", character offset)
+        at = errors[0].loc[1] if len(errors[0].loc) > 1 else None
+        return "the request body is not valid JSON" + (f" (at character {at})" if isinstance(at, int) else "")
     first = f"{_format_loc(errors[0].loc)}: {errors[0].msg}"
     more = len(errors) - 1
     return first if more == 0 else f"{first} (and {more} more)"
