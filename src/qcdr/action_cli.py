@@ -15,6 +15,7 @@ import httpx
 import orjson
 import typer
 from pydantic import SecretStr
+from qcdr_common.secret_text import check_header_secret, describe_http_error
 from rich.console import Console
 from rich.table import Table
 
@@ -50,6 +51,10 @@ def _token(token_file: Path | None) -> SecretStr:
         value = os.environ.get("QCDR_API_TOKEN", "").strip()
     if not value:
         raise ApiCallError("no API token: set QCDR_API_TOKEN or pass --token-file")
+    try:
+        check_header_secret(value)
+    except ValueError as exc:
+        raise ApiCallError(f"the API token {exc}") from None
     return SecretStr(value)
 
 
@@ -60,7 +65,7 @@ def _call(method: str, url: str, path: str, token_file: Path | None, **kwargs: A
         with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
             response = client.request(method, path, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        why = f"{type(exc).__name__}: {exc}"
+        why = describe_http_error(exc)
         raise ApiCallError(f"cannot reach the response service at {url}: {why}") from None
     if response.status_code >= 400:
         try:

@@ -19,14 +19,21 @@ from structlog.contextvars import bound_contextvars
 # (contextvars); the stream consumer binds correlation_id, envelope_id and envelope_type this way.
 log_context = bound_contextvars
 
-_SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|dsn)", re.I)
+# key names whose values are secret whatever they look like; "webhook" because a Slack or Teams
+# webhook URL carries its secret in the path, which redact_url keeps
+_SECRET_KEY = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|dsn|routing[_-]?key|credential|webhook"
+    r"|private[_-]?key)",
+    re.I,
+)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 _URL_QUERY = re.compile(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?]+)\?\S*", re.I)
 REDACTED = "***"
 
 
 def redact_url(url: str) -> str:
-    """Drop credentials and the query string of a URL (Slack/Teams webhooks carry secrets there)."""
+    """Drop credentials and the query string of a URL (some webhooks carry their secret there;
+    Slack's and Teams' carry it in the path, so values under a ``webhook`` key are masked whole)."""
     url = _URL_USERINFO.sub(r"\g<scheme>***@", url)
     return _URL_QUERY.sub(r"\g<base>?***", url)
 

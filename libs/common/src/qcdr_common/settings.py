@@ -29,6 +29,8 @@ class CommonSettings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         populate_by_name=True,
+        # a validation error never quotes the value: DATABASE_URL may carry a password
+        hide_input_in_errors=True,
     )
 
     service_name: str = "qcdr"

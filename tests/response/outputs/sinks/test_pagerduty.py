@@ -14,6 +14,7 @@ import pytest
 from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.testing.sinks.pagerduty import PagerDutyServer
 from qcdr_response.outputs.base import Outcome, Status
+from qcdr_response.outputs.http import redact_url
 from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.pagerduty import DEFAULT_URL, PagerDutyConfig, PagerDutySink
@@ -248,4 +249,4 @@ async def test_routing_key_never_shown(
     )
     assert KEY not in shown
     assert KEY not in caplog.text  # the key travels in the body, never in a URL
-    assert sink.describe() == f"pagerduty → {server.url} (routing key ***, min severity high)"
+    assert sink.describe() == f"pagerduty → {redact_url(server.url)} (routing key ***, min severity high)"

@@ -96,7 +96,7 @@ class Principal:
 class ApiAuthSettings(BaseSettings):
     """Where the API tokens come from (see the module docstring)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     tokens_file: Path | None = Field(default=None, validation_alias="QCDR_API_TOKENS_FILE")
     token: SecretStr | None = Field(default=None, validation_alias="QCDR_API_TOKEN")

@@ -14,7 +14,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import jwt
@@ -42,7 +42,7 @@ class TokenTiming:
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    value: str
+    value: str = field(repr=False)  # the JWT: a repr in a log or a traceback must not show it
     renew_at: float  # on the provider's monotonic clock
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from qcdr_common.secret_text import check_header_secret
 
 from qcdr_ingest.qualys.platforms import get_platform, resolve_gateway
 from qcdr_ingest.qualys.retry import RetryPolicy
@@ -20,7 +21,9 @@ def _env(original: str, ours: str) -> AliasChoices:
 
 
 class QualysSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="QCDR_QUALYS_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="QCDR_QUALYS_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     username: str | None = Field(default=None, validation_alias=_env("QUALYS_USERNAME", "USERNAME"))
     password: SecretStr | None = Field(default=None, validation_alias=_env("QUALYS_PASSWORD", "PASSWORD"))
@@ -80,6 +83,14 @@ class QualysSettings(BaseSettings):
         if value is None or not value.strip():
             return None
         return get_platform(value).name
+
+    @field_validator("access_token")
+    @classmethod
+    def _token_is_one_line(cls, value: SecretStr | None) -> SecretStr | None:
+        # it goes into the Authorization header; httpx would quote a bad one back in its error
+        if value is not None:
+            check_header_secret(value.get_secret_value().strip())
+        return value
 
     @field_validator("gateway_url", "username")
     @classmethod

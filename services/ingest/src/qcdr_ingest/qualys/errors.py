@@ -10,6 +10,7 @@ import socket
 import ssl
 
 import httpx
+from qcdr_common.secret_text import describe_http_error
 
 
 class QualysError(Exception):
@@ -94,5 +95,6 @@ def transport_error(exc: httpx.HTTPError, url: httpx.URL | str) -> QualysConnect
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # describe_http_error leaves out what httpx quotes of a refused header (the access token)
+    text = describe_http_error(exc).removeprefix(f"{type(exc).__name__}: ")
     return text.splitlines()[0][:200]

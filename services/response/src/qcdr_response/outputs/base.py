@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from qcdr_common.contracts.events.v1 import Severity
+from qcdr_common.secret_text import check_header_secret
 
 from qcdr_response.outputs.message import OutputMessage
 
@@ -38,7 +39,8 @@ class Outcome:
 class SinkConfig(BaseModel):
     """Settings every sink has; each sink's model adds its own (and a ``type`` literal)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # errors never quote what was given: a webhook URL or a key
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     enabled: bool = True
@@ -58,6 +60,20 @@ class SinkConfig(BaseModel):
     )
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secrets_are_one_line(self) -> SinkConfig:
+        """Secrets go into URLs and headers; one with a line break (a token file's second line)
+        would fail inside httpx, whose message quotes the whole header."""
+        for field, value in self:
+            values = value.values() if isinstance(value, dict) else [value]
+            for item in values:
+                if isinstance(item, SecretStr):
+                    try:
+                        check_header_secret(item.get_secret_value())
+                    except ValueError as exc:
+                        raise ValueError(f"{field}: {exc}") from None
+        return self
 
 
 C = TypeVar("C", bound=SinkConfig)

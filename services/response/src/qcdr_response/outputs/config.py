@@ -108,8 +108,14 @@ def load_outputs(path: Path | None, environ: Mapping[str, str] | None = None) ->
     if path is not None:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise OutputsConfigError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise OutputsConfigError(f"{path}: {exc.strerror or type(exc).__name__}") from None
+        except yaml.YAMLError as exc:
+            # PyYAML's message quotes the offending line, which may hold a webhook URL or a key
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise OutputsConfigError(f"{path}: {problem}{where}") from None
         if (
             not isinstance(data, dict)
             or set(data) - {"outputs"}

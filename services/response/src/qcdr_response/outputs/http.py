@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from qcdr_common.secret_text import describe_http_error
 
 from qcdr_response.outputs.base import Outcome, Status
 
@@ -62,10 +63,10 @@ def classify(response: httpx.Response) -> Outcome:
 def failure(exc: httpx.HTTPError) -> Outcome:
     """A transport error: nothing sent (connect errors, pool timeouts) → retry; sent but no answer
     (read/write timeouts, a dropped connection after sending) → unknown."""
-    name = type(exc).__name__
+    detail = describe_http_error(exc)  # never a refused header's value
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Outcome(Status.RETRY, f"{name}: {exc}")
-    return Outcome(Status.UNKNOWN, f"{name}: {exc}")
+        return Outcome(Status.RETRY, detail)
+    return Outcome(Status.UNKNOWN, detail)
 
 
 def redact_url(url: str) -> str:

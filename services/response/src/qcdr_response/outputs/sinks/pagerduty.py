@@ -22,7 +22,7 @@ from pydantic import AfterValidator, ConfigDict, Field, SecretStr
 from qcdr_common.contracts.events.v1 import Severity
 
 from qcdr_response.outputs.base import Outcome, SinkConfig
-from qcdr_response.outputs.http import classify
+from qcdr_response.outputs.http import classify, redact_url
 from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.webhook import JsonHttpSink, check_http_url
@@ -135,7 +135,8 @@ class PagerDutySink(JsonHttpSink[PagerDutyConfig]):
         return outcome
 
     def describe(self) -> str:
-        return f"pagerduty → {self.config.url} (routing key ***, min severity {self.config.min_severity})"
+        where = redact_url(self.config.url)
+        return f"pagerduty → {where} (routing key ***, min severity {self.config.min_severity})"
 
 
 SINKS.add("pagerduty", PagerDutySink, __name__)

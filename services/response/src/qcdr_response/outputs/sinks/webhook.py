@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 from pydantic import AfterValidator, ConfigDict, Field, FilePath, SecretStr, field_validator
+from qcdr_common.secret_text import scrub, url_secrets
 
 from qcdr_response.outputs.base import C, Outcome, Sink, SinkConfig, Status
 from qcdr_response.outputs.http import classify, failure, make_client, redact_url
@@ -68,6 +69,10 @@ class JsonHttpSink(Sink[C]):
     def headers(self, message: OutputMessage, body: bytes) -> dict[str, str]:
         return {}
 
+    def secret_values(self) -> list[str]:
+        """Secrets sent besides the URL, to be masked if a receiver echoes them."""
+        return []
+
     def read(self, response: httpx.Response, message: OutputMessage) -> Outcome:
         return classify(response)
 
@@ -99,10 +104,13 @@ class JsonHttpSink(Sink[C]):
             outcome = failure(exc)
         else:
             outcome = self.read(response, message)
-        if url in outcome.detail:  # keep the secret part of a URL out of details (they are logged)
-            outcome = Outcome(
-                outcome.status, outcome.detail.replace(url, redact_url(url)), outcome.retry_after_s
-            )
+        # Details are logged, stored with dead letters and printed by `qcdr outputs test`, and
+        # receivers echo what they were sent ("Cannot POST /services/T000/B000/<secret>").
+        detail = scrub(
+            outcome.detail.replace(url, redact_url(url)), [*url_secrets(url), *self.secret_values()]
+        )
+        if detail != outcome.detail:
+            outcome = Outcome(outcome.status, detail, outcome.retry_after_s)
         return outcome
 
     async def aclose(self) -> None:
@@ -194,6 +202,10 @@ class WebhookSink(JsonHttpSink[WebhookConfig]):
         if self.config.secret is not None:
             headers["X-Qcdr-Signature"] = signature(self.config.secret.get_secret_value(), stamp, body)
         return headers
+
+    def secret_values(self) -> list[str]:
+        values = [v.get_secret_value() for v in self.config.headers.values()]
+        return values + ([self.config.secret.get_secret_value()] if self.config.secret is not None else [])
 
     def describe(self) -> str:
         signed = "signed" if self.config.secret is not None else "unsigned"
