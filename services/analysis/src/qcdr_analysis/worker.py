@@ -58,7 +58,9 @@ def make_detectors(settings: AnalysisSettings) -> DetectorSet:
     if settings.correlation_enabled:
         try:
             detectors.correlator = Correlator.from_patterns(
-                settings.correlation_patterns_dir, source_idle_s=settings.correlation_source_idle_s
+                settings.correlation_patterns_dir,
+                source_idle_s=settings.correlation_source_idle_s,
+                source_max_lag_s=settings.correlation_source_max_lag_s,
             )
         except PatternError as exc:
             raise DetectorConfigError(f"correlation patterns: {exc}") from exc

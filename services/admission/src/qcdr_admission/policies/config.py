@@ -25,5 +25,10 @@ class PolicySettings(BaseSettings):
         "on the stream; a newer finding with the same id refreshes it).",
     )
     runtime_min_severity: str = Field(default="high", pattern="^(low|medium|high|critical)$")
+    runtime_max_open: int = Field(
+        default=50_000,
+        ge=100,
+        description="Open findings held at most (each replica); beyond it the soonest to expire go first.",
+    )
     runtime_batch: int = Field(default=500, ge=1)
     runtime_block_ms: int = Field(default=1000, ge=1)

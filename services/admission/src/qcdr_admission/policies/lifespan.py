@@ -40,7 +40,11 @@ def install_policies(
             if not hasattr(app.state, "sessions"):
                 app.state.sessions = make_session_factory(app.state.engine)
             images = ImageStatusCache()
-            runtime = RuntimeState(window_s=config.runtime_window_s, min_severity=config.runtime_min_severity)
+            runtime = RuntimeState(
+                window_s=config.runtime_window_s,
+                min_severity=config.runtime_min_severity,
+                max_open=config.runtime_max_open,
+            )
             store = PolicyStore(
                 app.state.sessions,
                 pss=pss,

@@ -1,7 +1,8 @@
 """Open findings and chains per image and per namespace.
 
 A finding is open from its event time for ``window_s`` (the stream carries no "closed" event; a
-later finding with the same id replaces the earlier one). Only findings at or above the minimum
+later finding with the same id replaces the earlier one), at most ``window_s`` from now, and at most
+``max_open`` findings are held. Only findings at or above the minimum
 severity are kept. Images are keyed by digest (``sha256:…``) and by normalised name and tag, the
 way :mod:`qcdr_admission.policies.image_status` keys them.
 """
@@ -24,9 +25,15 @@ _RANK = {s: i for i, s in enumerate(Severity)}
 
 class RuntimeState:
     def __init__(
-        self, *, window_s: float, min_severity: str = "high", clock: Callable[[], float] = time.time
+        self,
+        *,
+        window_s: float,
+        min_severity: str = "high",
+        max_open: int = 50_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.window_s = window_s
+        self.max_open = max_open
         self.min_rank = _RANK[Severity(min_severity)]
         self.clock = clock
         self.ready = False  # set once the reader has bootstrapped
@@ -58,8 +65,11 @@ class RuntimeState:
     def add(self, finding: Finding) -> None:
         if _RANK[finding.severity] < self.min_rank:
             return
-        expires = finding.event_time.timestamp() + self.window_s
-        if expires <= self.clock():
+        now = self.clock()
+        # open for the window from its event time, but never longer than the window from now: an
+        # event stamped in 2199 would otherwise stay open (and in memory) for two centuries
+        expires = min(finding.event_time.timestamp(), now) + self.window_s
+        if expires <= now:
             return
         self.remove(finding.id)
         kind = finding.kind.value
@@ -72,6 +82,11 @@ class RuntimeState:
         if namespace:
             self._by_namespace.setdefault(namespace, {})[finding.id] = issue
         heapq.heappush(self._expiry, (expires, finding.id))
+        while len(self._issues) > self.max_open:  # a flood: the soonest to expire go first
+            expires, finding_id = heapq.heappop(self._expiry)
+            entry = self._issues.get(finding_id)
+            if entry is not None and entry[0] == expires:
+                self.remove(finding_id)
 
     def remove(self, finding_id: str) -> None:
         entry = self._issues.pop(finding_id, None)

@@ -64,8 +64,12 @@ class Correlator:
         checkpoint: RedisCheckpoint | None = None,
         *,
         source_idle_s: float | None = None,
+        source_max_lag_s: float = 600.0,
     ) -> Correlator:
-        return cls(Engine(load_patterns(user_dir), source_idle_s=source_idle_s), checkpoint)
+        engine = Engine(
+            load_patterns(user_dir), source_idle_s=source_idle_s, source_max_lag_s=source_max_lag_s
+        )
+        return cls(engine, checkpoint)
 
     def attach(self, checkpoint: RedisCheckpoint) -> None:
         """Checkpoint to Redis from now on (the state there is loaded before the first batch)."""

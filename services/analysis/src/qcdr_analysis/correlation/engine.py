@@ -20,7 +20,10 @@ Semantics (issue 6, item 1):
   the lowest of those that delivered within the last ``source_idle_s`` seconds of wall time (the
   highest overall when none did), as Flink combines its inputs' watermarks with an idleness
   timeout. The price: every chain waits for the slowest active source, so set the timeout just
-  above the slowest source's delivery interval (the poller's, plus its latency).
+  above the slowest source's delivery interval (the poller's, plus its latency). ``W`` trails the
+  newest event by ``source_max_lag_s`` (600 s) at most: a source that keeps delivering the same
+  old time (a stuck spoke, or one feeding invented clusters) would otherwise hold every chain, and
+  the buffer with its checkpoint, for as long as it keeps delivering.
 * **Clocks ahead.** An item more than ``max_future_s`` (300 s) ahead of this process's clock is
   dropped (``stats.future``): one event from a node with a clock set years ahead would otherwise
   push ``W`` there and make every later event late.
@@ -99,6 +102,7 @@ class Engine(EngineState):
     clock: Callable[[], float] = time.time
     # None: one watermark; seconds: per (source, cluster), idle ones left out (module docstring)
     source_idle_s: float | None = None
+    source_max_lag_s: float = 600.0  # how far the lowest source may hold W behind the newest time
 
     def __post_init__(self) -> None:
         self._compiled = [
@@ -141,7 +145,8 @@ class Engine(EngineState):
         idle = [k for k, (_, seen) in self._marks.items() if seen < horizon]
         for key in idle:
             del self._marks[key]
-        return min((t for t, _ in self._marks.values()), default=self._watermark)
+        lowest = min((t for t, _ in self._marks.values()), default=self._watermark)
+        return max(lowest, self._watermark - self.source_max_lag_s)
 
     def flush(self) -> list[Finding]:
         """Process every buffered item now; anything older that arrives later is late."""

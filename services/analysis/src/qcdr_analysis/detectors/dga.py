@@ -37,6 +37,12 @@ class Config(DetectorConfig):
         ge=2,
         description="Distinct registered domains from one seed (koreasys0.com, koreasys1.com) that raise.",
     )
+    max_pods: int = Field(
+        default=50_000,
+        ge=100,
+        description="Pods tracked at most (the least recently active leave first; a pod quiet for a "
+        "window leaves anyway).",
+    )
 
 
 @dataclass
@@ -53,6 +59,7 @@ class State:
                     nxdomain_ratio=self.config.nxdomain_ratio,
                     nxdomain_min_queries=self.config.nxdomain_min_queries,
                     min_siblings=self.config.min_siblings,
+                    max_pods=self.config.max_pods,
                 )
             )
         return self.tracker

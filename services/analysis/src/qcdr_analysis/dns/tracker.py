@@ -12,10 +12,10 @@ the same id.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from qcdr_common.contracts.events.v1 import Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
@@ -25,6 +25,7 @@ from qcdr_analysis.dns.siblings import describe, sibling_keys
 
 DETECTOR = "dns.dga"
 TECHNIQUE = "T1568.002"  # Dynamic Resolution: Domain Generation Algorithms
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class TrackerConfig:
     nxdomain_min_distinct: int = 2  # with at least this many DGA-looking names
     min_siblings: int = 3  # distinct registered domains from one seed (koreasys0/1/2.com) raise
     max_names: int = 20  # names listed in one finding
+    # pods tracked at most: the least recently active leave first (pods quiet for a window leave
+    # anyway; this bounds a flood of invented pod names within one window)
+    max_pods: int = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class _Pod:
     # holds thousands of names, and only a raised group is scored again for its evidence.
     names: deque[tuple[datetime, str, tuple[str, ...], str, str]] = field(default_factory=deque)
     groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_seen: datetime | None = None
     quiet_until: datetime | None = None
 
     def add_name(self, t: datetime, label: str, keys: tuple[str, ...], domain: str, eid: str) -> None:
@@ -88,7 +93,9 @@ class PodDgaTracker:
     def __init__(self, config: TrackerConfig | None = None, model: Model | None = None) -> None:
         self.config = config or TrackerConfig()
         self.model = model or load_classifier()
-        self._pods: dict[tuple[str | None, str | None, str | None], _Pod] = {}
+        # ordered by last query (least recent first), so quiet pods are found at the front
+        self._pods: OrderedDict[tuple[str | None, str | None, str | None], _Pod] = OrderedDict()
+        self._newest: datetime | None = None
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -101,11 +108,39 @@ class PodDgaTracker:
             finding = self._add(q, v)
             if finding is not None:
                 findings.append(finding)
+        self._forget_quiet()
         return findings
+
+    def _forget_quiet(self) -> None:
+        """Drop pods with no query for a whole window (their queues are empty by then and any
+        quiet period after a finding has ended: a CronJob's pods, a finished rollout), and the
+        least recently active beyond ``max_pods``."""
+        if self._newest is not None:
+            horizon = self._newest - self.config.window
+            while self._pods:
+                key, pod = next(iter(self._pods.items()))
+                if pod.last_seen is not None and pod.last_seen >= horizon:
+                    break
+                del self._pods[key]
+        while len(self._pods) > self.config.max_pods:
+            self._pods.popitem(last=False)
 
     def _add(self, q: Query, v: Verdict) -> Finding | None:
         cfg = self.config
-        pod = self._pods.setdefault(pod_key(q.workload), _Pod())
+        pkey = pod_key(q.workload)
+        pod = self._pods.get(pkey)
+        if pod is None:
+            pod = self._pods[pkey] = _Pod()
+        else:
+            self._pods.move_to_end(pkey)
+        # the latest query time (a late event does not make the pod look older than it is)
+        if pod.last_seen is None or q.event_time > pod.last_seen:
+            pod.last_seen = q.event_time
+        # the newest time, but never past the wall clock by more than the skew allowed: one event
+        # stamped in 2199 must not make every pod look quiet and be dropped
+        newest = min(q.event_time, datetime.now(UTC) + CLOCK_SKEW)
+        if self._newest is None or newest > self._newest:
+            self._newest = newest
         pod.queries.append((q.event_time, q.nxdomain))
         if v.is_dga:
             pod.hits.append((q.event_time, v, q.event_id))

@@ -175,6 +175,17 @@ class ProfileStore:
             if room and now - self.written_at.get(key, float("-inf")) >= interval:
                 keys.add(key)
                 room -= 1
+        over = len(self.profiles) - self.capacity
+        if over > 0 and self.stale:
+            # Over capacity, and unsaved counts pin profiles in memory: save the least recently
+            # used of them now, whatever the interval, so that they can be evicted. (Many images
+            # each touched within the interval would otherwise hold memory past the cap.)
+            for key in self.profiles:  # least recently used first
+                if over <= 0:
+                    break
+                if key in self.stale:
+                    keys.add(key)
+                    over -= 1
         return [self.profiles[key] for key in sorted(keys) if key in self.profiles]
 
     def written(self, profiles: Sequence[Profile], now: float) -> None:

@@ -9,6 +9,7 @@ same content hash and a redelivered batch never makes a new version.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -93,6 +94,9 @@ class ScopeResult:
         return f"the {self.scope} policy failed validation: {detail}"
 
 
+ROUTES_REMEMBERED = 4096
+
+
 class ScopeGenerator:
     """Routes events to families and regenerates one scope's documents."""
 
@@ -100,15 +104,21 @@ class ScopeGenerator:
         self.config = config
         self.checker = checker
         self._generators = PolicyGenerator(config, checker).generators
-        self._routes: dict[tuple[str, tuple[str, ...]], str | None] = {}
+        # routing memoized per (category, techniques): a few dozen pairs in practice, but the
+        # category of a Falco or Qualys finding is its rule name, so the memo is an LRU
+        self._routes: OrderedDict[tuple[str, tuple[str, ...]], str | None] = OrderedDict()
 
     def family_of(self, event: SecurityEvent) -> str | None:
         """The family that answers the event, or None (unmapped)."""
         key = (event.category, event.techniques)
-        if key not in self._routes:
-            gen = route(event, self._generators)
-            self._routes[key] = gen.name if gen is not None else None
-        return self._routes[key]
+        if key in self._routes:
+            self._routes.move_to_end(key)
+            return self._routes[key]
+        gen = route(event, self._generators)
+        family = self._routes[key] = gen.name if gen is not None else None
+        if len(self._routes) > ROUTES_REMEMBERED:
+            self._routes.popitem(last=False)
+        return family
 
     def scope_of(self, event: SecurityEvent) -> Scope | None:
         family = self.family_of(event)

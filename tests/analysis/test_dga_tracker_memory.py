@@ -1,0 +1,60 @@
+"""The per-pod DGA tracker forgets pods that went quiet and holds at most ``max_pods``: short-lived
+pods (CronJobs, rollouts) or invented pod names must not grow it for the life of the process."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from qcdr_analysis.detectors import dga
+from qcdr_common.contracts.events.v1 import SecurityEvent
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _dns(pod: str, t: datetime, n: int, domain: str = "api.stripe.com") -> SecurityEvent:
+    return SecurityEvent.model_validate(
+        {
+            "id": f"dns-{n}",
+            "source": "hubble",
+            "category": "dns_query",
+            "severity": "info",
+            "event_time": t,
+            "workload": {"cluster": "prod", "namespace": "shop", "pod": pod},
+            "network": {"domain": domain},
+        }
+    )
+
+
+def test_pods_quiet_for_a_window_leave_the_tracker() -> None:
+    state = dga.setup(dga.Config())
+    step = timedelta(seconds=2)
+    for start in range(0, 5_000, 500):  # 5,000 pods, one query each, one every 2 s
+        dga.detect([_dns(f"job-{i}", T0 + i * step, i) for i in range(start, start + 500)], state)
+    in_window = int(dga.Config().window / step) + 1
+    assert len(state.get_tracker()) <= in_window + 500  # the window, plus the last batch at most
+
+
+def test_a_flood_of_pod_names_within_one_window_stops_at_max_pods() -> None:
+    state = dga.setup(dga.Config(max_pods=1_000))
+    dga.detect([_dns(f"fake-{i}", T0 + timedelta(milliseconds=i), i) for i in range(3_000)], state)
+    assert len(state.get_tracker()) == 1_000
+
+
+def test_an_event_stamped_far_in_the_future_does_not_empty_the_tracker() -> None:
+    now = datetime.now(UTC)
+    state = dga.setup(dga.Config())
+    dga.detect([_dns(f"pod-{i}", now, i) for i in range(50)], state)
+    dga.detect([_dns("liar", datetime(2199, 1, 1, tzinfo=UTC), 99)], state)
+    assert len(state.get_tracker()) == 51
+
+
+def test_a_pod_that_keeps_asking_is_kept_and_still_raises() -> None:
+    state = dga.setup(dga.Config())
+    names = ["xjwqpzkvhrtb.com", "qzvkxwpjmrtn.net", "bvkxqzjwprtm.org", "mzqxkvjwtprb.info"]
+    found = []
+    for i in range(4):
+        # the pod asks once every 4 minutes while 400 other pods come and go
+        batch = [_dns(f"other-{i}-{j}", T0 + timedelta(minutes=4 * i), 1000 * i + j) for j in range(400)]
+        batch.append(_dns("infected", T0 + timedelta(minutes=4 * i), 10_000 + i, names[i]))
+        found += dga.detect(batch, state)
+    assert [f.workload.pod for f in found] == ["infected"]
