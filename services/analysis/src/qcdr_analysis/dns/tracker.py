@@ -96,6 +96,7 @@ class PodDgaTracker:
         # ordered by last query (least recent first), so quiet pods are found at the front
         self._pods: OrderedDict[tuple[str | None, str | None, str | None], _Pod] = OrderedDict()
         self._newest: datetime | None = None
+        self._latest_believable = datetime.now(UTC) + CLOCK_SKEW
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -103,6 +104,7 @@ class PodDgaTracker:
     def observe(self, queries: Sequence[Query]) -> list[Finding]:
         """Score a batch (one vectorised classification) and return the findings it completes."""
         verdicts = classify([q.domain for q in queries], self.model)
+        self._latest_believable = datetime.now(UTC) + CLOCK_SKEW
         findings = []
         for q, v in sorted(zip(queries, verdicts, strict=True), key=lambda p: p[0].event_time):
             finding = self._add(q, v)
@@ -138,7 +140,7 @@ class PodDgaTracker:
             pod.last_seen = q.event_time
         # the newest time, but never past the wall clock by more than the skew allowed: one event
         # stamped in 2199 must not make every pod look quiet and be dropped
-        newest = min(q.event_time, datetime.now(UTC) + CLOCK_SKEW)
+        newest = min(q.event_time, self._latest_believable)
         if self._newest is None or newest > self._newest:
             self._newest = newest
         pod.queries.append((q.event_time, q.nxdomain))
