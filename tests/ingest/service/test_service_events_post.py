@@ -4,6 +4,7 @@ Redis, and every refusal (404, 413, 415, 422, 429, 401/403) with its reason and 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -278,6 +279,23 @@ async def test_a_nul_character_costs_only_its_own_item(
     assert (result["stored"], result["rejected"]) == (2, 1)
     assert result["rejections"][0]["index"] == 1
     assert "NUL" in result["rejections"][0]["reason"]
+    assert await counts(db) == (2, 2)
+
+
+async def test_an_event_stamped_ahead_of_the_clock_costs_only_its_own_item(
+    client: Client, db: asyncpg.Connection, shared_path: Path
+) -> None:
+    """A node clock set years ahead (or a crafted body) would end profiles' learning at once and
+    hold findings open for years: refused with the reason, the rest stored."""
+    alerts = list(falco_alerts(shared_path, 3))
+    alerts[0]["time"] = "2199-01-01T00:00:00.000000000Z"
+    alerts[1]["time"] = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()  # within the skew
+    response = await client.post("/v1/events/falco", json=alerts)
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert (result["stored"], result["rejected"]) == (2, 1)
+    assert result["rejections"][0]["index"] == 0
+    assert "ahead of this server's clock (at most 300 s" in result["rejections"][0]["reason"]
     assert await counts(db) == (2, 2)
 
 

@@ -22,6 +22,11 @@ class IngestSettings(CommonSettings):
     # POST /v1/events/{source}
     events_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Body size limit (413).")
     events_max_items: int = Field(default=10_000, ge=1, description="Items per request (413).")
+    events_max_future_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Items stamped further ahead of this server's clock are rejected (a wrong node clock).",
+    )
     events_rate_per_s: float = Field(
         default=100_000.0, gt=0, description="Sustained events/s per token and source (429 beyond)."
     )

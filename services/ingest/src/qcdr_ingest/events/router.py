@@ -13,7 +13,7 @@ Answers to a batch (problem bodies carry a stable ``reason``):
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -152,7 +152,11 @@ async def post_events(
         )
     metrics.ITEMS_RECEIVED.labels(source=source).inc(batch.size)
     converted, prepared = service.prepare(
-        adapter, batch, cluster or settings.cluster_id, default_cluster=settings.cluster_id
+        adapter,
+        batch,
+        cluster or settings.cluster_id,
+        default_cluster=settings.cluster_id,
+        max_future=timedelta(seconds=settings.events_max_future_s),
     )
     shown = converted.rejected[: settings.events_rejections_listed]
     listed = [Rejection(index=r.index, line=r.line, reason=r.reason) for r in shown]

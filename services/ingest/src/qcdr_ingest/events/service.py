@@ -248,6 +248,9 @@ def event_json(event: SecurityEvent) -> str:
 
 # A \u0000 escape in JSON text (an even number of backslashes before it: not an escaped "\\").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# how far ahead of this server's clock an event may be stamped (node clocks drift; analysis's
+# correlation engine drops items further ahead than the same 5 minutes)
+MAX_FUTURE = timedelta(minutes=5)
 NUL_REASON = "contains a NUL character (\\u0000), which PostgreSQL cannot store in text or jsonb"
 
 
@@ -263,10 +266,29 @@ class Prepared:
     unstorable: list[tuple[int, str]]  # (position in the events given, reason)
 
 
-def records(events: Iterable[SecurityEvent], received_at: datetime, *, default_cluster: str) -> Prepared:
+def records(
+    events: Iterable[SecurityEvent],
+    received_at: datetime,
+    *,
+    default_cluster: str,
+    max_future: timedelta = MAX_FUTURE,
+) -> Prepared:
     received_ms = millis(received_at)
+    latest = received_at + max_future
     out = Prepared([], [])
     for position, event in enumerate(events):
+        if event.event_time > latest:
+            # one event stamped years ahead would end profiles' learning, open anomaly windows
+            # and hold findings open far ahead of the others: refused, like analysis refuses it
+            ahead = int((event.event_time - received_at).total_seconds())
+            out.unstorable.append(
+                (
+                    position,
+                    f"event_time is {ahead} s ahead of this server's clock (at most "
+                    f"{int(max_future.total_seconds())} s; is the node's clock set?)",
+                )
+            )
+            continue
         payload = event_json(event)
         if not storable(payload):
             out.unstorable.append((position, NUL_REASON))
@@ -306,10 +328,18 @@ def replay_record(
 
 
 def prepare(
-    adapter: Adapter, batch: Batch, cluster: str, *, default_cluster: str
+    adapter: Adapter,
+    batch: Batch,
+    cluster: str,
+    *,
+    default_cluster: str,
+    max_future: timedelta = MAX_FUTURE,
 ) -> tuple[Converted, Prepared]:
-    """:func:`convert` then :func:`records`; events PostgreSQL cannot store become rejections."""
+    """:func:`convert` then :func:`records`; events PostgreSQL cannot store, or stamped further
+    ahead of this server's clock than ``max_future``, become rejections."""
     converted = convert(adapter, batch, cluster)
-    prepared = records(converted.events, receipt_time(), default_cluster=default_cluster)
+    prepared = records(
+        converted.events, receipt_time(), default_cluster=default_cluster, max_future=max_future
+    )
     converted.reject(prepared.unstorable, batch.lines)
     return converted, prepared
