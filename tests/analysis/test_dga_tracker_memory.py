@@ -58,3 +58,17 @@ def test_a_pod_that_keeps_asking_is_kept_and_still_raises() -> None:
         batch.append(_dns("infected", T0 + timedelta(minutes=4 * i), 10_000 + i, names[i]))
         found += dga.detect(batch, state)
     assert [f.workload.pod for f in found] == ["infected"]
+
+
+def test_a_query_older_than_the_pods_window_is_not_counted_with_its_live_queries() -> None:
+    """A node flushing a query it buffered two days ago: the pod's queues are in time order and
+    expire from the front, so a late query would sit in today's window."""
+    names = ["xjwqpzkvhrtb.com", "qzvkxwpjmrtn.net", "bvkxqzjwprtm.org"]
+    state = dga.setup(dga.Config())
+    assert (
+        dga.detect([_dns("api", T0, 1, names[0]), _dns("api", T0 + timedelta(minutes=1), 2, names[1])], state)
+        == []
+    )
+    assert dga.detect([_dns("api", T0 - timedelta(days=2), 3, names[2])], state) == []
+    # the same name live raises: the names do count together when they are together
+    assert len(dga.detect([_dns("api", T0 + timedelta(minutes=2), 4, names[2])], state)) == 1

@@ -101,3 +101,26 @@ def test_group_keys() -> None:
     assert group_key(long, ("category", "pod")).startswith("sha256:")
     with pytest.raises(ValueError, match="colour"):
         group_key(f, ("colour",))
+
+
+async def test_a_finding_days_older_than_the_group_is_its_own_alert(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A node flushing days of buffered alerts, or a backfill: the old finding is not 'within the
+    window' of today's group (the difference was negative, so it always was)."""
+    sink = SinkConfig(name="time-old", group_window_s=300)
+    now = T0 + timedelta(minutes=5)
+    async with sessions.begin() as session:
+        await enqueue(session, [sink], [make_finding(event_time=T0)], cluster_id="c1", now=now)
+        earlier = make_finding(event_time=T0 - timedelta(minutes=2))  # within the window, before
+        await enqueue(session, [sink], [earlier], cluster_id="c1", now=now)
+        old = make_finding(event_time=T0 - timedelta(days=3))
+        await enqueue(session, [sink], [old], cluster_id="c1", now=now)
+        rows = list(
+            await session.scalars(
+                select(OutputQueueRow).where(OutputQueueRow.sink == sink.name).order_by(OutputQueueRow.id)
+            )
+        )
+    assert [(r.kind, r.count) for r in rows] == [("alert", 2), ("alert", 1)]
+    assert rows[0].payload["first_seen"] == (T0 - timedelta(minutes=2)).isoformat().replace("+00:00", "Z")
+    assert rows[1].payload["finding_ids"] == [old.id]

@@ -135,7 +135,10 @@ class PodDgaTracker:
             pod = self._pods[pkey] = _Pod()
         else:
             self._pods.move_to_end(pkey)
-        # the latest query time (a late event does not make the pod look older than it is)
+        if pod.last_seen is not None and q.event_time < pod.last_seen - cfg.window:
+            # older than the pod's window (a node flushing its buffer, a replay): the queues are in
+            # time order and expire from the front, so it would be counted with today's queries
+            return None
         if pod.last_seen is None or q.event_time > pod.last_seen:
             pod.last_seen = q.event_time
         # the newest time, but never past the wall clock by more than the skew allowed: one event

@@ -112,6 +112,7 @@ def _grow(message: OutputMessage, finding: Finding) -> OutputMessage:
     return message.model_copy(
         update={
             "count": message.count + 1,
+            "first_seen": min(message.first_seen, finding.event_time),
             "last_seen": max(message.last_seen, finding.event_time),
             "finding_ids": (*message.finding_ids, finding.id)[-MAX_IDS:],
         }
@@ -172,7 +173,9 @@ async def enqueue(
         cur = g.current
         if (
             cur is not None
-            and (finding.event_time - cur.first_seen).total_seconds() <= config.group_window_s
+            # both ways: a finding stamped days before the group began (a node flushing its
+            # buffer, a backfill) is its own alert, not "count + 1" of today's
+            and abs((finding.event_time - cur.first_seen).total_seconds()) <= config.group_window_s
             and finding.id not in cur.finding_ids
         ):
             grown = _grow(cur, finding)
