@@ -69,6 +69,12 @@ class Config(DetectorConfig):
     max_novel: int = Field(default=1024, ge=1, description="Behaviours seen after learning kept per profile.")
     profiles_in_memory: int = Field(default=20_000, ge=1)
     workloads_in_memory: int = Field(default=100_000, ge=1)
+    learning_lateness: timedelta = Field(
+        default=timedelta(hours=1),
+        description="How far before a profile's first event a late event may move its learning window "
+        "back; older events (a backfill, a node flushing its buffer) do not, and once the profile is "
+        "ready they are compared with the baseline, not learned.",
+    )
     count_flush_interval: timedelta = Field(
         default=timedelta(seconds=30),
         description="How long count-only changes of a profile may stay unsaved (lost on a crash; a "
@@ -108,6 +114,7 @@ def setup(config: Config) -> State:
     settings = ProfilerSettings(
         learning_period=config.learning_period.total_seconds(),
         rollout_learning_period=config.rollout_learning_period.total_seconds(),
+        learning_lateness=config.learning_lateness.total_seconds(),
         emit_threshold=config.emit_threshold,
         realert_after=config.realert_after.total_seconds(),
         limits=limits,

@@ -57,6 +57,10 @@ class ProfilerSettings:
     drift: bool = True
     sensitive: SensitiveMatcher = field(default_factory=lambda: SensitiveMatcher(DEFAULT_SENSITIVE))
     top_n: int = 5
+    # how far before a profile's first event a late event may move its learning window back (node
+    # clocks and buffers); an event older than that (a backfill, a node flushing days of buffer)
+    # neither moves the window nor, once the profile is ready, teaches the baseline
+    learning_lateness: float = 3600.0
 
 
 @dataclass(slots=True)

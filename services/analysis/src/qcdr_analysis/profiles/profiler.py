@@ -88,7 +88,11 @@ def observe(
     """The findings this event raises, and whether the profile changed in a way that must be
     saved with the batch (the baseline grew, a finding was raised, the state changed). Count
     and last-seen updates alone return False: they are saved lazily."""
-    learning = profile.first_seen is None or profile.learning(t)
+    learning = profile.first_seen is None or (
+        profile.learning(t)
+        # once ready, the baseline is frozen against events from before the profile was watched
+        and (not profile.ready or t >= profile.first_seen - settings.learning_lateness)
+    )
     keys = features.destination_keys() if features.dest_ip or features.domain else []
     # Most events are known behaviour: the checks below are dict lookups, and the decision
     # object is only built when something may be new.
@@ -137,11 +141,20 @@ def _apply(
     settings: ProfilerSettings,
 ) -> bool:
     changed = False
-    if profile.first_seen is None or (not profile.ready and t < profile.first_seen):
-        # the first event, or an earlier one arriving late while learning: the window starts there
+    lateness = settings.learning_lateness
+    if profile.first_seen is None or (
+        not profile.ready and t < profile.first_seen and profile.first_seen - t <= lateness
+    ):
+        # the first event, or an earlier one arriving a little late while learning: the window
+        # starts there. One much older (a backfill, a node flushing days of buffer) does not move
+        # it: that would end learning at once.
         last_seen = profile.last_seen
         inherited = profile.inherited is not None
-        profile.start(t, settings.rollout_learning_period if inherited else settings.learning_period)
+        period = settings.rollout_learning_period if inherited else settings.learning_period
+        anchor = None
+        if profile.first_seen is not None:  # moved back a little: the window moves back as much
+            anchor = profile.ready_at - period - (profile.first_seen - t)
+        profile.start(t, period, anchor)
         if last_seen is not None and last_seen > t:
             profile.last_seen = last_seen
         changed = True
