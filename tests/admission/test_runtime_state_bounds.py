@@ -46,3 +46,12 @@ def test_at_most_max_open_and_the_soonest_to_expire_go_first() -> None:
     assert len(state) == 100
     kept = {issue.id for ns in range(7) for issue in state.for_namespace(f"ns-{ns}")}
     assert kept == {f"source:{n:032x}" for n in range(200, 300)}
+
+
+def test_refreshing_one_finding_again_and_again_keeps_the_expiry_heap_small() -> None:
+    clock = [NOW.timestamp()]
+    state = RuntimeState(window_s=DAY, clock=lambda: clock[0])
+    for i in range(20_000):
+        state.add(_finding(i % 5, datetime.fromtimestamp(NOW.timestamp() - 3600 + i, UTC)))
+    assert len(state) == 5
+    assert len(state._expiry) <= 2 * 5 + 1024 + 1

@@ -26,12 +26,33 @@ def _dns(pod: str, t: datetime, n: int, domain: str = "api.stripe.com") -> Secur
 
 
 def test_pods_quiet_for_a_window_leave_the_tracker() -> None:
+    """5,000 pods, one query each, one every 2 s of this process's time."""
     state = dga.setup(dga.Config())
-    step = timedelta(seconds=2)
-    for start in range(0, 5_000, 500):  # 5,000 pods, one query each, one every 2 s
-        dga.detect([_dns(f"job-{i}", T0 + i * step, i) for i in range(start, start + 500)], state)
-    in_window = int(dga.Config().window / step) + 1
-    assert len(state.get_tracker()) <= in_window + 500  # the window, plus the last batch at most
+    now = [0.0]
+    state.get_tracker().clock = lambda: now[0]
+    for start in range(0, 5_000, 500):
+        dga.detect(
+            [_dns(f"job-{i}", T0 + i * timedelta(seconds=2), i) for i in range(start, start + 500)], state
+        )
+        now[0] += 1_000.0
+    assert len(state.get_tracker()) <= 500  # only the last batch's: the others went quiet
+
+
+def test_a_pod_of_a_cluster_running_behind_the_others_still_raises() -> None:
+    """A spoke catching up 15 minutes behind the live clusters: its pods are not quiet."""
+    names = ["xjwqpzkvhrtb.com", "qzvkxwpjmrtn.net", "bvkxqzjwprtm.org", "mzqxkvjwtprb.info"]
+    state = dga.setup(dga.Config())
+    found = []
+    for i in range(4):
+        t = T0 + timedelta(minutes=2 * i)
+        batch = [_dns(f"web-{j}", t, 1000 * i + j) for j in range(5)]
+        lagging = _dns("infected", t - timedelta(minutes=15), 10_000 + i, names[i])
+        lagging = lagging.model_copy(
+            update={"workload": lagging.workload.model_copy(update={"cluster": "spoke"})}
+        )
+        batch.append(lagging)
+        found += dga.detect(batch, state)
+    assert [f.workload.pod for f in found] == ["infected"]
 
 
 def test_a_flood_of_pod_names_within_one_window_stops_at_max_pods() -> None:

@@ -176,3 +176,45 @@ async def _is(value: Any, expected: Any) -> bool:
 
 async def _is_value(value: Any, expected: Any) -> bool:
     return value == expected
+
+
+async def test_while_postgres_is_away_the_counts_wait_in_memory(
+    db: str, engine: AsyncEngine, redis_client: Any, redis_prefix: str
+) -> None:
+    """An idle save that cannot reach PostgreSQL attempts nothing: the counts (their events are
+    acknowledged) stay in memory and the clean stop saves them once it is back."""
+    import asyncio
+
+    worker, running = await _profile_with_unsaved_count(
+        db, engine, redis_client, redis_prefix, flush="PT1H", idle_s=0.2
+    )
+    assert worker.saver is not None
+    store = worker.detectors.state_of("behaviour_profile").store
+    good = worker.saver.sessions
+    away = make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/test")
+    try:
+        worker.saver.sessions = make_session_factory(away)
+        store.flush_interval = 0.0  # the counts are due: the idle saver tries
+        await asyncio.sleep(1.0)  # several idle rounds
+        assert store.get(PROFILE) is not None
+        worker.saver.sessions = good  # PostgreSQL is back
+    finally:
+        await running.close()
+        await away.dispose()
+    assert await stored_sh_count(db) == 2
+
+
+async def test_a_batch_read_as_the_stop_came_is_in_the_last_save(
+    db: str, engine: AsyncEngine, redis_client: Any, redis_prefix: str
+) -> None:
+    worker, running = await _profile_with_unsaved_count(
+        db, engine, redis_client, redis_prefix, flush="PT1H", idle_s=0.2
+    )
+    store = worker.detectors.state_of("behaviour_profile").store
+    running.stop.set()  # SIGTERM while the consumer waits in XREADGROUP
+    key = stream_key(redis_prefix, "ingest:events")
+    await publish(redis_client, key, [event_envelope(exec_event("/bin/sh", T0 + 2 * HOURS))], maxlen=1000)
+    await running.close()
+    profile = store.get(PROFILE)
+    assert profile is not None
+    assert await stored_sh_count(db) == profile.processes["/bin/sh"].count

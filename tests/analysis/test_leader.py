@@ -173,7 +173,7 @@ async def test_a_slow_worker_build_does_not_cost_the_new_lead_its_lease(
 
     from qcdr_common.streams.lease import RedisLease
 
-    lease_s = 0.3
+    lease_s = 1.0
     built: list[float] = []
 
     def slow_factory(gate: Any) -> list[Any]:

@@ -78,3 +78,16 @@ def test_outputs_test_elasticsearch_api_key_with_a_line_break_is_not_printed(tmp
     assert result.exit_code in (1, 2)
     assert SECRET not in result.output, result.output
     assert "api_key: holds a line break" in result.output
+
+
+def test_secrets_never_sent_as_they_are_may_end_with_a_newline() -> None:
+    """An HMAC key signs and a password is base64-encoded: a trailing newline from ${env:...} breaks
+    no header, so it is not refused (it was accepted before the header check existed)."""
+    import pytest
+    from pydantic import ValidationError
+    from qcdr_response.outputs.sinks.webhook import WebhookConfig
+
+    url = "https://hooks.example.com/abcdefghijkl"
+    assert WebhookConfig(name="w", url=url, secret="hmac-key\n").secret is not None
+    with pytest.raises(ValidationError, match="line breaks are not allowed"):
+        WebhookConfig(name="w", url=url, headers={"X-Token": "abc\ndef"})

@@ -47,3 +47,19 @@ def test_log_values_under_secret_key_names_are_masked(key: str) -> None:
     with capture_logs(processors=[_redact]) as logs:
         get_logger("t").warning("configured", **{key: HOOK})
     assert logs[0][key] == REDACTED
+
+
+def test_short_values_are_not_scrubbed() -> None:
+    """An "X-Api-Version: 2" header must not turn "HTTP 502" into "HTTP 50***"."""
+    assert scrub("HTTP 502: bad gateway", ["2", "v1"]) == "HTTP 502: bad gateway"
+
+
+def test_credential_ids_stay_in_the_logs() -> None:
+    from qcdr_common.logging import _redact
+    from qcdr_common.testing.logs import capture_logs
+    from structlog import get_logger
+
+    with capture_logs(processors=[_redact]) as logs:
+        get_logger("t").info("registered", credential_id="cred-123", credential="abcdefghij.secret")
+    assert logs[0]["credential_id"] == "cred-123"
+    assert logs[0]["credential"] == "***"

@@ -22,8 +22,8 @@ log_context = bound_contextvars
 # key names whose values are secret whatever they look like; "webhook" because a Slack or Teams
 # webhook URL carries its secret in the path, which redact_url keeps
 _SECRET_KEY = re.compile(
-    r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|dsn|routing[_-]?key|credential|webhook"
-    r"|private[_-]?key)",
+    r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|dsn|routing[_-]?key|credential(?!_id)"
+    r"|webhook|private[_-]?key)",
     re.I,
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)

@@ -17,6 +17,7 @@ MASK = "***"
 # Path segments at least this long are treated as secrets when a URL is scrubbed: webhook ids and
 # keys are long; "services", "hooks", "api", "v2" and the like are not.
 SECRET_SEGMENT_MIN = 9
+SECRET_MIN = 8  # shorter values are not scrubbed (no real secret is this short)
 
 
 def describe_http_error(exc: BaseException) -> str:
@@ -54,8 +55,9 @@ def url_secrets(url: str) -> list[str]:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by ``***`` (longest first, so a URL
-    is masked whole rather than around its path)."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+    """``text`` with every occurrence of each secret of ``SECRET_MIN`` characters or more replaced
+    by ``***`` (longest first, so a URL is masked whole rather than around its path)."""
+    # short values (an "X-Api-Version: 2" header) are not secrets and would mask digits anywhere
+    for secret in sorted({s for s in secrets if len(s) >= SECRET_MIN}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

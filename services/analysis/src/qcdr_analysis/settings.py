@@ -76,7 +76,7 @@ class AnalysisSettings(CommonSettings):
         ),
     )
     correlation_source_max_lag_s: float = Field(
-        default=600.0,
+        default=3600.0,
         gt=0,
         description="With correlation_source_idle_s: how far the slowest source may hold chains back "
         "behind the newest event time; older items of a source lagging further are late.",

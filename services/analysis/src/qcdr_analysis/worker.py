@@ -105,9 +105,15 @@ class AnalysisWorker:
                 gate=gate,
             )
         self.saver: IdleSaver | None = None
+        self._consumers_running = 0
+        self.consumers_done = asyncio.Event()
         if self.detectors.stateful:
             self.saver = IdleSaver(
-                self.sessions, self.detectors, idle_seconds=settings.idle_save_s, gate=gate
+                self.sessions,
+                self.detectors,
+                idle_seconds=settings.idle_save_s,
+                gate=gate,
+                consumers_done=self.consumers_done,
             )
         groups = [(streams.EVENTS, settings.consumer_group)]
         self.samples_consumer: StreamConsumer | None = None
@@ -153,13 +159,30 @@ class AnalysisWorker:
         if outcome.outbox_rows:
             self.relay.notify()  # publish now rather than at the next poll
 
+    def _tracked(self, run: Worker) -> Worker:
+        """``run`` counted among the consumers: ``consumers_done`` is set once all have returned."""
+        self._consumers_running += 1
+
+        async def tracked(stop: asyncio.Event) -> None:
+            try:
+                await run(stop)
+            finally:
+                self._consumers_running -= 1
+                if self._consumers_running == 0:
+                    self.consumers_done.set()
+
+        return tracked
+
     @property
     def tasks(self) -> list[Worker]:
-        tasks: list[Worker] = [self.consumer.run, self.relay.run, self.lag.run]
+        self._consumers_running = 0
+        self.consumers_done.clear()
+        consumers = [self.consumer.run]
         if self.samples_consumer is not None:
-            tasks.append(self.samples_consumer.run)
+            consumers.append(self.samples_consumer.run)
         if self.baselines_consumer is not None:
-            tasks.append(self.baselines_consumer.run)
+            consumers.append(self.baselines_consumer.run)
+        tasks: list[Worker] = [*(self._tracked(c) for c in consumers), self.relay.run, self.lag.run]
         if self.trainer is not None:
             tasks.append(self.trainer.run)
         if self.flusher is not None:

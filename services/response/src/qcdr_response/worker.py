@@ -83,6 +83,7 @@ class ResponseWorker:
         self.settings = settings
         self.sessions = make_session_factory(engine)
         self.cluster = cluster
+        self._refreshing = asyncio.Lock()
         self.lifecycle = lifecycle or make_lifecycle(settings)
         self.relay = OutboxRelay.from_settings(engine, redis, outbox, settings)
         self.actions: ActionsRuntime | None = None
@@ -158,7 +159,12 @@ class ResponseWorker:
             await self.refresh_outputs()
 
     async def refresh_outputs(self) -> None:
-        """Files from the current versions; with auto_apply, apply every approved policy."""
+        """Files from the current versions; with auto_apply, apply every approved policy. One at a
+        time: the resync and a batch's refresh would otherwise write the same files at once."""
+        async with self._refreshing:
+            await self._refresh_outputs()
+
+    async def _refresh_outputs(self) -> None:
         if self.settings.output_dir is not None:
             async with self.sessions() as session:
                 written, removed = await files.sync(session, self.settings.output_dir)

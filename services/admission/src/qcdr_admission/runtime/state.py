@@ -82,6 +82,10 @@ class RuntimeState:
         if namespace:
             self._by_namespace.setdefault(namespace, {})[finding.id] = issue
         heapq.heappush(self._expiry, (expires, finding.id))
+        if len(self._expiry) > 2 * len(self._issues) + 1024:
+            # a finding refreshed again and again leaves one stale entry each time: rebuild
+            self._expiry = [(entry[0], fid) for fid, entry in self._issues.items()]
+            heapq.heapify(self._expiry)
         while len(self._issues) > self.max_open:  # a flood: the soonest to expire go first
             expires, finding_id = heapq.heappop(self._expiry)
             entry = self._issues.get(finding_id)

@@ -64,7 +64,7 @@ class Correlator:
         checkpoint: RedisCheckpoint | None = None,
         *,
         source_idle_s: float | None = None,
-        source_max_lag_s: float = 600.0,
+        source_max_lag_s: float = 3600.0,
     ) -> Correlator:
         engine = Engine(
             load_patterns(user_dir), source_idle_s=source_idle_s, source_max_lag_s=source_max_lag_s

@@ -21,7 +21,7 @@ Semantics (issue 6, item 1):
   highest overall when none did), as Flink combines its inputs' watermarks with an idleness
   timeout. The price: every chain waits for the slowest active source, so set the timeout just
   above the slowest source's delivery interval (the poller's, plus its latency). ``W`` trails the
-  newest event by ``source_max_lag_s`` (600 s) at most: a source that keeps delivering the same
+  newest event by ``source_max_lag_s`` (3,600 s) at most: a source that keeps delivering the same
   old time (a stuck spoke, or one feeding invented clusters) would otherwise hold every chain, and
   the buffer with its checkpoint, for as long as it keeps delivering.
 * **Clocks ahead.** An item more than ``max_future_s`` (300 s) ahead of this process's clock is
@@ -102,7 +102,7 @@ class Engine(EngineState):
     clock: Callable[[], float] = time.time
     # None: one watermark; seconds: per (source, cluster), idle ones left out (module docstring)
     source_idle_s: float | None = None
-    source_max_lag_s: float = 600.0  # how far the lowest source may hold W behind the newest time
+    source_max_lag_s: float = 3600.0  # how far the lowest source may hold W behind the newest time
 
     def __post_init__(self) -> None:
         self._compiled = [

@@ -12,10 +12,11 @@ the same id.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from qcdr_common.contracts.events.v1 import Severity, Workload
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
@@ -25,7 +26,6 @@ from qcdr_analysis.dns.siblings import describe, sibling_keys
 
 DETECTOR = "dns.dga"
 TECHNIQUE = "T1568.002"  # Dynamic Resolution: Domain Generation Algorithms
-CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class _Pod:
     names: deque[tuple[datetime, str, tuple[str, ...], str, str]] = field(default_factory=deque)
     groups: dict[str, dict[str, int]] = field(default_factory=dict)
     last_seen: datetime | None = None
+    arrived: float = 0.0  # this process's monotonic time of the pod's latest query
     quiet_until: datetime | None = None
 
     def add_name(self, t: datetime, label: str, keys: tuple[str, ...], domain: str, eid: str) -> None:
@@ -90,13 +91,18 @@ def pod_key(w: Workload) -> tuple[str | None, str | None, str | None]:
 
 
 class PodDgaTracker:
-    def __init__(self, config: TrackerConfig | None = None, model: Model | None = None) -> None:
+    def __init__(
+        self,
+        config: TrackerConfig | None = None,
+        model: Model | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config or TrackerConfig()
         self.model = model or load_classifier()
         # ordered by last query (least recent first), so quiet pods are found at the front
         self._pods: OrderedDict[tuple[str | None, str | None, str | None], _Pod] = OrderedDict()
-        self._newest: datetime | None = None
-        self._latest_believable = datetime.now(UTC) + CLOCK_SKEW
+        self.clock = clock
+        self._batch_arrival = clock()
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -104,7 +110,7 @@ class PodDgaTracker:
     def observe(self, queries: Sequence[Query]) -> list[Finding]:
         """Score a batch (one vectorised classification) and return the findings it completes."""
         verdicts = classify([q.domain for q in queries], self.model)
-        self._latest_believable = datetime.now(UTC) + CLOCK_SKEW
+        self._batch_arrival = self.clock()
         findings = []
         for q, v in sorted(zip(queries, verdicts, strict=True), key=lambda p: p[0].event_time):
             finding = self._add(q, v)
@@ -114,16 +120,16 @@ class PodDgaTracker:
         return findings
 
     def _forget_quiet(self) -> None:
-        """Drop pods with no query for a whole window (their queues are empty by then and any
-        quiet period after a finding has ended: a CronJob's pods, a finished rollout), and the
-        least recently active beyond ``max_pods``."""
-        if self._newest is not None:
-            horizon = self._newest - self.config.window
-            while self._pods:
-                key, pod = next(iter(self._pods.items()))
-                if pod.last_seen is not None and pod.last_seen >= horizon:
-                    break
-                del self._pods[key]
+        """Drop pods that received no query for a window of this process's time (a CronJob's
+        pods, a finished rollout), and the least recently active beyond ``max_pods``. Arrival
+        time, not event time: a cluster or node running behind the others (a spoke catching up,
+        a clock set back) keeps its pods, since one event-time clock for all would drop them."""
+        horizon = self.clock() - self.config.window.total_seconds()
+        while self._pods:
+            key, pod = next(iter(self._pods.items()))  # least recently active first
+            if pod.arrived >= horizon:
+                break
+            del self._pods[key]
         while len(self._pods) > self.config.max_pods:
             self._pods.popitem(last=False)
 
@@ -141,11 +147,7 @@ class PodDgaTracker:
             return None
         if pod.last_seen is None or q.event_time > pod.last_seen:
             pod.last_seen = q.event_time
-        # the newest time, but never past the wall clock by more than the skew allowed: one event
-        # stamped in 2199 must not make every pod look quiet and be dropped
-        newest = min(q.event_time, self._latest_believable)
-        if self._newest is None or newest > self._newest:
-            self._newest = newest
+        pod.arrived = self._batch_arrival
         pod.queries.append((q.event_time, q.nxdomain))
         if v.is_dga:
             pod.hits.append((q.event_time, v, q.event_id))

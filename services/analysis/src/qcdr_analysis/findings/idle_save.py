@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from qcdr_common.logging import get_logger
 from qcdr_common.streams.runner import wait_any
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_analysis.findings.service import DetectorSet
@@ -31,11 +32,14 @@ class IdleSaver:
         *,
         idle_seconds: float,
         gate: Callable[[], bool] | None = None,
+        consumers_done: asyncio.Event | None = None,
     ) -> None:
         self.sessions = sessions
         self.detectors = detectors
         self.idle_seconds = idle_seconds
         self.gate = gate  # the consumers' gate: the lease still certainly this replica's
+        # set once the consumers have returned: the last save must come after their last batch
+        self.consumers_done = consumers_done
         self.saves = 0
 
     def _allowed(self) -> bool:
@@ -51,6 +55,8 @@ class IdleSaver:
             if now == seen and self._allowed():
                 await self._save_logged("saving idle detector state failed; retried when idle again")
             seen = now
+        if self.consumers_done is not None:
+            await self.consumers_done.wait()  # a batch read as the stop came is finished first
         if self._allowed():
             self.detectors.all_due()
             await self._save_logged("saving detector state at stop failed; unsaved counts are lost")
@@ -63,8 +69,14 @@ class IdleSaver:
 
     async def save(self) -> None:
         """One ``persist`` of every stateful detector in its own transaction, under the batches'
-        lock; if it does not commit, the detectors forget what was unsaved, as after a batch."""
+        lock. PostgreSQL is asked first: while it is away nothing is attempted, and the counts stay
+        in memory for the next batch or save (a failed write makes the detectors forget what was
+        unsaved, as after a batch, since their bookkeeping already moved on)."""
         async with self.detectors.lock:
+            if not self._allowed():  # the lease may have gone while this waited for the lock
+                return
+            async with self.sessions() as probe:
+                await probe.execute(text("SELECT 1"))  # raises while PostgreSQL is away
             try:
                 async with self.sessions() as session, session.begin():
                     await self.detectors.persist(session)

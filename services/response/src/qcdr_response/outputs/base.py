@@ -36,6 +36,10 @@ class Outcome:
     retry_after_s: float | None = None  # from Retry-After, when the server said
 
 
+# secrets never sent as they are: an HMAC key signs, a password is base64-encoded into the header
+_NOT_SENT_AS_IS = frozenset({"secret", "password"})
+
+
 class SinkConfig(BaseModel):
     """Settings every sink has; each sink's model adds its own (and a ``type`` literal)."""
 
@@ -66,6 +70,8 @@ class SinkConfig(BaseModel):
         """Secrets go into URLs and headers; one with a line break (a token file's second line)
         would fail inside httpx, whose message quotes the whole header."""
         for field, value in self:
+            if field in _NOT_SENT_AS_IS:
+                continue
             values = value.values() if isinstance(value, dict) else [value]
             for item in values:
                 if isinstance(item, SecretStr):
