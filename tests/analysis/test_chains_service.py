@@ -201,3 +201,37 @@ async def test_a_restart_with_no_new_events_still_completes_what_the_checkpoint_
 
 async def _chains_at_least(db: str, n: int) -> bool:
     return len(await chains(db)) >= n
+
+
+async def test_the_flusher_holds_off_for_the_claim_idle_time_after_a_start(engine: AsyncEngine) -> None:
+    """Entries a crashed leader read but never committed come back after the claim-idle time; a
+    flush before that would make their items late, so the first flush waits for it."""
+    import asyncio
+
+    from qcdr_analysis.correlation.correlator import Correlator
+    from qcdr_analysis.correlation.flusher import CorrelationFlusher
+    from qcdr_analysis.findings.service import DetectorSet
+    from qcdr_common.db import make_session_factory
+
+    from tests.analysis.test_correlation import trace
+
+    detectors = DetectorSet.configure({}, frozenset({"behaviour_profile", "workload_anomaly"}))
+    detectors.correlator = Correlator.from_patterns(None)
+    detectors.correlator.feed(trace("reverse_shell"), [])
+    assert detectors.correlator.waiting
+    flusher = CorrelationFlusher(
+        make_session_factory(engine), detectors, cluster_id="c", idle_seconds=0.05, hold_s=1.0
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(flusher.run(stop))
+    try:
+        await asyncio.sleep(0.6)
+        assert flusher.flushes == 0
+        await wait_for(lambda: _true(flusher.flushes >= 1), 5)
+    finally:
+        stop.set()
+        await task
+
+
+async def _true(value: bool) -> bool:
+    return value

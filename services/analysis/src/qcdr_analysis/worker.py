@@ -103,6 +103,7 @@ class AnalysisWorker:
                 cluster_id=settings.cluster_id,
                 idle_seconds=settings.correlation_idle_flush_s,
                 gate=gate,
+                hold_s=settings.stream_claim_idle_ms / 1000,
             )
         self.saver: IdleSaver | None = None
         self._consumers_running = 0

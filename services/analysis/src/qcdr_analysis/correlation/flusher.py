@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from qcdr_common.logging import get_logger
@@ -31,8 +32,12 @@ class CorrelationFlusher:
         cluster_id: str,
         idle_seconds: float,
         gate: Callable[[], bool] | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.gate = gate  # asked before a flush writes (the events consumer's gate)
+        # no flush this soon after start: entries a crashed process read but never committed are
+        # claimed back after the claim-idle time, and a flush before them would make them late
+        self.hold_s = hold_s
         self.sessions = sessions
         self.detectors = detectors
         self.cluster_id = cluster_id
@@ -44,11 +49,13 @@ class CorrelationFlusher:
         if correlator is None:
             return
         seen = correlator.engine.stats.events
+        started = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.idle_seconds)
             now = correlator.engine.stats.events
-            allowed = self.gate is None or self.gate()
+            held = time.monotonic() - started < self.hold_s
+            allowed = not held and (self.gate is None or self.gate())
             # idle, and something is waiting (or may be, in a checkpoint not loaded yet)
             if now == seen and allowed and (correlator.waiting or not correlator.restored):
                 try:
