@@ -58,21 +58,34 @@ async def stored_windows(db: str) -> dict[str, Any]:
     return {r["key"]: json.loads(bytes(r["state"]))["buckets"] for r in rows}
 
 
-async def _profile_with_unsaved_count(
-    db: str, engine: AsyncEngine, redis: Redis, prefix: str, *, flush: str, idle_s: float
-) -> tuple[AnalysisWorker, Running]:
-    """A running worker whose profile counts two ``/bin/sh`` runs and has saved one."""
+async def _start_on_one_exec(
+    engine: AsyncEngine,
+    redis: Redis,
+    prefix: str,
+    detectors: dict[str, Any],
+    disabled: frozenset[str],
+    idle_s: float,
+) -> tuple[AnalysisWorker, Running, str]:
+    """One ``/bin/sh`` exec published, and a worker running the given stateful detector on it."""
     settings = analysis_settings(
         redis_prefix=prefix,
         idle_save_s=idle_s,
-        detectors={"behaviour_profile": {"learning_period": "PT48H", "count_flush_interval": flush}},
-        disabled_detectors=ONLY_PROFILES,
+        detectors=detectors,
+        disabled_detectors=disabled,
         correlation_enabled=False,
     )
     key = stream_key(prefix, "ingest:events")
     await publish(redis, key, [event_envelope(exec_event("/bin/sh", T0))], maxlen=1000)
     worker = AnalysisWorker(settings, engine, redis)
-    running = Running(worker)
+    return worker, Running(worker), key
+
+
+async def _profile_with_unsaved_count(
+    db: str, engine: AsyncEngine, redis: Redis, prefix: str, *, flush: str, idle_s: float
+) -> tuple[AnalysisWorker, Running]:
+    """A running worker whose profile counts two ``/bin/sh`` runs and has saved one."""
+    detectors = {"behaviour_profile": {"learning_period": "PT48H", "count_flush_interval": flush}}
+    worker, running, key = await _start_on_one_exec(engine, redis, prefix, detectors, ONLY_PROFILES, idle_s)
     await wait_for(lambda: _is(stored_sh_count(db), 1), 20)  # a new profile: saved with its batch
     await publish(redis, key, [event_envelope(exec_event("/bin/sh", T0 + HOURS))], maxlen=1000)
     store = worker.detectors.state_of("behaviour_profile").store
@@ -115,17 +128,8 @@ async def test_anomaly_window_counts_are_saved_when_quiet_or_at_stop(
     db: str, engine: AsyncEngine, redis_client: Any, redis_prefix: str, checkpoint_every: str
 ) -> None:
     redis: Redis = redis_client
-    settings = analysis_settings(
-        redis_prefix=redis_prefix,
-        idle_save_s=0.2,
-        detectors={"workload_anomaly": {"learning_period": "PT2H", "checkpoint_every": checkpoint_every}},
-        disabled_detectors=ONLY_WINDOWS,
-        correlation_enabled=False,
-    )
-    key = stream_key(redis_prefix, "ingest:events")
-    await publish(redis, key, [event_envelope(exec_event("/bin/sh", T0))], maxlen=1000)
-    worker = AnalysisWorker(settings, engine, redis)
-    running = Running(worker)
+    detectors = {"workload_anomaly": {"learning_period": "PT2H", "checkpoint_every": checkpoint_every}}
+    worker, running, key = await _start_on_one_exec(engine, redis, redis_prefix, detectors, ONLY_WINDOWS, 0.2)
     state = worker.detectors.state_of("workload_anomaly")
     try:
         await wait_for(lambda: _is(_count(stored_windows(db)), 1), 20)  # a new workload: saved at once
