@@ -120,11 +120,13 @@ class PodDgaTracker:
         return findings
 
     def _forget_quiet(self) -> None:
-        """Drop pods that received no query for a window of this process's time (a CronJob's
+        """Drop pods that received no query for two windows of this process's time (a CronJob's
         pods, a finished rollout), and the least recently active beyond ``max_pods``. Arrival
         time, not event time: a cluster or node running behind the others (a spoke catching up,
         a clock set back) keeps its pods, since one event-time clock for all would drop them."""
-        horizon = self.clock() - self.config.window.total_seconds()
+        # two windows: a source that delivers in batches (a spoke forwarding every few minutes)
+        # keeps its pods between deliveries, and a pod's quiet period after a finding outlasts it
+        horizon = self.clock() - 2 * self.config.window.total_seconds()
         while self._pods:
             key, pod = next(iter(self._pods.items()))  # least recently active first
             if pod.arrived >= horizon:
