@@ -154,6 +154,33 @@ def test_late_events_are_counted_not_misplaced(stack: InMemoryStack) -> None:
     assert engine.late_events == 1
 
 
+def test_a_new_workload_first_seen_in_a_backfill_learns_from_what_is_watched_now(
+    stack: InMemoryStack,
+) -> None:
+    """Its first event three days old (a node flushing its buffer), then live minutes: the learning
+    period counts from the live stream, not from the old event."""
+    traffic = Traffic(n=3)
+    run(stack, traffic, range(0, 5))  # the engine watches T0 .. T0+5 min
+    newcomer = workloads(4)[3]
+    old = SecurityEvent(
+        id="backfilled",
+        source="tetragon",
+        category="process_exec",
+        severity=Severity.INFO,
+        event_time=T0 - timedelta(days=3),
+        workload=newcomer,
+        process={"path": "/bin/sh"},
+    )
+    stack.observe([old])
+    for m in range(5, 20):  # a quarter of an hour of live traffic, the newcomer included
+        events, samples = traffic.minute(m)
+        events += minute_of_execs(traffic.rng, 2.0, T0 + timedelta(minutes=m), newcomer, traffic.ids)
+        stack.observe(sorted(events, key=lambda e: e.event_time), samples)
+    states = [s for s in engine_of(stack).states.values() if s.workload.owner_name == newcomer.owner_name]
+    assert len(states) == 1
+    assert not states[0].ready  # two hours of learning, not "three days since the first event"
+
+
 def test_configuration_is_validated() -> None:
     with pytest.raises(ValueError, match="learning_period"):
         WorkloadAnomalyConfig.model_validate({"learning_period": "PT1M"})

@@ -138,6 +138,13 @@ class WorkloadAnomalyEngine:
                 daily=self.seasonal.mode != "off",
             )
             state.changed = True
+            watched = self.clock()
+            if number is not None and watched is not None:
+                # first seen in events older than what the engine watches now (a backfill, a node
+                # flushing days of buffer): learning counts from now, not from the old events
+                now = self.window_of(watched) - 1
+                if number < now:
+                    state.learn_from = now
             if self.config.inherit_on_rollout:
                 donor = self._donor(owner_of(key), key, number)
                 if donor is not None:
@@ -270,7 +277,7 @@ class WorkloadAnomalyEngine:
             if state.baseline is None:
                 hour, day = self.hour_and_day(window.number)
                 state.learn(window, self.rng, self.config.smoothing_windows, hour, day)
-                first = state.first_window if state.first_window is not None else window.number
+                first = state.learning_start(window.number)
                 if window.number - first + 1 >= self.learning_windows:
                     state.freeze(self.config.smoothing_windows, self.config.ewma_lambda, self.seasonal)
                     continue

@@ -28,7 +28,7 @@ def _number(value: float) -> str:
 
 def _base(engine: WorkloadAnomalyEngine, state: WorkloadState, window: Window) -> dict[str, Any]:
     baseline = state.scoring_baseline
-    first = state.first_window if state.first_window is not None else window.number
+    first = state.learning_start(window.number)
     daily = None
     if baseline is not None and baseline.daily is not None:
         # which limits applied: the hour's for these features, the flat ones for the rest

@@ -85,6 +85,9 @@ class WorkloadState:
         self.n_gauges = n_gauges
         self.width = len(ft.EVENT_FEATURES) + n_gauges
         self.first_window: int | None = None
+        # the window learning counts from when it is later than first_window: a new workload
+        # whose first events are a backfill (days old) learns from what the engine watches now
+        self.learn_from: int | None = None
         self.last_closed: int | None = None
         self.last_activity: int | None = None
         self.buckets: dict[int, Bucket] = {}
@@ -128,6 +131,11 @@ class WorkloadState:
         self.inherited_from = donor.inherited_from if donor.baseline is None else donor.key
         self.ewma = baseline.gauge_level.copy()
         self.changed = True
+
+    def learning_start(self, fallback: int) -> int:
+        """The window learning is counted from (``fallback`` before the first one)."""
+        first = self.first_window if self.first_window is not None else fallback
+        return first if self.learn_from is None else max(first, self.learn_from)
 
     # -- observing ---------------------------------------------------------------------------
     def bucket(self, number: int) -> Bucket | None:
