@@ -106,8 +106,7 @@ class AnalysisWorker:
                 hold_s=settings.stream_claim_idle_ms / 1000,
             )
         self.saver: IdleSaver | None = None
-        self._consumers_running = 0
-        self.consumers_done = asyncio.Event()
+        self.consumers_done = asyncio.Event()  # the idle saver's last save comes after
         if self.detectors.stateful:
             self.saver = IdleSaver(
                 self.sessions,
@@ -160,30 +159,20 @@ class AnalysisWorker:
         if outcome.outbox_rows:
             self.relay.notify()  # publish now rather than at the next poll
 
-    def _tracked(self, run: Worker) -> Worker:
-        """``run`` counted among the consumers: ``consumers_done`` is set once all have returned."""
-        self._consumers_running += 1
-
-        async def tracked(stop: asyncio.Event) -> None:
-            try:
-                await run(stop)
-            finally:
-                self._consumers_running -= 1
-                if self._consumers_running == 0:
-                    self.consumers_done.set()
-
-        return tracked
+    async def _consume(self, stop: asyncio.Event) -> None:
+        """The stream consumers; ``consumers_done`` is set once all have returned."""
+        consumers = [self.consumer, self.samples_consumer, self.baselines_consumer]
+        try:
+            async with asyncio.TaskGroup() as group:
+                for consumer in consumers:
+                    if consumer is not None:
+                        group.create_task(consumer.run(stop))
+        finally:
+            self.consumers_done.set()
 
     @property
     def tasks(self) -> list[Worker]:
-        self._consumers_running = 0
-        self.consumers_done.clear()
-        consumers = [self.consumer.run]
-        if self.samples_consumer is not None:
-            consumers.append(self.samples_consumer.run)
-        if self.baselines_consumer is not None:
-            consumers.append(self.baselines_consumer.run)
-        tasks: list[Worker] = [*(self._tracked(c) for c in consumers), self.relay.run, self.lag.run]
+        tasks: list[Worker] = [self._consume, self.relay.run, self.lag.run]
         if self.trainer is not None:
             tasks.append(self.trainer.run)
         if self.flusher is not None:

@@ -162,11 +162,9 @@ class Profile:
     def learning_period(self) -> float | None:
         return None if self.first_seen is None else self.ready_at - self.first_seen
 
-    def start(self, t: float, learning_period: float, anchor: float | None = None) -> None:
-        """First seen at ``t``; learning until ``anchor`` (default ``t``) + the period (a window
-        moved back by a late event keeps its length)."""
+    def start(self, t: float, learning_period: float) -> None:
         self.first_seen = t
-        self.ready_at = max(t, anchor if anchor is not None else t) + learning_period
+        self.ready_at = t + learning_period
         self.last_seen = t
 
     def learning(self, t: float) -> bool:

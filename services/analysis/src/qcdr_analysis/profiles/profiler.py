@@ -150,11 +150,7 @@ def _apply(
         # it: that would end learning at once.
         last_seen = profile.last_seen
         inherited = profile.inherited is not None
-        period = settings.rollout_learning_period if inherited else settings.learning_period
-        anchor = None
-        if profile.first_seen is not None:  # moved back a little: the window moves back as much
-            anchor = profile.ready_at - period - (profile.first_seen - t)
-        profile.start(t, period, anchor)
+        profile.start(t, settings.rollout_learning_period if inherited else settings.learning_period)
         if last_seen is not None and last_seen > t:
             profile.last_seen = last_seen
         changed = True
