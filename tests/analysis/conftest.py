@@ -30,6 +30,7 @@ ANALYSIS_TABLES = (
     "analysis_profile_workloads",
     "analysis_baselines",
     "analysis_models",
+    "analysis_input_clocks",
 )
 # ingest's tables behind the view and the reputation cache, which the intel tests fill
 INTEL_TABLES = ("intel_indicators", "intel_reputation", "intel_domains")

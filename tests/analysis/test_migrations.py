@@ -25,6 +25,7 @@ ANALYSIS_TABLES = {
     "analysis_profile_workloads",
     "analysis_baselines",
     "analysis_models",
+    "analysis_input_clocks",
 }
 
 
@@ -56,7 +57,7 @@ def test_db_upgrade_command_is_idempotent(scratch_database_url: str, fresh_setti
     for _ in range(2):
         result = runner.invoke(cli, ["db", "upgrade"], env={"DATABASE_URL": scratch_database_url})
         assert result.exit_code == 0, result.output
-        assert result.output.strip().endswith("is at revision 0004")
+        assert result.output.strip().endswith("is at revision 0005")
     tables, differences = inspect_db(scratch_database_url)
     assert tables == ANALYSIS_TABLES | {VERSION_TABLE}  # its own version table, no "alembic_version"
     assert differences == []
@@ -65,10 +66,10 @@ def test_db_upgrade_command_is_idempotent(scratch_database_url: str, fresh_setti
 def test_migrations_go_down_and_up(scratch_database_url: str) -> None:
     url = scratch_database_url
     assert current_revision(url) is None
-    assert upgrade(url) == "0004"
+    assert upgrade(url) == "0005"
     assert downgrade(url, "base") is None
     assert inspect_db(url)[0] == {VERSION_TABLE}
-    assert upgrade(url.replace("+asyncpg", "")) == "0004"
+    assert upgrade(url.replace("+asyncpg", "")) == "0005"
     assert inspect_db(url)[1] == []
 
 

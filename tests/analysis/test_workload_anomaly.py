@@ -16,6 +16,7 @@ from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine
 from qcdr_analysis.anomaly.handlers import SamplesHandler
 from qcdr_analysis.anomaly.stack import InMemoryStack
 from qcdr_analysis.anomaly.trainer import ModelTrainer
+from qcdr_analysis.anomaly.workload import WorkloadState
 from qcdr_analysis.detectors import workload_anomaly
 from qcdr_analysis.findings.service import DetectorSet
 from qcdr_analysis.profiles import service as profiles
@@ -179,6 +180,9 @@ def test_a_new_workload_first_seen_in_a_backfill_learns_from_what_is_watched_now
     states = [s for s in engine_of(stack).states.values() if s.workload.owner_name == newcomer.owner_name]
     assert len(states) == 1
     assert not states[0].ready  # two hours of learning, not "three days since the first event"
+    # and so after a restart: the state read back from Postgres still learns from the live stream
+    restored = WorkloadState.from_json(states[0].key, states[0].to_json(), 512, 1)
+    assert restored.learning_start(0) == states[0].learning_start(0) > restored.first_window  # type: ignore[operator]
 
 
 def test_configuration_is_validated() -> None:
@@ -244,6 +248,46 @@ async def test_a_restart_loses_no_baseline_and_no_model(pg: AsyncEngine) -> None
     found = await feed(pg, second, traffic, range(125, 130))
     assert found == []
     assert all(s.ready for s in engine.states.values())
+
+
+async def test_a_restart_still_waits_for_an_input_that_delivers_late(pg: AsyncEngine) -> None:
+    """The Qualys poller's next batch comes after a restart: the new process knows how far each
+    input had got (``analysis_input_clocks``) and keeps the windows open for it, as the old one
+    would have."""
+
+    def every_batch_a_checkpoint(detectors: DetectorSet) -> DetectorSet:
+        state: workload_anomaly.State = detectors.state_of("workload_anomaly")
+        state.config = state.config.model_copy(update={"checkpoint_every": timedelta(0)})
+        return detectors
+
+    async def deliver(detectors: DetectorSet, events: list[SecurityEvent]) -> None:
+        state: workload_anomaly.State = detectors.state_of("workload_anomaly")
+        async with make_session_factory(pg).begin() as session:
+            await workload_anomaly.refresh(session, state, [e.workload for e in events])
+            workload_anomaly.detect(events, state)
+            await detectors.persist(session)
+
+    traffic, other = Traffic(n=2), Traffic(n=2, seed=11)
+    first = every_batch_a_checkpoint(detector_set())
+    await feed(pg, first, traffic, range(0, 3))
+    polled = [e for m in range(0, 3) for e in relabel(other.minute(m)[0], source="qualys")]
+    assert polled
+    await deliver(first, polled)
+    second = every_batch_a_checkpoint(detector_set())  # a restart
+    await feed(pg, second, traffic, range(3, 8))  # the live source runs five minutes ahead
+    await deliver(second, [e for m in range(3, 8) for e in relabel(other.minute(m)[0], source="qualys")])
+    engine = second.state_of("workload_anomaly").engine
+    assert engine.late_events == 0
+    assert {k[1] for k in engine.marks if k[0] == "events"} == {"tetragon", "qualys"}
+
+    # marks stored far ahead (another pipeline's, a clock once wrong) hold nothing back and make
+    # no live event late: the newest time is what this process has seen
+    async with make_session_factory(pg).begin() as session:
+        ahead = {key: when + timedelta(days=30) for key, when in engine.marks.items()}
+        await repo.save_marks(session, workload_anomaly.NAME, ahead)
+    third = every_batch_a_checkpoint(detector_set())
+    await feed(pg, third, traffic, range(8, 12))
+    assert third.state_of("workload_anomaly").engine.late_events == 0
 
 
 async def test_a_reset_makes_a_running_worker_learn_again(pg: AsyncEngine) -> None:
@@ -354,9 +398,80 @@ def test_windows_wait_for_the_slower_input_unless_it_stalled(stack: InMemoryStac
     assert all(c is not None for c in closed)
     buckets = sum(sum(b.gauge_n.values()) for s in engine.states.values() for b in s.buckets.values())
     assert buckets > 0  # the latest samples wait in open windows, none was dropped as late
-    # samples stop (a scraper down): after input_stall the windows close on events alone
+    # samples stop (a scraper down): after input_stall (10 min) the windows close on events alone
     before = max(c for c in closed if c is not None)
-    for m in range(5, 13):
+    for m in range(5, 17):
         stack.observe(traffic.minute(m)[0])
     after = max(s.last_closed for s in engine.states.values() if s.last_closed is not None)
     assert after >= before + 4
+
+
+def relabel(events: list[SecurityEvent], **changes: Any) -> list[SecurityEvent]:
+    """The same events from another input: another source, or a workload in another cluster."""
+    out = []
+    for event in events:
+        source = changes.get("source", event.source)
+        cluster = changes.get("cluster", event.workload.cluster)
+        workload = event.workload.model_copy(update={"cluster": cluster})
+        out.append(
+            event.model_copy(
+                update={"source": source, "workload": workload, "id": f"{source}-{cluster}-{event.id}"}
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"source": "qualys"}, {"cluster": "c2"}],
+    ids=["a source polled five minutes late", "a cluster forwarded five minutes late"],
+)
+def test_an_input_that_delivers_minutes_late_loses_no_events(
+    stack: InMemoryStack, change: dict[str, str]
+) -> None:
+    """Live events from one input, and another input's events delivered five minutes after
+    they happened, in a batch every five minutes (the Qualys poller's interval, a spoke that
+    forwards in batches): windows wait for the slower input, none of its events is late."""
+    traffic = Traffic(n=3)
+    engine = engine_of(stack)
+    other = Traffic(n=3, seed=11)
+    stack.observe(*traffic.minute(0))
+    stack.observe(relabel(other.minute(0)[0], **change))  # an input is waited for once it delivered
+    held: list[SecurityEvent] = []
+    delivered = 0
+    for m in range(1, 31):
+        stack.observe(*traffic.minute(m))
+        held += relabel(other.minute(m)[0], **change)
+        if m % 5 == 0:  # a batch of the last five minutes, as the poll or the forward arrives
+            stack.observe(held)
+            delivered += len(held)
+            held = []
+    assert delivered > 100
+    assert engine.late_events == 0
+    closed = [s.last_closed for s in engine.states.values()]
+    assert all(c is not None for c in closed)  # windows did close meanwhile, at the slower pace
+
+
+def test_an_input_that_stops_or_replays_a_backlog_holds_windows_for_input_stall_at_most(
+    stack: InMemoryStack,
+) -> None:
+    traffic = Traffic(n=3)
+    engine = engine_of(stack)
+    other = Traffic(n=3, seed=11)
+    for m in range(0, 5):
+        stack.observe(*traffic.minute(m))
+        stack.observe(relabel(other.minute(m)[0], source="qualys"))
+    # qualys stops: for up to input_stall (10 min) the windows wait for it, then close without it
+    for m in range(5, 20):
+        stack.observe(*traffic.minute(m))
+    watermark = engine.window_of(T0 + timedelta(minutes=19) - engine.config.input_stall)
+    assert min(s.last_closed or 0 for s in engine.states.values()) >= watermark - 2
+    assert {k[1] for k in engine.marks if k[0] == "events"} == {"tetragon"}  # the stopped one left
+    # it comes back with a backlog from an hour ago: late, and it holds nothing
+    before = engine.late_events
+    stack.observe(relabel(other.minute(-60)[0], source="qualys"))
+    stack.observe(*traffic.minute(20))
+    assert engine.late_events > before
+    assert max(s.last_closed or 0 for s in engine.states.values()) >= engine.window_of(
+        T0 + timedelta(minutes=18)
+    )

@@ -25,10 +25,12 @@ class WorkloadAnomalyConfig(DetectorConfig):
         description="How long after its end a window waits for late events before it is scored.",
     )
     input_stall: timedelta = Field(
-        default=timedelta(minutes=5),
+        default=timedelta(minutes=10),
         description=(
-            "Windows wait for the slower of events and samples, unless it is this far behind the "
-            "other (no samples configured, a scraper down): then they close without it."
+            "Windows wait for the slowest input (the events of each source and cluster, the "
+            "samples of each source and cluster), unless it is this far behind the newest (a "
+            "scraper down, a cluster gone, a source replaying a backlog): then they close without "
+            "it. 10 min covers the Qualys poller's 5-minute interval and its delivery delay."
         ),
     )
     idle_after: timedelta = Field(

@@ -40,6 +40,8 @@ LATE_EVENTS = Counter(
     "Events that arrived after their window was scored (counted by the profiler, not in windows).",
 )
 DETECTOR = "workload_anomaly"
+# an input whose event time the engine follows: ("events" | "samples", source, cluster)
+InputKey = tuple[str, str, str]
 
 
 def baseline_key(workload: Workload) -> str:
@@ -78,10 +80,10 @@ class WorkloadAnomalyEngine:
         self.inherit_windows = int(config.inherit_max_age / config.window)
         self.model: population.PopulationModel | None = None
         self.max_seen: datetime | None = None
-        # events and samples come from two streams consumed independently: windows close at the
-        # slower clock, unless that one stalled (no samples configured, a scraper down)
-        self.max_event: datetime | None = None
-        self.max_sample: datetime | None = None
+        # the newest time of each input (see clock): events per source and cluster, samples per
+        # source and cluster; an input that fell behind by input_stall is dropped from here
+        self.marks: dict[InputKey, datetime] = {}
+        self.marks_moved = False  # since the last save (persisted with the checkpoints)
         self.last_fit: datetime | None = None
         self.rng = random.Random(config.seed)
         self.seasonal = SeasonalRule(config.seasonality, config.seasonal_min_correlation)
@@ -99,28 +101,44 @@ class WorkloadAnomalyEngine:
         """Hour of day (UTC) and day number at which window ``number`` starts."""
         return hour_and_day(number * self.window_seconds)
 
-    def _seen(self, when: datetime) -> None:
-        if self.max_seen is None or when > self.max_seen:
-            self.max_seen = when
+    def _seen(self, newest: dict[InputKey, datetime]) -> None:
+        """Take a batch's newest time per input into the marks."""
+        for key, when in newest.items():
+            mark = self.marks.get(key)
+            if mark is None or when > mark:
+                self.marks[key] = when
+                self.marks_moved = True
+            if self.max_seen is None or when > self.max_seen:
+                self.max_seen = when
 
-    def _event_seen(self, when: datetime) -> None:
-        self._seen(when)
-        if self.max_event is None or when > self.max_event:
-            self.max_event = when
-
-    def _sample_seen(self, when: datetime) -> None:
-        self._seen(when)
-        if self.max_sample is None or when > self.max_sample:
-            self.max_sample = when
+    def install_marks(self, marks: dict[InputKey, datetime]) -> None:
+        """How far each input had got in the previous process (a restart, a new leader). They
+        only ever hold windows back: the newest time stays what this process has seen, so a stored
+        mark far ahead (another pipeline's, a clock once wrong) cannot make live events late."""
+        for key, when in marks.items():
+            mark = self.marks.get(key)
+            if mark is None or when > mark:
+                self.marks[key] = when
 
     def clock(self) -> datetime | None:
-        """Event time up to which both inputs have arrived (the basis of the watermark)."""
-        if self.max_event is None or self.max_sample is None:
-            return self.max_seen
-        slower = min(self.max_event, self.max_sample)
-        if self.max_seen is not None and self.max_seen - slower > self.config.input_stall:
-            return self.max_seen  # the slower input stalled: do not hold every window for it
-        return slower
+        """Event time up to which every input has arrived (the basis of the watermark).
+
+        Inputs are consumed independently and run at their own pace: the Qualys poller delivers
+        minutes late, a spoke forwards in batches, a node's clock runs behind, samples come from
+        another stream. One clock for all would close a window before the slower inputs'
+        events for it arrived and drop them as late, so each input keeps its own mark and windows
+        close at the lowest. An input ``input_stall`` behind the newest (a scraper down, a cluster
+        gone, a source replaying a backlog) holds nothing any more: it is dropped from the marks
+        and counts again once it catches up, its events meanwhile late.
+        """
+        if self.max_seen is None:
+            return None
+        floor = self.max_seen - self.config.input_stall
+        stalled = [key for key, mark in self.marks.items() if mark < floor]
+        for key in stalled:
+            del self.marks[key]
+            self.marks_moved = True
+        return min(self.max_seen, *self.marks.values())
 
     # -- states ----------------------------------------------------------------------------
     def state_for(self, workload: Workload, number: int | None = None) -> WorkloadState:
@@ -210,12 +228,13 @@ class WorkloadAnomalyEngine:
         self.add_events(events)
         return self.advance()
 
-    def observe_samples(self, samples: Sequence[WorkloadSample]) -> list[Finding]:
-        self.add_samples(samples)
+    def observe_samples(self, samples: Sequence[WorkloadSample], source: str = "") -> list[Finding]:
+        self.add_samples(samples, source)
         return self.advance()
 
     def add_events(self, events: Sequence[SecurityEvent]) -> None:
         """Count events into their windows without closing any (see :meth:`advance`)."""
+        newest: dict[InputKey, datetime] = {}
         for event in events:
             kind = ft.classify(event)
             if kind == ft.IGNORED or not has_identity(event.workload):
@@ -225,10 +244,15 @@ class WorkloadAnomalyEngine:
             if not state.add_event(number, kind, event):
                 self.late_events += 1
                 LATE_EVENTS.inc()
-            self._event_seen(event.event_time)
+            key = ("events", event.source, event.workload.cluster or "")
+            mark = newest.get(key)
+            if mark is None or event.event_time > mark:
+                newest[key] = event.event_time
+        self._seen(newest)
 
-    def add_samples(self, samples: Sequence[WorkloadSample]) -> None:
-        """Add resource samples to their windows without closing any."""
+    def add_samples(self, samples: Sequence[WorkloadSample], source: str = "") -> None:
+        """Add resource samples (from ``source``) to their windows without closing any."""
+        newest: dict[InputKey, datetime] = {}
         for sample in samples:
             if not has_identity(sample.workload):
                 continue
@@ -239,7 +263,11 @@ class WorkloadAnomalyEngine:
             state = self.state_for(sample.workload, number)
             if not state.add_sample(number, values):
                 self.late_samples += 1
-            self._sample_seen(sample.time)
+            key = ("samples", source, sample.workload.cluster or "")
+            mark = newest.get(key)
+            if mark is None or sample.time > mark:
+                newest[key] = sample.time
+        self._seen(newest)
 
     # -- windows ---------------------------------------------------------------------------
     def advance(self, until: datetime | None = None) -> list[Finding]:
@@ -473,6 +501,7 @@ class WorkloadAnomalyEngine:
         """Forget states with unsaved changes (they reload from Postgres); their keys."""
         gone = [k for k, s in self.states.items() if s.changed or s.dirty]
         self.forget(gone)
+        self.marks_moved = True  # the rolled-back transaction may have held their save
         return gone
 
     @staticmethod

@@ -71,12 +71,16 @@ class SamplesHandler:
         outcome = BatchOutcome(envelopes=len(batches) + len(other))
         new_ids = await repo.record_received(session, [env for env, _ in batches] + list(other))
         outcome.duplicates = outcome.envelopes - len(new_ids)
-        samples: list[WorkloadSample] = [s for env, b in batches if env.id in new_ids for s in b.samples]
+        fresh = [b for env, b in batches if env.id in new_ids]
+        samples: list[WorkloadSample] = [s for b in fresh for s in b.samples]
         outcome.events = len(samples)
         if not samples:
             return outcome
         await workload_anomaly.refresh(session, self.state, (s.workload for s in samples))
-        findings = self.state.engine.observe_samples(samples)
+        engine = self.state.engine
+        for chunk in fresh:  # each source is an input of its own (engine.clock)
+            engine.add_samples(chunk.samples, chunk.source)
+        findings = engine.advance()
         await workload_anomaly.persist(session, self.state)
         outcome.findings = len(findings)
         if findings:

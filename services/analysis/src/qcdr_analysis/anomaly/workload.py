@@ -299,6 +299,7 @@ class WorkloadState:
             "n_gauges": self.n_gauges,
             "gauge_names": list(self.gauge_names),
             "first_window": self.first_window,
+            "learn_from": self.learn_from,
             "last_closed": self.last_closed,
             "last_activity": self.last_activity,
             "buckets": {str(k): b.to_json() for k, b in self.buckets.items()},
@@ -350,6 +351,7 @@ class WorkloadState:
             tuple(data.get("gauge_names", ())),
         )
         state.first_window = data["first_window"]
+        state.learn_from = data.get("learn_from")  # absent in states saved before it existed
         state.last_closed = data["last_closed"]
         state.last_activity = data["last_activity"]
         state.buckets = {int(k): Bucket.from_json(b) for k, b in data["buckets"].items()}

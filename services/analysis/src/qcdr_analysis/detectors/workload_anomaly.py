@@ -26,7 +26,7 @@ NAME = "workload_anomaly"
 class State:
     engine: WorkloadAnomalyEngine
     config: WorkloadAnomalyConfig
-    model_loaded: bool = False
+    model_loaded: bool = False  # and the inputs' event-time marks
     last_checkpoint: float = field(default_factory=time.monotonic)
 
 
@@ -42,6 +42,7 @@ async def refresh(session: AsyncSession, state: State, workloads: Iterable[Workl
         model = await repo.load_model(session)
         if model is not None and model.features == engine.names:
             engine.install_model(model)
+        engine.install_marks(await repo.load_marks(session, NAME))
         state.model_loaded = True
     keys = sorted({baseline_key(w) for w in workloads if has_identity(w)})
     if not keys:
@@ -74,6 +75,9 @@ async def persist(session: AsyncSession, state: State) -> None:
     states = state.engine.changed_states(checkpoint=checkpoint)
     if states:
         await repo.save_states(session, states)
+    if checkpoint and state.engine.marks_moved:
+        await repo.save_marks(session, NAME, state.engine.marks)
+        state.engine.marks_moved = False
     if checkpoint:
         state.last_checkpoint = now
 
