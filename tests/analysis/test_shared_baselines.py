@@ -242,7 +242,7 @@ async def test_migration_0004_goes_down_and_up(scratch_database_url: str) -> Non
             key,
             state,
         )
-    assert await asyncio.to_thread(upgrade, url) == "0004"
+    assert await asyncio.to_thread(upgrade, url, "0004") == "0004"
     assert await view_exists()
     shared = await rows(url, "SELECT profile_key, generation, data FROM analysis_shared_profiles")
     assert [(r["profile_key"], r["generation"], json.loads(r["data"])) for r in shared] == [

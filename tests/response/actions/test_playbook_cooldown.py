@@ -1,10 +1,12 @@
 """A playbook's cooldown: a burst of findings about one workload starts one run, other workloads
-still get theirs, and the next run starts once the cooldown has passed."""
+still get theirs, and the next run starts once the cooldown has passed. Its max_age: a finding
+about something long past (a backfill) starts none."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from qcdr_common.db import make_engine, make_session_factory
 from qcdr_response.actions import planner
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionRow
-from qcdr_response.actions.playbook import Playbook
+from qcdr_response.actions.playbook import Playbook, load_playbooks
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -113,3 +115,28 @@ def test_cooldown_must_be_a_duration() -> None:
         playbook(cooldown="soon")
     assert playbook(cooldown=90).cooldown == 90
     assert playbook().cooldown is None
+
+
+async def test_a_finding_older_than_max_age_starts_no_run(sessions: async_sessionmaker[AsyncSession]) -> None:
+    ctx = ActionsContext(cluster_id="t")
+    limited = playbook(name="recent-only", max_age="1h")
+    assert limited.max_age == 3600
+    now = datetime.now(UTC)
+    fresh = finding("api-1").model_copy(update={"event_time": now - timedelta(minutes=50)})
+    backfilled = finding("api-2").model_copy(update={"id": "old", "event_time": now - timedelta(hours=30)})
+    before = planner.TOO_OLD.labels("recent-only")._value.get()
+    async with sessions.begin() as session:
+        await planner.plan(session, ctx, [backfilled], [limited])
+        assert await runs(session) == 0
+        assert planner.TOO_OLD.labels("recent-only")._value.get() == before + 1
+        await planner.plan(session, ctx, [fresh], [limited])
+        assert await runs(session) == 1
+        # without max_age (a playbook of yours that does not say), age does not matter
+        await planner.plan(session, ctx, [backfilled], [playbook(name="any-age")])
+        assert await runs(session) == 2
+
+
+def test_the_shipped_playbooks_act_on_recent_findings_only() -> None:
+    shipped = load_playbooks(None)
+    assert shipped
+    assert all(pb.max_age == 3600 for pb in shipped)

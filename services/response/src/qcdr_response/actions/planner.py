@@ -4,7 +4,7 @@ a run exists exactly when its finding was recorded (a redelivered finding starts
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
 from qcdr_common.contracts.actions.v1 import ActionTarget
@@ -24,6 +24,11 @@ log = get_logger(__name__)
 SUPPRESSED = Counter(
     "qcdr_playbook_runs_suppressed_total",
     "Playbook runs not started because the workload had one within the playbook's cooldown.",
+    ["playbook"],
+)
+TOO_OLD = Counter(
+    "qcdr_playbook_findings_too_old_total",
+    "Findings a playbook matched but started no run for: their event time was older than its max_age.",
     ["playbook"],
 )
 
@@ -69,7 +74,20 @@ async def plan(
     recorded as skipped with the reason (``start_run(lenient=True)``)."""
     started: list[ActionRow] = []
     books = list(playbooks)
-    planned = [(finding, pb, target_of(finding)) for finding in findings for pb in matching(books, finding)]
+    now = datetime.now(UTC)
+    planned = []
+    for finding in findings:
+        for pb in matching(books, finding):
+            if pb.max_age is not None and (now - finding.event_time).total_seconds() > pb.max_age:
+                TOO_OLD.labels(pb.name).inc()
+                log.info(
+                    "finding older than the playbook's max_age",
+                    playbook=pb.name,
+                    finding_id=finding.id,
+                    event_time=finding.event_time.isoformat(),
+                )
+                continue
+            planned.append((finding, pb, target_of(finding)))
     await _lock_cooldowns(session, [(pb, target) for _, pb, target in planned if pb.cooldown is not None])
     for finding, pb, target in planned:
         if pb.cooldown is not None and await _cooling_down(session, pb, target):

@@ -13,6 +13,8 @@ A file holds ``playbooks:``, a list of::
         namespaces: [payments, "team-*"]
         exclude_namespaces: [sandbox]
         labels: {app: api}               # the finding's pod labels (attributes.labels), all must match
+      cooldown: 15m                      # at most one run per workload in this long
+      max_age: 1h                        # no run for a finding whose event time is older
       actions:                           # run in order; a step starts when the one before finished
         - action: capture_forensics
           params: {paths: [/tmp]}
@@ -147,8 +149,14 @@ class Playbook(BaseModel):
         description="At most one run per workload in this long (seconds or 90s/15m/2h/1d): a burst "
         "of findings about one workload starts one run, not hundreds.",
     )
+    max_age: int | None = Field(
+        default=None,
+        description="Start no run for a finding whose event time is older than this (seconds or "
+        "90s/15m/2h/1d): a backfill (a spoke back after a day, the Qualys poller's first look-back) "
+        "is history, and containing a pod now for what it did yesterday is not what was asked.",
+    )
 
-    @field_validator("cooldown", mode="before")
+    @field_validator("cooldown", "max_age", mode="before")
     @classmethod
     def _cooldown(cls, value: object) -> object:
         return (
