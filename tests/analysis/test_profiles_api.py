@@ -60,12 +60,20 @@ async def seed(database_url: str) -> None:
     try:
         for h in range(48):
             at = T0 + h * HOURS
+            # the batch image starts at 12:00 on day two, in time order (one that arrived much
+            # later than its time would be a backfill, learning from the time watched then)
+            newcomer = (
+                [exec_event("/usr/bin/sort", at, owner="batch", digest=OTHER_DIGEST, namespace="batch")]
+                if h == 12
+                else []
+            )
             await batch(
                 sessions,
                 state,
                 exec_event("/usr/local/bin/python3", at, parent="/usr/local/bin/gunicorn"),
                 file_event("/usr/local/bin/python3", "/app/config.yaml", at),
                 connect_event("/usr/local/bin/python3", "10.0.0.20", 5432, at),
+                *newcomer,
             )
         await batch(
             sessions,
@@ -79,9 +87,6 @@ async def seed(database_url: str) -> None:
                 parent="/usr/local/bin/gunicorn",
                 namespace="web",
                 owner="api-v2",
-            ),
-            exec_event(
-                "/usr/bin/sort", T0 + 12 * HOURS, owner="batch", digest=OTHER_DIGEST, namespace="batch"
             ),
         )
         for i in range(10):

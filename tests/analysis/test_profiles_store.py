@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.analysis.conftest import T0, event_envelope
 from tests.analysis.profiles_factory import (
     HOURS,
+    OTHER_DIGEST,
     PROFILE,
     WORKLOAD,
     by_category,
@@ -289,3 +290,16 @@ async def test_through_the_events_handler_with_metrics(sessions: Sessions, db: s
     profile = state.store.get(PROFILE)
     assert profile is not None
     assert profile.events == 4
+
+
+async def test_a_restart_still_tells_a_backfill_from_the_present(sessions: Sessions) -> None:
+    """The newest event time profiled is kept (``analysis_input_clocks``): when the first batch
+    after a restart is a new image's backfill, it still learns from the present."""
+    first = detector()
+    await batch(sessions, first, exec_event("/usr/local/bin/python3", T0 + 5 * HOURS))
+    second = detector()  # a restart
+    old = exec_event("/usr/bin/sort", T0 - 3 * 24 * HOURS, owner="batch", digest=OTHER_DIGEST)
+    await batch(sessions, second, old)
+    newcomer = second.store.get(f"sha256:{OTHER_DIGEST}")
+    assert newcomer is not None
+    assert newcomer.first_seen == (T0 + 5 * HOURS).timestamp()

@@ -87,7 +87,9 @@ async def rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 async def empty(url: str) -> None:
     connection = await asyncpg.connect(url.replace("+asyncpg", ""))
     try:
-        await connection.execute("TRUNCATE analysis_profiles, analysis_profile_workloads, analysis_received")
+        await connection.execute(
+            "TRUNCATE analysis_profiles, analysis_profile_workloads, analysis_received, analysis_input_clocks"
+        )
     finally:
         await connection.close()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from qcdr_analysis import input_clocks
 from qcdr_analysis.anomaly import repository as repo
 from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
 from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine
@@ -284,7 +285,7 @@ async def test_a_restart_still_waits_for_an_input_that_delivers_late(pg: AsyncEn
     # no live event late: the newest time is what this process has seen
     async with make_session_factory(pg).begin() as session:
         ahead = {key: when + timedelta(days=30) for key, when in engine.marks.items()}
-        await repo.save_marks(session, workload_anomaly.NAME, ahead)
+        await input_clocks.save_marks(session, workload_anomaly.NAME, ahead)
     third = every_batch_a_checkpoint(detector_set())
     await feed(pg, third, traffic, range(8, 12))
     assert third.state_of("workload_anomaly").engine.late_events == 0

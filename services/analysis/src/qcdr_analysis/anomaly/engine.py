@@ -32,6 +32,7 @@ from qcdr_analysis.anomaly.explain import rate_finding, trend_finding
 from qcdr_analysis.anomaly.scoring import rate_verdict
 from qcdr_analysis.anomaly.seasonal import SeasonalRule, hour_and_day
 from qcdr_analysis.anomaly.workload import Window, WorkloadState
+from qcdr_analysis.input_clocks import InputKey
 from qcdr_analysis.profiles.identity import has_identity, workload_key
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -40,8 +41,6 @@ LATE_EVENTS = Counter(
     "Events that arrived after their window was scored (counted by the profiler, not in windows).",
 )
 DETECTOR = "workload_anomaly"
-# an input whose event time the engine follows: ("events" | "samples", source, cluster)
-InputKey = tuple[str, str, str]
 
 
 def baseline_key(workload: Workload) -> str:

@@ -1,5 +1,5 @@
-"""Tables of the workload anomaly engine: per-workload baselines, the population models, and the
-event time each input has reached.
+"""Tables of the workload anomaly engine: per-workload baselines and the population models
+(how far each input has got is in :mod:`qcdr_analysis.input_clocks`).
 
 ``state`` is the engine's JSON for one workload (orjson bytes, not JSONB: it is written on every
 checkpoint and only ever read whole, so Postgres has no reason to parse it). ``generation``
@@ -41,20 +41,6 @@ class ModelRow(AnalysisBase):
     meta: Mapped[dict[str, Any]] = mapped_column(JSONB)
     forest: Mapped[bytes] = mapped_column(LargeBinary)
     centroids: Mapped[bytes] = mapped_column(LargeBinary)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
-
-
-class InputClockRow(AnalysisBase):
-    """The newest event time of each input a detector follows (``marks``: ``[[kind, source,
-    cluster, ISO time], …]``), so that a restart or a new leader waits for a slow input as the
-    previous process did instead of closing windows ahead of its next delivery."""
-
-    __tablename__ = "analysis_input_clocks"
-
-    name: Mapped[str] = mapped_column(Text, primary_key=True)  # the detector
-    marks: Mapped[list[Any]] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
 
 import orjson
 from sqlalchemy import Boolean, Integer, LargeBinary, Text, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qcdr_analysis.anomaly.engine import InputKey
 from qcdr_analysis.anomaly.features import EVENT_FEATURES
-from qcdr_analysis.anomaly.models import BaselineRow, InputClockRow, ModelRow
+from qcdr_analysis.anomaly.models import BaselineRow, ModelRow
 from qcdr_analysis.anomaly.population import PopulationModel
 from qcdr_analysis.anomaly.workload import WorkloadState
 from qcdr_analysis.profiles.identity import profile_key, workload_key
@@ -178,23 +176,6 @@ async def load_model(session: AsyncSession) -> PopulationModel | None:
     if row is None:
         return None
     return PopulationModel.from_bytes(orjson.dumps(row.meta), row.forest, row.centroids)
-
-
-async def save_marks(session: AsyncSession, name: str, marks: Mapping[InputKey, datetime]) -> None:
-    """Store how far each input of detector ``name`` has got (replacing what was stored)."""
-    rows = [[*key, when.isoformat()] for key, when in sorted(marks.items())]
-    statement = insert(InputClockRow).values(name=name, marks=rows)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[InputClockRow.name],
-            set_={"marks": statement.excluded.marks, "updated_at": func.now()},
-        )
-    )
-
-
-async def load_marks(session: AsyncSession, name: str) -> dict[InputKey, datetime]:
-    row = await session.scalar(select(InputClockRow.marks).where(InputClockRow.name == name))
-    return {(str(k), str(s), str(c)): datetime.fromisoformat(t) for k, s, c, t in row or ()}
 
 
 def _number(value: float) -> float | None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import Field, field_validator
 from qcdr_common.contracts.events.v1 import SecurityEvent
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qcdr_analysis import input_clocks
 from qcdr_analysis.detectors import Detector, DetectorConfig, register
+from qcdr_analysis.input_clocks import InputKey
 from qcdr_analysis.profiles import repository as repo
 from qcdr_analysis.profiles import rollout
 from qcdr_analysis.profiles.features import extract
@@ -32,6 +34,7 @@ from qcdr_analysis.profiles.profiler import ProfilerSettings, observe
 from qcdr_analysis.profiles.store import ProfileConflictError, ProfileStore
 
 NAME = "behaviour_profile"
+WATCHED: InputKey = ("events", "", "")  # one mark: the newest event time of every input
 _NONE: tuple[Finding, ...] = ()
 
 
@@ -97,6 +100,13 @@ class State:
     store: ProfileStore
     # new profile key -> the profile it starts from (found by ``lookup`` for this batch)
     successors: dict[str, Profile] = field(default_factory=dict)
+    # the newest event time profiled (any image): a new image's first event far older than this
+    # is a backfill, and its learning starts here (profiler._apply); kept across restarts in
+    # analysis_input_clocks, loaded with the first batch, saved with the count flushes
+    watched: datetime | None = None
+    watched_loaded: bool = False
+    watched_saved: datetime | None = None
+    watched_saved_at: float = float("-inf")
 
 
 def setup(config: Config) -> State:
@@ -139,6 +149,11 @@ async def lookup(session: AsyncSession, events: Sequence[SecurityEvent], state: 
     store.begin_batch(keys)
     if not keys:
         return
+    if not state.watched_loaded:
+        stored = (await input_clocks.load_marks(session, NAME)).get(WATCHED)
+        if stored is not None and (state.watched is None or stored > state.watched):
+            state.watched = state.watched_saved = stored
+        state.watched_loaded = True
     held = {key: (p.generation if (p := store.get(key)) is not None else -1) for key in keys}
     present = set()
     for key, generation, data in await repo.fetch_changed(session, held):
@@ -162,18 +177,27 @@ def detect(events: Sequence[SecurityEvent], state: State, _lookup: object = None
     store, settings = state.store, state.settings
     applied = store.applied
     findings: list[Finding] = []
+    watched = state.watched
+    watched_t = None if watched is None else watched.timestamp()
     for event in events:
         ident = (event.source, event.id)
         done = applied.get(ident)
         if done is None:
-            done = applied[ident] = _observe(event, store, settings, state.successors)
+            done = applied[ident] = _observe(event, store, settings, state.successors, watched_t)
+            if watched is None or event.event_time > watched:
+                watched = state.watched = event.event_time
+                watched_t = watched.timestamp()
         if done:
             findings.extend(done)
     return findings
 
 
 def _observe(
-    event: SecurityEvent, store: ProfileStore, settings: ProfilerSettings, successors: dict[str, Profile]
+    event: SecurityEvent,
+    store: ProfileStore,
+    settings: ProfilerSettings,
+    successors: dict[str, Profile],
+    watched: float | None,
 ) -> Sequence[Finding]:
     workload = event.workload
     if not has_identity(workload):
@@ -188,7 +212,7 @@ def _observe(
     if profile is None:  # the lookup found no row: a new image
         donor = successors.get(key)
         profile = store.create(key) if donor is None else store.add(donor.successor(key, wkey, t))
-    findings, changed = observe(profile, wkey, event, features, t, settings)
+    findings, changed = observe(profile, wkey, event, features, t, settings, watched)
     store.mark(key, changed)
     store.see_workload(wkey, key, workload, t)
     return findings or _NONE
@@ -199,6 +223,7 @@ async def persist(session: AsyncSession, state: State) -> None:
     :class:`ProfileConflictError` (the batch rolls back, ``discard`` runs, it is retried)."""
     store = state.store
     now = time.monotonic()
+    everything = store.all_due  # a clean stop (due() resets it)
     due = store.due(now)
     if due:
         new = [p for p in due if p.generation == 0]
@@ -213,11 +238,20 @@ async def persist(session: AsyncSession, state: State) -> None:
     if workloads:
         await repo.upsert_workloads(session, workloads)
         store.workloads_written()
+    watched = state.watched
+    if (
+        watched is not None
+        and watched != state.watched_saved
+        and (everything or now - state.watched_saved_at >= store.flush_interval)
+    ):
+        await input_clocks.save_marks(session, NAME, {WATCHED: watched})
+        state.watched_saved, state.watched_saved_at = watched, now
     store.update_gauges(now)
 
 
 def discard(state: State) -> None:
     state.store.discard()
+    state.watched_saved = None  # its save may have been in the rolled-back transaction
 
 
 def all_due(state: State) -> None:

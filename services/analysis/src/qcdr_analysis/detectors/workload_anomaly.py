@@ -13,6 +13,7 @@ from qcdr_common.contracts.events.v1 import SecurityEvent, Workload
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qcdr_analysis import input_clocks
 from qcdr_analysis.anomaly import repository as repo
 from qcdr_analysis.anomaly.config import WorkloadAnomalyConfig
 from qcdr_analysis.anomaly.engine import WorkloadAnomalyEngine, baseline_key, owner_of
@@ -42,7 +43,7 @@ async def refresh(session: AsyncSession, state: State, workloads: Iterable[Workl
         model = await repo.load_model(session)
         if model is not None and model.features == engine.names:
             engine.install_model(model)
-        engine.install_marks(await repo.load_marks(session, NAME))
+        engine.install_marks(await input_clocks.load_marks(session, NAME))
         state.model_loaded = True
     keys = sorted({baseline_key(w) for w in workloads if has_identity(w)})
     if not keys:
@@ -76,7 +77,7 @@ async def persist(session: AsyncSession, state: State) -> None:
     if states:
         await repo.save_states(session, states)
     if checkpoint and state.engine.marks_moved:
-        await repo.save_marks(session, NAME, state.engine.marks)
+        await input_clocks.save_marks(session, NAME, state.engine.marks)
         state.engine.marks_moved = False
     if checkpoint:
         state.last_checkpoint = now

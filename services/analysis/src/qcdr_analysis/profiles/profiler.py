@@ -84,10 +84,12 @@ def observe(
     features: Features,
     t: float,
     settings: ProfilerSettings,
+    watched: float | None = None,
 ) -> tuple[list[Finding], bool]:
     """The findings this event raises, and whether the profile changed in a way that must be
     saved with the batch (the baseline grew, a finding was raised, the state changed). Count
-    and last-seen updates alone return False: they are saved lazily."""
+    and last-seen updates alone return False: they are saved lazily. ``watched``: the newest
+    event time the profiler has seen (of any image), which tells a backfill from the present."""
     learning = profile.first_seen is None or (
         profile.learning(t)
         # once ready, the baseline is frozen against events from before the profile was watched
@@ -112,7 +114,7 @@ def observe(
         if settings.drift:
             drift.check(decided, features, learning)
     # every finding is built: from here on nothing raises, the profile changes in one go
-    changed = _apply(profile, workload_key, features, keys, t, learning, settings)
+    changed = _apply(profile, workload_key, features, keys, t, learning, settings, watched)
     findings: list[Finding] = []
     if decided is None:
         return findings, changed
@@ -139,6 +141,7 @@ def _apply(
     t: float,
     learning: bool,
     settings: ProfilerSettings,
+    watched: float | None,
 ) -> bool:
     changed = False
     lateness = settings.learning_lateness
@@ -147,12 +150,15 @@ def _apply(
     ):
         # the first event, or an earlier one arriving a little late while learning: the window
         # starts there. One much older (a backfill, a node flushing days of buffer) does not move
-        # it: that would end learning at once.
+        # it: that would end learning at once. Nor does a new image's first event when it is
+        # that old: its window starts at what the profiler watches now.
+        start = t
+        if profile.first_seen is None and watched is not None and t < watched - lateness:
+            start = watched
         last_seen = profile.last_seen
         inherited = profile.inherited is not None
-        profile.start(t, settings.rollout_learning_period if inherited else settings.learning_period)
-        if last_seen is not None and last_seen > t:
-            profile.last_seen = last_seen
+        profile.start(start, settings.rollout_learning_period if inherited else settings.learning_period)
+        profile.last_seen = t if last_seen is None else max(t, last_seen)
         changed = True
     elif profile.last_seen is None or t > profile.last_seen:
         profile.last_seen = t
