@@ -342,3 +342,42 @@ async def test_the_collector_runs_among_the_workers_when_an_address_is_set(
     assert on.hubble is not None
     assert "hubble relay collector (hubble-relay.kube-system:80)" in on.describe()
     assert on.hubble.run in on.runners()
+
+
+@pytest.mark.parametrize(("max_future", "expected"), [(None, 1), (timedelta(hours=2), 2)])
+async def test_flows_stamped_ahead_of_the_clock_are_refused_by_the_configured_bound(
+    db: asyncpg.Connection, make_collector: MakeCollector, max_future: timedelta | None, expected: int
+) -> None:
+    """A node whose clock runs an hour ahead: its flow is refused (the default bound, 300 s) unless
+    ``QCDR_EVENTS_MAX_FUTURE_S`` allows it, as for events posted to ingest."""
+    ahead = datetime.now(UTC) + timedelta(hours=1) - datetime(2026, 7, 31, 10, 41, tzinfo=UTC)
+
+    def udp(port: int) -> dict[str, Any]:
+        return {"UDP": {"source_port": port, "destination_port": 53}}
+
+    # the third flow, after the one ahead in the stream, shows the stream was read past it
+    script = [response(1), response(ahead.total_seconds(), l4=udp(40001)), response(2, l4=udp(40002))]
+    fake = FakeRelay([(script, False)])
+    overrides = {} if max_future is None else {"max_future": max_future}
+    async with serve(fake) as address, running(make_collector(address, **overrides)):
+        await eventually(lambda: _count(db, expected + 1))
+    assert int(await db.fetchval("SELECT count(*) FROM ingest_events")) == expected + 1
+
+
+async def test_the_workers_take_the_future_bound_from_the_settings(
+    engine: AsyncEngine, redis_client: Any
+) -> None:
+    from qcdr_ingest.qualys.config import QualysSettings
+    from qcdr_ingest.settings import IngestSettings
+    from qcdr_ingest.workers import build_workers
+
+    sessions = make_session_factory(engine)
+    settings = IngestSettings(
+        hubble_relay_address="hubble-relay.kube-system:80", events_max_future_s=7200, poller_enabled=True
+    )
+    qualys = QualysSettings(gateway_url="https://gateway.qg1.apps.qualys.com", username="u", password="p")
+    workers = build_workers(settings, qualys, engine, redis_client, sessions)
+    assert workers.hubble is not None
+    assert workers.hubble.max_future == timedelta(hours=2)
+    assert workers.poller is not None
+    assert workers.poller._max_future == timedelta(hours=2)

@@ -25,8 +25,8 @@ class IngestSettings(CommonSettings):
     events_max_future_s: float = Field(
         default=300.0,
         gt=0,
-        description="Items posted with a time further ahead of this server's clock are rejected (a "
-        "wrong node clock); the Hubble collector and the Qualys poller hold to the default 300 s.",
+        description="Events stamped further ahead of this server's clock are rejected (a wrong node "
+        "clock): items posted, Hubble flows and Qualys findings alike.",
     )
     events_rate_per_s: float = Field(
         default=100_000.0, gt=0, description="Sustained events/s per token and source (429 beyond)."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -106,6 +107,7 @@ def build_workers(
         poll_s=settings.outbox_poll_s,
     )
     workers = Workers(relay)
+    max_future = timedelta(seconds=settings.events_max_future_s)
     if settings.poller_enabled and qualys.has_credentials:
         workers.poller = CdrPoller(
             engine,
@@ -119,6 +121,7 @@ def build_workers(
             notify=relay.notify,
             transport=qualys_transport,
             reputation_fresh_s=fresh_s,
+            max_future=max_future,
         )
     if settings.images_enabled and qualys.has_credentials:
         workers.images = ImagesWorker(sessions, qualys, interval=settings.images_interval)
@@ -155,6 +158,7 @@ def build_workers(
             backfill=settings.hubble_backfill,
             retry_max_s=settings.hubble_retry_max_s,
             reputation_fresh_s=fresh_s,
+            max_future=max_future,
         )
     if fresh_s is not None:
         workers.reputation = ReputationWorker(

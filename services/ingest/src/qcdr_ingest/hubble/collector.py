@@ -66,6 +66,7 @@ class HubbleCollector:
     service_name: str = "ingest"
     notify: Callable[[], None] = lambda: None
     reputation_fresh_s: float | None = None  # AbuseIPDB on: queue new destinations (insert_events)
+    max_future: timedelta = service.MAX_FUTURE  # flows stamped further ahead are refused
     batch_max: int = 1000
     batch_wait_s: float = 0.5
     overlap: timedelta = timedelta(seconds=10)
@@ -202,7 +203,11 @@ class HubbleCollector:
         if not items:
             return
         converted, prepared = service.prepare(
-            self.adapter, service.Batch(items), self.cluster_id, default_cluster=self.cluster_id
+            self.adapter,
+            service.Batch(items),
+            self.cluster_id,
+            default_cluster=self.cluster_id,
+            max_future=self.max_future,
         )
         async with self.sessions() as session:
             stored = await repository.insert_events(

@@ -93,9 +93,11 @@ class CdrPoller:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = utc_now,
         reputation_fresh_s: float | None = None,
+        max_future: timedelta = service.MAX_FUTURE,
     ) -> None:
         self._engine = engine
         self._reputation_fresh_s = reputation_fresh_s
+        self._max_future = max_future  # findings stamped further ahead are malformed
         self._sessions = sessions
         self._qualys = qualys
         self.interval = interval
@@ -149,7 +151,9 @@ class CdrPoller:
         async with self._sessions() as session:
             for offset in range(0, len(events), CHUNK):
                 chunk = events[offset : offset + CHUNK]
-                prepared = service.records(chunk, received_at, default_cluster=self._cluster)
+                prepared = service.records(
+                    chunk, received_at, default_cluster=self._cluster, max_future=self._max_future
+                )
                 for position, reason in prepared.unstorable:
                     result.malformed += 1
                     result.warnings.append(f"finding {chunk[position].id!r}: {reason}")
