@@ -8,6 +8,7 @@ has to update the Secret.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import timedelta
 
 from pydantic import SecretStr
@@ -68,6 +69,8 @@ class Registrar:
         self._rotate_requested = False
         self._issued_at = utcnow()
         self._dropped: set[str] = set()  # credential ids refused by the hub, not yet forgotten in the DB
+        # ids the hub refused lately: never adopted back from the shared row (a bound, not a log)
+        self._refused: deque[str] = deque(maxlen=16)
         self._max_age = timedelta(seconds=settings.credential_max_age_s)
 
     # ------------------------------------------------------------------ for the other loops
@@ -103,6 +106,7 @@ class Registrar:
         self.state.registered = False
         self.state.set_problem(REGISTRATION, f"hub refused the credential ({error.reason or error.status})")
         self._dropped.add(current.credential_id)
+        self._refused.append(current.credential_id)
         self._wake.set()
 
     def failed(self, exc: HubError) -> None:
@@ -151,6 +155,9 @@ class Registrar:
                     continue
                 await self._forget_dropped()
                 if not self.ready.is_set():
+                    if await self._adopt_stored():
+                        backoff.reset()
+                        continue
                     if await self._register():
                         backoff.reset()
                     elif await sleep_unless_stopped(stop, backoff.next_delay()):
@@ -169,6 +176,26 @@ class Registrar:
                 log.exception("federation_registrar_error", error=repr(exc))
                 if await sleep_unless_stopped(stop, backoff.next_delay()):
                     return
+
+    async def _adopt_stored(self) -> bool:
+        """Take a credential another replica of this spoke stored (it rotated, or registered)
+        since this one loaded: the replicas share the state row, and without this a replica
+        whose old credential the hub stopped accepting would try the single-use bootstrap token
+        for ever, with a good credential in the database."""
+        async with self.sessions() as session:
+            row, _ = await repo.ensure_state(session, self.state.cluster_name, self.state.hub_url)
+            await session.commit()
+        if not row.credential or not row.credential_id or row.credential_id in self._refused:
+            return False
+        self.client.credential = Credential(row.credential_id, SecretStr(row.credential))
+        self._issued_at = row.credential_issued_at or row.registered_at or utcnow()
+        self._rotate_requested = False  # the other replica's rotation answered it
+        self.state.cluster_id = row.cluster_id
+        self.state.registered = True
+        self.state.clear_problem(REGISTRATION)
+        self.ready.set()
+        log.info("federation_credential_adopted", credential_id=row.credential_id)
+        return True
 
     async def _forget_dropped(self) -> None:
         for credential_id in list(self._dropped):

@@ -1,0 +1,68 @@
+"""Replicas audit: the CRD controller runs in every hub replica (no lease or lock), and a replica's
+garbage collection after a full list deletes what another replica reconciled meanwhile.
+
+``Informer._relist`` lists the objects, reconciles each of them, then calls ``on_listed`` with the
+names of the list, and ``collect_garbage`` deletes every ``crd`` row not in it. With two replicas:
+
+1. replica A lists FederatedTracingPolicies (``deny-shadow`` does not exist yet) and starts
+   reconciling what it listed (seconds with many objects);
+2. a user creates ``deny-shadow``; replica B's watch sees it and makes hub policy P1;
+3. replica A finishes and collects garbage against its list: P1 is deleted (the spokes get a
+   removal: the policy is revoked and deleted from their clusters);
+4. replica A's watch then sees the object and makes a new hub policy P2, generation 1 (the
+   spokes get a new placement under another policy id; versions and rollout history restart).
+
+The interleaving is scripted with two Reconcilers on one database (what the two controllers call).
+EXPECTED TO FAIL while the bug is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from qcdr_common.db import make_engine, make_session_factory
+from qcdr_federation.hub.controller.kinds import CrdKind
+from qcdr_federation.hub.controller.reconcile import Reconciler
+from qcdr_federation.settings import FederationSettings
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.federation.conftest import make_hub_settings
+from tests.federation.controller.test_convert import fc, ftp
+from tests.federation.controller.test_reconcile import Secrets, policies
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+async def sessions(federation_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(federation_db)
+    yield make_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(federation_db: str, redis_url: str, redis_prefix: str) -> FederationSettings:
+    return make_hub_settings(federation_db, redis_url, redis_prefix)
+
+
+async def test_a_replicas_stale_list_collects_a_policy_another_replica_just_made(
+    sessions: async_sessionmaker[AsyncSession], settings: FederationSettings
+) -> None:
+    replica_a = Reconciler(sessions, settings, Secrets())
+    replica_b = Reconciler(sessions, settings, Secrets())
+    await replica_a.reconcile_cluster(fc("prod-eu", labels={"env": "prod"}))
+
+    listed_by_a: frozenset[str] = frozenset()  # 1: A's list, taken before the object existed
+    made = await replica_b.reconcile_policy(CrdKind.TRACING_POLICY, ftp())  # 2: B's watch
+    assert made.ok
+    first = (await policies(sessions))["deny-shadow"]
+
+    collected = await replica_a.collect_garbage(CrdKind.TRACING_POLICY, listed_by_a)  # 3
+    again = await replica_a.reconcile_policy(CrdKind.TRACING_POLICY, ftp())  # 4: A's watch
+    assert again.ok
+    now = (await policies(sessions))["deny-shadow"]
+
+    # the object never left the API server: its hub policy must not have been deleted and remade
+    assert collected == [], f"replica A collected {collected} that replica B had just made"
+    assert (now.id, now.generation) == (first.id, first.generation)
