@@ -12,6 +12,7 @@ failing sink never slows the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -194,16 +195,39 @@ class SinkDelivery:
             messages = [OutputMessage.model_validate(r.payload) for r in live]
             if self.bucket is not None:
                 await self.bucket.take(len(messages))
+            keeper = asyncio.create_task(self._keep_claimed([r.id for r in live]))
             try:
                 outcomes = await self.sink.send(messages)
             except Exception as exc:  # a sink bug must not lose messages: retry them
                 log.exception("sink raised", sink=self.config.name)
                 outcomes = [Outcome(Status.UNKNOWN, f"{type(exc).__name__}: {exc}")] * len(live)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             if len(outcomes) != len(live):
                 outcomes = [
                     Outcome(Status.UNKNOWN, "the sink answered for a different number of messages")
                 ] * len(live)
         await self.record(live, outcomes, expired)
+
+    async def _keep_claimed(self, ids: list[int]) -> None:
+        """Extend the claim while the sink works on the batch: a send may outlast any fixed claim
+        (Splunk HEC waits up to ``ack_timeout_s`` for indexing), and a claim that ran out would
+        let another replica, or another slot of this one, post the same messages again. A crash
+        stops the extensions, so the claim still expires and the rows come back."""
+        every = self.claim_for.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.sessions.begin() as session:
+                    await session.execute(
+                        update(OutputQueueRow)
+                        .where(OutputQueueRow.id.in_(ids), OutputQueueRow.state == "pending")
+                        .values(claimed_until=datetime.now(UTC) + self.claim_for)
+                    )
+            except Exception:  # the database away: the claim may lapse, as after a crash
+                log.warning("extending an output claim failed", sink=self.config.name, exc_info=True)
 
     async def record(
         self, rows: Sequence[OutputQueueRow], outcomes: Sequence[Outcome], expired: Sequence[OutputQueueRow]
