@@ -191,6 +191,15 @@ async def test_changes_and_removals_are_published(spoke_engine: AsyncEngine) -> 
     assert held["p1"].generation == 2
     assert statuses == {"p1", "p2"}
 
+    # every message carries its set's number: the first set was 1, this one 2, and an unchanged
+    # set takes no number (the response service orders one policy's messages by it)
+    first = [e for _, e in await outbox_envelopes(spoke_engine)][:3]
+    assert {e.payload["sequence"] for e in first} == {1}
+    assert {e.payload["sequence"] for e in out} == {2}
+    assert not await apply(spoke_engine, placed_set(policy("p1", 2, "h2"), policy("p2", 1, "h1b")))
+    await apply(spoke_engine, placed_set(policy("p1", 3, "h3"), policy("p2", 1, "h1b")))
+    assert [e for _, e in await outbox_envelopes(spoke_engine)][-1].payload["sequence"] == 3
+
 
 async def test_the_relay_publishes_on_the_spokes_prefix(
     spoke_engine: AsyncEngine, redis_client: Redis, spoke_prefix: str

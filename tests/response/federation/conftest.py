@@ -110,6 +110,7 @@ def placed(
     generation: int = 1,
     enforce: bool = False,
     name: str = "block-c2",
+    sequence: int | None = None,
 ) -> Envelope:
     """A ``federation.policy_placed`` envelope as the spoke enqueues it."""
     body = copy.deepcopy(manifest)
@@ -121,15 +122,23 @@ def placed(
         enforce=enforce,
         manifest=body,
         cluster=CLUSTER,
+        sequence=sequence,
     )
     return new_envelope(
         POLICY_PLACED, payload, source="federation", cluster_id=CLUSTER, occurred_at=datetime.now(UTC)
     )
 
 
-def removed(manifest: dict[str, Any], *, policy_id: str = "fp-0001", name: str = "block-c2") -> Envelope:
+def removed(
+    manifest: dict[str, Any],
+    *,
+    policy_id: str = "fp-0001",
+    name: str = "block-c2",
+    sequence: int | None = None,
+) -> Envelope:
     meta = manifest["metadata"]
     payload = PolicyRemoved(
+        sequence=sequence,
         policy_id=policy_id,
         name=name,
         cluster=CLUSTER,

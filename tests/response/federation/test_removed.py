@@ -124,3 +124,39 @@ async def test_after_a_removal_an_older_generation_stays_out_and_another_policy_
         "revoked",
         "approved",
     )
+
+
+async def test_messages_handled_out_of_order_are_judged_by_the_spokes_sequence(
+    sessions: Sessions, k8s: K8sTestServer, cluster: ClusterGateway
+) -> None:
+    """Replicas and redeliveries can hand the messages of one policy over in another order than the
+    spoke sent them: the older one never wins, whichever comes second."""
+    manifest = tracing_manifest()
+    # a removal (set 3) handled before the placement it follows (set 2): the policy never appears
+    await handler(sessions, cluster)(deliveries(removed(manifest, sequence=3)))
+    await handler(sessions, cluster)(deliveries(placed(manifest, enforce=True, sequence=2)))
+    async with sessions() as session:
+        assert (await session.scalars(select(PolicyRow))).all() == []
+    assert ("payments", "fed-block-c2") not in k8s.objects(TPN)
+
+    # placed again later (set 4): a decision after the removal, applied
+    await handler(sessions, cluster)(deliveries(placed(manifest, enforce=True, generation=2, sequence=4)))
+    assert (await the_policy(sessions)).status == "applied"
+    # a removal from before that placement (set 3, redelivered under another envelope) changes nothing
+    await handler(sessions, cluster)(deliveries(removed(manifest, sequence=3)))
+    assert (await the_policy(sessions)).status == "applied"
+    assert ("payments", "fed-block-c2") in k8s.objects(TPN)
+
+    # removed (set 5), then a placement from before it (set 4) comes back: it stays removed
+    await handler(sessions, cluster)(deliveries(removed(manifest, sequence=5)))
+    await handler(sessions, cluster)(deliveries(placed(manifest, enforce=True, generation=2, sequence=4)))
+    assert (await the_policy(sessions)).status == "revoked"
+    assert ("payments", "fed-block-c2") not in k8s.objects(TPN)
+
+
+async def test_messages_without_a_sequence_keep_the_old_rules(sessions: Sessions) -> None:
+    """A spoke older than the sequence numbers: a removal of a policy not held is ignored, and the
+    placement after it is taken."""
+    manifest = network_manifest()
+    await handler(sessions)(deliveries(removed(manifest), placed(manifest)))
+    assert (await the_policy(sessions)).status == "proposed"

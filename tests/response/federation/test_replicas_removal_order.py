@@ -1,18 +1,17 @@
-"""Replicas audit: a removal handled before the placement it follows.
+"""A removal handled before the placement it follows (found by the replicas audit).
 
 ``federation:policies`` is consumed by the consumer group ``response``, so the entries of one
 policy can be handled by different replicas, and an entry a dead replica had read is only handled
-``QCDR_STREAM_CLAIM_IDLE_MS`` later, after the entries behind it. ``PolicyRemoved`` carries no
-generation, and a removal of a policy not held yet is ignored, so:
+``QCDR_STREAM_CLAIM_IDLE_MS`` later, after the entries behind it:
 
-1. the spoke publishes ``policy_placed`` (enforced) for fp-r;
+1. the spoke publishes ``policy_placed`` (enforced) for fp-r, from its placed set 1;
 2. replica A reads it and dies before committing;
-3. the hub removes fp-r: the spoke publishes ``policy_removed``;
-4. replica B reads the removal: nothing is held, it is ignored (and acknowledged);
-5. after the claim idle time replica B claims the placement and applies it.
+3. the hub removes fp-r: the spoke publishes ``policy_removed``, from its set 2;
+4. replica B reads the removal: nothing is held; it remembers the removal with its number;
+5. after the claim idle time replica B claims the placement: older than the removal, ignored.
 
-The policy stays applied in the cluster although the hub removed it, and nothing will ever send
-another removal (the spoke no longer holds it). EXPECTED TO FAIL while the bug is there.
+Before the sequence numbers, step 5 applied the policy and it stayed enforced in the cluster
+although the hub had removed it, with nothing to ever send another removal.
 """
 
 from __future__ import annotations
@@ -72,11 +71,13 @@ async def test_a_removal_read_before_a_dead_replicas_placement_leaves_the_policy
     await redis_client.xgroup_create(key, "response", id="0", mkstream=True)
 
     # 1-2: the placement is read by replica A, which dies before it commits anything
-    await publish(redis_client, key, [placed(manifest, policy_id="fp-r", enforce=True)], maxlen=100_000)
+    await publish(
+        redis_client, key, [placed(manifest, policy_id="fp-r", enforce=True, sequence=1)], maxlen=100_000
+    )
     read = await redis_client.xreadgroup("response", "replica-a", {key: ">"}, count=10)
     assert len(read[0][1]) == 1
     # 3: the hub removes the policy; the spoke publishes the removal
-    await publish(redis_client, key, [removed(manifest, policy_id="fp-r")], maxlen=100_000)
+    await publish(redis_client, key, [removed(manifest, policy_id="fp-r", sequence=2)], maxlen=100_000)
 
     k8s = K8sTestServer()
     with k8s.serve():

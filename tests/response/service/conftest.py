@@ -60,6 +60,7 @@ RESPONSE_TABLES = (
     "response_outbox",
     "response_dns_resolve_deny",
     "response_pipeline_written",
+    "response_federated_removals",
 )
 
 

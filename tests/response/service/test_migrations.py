@@ -29,6 +29,7 @@ TABLES = {
     "response_finding_policy",
     "response_outbox",
     "response_dns_resolve_deny",
+    "response_federated_removals",
 }
 
 # the newest migration: every upgrade in these tests ends there

@@ -39,6 +39,8 @@ class SpokeStateRow(FederationBase):
     credential_issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     policies_etag: Mapped[str | None] = mapped_column(Text, nullable=True)
     baselines_cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the number of the last placed set applied; its policy messages carry it (policies.py)
+    policy_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     last_contact_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(

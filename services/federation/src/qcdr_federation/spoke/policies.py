@@ -76,13 +76,18 @@ def _identity(row: SpokePolicyRow) -> tuple[str, str | None, str]:
     return row.kind, row.namespace, row.manifest_name
 
 
-def placed_envelope(policy: PlacedPolicy, cluster: str, cluster_id: str, at: datetime) -> Envelope:
-    payload = PolicyPlaced(**policy.model_dump(), cluster=cluster)
+def placed_envelope(
+    policy: PlacedPolicy, cluster: str, cluster_id: str, at: datetime, sequence: int | None = None
+) -> Envelope:
+    payload = PolicyPlaced(**policy.model_dump(), cluster=cluster, sequence=sequence)
     return new_envelope(POLICY_PLACED, payload, source=SOURCE, cluster_id=cluster_id, occurred_at=at)
 
 
-def removed_envelope(row: SpokePolicyRow, cluster: str, cluster_id: str, at: datetime) -> Envelope:
+def removed_envelope(
+    row: SpokePolicyRow, cluster: str, cluster_id: str, at: datetime, sequence: int | None = None
+) -> Envelope:
     payload = PolicyRemoved(
+        sequence=sequence,
         policy_id=row.policy_id,
         name=row.name,
         cluster=cluster,
@@ -100,15 +105,22 @@ async def apply_placed_set(
     """Store ``placed`` as the last good set (with ``etag``) and enqueue what changed; the caller
     commits, so the set, the etag and the envelopes land together or not at all."""
     now = utcnow()
-    await repo.get_state(session, for_update=True)  # one writer at a time (two replicas, one spoke)
+    state = await repo.get_state(session, for_update=True)  # one writer at a time (two replicas)
     held = await repo.held_policies(session, for_update=True)
     changes = diff(held, placed)
     envelopes: list[Envelope] = []
+    # the set's number, under the state row's lock: the response service's replicas may handle
+    # these envelopes in another order (a dead replica's entries come back later), and by the
+    # number they tell a stale placement from a removal that came after it
+    sequence = None
+    if state is not None and changes:
+        state.policy_sequence += 1
+        sequence = state.policy_sequence
     # removals first: a policy that moved to another identity is removed, then placed anew
     for row in changes.removed:
-        envelopes.append(removed_envelope(row, placed.cluster, cluster_id, now))
+        envelopes.append(removed_envelope(row, placed.cluster, cluster_id, now, sequence))
     for policy in changes.placed:
-        envelopes.append(placed_envelope(policy, placed.cluster, cluster_id, now))
+        envelopes.append(placed_envelope(policy, placed.cluster, cluster_id, now, sequence))
     gone = {row.policy_id for row in changes.removed} - {p.policy_id for p in placed.policies}
     await repo.delete_policies(session, gone)
     await repo.upsert_policies(session, changes.placed, now)

@@ -11,6 +11,7 @@ from qcdr_common.streams.outbox import outbox_table
 from qcdr_response.actions.models import ActionRow, AuditRow
 from qcdr_response.db.base import ResponseBase
 from qcdr_response.dns.models import ResolveDenyRow
+from qcdr_response.federation.models import FederatedRemovalRow
 from qcdr_response.intel.models import WrittenRow
 from qcdr_response.lifecycle.models import (
     FindingPolicyRow,
@@ -29,6 +30,7 @@ __all__ = [
     "ActionRow",
     "AuditRow",
     "DeadLetterRow",
+    "FederatedRemovalRow",
     "FindingPolicyRow",
     "FindingRow",
     "OutputQueueRow",

@@ -140,6 +140,7 @@ def _origin(placed: PolicyPlaced) -> dict[str, Any]:
         "content_hash": placed.content_hash,
         "enforce": placed.enforce,
         "removed": False,
+        "sequence": placed.sequence,
     }
 
 
@@ -168,6 +169,22 @@ async def _placed(
 
     await fed_repo.lock_identity(session, identity)
     policy = await repo.policy_for_update(session, identity.kind, identity.namespace_key, identity.name)
+    if placed.sequence is not None:
+        # a message the spoke sent after this one was handled first (another replica, a dead
+        # replica's entry claimed late): this placement is history
+        held = (policy.federation or {}) if policy is not None else {}
+        newer = (
+            int(held["sequence"]) if held.get("policy_id") == placed.policy_id and held.get("sequence") else 0
+        )
+        removal = await fed_repo.removed_after(session, identity, placed.policy_id) or 0
+        if max(newer, removal) > placed.sequence:
+            log.info(
+                "federated placement older than a message already handled ignored",
+                identity=str(identity),
+                sequence=placed.sequence,
+                handled=max(newer, removal),
+            )
+            return Handled(Result.STALE, policy.id if policy is not None else None)
     if policy is not None:
         conflict = _conflict(policy, placed, identity)
         if conflict is not None:
@@ -328,9 +345,19 @@ async def _removed(
     policy = await repo.policy_for_update(session, identity.kind, identity.namespace_key, identity.name)
     held = (policy.federation if policy is not None else None) or {}
     if policy is None or policy.family != FEDERATED_FAMILY or held.get("policy_id") != removed.policy_id:
+        if removed.sequence is not None:
+            # its placement may still come (handled late by another replica): remembered, so
+            # that placement is known to be stale and the removed policy is never applied
+            await fed_repo.remember_removal(session, identity, removed.policy_id, removed.sequence)
         log.info("removal of a federated policy not held here ignored", identity=str(identity))
         return Handled(Result.IGNORED, policy.id if policy is not None else None)
+    if removed.sequence is not None and held.get("sequence") and int(held["sequence"]) > removed.sequence:
+        # the spoke placed it again after this removal, and that placement was handled first
+        log.info("federated removal older than the placement held ignored", identity=str(identity))
+        return Handled(Result.STALE, policy.id)
     origin = {**held, "removed": True}
+    if removed.sequence is not None:
+        origin["sequence"] = removed.sequence
     if policy.status == P.REVOKED:
         await repo.touch(session, policy, federation=origin)
         return Handled(Result.IGNORED, policy.id)

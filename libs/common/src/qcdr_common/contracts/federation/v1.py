@@ -227,10 +227,18 @@ class PlacedPolicySet(BaseModel):
     policies: tuple[PlacedPolicy, ...]
 
 
+SEQUENCE_DESCRIPTION = (
+    "The spoke's number for the placed set this message came from (one more for every set it "
+    "applies): of two messages about one policy, the higher is the newer, whichever is handled "
+    "first. Absent from spokes older than it."
+)
+
+
 class PolicyPlaced(PlacedPolicy):
     """Stream payload on a spoke (``federation.policy_placed``): create or update this policy."""
 
     cluster: str
+    sequence: int | None = Field(default=None, ge=1, description=SEQUENCE_DESCRIPTION)
 
 
 class PolicyRemoved(BaseModel):
@@ -246,6 +254,7 @@ class PolicyRemoved(BaseModel):
     kind: str
     namespace: str | None
     manifest_name: str
+    sequence: int | None = Field(default=None, ge=1, description=SEQUENCE_DESCRIPTION)
 
 
 class PolicyApplyState(StrEnum):
