@@ -167,6 +167,14 @@ class FederationSettings(CommonSettings):
         description="Longest wait before re-watching after a dropped connection, or retrying an "
         "object whose reconcile failed.",
     )
+    controller_gc_skew_s: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="QCDR_FEDERATION_CONTROLLER_GC_SKEW_S",
+        description="Hub rows made within this long before a full list are not collected against "
+        "it: every hub replica runs the controller, and another replica's watch may have made them "
+        "for an object created after the list (allowing for clocks that differ this much).",
+    )
 
     # ------------------------------------------------------------------ serving
     tls_cert: Path | None = Field(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
@@ -103,13 +104,15 @@ class Controller:
         self._retries.pop((kind, name), None)
         await self._delete(kind, name)
 
-    async def on_listed(self, kind: CrdKind, names: frozenset[str]) -> None:
+    async def on_listed(
+        self, kind: CrdKind, names: frozenset[str], listed_at: datetime | None = None
+    ) -> None:
         for gone in set(self.outcomes[kind]) - names:
             self.outcomes[kind].pop(gone, None)
             self._retries.pop((kind, gone), None)
         try:
             async with self._lock:
-                await self.reconciler.collect_garbage(kind, names)
+                await self.reconciler.collect_garbage(kind, names, listed_at)
         except Exception as exc:  # the next full resync collects again
             log.warning(
                 "federation_controller_gc_failed", kind=kind.value, error=f"{type(exc).__name__}: {exc}"[:300]

@@ -15,12 +15,13 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 from qcdr_common.logging import get_logger
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_federation.hub.clusters.models import BootstrapTokenRow, ClusterRow
@@ -344,15 +345,26 @@ class Reconciler:
 
     # ------------------------------------------------------------------ garbage
 
-    async def collect_garbage(self, kind: CrdKind, live: Collection[str]) -> list[str]:
+    async def collect_garbage(
+        self, kind: CrdKind, live: Collection[str], listed_at: datetime | None = None
+    ) -> list[str]:
         """Remove the hub rows this controller made for objects of ``kind`` that no longer exist
-        (deleted while the controller was not watching); returns their names."""
+        (deleted while the controller was not watching); returns their names.
+
+        ``live`` is a list taken at ``listed_at``: rows made after that (less
+        ``controller_gc_skew_s``, for replicas whose clocks differ from the database's) are kept,
+        since another hub replica's watch may have made them for an object created after the
+        list; the next full list collects them if their object is gone."""
         names = set(live)
+        skew = timedelta(seconds=self.settings.controller_gc_skew_s)
+        cutoff = None if listed_at is None else listed_at - skew
         async with self.sessions() as session:
             if kind is CrdKind.CLUSTER:
                 rows = await session.scalars(
                     select(ClusterRow.name).where(
-                        ClusterRow.source == SOURCE, ClusterRow.removed_at.is_(None)
+                        ClusterRow.source == SOURCE,
+                        ClusterRow.removed_at.is_(None),
+                        true() if cutoff is None else ClusterRow.created_at < cutoff,
                     )
                 )
                 gone = sorted(set(rows.all()) - names)
@@ -361,7 +373,9 @@ class Reconciler:
             else:
                 result = await session.execute(
                     select(FederatedPolicyRow.name, FederatedPolicyRow.kind).where(
-                        FederatedPolicyRow.source == SOURCE, FederatedPolicyRow.deleted_at.is_(None)
+                        FederatedPolicyRow.source == SOURCE,
+                        FederatedPolicyRow.deleted_at.is_(None),
+                        true() if cutoff is None else FederatedPolicyRow.created_at < cutoff,
                     )
                 )
                 gone = sorted(n for n, k in result.all() if crd_kind_of(k) is kind and n not in names)

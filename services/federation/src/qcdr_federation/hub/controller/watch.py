@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx2
@@ -50,7 +51,9 @@ class InformerHandler(Protocol):
 
     async def on_deleted(self, kind: CrdKind, name: str) -> None: ...
 
-    async def on_listed(self, kind: CrdKind, names: frozenset[str]) -> None: ...
+    async def on_listed(
+        self, kind: CrdKind, names: frozenset[str], listed_at: datetime | None = None
+    ) -> None: ...
 
 
 def _raise(exc: Exception, count: int) -> OnErrorResult:
@@ -142,6 +145,7 @@ class Informer:
             await asyncio.wait_for(asyncio.shield(stopped), delay)
 
     async def _relist(self) -> None:
+        listed_at = datetime.now(UTC)  # what the list may be missing: objects made after it
         listing = self.client.list(resource(self.kind))
         objects: dict[str, dict[str, Any]] = {}
         async for item in listing:
@@ -158,7 +162,7 @@ class Informer:
             await self._guard(self.handler.on_deleted(self.kind, name))
         for obj in objects.values():
             await self._guard(self.handler.on_object(self.kind, obj, resync=True))
-        await self._guard(self.handler.on_listed(self.kind, frozenset(objects)))
+        await self._guard(self.handler.on_listed(self.kind, frozenset(objects), listed_at))
         self.synced.set()
 
     async def _guard(self, work: Any) -> None:
