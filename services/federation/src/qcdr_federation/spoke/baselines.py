@@ -201,6 +201,15 @@ class BaselineSync:
                 != self.state.cluster_name  # the hub filters; a renamed spoke might not be
             ]
             async with self.sessions() as session:
+                # replicas fetch on their own: one whose page another replica already took (the
+                # stored cursor moved on meanwhile) carries on from there, instead of publishing
+                # the page twice and moving the cursor back
+                state = await repo.get_state(session, for_update=True)
+                stored = state.baselines_cursor if state is not None else None
+                if stored != cursor:
+                    await session.rollback()
+                    cursor = stored
+                    continue
                 await enqueue(session, OUTBOX, BASELINES_STREAM, envelopes)
                 await repo.set_baselines_cursor(session, next_cursor)
                 await session.commit()
