@@ -4,6 +4,7 @@ stored, and the ``/v1/chains`` API with ATT&CK names."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -222,15 +223,25 @@ async def test_the_flusher_holds_off_for_the_claim_idle_time_after_a_start(engin
     flusher = CorrelationFlusher(
         make_session_factory(engine), detectors, cluster_id="c", idle_seconds=0.05, hold_s=1.0
     )
+    # when each flush began, against a start taken before the flusher's own: not how many were
+    # done by some moment, which a busy machine could put past the hold
+    flush_started: list[float] = []
+    flush = flusher.flush
+
+    async def timed_flush() -> int:
+        flush_started.append(time.monotonic())
+        return await flush()
+
+    flusher.flush = timed_flush  # type: ignore[method-assign]
     stop = asyncio.Event()
+    started = time.monotonic()
     task = asyncio.create_task(flusher.run(stop))
     try:
-        await asyncio.sleep(0.6)
-        assert flusher.flushes == 0
-        await wait_for(lambda: _true(flusher.flushes >= 1), 5)
+        await wait_for(lambda: _true(flusher.flushes >= 1), 30)
     finally:
         stop.set()
         await task
+    assert flush_started[0] - started >= 1.0  # none within the hold (idle every 0.05 s)
 
 
 async def _true(value: bool) -> bool:

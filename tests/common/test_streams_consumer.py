@@ -28,6 +28,7 @@ from qcdr_common.streams import (
     stream_key,
 )
 from qcdr_common.testing.logs import capture_logs
+from qcdr_common.testing.wait import eventually_async
 from redis.asyncio import Redis
 
 pytestmark = pytest.mark.redis
@@ -297,17 +298,25 @@ async def test_lag_metric_reflects_the_backlog(redis: Redis, redis_prefix: str) 
     await consumer(redis, redis_prefix, Recorder()).ensure_group()
     labels = {"stream": STREAM, "group": GROUP}
 
+    def sampled(lag: int, pending: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return (
+                REGISTRY.get_sample_value("qcdr_stream_lag", labels) == lag
+                and REGISTRY.get_sample_value("qcdr_stream_pending", labels) == pending
+            )
+
+        return check
+
     stop = asyncio.Event()
     task = asyncio.create_task(exporter.run(stop))
-    await asyncio.sleep(0.05)
-    assert REGISTRY.get_sample_value("qcdr_stream_lag", labels) == 7
-    read: Any = await redis.xreadgroup(GROUP, "pod-a", {key: ">"}, count=3)
-    await redis.xack(key, GROUP, read[0][1][0][0])
-    await asyncio.sleep(0.05)
-    stop.set()
-    await asyncio.wait_for(task, 2)
-    assert REGISTRY.get_sample_value("qcdr_stream_lag", labels) == 4
-    assert REGISTRY.get_sample_value("qcdr_stream_pending", labels) == 2
+    try:
+        await eventually_async(sampled(7, 0), what="the first sample")
+        read: Any = await redis.xreadgroup(GROUP, "pod-a", {key: ">"}, count=3)
+        await redis.xack(key, GROUP, read[0][1][0][0])
+        await eventually_async(sampled(4, 2), what="a sample after the read")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
     assert REGISTRY.get_sample_value("qcdr_stream_length", {"stream": STREAM}) == 7
 
 
@@ -320,21 +329,23 @@ async def test_a_slow_batch_stays_with_its_live_consumer(redis: Redis, redis_pre
 
     async def slow() -> None:
         working.set()
-        await asyncio.sleep(1.0)  # ten times claim_idle_ms
+        # 2.5 times claim_idle_ms: b's claims (every 0.3 s) would take it from 0.6 s on; a's keeper
+        # touches it every 0.2 s, late by up to 0.4 s on a busy machine without losing it
+        await asyncio.sleep(1.5)
 
     slow_rec, other_rec = Recorder(on_batch=slow), Recorder()
-    a = consumer(redis, redis_prefix, slow_rec, name="pod-a", claim_idle_ms=100)
-    b = consumer(redis, redis_prefix, other_rec, name="pod-b", claim_idle_ms=100)
+    a = consumer(redis, redis_prefix, slow_rec, name="pod-a", claim_idle_ms=600)
+    b = consumer(redis, redis_prefix, other_rec, name="pod-b", claim_idle_ms=600)
     await a.ensure_group()
     stop = asyncio.Event()
     task_a = asyncio.create_task(a.run(stop))
     try:
-        await asyncio.wait_for(working.wait(), 5)  # a has read them and is working
+        await asyncio.wait_for(working.wait(), 30)  # a has read them and is working
 
         async def a_done() -> bool:
             return len(slow_rec.handled) == 3
 
-        await run_until(b, a_done)
+        await run_until(b, a_done, 30)
     finally:
         stop.set()
         await asyncio.wait_for(task_a, 5)
@@ -356,7 +367,7 @@ async def test_keeping_a_batch_claimed_does_not_count_deliveries(redis: Redis, r
     await asyncio.sleep(0.1)
     handled = asyncio.Event()
     keeper = asyncio.create_task(c._keep_claimed(handled, batch))
-    await asyncio.sleep(0.35)  # several touches
+    await asyncio.sleep(1.0)  # some thirty touches, 30 ms apart
     rows = await redis.xpending_range(key, GROUP, min="-", max="+", count=10)
     handled.set()
     await keeper
@@ -364,9 +375,10 @@ async def test_keeping_a_batch_claimed_does_not_count_deliveries(redis: Redis, r
     assert {i: (by_id[i]["consumer"], by_id[i]["times_delivered"]) for i in batch} == dict.fromkeys(
         batch, (b"pod-a", 1)
     )
-    assert all(by_id[i]["time_since_delivered"] < 90 for i in batch)
+    # touched lately (how lately, a busy machine decides; untouched, they would be 1.1 s idle)
+    assert all(by_id[i]["time_since_delivered"] < 550 for i in batch)
     # the older entry is not the batch's: it ages, so the claim loop retries it
-    assert by_id[old[0]]["time_since_delivered"] >= 400
+    assert by_id[old[0]]["time_since_delivered"] >= 1000
 
 
 async def test_a_closed_gate_reads_nothing_until_it_opens(redis: Redis, redis_prefix: str) -> None:
@@ -378,16 +390,27 @@ async def test_a_closed_gate_reads_nothing_until_it_opens(redis: Redis, redis_pr
 
     rec = Recorder(on_batch=mark)
     open_ = False
-    c = consumer(redis, redis_prefix, rec, gate=lambda: open_)
+    asked = 0
+
+    def gate() -> bool:
+        nonlocal asked
+        asked += 1
+        return open_
+
+    c = consumer(redis, redis_prefix, rec, gate=gate)
     await c.ensure_group()
     stop = asyncio.Event()
     task = asyncio.create_task(c.run(stop))
     try:
-        await asyncio.sleep(0.3)
+
+        async def asked_again() -> bool:
+            return asked >= 5
+
+        await eventually_async(asked_again, what="the gate asked five times")  # and said no each time
         assert rec.batches == []
         assert await pending(redis, redis_prefix) == 0  # not even read
         open_ = True
-        await asyncio.wait_for(got.wait(), 5)
+        await asyncio.wait_for(got.wait(), 30)
     finally:
         stop.set()  # the batch in hand is finished first
         await asyncio.wait_for(task, 5)

@@ -48,13 +48,21 @@ async def test_an_unrenewed_lease_expires_and_renewal_extends_it(
     redis_client: Any, redis_prefix: str
 ) -> None:
     key = f"{redis_prefix}:leader"
-    a = RedisLease(redis_client, key, "pod-a", ttl_s=0.4)
+    # renewal starts the TTL over: shown on a long lease's remaining time (a short one renewed on
+    # time would hold only as long as a busy machine kept the pace)
+    kept = RedisLease(redis_client, key, "pod-a", ttl_s=30)
     b = RedisLease(redis_client, key, "pod-b", ttl_s=0.4)
-    assert await a.acquire()
-    for _ in range(4):  # 0.6 s in all, kept by renewing every 0.15 s
-        await asyncio.sleep(0.15)
-        assert await a.renew()
+    assert await kept.acquire()
+    await asyncio.sleep(0.5)
+    assert await redis_client.pttl(key) <= 29_500
+    assert await kept.renew()
+    assert await redis_client.pttl(key) > 29_500  # 30 s again
     assert not await b.acquire()
+    await kept.release()
+
+    # unrenewed, a lease is gone after its TTL: another takes it, and the first cannot renew it
+    a = RedisLease(redis_client, key, "pod-a", ttl_s=0.4)
+    assert await a.acquire()
     await asyncio.sleep(0.6)
     assert await b.acquire()
     assert not await a.renew()

@@ -258,8 +258,11 @@ async def test_faults_are_retried(make_settings: Settings) -> None:
 
 
 async def test_expiring_tokens_are_renewed(make_settings: Settings) -> None:
-    faults = [Fault(kind="slow", every=2, delay_s=0.12)]
-    double = QualysDouble(DoubleConfig(findings=findings(500), token_lifetime_s=0.3, faults=faults))
+    # ten pages, every second one 0.25 s slow: the fetch outlasts a token (1.25 s at least), and a
+    # fresh token outlives the request it was got for also on a busy machine (a second 401 in a
+    # row is an error)
+    faults = [Fault(kind="slow", every=2, delay_s=0.25)]
+    double = QualysDouble(DoubleConfig(findings=findings(500), token_lifetime_s=1.0, faults=faults))
     with serve_double(double) as url:
         # No early renewal, so some requests race the expiry and get a 401 first.
         result = await fetch(make_settings(page_size=50, token_refresh_fraction=0.0), url)

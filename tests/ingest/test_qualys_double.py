@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from qcdr_ingest.qualys import double as double_module
 from qcdr_ingest.qualys.double import DoubleConfig, Fault, InsertBatch, QualysDouble, serve_double
 from qcdr_ingest.qualys.double_store import FindingStore, load_findings
 
@@ -62,8 +64,11 @@ def test_auth_rejects_bad_logins(form: dict[str, str], status: int) -> None:
     assert double.stats.tokens_issued == 0
 
 
-def test_findings_need_a_valid_bearer() -> None:
-    with serve_double(DoubleConfig(findings=DATA, token_lifetime_s=0.2)) as url:
+def test_findings_need_a_valid_bearer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the double's clock is the test's: a token lives its lifetime however slow the machine
+    clock = [time.time()]
+    monkeypatch.setattr(double_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    with serve_double(DoubleConfig(findings=DATA, token_lifetime_s=60)) as url:
         assert httpx.get(f"{url}{FINDINGS}").status_code == 401
         assert (
             httpx.get(f"{url}{FINDINGS}", headers={"Authorization": "Bearer forged.token.x"}).status_code
@@ -72,7 +77,9 @@ def test_findings_need_a_valid_bearer() -> None:
         token = httpx.post(f"{url}/auth", data={"username": "demo", "password": "demo-password"}).text
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}{FINDINGS}", headers=headers).status_code == 200
-        time.sleep(0.25)
+        clock[0] += 59.9
+        assert httpx.get(f"{url}{FINDINGS}", headers=headers).status_code == 200
+        clock[0] += 0.2
         assert httpx.get(f"{url}{FINDINGS}", headers=headers).status_code == 401
 
 

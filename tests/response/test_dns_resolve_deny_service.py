@@ -22,6 +22,7 @@ from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.dns_zone import Zone, serve_zone
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_common.testing.schemas import ManifestValidator
+from qcdr_common.testing.wait import until_a_session_waits_for_a_lock
 from qcdr_response.app import create_app
 from qcdr_response.dns.resolve_deny import parse_resolvers
 from qcdr_response.dns.service import FILE_HEADER, FILENAME, ResolveDenyService
@@ -347,7 +348,9 @@ async def test_replicas_refresh_and_write_one_after_the_other(
             events.append(f"{self.name} writes")
             if self.name == "a":
                 writing.set()
-                await asyncio.sleep(0.5)  # a slow cluster
+                # a slow cluster: still writing when b's refresh waits for a's lock (had b not
+                # waited, it would write now)
+                await until_a_session_waits_for_a_lock(db)
             await super()._output(outcome, docs)
             events.append(f"{self.name} wrote")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import time
+from types import SimpleNamespace
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from qcdr_common.api.auth import Principal, Scope
+from qcdr_federation.console import session as session_module
 from qcdr_federation.console.session import SessionStore
 from qcdr_federation.console.web import SECURITY_HEADERS
 from redis.asyncio import Redis
@@ -132,24 +135,36 @@ async def test_signing_in_again_replaces_the_session(client: httpx.AsyncClient) 
     assert (await client.get("/ui/")).status_code == 303
 
 
-async def test_sessions_expire_when_idle_and_at_the_limit(redis_client: Redis, redis_prefix: str) -> None:
+async def test_sessions_expire_when_idle_and_at_the_limit(
+    redis_client: Redis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store's clock is the test's: the idle time and the limit are checked against it, so a
+    # busy machine cannot stretch "just used" past the idle time (Redis' own expiry, in real
+    # time, is the backstop: its TTL is checked apart)
+    clock = [time.time()]
+    monkeypatch.setattr(session_module, "time", SimpleNamespace(time=lambda: clock[0]))
     principal = Principal("alice", frozenset({Scope.READ}))
-    idle = SessionStore(redis_client, redis_prefix, idle_s=0.3, max_s=60)
+    idle = SessionStore(redis_client, redis_prefix, idle_s=30, max_s=3600)
     session_id, _ = await idle.create(principal)
-    await asyncio.sleep(0.2)
+    assert 0 < await redis_client.pttl(idle._key(session_id)) <= 30_000  # Redis drops it then too
+    clock[0] += 20
     assert await idle.load(session_id) is not None  # use restarts the idle timer
-    await asyncio.sleep(0.2)
+    assert await redis_client.pttl(idle._key(session_id)) > 20_000  # in Redis too
+    clock[0] += 20  # 40 s after the start, 20 s after the use
     loaded = await idle.load(session_id)
     assert loaded is not None
     assert loaded.principal == "alice"
     assert not loaded.can_write
-    await asyncio.sleep(0.4)
+    clock[0] += 31
     assert await idle.load(session_id) is None
-    capped = SessionStore(redis_client, redis_prefix, idle_s=60, max_s=0.5)
+    assert await redis_client.exists(idle._key(session_id)) == 0
+    capped = SessionStore(redis_client, redis_prefix, idle_s=30, max_s=50)
     session_id, _ = await capped.create(principal)
-    for _ in range(3):
-        await asyncio.sleep(0.2)
-        await capped.load(session_id)
+    for _ in range(2):
+        clock[0] += 20
+        assert await capped.load(session_id) is not None
+    assert await redis_client.pttl(capped._key(session_id)) <= 10_000  # not past the limit in Redis
+    clock[0] += 20  # used 20 s ago, but 60 s after the start
     assert await capped.load(session_id) is None
     assert await capped.load("x" * 500) is None
 

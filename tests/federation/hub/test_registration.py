@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 from qcdr_common.contracts.federation.v1 import ClusterHeartbeat
 from qcdr_common.testing.logs import capture_logs
+from qcdr_common.testing.wait import until_a_session_waits_for_a_lock
 from qcdr_federation.hub.clusters.models import BootstrapTokenRow, ClusterRow, CredentialRow
 from qcdr_federation.hub.clusters.service import declare_cluster as declare_cluster_service
 from qcdr_federation.hub.clusters.service import register_bootstrap_digest
@@ -502,7 +503,7 @@ async def test_a_verified_credential_is_remembered_briefly_and_forgotten_on_revo
 
 
 async def test_a_registration_during_the_controllers_resync_does_not_deadlock(
-    hub_client: httpx.AsyncClient, hub_app: Any
+    hub_client: httpx.AsyncClient, hub_app: Any, federation_db: str
 ) -> None:
     """The controller's resync updates the cluster, then stores the Secret's token again; a spoke
     presenting that token meanwhile must wait for it, not lock the token first (that deadlocked:
@@ -520,7 +521,8 @@ async def test_a_registration_during_the_controllers_resync_does_not_deadlock(
     async with sessions() as controller:
         await declare_cluster_service(controller, "eu-9", {"env": "prod"}, source="crd")
         spoke = asyncio.create_task(hub_client.post("/federation/v1/register", json=body))
-        await asyncio.sleep(0.5)  # the spoke's request is waiting on its first lock by now
+        # the spoke's request waits on its first lock (the controller's cluster row)
+        assert await until_a_session_waits_for_a_lock(federation_db)
         await register_bootstrap_digest(
             controller, "eu-9", digest, source="crd", created_by="controller", expires_at=None
         )

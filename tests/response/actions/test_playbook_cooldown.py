@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.db import make_engine, make_session_factory
+from qcdr_common.testing.wait import until_a_session_waits_for_a_lock
 from qcdr_response.actions import planner
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionRow
@@ -93,7 +94,8 @@ async def test_replicas_planning_at_once_start_one_run(committed_db: str) -> Non
         async with sessions.begin() as session:
             await planner.plan(session, ctx, [finding("api-7d9f-1")], [cooled])
             planned.set()
-            await asyncio.sleep(0.3)  # commits later
+            # commits once the second waits for it (a time would not say that it does by then)
+            await until_a_session_waits_for_a_lock(committed_db)
 
     try:
         first = asyncio.create_task(first_replica())

@@ -27,9 +27,11 @@ def serve_app(
     lifespan: Literal["on", "off", "auto"] = "off",
     fast: bool = False,
     tls: tuple[Path, Path] | None = None,
+    graceful_shutdown_s: int = 2,
 ) -> Iterator[str]:
     """Run ``app`` on 127.0.0.1 (a free port) until the block ends; yields ``http://127.0.0.1:PORT``,
-    or ``https://`` with ``tls`` = (certificate, key) files."""
+    or ``https://`` with ``tls`` = (certificate, key) files. At the end, responses still open get
+    up to ``graceful_shutdown_s`` to finish."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so
     # (without it every keep-alive request waits ~40 ms for a delayed ACK).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -49,7 +51,7 @@ def serve_app(
             http="httptools" if fast else "h11",
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=graceful_shutdown_s,
         )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
@@ -63,5 +65,5 @@ def serve_app(
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=startup_timeout_s)
+        thread.join(timeout=max(startup_timeout_s, graceful_shutdown_s + 5))
         sock.close()

@@ -34,3 +34,30 @@ async def eventually_async(
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{what} did not hold within {within_s} s")
         await asyncio.sleep(every)
+
+
+async def until_a_session_waits_for_a_lock(database_url: str, within_s: float = 10.0) -> bool:
+    """Until a session of ``database_url``'s database waits for a lock (a row, a transaction, an
+    advisory lock); True then, False after ``within_s`` seconds without one.
+
+    For tests of a race between two transactions: the one holding the lock waits here for the
+    other to be blocked on it instead of sleeping and hoping it is by then (on a busy machine it
+    may not be, and the test would pass without the race). Without the lock the code under test
+    should take, nothing waits: the caller goes on after ``within_s`` and the race shows."""
+    import asyncpg  # the testing helpers' other users need no database driver
+
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            waiting = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if waiting:
+                return True
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+    finally:
+        await connection.close()

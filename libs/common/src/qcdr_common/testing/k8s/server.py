@@ -113,10 +113,16 @@ class K8sTestServer:
         return self.url.removeprefix("http://")
 
     @contextmanager
-    def serve(self, *, timeout: float = 10.0) -> Iterator[str]:
-        """Run on 127.0.0.1 (a free port) in a background thread; yields the base URL."""
+    def serve(self, *, timeout: float = 10.0, graceful_shutdown_s: int = 2) -> Iterator[str]:
+        """Run on 127.0.0.1 (a free port) in a background thread; yields the base URL.
+        ``graceful_shutdown_s``: how long the server waits for open responses when it stops."""
         self.store.events.resume()
-        with serve_app(self.app, name="k8s-test-server", startup_timeout_s=timeout) as url:
+        with serve_app(
+            self.app,
+            name="k8s-test-server",
+            startup_timeout_s=timeout,
+            graceful_shutdown_s=graceful_shutdown_s,
+        ) as url:
             self._url = url
             try:
                 yield url
@@ -146,7 +152,7 @@ class K8sTestServer:
         gets ``ERROR`` 410 Expired, and a lightkube client raises ``ApiError`` and must relist."""
         self.store.compact()
 
-    async def wait_for_watches(self, count: int = 1, *, within_s: float = 5.0) -> None:
+    async def wait_for_watches(self, count: int = 1, *, within_s: float = 30.0) -> None:
         """Wait (without blocking the caller's event loop) until at least ``count`` watches are open."""
         deadline = time.monotonic() + within_s
         while self.open_watches < count:
