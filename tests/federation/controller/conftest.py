@@ -14,9 +14,11 @@ import lightkube
 import pytest
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
+from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.k8s import DEFAULT_INSTALLED, GVK, K8sTestServer
 from qcdr_federation.hub.controller.kinds import CrdKind, resource
 from qcdr_federation.settings import FederationSettings
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.federation.conftest import make_hub_settings
 
@@ -155,3 +157,17 @@ def condition(status: dict[str, Any], type_: str) -> tuple[str, str]:
         if cond["type"] == type_:
             return cond["status"], cond["reason"]
     raise AssertionError(f"no {type_} condition in {status}")
+
+
+@pytest.fixture
+async def sessions(federation_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the hub's database (the reconciler's, without the app)."""
+    engine = make_engine(federation_db)
+    yield make_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(federation_db: str, redis_url: str, redis_prefix: str) -> FederationSettings:
+    """Hub settings without the controller's API server (what a Reconciler needs)."""
+    return make_hub_settings(federation_db, redis_url, redis_prefix)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from qcdr_common.contracts.federation.v1 import RegisterRequest
-from qcdr_common.db import make_engine, make_session_factory
 from qcdr_federation.hub.clusters.models import BootstrapTokenRow, ClusterRow
 from qcdr_federation.hub.clusters.registration import register
 from qcdr_federation.hub.clusters.service import declare_cluster
@@ -23,7 +21,6 @@ from qcdr_federation.settings import FederationSettings
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.federation.conftest import make_hub_settings
 from tests.federation.controller.test_convert import fc, ftp
 
 pytestmark = pytest.mark.db
@@ -48,18 +45,6 @@ class Secrets:
         if key not in secret:
             raise SecretUnavailableError(st.REASON_SECRET_KEY_MISSING, f"no key {key!r}")
         return secret[key]
-
-
-@pytest.fixture
-async def sessions(federation_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(federation_db)
-    yield make_session_factory(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-def settings(federation_db: str, redis_url: str, redis_prefix: str) -> FederationSettings:
-    return make_hub_settings(federation_db, redis_url, redis_prefix)
 
 
 class Counter:

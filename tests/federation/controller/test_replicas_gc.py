@@ -17,33 +17,18 @@ The interleaving is scripted with two Reconcilers on one database (what the two 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from qcdr_common.db import make_engine, make_session_factory
 from qcdr_federation.hub.controller.kinds import CrdKind
 from qcdr_federation.hub.controller.reconcile import Reconciler
 from qcdr_federation.settings import FederationSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.federation.conftest import make_hub_settings
 from tests.federation.controller.test_convert import fc, ftp
 from tests.federation.controller.test_reconcile import Secrets, policies
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture
-async def sessions(federation_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(federation_db)
-    yield make_session_factory(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-def settings(federation_db: str, redis_url: str, redis_prefix: str) -> FederationSettings:
-    return make_hub_settings(federation_db, redis_url, redis_prefix)
 
 
 async def test_a_replicas_stale_list_collects_a_policy_another_replica_just_made(

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from qcdr_common.db import make_engine
 from qcdr_common.streams.names import stream_key
@@ -33,20 +32,13 @@ from qcdr_response.worker import ResponseWorker
 from redis.asyncio import Redis
 
 from tests.response.federation.conftest import placed, removed, tracing_manifest
+from tests.response.federation.test_worker import fetch
 from tests.response.service.conftest import response_settings
 
 pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
 
 POLICIES = "federation:policies"
 TPN = "TracingPolicyNamespaced"
-
-
-async def fetch(database_url: str, sql: str) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
-    try:
-        return list(await connection.fetch(sql))
-    finally:
-        await connection.close()
 
 
 @contextlib.asynccontextmanager
