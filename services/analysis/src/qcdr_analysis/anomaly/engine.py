@@ -100,24 +100,26 @@ class WorkloadAnomalyEngine:
         """Hour of day (UTC) and day number at which window ``number`` starts."""
         return hour_and_day(number * self.window_seconds)
 
-    def _seen(self, newest: dict[InputKey, datetime]) -> None:
-        """Take a batch's newest time per input into the marks."""
-        for key, when in newest.items():
-            mark = self.marks.get(key)
-            if mark is None or when > mark:
-                self.marks[key] = when
-                self.marks_moved = True
-            if self.max_seen is None or when > self.max_seen:
-                self.max_seen = when
+    def _mark(self, key: InputKey, when: datetime) -> bool:
+        """Move input ``key``'s mark forward to ``when``; whether it moved."""
+        mark = self.marks.get(key)
+        if mark is not None and when <= mark:
+            return False
+        self.marks[key] = when
+        return True
+
+    def _seen(self, key: InputKey, when: datetime) -> None:
+        if self._mark(key, when):
+            self.marks_moved = True
+        if self.max_seen is None or when > self.max_seen:
+            self.max_seen = when
 
     def install_marks(self, marks: dict[InputKey, datetime]) -> None:
         """How far each input had got in the previous process (a restart, a new leader). They
         only ever hold windows back: the newest time stays what this process has seen, so a stored
         mark far ahead (another pipeline's, a clock once wrong) cannot make live events late."""
         for key, when in marks.items():
-            mark = self.marks.get(key)
-            if mark is None or when > mark:
-                self.marks[key] = when
+            self._mark(key, when)
 
     def clock(self) -> datetime | None:
         """Event time up to which every input has arrived (the basis of the watermark).
@@ -233,7 +235,6 @@ class WorkloadAnomalyEngine:
 
     def add_events(self, events: Sequence[SecurityEvent]) -> None:
         """Count events into their windows without closing any (see :meth:`advance`)."""
-        newest: dict[InputKey, datetime] = {}
         for event in events:
             kind = ft.classify(event)
             if kind == ft.IGNORED or not has_identity(event.workload):
@@ -243,15 +244,10 @@ class WorkloadAnomalyEngine:
             if not state.add_event(number, kind, event):
                 self.late_events += 1
                 LATE_EVENTS.inc()
-            key = ("events", event.source, event.workload.cluster or "")
-            mark = newest.get(key)
-            if mark is None or event.event_time > mark:
-                newest[key] = event.event_time
-        self._seen(newest)
+            self._seen(("events", event.source, event.workload.cluster or ""), event.event_time)
 
     def add_samples(self, samples: Sequence[WorkloadSample], source: str = "") -> None:
         """Add resource samples (from ``source``) to their windows without closing any."""
-        newest: dict[InputKey, datetime] = {}
         for sample in samples:
             if not has_identity(sample.workload):
                 continue
@@ -262,11 +258,7 @@ class WorkloadAnomalyEngine:
             state = self.state_for(sample.workload, number)
             if not state.add_sample(number, values):
                 self.late_samples += 1
-            key = ("samples", source, sample.workload.cluster or "")
-            mark = newest.get(key)
-            if mark is None or sample.time > mark:
-                newest[key] = sample.time
-        self._seen(newest)
+            self._seen(("samples", source, sample.workload.cluster or ""), sample.time)
 
     # -- windows ---------------------------------------------------------------------------
     def advance(self, until: datetime | None = None) -> list[Finding]:
