@@ -21,6 +21,7 @@ from qcdr_federation.backoff import Backoff, sleep_unless_stopped
 from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
 from qcdr_federation.spoke.client import Credential, HubClient, HubError, HubErrorKind, agent_version
+from qcdr_federation.spoke.models import SpokeStateRow
 from qcdr_federation.spoke.runtime import REGISTRATION, AgentState, utcnow
 
 log = get_logger(__name__)
@@ -135,15 +136,23 @@ class Registrar:
                 "federation_spoke_state_reset",
                 hint="the stored registration was for another hub or cluster name; registering again",
             )
-        self.state.cluster_id = row.cluster_id
         self.state.last_contact_at = row.last_contact_at
-        if row.credential and row.credential_id:
-            self.client.credential = Credential(row.credential_id, SecretStr(row.credential))
-            self._issued_at = row.credential_issued_at or row.registered_at or utcnow()
-            self.state.registered = True
-            self.ready.set()
+        if self._hold(row):
             log.info("federation_spoke_resumed", cluster_id=row.cluster_id, credential_id=row.credential_id)
+        else:
+            self.state.cluster_id = row.cluster_id
         self.loaded.set()
+
+    def _hold(self, row: SpokeStateRow) -> bool:
+        """Take the stored credential in hand, unless there is none or the hub refused it lately."""
+        if not row.credential or not row.credential_id or row.credential_id in self._refused:
+            return False
+        self.client.credential = Credential(row.credential_id, SecretStr(row.credential))
+        self._issued_at = row.credential_issued_at or row.registered_at or utcnow()
+        self.state.cluster_id = row.cluster_id
+        self.state.registered = True
+        self.ready.set()
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(self.settings.retry_max_s)
@@ -185,15 +194,10 @@ class Registrar:
         async with self.sessions() as session:
             row, _ = await repo.ensure_state(session, self.state.cluster_name, self.state.hub_url)
             await session.commit()
-        if not row.credential or not row.credential_id or row.credential_id in self._refused:
+        if not self._hold(row):
             return False
-        self.client.credential = Credential(row.credential_id, SecretStr(row.credential))
-        self._issued_at = row.credential_issued_at or row.registered_at or utcnow()
         self._rotate_requested = False  # the other replica's rotation answered it
-        self.state.cluster_id = row.cluster_id
-        self.state.registered = True
         self.state.clear_problem(REGISTRATION)
-        self.ready.set()
         log.info("federation_credential_adopted", credential_id=row.credential_id)
         return True
 
