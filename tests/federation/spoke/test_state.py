@@ -28,6 +28,7 @@ from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.spoke import repository as repo
 from qcdr_federation.spoke.models import (
     SpokeBaselineRow,
+    SpokeCommandResultRow,
     SpokePolicyRow,
     SpokePolicyStatusRow,
     SpokeStateRow,
@@ -43,7 +44,7 @@ from tests.federation.spoke.conftest import read_stream
 
 pytestmark = [pytest.mark.db]
 
-SPOKE_TABLES = (SpokeStateRow, SpokePolicyRow, SpokePolicyStatusRow, SpokeBaselineRow)
+SPOKE_TABLES = (SpokeStateRow, SpokePolicyRow, SpokePolicyStatusRow, SpokeBaselineRow, SpokeCommandResultRow)
 
 
 # --------------------------------------------------------------------------- migration

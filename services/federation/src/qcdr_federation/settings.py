@@ -248,6 +248,14 @@ class FederationSettings(CommonSettings):
         description="Longest back-off between attempts while the hub is unreachable.",
     )
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias="QCDR_FEDERATION_HTTP_TIMEOUT_S")
+    command_results_keep_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        validation_alias="QCDR_FEDERATION_COMMAND_RESULTS_KEEP_S",
+        description="How long a spoke keeps the result of a hub user's command, to answer the hub "
+        "handing it out again without running it twice; longer than the hub's "
+        "QCDR_FEDERATION_COMMAND_TTL_S.",
+    )
     credential_max_age_s: float = Field(
         default=7 * 86_400.0,
         gt=0,

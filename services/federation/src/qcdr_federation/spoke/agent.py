@@ -137,7 +137,7 @@ def build_agent(
         puller=PolicyPuller(settings, sessions, client, registrar, state, relay.notify),
         status=status,
         heartbeat=Heartbeat(settings, engine, sessions, client, response, status, registrar, state),
-        commands=CommandRunner(settings, client, response, registrar, state),
+        commands=CommandRunner(settings, sessions, client, response, registrar, state),
         baselines=BaselineSync(settings, sessions, client, registrar, state, relay.notify),
         forwarders=forwarders,
     )

@@ -3,20 +3,26 @@ as one is pending; each is carried out against the local response API (approve /
 with the reason as the note, renew with the lease) and its answer — status code and body, or 503
 when the response API does not answer — goes back as the command's result.
 
-A command the hub hands out again (its result did not arrive) is not run twice: the results of
-recent commands are remembered and posted again instead.
+A command the hub hands out again (its result did not arrive: the replica that ran it died, or
+the hub was away) is not run twice, whichever replica gets it: the replica that takes a command on
+claims it in the spoke's database and stores its result there, and a replica given a command
+already answered posts the stored result. A command another replica is running right now is left
+to it (the hub hands it out again if no result comes); one left unfinished past the response API's
+timeout belonged to a replica that died and is run again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 
 from qcdr_common.contracts.federation.v1 import CommandResult, SpokeCommand
 from qcdr_common.logging import get_logger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qcdr_federation.backoff import Backoff, StoppedError, sleep_unless_stopped, unless_stopped
 from qcdr_federation.settings import FederationSettings
+from qcdr_federation.spoke import repository as repo
 from qcdr_federation.spoke.client import HubClient, HubError, HubErrorKind
 from qcdr_federation.spoke.registration import Registrar
 from qcdr_federation.spoke.response_api import ResponseApi
@@ -24,7 +30,8 @@ from qcdr_federation.spoke.runtime import AgentState
 
 log = get_logger(__name__)
 
-REMEMBERED = 1000
+# a runner that has not stored its result this long after the response API's timeout is gone
+_STALE_MARGIN_S = 5.0
 # a result the hub refuses outright (404: the command expired or is unknown) is not sent again
 _FINAL = frozenset({HubErrorKind.CLIENT})
 
@@ -33,24 +40,40 @@ class CommandRunner:
     def __init__(
         self,
         settings: FederationSettings,
+        sessions: async_sessionmaker[AsyncSession],
         client: HubClient,
         response: ResponseApi,
         registrar: Registrar,
         state: AgentState,
     ) -> None:
         self.settings = settings
+        self.sessions = sessions
         self.client = client
         self.response = response
         self.registrar = registrar
         self.state = state
         self.wait_s = settings.long_poll_max_s
-        self._results: OrderedDict[str, CommandResult] = OrderedDict()
+        self.stale_s = settings.http_timeout_s * 2 + _STALE_MARGIN_S
 
-    async def execute(self, command: SpokeCommand) -> CommandResult:
-        """The command's result: remembered if it already ran, else from the response API now."""
-        known = self._results.get(command.id)
-        if known is not None:
-            return known
+    async def execute(self, command: SpokeCommand) -> CommandResult | None:
+        """The command's result: stored if a replica already ran it, else from the response API now;
+        None while another replica is running it."""
+        now = datetime.now(UTC)
+        async with self.sessions() as session:
+            await repo.prune_command_results(
+                session, now - timedelta(seconds=self.settings.command_results_keep_s)
+            )
+            claim = await repo.claim_command(
+                session, command.id, now=now, stale_before=now - timedelta(seconds=self.stale_s)
+            )
+            await session.commit()
+        if not claim.mine:
+            log.info(
+                "federation_command_seen_before",
+                command_id=command.id,
+                answered=claim.result is not None,
+            )
+            return claim.result
         result = await self.response.run_command(command)
         log.info(
             "federation_command_run",
@@ -61,9 +84,12 @@ class CommandRunner:
             status_code=result.status_code,
         )
         self.state.counts["commands_run"] += 1
-        self._results[command.id] = result
-        while len(self._results) > REMEMBERED:
-            self._results.popitem(last=False)
+        try:
+            async with self.sessions() as session:
+                await repo.record_command_result(session, command.id, result, datetime.now(UTC))
+                await session.commit()
+        except Exception as exc:  # the answer is in hand: post it anyway
+            log.warning("federation_command_result_not_stored", command_id=command.id, error=repr(exc))
         return result
 
     async def deliver(self, command: SpokeCommand, result: CommandResult, stop: asyncio.Event) -> None:
@@ -93,7 +119,8 @@ class CommandRunner:
         self.state.contact_ok()
         for command in commands:
             result = await self.execute(command)
-            await self.deliver(command, result, stop)
+            if result is not None:
+                await self.deliver(command, result, stop)
         return len(commands)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,6 +1,7 @@
 """The spoke's own state (owner: the federation service, spoke role), kept in the spoke cluster's
 database: its registration and credential, the last good policy set the hub placed on it, what
-its response service made of each policy, and which baselines it already shared.
+its response service made of each policy, which baselines it already shared, and the hub users'
+commands it ran (so a command the hub hands out again does not run again on another replica).
 """
 
 from __future__ import annotations
@@ -96,3 +97,19 @@ class SpokeBaselineRow(FederationBase):
     uploaded_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class SpokeCommandResultRow(FederationBase):
+    """A hub user's command this spoke took on: claimed by the replica that runs it (``started_at``)
+    and, once the response API answered, its result. Shared by the spoke's replicas: the hub hands a
+    command out again when its result did not arrive (the replica died before posting it), and the
+    replica that gets it then posts the stored result instead of running the command a second time
+    (an approve would answer 409, a renew would extend the lease again)."""
+
+    __tablename__ = "federation_spoke_command_results"
+
+    command_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    body: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

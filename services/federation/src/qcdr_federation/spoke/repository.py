@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from qcdr_common.contracts.federation.v1 import PlacedPolicy, PolicyApplyState
+from qcdr_common.contracts.federation.v1 import CommandResult, PlacedPolicy, PolicyApplyState
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qcdr_federation.spoke.models import (
     STATE_ROW_ID,
     SpokeBaselineRow,
+    SpokeCommandResultRow,
     SpokePolicyRow,
     SpokePolicyStatusRow,
     SpokeStateRow,
@@ -278,3 +279,72 @@ async def record_uploaded(session: AsyncSession, uploaded: Sequence[tuple[str, i
         where=SpokeBaselineRow.generation < stmt.excluded.generation,
     )
     await session.execute(stmt, rows)
+
+
+# ---------------------------------------------------------------------------- command results
+
+
+@dataclass(frozen=True)
+class CommandClaim:
+    """Whether this replica runs a command, and if not, the result another one stored (None: that
+    replica is running it right now)."""
+
+    mine: bool
+    result: CommandResult | None = None
+
+
+async def claim_command(
+    session: AsyncSession, command_id: str, *, now: datetime, stale_before: datetime
+) -> CommandClaim:
+    """Take a command on: this replica's when nobody has, or when the replica that took it left it
+    unfinished since before ``stale_before`` (it died calling the response API: whether the call
+    went through is unknown, and running it again is the only way to get an answer)."""
+    taken = await session.scalar(
+        insert(SpokeCommandResultRow)
+        .values(command_id=command_id, started_at=now)
+        .on_conflict_do_nothing(index_elements=[SpokeCommandResultRow.command_id])
+        .returning(SpokeCommandResultRow.command_id)
+    )
+    if taken is None:
+        taken = await session.scalar(
+            update(SpokeCommandResultRow)
+            .where(
+                SpokeCommandResultRow.command_id == command_id,
+                SpokeCommandResultRow.status_code.is_(None),
+                SpokeCommandResultRow.started_at < stale_before,
+            )
+            .values(started_at=now)
+            .returning(SpokeCommandResultRow.command_id)
+        )
+    if taken is not None:
+        return CommandClaim(mine=True)
+    row = (
+        await session.execute(
+            select(SpokeCommandResultRow.status_code, SpokeCommandResultRow.body).where(
+                SpokeCommandResultRow.command_id == command_id
+            )
+        )
+    ).one_or_none()
+    if row is None:  # pruned between the two statements: nobody holds it
+        return await claim_command(session, command_id, now=now, stale_before=stale_before)
+    if row.status_code is None:
+        return CommandClaim(mine=False)
+    return CommandClaim(mine=False, result=CommandResult(status_code=row.status_code, body=row.body))
+
+
+async def record_command_result(
+    session: AsyncSession, command_id: str, result: CommandResult, finished_at: datetime
+) -> None:
+    await session.execute(
+        update(SpokeCommandResultRow)
+        .where(SpokeCommandResultRow.command_id == command_id)
+        .values(status_code=result.status_code, body=result.body, finished_at=finished_at)
+    )
+
+
+async def prune_command_results(session: AsyncSession, before: datetime) -> int:
+    """Forget the commands taken on before ``before`` (the hub no longer hands them out)."""
+    result = await session.execute(
+        delete(SpokeCommandResultRow).where(SpokeCommandResultRow.started_at < before)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
