@@ -181,12 +181,16 @@ def subclasses(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
 
 @functools.cache
 def settings_variables() -> frozenset[str]:
-    """The environment variables the settings classes read: every ``settings.py`` and
-    ``config.py`` module is imported, then each ``BaseSettings`` field gives its alias or its
-    prefixed name."""
+    """The environment variables the settings classes read: every module that configures a
+    settings class is imported (not only ``settings.py``: admission's PSS settings live beside
+    the engine, and were only found when another test had imported it), then each
+    ``BaseSettings`` field gives its alias or its prefixed name."""
     for base in SOURCES:
         for file in base.rglob("*.py"):
-            if file.name in ("settings.py", "config.py") and not {".venv", "testing"} & set(file.parts):
+            if {".venv", "testing"} & set(file.parts):
+                continue
+            named = file.name in ("settings.py", "config.py")
+            if named or "SettingsConfigDict(" in file.read_text(encoding="utf-8"):
                 parts = file.with_suffix("").parts
                 importlib.import_module(".".join(parts[parts.index("src") + 1 :]))
     names: set[str] = set()
