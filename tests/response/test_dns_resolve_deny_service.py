@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.dns_zone import Zone, serve_zone
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_common.testing.schemas import ManifestValidator
-from qcdr_common.testing.wait import until_a_session_waits_for_a_lock
+from qcdr_common.testing.wait import eventually_async, until_a_session_waits_for_a_lock
 from qcdr_response.app import create_app
 from qcdr_response.dns.resolve_deny import parse_resolvers
 from qcdr_response.dns.service import FILE_HEADER, FILENAME, ResolveDenyService
@@ -366,3 +366,51 @@ async def test_replicas_refresh_and_write_one_after_the_other(
     finally:
         await engine.dispose()
     assert events == ["a writes", "a wrote", "b writes", "b wrote"]
+
+
+async def test_a_replica_skips_a_round_another_replica_refreshed(
+    db: str, dns_server: tuple[int, Zone], tmp_path: Path
+) -> None:
+    """Every replica runs the loop: the round's lookups and applies are done once, by whichever
+    replica comes first; the others write their own file from the saved cache."""
+    port, zone = dns_server
+    a_settings = _settings(db, port, tmp_path / "a", None, dns_refresh_s=600)
+    b_settings = _settings(db, port, tmp_path / "b", None, dns_refresh_s=600)
+    engine = make_engine(db)
+    try:
+        a = ResolveDenyService(a_settings, make_session_factory(engine), None, clock=Clock())
+        b = ResolveDenyService(b_settings, make_session_factory(engine), None, clock=Clock())
+        stop = asyncio.Event()
+        loop_a = asyncio.create_task(a.run(stop))
+        await eventually_async(written(tmp_path / "a"), what="a's file")
+        asked = len(zone.queries)
+        assert asked > 0
+        loop_b = asyncio.create_task(b.run(stop))
+        await eventually_async(written(tmp_path / "b"), what="b's file")
+        stop.set()
+        await asyncio.gather(loop_a, loop_b)
+        assert len(zone.queries) == asked  # b asked nothing
+        a_file = (tmp_path / "a" / "out" / FILENAME).read_text()
+        assert (tmp_path / "b" / "out" / FILENAME).read_text() == a_file
+        assert "203.0.113.10/32" in a_file
+        # an explicit refresh (no round) and a round after the last refresh's are not skipped
+        assert not (await b.refresh()).skipped
+        assert len(zone.queries) > asked
+        asked = len(zone.queries)
+        await run_sql(
+            db, "UPDATE response_dns_resolve_deny SET refreshed_at = now() - interval '541 seconds'"
+        )
+        outcome = await b.refresh(unless_refreshed_within_s=540)
+        assert not outcome.skipped
+        assert outcome.error is None
+        assert len(zone.queries) > asked
+        assert (await a.refresh(unless_refreshed_within_s=540)).skipped
+    finally:
+        await engine.dispose()
+
+
+def written(base: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (base / "out" / FILENAME).exists()
+
+    return check

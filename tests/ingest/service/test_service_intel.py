@@ -203,6 +203,30 @@ async def test_a_failing_feed_keeps_its_last_copy(
     assert await listed(db, "185.220.101.7") == [(["beta"], 1)]
 
 
+async def test_a_round_another_replica_refreshed_is_skipped(
+    db: asyncpg.Connection, engine: AsyncEngine, host: FeedHost
+) -> None:
+    """Every replica runs the loop; a round is refreshed once, whichever replica comes first."""
+    clock = Clock()
+    within = timedelta(minutes=13)
+    assert not (await scheduler(engine, specs(host, "alpha", "beta"), clock).refresh()).skipped
+    fetched = len(host.hits)
+    other = scheduler(engine, specs(host, "alpha", "beta"), clock)
+    clock.now += timedelta(minutes=12)
+    assert (await other.refresh(unless_refreshed_within=within)).skipped
+    assert len(host.hits) == fetched
+    # a replica configured with another feed set does not wait for the next round
+    assert not (
+        await scheduler(engine, specs(host, "alpha"), clock).refresh(unless_refreshed_within=within)
+    ).skipped
+    fetched = len(host.hits)
+    clock.now += timedelta(minutes=14)
+    assert not (
+        await scheduler(engine, specs(host, "alpha"), clock).refresh(unless_refreshed_within=within)
+    ).skipped
+    assert len(host.hits) > fetched
+
+
 async def test_intel_routes(
     make_client: MakeClient, engine: AsyncEngine, host: FeedHost, db: asyncpg.Connection
 ) -> None:

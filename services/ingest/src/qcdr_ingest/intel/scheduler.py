@@ -10,7 +10,10 @@ CIDRs. When that set differs from the stored one (a content hash), ``intel_indic
 and an ``ingest.intel_changed`` envelope is written to the outbox **in the same transaction**, so the
 announcement goes out exactly when readers of ``ingest_intel_listed`` can see the new set.
 Parsing and aggregation run in a worker thread: a large feed set takes seconds of CPU, and the
-event loop keeps serving the API meanwhile. One replica refreshes at a time (an advisory lock).
+event loop keeps serving the API meanwhile. One replica refreshes at a time (an advisory lock), and
+every replica runs the loop: a round some replica already refreshed (within 90 % of the interval,
+with the feeds configured now) is skipped, so the feeds are parsed and merged once per interval,
+not once per replica.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ from qcdr_ingest.streams import INTEL, INTEL_CHANGED
 log = get_logger(__name__)
 
 
+# the loop skips a round when some replica refreshed within this share of the interval
+ROUND_SHARE = 0.9
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -58,7 +65,7 @@ def content_hash(entries: Sequence[CidrEntry]) -> str:
 @dataclass
 class RefreshResult:
     changed: bool = False
-    skipped: bool = False  # another replica holds the lock
+    skipped: bool = False  # another replica holds the lock, or refreshed this round
     cidrs: int = 0
     added: int = 0
     removed: int = 0
@@ -103,11 +110,25 @@ class IntelScheduler:
         self._http = http
         self._clock = clock
 
-    async def refresh(self) -> RefreshResult:
+    async def refresh(self, *, unless_refreshed_within: timedelta | None = None) -> RefreshResult:
+        """One refresh, unless another replica is refreshing; with ``unless_refreshed_within``, not
+        when some replica refreshed that recently with the feeds configured here either."""
         async with singleton(self._engine, "qcdr-ingest:intel-refresh") as held:
             if not held:
                 return RefreshResult(skipped=True)
+            if unless_refreshed_within is not None and await self._refreshed_since(
+                self._clock() - unless_refreshed_within
+            ):
+                return RefreshResult(skipped=True)
             return await self._refresh()
+
+    async def _refreshed_since(self, since: datetime) -> bool:
+        async with self._sessions() as session:
+            state = await indicator_store.load_state(session)
+        if state is None or state.refreshed_at < since:
+            return False
+        # a feed added or removed since (a replica with the new configuration): refresh now
+        return {feed.get("name") for feed in state.feeds} == {spec.name for spec in self.specs}
 
     async def _refresh_domains(self) -> None:
         """Rewrite the listed domains from the feed copies this round stored, when they changed."""
@@ -213,7 +234,7 @@ class IntelScheduler:
         log.info("intel scheduler started", feeds=len(self.specs), interval_s=self.interval.total_seconds())
         while not stop.is_set():
             try:
-                await self.refresh()
+                await self.refresh(unless_refreshed_within=self.interval * ROUND_SHARE)
             except Exception as exc:
                 log.error("intel refresh crashed", error=f"{type(exc).__name__}: {exc}"[:500])
             with contextlib.suppress(TimeoutError):
