@@ -4,6 +4,7 @@ the app's outbox relay), ``GET /v1/federation/spoke`` shows where it stands (nev
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -98,6 +99,13 @@ async def test_the_spoke_app_runs_the_agent_and_shows_its_state(
                 placed = await eventually(lambda: read_stream(redis_client, spoke_prefix, POLICIES_STREAM))
                 assert placed[0].payload["policy_id"] == policy_id
 
+                # another replica's counters and problems (its own agent, in another pod)
+                await _other_replica(spoke_db, {"events_forwarded": 5}, ["events: hub refused a batch"])
+                both = (await spoke.get("/v1/federation/spoke", headers=READ_HEADERS)).json()
+                assert both["problems"] == ["events: hub refused a batch"]
+                assert both["counts"]["replicas"] == 2
+                assert both["counts"]["events_forwarded"] >= 5
+
                 info = await spoke.get("/v1/federation", headers=READ_HEADERS)
                 assert info.status_code == 200
                 assert info.json()["role"] == "spoke"
@@ -121,3 +129,16 @@ async def _stored_credential(database_url: str) -> str:
         await connection.close()
     assert isinstance(value, str)
     return value
+
+
+async def _other_replica(database_url: str, counts: dict[str, int], problems: list[str]) -> None:
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        await connection.execute(
+            "INSERT INTO federation_spoke_replicas (replica_id, counts, problems, seen_at)"
+            " VALUES ('pod-b/1/0', $1::jsonb, $2::jsonb, now())",
+            json.dumps(counts),
+            json.dumps(problems),
+        )
+    finally:
+        await connection.close()

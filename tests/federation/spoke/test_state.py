@@ -31,6 +31,7 @@ from qcdr_federation.spoke.models import (
     SpokeCommandResultRow,
     SpokePolicyRow,
     SpokePolicyStatusRow,
+    SpokeReplicaRow,
     SpokeStateRow,
 )
 from qcdr_federation.spoke.policies import apply_placed_set
@@ -44,7 +45,14 @@ from tests.federation.spoke.conftest import read_stream
 
 pytestmark = [pytest.mark.db]
 
-SPOKE_TABLES = (SpokeStateRow, SpokePolicyRow, SpokePolicyStatusRow, SpokeBaselineRow, SpokeCommandResultRow)
+SPOKE_TABLES = (
+    SpokeStateRow,
+    SpokePolicyRow,
+    SpokePolicyStatusRow,
+    SpokeBaselineRow,
+    SpokeCommandResultRow,
+    SpokeReplicaRow,
+)
 
 
 # --------------------------------------------------------------------------- migration

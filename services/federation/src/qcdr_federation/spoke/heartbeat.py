@@ -2,11 +2,18 @@
 every ack) the spoke tells the hub it is alive, what it runs, what it counted, the full status of
 every policy it holds, the response actions waiting for approval (and running leases), and what it
 finds wrong itself. A heartbeat that fails is not retried early: the next one is due anyway.
+
+Every replica of the spoke heartbeats. Counts and problems are each process's own, so each
+replica stores its own in the spoke's database and its heartbeat carries the counts summed and
+the problems joined over the replicas seen within three intervals: the hub's view (and a
+cluster's health, degraded while it reports a problem) does not flip with whichever replica spoke
+last.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from qcdr_common.contracts.federation.v1 import (
     ClusterHeartbeat,
@@ -26,12 +33,16 @@ from qcdr_federation.spoke.client import HubClient, HubError, agent_version
 from qcdr_federation.spoke.models import SpokePolicyStatusRow
 from qcdr_federation.spoke.registration import Registrar
 from qcdr_federation.spoke.response_api import ResponseApi, ResponseApiError
-from qcdr_federation.spoke.runtime import RESPONSE_API, AgentState, utcnow
+from qcdr_federation.spoke.runtime import MAX_PROBLEMS, RESPONSE_API, AgentState, utcnow
 from qcdr_federation.spoke.status import StatusTracker, to_apply_status
 
 log = get_logger(__name__)
 
 MAX_POLICIES = 10_000
+# a replica not heartbeating for this many intervals is gone: its counts and problems no longer
+# count; after FORGET_REPLICA_AFTER its row goes
+LIVE_INTERVALS = 3
+FORGET_REPLICA_AFTER = timedelta(days=1)
 # forwarding and status counters the heartbeat passes on (the hub shows them per cluster)
 COUNTED = (
     "events_forwarded",
@@ -86,8 +97,21 @@ class Heartbeat:
     async def build(self) -> tuple[ClusterHeartbeat, list[SpokePolicyStatusRow]]:
         """The heartbeat, and the status rows it carries (marked reported once the hub has them)."""
         now = utcnow()
+        actions = await self._actions()  # first: it sets or clears this replica's response API problem
+        own = {k: int(self.state.counts.get(k, 0)) for k in COUNTED}
+        live = timedelta(seconds=LIVE_INTERVALS * self.state.heartbeat_interval_s)
         async with self.sessions() as session:
             held = await repo.held_with_status(session)
+            replicas = await repo.report_replica(
+                session,
+                self.state.replica_id,
+                counts=own,
+                problems=self.state.problem_list(),
+                now=now,
+                live_after=now - live,
+                forget_before=now - FORGET_REPLICA_AFTER,
+            )
+            await session.commit()
         policies: list[PolicyApplyStatus] = []
         rows: list[SpokePolicyStatusRow] = []
         for item in held[:MAX_POLICIES]:
@@ -104,7 +128,8 @@ class Heartbeat:
                         observed_at=item.policy.received_at,
                     )
                 )
-        counts = {k: int(self.state.counts.get(k, 0)) for k in COUNTED}
+        counts = {k: replicas.counts.get(k, 0) for k in COUNTED}
+        counts["replicas"] = replicas.replicas
         counts["policies_held"] = len(held)
         try:
             counts["outbox_backlog"] = await outbox_backlog(self.engine, OUTBOX)
@@ -115,8 +140,8 @@ class Heartbeat:
             version=agent_version(),
             counts=counts,
             policies=tuple(policies),
-            actions=await self._actions(),
-            problems=self.state.problem_list(),
+            actions=actions,
+            problems=replicas.problems[:MAX_PROBLEMS],
         )
         return heartbeat, rows
 

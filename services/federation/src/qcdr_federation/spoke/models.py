@@ -1,7 +1,8 @@
 """The spoke's own state (owner: the federation service, spoke role), kept in the spoke cluster's
 database: its registration and credential, the last good policy set the hub placed on it, what
-its response service made of each policy, which baselines it already shared, and the hub users'
-commands it ran (so a command the hub hands out again does not run again on another replica).
+its response service made of each policy, which baselines it already shared, the hub users'
+commands it ran (so a command the hub hands out again does not run again on another replica), and
+what each of its replicas counted and found wrong (so every heartbeat tells the same story).
 """
 
 from __future__ import annotations
@@ -113,3 +114,17 @@ class SpokeCommandResultRow(FederationBase):
     status_code: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
     body: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SpokeReplicaRow(FederationBase):
+    """What one agent process (a replica of the spoke) counted and finds wrong, as of its last
+    heartbeat. Every replica heartbeats; each heartbeat carries the counts summed and the problems
+    joined over the replicas seen lately, so the hub's view does not flip with whichever replica
+    spoke last."""
+
+    __tablename__ = "federation_spoke_replicas"
+
+    replica_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    counts: Mapped[dict[str, int]] = mapped_column(JSONB, nullable=False)
+    problems: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)

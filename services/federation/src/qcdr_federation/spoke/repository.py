@@ -18,6 +18,7 @@ from qcdr_federation.spoke.models import (
     SpokeCommandResultRow,
     SpokePolicyRow,
     SpokePolicyStatusRow,
+    SpokeReplicaRow,
     SpokeStateRow,
 )
 
@@ -348,3 +349,57 @@ async def prune_command_results(session: AsyncSession, before: datetime) -> int:
         delete(SpokeCommandResultRow).where(SpokeCommandResultRow.started_at < before)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------- replicas
+
+
+@dataclass(frozen=True)
+class ReplicasView:
+    """The counts summed and the problems joined over the replicas seen since a time."""
+
+    counts: dict[str, int]
+    problems: tuple[str, ...]
+    replicas: int
+
+
+async def report_replica(
+    session: AsyncSession,
+    replica_id: str,
+    *,
+    counts: Mapping[str, int],
+    problems: Sequence[str],
+    now: datetime,
+    live_after: datetime,
+    forget_before: datetime,
+) -> ReplicasView:
+    """Store this replica's counts and problems, forget replicas gone since ``forget_before``, and
+    return the view over the replicas seen after ``live_after`` (this one included)."""
+    values = {"counts": dict(counts), "problems": list(problems), "seen_at": now}
+    await session.execute(
+        insert(SpokeReplicaRow)
+        .values(replica_id=replica_id, **values)
+        .on_conflict_do_update(index_elements=[SpokeReplicaRow.replica_id], set_=values)
+    )
+    await session.execute(delete(SpokeReplicaRow).where(SpokeReplicaRow.seen_at < forget_before))
+    return await replicas_view(session, live_after=live_after)
+
+
+async def replicas_view(
+    session: AsyncSession, *, live_after: datetime, exclude: str | None = None
+) -> ReplicasView:
+    """The counts summed and the problems joined over the replicas seen after ``live_after``
+    (but ``exclude``, a replica whose live figures the caller has in hand)."""
+    live = select(SpokeReplicaRow.counts, SpokeReplicaRow.problems).where(
+        SpokeReplicaRow.seen_at > live_after
+    )
+    if exclude is not None:
+        live = live.where(SpokeReplicaRow.replica_id != exclude)
+    rows = (await session.execute(live)).all()
+    total: dict[str, int] = {}
+    joined: set[str] = set()
+    for row in rows:
+        for key, value in row.counts.items():
+            total[key] = total.get(key, 0) + int(value)
+        joined.update(str(p) for p in row.problems)
+    return ReplicasView(counts=total, problems=tuple(sorted(joined)), replicas=len(rows))

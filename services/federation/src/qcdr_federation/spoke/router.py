@@ -1,9 +1,12 @@
 """``GET /v1/federation/spoke``: where this spoke stands with its hub — registered or not, who it is
 there, last contact and last error, the policies it holds with their apply states, and counters.
-Read scope. The credential itself is never shown, only its id."""
+Read scope. The credential itself is never shown, only its id. Counters and problems are those of
+every agent replica heard from lately (this process's own as they are now), as the heartbeat
+sends them: the answer does not depend on which replica the request reached."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,7 +14,8 @@ from qcdr_common.api.auth import ReadPrincipal
 
 from qcdr_federation.deps import Session, Settings
 from qcdr_federation.spoke import repository as repo
-from qcdr_federation.spoke.runtime import AgentState
+from qcdr_federation.spoke.heartbeat import LIVE_INTERVALS
+from qcdr_federation.spoke.runtime import AgentState, utcnow
 from qcdr_federation.spoke.schemas import HeldPolicyRead, SpokeRead
 
 router = APIRouter(prefix="/v1/federation", tags=["federation"])
@@ -45,9 +49,20 @@ async def spoke_status(request: Request, session: Session, settings: Settings, _
     last_contact = row.last_contact_at if row is not None else None
     if live is not None and live.last_contact_at is not None:
         last_contact = max(live.last_contact_at, last_contact) if last_contact else live.last_contact_at
-    counts: dict[str, int] = {"policies_held": len(policies)}
+    interval = live.heartbeat_interval_s if live is not None else settings.heartbeat_interval_s
+    others = await repo.replicas_view(
+        session,
+        live_after=utcnow() - timedelta(seconds=LIVE_INTERVALS * interval),
+        exclude=live.replica_id if live is not None else None,
+    )
+    counts = dict(others.counts)
+    problems = set(others.problems)
     if live is not None:
-        counts.update({k: int(v) for k, v in live.counts.items()})
+        for key, value in live.counts.items():
+            counts[key] = counts.get(key, 0) + int(value)
+        problems.update(live.problem_list())
+    counts["replicas"] = others.replicas + (live is not None)
+    counts["policies_held"] = len(policies)
     return SpokeRead(
         registered=live.registered if live is not None else stored_registered,
         cluster_id=(live.cluster_id if live is not None and live.cluster_id else None)
@@ -65,7 +80,7 @@ async def spoke_status(request: Request, session: Session, settings: Settings, _
         heartbeat_interval_s=live.heartbeat_interval_s if live is not None else None,
         policies_etag=row.policies_etag if row is not None else None,
         baselines_cursor=row.baselines_cursor if row is not None else None,
-        problems=list(live.problem_list()) if live is not None else [],
+        problems=sorted(problems),
         counts=counts,
         policies=policies,
     )

@@ -6,6 +6,9 @@ metrics and ``GET /v1/federation/spoke`` add to it.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +36,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_replica_id() -> str:
+    """This process among the spoke's replicas: the pod's name (HOSTNAME), the process and a
+    random part (a restarted process is a new replica; its counters start again)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class AgentState:
     cluster_name: str
@@ -46,6 +55,7 @@ class AgentState:
     last_error_at: datetime | None = None
     problems: dict[str, str] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    replica_id: str = field(default_factory=new_replica_id)
 
     @classmethod
     def from_settings(cls, settings: FederationSettings) -> AgentState:
