@@ -159,7 +159,8 @@ async def test_a_sink_down_past_max_age_fills_the_dead_letters_while_others_flow
         )
         assert {r["sink"] for r in dead} == {"down"}
         assert all("max age" in r["reason"] for r in dead)
-        assert all("ConnectError" in (r["last_error"] or "") for r in dead)
+        # nothing listens on port 9: refused, or on a busy machine not answered within the timeout
+        assert all(("ConnectError" in (e := r["last_error"] or "")) or "ConnectTimeout" in e for r in dead)
         left = await fetch(
             committed_db, "SELECT count(*) AS n FROM response_output_queue WHERE sink = 'down'"
         )
