@@ -61,6 +61,14 @@ class CommonSettings(BaseSettings):
     stream_claim_idle_ms: int = Field(default=30_000, ge=1, description="Reclaim entries idle this long.")
     stream_max_deliveries: int = Field(default=5, ge=1, description="Dead-letter after this many deliveries.")
     outbox_poll_s: float = Field(default=0.05, gt=0, description="Outbox relay poll interval.")
+    outbox_retention_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="Published outbox rows are kept this long (what `replay` can send again); 0: for good.",
+    )
+    retention_interval_s: float = Field(
+        default=600.0, gt=0, description="How often old rows are deleted (one replica at a time)."
+    )
     consume_metrics_port: int = Field(
         default=9100,
         ge=0,

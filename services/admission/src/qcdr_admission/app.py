@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.db import make_session_factory
+from qcdr_common.retention import AgeRule, OutboxRule, RetentionLoop, Rule
 from qcdr_common.service_app import create_service_app
 from qcdr_common.streams.outbox import OutboxRelay
 from qcdr_common.streams.runner import in_background
@@ -29,6 +30,14 @@ from qcdr_admission.settings import AdmissionSettings, get_settings
 from qcdr_admission.webhook.router import PATH as VALIDATE_PATH
 from qcdr_admission.webhook.router import WebhookFastPath
 from qcdr_admission.webhook.router import route as validate_route
+
+
+def retention_rules(settings: AdmissionSettings) -> list[Rule]:
+    """Decisions by the time the webhook answered, and published outbox rows."""
+    return [
+        AgeRule("admission_decisions", "time", settings.decisions_retention_s),
+        OutboxRule(OUTBOX, settings.outbox_retention_s),
+    ]
 
 
 def create_app(
@@ -67,6 +76,13 @@ def create_app(
                 await stack.enter_async_context(in_background("admission-decision-log", log.run))
                 if settings.relay_in_app:
                     await stack.enter_async_context(in_background("admission-outbox-relay", relay.run))
+                retention = RetentionLoop(
+                    app.state.engine,
+                    retention_rules(settings),
+                    service="admission",
+                    interval_s=settings.retention_interval_s,
+                )
+                await stack.enter_async_context(in_background("admission-retention", retention.run))
                 app.state.decision_log = log
             # everything loaded so far lives as long as the process: out of the collector's
             # full passes, which otherwise scan it again and again under load

@@ -55,6 +55,12 @@ class AdmissionSettings(CommonSettings):
         description="Longest wait in memory before a decision is written (a crash loses at most this).",
     )
     decisions_batch: int = Field(default=1000, ge=1, validation_alias="QCDR_ADMISSION_DECISIONS_BATCH")
+    decisions_retention_s: float = Field(
+        default=30 * 86_400.0,
+        ge=0,
+        validation_alias="QCDR_ADMISSION_DECISIONS_RETENTION_S",
+        description="Stored decisions are deleted this long after the webhook answered (30 days); 0: never.",
+    )
     decisions_queue: int = Field(
         default=20_000,
         ge=1,

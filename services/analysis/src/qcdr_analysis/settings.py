@@ -58,6 +58,17 @@ class AnalysisSettings(CommonSettings):
         gt=0,
         description="After this long without a batch, events still waiting out the lateness are processed.",
     )
+    findings_retention_s: float = Field(
+        default=90 * 86_400.0,
+        ge=0,
+        description="Stored findings are deleted this long after they were raised (90 days); 0: never.",
+    )
+    received_retention_s: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="Envelope ids of handled messages are remembered this long to drop redeliveries "
+        "(longer than QCDR_OUTBOX_RETENTION_S, what a replay can send again); 0: for good.",
+    )
     idle_save_s: float = Field(
         default=5.0,
         gt=0,

@@ -16,6 +16,7 @@ from typing import Any
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.gc_tuning import tune_gc
 from qcdr_common.logging import get_logger
+from qcdr_common.retention import AgeRule, OutboxRule, RetentionLoop, Rule
 from qcdr_common.streams import (
     LagExporter,
     OutboxRelay,
@@ -67,6 +68,15 @@ def make_detectors(settings: AnalysisSettings) -> DetectorSet:
     return detectors
 
 
+def retention_rules(settings: AnalysisSettings) -> list[Rule]:
+    """Findings by the time they were raised, handled envelope ids, published outbox rows."""
+    return [
+        AgeRule("analysis_findings", "created_at", settings.findings_retention_s),
+        AgeRule("analysis_received", "received_at", settings.received_retention_s),
+        OutboxRule(OUTBOX, settings.outbox_retention_s),
+    ]
+
+
 class AnalysisWorker:
     def __init__(
         self,
@@ -84,6 +94,9 @@ class AnalysisWorker:
         if self.detectors.correlator is not None:
             self.detectors.correlator.attach(RedisCheckpoint(redis, settings.redis_prefix))
         self.relay = OutboxRelay.from_settings(engine, redis, OUTBOX, settings)
+        self.retention = RetentionLoop(
+            engine, retention_rules(settings), service="analysis", interval_s=settings.retention_interval_s
+        )
         self.handler = EventsHandler(
             self.sessions, self.detectors, cluster_id=settings.cluster_id, after_commit=self.after_commit
         )
@@ -172,7 +185,7 @@ class AnalysisWorker:
 
     @property
     def tasks(self) -> list[Worker]:
-        tasks: list[Worker] = [self._consume, self.relay.run, self.lag.run]
+        tasks: list[Worker] = [self._consume, self.relay.run, self.lag.run, self.retention.run]
         if self.trainer is not None:
             tasks.append(self.trainer.run)
         if self.flusher is not None:

@@ -120,6 +120,13 @@ class FederationSettings(CommonSettings):
         description="How long the hub remembers forwarded item ids to drop re-sent copies "
         "(a spoke retries for minutes, not days).",
     )
+    findings_retention_s: float = Field(
+        default=90 * 86_400.0,
+        ge=0,
+        validation_alias="QCDR_FEDERATION_FINDINGS_RETENTION_S",
+        description="Hub: findings the spokes forwarded are deleted this long after their event "
+        "time (90 days); 0: never.",
+    )
     forward_max_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,

@@ -28,6 +28,11 @@ class IngestSettings(CommonSettings):
         description="Events stamped further ahead of this server's clock are rejected (a wrong node "
         "clock): items posted, Hubble flows and Qualys findings alike.",
     )
+    events_retention_s: float = Field(
+        default=30 * 86_400.0,
+        ge=0,
+        description="Stored events are deleted this long after their event time (30 days); 0: never.",
+    )
     events_rate_per_s: float = Field(
         default=100_000.0, gt=0, description="Sustained events/s per token and source (429 beyond)."
     )

@@ -1,6 +1,7 @@
 """The ingest service's background work, shared by ``serve`` (the app's lifespan) and ``consume``:
 
 - the outbox relay: publishes ``ingest_outbox`` rows to ``ingest:events`` and ``ingest:intel``;
+- retention: deletes events older than ``QCDR_EVENTS_RETENTION_S`` and old published outbox rows;
 - the Qualys CDR poller, when Qualys credentials are configured (``QUALYS_*``);
 - the threat-intel scheduler, when ``QCDR_INTEL_ENABLED`` is true;
 - the Hubble Relay collector, when ``QCDR_HUBBLE_RELAY_ADDRESS`` is set (one replica at a time);
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from qcdr_common.retention import AgeRule, OutboxRule, RetentionLoop, Rule
 from qcdr_common.streams import OutboxRelay
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -44,6 +46,7 @@ Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 @dataclass
 class Workers:
     relay: OutboxRelay
+    retention: RetentionLoop | None = None
     poller: CdrPoller | None = None
     scheduler: IntelScheduler | None = None
     images: ImagesWorker | None = None
@@ -52,6 +55,8 @@ class Workers:
 
     def runners(self) -> list[Worker]:
         found: list[Worker] = [self.relay.run]
+        if self.retention is not None:
+            found.append(self.retention.run)
         if self.poller is not None:
             found.append(self.poller.run)
         if self.images is not None:
@@ -66,6 +71,8 @@ class Workers:
 
     def describe(self) -> list[str]:
         names = ["outbox relay"]
+        if self.retention is not None:
+            names.append("retention")
         if self.poller is not None:
             names.append("qualys poller")
         if self.images is not None:
@@ -77,6 +84,14 @@ class Workers:
         if self.reputation is not None:
             names.append("abuseipdb reputation worker")
         return names
+
+
+def retention_rules(settings: IngestSettings) -> list[Rule]:
+    """Events older than ``QCDR_EVENTS_RETENTION_S`` (by event time) and published outbox rows."""
+    return [
+        AgeRule("ingest_events", "event_time", settings.events_retention_s),
+        OutboxRule(OUTBOX, settings.outbox_retention_s),
+    ]
 
 
 def feed_specs(settings: IngestSettings) -> list[FeedSpec]:
@@ -106,7 +121,10 @@ def build_workers(
         batch=settings.relay_batch,
         poll_s=settings.outbox_poll_s,
     )
-    workers = Workers(relay)
+    retention = RetentionLoop(
+        engine, retention_rules(settings), service="ingest", interval_s=settings.retention_interval_s
+    )
+    workers = Workers(relay, retention=retention)
     max_future = timedelta(seconds=settings.events_max_future_s)
     if settings.poller_enabled and qualys.has_credentials:
         workers.poller = CdrPoller(

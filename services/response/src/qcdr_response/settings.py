@@ -41,6 +41,12 @@ class ResponseSettings(CommonSettings):
         description="`serve` also runs the findings consumer and the outbox relay; turn off when "
         "`consume` runs as its own process.",
     )
+    received_retention_s: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="Envelope ids of handled findings are remembered this long to drop redeliveries "
+        "(longer than analysis's QCDR_OUTBOX_RETENTION_S, what a replay can send again); 0: for good.",
+    )
     consumer_group: str = Field(
         default="response", description="Consumer group on analysis:findings and federation:policies."
     )

@@ -16,6 +16,7 @@ from typing import Any
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.logging import get_logger
+from qcdr_common.retention import AgeRule, OutboxRule, RetentionLoop, Rule
 from qcdr_common.streams.consumer import StreamConsumer
 from qcdr_common.streams.metrics import LagExporter
 from qcdr_common.streams.outbox import OutboxRelay, mark_for_replay
@@ -67,6 +68,15 @@ def make_lifecycle(settings: ResponseSettings) -> Lifecycle:
     )
 
 
+def retention_rules(settings: ResponseSettings) -> list[Rule]:
+    """Handled envelope ids and published outbox rows. Findings stay: the policies in force are
+    generated from them (a finding leaves through its lifecycle, not by age)."""
+    return [
+        AgeRule("response_received", "received_at", settings.received_retention_s),
+        OutboxRule(outbox, settings.outbox_retention_s),
+    ]
+
+
 class ResponseWorker:
     def __init__(
         self,
@@ -86,6 +96,9 @@ class ResponseWorker:
         self._refreshing = asyncio.Lock()
         self.lifecycle = lifecycle or make_lifecycle(settings)
         self.relay = OutboxRelay.from_settings(engine, redis, outbox, settings)
+        self.retention = RetentionLoop(
+            engine, retention_rules(settings), service="response", interval_s=settings.retention_interval_s
+        )
         self.actions: ActionsRuntime | None = None
         if settings.actions_enabled:
             self.actions = ActionsRuntime(
@@ -212,7 +225,7 @@ class ResponseWorker:
     async def run(self, stop: asyncio.Event, *, signals: bool = False) -> None:
         """Consume, relay and export lag until ``stop`` is set (or SIGTERM with ``signals``)."""
         await self._startup()
-        loops = [self.consumer.run, self.relay.run, self.lag.run]
+        loops = [self.consumer.run, self.relay.run, self.lag.run, self.retention.run]
         if self.settings.output_dir is not None or (self.settings.auto_apply and self.cluster is not None):
             loops.append(self.resync_loop)
         if self.federation_consumer is not None:

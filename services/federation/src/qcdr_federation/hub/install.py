@@ -19,9 +19,11 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from qcdr_common.logging import get_logger
+from qcdr_common.retention import AgeRule, OutboxRule, RetentionLoop, Rule
 from qcdr_common.streams.runner import in_background
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.hub.baselines.router import router as baselines_router
 from qcdr_federation.hub.baselines.router import spoke_router as baselines_spoke_router
 from qcdr_federation.hub.clusters.router import router as clusters_router
@@ -80,6 +82,14 @@ async def housekeeping(
             await asyncio.wait_for(stop.wait(), settings.health_sweep_s)
 
 
+def hub_retention_rules(settings: FederationSettings) -> list[Rule]:
+    """Forwarded findings by event time, published outbox rows (forwarded ids: housekeeping)."""
+    return [
+        AgeRule("federation_findings", "event_time", settings.findings_retention_s),
+        OutboxRule(OUTBOX, settings.outbox_retention_s),
+    ]
+
+
 def install_hub(app: FastAPI, settings: FederationSettings) -> None:
     for router in (
         clusters_spoke_router,
@@ -108,6 +118,13 @@ def install_hub(app: FastAPI, settings: FederationSettings) -> None:
                         lambda stop: housekeeping(app.state.sessions, settings, stop),
                     )
                 )
+                retention = RetentionLoop(
+                    app.state.engine,
+                    hub_retention_rules(settings),
+                    service="federation",
+                    interval_s=settings.retention_interval_s,
+                )
+                await stack.enter_async_context(in_background("federation-hub-retention", retention.run))
             yield
 
     app.router.lifespan_context = lifespan

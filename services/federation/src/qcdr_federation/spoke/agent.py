@@ -16,6 +16,7 @@ import httpx
 from qcdr_common.contracts.federation.v1 import ForwardKind
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.logging import configure_logging, get_logger
+from qcdr_common.retention import OutboxRule, RetentionLoop
 from qcdr_common.streams.consumer import StreamConsumer
 from qcdr_common.streams.outbox import OutboxRelay
 from qcdr_common.streams.runner import install_signal_handlers, run_until_stopped
@@ -82,6 +83,13 @@ class SpokeAgent:
             workers.append((f"forward-{forwarder.kind.value}", _forwarder_worker(forwarder, self.redis)))
         if self.own_relay:
             workers.append(("outbox-relay", self.relay.run))
+        retention = RetentionLoop(
+            self.engine,
+            [OutboxRule(OUTBOX, self.settings.outbox_retention_s)],
+            service="federation",
+            interval_s=self.settings.retention_interval_s,
+        )
+        workers.append(("retention", retention.run))
         return workers
 
     async def aclose(self) -> None:

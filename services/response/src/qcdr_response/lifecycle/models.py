@@ -56,6 +56,9 @@ class ReceivedRow(ResponseBase):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 
+    # retention deletes the oldest (QCDR_RECEIVED_RETENTION_S)
+    __table_args__ = (Index("ix_response_received_received_at", "received_at"),)
+
 
 class FindingRow(ResponseBase):
     """A finding as received; ``family``/``namespace`` is the scope whose policy covers it."""
