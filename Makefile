@@ -66,6 +66,7 @@ bench: install
 	@$(UV) run python bench/hubble.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/reputation_queue.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/outbox_relay.py --write-doc docs/PERFORMANCE.md
+	@$(UV) run python bench/retention.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/anomaly.py --write-doc docs/PERFORMANCE.md
 	@$(UV) run python bench/detection.py --held-out --write-doc docs/DETECTION.md
 	@$(UV) run python bench/dga.py --write-doc docs/DETECTION.md

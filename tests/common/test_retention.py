@@ -156,3 +156,28 @@ async def test_the_loop_deletes_and_survives_a_failing_pass(engine: AsyncEngine,
     stop.set()
     await asyncio.wait_for(task, 10)
     assert await ids(engine, events) == ["e1"]
+
+
+async def test_a_pass_after_a_big_deletion_reads_the_index(engine: AsyncEngine, events: str) -> None:
+    """Statistics taken while half the table was old must not make the next pass read all of it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                f"INSERT INTO {events} (id, event_time) SELECT 'e' || i,"
+                " CAST(:now AS timestamptz) - make_interval(days => CASE WHEN i % 2 = 0 THEN 40 ELSE 1 END)"
+                " FROM generate_series(1, 20000) AS i"
+            ),
+            {"now": NOW},
+        )
+        await conn.execute(text(f"ANALYZE {events}"))
+    rule = AgeRule(events, "event_time", 30 * DAY)
+    assert await prune(engine, [rule], service=f"test-{events}", now=NOW) == {events: 10_000}
+    async with engine.connect() as conn:
+        plan = "\n".join(
+            str(row[0])
+            for row in await conn.execute(
+                text(f"EXPLAIN {rule.oldest_sql()}"), {"cutoff": NOW - timedelta(days=30), "batch": 5000}
+            )
+        )
+    assert "Index" in plan, plan
+    assert "Seq Scan" not in plan, plan
