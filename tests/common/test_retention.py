@@ -9,23 +9,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from qcdr_common.db import NAMING_CONVENTION, make_engine
 from qcdr_common.retention import AgeRule, OutboxRule, RetentionLoop, lock_key, prune
-from qcdr_common.streams import outbox_table
-from sqlalchemy import MetaData, Table, text
+from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = [pytest.mark.db]
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 DAY = 86_400.0
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_url, pool_size=4)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -40,17 +31,6 @@ async def events(engine: AsyncEngine) -> AsyncIterator[str]:
     yield name
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP TABLE {name}"))
-
-
-@pytest.fixture
-async def outbox(engine: AsyncEngine) -> AsyncIterator[Table]:
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    table = outbox_table(metadata, f"t{uuid.uuid4().hex[:10]}")
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield table
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
 
 
 async def add_events(engine: AsyncEngine, table: str, ages_days: list[float]) -> None:
@@ -91,37 +71,35 @@ async def test_old_rows_go_in_batches_new_ones_stay(engine: AsyncEngine, events:
     assert await prune(engine, [rule], service=f"test-{events}", now=NOW) == {}
 
 
-async def test_zero_keeps_everything(engine: AsyncEngine, events: str, outbox: Table) -> None:
+async def test_zero_keeps_everything(engine: AsyncEngine, events: str, table: Table) -> None:
     await add_events(engine, events, [400, 40])
-    await add_outbox(engine, outbox, [30, 20])
-    rules = [AgeRule(events, "event_time", 0), OutboxRule(outbox, 0)]
+    await add_outbox(engine, table, [30, 20])
+    rules = [AgeRule(events, "event_time", 0), OutboxRule(table, 0)]
     assert await prune(engine, rules, service=f"test-{events}", now=NOW) == {}
     assert await ids(engine, events) == ["e0", "e1"]
 
 
-async def test_the_outbox_loses_published_rows_up_to_its_backlog(engine: AsyncEngine, outbox: Table) -> None:
+async def test_the_outbox_loses_published_rows_up_to_its_backlog(engine: AsyncEngine, table: Table) -> None:
     # ids in write order: old published rows, one row the relay has not published yet, then more
     # old published rows behind it and a recent one
-    await add_outbox(engine, outbox, [3, 3, 2, None, 2, 0.1])
-    rule = OutboxRule(outbox, DAY)
-    deleted = await prune(engine, [rule], service=f"test-{outbox.name}", now=NOW, batch=2)
-    assert deleted == {str(outbox.name): 3}
-    left = await ids(engine, str(outbox.name))
+    await add_outbox(engine, table, [3, 3, 2, None, 2, 0.1])
+    rule = OutboxRule(table, DAY)
+    deleted = await prune(engine, [rule], service=f"test-{table.name}", now=NOW, batch=2)
+    assert deleted == {str(table.name): 3}
+    left = await ids(engine, str(table.name))
     async with engine.connect() as conn:
-        rows = (await conn.execute(text(f"SELECT envelope_id FROM {outbox.name} ORDER BY id"))).all()
+        rows = (await conn.execute(text(f"SELECT envelope_id FROM {table.name} ORDER BY id"))).all()
     assert [r[0] for r in rows] == ["env3", "env4", "env5"]  # nothing at or after the backlog
     assert len(left) == 3
     # once the relay published it, the next pass goes on to what is old behind it
     async with engine.begin() as conn:
         await conn.execute(
-            text(f"UPDATE {outbox.name} SET published_at = :t WHERE envelope_id = 'env3'"),
+            text(f"UPDATE {table.name} SET published_at = :t WHERE envelope_id = 'env3'"),
             {"t": NOW - timedelta(days=2)},
         )
-    assert await prune(engine, [rule], service=f"test-{outbox.name}", now=NOW, batch=2) == {
-        str(outbox.name): 2
-    }
+    assert await prune(engine, [rule], service=f"test-{table.name}", now=NOW, batch=2) == {str(table.name): 2}
     async with engine.connect() as conn:
-        rows = (await conn.execute(text(f"SELECT envelope_id FROM {outbox.name}"))).all()
+        rows = (await conn.execute(text(f"SELECT envelope_id FROM {table.name}"))).all()
     assert [r[0] for r in rows] == ["env5"]
 
 

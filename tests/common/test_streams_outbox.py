@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from qcdr_common.db import NAMING_CONVENTION, make_engine
 from qcdr_common.streams import (
     Envelope,
     OutboxRelay,
@@ -17,11 +14,10 @@ from qcdr_common.streams import (
     mark_for_replay,
     new_envelope,
     outbox_backlog,
-    outbox_table,
     stream_key,
 )
 from redis.asyncio import Redis
-from sqlalchemy import Connection, MetaData, Table, func, inspect, select
+from sqlalchemy import Connection, Table, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 pytestmark = [pytest.mark.db, pytest.mark.redis]
@@ -35,25 +31,6 @@ def make_envelopes(n: int) -> list[Envelope]:
         new_envelope("svc.thing_happened", {"n": i}, source="svc", cluster_id="c1", occurred_at=T0)
         for i in range(n)
     ]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_url, pool_size=4)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def table(engine: AsyncEngine) -> AsyncIterator[Table]:
-    """A ``<unique>_outbox`` table on a fresh MetaData, dropped afterwards."""
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)  # as the services' metadata has
-    table = outbox_table(metadata, f"t{uuid.uuid4().hex[:10]}")
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield table
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
 
 
 @pytest.fixture
