@@ -159,6 +159,13 @@ def test_unreadable_or_broken_file(tmp_path: Path) -> None:
     assert SECRET_IN_BAD_FILE not in str(info.value)
 
 
+def test_a_tokens_file_that_is_not_text_is_named(tmp_path: Path) -> None:
+    binary = tmp_path / "tokens.yaml"
+    binary.write_bytes(b"\x00\xff\xfe tokens")
+    with pytest.raises(ApiTokenConfigError, match=f"the API tokens file {binary} is not UTF-8 text"):
+        TokenStore.from_settings(ApiAuthSettings(QCDR_API_TOKENS_FILE=binary))
+
+
 def test_short_env_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QCDR_API_TOKEN", "tooshort")
     with pytest.raises(ApiTokenConfigError, match="QCDR_API_TOKEN: a token needs at least 16") as info:
@@ -244,6 +251,12 @@ def test_tokens_file_is_reloaded_when_it_changes(tmp_path: Path) -> None:
 
     path.write_text("tokens: [ {broken")  # a bad update keeps the tokens in force
     os.utime(path, ns=(2, 2))
+    with capture_logs() as logs:
+        assert store.authenticate(auth_headers(f"Bearer {WRITER}")).name == "new"
+    assert any(e["event"] == "api_tokens_reload_failed" for e in logs)
+
+    path.write_bytes(b"\xff\xfe not text")  # nor does an update that is not UTF-8 (was a 500)
+    os.utime(path, ns=(3, 3))
     with capture_logs() as logs:
         assert store.authenticate(auth_headers(f"Bearer {WRITER}")).name == "new"
     assert any(e["event"] == "api_tokens_reload_failed" for e in logs)

@@ -173,6 +173,11 @@ def _entries_from_file(path: Path) -> list[_Entry]:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ApiTokenConfigError(f"cannot read the API tokens file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        # a ValueError, not an ApiTokenConfigError: a reload would let it out of authenticate()
+        raise ApiTokenConfigError(
+            f"the API tokens file {path} is not UTF-8 text (byte {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
