@@ -366,6 +366,16 @@ def test_loader_errors_name_file_and_field(tmp_path: Path) -> None:
     assert [p.name for p in load_patterns(tmp_path)][-1] == "ok_one"
 
 
+def test_pattern_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
+    (tmp_path / "binary.yaml").write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(PatternError, match=r"binary\.yaml: not UTF-8 text \(byte 6\)$"):
+        load_patterns(tmp_path, builtins=False)
+    (tmp_path / "binary.yaml").unlink()
+    (tmp_path / "folder.yaml").mkdir()  # what the glob finds is not always a file
+    with pytest.raises(PatternError, match=r"folder\.yaml: cannot read: Is a directory$"):
+        load_patterns(tmp_path, builtins=False)
+
+
 def test_incremental_checkpoints_rebuild_the_state(patterns: list[Any]) -> None:
     """Per-batch checkpoints carry only changed keys; merged like a Redis hash they restore the
     same state as a full snapshot."""

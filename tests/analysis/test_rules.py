@@ -118,6 +118,10 @@ def test_bad_rule_file_structure(text: str, message: str) -> None:
 def test_missing_rule_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuleFileError, match="cannot read"):
         load_rules(tmp_path / "absent.yaml")
+    binary = tmp_path / "rules.yaml"
+    binary.write_bytes(b"version: 1\nrules: \xff\n")
+    with pytest.raises(RuleFileError, match=rf"^{binary}: not UTF-8 text"):
+        load_rules(binary)
 
 
 def test_disabled_rules_are_not_loaded() -> None:

@@ -66,6 +66,15 @@ def test_failures_and_bad_configuration(tmp_path: Path) -> None:
     assert "unknown type 'carrier-pigeon'" in bad.stderr
 
 
+def test_a_config_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
+    binary = tmp_path / "outputs.yaml"
+    binary.write_bytes(b"outputs:\n  - type: \xff\xfe\n")
+    bad = runner.invoke(app, ["outputs", "list", "--config", str(binary)])
+    assert bad.exit_code == 2, bad.output
+    assert f"{binary}: not UTF-8 text (byte 19)" in bad.stderr
+    assert bad.exception is None or isinstance(bad.exception, SystemExit)
+
+
 def test_seed_environment_variables_add_sinks(tmp_path: Path) -> None:
     env = {
         "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T1/B1/secret-part",

@@ -122,6 +122,10 @@ def test_unreadable_files(tmp_path: Path) -> None:
         load_feeds(write(tmp_path, "- name: a\n  url: [unclosed\n"))
     with pytest.raises(FeedConfigError, match="expected a list of feeds, got dict"):
         load_feeds(write(tmp_path, "feeds: []\n"))
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"- name: a\n  url: \xff\xfe\n")
+    with pytest.raises(FeedConfigError, match=rf"^{binary}: not UTF-8 text \(byte 17\)$"):
+        load_feeds(binary)
 
 
 def test_parse_feeds_takes_loaded_data() -> None:

@@ -89,6 +89,12 @@ def test_bad_playbook_files_fail_at_start_up_with_the_file_and_the_reason(
     assert message in str(err.value)
 
 
+def test_a_playbook_file_that_is_not_text_is_named(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_bytes(b"playbooks:\n  - name: \xff\xfe\n")
+    with pytest.raises(PlaybookError, match=r"mine\.yaml: not UTF-8 text \(byte 21\)$"):
+        load_playbooks(tmp_path, builtin=False)
+
+
 def test_a_name_twice_in_one_directory_is_refused(tmp_path: Path) -> None:
     text = ONE.format(name="dup", match="{}", action="block_binary")
     write(tmp_path, "a.yaml", text)

@@ -192,3 +192,5 @@ def read_text(path: Path) -> str:
         return path.read_text("utf-8")
     except OSError as exc:
         raise RuleFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # without this, a message that does not name the file
+        raise RuleFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None

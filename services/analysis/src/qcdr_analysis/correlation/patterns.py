@@ -213,6 +213,16 @@ def builtin_patterns() -> list[Pattern]:
     return found
 
 
+def _read(path: Path) -> str:
+    # PatternError is what start-up turns into one line naming the file; these were not one
+    try:
+        return path.read_text("utf-8")
+    except OSError as exc:
+        raise PatternError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PatternError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
 def load_patterns(user_dir: Path | None = None, *, builtins: bool = True) -> list[Pattern]:
     """Built-ins, then every ``*.yaml``/``*.yml`` in ``user_dir``; a name used twice is an error."""
     patterns = builtin_patterns() if builtins else []
@@ -220,7 +230,7 @@ def load_patterns(user_dir: Path | None = None, *, builtins: bool = True) -> lis
         if not user_dir.is_dir():
             raise PatternError(f"{user_dir}: pattern directory not found")
         for path in sorted([*user_dir.glob("*.yaml"), *user_dir.glob("*.yml")]):
-            patterns.extend(parse(path.read_text("utf-8"), str(path)))
+            patterns.extend(parse(_read(path), str(path)))
     _unique(patterns)
     return patterns
 

@@ -187,6 +187,8 @@ def load_feeds(path: Path) -> list[FeedSpec]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise FeedConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # a ValueError: callers catching FeedConfigError missed it
+        raise FeedConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -176,6 +176,8 @@ def load_file(path: Path) -> list[Playbook]:
         return PlaybookFile.model_validate(data).playbooks
     except (OSError, yaml.YAMLError) as exc:
         raise PlaybookError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # a ValueError: it escaped the PlaybookError start-up check
+        raise PlaybookError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

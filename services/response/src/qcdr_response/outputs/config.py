@@ -110,6 +110,8 @@ def load_outputs(path: Path | None, environ: Mapping[str, str] | None = None) ->
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise OutputsConfigError(f"{path}: {exc.strerror or type(exc).__name__}") from None
+        except UnicodeDecodeError as exc:  # a ValueError: `qcdr outputs` printed a traceback
+            raise OutputsConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
             # PyYAML's message quotes the offending line, which may hold a webhook URL or a key
             mark = getattr(exc, "problem_mark", None)
