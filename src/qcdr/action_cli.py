@@ -17,13 +17,16 @@ import typer
 from pydantic import SecretStr
 from qcdr_common.secret_text import check_header_secret, describe_http_error
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 action_app = typer.Typer(
     name="action", help="Response actions through the response service's API.", no_args_is_help=True
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# No markup: what is printed comes from the service and from the user's flags (a path such as
+# /tmp/[/x] is a closing tag to Rich, which raised MarkupError or dropped the text).
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 Url = Annotated[
     str,
@@ -46,7 +49,9 @@ def _token(token_file: Path | None) -> SecretStr:
         try:
             value = token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ApiCallError(f"cannot read the token file: {exc.strerror}") from None
+            raise ApiCallError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:  # a ValueError, which _run does not catch: a traceback
+            raise ApiCallError(f"the token file {token_file} is not UTF-8 text (byte {exc.start})") from None
     else:
         value = os.environ.get("QCDR_API_TOKEN", "").strip()
     if not value:
@@ -67,23 +72,29 @@ def _call(method: str, url: str, path: str, token_file: Path | None, **kwargs: A
     except httpx.HTTPError as exc:
         why = describe_http_error(exc)
         raise ApiCallError(f"cannot reach the response service at {url}: {why}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None  # not JSON: a proxy's error page, or --url names something else
     if response.status_code >= 400:
-        try:
-            problem = response.json()
-            detail = problem.get("detail") or problem.get("title") or response.text
-            reason = problem.get("reason")
-        except ValueError:
-            detail, reason = response.text, None
+        problem = body if isinstance(body, dict) else {}
+        # one line: an HTML error page would otherwise fill the terminal
+        detail = problem.get("detail") or problem.get("title") or " ".join(response.text.split())[:200]
+        reason = problem.get("reason")
         suffix = f" ({reason})" if reason else ""
         raise ApiCallError(f"HTTP {response.status_code}{suffix}: {detail}")
-    return response.json()
+    if body is None:
+        raise ApiCallError(
+            f"{url} answered HTTP {response.status_code} but not with JSON: is it the response service?"
+        )
+    return body
 
 
 def _run(fn: Any) -> Any:
     try:
         return fn()
     except ApiCallError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 

@@ -4,8 +4,11 @@ clear errors with a non-zero exit."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +162,79 @@ def test_errors_are_clear_and_exit_non_zero(response_url: str, tmp_path: Path) -
     assert "cannot reach the response service" in down.stderr
     bad_param = qcdr(response_url, "run", "label_pod", "--param", "novalue")
     assert bad_param.exit_code == 2
+
+
+@contextmanager
+def answering(status: int, body: bytes, content_type: str) -> Iterator[str]:
+    """A server that answers every request with ``body``: something other than the service."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [200, 502])
+def test_an_answer_that_is_not_json_is_one_line(status: int) -> None:
+    """--url naming something other than the response service (a proxy's error page, another web
+    server): one line saying so, not a JSONDecodeError traceback or the whole HTML page."""
+    page = b"<html>\n<head><title>Bad Gateway</title></head>\n<body>[/nginx]</body>\n</html>\n"
+    with answering(status, page, "text/html") as url:
+        result = qcdr(url, "list")
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    if status == 200:
+        assert f"{url} answered HTTP 200 but not with JSON" in result.stderr
+    else:  # "[/nginx]" was a Rich closing tag: MarkupError
+        assert (
+            "HTTP 502: <html> <head><title>Bad Gateway</title></head> <body>[/nginx]</body>" in result.stderr
+        )
+
+
+def test_what_the_service_returns_is_printed_as_it_is() -> None:
+    """A path such as /data/[/x] (the user's own input, echoed) is text, not Rich markup."""
+    item = {
+        "id": 7,
+        "action": "quarantine_file",
+        "state": "succeeded",
+        "dry_run": False,
+        "target": {"namespace": "shop", "pod": "web-1", "path": "/data/[/x]"},
+        "finding_id": None,
+        "lease_expires_at": None,
+    }
+    with answering(200, orjson.dumps({"items": [item]}), "application/json") as url:
+        result = qcdr(url, "list")
+    assert result.exit_code == 0, result.output
+    assert "path=/data/[/x]" in result.stdout
+
+
+def test_a_token_file_that_cannot_be_used_is_named(tmp_path: Path) -> None:
+    binary = tmp_path / "token"
+    binary.write_bytes(b"\xff\xfe" + TOKEN.encode())
+    result = runner.invoke(
+        app, ["action", "list", "--url", "http://127.0.0.1:9", "--token-file", str(binary)]
+    )
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert f"the token file {binary} is not UTF-8 text (byte 0)" in result.stderr
+    missing = tmp_path / "absent"
+    result = runner.invoke(
+        app, ["action", "list", "--url", "http://127.0.0.1:9", "--token-file", str(missing)]
+    )
+    assert result.exit_code == 1
+    assert f"cannot read the token file {missing}: No such file or directory" in result.stderr
