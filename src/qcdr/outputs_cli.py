@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
 outputs_app = typer.Typer(
     name="outputs", help="Output sinks: list them, send a test message.", no_args_is_help=True
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# No markup: sink names, paths and what a sink answered are text (a '[/x]' in them was a Rich
+# closing tag, so MarkupError instead of the message).
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 Config = Annotated[
     Path | None,
     typer.Option(
@@ -40,7 +43,7 @@ def _load(config: Path | None) -> list[SinkConfig]:
     try:
         return load_outputs(config)
     except OutputsConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -103,8 +106,9 @@ def send_test(
 
     configs = {c.name: c for c in _load(config)}
     if sink not in configs:
+        configured = ", ".join(sorted(configs)) or "none"
         err.print(
-            f"[red]error:[/red] no sink named {sink!r} (configured: {', '.join(sorted(configs)) or 'none'})"
+            f"[red]error:[/red] {escape(f'no sink named {sink!r} (configured: {configured})')}", markup=True
         )
         raise typer.Exit(2)
 

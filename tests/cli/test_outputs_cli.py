@@ -75,6 +75,21 @@ def test_a_config_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 
+def test_names_and_paths_are_text_not_markup(tmp_path: Path) -> None:
+    """'[/x]' is a Rich closing tag: in a sink name or a path it raised MarkupError."""
+    folder = tmp_path / "[/x]"
+    folder.mkdir(parents=True)  # "[" holding "x]"
+    config = folder / "outputs.yaml"
+    config.write_text(yaml.safe_dump({"outputs": [{"type": "slack"}]}))
+    bad = runner.invoke(app, ["outputs", "list", "--config", str(config)])
+    assert bad.exit_code == 2, bad.output
+    assert f"{config}[0] (slack): webhook_url: Field required" in bad.stderr
+    good = write(tmp_path, [{"type": "webhook", "name": "soar", "url": "http://127.0.0.1:9/x"}])
+    unknown = runner.invoke(app, ["outputs", "test", "[/x]", "--config", str(good)])
+    assert unknown.exit_code == 2, unknown.output
+    assert "no sink named '[/x]' (configured: soar)" in unknown.stderr
+
+
 def test_seed_environment_variables_add_sinks(tmp_path: Path) -> None:
     env = {
         "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T1/B1/secret-part",
