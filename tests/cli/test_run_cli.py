@@ -137,6 +137,20 @@ def test_human_output_follows_the_seed_example(events_file: Path, tmp_path: Path
         assert line in out
 
 
+def test_values_in_the_report_are_text_not_markup(events_file: Path, tmp_path: Path) -> None:
+    """A category or an --output path holding '[/x]' (a Rich closing tag) raised MarkupError after
+    the files were written: a traceback, exit 1."""
+    items = orjson.loads(events_file.read_bytes())[:20]
+    items[0]["threatCategory"] = "Odd[/x]"
+    path = tmp_path / "f.json"
+    path.write_bytes(orjson.dumps(items))
+    output = tmp_path / "out[" / "x]"
+    code, out, err = _run("--once", "--events-file", str(path), "--output", str(output))
+    assert code == 0, err
+    assert "  Odd[/x]: 1" in out
+    assert f"Created: {output / 'cdr-dynamic-blocklist.yaml'}" in out
+
+
 def test_dry_run_writes_nothing(events_file: Path, tmp_path: Path) -> None:
     code, out, _ = _run(
         "--once", "--events-file", str(events_file), "--output", str(tmp_path / "p"), "--dry-run", "--json"
