@@ -104,7 +104,7 @@ def lookup(
         raise typer.Exit(1) from None
     cached = asyncio.run(FileReputationCache(state_dir / "intel").get_many([address]))
     doc = lookup_document(address, indicators, cached.get(address))
-    out = Console(soft_wrap=True)
+    out = Console(soft_wrap=True, markup=False)  # feed categories are free text: "c2[/x]" raised MarkupError
     if json_out:
         out.file.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
         return

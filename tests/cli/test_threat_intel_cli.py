@@ -371,3 +371,18 @@ def test_no_readable_feed_is_an_error_not_an_empty_blocklist(
     assert "threat intel: no feed could be read and none is cached (broken)" in result.stderr
     assert not (out / "threat-intel-blocklist.yaml").exists()
     assert any(out.glob("cdr-block-*.yaml"))  # the findings' policies are still written
+
+
+def test_intel_lookup_prints_a_feed_category_as_text(tmp_path: Path) -> None:
+    """A category is free text from the feeds file; '[/x]' in it was a Rich closing tag (MarkupError)."""
+    listed = tmp_path / "ips.txt"
+    listed.write_text("203.0.113.7\n")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        yaml.safe_dump([{"name": "local", "url": listed.as_uri(), "category": "c2[/x]", "format": "ip"}])
+    )
+    result = runner.invoke(
+        app, ["intel", "lookup", "203.0.113.7", "--state-dir", str(tmp_path / "s"), "--feeds", str(feeds)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "local (c2[/x]): first seen" in result.stdout
