@@ -314,6 +314,8 @@ def demo(
             never_block=None,
             suspicious_port=None,
         )
+        if findings is not None:
+            _check_demo_findings(findings)
     except (UsageError, ValueError, ValidationError) as exc:
         _fail(_one_line(exc), EXIT_USAGE)
     code = run_demo(
@@ -326,6 +328,21 @@ def demo(
         threat_intel=threat_intel,
     )
     raise typer.Exit(code)
+
+
+def _check_demo_findings(findings: Path) -> None:
+    """Read --findings now: the API double reads it once serving, where a missing file or bad JSON
+    was a traceback."""
+    from qcdr_ingest.qualys.double_store import load_findings
+
+    if not findings.is_file():
+        raise UsageError(f"--findings {findings}: no such file")
+    try:
+        load_findings(findings)
+    except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise UsageError(
+            f"--findings {findings}: not a JSON array or JSON lines of findings ({exc})"
+        ) from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -64,6 +64,29 @@ def test_usage_errors_exit_2_with_a_reason(args: list[str], message: str, events
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"{not json", "not a JSON array or JSON lines of findings (unexpected character"),
+        (b"\xff\xfe\x00", "not a JSON array or JSON lines of findings (str is not valid UTF-8"),
+    ],
+)
+def test_demo_findings_that_cannot_be_served_are_a_usage_error(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    """The API double read --findings only once serving: a missing file or bad JSON was a traceback."""
+    findings = tmp_path / "findings.json"
+    if content is not None:
+        findings.write_bytes(content)
+    result = runner.invoke(
+        app, ["demo", "--no-threat-intel", "--findings", str(findings), "--output", str(tmp_path / "p")]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"qcdr: error: --findings {findings}: {message}" in result.stderr
+    assert isinstance(result.exception, SystemExit)
+
+
 def test_missing_credentials_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("QUALYS_USERNAME", "QUALYS_PASSWORD", "QUALYS_ACCESS_TOKEN"):
         monkeypatch.delenv(var, raising=False)
