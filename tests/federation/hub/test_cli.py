@@ -75,12 +75,42 @@ def test_declare_list_and_bootstrap_token(env: str) -> None:
         ["clusters", "declare", "eu-1", "--label", "-bad=x"],
         ["bootstrap-token", "create", "eu-1", "--ttl", "forever"],
         ["bootstrap-token", "create", "eu-1", "--ttl", "0"],
+        ["bootstrap-token", "create", "Bad_Name"],  # was a cluster row no spoke can register as
     ],
 )
 def test_bad_arguments_exit_2(env: str, args: list[str]) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert fetch(env, "SELECT name FROM federation_clusters") == []
+
+
+@pytest.mark.parametrize(
+    "args", [["clusters", "list"], ["clusters", "declare", "eu-1"], ["bootstrap-token", "create", "eu-1"]]
+)
+def test_a_database_that_cannot_be_used_is_one_line(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://qcdr:pw-not-shown@127.0.0.1:9/qcdr")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"qcdr-federation {' '.join(args[:2])}: cannot use the database at ")
+    assert "127.0.0.1:9" in line
+    assert "pw-not-shown" not in result.output
+
+
+def test_bad_settings_are_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QCDR_FEDERATION_ROLE", "captain")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["clusters", "list"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "qcdr-federation clusters list: configuration error: QCDR_FEDERATION_ROLE" in result.stderr
 
 
 def test_db_upgrade_and_replay_are_there(env: str) -> None:

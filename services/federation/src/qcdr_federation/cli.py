@@ -115,12 +115,18 @@ cli.add_typer(clusters_cli, name="clusters")
 cli.add_typer(tokens_cli, name="bootstrap-token")
 
 
-def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one committed session on the configured database."""
+def _run(work: Callable[[AsyncSession], Awaitable[T]], command: str) -> T:
+    """Run ``work`` in one committed session on the configured database; a bad setting or a
+    database that cannot be used is one line naming it (exit 2 or 1), not a traceback."""
     from qcdr_common.db import make_engine, make_session_factory
+    from qcdr_common.logging import redact_url
+    from qcdr_common.service_cli import configured
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = configured("federation", get_settings, command=command).database_url.get_secret_value()
 
     async def main() -> T:
-        engine = make_engine(get_settings().database_url.get_secret_value())
+        engine = make_engine(url)
         try:
             async with make_session_factory(engine)() as session:
                 result = await work(session)
@@ -129,7 +135,23 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (OSError, SQLAlchemyError) as exc:  # refused, unknown database, tables not migrated
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        typer.echo(
+            f"qcdr-federation {command}: cannot use the database at {redact_url(url)}: {redact_url(reason)}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _cluster_name(name: str) -> str:
+    from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN
+
+    if not re.fullmatch(CLUSTER_NAME_PATTERN, name):
+        raise typer.BadParameter("a DNS-1123 label (lower-case letters, digits and '-')", param_hint="NAME")
+    return name
 
 
 def parse_ttl(value: str) -> float:
@@ -159,8 +181,7 @@ def list_clusters() -> None:
     """Every live cluster with its health (derived now), labels and last heartbeat."""
     from qcdr_federation.hub.clusters.service import cluster_views
 
-    settings = get_settings()
-    views = _run(lambda s: cluster_views(s, settings, datetime.now(UTC)))
+    views = _run(lambda s: cluster_views(s, get_settings(), datetime.now(UTC)), "clusters list")
     if not views:
         typer.echo("no clusters")
         return
@@ -176,14 +197,11 @@ def declare(
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="key=value (repeatable).")] = None,
 ) -> None:
     """Declare a cluster, or replace its labels."""
-    from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN
-
     from qcdr_federation.hub.clusters.service import declare_cluster
 
-    if not re.fullmatch(CLUSTER_NAME_PATTERN, name):
-        raise typer.BadParameter("a DNS-1123 label (lower-case letters, digits and '-')", param_hint="NAME")
+    name = _cluster_name(name)
     labels = parse_labels(label or [])
-    row = _run(lambda s: declare_cluster(s, name, labels, source="cli"))
+    row = _run(lambda s: declare_cluster(s, name, labels, source="cli"), "clusters declare")
     typer.echo(f"cluster {row.name} declared ({row.id})")
 
 
@@ -195,12 +213,14 @@ def create_token(
     """Make a one-time bootstrap token and print it (the only time it is shown)."""
     from qcdr_federation.hub.clusters.service import ClusterRemovedError, create_bootstrap_token
 
+    name = _cluster_name(name)  # the API refuses such a name; so must this, or a spoke never registers
     ttl_s = parse_ttl(ttl)
     try:
         row, token = _run(
             lambda s: create_bootstrap_token(
                 s, name, ttl_s=ttl_s, created_by="cli", now=datetime.now(UTC), source="cli"
-            )
+            ),
+            "bootstrap-token create",
         )
     except ClusterRemovedError:
         typer.echo(f"cluster {name} was removed; declare it again first", err=True)
