@@ -28,11 +28,13 @@ def node_agent() -> None:
 
     import typer
     from qcdr_common.logging import configure_logging, redact_url
+    from qcdr_common.service_cli import configured
 
     from qcdr_response.node_agent.settings import get_settings as agent_settings
     from qcdr_response.node_agent.worker import run
 
-    settings = agent_settings()
+    # a bad setting (QCDR_CONTAINER_RUNTIME=podman, a NODE_NAME that is no DNS name) was a traceback
+    settings = configured("response", agent_settings, command="node-agent")
     configure_logging(settings.log_level, settings.log_format.value)
     try:
         asyncio.run(run(settings))

@@ -315,3 +315,30 @@ def test_stream_names_agree_with_the_response_service() -> None:
         assert service_streams.node_actions_stream(NODE) == streams.node_actions_stream(NODE)
     assert streams.node_actions_stream(NODE) == "response:node-actions:node-a"
     assert streams.ACTION_RESULTS == "response:action-results"
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"QCDR_CONTAINER_RUNTIME": "podman"}, "container_runtime"),
+        ({"NODE_NAME": "Not A Name"}, "QCDR_NODE_NAME"),
+    ],
+)
+def test_a_bad_setting_stops_the_agent_with_one_line(
+    env: dict[str, str], field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qcdr_response.cli import cli
+    from qcdr_response.node_agent.settings import get_settings
+    from typer.testing import CliRunner
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["node-agent"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"qcdr-response node-agent: configuration error: {field}: ")
