@@ -120,6 +120,27 @@ def test_certs_command(tmp_path: Path) -> None:
     assert ctx.cert_store_stats()["x509_ca"] == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--dns", "bad name!"], 2, "qcdr-admission certs: 'bad name!' is not a DNS name"),
+        (["--dns", "a..b"], 2, "qcdr-admission certs: 'a..b' is not a DNS name"),
+        (["--ip", "999.1.1.1"], 2, "does not appear to be an IPv4 or IPv6 address"),
+        ([], 1, "qcdr-admission certs: cannot write into --out {out}: File exists"),
+    ],
+)
+def test_certs_command_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    """A name no client can match was written into the certificate; an --out that is a file was a
+    FileExistsError traceback."""
+    out = tmp_path / "occupied"
+    out.write_text("a file, not a directory\n")
+    result = CliRunner().invoke(cli, ["certs", "--out", str(out if code == 1 else tmp_path / "c"), *args])
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert message.format(out=out) in result.stderr
+    assert not (tmp_path / "c").exists()
+
+
 def test_serve_refuses_plain_http_when_tls_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     from qcdr_admission.settings import get_settings
 

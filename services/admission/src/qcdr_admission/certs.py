@@ -9,12 +9,16 @@ development dependency of the workspace).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DEFAULT_DNS = ("qcdr-admission-webhook.qualys-system.svc",)
+# A host name, optionally a wildcard's: what a TLS client can match (RFC 1123 labels).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ def write_dev_certs(
 
     if not dns_names and not ip_addresses:
         raise ValueError("name at least one DNS name or IP address")
+    for name in dns_names:
+        # cryptography writes any string; a certificate no client can match was the result
+        if len(name) > 253 or not _DNS_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a DNS name (letters, digits, '-' and '.')")
     now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])

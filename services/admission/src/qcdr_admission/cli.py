@@ -116,5 +116,8 @@ def certs(
     except ValueError as exc:
         typer.echo(f"qcdr-admission certs: {exc}", err=True)
         raise typer.Exit(2) from None
+    except OSError as exc:  # --out is a file, or a directory this user cannot write
+        typer.echo(f"qcdr-admission certs: cannot write into --out {out}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
     for f in (files.ca_cert, files.ca_key, files.cert, files.key):
         typer.echo(str(f))
