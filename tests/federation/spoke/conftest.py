@@ -103,9 +103,13 @@ async def read_stream(redis: Redis, prefix: str, stream: str) -> list[Envelope]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], *, within: float = 10.0, every: float = 0.05
+    check: Callable[[], Awaitable[Any]], *, within: float = 30.0, every: float = 0.05
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with its last value after ``within`` seconds."""
+    """Poll ``check`` until it returns something truthy; fail with its last value after ``within`` seconds.
+
+    30 s by default: in a fresh-clone CI run the whole machine stalled for 7 s (Redis and the event
+    loop both late) and a spoke's heartbeat after it missed a 10 s bound. A passing check returns
+    as soon as it holds, so only a failure waits that long."""
     deadline = time.monotonic() + within
     value: Any = None
     while time.monotonic() < deadline:
