@@ -4,11 +4,10 @@ clear errors with a non-zero exit."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 from qcdr_common.api.auth import ApiAuthSettings
 from qcdr_common.testing.asgi_server import serve_app
+from qcdr_common.testing.http_handler import serve_handler
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_response.app import create_app
 from typer.testing import CliRunner
@@ -179,13 +179,8 @@ def answering(status: int, body: bytes, content_type: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize("status", [200, 502])

@@ -3,12 +3,12 @@ setting, and never comes back in httpx's "Illegal header value b'<the header>'" 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from qcdr_common.testing.http_handler import serve_handler
 from typer.testing import CliRunner
 
 from qcdr.cli import app
@@ -31,13 +31,8 @@ def ok_server() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Handler) as url:
+        yield url
 
 
 def test_action_cli_token_file_with_two_lines_is_not_printed(tmp_path: Path) -> None:

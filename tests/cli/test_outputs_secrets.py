@@ -3,12 +3,12 @@ the line that holds it, not when a receiver echoes the webhook path it was calle
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+from qcdr_common.testing.http_handler import serve_handler
 from typer.testing import CliRunner
 
 from qcdr.cli import app
@@ -55,14 +55,8 @@ def echo_404_server() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Handler) as url:
+        yield url
 
 
 def test_outputs_test_does_not_print_a_webhook_path_echoed_by_the_receiver(tmp_path: Path) -> None:
