@@ -398,6 +398,10 @@ def _run_options(
     generation = GenerationConfig(**fields)
     if state_dir is None and not once:
         state_dir = DEFAULT_STATE_DIR
+    # checked here, not when the run creates them: mkdir's "[Errno 17] File exists" named no flag
+    for flag, directory in (("--output", output), ("--state-dir", state_dir)):
+        if directory is not None and directory.exists() and not directory.is_dir():
+            raise UsageError(f"{flag} {directory} is a file, not a directory")
     return RunOptions(
         hours=hours,
         output=output,

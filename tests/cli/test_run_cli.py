@@ -53,6 +53,8 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         (["--once", "--events-file", "/nonexistent/findings.json"], "no such file"),
         (["--once", "--platform", "MARS1"], "MARS1"),
         (["--once", "--gateway", "http://127.0.0.1:9", "--severity", "bogus"], "unknown severity 'bogus'"),
+        (["--once", "--output", __file__], f"--output {__file__} is a file, not a directory"),
+        (["--once", "--state-dir", __file__], f"--state-dir {__file__} is a file, not a directory"),
     ],
 )
 def test_usage_errors_exit_2_with_a_reason(args: list[str], message: str, events_file: Path) -> None:
