@@ -252,7 +252,7 @@ def run(
             suspicious_port=suspicious_port,
             override_hooks=override_hooks,
         )
-        every = parse_duration(interval)
+        every = _flag_duration("--interval", interval)
         options.reputation_threshold = reputation_threshold
         if threat_intel:
             options.intel = _intel_options(
@@ -351,6 +351,14 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _flag_duration(flag: str, text: str) -> timedelta:
+    """The duration a flag gives, its error naming the flag (two flags take durations)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     err.print(f"qcdr: error: {message}", highlight=False, markup=False)
     raise typer.Exit(code)
@@ -431,7 +439,7 @@ def _intel_options(
         max_cidrs=max_cidrs,
         group_size=group_size,
         format=intel_format,
-        ttl=parse_duration(ttl),
+        ttl=_flag_duration("--intel-ttl", ttl),
         never_block=options.generation.never_block,
         cilium_version=options.generation.cilium_version,
         tetragon_version=options.generation.tetragon_version,

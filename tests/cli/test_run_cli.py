@@ -42,7 +42,8 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     ("args", "message"),
     [
         (["--once", "--action", "Nuke"], "--action must be one of"),
-        (["--once", "--interval", "soon"], "not a duration"),
+        (["--once", "--interval", "soon"], "--interval: not a duration: 'soon'"),
+        (["--once", "--threat-intel", "--intel-ttl", "0s"], "--intel-ttl: duration must be positive: '0s'"),
         (["--once", "--metrics-port", "9100"], "--metrics-port is for the controller loop, not --once"),
         (["--once", "--override-hooks", "ebpf"], "--override-hooks must be kprobes or lsm"),
         (["--once", "--tetragon-version", "1.2"], "Tetragon 1.2 is not supported"),
