@@ -302,10 +302,19 @@ def test_load_client_without_any_configuration(tmp_path: Path, monkeypatch: pyte
     assert str(exc.value).startswith("no Kubernetes configuration")
 
     (tmp_path / "broken").write_text("clusters: []\ncontexts: []\ncurrent-context: nope\n")
-    with pytest.raises(KubeConfigError, match="invalid Kubernetes configuration: Context 'nope' not found"):
-        load_client(tmp_path / "broken")
+    broken = tmp_path / "broken"
+    with pytest.raises(KubeConfigError) as exc:
+        load_client(broken)
+    assert str(exc.value) == f"invalid Kubernetes configuration ({broken}): Context 'nope' not found"
     with pytest.raises(KubeConfigError, match="not found"):
         load_client(tmp_path / "absent")
+    # a binary file: the file is named, not only a byte position (found by the bad-input audit)
+    (tmp_path / "binary").write_bytes(b"\xca\xfe\x00")
+    with pytest.raises(KubeConfigError) as exc:
+        load_client(tmp_path / "binary")
+    assert (
+        str(exc.value) == f"invalid Kubernetes configuration ({tmp_path / 'binary'}): not UTF-8 text (byte 0)"
+    )
 
 
 async def test_prune_ignores_the_version_of_a_multi_version_crd(tmp_path: Path, shared_path: Path) -> None:

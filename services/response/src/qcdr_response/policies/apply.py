@@ -372,18 +372,22 @@ def load_client(
 ) -> AsyncClient:
     """An AsyncClient from, in order: ``kubeconfig``, ``$KUBECONFIG`` (first existing file of the
     list), the in-cluster service account, ``~/.kube/config``; else ``KubeConfigError``."""
+    source = "the in-cluster service account"
     try:
         if kubeconfig is not None:
+            source = str(kubeconfig)
             config = KubeConfig.from_file(kubeconfig)
         elif os.environ.get("KUBECONFIG"):
             paths = [Path(p).expanduser() for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
             existing = [p for p in paths if p.is_file()]
             if not existing:
                 raise KubeConfigError(f"KUBECONFIG={os.environ['KUBECONFIG']} names no existing file")
+            source = str(existing[0])
             config = KubeConfig.from_file(existing[0])
         elif os.environ.get("KUBERNETES_SERVICE_HOST") and (service_account / "token").is_file():
             config = KubeConfig.from_service_account(service_account)
         elif Path("~/.kube/config").expanduser().is_file():
+            source = "~/.kube/config"
             config = KubeConfig.from_file("~/.kube/config")
         else:
             raise KubeConfigError(
@@ -398,4 +402,6 @@ def load_client(
         return AsyncClient(config=single)
     except (ConfigError, KeyError, OSError, ValueError) as exc:
         detail = " ".join(str(exc).split())
-        raise KubeConfigError(f"invalid Kubernetes configuration: {detail}") from None
+        if isinstance(exc, UnicodeDecodeError):  # its text names a byte, not the file
+            detail = f"not UTF-8 text (byte {exc.start})"
+        raise KubeConfigError(f"invalid Kubernetes configuration ({source}): {detail}") from None
