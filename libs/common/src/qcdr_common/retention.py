@@ -42,8 +42,9 @@ class Rule(Protocol):
         ...
 
 
-def _keep(seconds: float) -> timedelta | None:
-    return timedelta(seconds=seconds) if seconds > 0 else None
+def _cutoff(now: datetime, keep_s: float) -> datetime | None:
+    """Rows older than this go; None (keep_s 0) keeps them for good."""
+    return now - timedelta(seconds=keep_s) if keep_s > 0 else None
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,7 @@ class AgeRule:
     keep_s: float
 
     def cutoff(self, now: datetime) -> datetime | None:
-        keep = _keep(self.keep_s)
-        return None if keep is None else now - keep
+        return _cutoff(now, self.keep_s)
 
     def oldest_sql(self) -> str:
         """The rows of one batch (parameters ``cutoff``, ``batch``)."""
@@ -95,8 +95,7 @@ class OutboxRule:
         return str(self.outbox.name)
 
     def cutoff(self, now: datetime) -> datetime | None:
-        keep = _keep(self.keep_s)
-        return None if keep is None else now - keep
+        return _cutoff(now, self.keep_s)
 
     async def delete_batch(self, connection: AsyncConnection, cutoff: datetime, batch: int) -> int:
         name = self.table

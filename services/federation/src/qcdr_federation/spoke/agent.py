@@ -61,6 +61,7 @@ class SpokeAgent:
     heartbeat: Heartbeat
     commands: CommandRunner
     baselines: BaselineSync
+    retention: RetentionLoop
     forwarders: list[Forwarder] = field(default_factory=list)
 
     def status_consumer(self) -> StreamConsumer:
@@ -83,13 +84,7 @@ class SpokeAgent:
             workers.append((f"forward-{forwarder.kind.value}", _forwarder_worker(forwarder, self.redis)))
         if self.own_relay:
             workers.append(("outbox-relay", self.relay.run))
-        retention = RetentionLoop(
-            self.engine,
-            [OutboxRule(OUTBOX, self.settings.outbox_retention_s)],
-            service="federation",
-            interval_s=self.settings.retention_interval_s,
-        )
-        workers.append(("retention", retention.run))
+        workers.append(("retention", self.retention.run))
         return workers
 
     async def aclose(self) -> None:
@@ -147,6 +142,12 @@ def build_agent(
         heartbeat=Heartbeat(settings, engine, sessions, client, response, status, registrar, state),
         commands=CommandRunner(settings, sessions, client, response, registrar, state),
         baselines=BaselineSync(settings, sessions, client, registrar, state, relay.notify),
+        retention=RetentionLoop(
+            engine,
+            [OutboxRule(OUTBOX, settings.outbox_retention_s)],
+            service="federation",
+            interval_s=settings.retention_interval_s,
+        ),
         forwarders=forwarders,
     )
 
