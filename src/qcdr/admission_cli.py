@@ -23,6 +23,7 @@ from qcdr_admission.pss import (
     pod_path,
     pod_spec_of,
 )
+from qcdr_common.yaml_errors import yaml_error_text
 
 admission_app = typer.Typer(
     name="admission", help="Admission checks, offline: the Pod Security Standards.", no_args_is_help=True
@@ -93,7 +94,10 @@ def _label(doc: Mapping[str, Any]) -> tuple[str, str | None]:
 def check_file(path: Path, level: str, version: str, report: Report) -> None:
     try:
         docs = documents(path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:  # not PyYAML's text: it quotes the line (a Secret's data?)
+        report.errors.append(f"{path}: {yaml_error_text(exc)}")
+        return
+    except (OSError, UnicodeDecodeError) as exc:
         reason = str(exc).replace("\n", " ")
         report.errors.append(f"{path}: unreadable: {reason}")
         return

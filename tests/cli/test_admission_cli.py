@@ -158,7 +158,7 @@ def test_unreadable_input_exits_2_with_the_reason(tmp_path: Path) -> None:
     broken.write_text("kind: Pod\nspec: [unclosed\n")
     result = runner.invoke(app, ["admission", "check", str(broken)])
     assert result.exit_code == 2
-    assert "broken.yaml: unreadable:" in result.stderr
+    assert "broken.yaml: not valid YAML at line 3, column 1" in result.stderr
     malformed = write(
         tmp_path / "malformed.yaml",
         deployment("ok"),

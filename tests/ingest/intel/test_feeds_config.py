@@ -118,7 +118,7 @@ def test_duplicate_names_name_both_entries(tmp_path: Path) -> None:
 def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(FeedConfigError, match="cannot read: No such file or directory"):
         load_feeds(tmp_path / "missing.yaml")
-    with pytest.raises(FeedConfigError, match=r"not valid YAML at line \d+: expected ','"):
+    with pytest.raises(FeedConfigError, match=r"not valid YAML at line \d+, column \d+: expected ','"):
         load_feeds(write(tmp_path, "- name: a\n  url: [unclosed\n"))
     with pytest.raises(FeedConfigError, match="expected a list of feeds, got dict"):
         load_feeds(write(tmp_path, "feeds: []\n"))

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from qcdr_common.contracts.events.v1 import NetworkDestination, ProcessInfo, SecurityEvent, Severity
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
+from qcdr_common.yaml_errors import yaml_error_text
 
 TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
 M = TypeVar("M", bound=BaseModel)
@@ -177,7 +178,7 @@ def parse_model(text: str, source: str, model: type[M]) -> M:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise RuleFileError(f"{source}: not valid YAML: {exc}") from None
+        raise RuleFileError(f"{source}: {yaml_error_text(exc)}") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -55,6 +55,7 @@ from starlette.types import Scope as ASGIScope
 
 from qcdr_common.api.errors import ApiError, api_error_response
 from qcdr_common.logging import get_logger
+from qcdr_common.yaml_errors import yaml_error_text
 
 log = get_logger("qcdr.api.auth")
 
@@ -179,9 +180,8 @@ def _entries_from_file(path: Path) -> list[_Entry]:
             f"the API tokens file {path} is not UTF-8 text (byte {exc.start})"
         ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ApiTokenConfigError(f"the API tokens file {path} is not valid YAML/JSON{where}") from None
+        # not PyYAML's text: it quotes the offending line, which may hold a token
+        raise ApiTokenConfigError(f"the API tokens file {path}: {yaml_error_text(exc)}") from None
     if raw is None:
         raw = []
     try:

@@ -235,10 +235,14 @@ class WorkloadState:
             self.recent.popleft()
             self.recent_evidence.popleft()
         if len(self.recent) > 1:
-            stacked = np.vstack(self.recent)
-            present = (~np.isnan(stacked)).sum(axis=0)
+            # a mean over the windows that have a value; this runs once per workload and window,
+            # so it avoids vstack and nansum, whose checks cost more than the sums on a few rows
+            stacked = np.array(self.recent)
+            missing = np.isnan(stacked)
+            present = len(self.recent) - missing.sum(axis=0)
+            stacked[missing] = 0.0
             with np.errstate(invalid="ignore", divide="ignore"):
-                smoothed = np.where(present > 0, np.nansum(stacked, axis=0) / present, np.nan)
+                smoothed = stacked.sum(axis=0) / np.where(present > 0, present, np.nan)
         else:
             smoothed = raw.copy()
         evidence = [e for window in self.recent_evidence for e in window]

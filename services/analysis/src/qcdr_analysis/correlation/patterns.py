@@ -38,6 +38,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from qcdr_common.contracts.events.v1 import Severity
+from qcdr_common.yaml_errors import yaml_error_text
 
 from qcdr_analysis import attack
 
@@ -183,7 +184,7 @@ def parse(text: str, source: str) -> list[Pattern]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PatternError(f"{source}: not YAML: {exc}") from exc
+        raise PatternError(f"{source}: {yaml_error_text(exc)}") from None
     if isinstance(data, dict) and set(data) == {"patterns"}:
         items = data["patterns"]
         if not isinstance(items, list):

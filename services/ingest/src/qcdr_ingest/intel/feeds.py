@@ -17,6 +17,7 @@ from urllib.request import url2pathname
 
 import yaml
 from pydantic import ValidationError
+from qcdr_common.yaml_errors import yaml_error_text
 
 from qcdr_ingest.intel.model import FeedFormat, FeedSpec
 
@@ -192,8 +193,5 @@ def load_feeds(path: Path) -> list[FeedSpec]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise FeedConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise FeedConfigError(f"{path}: {yaml_error_text(exc)}") from None
     return parse_feeds(data, source=str(path), base_dir=path.resolve().parent)

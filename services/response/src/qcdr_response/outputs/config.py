@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from qcdr_common.yaml_errors import yaml_error_text
 
 from qcdr_response.outputs.base import SinkConfig
 from qcdr_response.outputs.registry import load_sinks
@@ -112,12 +113,8 @@ def load_outputs(path: Path | None, environ: Mapping[str, str] | None = None) ->
             raise OutputsConfigError(f"{path}: {exc.strerror or type(exc).__name__}") from None
         except UnicodeDecodeError as exc:  # a ValueError: `qcdr outputs` printed a traceback
             raise OutputsConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        except yaml.YAMLError as exc:
-            # PyYAML's message quotes the offending line, which may hold a webhook URL or a key
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise OutputsConfigError(f"{path}: {problem}{where}") from None
+        except yaml.YAMLError as exc:  # never PyYAML's text: it quotes the line (a webhook URL?)
+            raise OutputsConfigError(f"{path}: {yaml_error_text(exc)}") from None
         if (
             not isinstance(data, dict)
             or set(data) - {"outputs"}
