@@ -1,5 +1,5 @@
 """Issue #5's acceptance on the HELD-OUT seed (never run while tuning): the same check as
-test_detection_quality.py, in a file of its own so the two share the suite's workers."""
+test_detection_quality.py, in a file of its own so the seeds share the suite's workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.analysis.simulation import HELD_OUT_SEED
-from tests.analysis.test_detection_quality import check_seed
+from tests.analysis.simulation.acceptance import check_seed
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
