@@ -41,10 +41,12 @@ from tests.federation.spoke.conftest import (
 pytestmark = [pytest.mark.db, pytest.mark.redis, pytest.mark.integration]
 
 POLICIES_URL = "/v1/federated-policies"
-# a spoke's pulls held this long (the hub's long_poll_max_s, 30 s by default, caps them too): a
-# change reaches a spoke whose held pull is woken within seconds even on a busy machine, one that
-# only re-polled would see it at the end of the hold
-HOLD_S = 30.0
+# a spoke's pulls held this long (the hub's long_poll_max_s caps them too, so the hub below is set
+# to the same): a change reaches a spoke whose held pull is woken within seconds, one that only
+# re-polled would see it at the end of the hold. The margin is wide because CI runs this beside
+# two other workers on two cores: one run saw this process stall for ~18 s in all (three Redis
+# reads timed out, the spoke went offline at the hub) and then the woken pull delivered it.
+HOLD_S = 60.0
 WOKEN_S = HOLD_S / 3
 
 
@@ -59,6 +61,7 @@ def hub_settings(federation_db: str, redis_url: str, redis_prefix: str) -> Feder
         offline_after_s=6.0,
         health_sweep_s=0.2,
         rollout_interval_s=0.2,
+        long_poll_max_s=HOLD_S,
     )
 
 
