@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
-from qcdr_common.testing.plugin import delete_prefixed_keys
+from qcdr_common.testing.redis_keys import delete_prefixed_keys
 from redis import Redis
+
+from tests.integration.stack import Stack
 
 pytest_plugins = ["pytester"]
 
@@ -59,4 +62,19 @@ def test_a_test_using_redis_leaves_no_keys(pytester: pytest.Pytester, redis_url:
         assert list(client.scan_iter(match=f"{prefix.decode()}*")) == []
     finally:
         client.delete(marker)
+        client.close()
+
+
+@pytest.mark.redis
+def test_an_integration_stack_deletes_its_keys_when_closed(redis_url: str, tmp_path: Path) -> None:
+    prefix = f"fuzz-{uuid.uuid4().hex[:8]}"  # stacks may have prefixes of their own
+    stack = Stack.create(
+        tmp_path, database_url="postgresql+asyncpg://unused/x", redis_url=redis_url, prefix=prefix, token="t"
+    )
+    client = Redis.from_url(redis_url)
+    try:
+        client.xadd(f"{prefix}:ingest:events", {"a": "1"})
+        stack.close()
+        assert list(client.scan_iter(match=f"{prefix}*")) == []
+    finally:
         client.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from qcdr_common.testing.redis_keys import delete_prefixed_keys
 
 
 def free_port() -> int:
@@ -183,5 +184,8 @@ class Stack:
         return proc
 
     def close(self) -> None:
+        """Stop the processes, then delete the stack's Redis keys (the machine's Redis outlives
+        the test run; a stack's prefix is its own)."""
         for proc in self.procs.values():
             proc.stop()
+        delete_prefixed_keys(self.env["REDIS_URL"], self.env["QCDR_REDIS_PREFIX"])

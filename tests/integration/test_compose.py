@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from qcdr_common.testing.redis_keys import delete_prefixed_keys
 from qcdr_response.outputs.config import ENV_SINKS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,19 +194,6 @@ def test_make_up_runs_the_same_services_as_compose() -> None:
     assert published == [devstack().DEFAULT_PORT_BASE + i for i in range(len(SERVICES))]
 
 
-def _delete_keys(redis_url: str, prefix: str) -> None:
-    """The streams and groups the services created under this test's prefix."""
-    from redis import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.db
@@ -267,7 +255,7 @@ def test_up_status_down(tmp_path: Path, database_url: str, redis_url: str) -> No
         assert status.stdout.count("running") == len(SERVICES)
     finally:
         down = devstack_cli("down")
-        _delete_keys(redis_url, prefix)
+        delete_prefixed_keys(redis_url, prefix)
     assert down.returncode == 0, down.stdout + down.stderr
     for service in SERVICES:
         assert not (run / f"{service}.pid").exists()

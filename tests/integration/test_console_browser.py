@@ -27,7 +27,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis
 from playwright.async_api import Page
 from qcdr_admission.certs import CertFiles, write_dev_certs
 from qcdr_analysis import attack
@@ -170,7 +169,6 @@ def console(
     work = tmp_path_factory.mktemp("console")
     prefix = f"consoleit-{uuid.uuid4().hex[:6]}"
     certs = write_dev_certs(work / "certs", ["localhost"], ip_addresses=["127.0.0.1"])
-    client = redis.Redis.from_url(redis_url)
     # the cluster response acts on: the Kubernetes API test server with the attacked pod
     k8s = K8sTestServer()
     with k8s.serve(), scratch_database(base_database_url, "qcdr_console_it") as db:
@@ -223,10 +221,7 @@ def console(
             procs["federation"] = fed
             yield Console(stack, procs, certs, base_url, k8s)
         finally:
-            stack.close()
-            for key in client.scan_iter(f"{prefix}:*"):
-                client.delete(key)
-            client.close()
+            stack.close()  # deletes its Redis keys too
 
 
 @dataclass

@@ -190,9 +190,7 @@ def federation(
             yield fed
         finally:
             for stack in reversed(stacks):
-                stack.close()
-            for key in client.scan_iter(f"fedit-{run}-*"):
-                client.delete(key)
+                stack.close()  # deletes its Redis keys too
             client.close()
 
 

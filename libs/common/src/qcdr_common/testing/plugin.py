@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from qcdr_common.testing.redis_keys import delete_prefixed_keys
 from qcdr_common.testing.services import ThrowawayServers, resolve_database_url, resolve_redis_url
 
 
@@ -102,26 +103,6 @@ def scratch_database_url(base_database_url: str) -> Iterator[str]:
 def qcdr_worker(request: pytest.FixtureRequest) -> str:
     """xdist's worker id when running in parallel, ``master`` otherwise."""
     return str(getattr(request.config, "workerinput", {}).get("workerid", "master"))
-
-
-def delete_prefixed_keys(redis_url: str, prefix: str) -> int:
-    """Delete every key under ``prefix``; how many went."""
-    from redis import Redis
-
-    client = Redis.from_url(redis_url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) == 500:
-                deleted += int(client.delete(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.delete(*batch))
-    finally:
-        client.close()
-    return deleted
 
 
 @pytest.fixture
