@@ -22,7 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, soft_wrap=True)
+# No markup on any qcdr console: what is printed comes from findings, feeds, flags and files, and
+# a "[/x]" in one is a closing tag to Rich (MarkupError, or the text dropped).
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -360,7 +362,7 @@ def _flag_duration(flag: str, text: str) -> timedelta:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"qcdr: error: {message}", highlight=False, markup=False)
+    err.print(f"qcdr: error: {message}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -516,7 +518,7 @@ async def _main(
         every=every,
         json_out=json_out,
         applier=applier,
-        console=Console(soft_wrap=True),
+        console=Console(soft_wrap=True, markup=False),
         err=err,
     )
 

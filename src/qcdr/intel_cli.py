@@ -91,16 +91,16 @@ def lookup(
 
     from qcdr.intel_step import IntelError
 
-    err = Console(stderr=True, soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True, markup=False)
     try:
         address = str(ipaddress.ip_address(ip.strip()))
     except ValueError:
-        err.print(f"qcdr: error: not an IP address: {ip!r}", markup=False, highlight=False)
+        err.print(f"qcdr: error: not an IP address: {ip!r}", highlight=False)
         raise typer.Exit(2) from None
     try:
         indicators = _load(state_dir, feeds, refresh, never_block or [])
     except (IntelError, ValueError, OSError) as exc:
-        err.print(f"qcdr: error: {exc}", markup=False, highlight=False)
+        err.print(f"qcdr: error: {exc}", highlight=False)
         raise typer.Exit(1) from None
     cached = asyncio.run(FileReputationCache(state_dir / "intel").get_many([address]))
     doc = lookup_document(address, indicators, cached.get(address))

@@ -91,7 +91,7 @@ async def run_loop(
         try:
             report = await _one(options, source, json_out=json_out, applier=applier, err=err)
         except (SourceError, ApplyError, IntelError, OSError) as exc:
-            err.print(f"qcdr: error: {exc}", highlight=False, markup=False)
+            err.print(f"qcdr: error: {exc}", highlight=False)
             code = EXIT_FAILURE
             report = None
         metrics.record(report, time.perf_counter() - started)
@@ -109,7 +109,6 @@ async def run_loop(
                     f"qcdr: error: threat intel: no feed could be read and none is cached ({failed}); "
                     "no blocklist was written",
                     highlight=False,
-                    markup=False,
                 )
                 code = EXIT_FAILURE
         if once:
