@@ -23,7 +23,7 @@ from qcdr_admission.pss import (
     pod_path,
     pod_spec_of,
 )
-from qcdr_common.yaml_errors import yaml_error_text
+from qcdr_common.config_files import yaml_error_text
 
 admission_app = typer.Typer(
     name="admission", help="Admission checks, offline: the Pod Security Standards.", no_args_is_help=True

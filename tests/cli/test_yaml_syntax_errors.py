@@ -1,17 +1,20 @@
-"""A YAML syntax error in any configuration file is one line that names the file and the position,
-and never quotes the offending line: that line may hold a webhook URL, a token or a Secret."""
+"""A configuration file that fails before its own checks does so in one line that names the file,
+worded the same by every loader (qcdr_common.config_files): it cannot be read, it is not UTF-8, or
+it is not YAML. A YAML syntax error gives the position and never quotes the offending line: that
+line may hold a webhook URL, a token or a Secret."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from qcdr_analysis.correlation.patterns import parse as parse_patterns
+from qcdr_analysis.correlation.patterns import load_patterns
 from qcdr_analysis.tetragon.rules import load_rules as load_tetragon_rules
 from qcdr_common.api.auth import ApiAuthSettings, TokenStore
-from qcdr_common.yaml_errors import yaml_error_text
+from qcdr_common.config_files import yaml_error_text
 from qcdr_ingest.intel.feeds import load_feeds
 from qcdr_response.actions.playbook import load_file as load_playbooks
 from qcdr_response.outputs.config import load_outputs
@@ -32,7 +35,7 @@ LOADERS: dict[str, Callable[[Path], object]] = {
     "outputs": lambda path: load_outputs(path, environ={}),
     "playbooks": load_playbooks,
     "feeds": load_feeds,
-    "patterns": lambda path: parse_patterns(path.read_text(), str(path)),
+    "patterns": lambda path: load_patterns(path.parent, builtins=False),
     "tetragon rules": load_tetragon_rules,
     "api tokens": tokens,
 }
@@ -46,9 +49,24 @@ def test_a_syntax_error_is_one_line_with_the_position_and_no_quoted_text(name: s
         LOADERS[name](path)
     message = str(info.value)
     assert "\n" not in message
-    assert str(path) in message
-    assert "not valid YAML at line 3, column 4" in message
+    assert f"{path}: not valid YAML at line 3, column 4" in message
     assert SECRET not in message
+
+
+@pytest.mark.parametrize("name", list(LOADERS))
+def test_a_file_that_is_not_utf8_is_named_with_the_byte(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: not UTF-8 text (byte 9)")):
+        LOADERS[name](path)
+
+
+@pytest.mark.parametrize("name", list(LOADERS))
+def test_a_file_that_cannot_be_read_is_named_with_the_reason(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.mkdir()  # root reads any file, so a directory in its place is what cannot be read
+    with pytest.raises(ValueError, match=re.escape(f"{path}: cannot read: Is a directory")):
+        LOADERS[name](path)
 
 
 def test_qcdr_admission_check_reports_the_position_without_the_text(tmp_path: Path) -> None:

@@ -162,7 +162,7 @@ def test_unreadable_or_broken_file(tmp_path: Path) -> None:
 def test_a_tokens_file_that_is_not_text_is_named(tmp_path: Path) -> None:
     binary = tmp_path / "tokens.yaml"
     binary.write_bytes(b"\x00\xff\xfe tokens")
-    with pytest.raises(ApiTokenConfigError, match=f"the API tokens file {binary} is not UTF-8 text"):
+    with pytest.raises(ApiTokenConfigError, match=f"the API tokens file {binary}: not UTF-8 text"):
         TokenStore.from_settings(ApiAuthSettings(QCDR_API_TOKENS_FILE=binary))
 
 

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from qcdr_common.config_files import ConfigFileError, parse_yaml, read_config_text
 from qcdr_common.contracts.events.v1 import NetworkDestination, ProcessInfo, SecurityEvent, Severity
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
-from qcdr_common.yaml_errors import yaml_error_text
 
 TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
 M = TypeVar("M", bound=BaseModel)
@@ -176,9 +176,9 @@ def _where(loc: Sequence[int | str], data: Any) -> str:
 def parse_model(text: str, source: str, model: type[M]) -> M:
     """``text`` (YAML) validated as ``model``; :class:`RuleFileError` names what is wrong and where."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise RuleFileError(f"{source}: {yaml_error_text(exc)}") from None
+        data = parse_yaml(text, source, _UniqueKeyLoader)
+    except ConfigFileError as exc:
+        raise RuleFileError(str(exc)) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -190,8 +190,6 @@ def parse_model(text: str, source: str, model: type[M]) -> M:
 
 def read_text(path: Path) -> str:
     try:
-        return path.read_text("utf-8")
-    except OSError as exc:
-        raise RuleFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:  # without this, a message that does not name the file
-        raise RuleFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return read_config_text(path)
+    except ConfigFileError as exc:
+        raise RuleFileError(str(exc)) from None

@@ -36,7 +36,6 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from pydantic import (
@@ -54,8 +53,8 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from qcdr_common.api.errors import ApiError, api_error_response
+from qcdr_common.config_files import ConfigFileError, load_yaml_file
 from qcdr_common.logging import get_logger
-from qcdr_common.yaml_errors import yaml_error_text
 
 log = get_logger("qcdr.api.auth")
 
@@ -171,17 +170,10 @@ class _Entry:
 
 def _entries_from_file(path: Path) -> list[_Entry]:
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ApiTokenConfigError(f"cannot read the API tokens file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        # a ValueError, not an ApiTokenConfigError: a reload would let it out of authenticate()
-        raise ApiTokenConfigError(
-            f"the API tokens file {path} is not UTF-8 text (byte {exc.start})"
-        ) from None
-    except yaml.YAMLError as exc:
-        # not PyYAML's text: it quotes the offending line, which may hold a token
-        raise ApiTokenConfigError(f"the API tokens file {path}: {yaml_error_text(exc)}") from None
+        raw: Any = load_yaml_file(path)
+    except ConfigFileError as exc:
+        # an ApiTokenConfigError whatever went wrong: a reload lets nothing else out of authenticate()
+        raise ApiTokenConfigError(f"the API tokens file {exc}") from None
     if raw is None:
         raw = []
     try:

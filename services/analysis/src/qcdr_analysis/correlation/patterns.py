@@ -35,10 +35,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from qcdr_common.config_files import ConfigFileError, parse_yaml, read_config_text
 from qcdr_common.contracts.events.v1 import Severity
-from qcdr_common.yaml_errors import yaml_error_text
 
 from qcdr_analysis import attack
 
@@ -182,9 +181,9 @@ def _errors(source: str, error: ValidationError, prefix: str) -> str:
 
 def parse(text: str, source: str) -> list[Pattern]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PatternError(f"{source}: {yaml_error_text(exc)}") from None
+        data = parse_yaml(text, source)
+    except ConfigFileError as exc:
+        raise PatternError(str(exc)) from None
     if isinstance(data, dict) and set(data) == {"patterns"}:
         items = data["patterns"]
         if not isinstance(items, list):
@@ -217,11 +216,9 @@ def builtin_patterns() -> list[Pattern]:
 def _read(path: Path) -> str:
     # PatternError is what start-up turns into one line naming the file; these were not one
     try:
-        return path.read_text("utf-8")
-    except OSError as exc:
-        raise PatternError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise PatternError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return read_config_text(path)
+    except ConfigFileError as exc:
+        raise PatternError(str(exc)) from None
 
 
 def load_patterns(user_dir: Path | None = None, *, builtins: bool = True) -> list[Pattern]:

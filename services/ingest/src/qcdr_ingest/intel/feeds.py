@@ -15,9 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-import yaml
 from pydantic import ValidationError
-from qcdr_common.yaml_errors import yaml_error_text
+from qcdr_common.config_files import ConfigFileError, load_yaml_file
 
 from qcdr_ingest.intel.model import FeedFormat, FeedSpec
 
@@ -185,13 +184,7 @@ def parse_feeds(data: object, *, source: str = "feeds", base_dir: Path | None = 
 def load_feeds(path: Path) -> list[FeedSpec]:
     """Read ``--feeds FILE``; :class:`FeedConfigError` (one line) for any problem."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FeedConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:  # a ValueError: callers catching FeedConfigError missed it
-        raise FeedConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise FeedConfigError(f"{path}: {yaml_error_text(exc)}") from None
+        data = load_yaml_file(path)
+    except ConfigFileError as exc:
+        raise FeedConfigError(str(exc)) from None
     return parse_feeds(data, source=str(path), base_dir=path.resolve().parent)

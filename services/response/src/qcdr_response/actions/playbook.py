@@ -36,11 +36,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from qcdr_common.config_files import ConfigFileError, load_yaml_file
 from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
-from qcdr_common.yaml_errors import yaml_error_text
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 _SEVERITY_ORDER = {s: i for i, s in enumerate(("info", "low", "medium", "high", "critical"))}
@@ -173,14 +172,9 @@ class PlaybookFile(BaseModel):
 
 def load_file(path: Path) -> list[Playbook]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return PlaybookFile.model_validate(data).playbooks
-    except OSError as exc:
-        raise PlaybookError(f"{path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise PlaybookError(f"{path}: {yaml_error_text(exc)}") from None
-    except UnicodeDecodeError as exc:  # a ValueError: it escaped the PlaybookError start-up check
-        raise PlaybookError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return PlaybookFile.model_validate(load_yaml_file(path)).playbooks
+    except ConfigFileError as exc:
+        raise PlaybookError(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
-from qcdr_common.yaml_errors import yaml_error_text
+from qcdr_common.config_files import ConfigFileError, load_yaml_file
 
 from qcdr_response.outputs.base import SinkConfig
 from qcdr_response.outputs.registry import load_sinks
@@ -108,13 +107,9 @@ def load_outputs(path: Path | None, environ: Mapping[str, str] | None = None) ->
     entries: list[Any] = []
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise OutputsConfigError(f"{path}: {exc.strerror or type(exc).__name__}") from None
-        except UnicodeDecodeError as exc:  # a ValueError: `qcdr outputs` printed a traceback
-            raise OutputsConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        except yaml.YAMLError as exc:  # never PyYAML's text: it quotes the line (a webhook URL?)
-            raise OutputsConfigError(f"{path}: {yaml_error_text(exc)}") from None
+            data = load_yaml_file(path) or {}
+        except ConfigFileError as exc:
+            raise OutputsConfigError(str(exc)) from None
         if (
             not isinstance(data, dict)
             or set(data) - {"outputs"}
