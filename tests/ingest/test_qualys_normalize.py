@@ -128,6 +128,7 @@ def test_top_level_destination_wins_over_network_information() -> None:
         {"destinationPort": True},
         {"destinationPort": "http"},
         {"destinationPort": 0},
+        {"destinationPort": "\u00b2"},  # str.isdigit() is true of "²", int() refuses it
         {"networkInformation": {"domain": "no spaces allowed.com"}},
         {"networkInformation": {"domain": "localhost"}},
         {"networkInformation": {"domain": "10.1.2.3"}},
@@ -136,6 +137,13 @@ def test_top_level_destination_wins_over_network_information() -> None:
 )
 def test_bad_network_values_are_dropped_not_fatal(network: dict[str, Any]) -> None:
     assert normalize_finding(raw(**network)).network is None
+
+
+def test_a_zone_on_an_ipv6_destination_is_dropped_and_the_address_kept() -> None:
+    # PostgreSQL's inet refuses "fe80::1%eth0", and the zone names an interface of another node
+    event = normalize_finding(raw(destinationIp="fe80::1%eth0"))
+    assert event.network is not None
+    assert event.network.ip == ip_address("fe80::1")
 
 
 def test_bad_ip_keeps_the_good_port() -> None:
@@ -186,7 +194,7 @@ def test_larger_numbers_never_mean_lower_severity() -> None:
     assert ranks == sorted(ranks)
 
 
-@pytest.mark.parametrize("value", [11, -1, "garbage", None, True, 2.5, [3], "42"])
+@pytest.mark.parametrize("value", [11, -1, "garbage", None, True, 2.5, [3], "42", "\u00b3"])
 def test_bad_severities_are_malformed(value: object) -> None:
     with pytest.raises(MalformedFindingError, match="severity"):
         parse_severity(value)
@@ -216,6 +224,8 @@ def test_timestamps_become_aware_utc(value: object, expected: datetime) -> None:
         ("yesterday", "not ISO 8601"),
         ("2026-13-45T99:00:00Z", "not ISO 8601"),
         (1772294535, "not plausible epoch milliseconds"),
+        ("\u00b9" * 13, "not ISO 8601"),
+        ("0001-01-01T00:00:00+01:00", "out of range"),
         (None, "missing"),
         (True, "must be a string"),
         ({"at": 1}, "must be a string"),

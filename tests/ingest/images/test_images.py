@@ -13,7 +13,7 @@ import pytest
 from qcdr_common.db import make_engine
 from qcdr_common.testing.plugin import scratch_database
 from qcdr_ingest.db import upgrade
-from qcdr_ingest.images.client import CsImagesClient
+from qcdr_ingest.images.client import CsImagesClient, ImagesFetch
 from qcdr_ingest.images.parse import MalformedImageError, parse_image
 from qcdr_ingest.images.poller import poll_images
 from qcdr_ingest.qualys.config import QualysSettings
@@ -59,6 +59,37 @@ def test_parse() -> None:
     for bad in ({"imageId": "x"}, {"sha": "nothex"}, "text"):
         with pytest.raises(MalformedImageError):
             parse_image(bad)
+
+
+@pytest.mark.parametrize("last_scanned", [10**18, float("inf"), 12345])
+def test_a_scan_time_that_is_not_epoch_milliseconds_is_malformed(last_scanned: float) -> None:
+    # 10**18 and inf do not even make a datetime: before, a ValueError or OverflowError that
+    # failed the whole poll, every cycle
+    with pytest.raises(MalformedImageError, match="lastScanned"):
+        parse_image(image(4) | {"lastScanned": last_scanned})
+
+
+def test_lists_of_another_type_are_ignored() -> None:
+    record = parse_image(image(4) | {"repo": 5, "repoDigests": "sha256:abc"})
+    assert (record.names, record.digests) == ((), (f"sha256:{4:064x}",))
+
+
+class _OneOddRecord:
+    async def fetch_all(self) -> Any:
+        return ImagesFetch(items=[image(1), image(2) | {"lastScanned": 10**18}], pages=1)
+
+
+class _Session:
+    async def execute(self, *_: Any, **__: Any) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+async def test_one_odd_record_costs_itself_not_the_poll() -> None:
+    result = await poll_images(_OneOddRecord(), _Session())  # type: ignore[arg-type]
+    assert (result.stored, result.malformed) == (1, 1)
 
 
 async def fetch(

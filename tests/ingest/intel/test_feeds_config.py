@@ -84,7 +84,11 @@ def test_an_empty_list_is_allowed_but_an_empty_file_is_not(tmp_path: Path) -> No
         ),
         (
             "- {name: tor, url: 'https://x.example/a', category: tor, min_interval: soon}",
-            "entry 1 (tor): not a duration: 'soon'",
+            "entry 1 (tor): min_interval: not a duration: 'soon'",
+        ),
+        (  # timedelta overflowed: an OverflowError, not one line naming the entry
+            "- {name: tor, url: 'https://x.example/a', category: tor, min_interval: 99999999999999d}",
+            "entry 1 (tor): min_interval: duration is not a number of at most 100 years",
         ),
         ("- {name: Tor!, url: 'https://x.example/a', category: tor}", "entry 1 (Tor!): name: String should"),
         ("- {name: tor, url: 'https://x.example/a'}", "entry 1 (tor): category: Field required"),

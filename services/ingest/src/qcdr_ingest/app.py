@@ -36,7 +36,7 @@ from qcdr_ingest.qualys.config import QualysSettings
 from qcdr_ingest.samples.registry import load_sample_adapters
 from qcdr_ingest.samples.router import router as samples_router
 from qcdr_ingest.settings import IngestSettings, get_qualys_settings, get_settings
-from qcdr_ingest.workers import build_workers
+from qcdr_ingest.workers import build_workers, feed_specs
 
 log = get_logger(__name__)
 STOP_GRACE_S = 10.0
@@ -51,6 +51,11 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     abuseipdb = abuseipdb or AbuseIPDBSettings()
+    # Read every configuration here, not in the lifespan or on a first request: build_app turns a
+    # mistake (an unknown QUALYS_PLATFORM, a bad feeds file) into one line and exit 2; later it was
+    # a traceback at start-up, or a 500 on every DNS verdict.
+    feeds = feed_specs(settings)
+    qualys_settings = (qualys or get_qualys_settings()) if settings.background_workers else None
     # the DNS verdict is a question asked with a body: read-only tokens may ask it
     app = create_service_app(settings, title="qcdr ingest", auth=auth, read_paths=("/v1/dns/verdict",))
     app.include_router(events_router)
@@ -59,6 +64,7 @@ def create_app(
     app.include_router(dns_router)
     app.state.adapters = load_adapters()
     app.state.sample_adapters = load_sample_adapters()
+    app.state.feed_specs = feeds
     app.state.rate_limiter = TokenBuckets(settings.events_rate_per_s, settings.events_rate_burst)
     app.state.reputation_fresh_s = reputation_freshness(settings.reputation_enabled, abuseipdb)
     scorer = (
@@ -83,14 +89,15 @@ def create_app(
             app.state.workers = None
             stop = asyncio.Event()
             tasks: list[asyncio.Task[None]] = []
-            if settings.background_workers:
+            if qualys_settings is not None:  # settings.background_workers
                 workers = build_workers(
                     settings,
-                    qualys or get_qualys_settings(),
+                    qualys_settings,
                     app.state.engine,
                     app.state.redis,
                     sessions,
                     abuseipdb=abuseipdb,
+                    feeds=feeds,
                 )
                 app.state.relay, app.state.workers = workers.relay, workers
                 tasks = [asyncio.create_task(run(stop)) for run in workers.runners()]

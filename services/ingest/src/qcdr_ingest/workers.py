@@ -109,7 +109,9 @@ def build_workers(
     http: httpx.AsyncClient | None = None,
     qualys_transport: httpx.AsyncBaseTransport | None = None,
     abuseipdb: AbuseIPDBSettings | None = None,
+    feeds: list[FeedSpec] | None = None,
 ) -> Workers:
+    """``feeds``: the feed list already read from the settings (:func:`feed_specs`)."""
     abuseipdb = abuseipdb or AbuseIPDBSettings()
     fresh_s = reputation_freshness(settings.reputation_enabled, abuseipdb)
     relay = OutboxRelay(
@@ -147,7 +149,7 @@ def build_workers(
         workers.scheduler = IntelScheduler(
             engine,
             sessions,
-            feed_specs(settings),
+            feed_specs(settings) if feeds is None else feeds,
             interval=settings.intel_interval,
             ttl=settings.intel_ttl,
             never_block=settings.intel_never_block,

@@ -19,8 +19,6 @@ from qcdr_ingest.dns.names import InvalidNameError
 from qcdr_ingest.dns.schemas import VerdictRead, VerdictRequest
 from qcdr_ingest.dns.service import DgaScorer, DomainSetCache, verdict
 from qcdr_ingest.intel.state_postgres import PostgresFeedStateStore
-from qcdr_ingest.settings import IngestSettings
-from qcdr_ingest.workers import feed_specs
 
 router = APIRouter(prefix="/v1/dns", tags=["dns"])
 _INVALID: dict[int | str, dict[str, Any]] = {
@@ -29,12 +27,11 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 
 
 def domain_cache(request: Request) -> DomainSetCache:
-    """The app's domain-set cache, created on first use from the configured feed list."""
+    """The app's domain-set cache, created on first use from the feed list create_app read."""
     cache: DomainSetCache | None = getattr(request.app.state, "dns_domains", None)
     if cache is None:
-        settings: IngestSettings = request.app.state.settings
         cache = DomainSetCache(
-            feed_specs(settings), PostgresFeedStateStore(request.app.state.session_factory)
+            request.app.state.feed_specs, PostgresFeedStateStore(request.app.state.session_factory)
         )
         request.app.state.dns_domains = cache
     return cache

@@ -39,7 +39,10 @@ def parse_time(value: Any, what: str = "time") -> datetime:
             raise AdapterError(f"{what} {value[:40]!r} is not ISO 8601") from None
         if moment.utcoffset() is None:
             raise AdapterError(f"{what} {value[:40]!r} has no time zone")
-        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+        try:
+            return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+        except OverflowError:  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
+            raise AdapterError(f"{what} {value[:40]!r} is out of range") from None
     if isinstance(value, int) and not isinstance(value, bool):
         if not _NS_MIN <= value < _NS_MAX:
             raise AdapterError(f"{what} {value} is not plausible epoch nanoseconds")
@@ -66,10 +69,21 @@ def _ip_text(value: str) -> IPv4Address | IPv6Address | None:
         address = ip_address(value.strip().strip("[]"))
     except ValueError:
         return None
-    # an IPv4-mapped IPv6 address (dual-stack sockets) is the IPv4 address
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, IPv6Address):
+        # an IPv4-mapped IPv6 address (dual-stack sockets) is the IPv4 address
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        # a zone ("fe80::1%eth0") names an interface of the node that saw it, meaningless here,
+        # and PostgreSQL's inet refuses it: the batch it came in would be refused whole
+        if address.scope_id is not None:
+            return IPv6Address(address.compressed.partition("%")[0])
     return address
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether ``int(text)`` reads ``text`` as a plain number: ``str.isdigit`` is also true of
+    "²" and other digits ``int`` refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def ip(value: Any) -> IPv4Address | IPv6Address | None:
@@ -77,7 +91,7 @@ def ip(value: Any) -> IPv4Address | IPv6Address | None:
 
 
 def port(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and ascii_digits(value.strip()):
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 65535:
         return value

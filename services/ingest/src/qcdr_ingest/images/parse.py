@@ -47,15 +47,34 @@ def _name(entry: Mapping[str, Any], last: str) -> str | None:
     return f"{base}:{value}" if value else base
 
 
+def _list(value: Any) -> list[Any]:
+    """A JSON array, else nothing: a record's lists are optional, never iterated as anything else."""
+    return value if isinstance(value, list) else []
+
+
+# Epoch milliseconds from 2000 to 2200: anything else is not a scan time (inf and 10**18 would
+# not even make a datetime).
+_MS_MIN, _MS_MAX = 946_684_800_000, 7_258_118_400_000
+
+
+def _scanned_at(value: Any, key: str) -> datetime | None:
+    """``lastScanned``: epoch milliseconds; 0 or absent means never scanned."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        return None
+    if not _MS_MIN <= value < _MS_MAX:
+        raise MalformedImageError(f"image {key[:19]}: lastScanned {value} is not epoch milliseconds")
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
 def parse_image(item: Any) -> ImageRecord:
     if not isinstance(item, Mapping):
         raise MalformedImageError(f"an image record is {type(item).__name__}, not an object")
     key = _sha(item.get("sha"))
     if key is None:
         raise MalformedImageError(f"image {str(item.get('imageId'))[:40]!r} has no sha")
-    names = [n for e in item.get("repo") or () if isinstance(e, Mapping) if (n := _name(e, "tag"))]
+    names = [n for e in _list(item.get("repo")) if isinstance(e, Mapping) if (n := _name(e, "tag"))]
     digests = [key]
-    for entry in item.get("repoDigests") or ():
+    for entry in _list(item.get("repoDigests")):
         if isinstance(entry, Mapping) and (d := _sha(entry.get("digest"))):
             digests.append(d)
     counts: dict[str, int] = {}
@@ -65,12 +84,7 @@ def parse_image(item: Any) -> ImageRecord:
             n = vulns.get(f"severity{level}Count")
             if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
                 counts[str(level)] = n
-    last = item.get("lastScanned")
-    last_scanned = (
-        datetime.fromtimestamp(last / 1000, UTC)
-        if isinstance(last, int | float) and not isinstance(last, bool) and last > 0
-        else None
-    )
+    last_scanned = _scanned_at(item.get("lastScanned"), key)
     present = [int(k) for k, v in counts.items() if v > 0]
     return ImageRecord(
         image_key=key,

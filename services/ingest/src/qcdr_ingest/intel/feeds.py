@@ -59,6 +59,9 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+MAX_DURATION_S = 100 * 365 * 86400
+
+
 def parse_duration(value: str | float | timedelta) -> timedelta:
     """``15m``, ``1h30m``, ``3600`` (seconds, also as a number) or a timedelta; never negative."""
     if isinstance(value, timedelta):
@@ -82,6 +85,10 @@ def parse_duration(value: str | float | timedelta) -> timedelta:
                 raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 1h, 1h30m or seconds)")
     if seconds < 0:
         raise ValueError(f"duration must not be negative: {value!r}")
+    # not a number, or beyond what a date plus the duration can hold (timedelta and datetime
+    # overflow): no schedule or TTL needs more than a century
+    if not seconds <= MAX_DURATION_S:
+        raise ValueError(f"duration is not a number of at most 100 years: {value!r}")
     return timedelta(seconds=seconds)
 
 
@@ -160,6 +167,9 @@ def parse_feeds(data: object, *, source: str = "feeds", base_dir: Path | None = 
         try:
             if "min_interval" in values:
                 values["min_interval"] = parse_duration(values["min_interval"])
+        except (ValueError, TypeError) as exc:
+            raise FeedConfigError(f"{label}: min_interval: {exc}") from None
+        try:
             if isinstance(values.get("url"), str):
                 values["url"] = check_url(values["url"], base_dir=base_dir)
         except (ValueError, TypeError) as exc:

@@ -407,7 +407,7 @@ class FeedFetcher:
                     transient = 500 <= status <= 599 and status not in _NON_TRANSIENT_5XX
                     return _Failure(f"HTTP {status} {response.reason_phrase}".strip(), status, transient)
                 declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self._max_bytes:
+                if declared.isascii() and declared.isdigit() and int(declared) > self._max_bytes:
                     too_large = f"larger than {self._max_bytes} bytes (Content-Length {declared})"
                     return _Failure(too_large, status)
                 chunks: list[bytes] = []

@@ -351,7 +351,7 @@ def _domain_list(feed: ParsedFeed, lineno: int, line: str) -> None:
             value = value[len(scheme) :].partition("/")[0]
             break
     host, colon, number = value.rpartition(":")
-    if colon and number.isdigit() and host.count(":") == 0:
+    if colon and number.isascii() and number.isdigit() and host.count(":") == 0:
         value = host  # "name:port" / "IPv4:port"; IPv6 has more colons and no port here
     tok = parse_token(value)
     if tok is not None:

@@ -46,7 +46,7 @@ def format_end_at(moment: datetime) -> str:
 def severity_param(value: str) -> str:
     """The API's numeric severity: LOW=1 .. CRITICAL=4 (any case); numbers pass through."""
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return text
     try:
         return SEVERITY_PARAM[text.upper()]

@@ -260,7 +260,7 @@ class QualysDouble:
         severity: int | None = None
         if q.get("severity"):
             text = q["severity"].strip()
-            severity = int(text) if text.isdigit() else _SEVERITY.get(text.upper())
+            severity = int(text) if text.isascii() and text.isdigit() else _SEVERITY.get(text.upper())
             if severity is None:
                 raise ValueError(f"bad severity {text!r}")
         size_text = q.get(cfg.size_param) or q.get("limit") or str(cfg.max_page_size)

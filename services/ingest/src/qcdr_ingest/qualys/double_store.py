@@ -64,7 +64,7 @@ def _severity_number(item: Any) -> int | None:
         return value
     if isinstance(value, str):
         text = value.strip()
-        return int(text) if text.isdigit() else _SEVERITY_WORDS.get(text.upper())
+        return int(text) if text.isascii() and text.isdigit() else _SEVERITY_WORDS.get(text.upper())
     return None
 
 

@@ -35,7 +35,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -47,6 +46,8 @@ from qcdr_common.contracts.events.v1 import (
     Workload,
 )
 
+from qcdr_ingest.events import fields
+
 SOURCE = "qualys"
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 
@@ -57,7 +58,7 @@ _BY_WORD = {
     "HIGH": Severity.HIGH,
     "CRITICAL": Severity.CRITICAL,
 }
-_TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
+_TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?", re.ASCII)
 _DOMAIN = re.compile(r"(?=.{3,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+[a-z0-9-]{1,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RUNTIME_PREFIXES = ("containerd://", "docker://", "cri-o://", "crio://")
@@ -129,7 +130,7 @@ def parse_severity(value: Any) -> Severity:
         raise MalformedFindingError(f"severity {value} is outside 0-10")
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit() and int(text) <= 10:
+        if fields.ascii_digits(text) and int(text) <= 10:
             return _BY_NUMBER[int(text)]
         found = _BY_WORD.get(text.upper())
         if found is not None:
@@ -144,7 +145,7 @@ def parse_timestamp(value: Any) -> datetime:
     """Aware UTC datetime from ISO 8601 (``Z`` or offset) or epoch milliseconds."""
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if fields.ascii_digits(text):
             return _from_millis(int(text))
         try:
             moment = datetime.fromisoformat(text)
@@ -153,7 +154,10 @@ def parse_timestamp(value: Any) -> datetime:
         offset = moment.utcoffset()
         if offset is None:
             raise MalformedFindingError(f"timestamp {text[:40]!r} has no time zone")
-        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+        try:
+            return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+        except OverflowError:  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
+            raise MalformedFindingError(f"timestamp {text[:40]!r} is out of range") from None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _from_millis(value)
     if value is None:
@@ -200,29 +204,9 @@ def _technique(text: str) -> str | None:
 
 
 @lru_cache(maxsize=16384)
-def _ip_text(text: str) -> IPv4Address | IPv6Address | None:
-    try:
-        return ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
-
-
-def _ip(value: Any) -> IPv4Address | IPv6Address | None:
-    return _ip_text(value) if isinstance(value, str) else None
-
-
-def _port(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 65535:
-        return value
-    return None
-
-
-@lru_cache(maxsize=16384)
 def _domain_text(value: str) -> str | None:
     text = value.strip().lower().rstrip(".")
-    return text if _DOMAIN.fullmatch(text) and _ip_text(text) is None else None
+    return text if _DOMAIN.fullmatch(text) and fields.ip(text) is None else None
 
 
 def _domain(value: Any) -> str | None:
@@ -233,16 +217,20 @@ def _network(raw: dict[str, Any]) -> dict[str, Any] | None:
     info = raw.get("networkInformation")
     if not isinstance(info, dict):
         info = {}
-    ip = _ip(raw.get("destinationIp")) or _ip(info.get("destinationIp")) or _ip(info.get("remoteIp"))
+    address = (
+        fields.ip(raw.get("destinationIp"))
+        or fields.ip(info.get("destinationIp"))
+        or fields.ip(info.get("remoteIp"))
+    )
     port = (
-        _port(raw.get("destinationPort"))
-        or _port(info.get("destinationPort"))
-        or _port(info.get("remotePort"))
+        fields.port(raw.get("destinationPort"))
+        or fields.port(info.get("destinationPort"))
+        or fields.port(info.get("remotePort"))
     )
     domain = _domain(info.get("domain")) or _domain(info.get("destinationDomain"))
-    if ip is None and port is None and domain is None:
+    if address is None and port is None and domain is None:
         return None
-    return {"ip": ip, "port": port, "domain": domain}
+    return {"ip": address, "port": port, "domain": domain}
 
 
 def _namespace(raw: dict[str, Any], namespace: str | None) -> str | None:
