@@ -42,7 +42,10 @@ def _root(
 ) -> None:
     """qcdr commands."""
     # Diagnostics go to stderr so that stdout stays the report (and valid JSON with --json).
-    configure_logging(log_level, "console")
+    try:
+        configure_logging(log_level, "console")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level / QCDR_LOG_LEVEL") from None
 
 
 def _register_subcommands() -> None:

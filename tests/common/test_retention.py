@@ -79,6 +79,19 @@ async def test_zero_keeps_everything(engine: AsyncEngine, events: str, table: Ta
     assert await ids(engine, events) == ["e0", "e1"]
 
 
+@pytest.mark.parametrize("keep_s", [float("inf"), 1e12])
+async def test_a_retention_past_the_calendar_keeps_that_table_and_prunes_the_others(
+    engine: AsyncEngine, events: str, table: Table, keep_s: float
+) -> None:
+    """The settings take 'inf' or 1e12 s; the cutoff overflowed, and as every rule runs in one pass,
+    no table was pruned again."""
+    await add_events(engine, events, [40, 1])
+    await add_outbox(engine, table, [30, 20])
+    rules = [OutboxRule(table, keep_s), AgeRule(events, "event_time", 30 * DAY)]
+    assert await prune(engine, rules, service=f"test-{events}", now=NOW) == {events: 1}
+    assert await ids(engine, events) == ["e1"]
+
+
 async def test_the_outbox_loses_published_rows_up_to_its_backlog(engine: AsyncEngine, table: Table) -> None:
     # ids in write order: old published rows, one row the relay has not published yet, then more
     # old published rows behind it and a recent one

@@ -26,7 +26,10 @@ _SECRET_KEY = re.compile(
     r"|webhook|private[_-]?key)",
     re.I,
 )
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+# User-info runs to the last "@" before any query or fragment: passwords hold "/" (base64 from
+# openssl rand) and even "@", which SQLAlchemy and redis-py take as they are. A path that holds an
+# "@" is masked too; a secret shown is worse than a path hidden.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s?#]*@", re.I)
 _URL_QUERY = re.compile(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?]+)\?\S*", re.I)
 REDACTED = "***"
 
@@ -47,7 +50,20 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(value: str) -> str:
+    """``value`` as one of :data:`LEVELS` (any case); ValueError naming them otherwise."""
+    level = value.strip().upper()
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {value.strip()[:20]!r}: use one of {', '.join(LEVELS)}")
+    return level
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """ValueError for a level not in :data:`LEVELS` (structlog raised a KeyError later)."""
+    level = log_level(level)
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -59,7 +75,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             _redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         # Resolve sys.stderr when a logger is made, not once at configuration: a test runner or a
         # CLI harness may swap (and close) the stream after logging was configured.
         logger_factory=_stderr_logger,

@@ -44,7 +44,12 @@ class Rule(Protocol):
 
 def _cutoff(now: datetime, keep_s: float) -> datetime | None:
     """Rows older than this go; None (keep_s 0) keeps them for good."""
-    return now - timedelta(seconds=keep_s) if keep_s > 0 else None
+    if not keep_s > 0:
+        return None
+    try:
+        return now - timedelta(seconds=keep_s)
+    except OverflowError:  # inf, or before year 1: longer than anything stored, so for good
+        return None
 
 
 @dataclass(frozen=True)

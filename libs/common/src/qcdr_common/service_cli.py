@@ -138,7 +138,10 @@ def _add_consume(
     @cli.command("consume")
     def consume_command(
         metrics_port: int | None = typer.Option(
-            None, help="Serve Prometheus metrics on this port (default from settings; 0: off)."
+            None,
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on this port (default from settings; 0: off).",
         ),
     ) -> None:
         """Run the stream consumers and the outbox relay until SIGTERM (the batch in hand is
@@ -149,7 +152,15 @@ def _add_consume(
         if port:
             from prometheus_client import start_http_server
 
-            start_http_server(port, addr=settings.http_host)
+            try:
+                start_http_server(port, addr=settings.http_host)
+            except OSError as exc:  # taken, or an address this host does not have
+                typer.echo(
+                    f"qcdr-{service} consume: cannot serve metrics on {settings.http_host}:{port}: "
+                    f"{exc.strerror or exc}",
+                    err=True,
+                )
+                raise typer.Exit(2) from None
         try:
             asyncio.run(consume())
         except Exception as exc:

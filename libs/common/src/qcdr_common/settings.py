@@ -12,6 +12,8 @@ from enum import StrEnum
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qcdr_common.logging import log_level
+
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/qcdr"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -78,6 +80,11 @@ class CommonSettings(BaseSettings):
     consumer_name: str = Field(
         default_factory=socket.gethostname, description="This process's consumer name (the pod name)."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        return log_level(value)
 
     @field_validator("database_url", "redis_url")
     @classmethod
