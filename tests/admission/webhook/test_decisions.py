@@ -19,6 +19,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from asgi_lifespan import LifespanManager
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from qcdr_admission.app import create_app
 from qcdr_admission.db import VERSION_TABLE
@@ -214,6 +215,69 @@ async def test_a_decision_is_stored_with_its_outbox_row_or_not_at_all(
         assert stored == 0
     finally:
         await engine.dispose()
+
+
+async def test_a_nul_character_is_stored_as_a_replacement_and_costs_no_other_decision(api: Api) -> None:
+    # JSON allows "\u0000" in any string of a review, PostgreSQL refuses NUL in text and jsonb:
+    # one such review (the webhook answers anyone) used to fail the COPY of its whole batch, so
+    # every decision flushed with it was retried and then dropped
+    await api.validate(review(baseline_pod("before"), user="alice"))
+    evil = privileged_pod("bad\x00")
+    evil["spec"]["containers"][0]["name"] = "app\x00"
+    evil["spec"]["containers"][0]["image"] = "nginx:1.27\x00"
+    verdict = await api.validate(review(evil, user="mallory\x00", namespace="shop\x00"))
+    assert verdict["allowed"] is False  # the verdict is the one without the NUL
+    await api.validate(review(baseline_pod("after"), user="bob"))
+
+    items = await api.wait_for(3)
+    by_user = {i["user"]: i for i in items}
+    assert set(by_user) == {"alice", "mallory\ufffd", "bob"}
+    stored = by_user["mallory\ufffd"]
+    assert stored["name"] == "bad\ufffd"
+    assert stored["namespace"] == "shop\ufffd"
+    assert stored["images"] == ["nginx:1.27\ufffd"]
+    assert any("app\ufffd" in v["message"] for v in stored["violations"])  # inside the jsonb too
+
+
+async def test_a_value_postgres_refuses_drops_only_its_own_decision(
+    committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the second line of defence, for a value no check foresaw: a data error (SQLSTATE class 22)
+    # is not retried, the batch is split until the refused decision is found, and only that one
+    # is dropped (counted); the NUL cleaning is switched off to have such a value
+    monkeypatch.setattr(writer, "storable", lambda p: p, raising=False)
+
+    def unstorable() -> float:
+        return (
+            REGISTRY.get_sample_value("qcdr_admission_decisions_dropped_total", {"why": "unstorable"}) or 0.0
+        )
+
+    dropped = unstorable()
+    engine = create_async_engine(committed_db, poolclass=NullPool)
+    try:
+        log = DecisionLog(engine, cluster_id="c1", attempts=3)
+        users = [f"user-{n}" for n in range(10)]
+        users[3], users[8] = "mallory\x00", "eve\x00"
+        for n, user in enumerate(users):
+            log.record(
+                PendingDecision(
+                    time.time(), f"u{n}", "CREATE", "Pod", "shop", "web", user, True, None, [], []
+                )
+            )
+        started = time.monotonic()
+        assert await log.flush() == 8
+        assert time.monotonic() - started < 1.5  # no back-off (0.5 + 1 s): no retry can succeed
+        async with engine.connect() as conn:
+            stored = set(await conn.scalars(text("SELECT username FROM admission_decisions")))
+            published = await conn.scalar(text("SELECT count(*) FROM admission_outbox"))
+    finally:
+        await engine.dispose()
+    assert stored == {u for u in users if "\x00" not in u}
+    assert published == 8
+    assert (
+        REGISTRY.get_sample_value("qcdr_admission_decisions_dropped_total", {"why": "unstorable"})
+        == dropped + 2
+    )
 
 
 def test_migration_matches_the_models(committed_database_url: str) -> None:

@@ -129,6 +129,26 @@ def test_deployment_serves_tls_from_the_secret(variant: str) -> None:
     assert pss.evaluate(metadata, pod, "restricted", "latest") == []
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_console_reaches_admission_over_https_with_the_webhook_ca(variant: str) -> None:
+    """Admission answers HTTPS only once registered; the console kept http://qcdr-admission:8000
+    and every admission page failed."""
+    (container,) = one(variant, "Deployment", "qcdr-federation")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = one(variant, "Service", "qcdr-admission-webhook")["metadata"]
+    # the serving certificate's name (cert-manager's dnsNames, `qcdr-admission certs`' default)
+    assert env["QCDR_CONSOLE_ADMISSION_URL"] == f"https://{service['name']}.{service['namespace']}.svc"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    ca_dir, _, ca_name = env["QCDR_CONSOLE_ADMISSION_CA_FILE"].rpartition("/")
+    volumes = {
+        v["name"]: v
+        for v in one(variant, "Deployment", "qcdr-federation")["spec"]["template"]["spec"]["volumes"]
+    }
+    secret = volumes[mounts[ca_dir]]["secret"]
+    # only the CA from the admission Secret: never its private key
+    assert secret == {"secretName": "qcdr-admission-tls", "items": [{"key": "ca.crt", "path": ca_name}]}
+
+
 def test_cert_manager_variant() -> None:
     vwc = one("admission/with-cert-manager", "ValidatingWebhookConfiguration", "qcdr-admission")
     assert vwc["metadata"]["annotations"] == {

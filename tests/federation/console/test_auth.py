@@ -43,8 +43,19 @@ async def test_sign_in_sets_a_strict_session_cookie(client: httpx.AsyncClient, c
     assert "qcdr-api-token" in page.text
 
 
-async def test_a_bad_token_is_refused_and_sets_nothing(client: httpx.AsyncClient) -> None:
-    response = await client.post("/ui/login", data={"token": "not-a-valid-token-at-all"})
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-valid-token-at-all",
+        "tok\u00e9n-latin-1-but-not-ascii",
+        # outside Latin-1: once a 500, the typed token was put in a header to check it
+        "tok\u20acn-outside-latin-1",
+        f"{WRITE}\u20ac",
+    ],
+    ids=["unknown", "latin-1", "euro-sign", "valid-token-and-euro-sign"],
+)
+async def test_a_bad_token_is_refused_and_sets_nothing(client: httpx.AsyncClient, token: str) -> None:
+    response = await client.post("/ui/login", data={"token": token})
     assert response.status_code == 401
     assert "set-cookie" not in response.headers
     assert "That token is not valid." in response.text

@@ -170,6 +170,11 @@ async def test_spoke_actions_are_queued_as_commands(
         ("approve", "42", "qcdr-api-token", "via console by qcdr-api-token: seen it")
     ]
     assert (await post(ui, "/ui/clusters/nowhere/actions/42/approve", csrf)).status_code == 404
+    # the whole name and id must match ("$" in a re.match pattern also matches before a final "\n")
+    for path in ("/ui/clusters/eu-1%0A/actions/42/approve", "/ui/clusters/eu-1/actions/42%0A/approve"):
+        assert (await post(ui, path, csrf, reason="x")).status_code == 404, path
+    async with hub_app.state.sessions() as session:
+        assert len((await session.scalars(select(CommandRow))).all()) == 1  # nothing more queued
     assert (await post(ui, "/ui/clusters/eu-1/actions/42/undo", csrf)).status_code == 404
 
 

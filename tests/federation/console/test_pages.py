@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from tests.federation.conftest import READ
@@ -203,6 +204,19 @@ async def test_policies_yaml_diff_and_transitions(client: httpx.AsyncClient, fak
     assert (await post(client, "/ui/policies/99/approve", csrf)).status_code == 409
 
 
+@pytest.mark.parametrize("param", ["version", "from", "to"])
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "x", "-1", "1234567890"])
+async def test_a_policy_version_that_is_not_a_number_is_400(
+    client: httpx.AsyncClient, fake: FakeData, param: str, value: str
+) -> None:
+    # "\u00b2" (superscript two) once was a 500: str.isdigit() is true for it, int() refuses it
+    fake.policies = [samples.policy(7)]
+    await sign_in(client)
+    response = await client.get("/ui/policies/7", params={param: value})
+    assert response.status_code == 400
+    assert f"{param} must be a number" in response.text
+
+
 async def test_actions_pending_and_leases(client: httpx.AsyncClient, fake: FakeData) -> None:
     fake.actions = [
         samples.action(11),
@@ -231,6 +245,10 @@ async def test_actions_pending_and_leases(client: httpx.AsyncClient, fake: FakeD
     assert (await post(client, "/ui/actions/12/renew", csrf, lease="2h")).status_code == 303
     assert fake.writes[-1] == ("response", "/v1/actions/12/renew", {"lease": "2h"})
     assert (await post(client, "/ui/actions/12/renew", csrf, lease="soon")).status_code == 400
+    # ASCII digits only: "\\d" also matched "\u0662" (Arabic-Indic two), passed on to the API
+    assert (await post(client, "/ui/actions/12/renew", csrf, lease="\u0662h")).status_code == 400
+    # the confirmation names an action id only when the whole id is one ("$" matched before a "\n")
+    assert "approved." not in (await client.get("/ui/actions", params={"done": "approve", "id": "11\n"})).text
     assert (await post(client, "/ui/actions/12/undo", csrf)).status_code == 303
     assert fake.writes[-1] == ("response", "/v1/actions/12/undo", {"note": "via console by qcdr-api-token"})
     assert (await post(client, "/ui/actions/12/explode", csrf)).status_code == 404

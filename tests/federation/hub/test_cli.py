@@ -75,6 +75,8 @@ def test_declare_list_and_bootstrap_token(env: str) -> None:
         ["clusters", "declare", "eu-1", "--label", "-bad=x"],
         ["bootstrap-token", "create", "eu-1", "--ttl", "forever"],
         ["bootstrap-token", "create", "eu-1", "--ttl", "0"],
+        ["bootstrap-token", "create", "eu-1", "--ttl", "31d"],  # the API's limit: 30 days
+        ["bootstrap-token", "create", "eu-1", "--ttl", "999999999d"],  # was an OverflowError traceback
         ["bootstrap-token", "create", "Bad_Name"],  # was a cluster row no spoke can register as
     ],
 )
@@ -82,6 +84,16 @@ def test_bad_arguments_exit_2(env: str, args: list[str]) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert fetch(env, "SELECT name FROM federation_clusters") == []
+
+
+def test_a_ttl_is_capped_like_the_api(env: str) -> None:
+    refused = CliRunner().invoke(cli, ["bootstrap-token", "create", "eu-1", "--ttl", "2592001"])
+    assert refused.exit_code == 2
+    assert "--ttl: at most 30d" in refused.stderr
+    accepted = CliRunner().invoke(cli, ["bootstrap-token", "create", "eu-1", "--ttl", "30d"])
+    assert accepted.exit_code == 0, accepted.output
+    [row] = fetch(env, "SELECT expires_at - created_at AS ttl FROM federation_bootstrap_tokens")
+    assert row["ttl"].total_seconds() == 30 * 86_400
 
 
 @pytest.mark.parametrize(

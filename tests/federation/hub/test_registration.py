@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from qcdr_common.contracts.federation.v1 import ClusterHeartbeat
 from qcdr_common.testing.logs import capture_logs
 from qcdr_common.testing.wait import until_a_session_waits_for_a_lock
@@ -18,6 +19,7 @@ from qcdr_federation.hub.clusters.models import BootstrapTokenRow, ClusterRow, C
 from qcdr_federation.hub.clusters.service import declare_cluster as declare_cluster_service
 from qcdr_federation.hub.clusters.service import register_bootstrap_digest
 from qcdr_federation.hub.spoke_auth import sha256
+from qcdr_federation.settings import FederationSettings
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -426,10 +428,19 @@ async def test_a_bootstrap_token_for_an_undeclared_cluster_makes_its_row(
     view = (await hub_client.get("/v1/clusters/new-one", headers=READ_HEADERS)).json()
     assert view["health"] == "pending"
     assert view["labels"] == {}
-    bad = await hub_client.post(
-        "/v1/clusters/new-one/bootstrap-tokens", json={"ttl_s": 0}, headers=WRITE_HEADERS
-    )
-    assert bad.status_code == 422
+    for ttl_s in (0, 30 * 86_400 + 1):
+        bad = await hub_client.post(
+            "/v1/clusters/new-one/bootstrap-tokens", json={"ttl_s": ttl_s}, headers=WRITE_HEADERS
+        )
+        assert bad.status_code == 422
+
+
+def test_the_configured_default_ttl_is_capped_like_the_api() -> None:
+    # the default for a request without ttl_s: beyond the cap it was every such request's 500
+    # (an expiry past the year 9999), now the service does not start with it
+    assert FederationSettings(_env_file=None, bootstrap_token_ttl_s=30 * 86_400).bootstrap_token_ttl_s
+    with pytest.raises(ValidationError, match="bootstrap_token_ttl_s"):
+        FederationSettings(_env_file=None, bootstrap_token_ttl_s=1e12)
 
 
 async def test_bootstrap_digests_from_the_controller(hub_client: httpx.AsyncClient, hub_app: Any) -> None:

@@ -173,6 +173,14 @@ def _bad_patch(body: dict[str, Any]) -> None:
             "takes no values",
         ),
         (_bad(lambda b: b.update(name="Not A Name")), "validation_error", ["body", "name"], "pattern"),
+        (
+            # once accepted: "$" in a re.match pattern also matches before a final newline, and
+            # every spoke's API server then refused the rendered object
+            _bad(lambda b: b["template"]["metadata"].update(name="block-ptrace\n")),
+            "invalid_policy",
+            ["body", "template", "metadata", "name"],
+            "DNS-1123 subdomain",
+        ),
         (_bad(lambda b: b.update(surprise=1)), "validation_error", ["body", "surprise"], "Extra inputs"),
     ],
 )

@@ -163,6 +163,10 @@ def test_placed_clusters_drops_disabled_overrides() -> None:
         (sel(match_labels={"Example.COM/env": "x"}), "match_labels.Example.COM/env", "prefix"),
         (sel(match_labels={"env": "not ok"}), "match_labels.env", "label value"),
         (sel(match_expressions=[expr("env", "In", "-bad-")]), "match_expressions.0.values.0", "label value"),
+        # a final newline once passed: "$" in a re.match pattern also matches before it
+        (sel(match_labels={"env\n": "x"}), "match_labels.env\n", "label key"),
+        (sel(match_labels={"example.com\n/env": "x"}), "match_labels.example.com\n/env", "prefix"),
+        (sel(match_labels={"env": "prod\n"}), "match_labels.env", "label value"),
     ],
 )
 def test_selector_issues(selector: LabelSelector, where: str, fragment: str) -> None:
@@ -184,13 +188,14 @@ def test_duplicate_overrides_and_bad_names_are_issues() -> None:
     spec = FederatedPolicySpec.model_validate(
         {
             "template": {},
-            "placement": {"clusters": ["eu-1", "Not_A_Name"], "excluded_clusters": ["x" * 64]},
+            "placement": {"clusters": ["eu-1", "Not_A_Name", "eu-2\n"], "excluded_clusters": ["x" * 64]},
             "overrides": [{"cluster_name": "eu-1"}, {"cluster_name": "eu-1", "disabled": True}],
         }
     )
     messages = {".".join(map(str, i.loc)): i.msg for i in placement_issues(spec)}
     assert set(messages) == {
         "placement.clusters.1",
+        "placement.clusters.2",  # a final newline once passed
         "placement.excluded_clusters.0",
         "overrides.1.cluster_name",
     }

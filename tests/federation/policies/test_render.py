@@ -235,6 +235,8 @@ def _where(issues: list[Any]) -> dict[str, str]:
         ),
         (lambda t: t["metadata"].update(name="Bad_Name"), "template.metadata.name", "DNS-1123 subdomain"),
         (lambda t: t["metadata"].pop("name"), "template.metadata.name", "DNS-1123 subdomain"),
+        # "$" in a re.match pattern also matches before a final newline: the name must match whole
+        (lambda t: t["metadata"].update(name="block\n"), "template.metadata.name", "DNS-1123 subdomain"),
         (
             lambda t: t["metadata"].update(namespace="default"),
             "template.metadata.namespace",
@@ -261,8 +263,9 @@ def test_namespaced_kinds_need_a_namespace() -> None:
     del template["metadata"]["namespace"]
     assert "namespaced" in _where(manifest_issues(template))["template.metadata.namespace"]
     assert manifest_issues(CNP) == []
-    template["metadata"]["namespace"] = "Not-A-Label"
-    assert "DNS-1123 label" in _where(manifest_issues(template))["template.metadata.namespace"]
+    for namespace in ("Not-A-Label", "shop\n"):  # a final newline once passed: the check must match whole
+        template["metadata"]["namespace"] = namespace
+        assert "DNS-1123 label" in _where(manifest_issues(template))["template.metadata.namespace"]
 
 
 def test_patch_failures_name_the_cluster_when_it_exists() -> None:

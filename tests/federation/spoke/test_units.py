@@ -422,11 +422,12 @@ def test_baseline_uploads_are_split_by_size_and_unshareable_ones_settled(
         ("sha256:" + "2" * 64, 2, now, {"blob": "x" * 1000}),
         ("sha256:" + "3" * 64, 3, None, {"blob": "x" * 1000}),
         ("sha256:" + "4" * 64, 4, now, ["not", "an", "object"]),
+        ("sha256:" + "5" * 64 + "\n", 5, now, {"blob": "z"}),  # the whole key must match, "\n" too
     ]
     chunks = list(sync._chunks(rows))
     assert [[b.profile_key[7:8] for b in chunk] for chunk, _ in chunks] == [["1", "2"], ["3"]]
     assert [[k[:8] for k, _ in keys] for _, keys in chunks] == [
         ["sha256:1", "not-a-di", "sha256:2"],
-        ["sha256:3", "sha256:4"],
+        ["sha256:3", "sha256:4", "sha256:5"],
     ]
     assert {b.source_cluster for chunk, _ in chunks for b in chunk} == {"spoke-a"}

@@ -33,6 +33,6 @@ ADMISSION_SECONDS = Histogram(
 DECISIONS_WRITTEN = Counter("qcdr_admission_decisions_written", "Decisions stored in Postgres.")
 DECISIONS_DROPPED = Counter(
     "qcdr_admission_decisions_dropped",
-    "Decisions not stored: the in-memory queue was full or the write failed for good.",
+    "Decisions not stored: the in-memory queue was full, the write failed for good or a value was refused.",
     ["why"],
 )

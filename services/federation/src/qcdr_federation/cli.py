@@ -15,7 +15,7 @@ from qcdr_common.service_cli import make_service_cli
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_federation.db import upgrade
-from qcdr_federation.settings import get_settings
+from qcdr_federation.settings import MAX_BOOTSTRAP_TOKEN_TTL_S, get_settings
 
 T = TypeVar("T")
 
@@ -157,8 +157,11 @@ def _cluster_name(name: str) -> str:
 def parse_ttl(value: str) -> float:
     match = _TTL.fullmatch(value.strip())
     if match is None or int(match[1]) == 0:
-        raise typer.BadParameter("a duration like 3600, 90s, 15m, 24h or 7d")
-    return float(int(match[1]) * _UNIT_S[match[2]])
+        raise typer.BadParameter("a duration like 3600, 90s, 15m, 24h or 7d", param_hint="--ttl")
+    seconds = int(match[1]) * _UNIT_S[match[2]]
+    if seconds > MAX_BOOTSTRAP_TOKEN_TTL_S:  # like the API; far beyond, the expiry is past year 9999
+        raise typer.BadParameter(f"at most {MAX_BOOTSTRAP_TOKEN_TTL_S // 86_400}d", param_hint="--ttl")
+    return float(seconds)
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ One service, three roles: ``standalone`` (the default: the API answers, nothing 
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +16,20 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN, FederationRole
 from qcdr_common.settings import CommonSettings
+
+
+def admission_tls(ca_file: Path) -> ssl.SSLContext:
+    """A client context that trusts ``ca_file``; ValueError naming the file when it cannot."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError:  # an OSError too: first
+        raise ValueError(f"{ca_file}: no PEM certificate in it") from None
+    except OSError as exc:
+        raise ValueError(f"{ca_file}: {exc.strerror or exc}") from None
+
+
+# the longest a bootstrap token lives: the API, the CLI and the configured default alike
+MAX_BOOTSTRAP_TOKEN_TTL_S = 30 * 86_400
 
 
 class FederationSettings(CommonSettings):
@@ -72,6 +87,7 @@ class FederationSettings(CommonSettings):
     bootstrap_token_ttl_s: float = Field(
         default=86_400.0,
         gt=0,
+        le=MAX_BOOTSTRAP_TOKEN_TTL_S,
         validation_alias="QCDR_FEDERATION_BOOTSTRAP_TOKEN_TTL_S",
     )
     credential_cache_s: float = Field(
@@ -301,6 +317,12 @@ class FederationSettings(CommonSettings):
     console_admission_url: str = Field(
         default="http://admission:8000", validation_alias="QCDR_CONSOLE_ADMISSION_URL"
     )
+    console_admission_ca_file: Path | None = Field(
+        default=None,
+        validation_alias="QCDR_CONSOLE_ADMISSION_CA_FILE",
+        description="PEM CA the console trusts for an https:// QCDR_CONSOLE_ADMISSION_URL (admission "
+        "serves HTTPS only once registered as a webhook: k8s/admission mounts the webhook's CA here).",
+    )
     console_http_timeout_s: float = Field(
         default=5.0,
         gt=0,
@@ -316,6 +338,13 @@ class FederationSettings(CommonSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("console_admission_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            admission_tls(value)  # unreadable or not PEM: one line at start-up, not a failing page
+        return value
 
     def console_token(self) -> SecretStr | None:
         """The console's service token: the variable, else the file's first line."""

@@ -7,7 +7,8 @@ Trade-off, on purpose: the request never waits for Postgres, so a crash (or kill
 decisions of the last ``flush_s`` (0.25 s by default; at most 1 s allowed). When Postgres is
 away, batches are retried a few times and then dropped (counted in
 ``qcdr_admission_decisions_dropped_total``), and beyond ``max_pending`` decisions waiting in memory
-new ones are dropped and counted rather than growing without bound.
+new ones are dropped and counted rather than growing without bound. A value PostgreSQL refuses
+(SQLSTATE class 22) costs only its own decision: the batch is split until the row is found.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +73,55 @@ def images_of(pod_spec: Mapping[str, Any] | None) -> list[str]:
     return list(seen)
 
 
+_NUL = "\x00"
+_REPLACEMENT = "\ufffd"
+
+
+def _has_nul(p: PendingDecision) -> bool:
+    return (
+        any(_NUL in s for s in (p.uid, p.operation, p.kind, p.user))
+        or any(s is not None and _NUL in s for s in (p.namespace, p.name, p.skipped))
+        or any(_NUL in image for image in p.images)
+        or any(_NUL in r.source or _NUL in r.check or _NUL in r.message for r in p.results)
+    )
+
+
+def storable(p: PendingDecision) -> PendingDecision:
+    """``p`` with every NUL character replaced by U+FFFD.
+
+    JSON allows ``"\\u0000"`` in any string of a review (the username, a name, an image, and so
+    a violation's message), PostgreSQL refuses NUL in ``text`` and ``jsonb``: one such review
+    would fail the COPY of its whole batch. The row and the published event show the same text.
+    """
+    if not _has_nul(p):
+        return p
+
+    def clean(value: str) -> str:
+        return value.replace(_NUL, _REPLACEMENT)
+
+    return replace(
+        p,
+        uid=clean(p.uid),
+        operation=clean(p.operation),
+        kind=clean(p.kind),
+        namespace=None if p.namespace is None else clean(p.namespace),
+        name=None if p.name is None else clean(p.name),
+        user=clean(p.user),
+        skipped=None if p.skipped is None else clean(p.skipped),
+        results=[
+            replace(r, source=clean(r.source), check=clean(r.check), message=clean(r.message))
+            for r in p.results
+        ],
+        images=[clean(image) for image in p.images],
+    )
+
+
+def _data_error(exc: BaseException) -> str | None:
+    """The SQLSTATE when ``exc`` is PostgreSQL refusing a value (class 22, data exception)."""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) and state.startswith("22") else None
+
+
 _DECISION_COLUMNS = (
     "time",
     "uid",
@@ -103,7 +153,7 @@ def decision_records(
     decisions: list[tuple[Any, ...]] = []
     outbox: list[tuple[Any, ...]] = []
     emitted = datetime.now(UTC).isoformat()
-    for p in pending:
+    for p in map(storable, pending):
         at = datetime.fromtimestamp(p.at, UTC)
         violations = [
             {"source": r.source, "check": r.check, "message": r.message, "mode": str(r.mode)}
@@ -219,6 +269,8 @@ class DecisionLog:
                     )
                     await raw.copy_records_to_table(OUTBOX.name, records=outbox, columns=_OUTBOX_COLUMNS)
             except Exception as exc:  # Postgres away: retry, then drop (counted), never block requests
+                if (state := _data_error(exc)) is not None:
+                    return await self._isolate(chunk, state)
                 log.warning("decision write failed", attempt=attempt, count=len(chunk), error=repr(exc))
                 if attempt < self.attempts:
                     await asyncio.sleep(0.5 * attempt)
@@ -229,6 +281,16 @@ class DecisionLog:
             return len(chunk)
         DECISIONS_DROPPED.labels(why="write_failed").inc(len(chunk))
         return 0
+
+    async def _isolate(self, chunk: list[PendingDecision], sqlstate: str) -> int:
+        """A value in ``chunk`` was refused, which no retry changes: write each half on its own,
+        down to the one decision that cannot be stored, which is dropped (logged, counted)."""
+        if len(chunk) == 1:
+            log.warning("decision not storable", uid=chunk[0].uid, sqlstate=sqlstate)
+            DECISIONS_DROPPED.labels(why="unstorable").inc()
+            return 0
+        half = len(chunk) // 2
+        return await self._write(chunk[:half]) + await self._write(chunk[half:])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every ``flush_s`` (sooner when a batch fills) until ``stop``; then a last flush."""

@@ -7,6 +7,7 @@ The reason names the status or the transport error, never the service token.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import httpx
 from qcdr_common.logging import get_logger
 
-from qcdr_federation.settings import FederationSettings
+from qcdr_federation.settings import FederationSettings, admission_tls
 
 log = get_logger("qcdr.federation.console.backends")
 
@@ -68,12 +69,15 @@ class Backends:
             "admission": settings.console_admission_url,
         }
         transports = transports or {}
+        ca_file = settings.console_admission_ca_file
+        verify: ssl.SSLContext | bool = admission_tls(ca_file) if ca_file is not None else True
         self._clients: dict[Service, httpx.AsyncClient] = {
             name: httpx.AsyncClient(
                 base_url=urls[name],
                 headers=headers,
                 timeout=httpx.Timeout(settings.console_http_timeout_s),
                 transport=transports.get(name),
+                verify=verify if name == "admission" else True,
             )
             for name in SERVICES
         }

@@ -46,7 +46,7 @@ UPLOAD_BATCH = 500  # BaselineUpload's limit
 UPLOAD_BYTES = 4 * 1024 * 1024  # well under the hub's body limit (QCDR_FEDERATION_FORWARD_MAX_BYTES)
 FETCH_LIMIT = 200
 SOURCE = "federation"
-_PROFILE_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PROFILE_KEY = re.compile(r"sha256:[0-9a-f]{64}")
 
 # analysis's view, read only (analysis owns it); columns as analysis publishes them
 shared_profiles = table(
@@ -158,7 +158,7 @@ class BaselineSync:
         size = 0
         for key, generation, ready_at, data in rows:
             keys.append((key, generation))
-            if not _PROFILE_KEY.match(key) or not isinstance(data, dict) or generation < 0:
+            if not _PROFILE_KEY.fullmatch(key) or not isinstance(data, dict) or generation < 0:
                 if key not in self._skipped:
                     self._skipped.add(key)
                     log.warning("federation_baseline_not_shareable", profile_key=key[:100])

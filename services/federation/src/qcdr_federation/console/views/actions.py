@@ -33,9 +33,9 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 LIST_LIMIT = 1000
 MAX_REASON = 1500
-_LEASE = re.compile(r"^\d{1,9}[smhd]?$")
-_ACTION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
-_CLUSTER = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LEASE = re.compile(r"[0-9]{1,9}[smhd]?")
+_ACTION_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+_CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 LOCAL_VERBS = ("approve", "reject", "renew", "undo")
 SPOKE_VERBS = (CommandKind.APPROVE, CommandKind.REJECT)
 DONE = {
@@ -87,7 +87,7 @@ async def actions(request: Request, session: SessionDep, state: StateDep) -> Res
     spokes = await _spoke_actions(state, request) if state.role is FederationRole.HUB else []
     done = request.query_params.get("done", "")
     done_id = request.query_params.get("id", "")
-    message = f"Action {done_id} {DONE[done]}." if done in DONE and _ACTION_ID.match(done_id) else None
+    message = f"Action {done_id} {DONE[done]}." if done in DONE and _ACTION_ID.fullmatch(done_id) else None
     return render(
         request,
         "actions.html",
@@ -120,7 +120,7 @@ async def local_action(
     body: dict[str, Any]
     if verb == "renew":
         lease = form.get("lease", "").strip()
-        if lease and not _LEASE.match(lease):
+        if lease and not _LEASE.fullmatch(lease):
             raise ConsoleRefusedError(400, "the lease must be seconds or like 90s, 15m, 2h, 1d")
         body = {"lease": lease} if lease else {}
     else:
@@ -183,7 +183,7 @@ async def spoke_action(
     require_write(session)
     if state.role is not FederationRole.HUB:
         raise ConsoleRefusedError(404, "this cluster is not a federation hub")
-    if not _CLUSTER.match(cluster) or not _ACTION_ID.match(action_id):
+    if not _CLUSTER.fullmatch(cluster) or not _ACTION_ID.fullmatch(action_id):
         raise ConsoleRefusedError(404, "no such cluster or action")
     kinds = {k.value: k for k in SPOKE_VERBS}
     if verb not in kinds:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from qcdr_common.api.auth import TokenStore
+from qcdr_common.api.auth import TokenStore, unauthorized
 from qcdr_common.api.errors import ApiError
 from starlette.datastructures import Headers
 
@@ -39,6 +39,9 @@ async def login(request: Request, state: StateDep) -> Response:
     store: TokenStore = request.app.state.api_tokens
     client = request.client.host if request.client else None
     try:
+        if not token.isascii():
+            # a token is ASCII; a header value is Latin-1 only, so "€" would end in a 500
+            raise unauthorized("malformed_token", "the token is not a valid token")
         principal = store.authenticate(Headers({"authorization": f"Bearer {token}"}))
     except ApiError as exc:
         # the token is never logged, only why it was refused

@@ -35,7 +35,8 @@ MAX_REASON = 400
 def _int(value: str, what: str) -> int | None:
     if not value:
         return None
-    if not value.isdigit() or len(value) > 9:
+    # ASCII digits only: str.isdigit() is also true for "²", which int() refuses
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ConsoleRefusedError(400, f"{what} must be a number")
     return int(value)
 

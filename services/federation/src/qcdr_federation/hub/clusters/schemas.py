@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN, ClusterHealth, PendingAction
 
 from qcdr_federation.hub.policies.schemas import PolicyCell
+from qcdr_federation.settings import MAX_BOOTSTRAP_TOKEN_TTL_S
 
 # Kubernetes label syntax: placement selectors match these labels the way a label selector does
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
@@ -92,7 +93,10 @@ class BootstrapTokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ttl_s: float | None = Field(
-        default=None, gt=0, le=30 * 86_400, description="Lifetime in seconds (default from settings)."
+        default=None,
+        gt=0,
+        le=MAX_BOOTSTRAP_TOKEN_TTL_S,
+        description="Lifetime in seconds (default from settings).",
     )
 
 

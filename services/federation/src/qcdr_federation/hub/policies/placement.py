@@ -33,9 +33,9 @@ from qcdr_common.contracts.federation.v1 import (
 from qcdr_federation.hub.policies.issues import Issue
 
 # label syntax as the API server checks it (the hub's labels become Kubernetes-style selectors)
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
 def requirement_matches(requirement: LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
@@ -91,9 +91,9 @@ def _label_key_issues(key: str, loc: tuple[str | int, ...]) -> list[Issue]:
     prefix, slash, name = key.rpartition("/")
     if not slash:
         name = key
-    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return [Issue(loc, f"label key {key!r}: the prefix must be a DNS-1123 subdomain")]
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         return [
             Issue(
                 loc,
@@ -105,7 +105,7 @@ def _label_key_issues(key: str, loc: tuple[str | int, ...]) -> list[Issue]:
 
 
 def _label_value_issues(value: str, loc: tuple[str | int, ...]) -> list[Issue]:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
+    if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
         return [
             Issue(
                 loc,
@@ -169,5 +169,5 @@ def _name_issues(names: Iterable[str], loc: tuple[str | int, ...]) -> list[Issue
     return [
         Issue((*loc, i), f"{name!r} is not a cluster name (a DNS-1123 label)")
         for i, name in enumerate(names)
-        if not _CLUSTER_NAME.match(name)
+        if not _CLUSTER_NAME.fullmatch(name)
     ]

@@ -53,8 +53,8 @@ API_VERSIONS: Mapping[str, str] = {
 _NAMESPACED = frozenset(k.value for k in NAMESPACED_KINDS)
 _TOP_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec"})
 _META_KEYS = frozenset({"name", "namespace", "labels", "annotations"})
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 Loc = tuple[str | int, ...]
 
@@ -142,7 +142,7 @@ def _metadata_issues(meta: Any, loc: Loc, kind: str | None) -> list[Issue]:
         if key not in _META_KEYS
     ]
     name = meta.get("name")
-    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
         issues.append(
             Issue(
                 (*loc, "name"),
@@ -156,7 +156,7 @@ def _metadata_issues(meta: Any, loc: Loc, kind: str | None) -> list[Issue]:
         elif kind not in _NAMESPACED and namespace is not None:
             issues.append(Issue((*loc, "namespace"), f"{kind} is cluster-scoped: remove metadata.namespace"))
     if namespace is not None and (
-        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS1123_LABEL.match(namespace)
+        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace)
     ):
         issues.append(Issue((*loc, "namespace"), f"{namespace!r} is not a DNS-1123 label"))
     for field in ("labels", "annotations"):
