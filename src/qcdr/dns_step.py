@@ -104,8 +104,12 @@ async def run_resolve_deny(
     state_path = options.state_dir / STATE_FILE
     if state_path.exists():
         try:
-            deny.restore(orjson.loads(state_path.read_bytes()))
+            saved = orjson.loads(state_path.read_bytes())
         except orjson.JSONDecodeError:
+            saved = None
+        if isinstance(saved, dict):  # valid JSON of another shape ([], 1) is as unreadable
+            deny.restore(saved)
+        else:
             warnings.append(f"{state_path}: unreadable, started afresh")
     indicators = build(domain_feeds)
     iocs = sorted({d.strip().rstrip(".").lower() for d in ioc_domains if d.strip()})

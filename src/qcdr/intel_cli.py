@@ -22,10 +22,9 @@ intel_app = typer.Typer(name="intel", help="Threat-intel indicators and IP reput
 
 def _load(state_dir: Path, feeds: Path | None, refresh: bool, never_block: list[str]) -> IndicatorSet:
     # the feed machinery is imported by the command that needs it, not by every `qcdr` start
-    from qcdr_ingest.intel.indicators import IndicatorSet
     from qcdr_ingest.intel.netsets import NeverBlock
 
-    from qcdr.intel_step import INDICATORS_FILE, IntelError, IntelOptions, run_threat_intel
+    from qcdr.intel_step import INDICATORS_FILE, IntelError, IntelOptions, load_indicators, run_threat_intel
 
     saved = state_dir / "intel" / INDICATORS_FILE
     if refresh or not saved.exists():
@@ -39,7 +38,7 @@ def _load(state_dir: Path, feeds: Path | None, refresh: bool, never_block: list[
                 "cannot tell whether the address is listed"
             )
         return result.indicators
-    return IndicatorSet.from_json(saved.read_bytes(), NeverBlock.build(never_block))
+    return load_indicators(saved, NeverBlock.build(never_block))
 
 
 def lookup_document(ip: str, indicators: IndicatorSet, reputation: Any) -> dict[str, Any]:

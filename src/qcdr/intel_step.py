@@ -35,6 +35,17 @@ class IntelError(RuntimeError):
     """Threat intel or reputation could not run (bad feeds file, bad API key): one line for the user."""
 
 
+def load_indicators(saved: Path, never_block: NeverBlock) -> IndicatorSet:
+    """The indicator set saved in the state dir, or an empty one; a damaged file is an IntelError
+    (one line, not a traceback), like a damaged watermark: its provenance is not silently dropped."""
+    if not saved.exists():
+        return IndicatorSet(never_block)
+    try:
+        return IndicatorSet.from_json(saved.read_bytes(), never_block)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntelError(f"{saved} is not a qcdr indicator set ({exc}); remove it to start over") from exc
+
+
 @dataclass(frozen=True)
 class IntelOptions:
     state_dir: Path
@@ -111,7 +122,13 @@ class IntelResult:
             "feeds": [f.as_dict() for f in self.feeds],
             "known_bad_ips": self.known_bad_ips,
             "input": {"ips": bl.input_ips, "cidrs": bl.input_cidrs},
-            "output": {"cidrs": len(bl.cidrs), "groups": self.groups, "addresses": bl.addresses},
+            "output": {
+                "cidrs": len(bl.cidrs),
+                "groups": self.groups,
+                # IPv6 counts pass any JSON integer (one /64 is 2**64): orjson refused the report,
+                # so they are a decimal string; IPv4 counts stay numbers
+                "addresses": {"ipv4": bl.addresses - bl.ipv6_addresses, "ipv6": str(bl.ipv6_addresses)},
+            },
             "excluded_never_block": bl.excluded_never_block,
             "dropped_by_size_limit": {
                 "indicators": bl.dropped_indicators,
@@ -154,11 +171,7 @@ async def run_threat_intel(options: IntelOptions, now: datetime) -> IntelResult:
     intel_dir = options.state_dir / "intel"
     never_block = NeverBlock.build(options.never_block)
     saved = intel_dir / INDICATORS_FILE
-    indicators = (
-        IndicatorSet.from_json(saved.read_bytes(), never_block)
-        if saved.exists()
-        else IndicatorSet(never_block)
-    )
+    indicators = load_indicators(saved, never_block)
     async with FeedFetcher(FileFeedStateStore(intel_dir)) as fetcher:
         results = await fetcher.fetch_all(specs)
 

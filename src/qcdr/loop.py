@@ -19,6 +19,7 @@ from qcdr.intel_step import IntelError
 from qcdr.pipeline import RunOptions, RunReport, run_cycle
 from qcdr.report import print_report
 from qcdr.sources import FindingsSource, SourceError
+from qcdr.state import StateError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -90,7 +91,7 @@ async def run_loop(
         started = time.perf_counter()
         try:
             report = await _one(options, source, json_out=json_out, applier=applier, err=err)
-        except (SourceError, ApplyError, IntelError, OSError) as exc:
+        except (SourceError, ApplyError, IntelError, StateError, OSError) as exc:
             err.print(f"qcdr: error: {exc}", highlight=False)
             code = EXIT_FAILURE
             report = None

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import SecurityEvent
 
 WATERMARK = "watermark.json"
@@ -60,9 +61,14 @@ class StateDir:
                 continue
             try:
                 events.append(SecurityEvent.model_validate_json(line))
-            except ValueError as exc:
+            except ValidationError as exc:
+                # pydantic's text spans several lines; the first error is what the one line says
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "line"
+                more = f" and {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
                 raise StateError(
-                    f"{file}:{lineno} is not a stored event ({exc}); remove the file to start over"
+                    f"{file}:{lineno} is not a stored event ({where}: {first['msg']}{more}); "
+                    "remove the file to start over"
                 ) from exc
         return events
 

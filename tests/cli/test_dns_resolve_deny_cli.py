@@ -130,11 +130,30 @@ def test_listed_names_become_a_valid_deny_that_outlives_a_failed_lookup(
     assert "Loaded 4 domains from bad-domains" in human.output
 
 
+@pytest.mark.parametrize("content", [b'{"203.0.113.10": {"expi', b"[]", b"null"])
+def test_a_damaged_address_cache_is_started_afresh(
+    zone: tuple[int, Zone], files: dict[str, Path], content: bytes
+) -> None:
+    """The addresses are resolved again, so a damaged cache costs nothing but a warning; valid JSON
+    of another shape ([] or null) crashed the run with an AttributeError."""
+    port, _ = zone
+    cache = files["state"] / "dns" / "resolve-deny.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(content)
+    result = runner.invoke(app, [*_args(files, port), "--json"], env={"ABUSEIPDB_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)["dns_resolve_deny"]
+    assert f"{cache}: unreadable, started afresh" in report["warnings"]
+    assert report["addresses"] == 3
+    assert sorted(orjson.loads(cache.read_bytes())) == ["2001:db8::10", "2001:db8::66", "203.0.113.10"]
+
+
 @pytest.mark.parametrize(
     ("extra", "drop", "message"),
     [
         (["--dns-resolver", "dns.example"], None, "not an IP address"),
         (["--dns-resolver", "127.0.0.1:99999"], None, "the port must be 1-65535"),
+        (["--dns-resolver", "127.0.0.1:\xb2"], None, "the port must be 1-65535"),  # '²'.isdigit()
     ],
 )
 def test_usage_errors(files: dict[str, Path], extra: list[str], drop: str | None, message: str) -> None:

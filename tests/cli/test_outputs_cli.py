@@ -105,3 +105,25 @@ def test_seed_environment_variables_add_sinks(tmp_path: Path) -> None:
         assert name in listed.stdout
     assert "secret-part" not in listed.output
     assert "0123456789abcdef0123456789abcdef" not in listed.output
+
+
+def test_an_unloadable_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
+    """The CA bundle is loaded with the configuration: a missing or non-PEM file used to pass and
+    then raise from the sink's constructor (a traceback from `list`, `test` and the service start)."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("splunk.example\n")
+    cases = [
+        (
+            {"type": "splunk_hec", "url": "https://splunk.example:8088", "token": "t"},
+            tmp_path / "missing.pem",
+        ),
+        ({"type": "elasticsearch", "url": "https://es.example:9200"}, not_pem),
+    ]
+    for entry, ca_file in cases:
+        config = write(tmp_path, [{**entry, "ca_file": str(ca_file)}])
+        for command in (["list"], ["test", str(entry["type"]).replace("_", "-")]):
+            bad = runner.invoke(app, ["outputs", *command, "--config", str(config)])
+            assert bad.exit_code == 2, bad.output
+            assert bad.exception is None or isinstance(bad.exception, SystemExit), bad.exception
+            assert f"[0] ({entry['type']}): ca_file: Value error, cannot load {ca_file}" in bad.stderr
+            assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import os
 import re
 import signal
@@ -19,9 +21,13 @@ import pytest
 from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_common.testing.schemas import ManifestValidator
 from qcdr_ingest.qualys.demo_data import generate_findings
+from rich.console import Console
 from typer.testing import CliRunner
 
+from qcdr import loop
 from qcdr.cli import app
+from qcdr.pipeline import RunOptions
+from qcdr.sources import SourceResult
 
 runner = CliRunner()
 
@@ -233,6 +239,92 @@ def test_a_file_of_older_findings_is_processed_with_a_state_dir(tmp_path: Path) 
     # the next run reads today's file: last week's findings have aged out of the 24 h window
     second = orjson.loads(_run(*common, "--events-file", str(fresh))[1])
     assert second["events_in_window"] == second["normalized"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "message"),
+    [
+        ("watermark.json", b'{"fetched_un', [], "watermark.json is not a qcdr watermark"),
+        ("watermark.json", b"[]", [], "watermark.json is not a qcdr watermark"),
+        ("events.jsonl", b'{"id": "e1"}\n', [], "events.jsonl:1 is not a stored event"),
+        ("intel/indicators.json", b'{"form', ["--threat-intel"], "indicators.json is not a qcdr indicator"),
+        ("intel/indicators.json", b"[]", ["--threat-intel"], "indicators.json is not a qcdr indicator"),
+    ],
+)
+def test_a_damaged_state_file_is_a_one_line_failure(
+    tmp_path: Path, events_file: Path, name: str, content: bytes, extra: list[str], message: str
+) -> None:
+    """A truncated or hand-edited file in --state-dir fails the cycle like an unreachable gateway
+    (one line naming the file and the remedy, exit 1), not with a traceback."""
+    state = tmp_path / "state"
+    (state / name).parent.mkdir(parents=True)
+    (state / name).write_bytes(content)
+    args = ["--once", "--events-file", str(events_file), "--output", str(tmp_path / "p")]
+    code, _, err = _run(*args, "--state-dir", str(state), *extra, env={"ABUSEIPDB_API_KEY": ""})
+    assert code == 1, err
+    assert err.startswith("qcdr: error:")
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert "to start over" in err
+    assert not (tmp_path / "p").exists()
+
+
+async def test_the_controller_loop_outlives_a_damaged_state_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop reports the damaged file and tries again after the retry delay: once the operator
+    removed it, the next cycle succeeds. It used to end the controller with a traceback."""
+    monkeypatch.setattr(loop, "RETRY_AFTER_FAILURE", timedelta(seconds=0.01))
+    monkeypatch.delenv("ABUSEIPDB_API_KEY", raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    damaged = state / "events.jsonl"
+    damaged.write_bytes(b"{not an event}\n")
+    retried = asyncio.Event()
+
+    class Source:
+        calls = 0
+
+        async def fetch(self, start: datetime, end: datetime, *, progress: object = None) -> SourceResult:
+            self.calls += 1
+            if self.calls == 2:
+                damaged.unlink()  # the operator followed the advice between the cycles
+                retried.set()
+            return SourceResult(name="test", findings=[])
+
+    err, out = io.StringIO(), io.StringIO()
+    task = asyncio.create_task(
+        loop.run_loop(
+            RunOptions(output=tmp_path / "p", state_dir=state),
+            Source(),
+            once=False,
+            every=timedelta(hours=1),
+            json_out=True,
+            applier=None,
+            console=Console(file=out, markup=False),
+            err=Console(file=err, markup=False, soft_wrap=True),
+        )
+    )
+    waiter = asyncio.create_task(retried.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert task not in done, task.result()  # result() re-raises what ended the loop
+        assert waiter in done, "the loop did not try again"
+        for _ in range(300):  # the second cycle finishes: the watermark is its last write
+            if (state / "watermark.json").exists():
+                break
+            await asyncio.sleep(0.01)
+        assert (state / "watermark.json").exists()
+        lines = err.getvalue().strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("qcdr: error:")
+        assert "events.jsonl:1 is not a stored event" in lines[0]
+        assert not task.done()
+    finally:
+        for pending in (task, waiter):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
 
 
 def _free_port() -> int:

@@ -373,6 +373,21 @@ def test_no_readable_feed_is_an_error_not_an_empty_blocklist(
     assert any(out.glob("cdr-block-*.yaml"))  # the findings' policies are still written
 
 
+def test_the_json_report_counts_ipv6_addresses_as_text(tmp_path: Path, events_file: Path) -> None:
+    """One IPv6 /32 covers 2**96 addresses, past any JSON integer: orjson refused the report, so
+    --json (qcdr demo --json too, whose feeds list IPv6 ranges) ended in a traceback."""
+    listed = tmp_path / "nets.txt"
+    listed.write_text("45.9.148.0/24\n2a01:4f8::/32\n")  # global: documentation ranges are never blocked
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(yaml.safe_dump([{"name": "local", "url": listed.as_uri(), "category": "c2"}]))
+    args = ["run", "--once", "--events-file", str(events_file), "--output", str(tmp_path / "o")]
+    args += ["--state-dir", str(tmp_path / "s"), "--threat-intel", "--feeds", str(feeds), "--json"]
+    result = runner.invoke(app, args, env={"ABUSEIPDB_API_KEY": ""})
+    assert result.exit_code == 0, result.output
+    output = orjson.loads(result.stdout)["threat_intel"]["output"]
+    assert output["addresses"] == {"ipv4": 256, "ipv6": str(2**96)}
+
+
 def test_intel_lookup_prints_a_feed_category_as_text(tmp_path: Path) -> None:
     """A category is free text from the feeds file; '[/x]' in it was a Rich closing tag (MarkupError)."""
     listed = tmp_path / "ips.txt"
@@ -386,3 +401,24 @@ def test_intel_lookup_prints_a_feed_category_as_text(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "local (c2[/x]): first seen" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"format": "qcdr.intel',  # cut short
+        b"[]",  # valid JSON of another shape: was AttributeError
+        b'{"format": "qcdr.intel.indicators", "version": 1, "feeds": [{}]}',  # was KeyError
+    ],
+)
+def test_intel_lookup_of_a_damaged_indicator_file_is_a_one_line_error(tmp_path: Path, content: bytes) -> None:
+    """The saved indicator set is read before any feed is fetched; damaged, it is named with the
+    remedy in one line (exit 1), like a damaged watermark, not a traceback."""
+    saved = tmp_path / "s" / "intel" / "indicators.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes(content)
+    result = runner.invoke(app, ["intel", "lookup", "203.0.113.7", "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"qcdr: error: {saved} is not a qcdr indicator set (")
+    assert result.stderr.strip().endswith("remove it to start over")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -134,6 +134,7 @@ def test_cidr_set_except_must_be_inside() -> None:
         ([{"port": "70000"}], "outside 1-65535"),
         ([{"port": 443}], "must be a string"),
         ([{"port": "53", "protocol": "ICMP"}], "protocol"),
+        ([{"port": "\xb2", "endPort": 100}], "endPort must be an integer"),  # '²'.isdigit(): int() raised
         ([{"port": str(p)} for p in range(1000, 1041)], "at most 40"),
     ],
 )

@@ -194,6 +194,8 @@ def test_match_binaries_rules() -> None:
         ("uint64", "Equal", ["18446744073709551615"], True),
         ("sock", "DPort", ["70000"], False),
         ("sock", "DPort", ["1024:2048"], True),
+        ("sock", "DPort", ["\xb2"], False),  # '²'.isdigit() is true: int('²') raised
+        ("int", "Equal", ["\u0661\u0662"], False),  # Arabic-Indic digits: int() reads them, Go does not
         ("sock", "Protocol", ["IPPROTO_TCP", "17"], True),
         ("sock", "Family", ["AF_INET9"], False),
         ("sock", "DAddr", ["10.0.0.0/8", "::1"], True),
@@ -470,3 +472,13 @@ def test_upstream_examples_load(shared_path: Path, target: TetragonTarget) -> No
     assert set(excluded) == set(EXCLUDED[key])
     for name, fragment in EXCLUDED[key].items():
         assert fragment in excluded[name]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("4026531836", True), ("host_ns", True), ("\xb2", False), ("42x", False)]
+)
+def test_namespace_values_are_inode_numbers_in_ascii_digits(value: str, ok: bool) -> None:
+    """'²'.isdigit() is true: it passed as an inode number, which Tetragon cannot parse."""
+    selector = {"matchNamespaces": [{"namespace": "Pid", "operator": "In", "values": [value]}]}
+    found = errors(validate_tracing_policy(make_policy(selector=selector), DEFAULT))
+    assert any("namespace inode number" in i.message for i in found) is not ok, found

@@ -136,6 +136,11 @@ async def test_renew_extends_and_undo_by_hand(service: Service) -> None:
     renewed = await service.post(f"/v1/actions/{action_id}/renew", {"lease": "2h"})
     assert renewed.status_code == 200, renewed.text
     assert renewed.json()["lease_expires_at"] > done["lease_expires_at"]
+    # a number goes through the same check as text: a negative one was a silent no-op (200)
+    for lease in (-60, -60.0, 0, "-60s"):
+        refused = await service.post(f"/v1/actions/{action_id}/renew", {"lease": lease})
+        assert refused.status_code == 422, (lease, refused.text)
+        assert "duration" in refused.text  # the reason: must be positive, or not a duration
     too_long = await service.post(f"/v1/actions/{action_id}/renew", {"lease": "30d"})
     assert too_long.status_code == 409
     assert too_long.json()["reason"] == "illegal_transition"
@@ -188,6 +193,16 @@ async def test_reject_protected_and_invalid_requests(service: Service) -> None:
             "target": {"namespace": "payments", "pod": "p", "binary": "/x"},
             "lease": "x",
         },
+        # a lease as a JSON number is checked like the text form: -60 was stored (lease_seconds=-60)
+        # and the containment released right after it was applied; 0 silently took the default
+        *(
+            {
+                "action": "block_binary",
+                "target": {"namespace": "payments", "pod": "p", "binary": "/x"},
+                "lease": lease,
+            }
+            for lease in (-60, -60.0, 0, True)
+        ),
     ]
     for body in bad:
         r = await service.post("/v1/actions", body)

@@ -78,6 +78,20 @@ playbooks:
             "playbooks:\n  - name: x\n    match: {}\n    actions: [{action: block_binary, lease: soon}]\n",
             "lease",
         ),
+        # a number is checked like the text form: -60.0 (a float, so not checked) was a lease of -60 s
+        (
+            "playbooks:\n  - name: x\n    match: {}\n    actions: [{action: block_binary, lease: -60.0}]\n",
+            "a duration must be positive",
+        ),
+        (
+            "playbooks:\n  - name: x\n    match: {}\n    cooldown: -60.0\n"
+            "    actions: [{action: block_binary}]\n",
+            "a duration must be positive",
+        ),
+        (
+            "playbooks:\n  - name: x\n    match: {}\n    actions: [{action: block_binary, lease: true}]\n",
+            "not true or false",
+        ),
     ],
 )
 def test_bad_playbook_files_fail_at_start_up_with_the_file_and_the_reason(
@@ -148,7 +162,7 @@ def test_shipped_playbooks_load_only_with_a_cluster_unless_asked(tmp_path: Path)
 
 def test_durations() -> None:
     assert [parse_duration(v) for v in ("90", "90s", "15m", "2h", "1d", 30)] == [90, 90, 900, 7200, 86400, 30]
-    for bad in ("", "0s", "2 weeks", "-1h"):
+    for bad in ("", "0s", "2 weeks", "-1h", "\u0661\u0662m", -60, 0):  # ASCII digits only
         with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)
 

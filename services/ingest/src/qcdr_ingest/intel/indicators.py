@@ -129,6 +129,7 @@ class BlockList:
     input_ips: int = 0
     input_cidrs: int = 0
     addresses: int = 0  # covered by ``cidrs``
+    ipv6_addresses: int = 0  # of those, IPv6 (past any JSON integer for a /64 or wider)
     excluded_never_block: int = 0  # indicators wholly inside never-block ranges
     never_block_addresses: int = 0  # listed addresses left out because they are never-block
     uncapped_cidrs: int = 0  # CIDRs the whole set needs
@@ -315,6 +316,8 @@ class IndicatorSet:
             names = [self.names(m) for m in labels.masks]
             result.cidrs.extend(map(CidrEntry._make, zip(texts, names, labels.weights, strict=True)))
             result.addresses += address_count(f.kept)
+            if f.version == 6:
+                result.ipv6_addresses += address_count(f.kept)
             if f.capped:
                 gone = subtract(f.allowed, f.kept)
                 result.dropped_cidrs += len(ranges_to_cidrs(gone, f.bits))

@@ -34,16 +34,16 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from qcdr_common.config_files import ConfigFileError, load_yaml_file
 from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 _SEVERITY_ORDER = {s: i for i, s in enumerate(("info", "low", "medium", "high", "critical"))}
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION = re.compile(r"^([0-9]+)([smhd]?)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -63,6 +63,18 @@ def parse_duration(value: str | int) -> int:
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
+
+
+def _duration_text(value: object) -> object:
+    """Text (90s, 15m, 2h, 1d) becomes seconds; a number is left to the int validation."""
+    if isinstance(value, bool):  # the int validation would take true for 1 s
+        raise ValueError("a duration is seconds or 90s / 15m / 2h / 1d, not true or false")
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+# Seconds, given as a number or as text; positive however it was given (a JSON -60 or a YAML -60.0
+# skipped the check that only text went through).
+Duration = Annotated[int, BeforeValidator(_duration_text), AfterValidator(parse_duration)]
 
 
 class Match(BaseModel):
@@ -122,18 +134,9 @@ class Step(BaseModel):
     action: str = Field(pattern=r"^[a-z][a-z0-9_]{1,48}$")
     params: dict[str, Any] = Field(default_factory=dict)
     require_approval: bool = False
-    lease: int | None = Field(default=None, description="Seconds (or 90s/15m/2h/1d) for containment.")
+    lease: Duration | None = Field(default=None, description="Seconds (or 90s/15m/2h/1d) for containment.")
     continue_on_error: bool = False
     dry_run: bool = False
-
-    @field_validator("lease", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, str | int):
-            return parse_duration(value)
-        return value
 
 
 class Playbook(BaseModel):
@@ -144,24 +147,17 @@ class Playbook(BaseModel):
     enabled: bool = True
     match: Match
     actions: tuple[Step, ...] = Field(min_length=1, max_length=20)
-    cooldown: int | None = Field(
+    cooldown: Duration | None = Field(
         default=None,
         description="At most one run per workload in this long (seconds or 90s/15m/2h/1d): a burst "
         "of findings about one workload starts one run, not hundreds.",
     )
-    max_age: int | None = Field(
+    max_age: Duration | None = Field(
         default=None,
         description="Start no run for a finding whose event time is older than this (seconds or "
         "90s/15m/2h/1d): a backfill (a spoke back after a day, the Qualys poller's first look-back) "
         "is history, and containing a pod now for what it did yesterday is not what was asked.",
     )
-
-    @field_validator("cooldown", "max_age", mode="before")
-    @classmethod
-    def _cooldown(cls, value: object) -> object:
-        return (
-            parse_duration(value) if isinstance(value, str | int) and not isinstance(value, bool) else value
-        )
 
 
 class PlaybookFile(BaseModel):

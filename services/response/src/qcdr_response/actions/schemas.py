@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from qcdr_common.contracts.actions.v1 import ACTION_NAME_PATTERN, ActionTarget
 
 from qcdr_response.actions.models import ActionRow, ActionState, AuditRow
-from qcdr_response.actions.playbook import parse_duration
+from qcdr_response.actions.playbook import Duration
 
 
 class ActionRead(BaseModel):
@@ -83,16 +83,11 @@ class ActionCreate(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     dry_run: bool = Field(default=False, description="Only check; the service's dry-run mode forces it.")
     require_approval: bool = False
-    lease: int | None = Field(default=None, description="Containment lease: seconds, or 90s / 15m / 2h / 1d.")
+    lease: Duration | None = Field(
+        default=None, description="Containment lease: seconds, or 90s / 15m / 2h / 1d."
+    )
     reason: str = Field(default="", max_length=2000)
     finding_id: str | None = Field(default=None, max_length=200)
-
-    @field_validator("lease", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        if isinstance(value, str):
-            return parse_duration(value)
-        return value
 
 
 class Decision(BaseModel):
@@ -104,14 +99,9 @@ class Decision(BaseModel):
 class Renewal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lease: int | None = Field(default=None, description="New lease from now: seconds or 90s / 15m / 2h / 1d.")
-
-    @field_validator("lease", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        if isinstance(value, str):
-            return parse_duration(value)
-        return value
+    lease: Duration | None = Field(
+        default=None, description="New lease from now: seconds or 90s / 15m / 2h / 1d."
+    )
 
 
 class CatalogEntry(BaseModel):

@@ -53,7 +53,7 @@ def parse_resolvers(values: Iterable[str]) -> tuple[list[str], int]:
             port = rest[1:] if rest.startswith(":") else "53"
         elif raw.count(":") == 1:  # IPv4:PORT; a bare IPv6 address has several colons
             host, _, port = raw.partition(":")
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:  # int("²") raises
             raise ValueError(f"{raw!r}: the port must be 1-65535")
         try:
             hosts.append(str(ipaddress.ip_address(host)))

@@ -36,6 +36,8 @@ class Outcome:
     retry_after_s: float | None = None  # from Retry-After, when the server said
 
 
+MAX_AGE_LIMIT_S = 365 * 86400.0
+
 # secrets never sent as they are: an HMAC key signs, a password is base64-encoded into the header
 _NOT_SENT_AS_IS = frozenset({"secret", "password"})
 
@@ -50,8 +52,9 @@ class SinkConfig(BaseModel):
     enabled: bool = True
     min_severity: Severity = Severity.LOW
     timeout_s: float = Field(default=10.0, gt=0, le=300)
-    # after this long undelivered, a message goes to the dead letters
-    max_age_s: float = Field(default=24 * 3600, gt=0)
+    # after this long undelivered, a message goes to the dead letters (a year at most: the times
+    # computed from it must stay within datetime's range)
+    max_age_s: float = Field(default=24 * 3600, gt=0, le=MAX_AGE_LIMIT_S)
     rate_per_s: float | None = Field(default=None, gt=0, description="Messages per second at most.")
     concurrency: int = Field(default=2, ge=1, le=64, description="Requests in flight at most.")
     batch_size: int = Field(default=1, ge=1, le=10_000)

@@ -40,7 +40,9 @@ def backoff_s(
     attempts: int, initial_s: float, max_s: float, retry_after_s: float | None, rng: random.Random
 ) -> float:
     """Full jitter (a uniform draw up to the exponential cap), never shorter than Retry-After."""
-    cap = min(max_s, initial_s * (2 ** max(0, attempts - 1)))
+    # the exponent stops at 64 (no backoff_max_s is that far): 2 ** 1024 is too large for a float,
+    # and a message retried for a week at a 300 s cap has been tried 2000 times
+    cap = min(max_s, initial_s * (2 ** min(max(0, attempts - 1), 64)))
     delay = rng.uniform(0, cap)
     return max(delay, retry_after_s or 0.0)
 
@@ -263,11 +265,15 @@ class SinkDelivery:
                         outcome.retry_after_s,
                         self.rng,
                     )
-                    nxt = now + timedelta(seconds=delay)
-                    if nxt >= row.created_at + timedelta(seconds=self.config.max_age_s):
+                    # decided before the next time is computed: a server's Retry-After can be
+                    # anything, and a time past datetime's range raised here, which rolled back
+                    # the whole batch's outcomes (the row neither rescheduled nor dead-lettered)
+                    remaining_s = self.config.max_age_s - (now - row.created_at).total_seconds()
+                    if not delay < remaining_s:
                         FAILED.labels(name).inc()
                         await self._dead(session, row, "max age reached while retrying", outcome.detail)
                         continue
+                    nxt = now + timedelta(seconds=delay)
                     RETRIED.labels(name).inc()
                     await session.execute(
                         update(OutputQueueRow)

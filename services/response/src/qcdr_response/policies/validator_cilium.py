@@ -372,7 +372,7 @@ def _check_port(raw: Any, path: str, issues: Issues) -> None:
     number = port.get("port")
     if not isinstance(number, str):
         issues.error(path, C.PORTS, f"port {number!r} must be a string (quote it in YAML)")
-    elif number.isdigit():
+    elif number.isascii() and number.isdigit():  # "²".isdigit() is true too, and int("²") raises
         if not 1 <= int(number) <= 65535:
             issues.error(path, C.PORTS, f"port {number} is outside 1-65535 (0 would mean every port)")
     else:
@@ -382,6 +382,10 @@ def _check_port(raw: Any, path: str, issues: Issues) -> None:
         issues.error(path, C.PORTS, f"protocol {protocol!r} must be one of {sorted(PROTOCOLS)}")
     end = port.get("endPort")
     if end is not None and not (
-        isinstance(end, int) and isinstance(number, str) and number.isdigit() and int(number) <= end <= 65535
+        isinstance(end, int)
+        and isinstance(number, str)
+        and number.isascii()
+        and number.isdigit()
+        and int(number) <= end <= 65535
     ):
         issues.error(path, C.PORTS, "endPort must be an integer between port and 65535")

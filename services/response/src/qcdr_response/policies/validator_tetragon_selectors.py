@@ -237,7 +237,7 @@ def _check_namespaces(raw: Any, path: str, issues: Issues) -> None:
                 f"{len(values)} values: matchNamespaces takes at most {MAX_NAMESPACE_VALUES}",
             )
         for j, value in enumerate(values):
-            if not (isinstance(value, str) and (value == "host_ns" or value.isdigit())):
+            if not (isinstance(value, str) and (value == "host_ns" or (value.isascii() and value.isdigit()))):
                 issues.error(
                     f"{epath}.values[{j}]", C.VALUE, f"{value!r}: use a namespace inode number or host_ns"
                 )

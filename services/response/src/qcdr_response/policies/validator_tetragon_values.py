@@ -89,7 +89,7 @@ _OPERATOR_HINTS = {
 def parse_go_int(text: str, *, base0: bool) -> int | None:
     """Parse like Go's strconv: base 0 accepts 0x/0o/0b prefixes and leading-0 octal."""
     value = text.strip()
-    if not value:
+    if not value or not value.isascii():  # Python's int() also reads other scripts' digits; Go does not
         return None
     if not base0:
         return int(value) if _DECIMAL.match(value) else None
@@ -376,5 +376,6 @@ def _check_address(value: str, path: str, issues: Issues) -> None:
 
 def _check_port(value: str, path: str, issues: Issues) -> None:
     parts = value.split(":")
-    if len(parts) > 2 or not all(p.isdigit() and int(p) <= 65535 for p in parts):
+    # ASCII digits: "²".isdigit() is true too, and int("²") raises
+    if len(parts) > 2 or not all(p.isascii() and p.isdigit() and int(p) <= 65535 for p in parts):
         issues.error(path, C.VALUE, f"{value!r} is not a port (0-65535) or a port range 'low:high'")

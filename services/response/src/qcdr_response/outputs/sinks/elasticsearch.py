@@ -22,6 +22,7 @@ from qcdr_response.outputs.http import classify, failure, make_client, redact_ur
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks._siem_event import dumps, event_document
+from qcdr_response.outputs.tls import CaFile
 
 # Elasticsearch index names: lower case, none of \ / * ? " < > | space , # :, not starting with - _ +
 _INDEX = r'^[^-_+A-Z\\/*?"<>| ,#:][^A-Z\\/*?"<>| ,#:]{0,254}$'
@@ -43,7 +44,7 @@ class ElasticsearchConfig(SinkConfig):
     password: SecretStr | None = None
     batch_size: int = Field(default=500, ge=1, le=10_000)
     verify_tls: bool = True
-    ca_file: str | None = Field(default=None, description="PEM bundle to verify the cluster certificate.")
+    ca_file: CaFile | None = Field(default=None, description="PEM bundle to verify the cluster certificate.")
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from qcdr_response.outputs.http import classify, failure, make_client, redact_ur
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks._siem_event import dumps, event_document
+from qcdr_response.outputs.tls import CaFile
 
 _SUFFIXES = ("/services/collector/event/1.0", "/services/collector/event", "/services/collector")
 
@@ -44,7 +45,7 @@ class SplunkHecConfig(SinkConfig):
     ack_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     ack_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
     verify_tls: bool = True
-    ca_file: str | None = Field(default=None, description="PEM bundle to verify the HEC certificate.")
+    ca_file: CaFile | None = Field(default=None, description="PEM bundle to verify the HEC certificate.")
 
     @field_validator("url")
     @classmethod

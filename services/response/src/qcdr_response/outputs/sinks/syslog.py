@@ -25,6 +25,7 @@ from qcdr_response.outputs.base import Outcome, Sink, SinkConfig, Status
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks import _syslog_format as fmt
+from qcdr_response.outputs.tls import CaFile, ca_context, load_client_certificate
 
 _DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
 
@@ -46,7 +47,7 @@ class SyslogConfig(SinkConfig):
     max_message_bytes: int = Field(default=8192, ge=480, le=65_000, description="MSG is cut to fit.")
     batch_size: int = Field(default=100, ge=1, le=10_000)
     verify_tls: bool = True
-    ca_file: str | None = Field(default=None, description="PEM CA bundle (default: the system's).")
+    ca_file: CaFile | None = Field(default=None, description="PEM CA bundle (default: the system's).")
     cert_file: str | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
     key_file: str | None = Field(default=None, description="Its key, unless in cert_file.")
     tls_server_name: str | None = Field(default=None, description="Name to verify; default: host.")
@@ -61,6 +62,8 @@ class SyslogConfig(SinkConfig):
             raise ValueError(f"{', '.join(tls_set)} only apply to protocol tls")
         if self.key_file and not self.cert_file:
             raise ValueError("key_file needs cert_file")
+        if self.cert_file:  # loaded now, so a bad file is a configuration error, not a failing send
+            load_client_certificate(ssl.create_default_context(), self.cert_file, self.key_file)
         return self
 
     @property
@@ -190,13 +193,13 @@ class SyslogSink(Sink[SyslogConfig]):
 
     def _tls_context(self) -> ssl.SSLContext:
         c = self.config
-        context = ssl.create_default_context(cafile=c.ca_file)
+        context = ca_context(c.ca_file) if c.ca_file else ssl.create_default_context()
         context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 9662 updates RFC 5425 to TLS 1.2+
         if not c.verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if c.cert_file:
-            context.load_cert_chain(c.cert_file, c.key_file)
+            load_client_certificate(context, c.cert_file, c.key_file)
         return context
 
     async def _drop(self, *, abort: bool = True) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import ssl
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -23,13 +22,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from pydantic import AfterValidator, ConfigDict, Field, FilePath, SecretStr, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr, field_validator
 from qcdr_common.secret_text import scrub, url_secrets
 
 from qcdr_response.outputs.base import C, Outcome, Sink, SinkConfig, Status
 from qcdr_response.outputs.http import classify, failure, make_client, redact_url
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.registry import SINKS
+from qcdr_response.outputs.tls import CaFile, ca_context
 
 USER_AGENT = "qcdr-outputs/1"
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -137,7 +137,7 @@ class WebhookConfig(SinkConfig):
     secret: SecretStr | None = Field(default=None, description="HMAC key for X-Qcdr-Signature.")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra headers (values secret).")
     verify_tls: bool = True
-    ca_file: FilePath | None = Field(default=None, description="CA bundle for a private receiver.")
+    ca_file: CaFile | None = Field(default=None, description="CA bundle for a private receiver.")
     batch_size: int = Field(default=1, ge=1, le=1)
 
     @field_validator("headers")
@@ -169,7 +169,7 @@ class WebhookSink(JsonHttpSink[WebhookConfig]):
     def client(self) -> httpx.AsyncClient:
         if self._http is None and self.config.verify_tls and self.config.ca_file is not None:
             # httpx deprecated verify=<path> (make_client takes bool | str): pass a context instead
-            context = ssl.create_default_context(cafile=str(self.config.ca_file))
+            context = ca_context(self.config.ca_file)
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.config.timeout_s), trust_env=False, verify=context
             )
