@@ -265,6 +265,9 @@ def run(
             )
         elif feeds is not None:
             raise UsageError("--feeds needs --threat-intel")
+        else:  # unused without --threat-intel, but a typo is still a typo
+            _intel_format(intel_format)
+            _flag_duration("--intel-ttl", intel_ttl)
         if metrics_port is not None and once:
             raise UsageError("--metrics-port is for the controller loop, not --once")
         if dns_resolve_deny:
@@ -425,17 +428,22 @@ def _run_options(
     )
 
 
+def _intel_format(fmt: str) -> Any:
+    from qcdr_response.policies.threat_intel import IntelFormat
+
+    try:
+        return IntelFormat(fmt.lower())
+    except ValueError:
+        raise UsageError(f"--intel-format must be groups or inline (got {fmt!r})") from None
+
+
 def _intel_options(
     options: Any, feeds: Path | None, fmt: str, max_cidrs: int | None, group_size: int, ttl: str
 ) -> Any:
-    from qcdr_response.policies.threat_intel import IntelFormat
 
     from qcdr.intel_step import IntelError, IntelOptions, feed_specs
 
-    try:
-        intel_format = IntelFormat(fmt.lower())
-    except ValueError:
-        raise UsageError(f"--intel-format must be groups or inline (got {fmt!r})") from None
+    intel_format = _intel_format(fmt)
     if feeds is not None and not feeds.is_file():
         raise UsageError(f"--feeds {feeds}: no such file")
     intel = IntelOptions(
@@ -486,18 +494,24 @@ def _make_source(
     severity: str | None,
     resource_type: str | None,
 ) -> Any:
+    from qcdr_ingest.qualys.client import severity_param
+    from qcdr_ingest.qualys.platforms import get_platform, parse_gateway
+
     from qcdr.sources import FileSource
 
+    # a typo is a usage error now, not a failure after logging in, nor silence with --events-file
+    if platform is not None:
+        get_platform(platform)
+    if gateway is not None:
+        parse_gateway(gateway)
+    if severity is not None:
+        severity_param(severity)
     if events_file is not None:
         if not events_file.is_file():
             raise UsageError(f"--events-file {events_file}: no such file")
         return FileSource(events_file)
-    from qcdr_ingest.qualys.client import severity_param
-
     from qcdr.qualys_source import QualysSource
 
-    if severity is not None:
-        severity_param(severity)  # a typo is a usage error now, not a failure after logging in
     return QualysSource.from_environment(
         platform=platform, gateway=gateway, severity=severity, resource_type=resource_type
     )

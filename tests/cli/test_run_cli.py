@@ -60,11 +60,18 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         (["--once", "--events-file", "/nonexistent/findings.json"], "no such file"),
         (["--once", "--platform", "MARS1"], "MARS1"),
         (["--once", "--gateway", "http://127.0.0.1:9", "--severity", "bogus"], "unknown severity 'bogus'"),
+        # flags --events-file leaves unused, and intel flags without --threat-intel, exited 0
+        (["--once", "--events-file", "EVENTS", "--platform", "mars"], "unknown Qualys platform 'mars'"),
+        (["--once", "--events-file", "EVENTS", "--gateway", "ftp://x"], "must be an http(s) URL"),
+        (["--once", "--events-file", "EVENTS", "--severity", "huge"], "unknown severity 'huge'"),
+        (["--once", "--intel-format", "bogus"], "--intel-format must be groups or inline"),
+        (["--once", "--intel-ttl", "3x"], "--intel-ttl: not a duration: '3x'"),
         (["--once", "--output", __file__], f"--output {__file__} is a file, not a directory"),
         (["--once", "--state-dir", __file__], f"--state-dir {__file__} is a file, not a directory"),
     ],
 )
 def test_usage_errors_exit_2_with_a_reason(args: list[str], message: str, events_file: Path) -> None:
+    args = [str(events_file) if a == "EVENTS" else a for a in args]
     if not {"--events-file", "--platform", "--gateway"} & set(args):
         args = [*args, "--events-file", str(events_file)]
     code, _, err = _run(*args, env={"QUALYS_USERNAME": "u", "QUALYS_PASSWORD": "p"})
