@@ -155,6 +155,24 @@ def test_namespace_scope_matches_the_kind() -> None:
     assert C.SCOPE in codes(validate_cilium_policy(clusterwide, DEFAULT))
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "qcdr-blocklist\n"),
+        ("namespace", "payments\n"),
+        ("labels", {"app\n": "x"}),
+        ("labels", {"app": "x\n"}),
+    ],
+)
+def test_a_trailing_newline_is_not_a_valid_name(field: str, value: Any) -> None:
+    """A $-anchored re.match also matches before a final newline: the API server refuses such
+    names, so the validator must too (it is the last check before a manifest is applied)."""
+    body = make_blocklist()
+    body["kind"] = "CiliumNetworkPolicy"
+    body["metadata"] = {"name": "qcdr-blocklist", "namespace": "payments", field: value}
+    assert codes(validate_cilium_policy(body, DEFAULT)) & {C.NAME, C.SCOPE, C.LABELS}
+
+
 def test_selectors_are_required_and_exclusive() -> None:
     body = make_blocklist()
     del body["spec"]["endpointSelector"]

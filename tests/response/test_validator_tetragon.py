@@ -259,6 +259,8 @@ def test_duplicate_and_untyped_args() -> None:
         ({"action": "NotifyEnforcer", "argSig": 9}, C.ACTION, "needs an `enforcers` entry"),
         ({"action": "Sigkill", "rateLimit": "1m"}, C.ACTION, "only valid with the Post action"),
         ({"action": "Post", "rateLimit": "1x"}, C.RATE_LIMIT, "optional s/m/h suffix"),
+        ({"action": "Post", "rateLimit": "5m\n"}, C.RATE_LIMIT, "optional s/m/h suffix"),
+        ({"action": "Post", "rateLimit": "\u0665m"}, C.RATE_LIMIT, "optional s/m/h suffix"),  # Arabic 5
         ({"action": "Post", "rateLimit": "5m", "rateLimitScope": "node"}, C.RATE_LIMIT, "thread, process"),
         ({"action": "Set", "argIndex": 0, "argValue": 1}, C.VERSION, "needs Tetragon >= 1.7"),
     ],

@@ -94,7 +94,7 @@ async def test_unreadable_state_is_ignored_not_fatal(tmp_path: Path) -> None:
 
 async def test_feed_names_cannot_escape_the_directory(tmp_path: Path) -> None:
     store = FileFeedStateStore(tmp_path)
-    for name in ("../etc", "a/b", "", ".hidden"):
+    for name in ("../etc", "a/b", "", ".hidden", "feed\n"):
         with pytest.raises(ValueError, match="not a feed name"):
             await store.load(name)
 

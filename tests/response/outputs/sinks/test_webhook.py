@@ -260,3 +260,10 @@ async def test_secrets_never_shown(server: WebhookServer, caplog: pytest.LogCapt
         assert secret not in shown
         assert secret not in own_logs
     assert made.describe() == f"webhook → {server.base_url}/*** (signed, headers ['Authorization'])"
+
+
+@pytest.mark.parametrize("name", ["X-Team\n", "X Team", "Content-Length", "X-Qcdr-Delivery"])
+def test_header_names_are_tokens_and_not_ours(name: str) -> None:
+    """A name ending in a newline passed the $-anchored check and failed each send instead."""
+    with pytest.raises(pydantic.ValidationError, match="is not a valid name or is set by qcdr itself"):
+        WebhookConfig(name="hook", url="https://hooks.example/x", headers={name: "v"})

@@ -109,7 +109,7 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_CIDR_PREFIX = re.compile(r"^\d{1,3}$")
+_CIDR_PREFIX = re.compile(r"[0-9]{1,3}")
 _ANY_STRING = "^.*$"
 
 
@@ -135,7 +135,7 @@ def _format_checker() -> jsonschema.FormatChecker:
             return True
         # Like Go's net.ParseCIDR: an address, a slash and a prefix length; no host bits set.
         address, slash, prefix = value.partition("/")
-        if not slash or not _CIDR_PREFIX.match(prefix):
+        if not slash or not _CIDR_PREFIX.fullmatch(prefix):
             raise ValueError(f"{value!r} is not a CIDR (address/prefix-length)")
         ipaddress.ip_network(value, strict=True)
         return bool(address)
@@ -323,7 +323,7 @@ def format_path(parts: Sequence[str | int]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _SIMPLE_KEY.match(part):
+        elif _SIMPLE_KEY.fullmatch(part):
             out += f".{part}" if out else part
         else:
             out += f"[{json.dumps(part)}]"
@@ -358,9 +358,9 @@ def _qualified_name_issues(path: list[str | int], key: str, what: str) -> list[I
     prefix, slash, name = key.rpartition("/")
     if not slash:
         name = key
-    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         problems.append("prefix part must be a lowercase DNS-1123 subdomain (at most 253 characters)")
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         problems.append(
             "name part must be at most 63 characters, start and end with an alphanumeric "
             "character, and contain only alphanumerics, '-', '_' or '.'"
@@ -386,14 +386,14 @@ def metadata_issues(meta: object, *, name_rule: str = "subdomain", structural: b
     elif not isinstance(name, str):
         issues.append(Issue("metadata.name", "must be a string"))
     elif name_rule == "label":
-        if len(name) > 63 or not _DNS1123_LABEL.match(name):
+        if len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
             issues.append(
                 Issue(
                     "metadata.name",
                     f"{name!r} must be a DNS-1123 label (lowercase alphanumerics and '-', ≤ 63)",
                 )
             )
-    elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
         issues.append(
             Issue(
                 "metadata.name",
@@ -402,7 +402,7 @@ def metadata_issues(meta: object, *, name_rule: str = "subdomain", structural: b
         )
     namespace = meta.get("namespace")
     if namespace is not None and (
-        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS1123_LABEL.match(namespace)
+        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace)
     ):
         issues.append(Issue("metadata.namespace", f"{namespace!r} must be a DNS-1123 label"))
     labels = meta.get("labels")
@@ -415,7 +415,7 @@ def metadata_issues(meta: object, *, name_rule: str = "subdomain", structural: b
                 where = format_path([*base, "labels", str(key)])
                 if not isinstance(value, str):
                     issues.append(Issue(where, f"label value must be a string, not {type(value).__name__}"))
-                elif len(value) > 63 or not _LABEL_VALUE.match(value):
+                elif len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
                     issues.append(
                         Issue(
                             where,

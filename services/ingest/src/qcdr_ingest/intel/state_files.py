@@ -83,7 +83,7 @@ class FileFeedStateStore:
         self._lock = asyncio.Lock()  # serialises read-modify-write of the metadata
 
     def _paths(self, name: str) -> tuple[Path, Path]:
-        if not _FEED_NAME.match(name):
+        if not _FEED_NAME.fullmatch(name):
             raise ValueError(f"not a feed name: {name!r}")
         return self.directory / f"{name}.body", self.directory / f"{name}.json"
 

@@ -120,7 +120,7 @@ def dns_subdomain_problem(name: Any) -> str | None:
         return "must be a non-empty string"
     if len(name) > 253:
         return f"is {len(name)} characters, the limit is 253"
-    if not DNS1123_SUBDOMAIN.match(name):
+    if not DNS1123_SUBDOMAIN.fullmatch(name):
         return (
             f"{name!r} is not a DNS-1123 subdomain (lower-case alphanumerics, '-' and '.', "
             "starting and ending with an alphanumeric)"
@@ -131,7 +131,7 @@ def dns_subdomain_problem(name: Any) -> str | None:
 def dns_label_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
-    if len(name) > 63 or not DNS1123_LABEL.match(name):
+    if len(name) > 63 or not DNS1123_LABEL.fullmatch(name):
         return f"{name!r} is not a DNS-1123 label (<= 63 lower-case alphanumerics or '-')"
     return None
 
@@ -143,7 +143,7 @@ def qualified_name_problem(key: Any) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and dns_subdomain_problem(prefix):
         return f"key {key!r}: prefix {prefix!r} is not a DNS-1123 subdomain"
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         return (
             f"key {key!r}: name part must be <= 63 characters of alphanumerics, '-', '_' or '.', "
             "starting and ending with an alphanumeric"
@@ -156,7 +156,7 @@ def label_value_problem(value: Any) -> str | None:
         return f"value {value!r} must be a string (quote it in YAML)"
     if len(value) > 63:
         return f"value {value!r} is {len(value)} characters, the limit is 63"
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         # The classic way to get here is an ISO timestamp: ':' is not allowed in label values.
         return (
             f"value {value!r} may only contain alphanumerics, '-', '_' and '.', "

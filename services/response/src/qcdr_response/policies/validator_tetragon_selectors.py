@@ -41,7 +41,7 @@ ACTION_FIELDS = frozenset(
     }
 )  # fmt: skip
 _POST_ONLY = ("rateLimit", "kernelStackTrace", "userStackTrace", "imaHash")
-_RATE_LIMIT = re.compile(r"^\d+[smhSMH]?$")
+_RATE_LIMIT = re.compile(r"[0-9]+[smhSMH]?")
 _UPROBE_OVERRIDE_FIELDS = ("argRegs", "argNewSymbol", "argNewAddr", "argNewOffset")
 _OVERRIDE_HOOKS = frozenset({"kprobes", "lsmhooks", "uprobes", "fentries"})
 _FILTER_KINDS: tuple[FilterKind, ...] = ("matchArgs", "matchData", "matchReturnArgs")
@@ -373,7 +373,7 @@ def _overridable(call: str) -> bool:
 
 def _check_rate_limit(action: dict[str, Any], path: str, issues: Issues) -> None:
     value = action["rateLimit"]
-    if not isinstance(value, str) or not _RATE_LIMIT.match(value):
+    if not isinstance(value, str) or not _RATE_LIMIT.fullmatch(value):
         issues.error(
             f"{path}.rateLimit",
             C.RATE_LIMIT,

@@ -145,7 +145,7 @@ class WebhookConfig(SinkConfig):
     def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, header_value in value.items():
             lower = name.lower()
-            if not _TOKEN.match(name) or lower in _RESERVED or lower.startswith("x-qcdr-"):
+            if not _TOKEN.fullmatch(name) or lower in _RESERVED or lower.startswith("x-qcdr-"):
                 raise ValueError(f"header {name!r} is not a valid name or is set by qcdr itself")
             if any(c in header_value.get_secret_value() for c in "\r\n"):
                 raise ValueError(f"header {name!r}: line breaks are not allowed in values")
