@@ -366,6 +366,35 @@ def test_loader_errors_name_file_and_field(tmp_path: Path) -> None:
     assert [p.name for p in load_patterns(tmp_path)][-1] == "ok_one"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("maxspan", "99999999999d"),  # beyond a timedelta: OverflowError escaped the loader
+        ("maxspan", "10000000d"),  # a timedelta, but expires_at (start + maxspan) is past year 9999
+        ("maxspan", "31d"),
+        ("maxspan", "P31D"),
+        ("lateness", "99999999999d"),
+        ("lateness", "2678400"),
+    ],
+)
+def test_a_maxspan_or_lateness_beyond_30_days_is_a_pattern_error_naming_it(field: str, value: str) -> None:
+    """Before, ``99999999999d`` was a traceback at start, and ``10000000d`` loaded and made
+    ``/v1/chains/partial`` an HTTP 500 while a partial chain of the pattern existed."""
+
+    def pattern(durations: dict[str, str]) -> str:
+        return (
+            "name: mine\ndescription: x\nseverity: high\njoin: pod\n"
+            + "".join(f"{key}: {text}\n" for key, text in durations.items())
+            + "steps: [{name: a, category: x}, {name: b, category: y}]\n"
+        )
+
+    message = rf"^mine\.yaml: mine\.{field}: Value error, {field} must be at most 30 days$"
+    with pytest.raises(PatternError, match=message):
+        parse(pattern({"maxspan": "1h", field: value}), "mine.yaml")
+    (longest,) = parse(pattern({"maxspan": "1h", field: "30d"}), "mine.yaml")  # the bound is allowed
+    assert getattr(longest, field) == timedelta(days=30)
+
+
 def test_pattern_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
     (tmp_path / "binary.yaml").write_bytes(b"name: \xff\xfe\n")
     with pytest.raises(PatternError, match=r"binary\.yaml: not UTF-8 text \(byte 6\)$"):

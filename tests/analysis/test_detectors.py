@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import qcdr_analysis.detectors as detectors_package
+import uvicorn
+from qcdr_analysis.cli import cli
 from qcdr_analysis.detectors import (
     DETECTORS,
     Detector,
@@ -21,6 +23,7 @@ from qcdr_analysis.findings.service import ActiveDetector, DetectorConfigError, 
 from qcdr_common.contracts.events.v1 import SecurityEvent, Severity
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 from qcdr_common.registry import import_submodules
+from typer.testing import CliRunner
 
 from tests.analysis.conftest import make_event, tetragon_event
 
@@ -142,6 +145,45 @@ def test_configure_rejects_unknown_detectors_keys_and_bad_rules(tmp_path: Path) 
     bad.write_text("version: 1\nrules: [{id: x}]\n")
     with pytest.raises(DetectorConfigError, match=r"attack_rules.*bad\.yaml"):
         DetectorSet.configure({"attack_rules": {"rules_file": str(bad)}})
+
+
+@pytest.mark.usefixtures("fresh_settings")
+@pytest.mark.parametrize(
+    ("variable", "name", "text", "reason"),
+    [
+        (
+            "QCDR_CORRELATION_PATTERNS_DIR",
+            "mine.yaml",
+            "name: mine\ndescription: x\nseverity: high\nmaxspan: 99999999999d\njoin: pod\n"
+            "steps: [{name: a, technique: T1059}, {name: b, technique: T1105}]\n",
+            "mine.yaml: mine.maxspan: Value error, maxspan must be at most 30 days",
+        ),
+        (
+            "QCDR_DETECTORS__ATTACK_RULES__RULES_FILE",
+            "rules.yaml",
+            "version: 1\n? [rules, more]\n: []\n",
+            "rules.yaml: not valid YAML at line 2, column 3: found unhashable key",
+        ),
+    ],
+    ids=["pattern maxspan beyond a timedelta", "rule file with a complex key"],
+)
+def test_serve_names_a_bad_pattern_or_rule_file_in_one_line(
+    variable: str, name: str, text: str, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OverflowError (timedelta) and a TypeError (a list as a dict key) escaped the loaders,
+    which ``serve`` does not take for a configuration mistake: a traceback instead of one line."""
+    (tmp_path / name).write_text(text)
+    monkeypatch.setenv(variable, str(tmp_path if variable.endswith("_DIR") else tmp_path / name))
+
+    def started(*_: object, **__: object) -> None:
+        raise AssertionError("the server started: the mistake was not caught when the app was built")
+
+    monkeypatch.setattr(uvicorn, "run", started)  # what serve runs once the app is built
+    result = CliRunner().invoke(cli, ["serve", "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("qcdr-analysis serve: configuration error: ")
+    assert reason in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 class _NoConfig(DetectorConfig):

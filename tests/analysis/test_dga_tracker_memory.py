@@ -94,3 +94,20 @@ def test_a_query_older_than_the_pods_window_is_not_counted_with_its_live_queries
     assert dga.detect([_dns("api", T0 - timedelta(days=2), 3, names[2])], state) == []
     # the same name live raises: the names do count together when they are together
     assert len(dga.detect([_dns("api", T0 + timedelta(minutes=2), 4, names[2])], state)) == 1
+
+
+def test_a_query_stamped_with_go_zero_time_neither_crashes_nor_blinds_the_pod() -> None:
+    """Go sources (Hubble, Tetragon) print 0001-01-01T00:00:00Z for an unset timestamp and ingest
+    accepts any past time: ``time - window`` is before year 1. Neither as the pod's first query
+    nor amid its live ones may that raise, or stay in the pod so its later queries raise too."""
+    names = ["xjwqpzkvhrtb.com", "qzvkxwpjmrtn.net", "bvkxqzjwprtm.org"]
+    zero = datetime(1, 1, 1, tzinfo=UTC)
+    state = dga.setup(dga.Config())
+    assert dga.detect([_dns("first", zero, 1, names[0]), _dns("amid", T0, 2, names[0])], state) == []
+    assert dga.detect([_dns("amid", zero, 3, names[1])], state) == []
+    walk = [
+        _dns(pod, T0 + timedelta(minutes=1 + i), 10 + i, name)
+        for i, name in enumerate(names)
+        for pod in ("first", "amid")
+    ]
+    assert sorted(str(f.workload.pod) for f in dga.detect(walk, state)) == ["amid", "first"]

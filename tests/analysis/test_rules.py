@@ -108,6 +108,9 @@ def test_bad_rule_files_fail_loudly_naming_rule_and_key(body: str, message: str)
         ("version: 1\nrules: []\n", "rules"),
         ("version: 1\nrules: [\n", "not valid YAML"),
         ("- just\n- a list\n", "<top>"),
+        # complex keys: the duplicate-key check ran ``key in set()`` on a list or a dict (TypeError)
+        ("version: 1\n? [rules, more]\n: []\n", "line 2, column 3: found unhashable key"),
+        ("version: 1\n{a: 1}: x\n", "line 2, column 1: found unhashable key"),
     ],
 )
 def test_bad_rule_file_structure(text: str, message: str) -> None:

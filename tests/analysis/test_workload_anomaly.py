@@ -186,6 +186,65 @@ def test_a_new_workload_first_seen_in_a_backfill_learns_from_what_is_watched_now
     assert restored.learning_start(0) == states[0].learning_start(0) > restored.first_window  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("across_calls", [False, True], ids=["in one call", "back after the gap"])
+@pytest.mark.parametrize("gap", [4, 10, 30 * 24 * 60], ids=["4 min", "10 min", "30 days"])
+def test_a_gap_between_active_windows_is_zeros_up_to_idle_after_and_quiet_beyond(
+    gap: int, across_calls: bool
+) -> None:
+    """Windows between two active ones count as zero for ``idle_after`` (10 windows), as they do
+    after the newest one; beyond, the gap is quiet and skipped in one step. Before, a gap ahead of
+    the newest window was never quiet: a workload back after 30 days, or one event stamped long ago
+    beside live ones, closed each of the 43,200 windows between (29 million from the epoch)."""
+    state = WorkloadState("k", workloads(1)[0], 0, 16)
+    state.bucket(0)
+    closed = state.close_until(1, idle_windows=10, smoothing=5) if across_calls else []
+    state.bucket(gap + 1)
+    closed += state.close_until(gap + 2, idle_windows=10, smoothing=5)
+    assert [w.number for w in closed] == [0, *range(1, min(gap, 10) + 1), gap + 1]
+    assert len(state.recent) == (1 if gap > 10 else 5)  # smoothing starts afresh after a quiet gap
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("stamp", [EPOCH, GO_ZERO_TIME], ids=["the Unix epoch", "Go's zero time"])
+def test_an_unset_timestamp_beside_live_events_neither_stalls_nor_breaks_the_engine(
+    stack: InMemoryStack, stamp: datetime
+) -> None:
+    """An unset timestamp printed as the epoch or Go's zero time (ingest accepts any past time),
+    alone in the first batch, then in a new workload's batch beside live events. Alone, year 1
+    made ``newest - input_stall`` overflow; beside live events the engine closed every minute
+    since 1970 or year 1 one by one, the event loop blocked."""
+    traffic = Traffic(n=2)
+    newcomer = workloads(3)[2]
+
+    def unset(workload: Workload) -> SecurityEvent:
+        return SecurityEvent(
+            id=f"unset-{workload.owner_name}",
+            source="tetragon",
+            category="process_exec",
+            severity=Severity.INFO,
+            event_time=stamp,
+            workload=workload,
+            process={"path": "/bin/sh"},
+        )
+
+    stack.observe([unset(traffic.workloads[0])])
+    events, samples = traffic.minute(0)
+    events += [unset(newcomer), *minute_of_execs(traffic.rng, 2.0, T0, newcomer, traffic.ids)]
+    stack.observe(events, samples)
+    for m in range(1, 5):
+        events, samples = traffic.minute(m)
+        events += minute_of_execs(traffic.rng, 2.0, T0 + timedelta(minutes=m), newcomer, traffic.ids)
+        stack.observe(events, samples)
+    engine = engine_of(stack)
+    assert len(engine.states) == 3
+    assert all(
+        (s.last_closed or 0) >= engine.window_of(T0 + timedelta(minutes=2)) for s in engine.states.values()
+    )
+
+
 def test_configuration_is_validated() -> None:
     with pytest.raises(ValueError, match="learning_period"):
         WorkloadAnomalyConfig.model_validate({"learning_period": "PT1M"})

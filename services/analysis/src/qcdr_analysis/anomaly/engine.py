@@ -134,7 +134,10 @@ class WorkloadAnomalyEngine:
         """
         if self.max_seen is None:
             return None
-        floor = self.max_seen - self.config.input_stall
+        try:
+            floor = self.max_seen - self.config.input_stall
+        except OverflowError:  # the newest time is near year 1 (Go's zero time): nothing is behind
+            floor = datetime.min.replace(tzinfo=UTC)
         stalled = [key for key, mark in self.marks.items() if mark < floor]
         for key in stalled:
             del self.marks[key]
@@ -267,7 +270,10 @@ class WorkloadAnomalyEngine:
             clock = self.clock()
             if clock is None:
                 return []
-            until = clock - self.lateness
+            try:
+                until = clock - self.lateness
+            except OverflowError:  # the clock is near year 1 (Go's zero time): no window has ended
+                return []
         watermark = self.window_of(until)
         closed: list[tuple[WorkloadState, Window]] = []
         smoothing = self.config.smoothing_windows

@@ -180,7 +180,12 @@ class WorkloadState:
 
     # -- closing -----------------------------------------------------------------------------
     def close_until(self, watermark: int, idle_windows: int, smoothing: int) -> list[Window]:
-        """Close every window before ``watermark``; gaps of an active workload count as zero."""
+        """Close every window before ``watermark``; gaps of an active workload count as zero.
+
+        A gap longer than ``idle_windows`` is quiet wherever it lies: after ``idle_windows`` zero
+        windows the rest is skipped in one step, both after the newest activity and before it (one
+        old event beside live ones, a workload back after days), so closing costs what was seen,
+        not how long ago it was."""
         if self.first_window is None:
             return []
         start = self.first_window if self.last_closed is None else self.last_closed + 1
@@ -188,10 +193,15 @@ class WorkloadState:
             return []
         closed: list[Window] = []
         number = start
+        active = start - 1  # the latest window known active before ``number``
         while number < watermark:
             bucket = self.buckets.pop(number, None)
             if bucket is None:
-                idle = self.last_activity is None or number - self.last_activity > idle_windows
+                idle = (
+                    self.last_activity is None
+                    or number - self.last_activity > idle_windows
+                    or number - active > idle_windows
+                )
                 if idle and not any(n < watermark for n in self.buckets):
                     # nothing more to close: the workload went quiet (scaled down, finished)
                     self.recent.clear()
@@ -205,6 +215,8 @@ class WorkloadState:
                     self.recent_evidence.clear()
                     continue
                 bucket = Bucket()
+            else:
+                active = number
             closed.append(self._close(number, bucket, smoothing))
             number += 1
         self.last_closed = watermark - 1

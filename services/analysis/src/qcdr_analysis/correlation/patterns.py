@@ -3,7 +3,8 @@
 A pattern is an ordered list of steps joined on one key within ``maxspan`` (EQL's ``sequence by
 <key> with maxspan=<d> [...] [...] until [...]``). Built-ins ship as ``correlation/patterns/*.yaml``;
 users add files from a directory. One file holds one pattern or a ``patterns:`` list. Every error
-names the file, the pattern and the field.
+names the file, the pattern and the field. ``maxspan`` and ``lateness`` (``30s``, ``15m``, ``2h``,
+``1d`` or ISO 8601) are 30 days at most.
 
 Matching (:class:`Match`): every condition given must hold; inside one condition the values are
 alternatives. ``technique: T1059`` matches ``T1059`` and every sub-technique (``T1059.004``);
@@ -35,7 +36,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from qcdr_common.config_files import ConfigFileError, parse_yaml, read_config_text
 from qcdr_common.contracts.events.v1 import Severity
 
@@ -48,12 +57,22 @@ def _as_list(value: Any) -> Any:
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# the longest ``maxspan`` or ``lateness`` (the longest built-in chain spans 24 h): a partial chain
+# is kept, and an item held, that long; far beyond, a timedelta or the expiry date overflows
+MAX_DURATION = timedelta(days=30)
 
 
-def _duration(value: Any) -> Any:
+def _too_long(field: str | None) -> ValueError:
+    return ValueError(f"{field} must be at most {MAX_DURATION.days} days")
+
+
+def _duration(value: Any, info: ValidationInfo) -> Any:
     """``30s``, ``15m``, ``2h``, ``1d`` (EQL/Sigma style) besides what pydantic takes."""
     if isinstance(value, str) and (found := _DURATION.match(value)):
-        return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+        if seconds > MAX_DURATION.total_seconds():  # checked first: timedelta() may overflow
+            raise _too_long(info.field_name)
+        return timedelta(seconds=seconds)
     return value
 
 
@@ -149,6 +168,13 @@ class Pattern(BaseModel):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("maxspan must be positive")
+        return value
+
+    @field_validator("maxspan", "lateness")
+    @classmethod
+    def _bounded(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if value > MAX_DURATION:
+            raise _too_long(info.field_name)
         return value
 
     @field_validator("steps")

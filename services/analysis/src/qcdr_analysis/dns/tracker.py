@@ -86,6 +86,15 @@ class _Pod:
                         del self.groups[key]
 
 
+def _before(t: datetime, span: timedelta) -> datetime:
+    """``t - span``, or the earliest time there is when that falls before year 1 (a query stamped
+    with Go's zero time, 0001-01-01, what Hubble and Tetragon print for an unset timestamp)."""
+    try:
+        return t - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=t.tzinfo)
+
+
 def pod_key(w: Workload) -> tuple[str | None, str | None, str | None]:
     return (w.cluster, w.namespace, w.pod or w.owner_name)
 
@@ -139,14 +148,19 @@ class PodDgaTracker:
         cfg = self.config
         pkey = pod_key(q.workload)
         pod = self._pods.get(pkey)
+        if (
+            pod is not None
+            and pod.last_seen is not None
+            and q.event_time < _before(pod.last_seen, cfg.window)
+        ):
+            # older than the pod's window (a node flushing its buffer, a replay, an unset timestamp):
+            # the queues are in time order and expire from the front, so it would be counted with
+            # today's queries. Checked before anything changes: the pod stays as it was.
+            return None
         if pod is None:
             pod = self._pods[pkey] = _Pod()
         else:
             self._pods.move_to_end(pkey)
-        if pod.last_seen is not None and q.event_time < pod.last_seen - cfg.window:
-            # older than the pod's window (a node flushing its buffer, a replay): the queues are in
-            # time order and expire from the front, so it would be counted with today's queries
-            return None
         if pod.last_seen is None or q.event_time > pod.last_seen:
             pod.last_seen = q.event_time
         pod.arrived = self._batch_arrival
@@ -156,7 +170,7 @@ class PodDgaTracker:
         label, keys = sibling_keys(q.domain)
         if keys:
             pod.add_name(q.event_time, label, keys, q.domain, q.event_id)
-        pod.expire(q.event_time - cfg.window)
+        pod.expire(_before(q.event_time, cfg.window))
         if pod.quiet_until is not None and q.event_time < pod.quiet_until:
             return None
         distinct: dict[str, tuple[Verdict, str, datetime]] = {}
