@@ -210,6 +210,30 @@ async def test_a_broken_stream_is_resumed_from_the_watermark(
     assert await stored(db) == ["network_flow"] * 3  # the re-read UDP flow stored once
 
 
+async def test_a_refused_flow_or_one_beyond_the_clock_does_not_move_the_watermark(
+    db: asyncpg.Connection, make_collector: MakeCollector
+) -> None:
+    """A node whose clock runs a day fast: its flow is refused, and before it still moved the
+    watermark (the newest flow *read*), so after the next reconnect Relay was asked for the flows
+    since tomorrow and every node's flows until then were never read. A flow ignored (the middle
+    of a connection) but stamped beyond the clock plus ``max_future`` must not move it either."""
+    ahead = datetime.now(UTC) + timedelta(days=1) - datetime(2026, 7, 31, 10, 41, tzinfo=UTC)
+    first = [
+        response(1),
+        response(ahead.total_seconds(), l4={"UDP": {"source_port": 40001, "destination_port": 53}}),
+        response(15 * 60, l4=ACK),  # 10:56, the collector's clock 10:45 plus 5 min is 10:50
+    ]
+    again = [response(2, l4={"UDP": {"source_port": 40002, "destination_port": 53}})]
+    fake = FakeRelay([(first, True), (again, False)])  # Relay restarts once
+    async with serve(fake) as address, running(make_collector(address)):
+        await eventually(lambda: _count(db, 2))
+        await eventually(lambda: _requests(fake, 2))
+    # resumed from the flow stored (10:41:01) less the overlap, not from a day ahead
+    assert fake.requests[1].since.ToDatetime(tzinfo=UTC) == datetime(2026, 7, 31, 10, 40, 51, tzinfo=UTC)
+    mark = await db.fetchval("SELECT watermark FROM ingest_watermarks WHERE name = $1", WATERMARK)
+    assert mark == datetime(2026, 7, 31, 10, 41, 2, tzinfo=UTC)
+
+
 async def test_a_failed_store_is_read_again_from_the_watermark(
     db: asyncpg.Connection, make_collector: MakeCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,13 +11,16 @@ import qcdr_ingest.samples.adapters as adapters_package
 from qcdr_common.contracts.events.v1 import Workload
 from qcdr_common.contracts.samples.v1 import WorkloadSample, WorkloadSamples
 from qcdr_common.registry import import_submodules
+from qcdr_ingest.events.service import NUL_REASON
 from qcdr_ingest.samples import service
 from qcdr_ingest.samples.adapters import prometheus
-from qcdr_ingest.samples.registry import ShapeError, load_sample_adapters
+from qcdr_ingest.samples.registry import Horizon, ShapeError, load_sample_adapters
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 T0_MS = 1_777_636_800_000
 DIGEST = "sha256:" + "0f" * 32
+# the server's clock an hour after T0: samples up to 65 min after T0 are accepted (300 s ahead)
+HORIZON = Horizon(T0 + timedelta(hours=1))
 
 
 def series(name: str, points: list[tuple[Any, Any]], **labels: str) -> dict[str, Any]:
@@ -34,7 +37,7 @@ def ms(seconds: float) -> int:
 
 def convert(*timeseries: Any) -> Any:
     body = {"timeseries": list(timeseries)}
-    return prometheus.convert(body, "default")
+    return prometheus.convert(body, "default", HORIZON)
 
 
 def test_each_adapter_module_registers_exactly_one() -> None:
@@ -198,6 +201,51 @@ def test_series_of_one_workload_and_instant_are_merged_and_summed() -> None:
         "app": {"memory_bytes": 1.7e308},
     }
     assert [(r.index, r.sample, r.reason) for r in out.rejected] == [(4, 0, "value too large to represent")]
+
+
+def test_samples_stamped_ahead_of_the_clock_are_rejected_like_events() -> None:
+    """A node whose clock runs ahead: its sample would move analysis's clock and make it drop every
+    live sample and event as late, so it is refused per sample, as an event would be."""
+    out = convert(
+        series("memory_bytes", [(ms(0), 1.0), (ms(3900), 2.0), (ms(86_400 * 30), 3.0)]),
+        # a counter: the sample ahead neither gives a rate nor is the base of one
+        series("container_cpu_usage_seconds_total", [(ms(0), 10.0), (ms(30), 16.0), (ms(7200), 99.0)]),
+    )
+    assert {(s.time, tuple(s.values)) for s in out.samples} == {
+        (T0, ("memory_bytes",)),
+        (T0 + timedelta(seconds=3900), ("memory_bytes",)),  # 300 s ahead: at the bound, accepted
+        (T0 + timedelta(seconds=30), ("cpu_cores",)),
+    }
+    assert [(r.index, r.sample, r.reason) for r in out.rejected] == [
+        (
+            0,
+            2,
+            f"timestamp is {86_400 * 30 - 3600} s ahead of this server's clock (at most 300 s; "
+            "is the node's clock set?)",
+        ),
+        (1, 2, "timestamp is 3600 s ahead of this server's clock (at most 300 s; is the node's clock set?)"),
+    ]
+    wider = prometheus.convert(
+        {"timeseries": [series("memory_bytes", [(ms(7200), 1.0)])]},
+        "c",
+        Horizon(T0 + timedelta(hours=1), timedelta(hours=2)),
+    )
+    assert (wider.accepted, wider.rejected) == (1, [])
+
+
+def test_a_nul_character_in_a_workload_label_rejects_the_series() -> None:
+    """PostgreSQL refuses NUL in text: analysis could not store such a workload and would
+    dead-letter the whole envelope, the good samples with it."""
+    out = convert(
+        series("memory_bytes", [(ms(0), 1.0), (ms(1), 2.0)], namespace="sh\x00op"),
+        series("memory_bytes", [(ms(0), 1.0)], cluster="east\x00"),
+        series("memory_bytes", [(ms(0), 3.0)], interface="eth\x000"),  # not published: harmless
+    )
+    assert [s.values for s in out.samples] == [{"memory_bytes": 3.0}]
+    assert [(r.index, r.sample, r.count, r.reason) for r in out.rejected] == [
+        (0, None, 2, f"workload.namespace {NUL_REASON}"),
+        (1, None, 1, f"workload.cluster {NUL_REASON}"),
+    ]
 
 
 @pytest.mark.parametrize("body", [[], {"timeseries": {}}, {"series": []}, "x", None, {"timeseries": None}])

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 from qcdr_common.contracts.samples.v1 import MAX_SAMPLES_PER_ENVELOPE, WorkloadSamples
 from qcdr_common.streams import Envelope, OutboxRelay, stream_key
+from qcdr_ingest.events.service import NUL_REASON
 from redis.asyncio import Redis
 
 from tests.ingest.service import conftest as service_fixtures
@@ -153,14 +154,18 @@ async def test_bad_samples_are_reported_and_the_good_ones_published(
         {"time": T0.isoformat(), "values": {"cpu_cores": 1}},  # no workload
         sample(8, extra=1),
         sample(9),
+        # a node's clock a month ahead: analysis would drop every live sample as late after it
+        sample(10, time=(datetime.now(UTC) + timedelta(days=30)).isoformat()),
+        # PostgreSQL cannot store it: analysis would dead-letter the envelope, good samples too
+        sample(11, workload={"namespace": "sh\x00op", "pod": "cart-1"}),
     ]
     response = await client.post("/v1/metrics/json", json={"samples": items})
     assert response.status_code == 202
     result = response.json()
-    assert (result["received"], result["accepted"], result["published"]) == (10, 2, 2)
-    assert result["rejected_total"] == 8
+    assert (result["received"], result["accepted"], result["published"]) == (12, 2, 2)
+    assert result["rejected_total"] == 10
     reasons = {r["index"]: r["reason"] for r in result["rejected"]}
-    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 11]
     assert "not a finite, non-negative number" in reasons[1]
     assert "nan" in reasons[2]
     assert reasons[3].startswith("time:")
@@ -168,7 +173,10 @@ async def test_bad_samples_are_reported_and_the_good_ones_published(
     assert "must match" in reasons[5]
     assert reasons[7].startswith("workload:")
     assert reasons[8].startswith("extra:")
-    assert counted("json", "rejected") == before + 8
+    assert reasons[10].startswith("time is 259")  # 2,592,000 s (30 days), less the request's time
+    assert reasons[10].endswith(" s ahead of this server's clock (at most 300 s; is the node's clock set?)")
+    assert reasons[11] == f"workload.namespace {NUL_REASON}"
+    assert counted("json", "rejected") == before + 10
     [envelope] = await outbox(db)
     assert len(envelope.payload_as(WorkloadSamples).samples) == 2
 
@@ -220,6 +228,60 @@ async def test_limits_media_type_and_unknown_sources(client: Client, db: asyncpg
     assert unknown.status_code == 404
     assert unknown.json()["known_sources"] == ["json", "prometheus"]
     assert await outbox(db) == []
+
+
+@pytest.mark.parametrize(("max_future_s", "rejected"), [(None, 1), (7200.0, 0)])
+async def test_samples_stamped_ahead_of_the_clock_are_refused_by_the_configured_bound(
+    make_client: MakeClient, db: asyncpg.Connection, max_future_s: float | None, rejected: int
+) -> None:
+    """A sample an hour ahead is refused per item (the default bound, 300 s) unless
+    ``QCDR_EVENTS_MAX_FUTURE_S`` allows it, as for events; both sources."""
+    now = datetime.now(UTC)
+    ahead = now + timedelta(hours=1)
+    json_body = {"samples": [sample(time=now.isoformat()), sample(time=ahead.isoformat())]}
+    stamps = [int(t.timestamp() * 1000) for t in (now, ahead)]
+    prometheus_body = {
+        "timeseries": [
+            {
+                "labels": [{"name": "__name__", "value": "memory_bytes"}, {"name": "pod", "value": "cart-1"}],
+                "samples": [{"value": 1.0, "timestamp": stamp} for stamp in stamps],
+            }
+        ]
+    }
+    overrides = {} if max_future_s is None else {"events_max_future_s": max_future_s}
+    async with make_client(**overrides) as (client, _):
+        for source, body, where in (("json", json_body, (1, None)), ("prometheus", prometheus_body, (0, 1))):
+            response = await client.post(f"/v1/metrics/{source}", json=body)
+            assert response.status_code == 202, response.text
+            result = response.json()
+            assert (result["published"], result["rejected_total"]) == (2 - rejected, rejected), result
+            if rejected:
+                [refused] = result["rejected"]
+                assert (refused["index"], refused["sample"]) == where
+                assert "s ahead of this server's clock (at most 300 s" in refused["reason"]
+
+
+async def test_a_nul_character_costs_its_series_and_in_cluster_the_request(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    body = {
+        "timeseries": [
+            series("memory_bytes", [(0, 1.0)], namespace="sh\x00op"),
+            series("memory_bytes", [(0, 2.0)]),
+        ]
+    }
+    response = await client.post("/v1/metrics/prometheus", json=body)
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert (result["published"], result["rejected_total"]) == (1, 1)
+    assert result["rejected"] == [{"index": 0, "sample": None, "reason": f"workload.namespace {NUL_REASON}"}]
+    # the cluster of every sample naming none: refused whole, before the body is read
+    refused = await client.post(
+        "/v1/metrics/json", params={"cluster": "edge\x00"}, json={"samples": [sample()]}
+    )
+    assert (refused.status_code, refused.json()["reason"]) == (422, "validation_error")
+    assert refused.json()["detail"] == f"query.cluster: {NUL_REASON}"
+    assert len(await outbox(db)) == 1
 
 
 async def test_the_byte_limit(make_client: MakeClient, db: asyncpg.Connection) -> None:

@@ -51,6 +51,11 @@ def test_decode_ndjson_reports_bad_lines_in_place() -> None:
     assert batch.lines == [1, 4, 5]
     assert [(r.index, r.line) for r in batch.rejected] == [(1, 4)]
     assert "not valid JSON" in batch.rejected[0].reason
+    # each bad line at its own index among the non-blank lines (before, every earlier bad line
+    # was counted twice: a sender re-sending by index re-sent the wrong items)
+    many = service.decode(b'nope\n{"id":"a"}\n\nnope\nnope\n{"id":"b"}\n', service.BodyFormat.NDJSON)
+    assert [(r.index, r.line) for r in many.rejected] == [(0, 1), (2, 4), (3, 5)]
+    assert many.lines == [1, 2, 4, 5, 6]
 
 
 def test_convert_keeps_the_good_reports_the_bad_and_folds_repeats() -> None:

@@ -69,6 +69,22 @@ def test_a_scan_time_that_is_not_epoch_milliseconds_is_malformed(last_scanned: f
         parse_image(image(4) | {"lastScanned": last_scanned})
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"imageId": "0123\x00"},
+        {"repo": [{"registry": "registry.example.com", "repository": "team/app\x00", "tag": "1.0"}]},
+        {"repo": [{"registry": "registry\x00.example.com", "repository": "team/app", "tag": "1.0"}]},
+        {"repo": [{"registry": "registry.example.com", "repository": "team/app", "tag": "1.0\x00evil"}]},
+    ],
+    ids=["imageId", "repository", "registry", "tag"],
+)
+def test_a_nul_character_in_a_stored_text_is_malformed(change: dict[str, Any]) -> None:
+    # PostgreSQL refuses NUL in text: before, the poll's whole upsert failed, every cycle
+    with pytest.raises(MalformedImageError, match="NUL character"):
+        parse_image(image(4) | change)
+
+
 def test_lists_of_another_type_are_ignored() -> None:
     record = parse_image(image(4) | {"repo": 5, "repoDigests": "sha256:abc"})
     assert (record.names, record.digests) == ((), (f"sha256:{4:064x}",))
@@ -147,7 +163,8 @@ async def test_poll_stores_and_the_view_answers(
     make_settings: Callable[..., QualysSettings], ingest_db: str
 ) -> None:
     double = QualysDouble(DoubleConfig())
-    add_csapi(double, CsApiConfig(images=[*IMAGES, {"imageId": "broken"}, IMAGES[0]]))
+    nul = image(12) | {"repo": [{"registry": "r.example.com", "repository": "team/x", "tag": "1\x00"}]}
+    add_csapi(double, CsApiConfig(images=[*IMAGES, {"imageId": "broken"}, IMAGES[0], nul]))
     engine = make_engine(ingest_db)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     try:
@@ -162,7 +179,7 @@ async def test_poll_stores_and_the_view_answers(
                 await client.aclose()
     finally:
         await engine.dispose()
-    assert (result.fetched, result.stored, result.malformed) == (13, 11, 1)
+    assert (result.fetched, result.stored, result.malformed) == (14, 11, 2)
     conn = await asyncpg.connect(ingest_db.replace("+asyncpg", ""))
     try:
         rows = await conn.fetch("SELECT * FROM ingest_image_status ORDER BY image_key")

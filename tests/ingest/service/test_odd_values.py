@@ -4,7 +4,7 @@ ingest (2026-12-06), each test failed before its fix."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +12,10 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 from qcdr_common import service_cli
-from qcdr_common.db import make_engine, make_session_factory
 from qcdr_ingest.app import create_app
 from qcdr_ingest.cli import cli
 from qcdr_ingest.intel.abuseipdb import AbuseIPDBSettings
 from qcdr_ingest.intel.feeds import FeedConfigError
-from qcdr_ingest.qualys.config import QualysSettings
-from qcdr_ingest.qualys.demo_data import generate_findings
-from qcdr_ingest.qualys.double import DoubleConfig, QualysDouble, serve_double
-from qcdr_ingest.qualys.poller import CdrPoller
 from qcdr_ingest.settings import get_qualys_settings, get_settings
 from typer.testing import CliRunner
 
@@ -28,49 +23,6 @@ from tests.ingest.service.conftest import MakeClient
 
 pytestmark = [pytest.mark.db, pytest.mark.redis]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def qualys_with_one_odd_finding() -> Iterator[str]:
-    found = generate_findings(20, 7, NOW, malformed_ratio=0)
-    found[5] = {**found[5], "destinationPort": "\u00b2"}  # str.isdigit() is true, int() refuses it
-    found[6] = {**found[6], "timestamp": "0001-01-01T00:00:00+01:00"}  # before year 1 in UTC
-    with serve_double(QualysDouble(DoubleConfig(findings=found, max_page_size=200))) as url:
-        yield url
-
-
-async def test_an_odd_finding_does_not_stop_the_qualys_poller(
-    db: asyncpg.Connection, ingest_database_url: str, qualys_with_one_odd_finding: str
-) -> None:
-    """Before, the ValueError left poll_once: nothing of the window was stored, the watermark
-    stayed, and every later cycle read the same finding and failed again."""
-    engine = make_engine(ingest_database_url)
-    qualys = QualysSettings(
-        _env_file=None,
-        username="demo",
-        password=SecretStr("demo-password"),
-        gateway_url=qualys_with_one_odd_finding,
-        max_retries=1,
-        backoff_base_s=0.001,
-        backoff_max_s=0.002,
-    )
-    poller = CdrPoller(
-        engine,
-        make_session_factory(engine),
-        qualys,
-        interval=timedelta(minutes=5),
-        overlap=timedelta(minutes=10),
-        lookback=timedelta(hours=24),
-        cluster_id="prod",
-        clock=lambda: NOW,
-    )
-    try:
-        result = await poller.poll_once()
-    finally:
-        await engine.dispose()
-    assert (result.stored, result.malformed) == (19, 1)  # the odd port is dropped, the time is not
-    assert await db.fetchval("SELECT count(*) FROM ingest_events") == 19
-    assert await db.fetchval("SELECT count(*) FROM ingest_watermarks") == 1
 
 
 def connection(n: int, remote_ip: str) -> dict[str, Any]:

@@ -109,14 +109,15 @@ async def test_bad_items_are_reported_and_the_good_ones_kept(
             orjson.dumps(good[1]),
             orjson.dumps(good[1]),
             orjson.dumps(good[2]),
+            b"{also not json",  # a second bad line: at its own index, not counted twice
         ]
     )
     response = await client.post("/v1/events/tetragon", content=body, headers=NDJSON)
     assert response.status_code == 202
     result = response.json()
-    assert (result["received"], result["accepted"], result["stored"], result["duplicates"]) == (6, 4, 3, 1)
-    assert result["rejected"] == 2
-    assert [(r["index"], r["line"]) for r in result["rejections"]] == [(1, 2), (2, 3)]
+    assert (result["received"], result["accepted"], result["stored"], result["duplicates"]) == (7, 4, 3, 1)
+    assert result["rejected"] == 3
+    assert [(r["index"], r["line"]) for r in result["rejections"]] == [(1, 2), (2, 3), (6, 8)]
     assert "not valid JSON" in result["rejections"][0]["reason"]
     assert "not a supported Tetragon event" in result["rejections"][1]["reason"]
     assert await counts(db) == (3, 3)

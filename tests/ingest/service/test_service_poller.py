@@ -70,6 +70,29 @@ def poller(engine: AsyncEngine, qualys: QualysSettings, clock: Clock) -> CdrPoll
     )
 
 
+@pytest.fixture
+def qualys_with_odd_findings() -> Iterator[str]:
+    found = generate_findings(20, 7, NOW, malformed_ratio=0)
+    found[5] = {**found[5], "destinationPort": "\u00b2"}  # str.isdigit() is true, int() refuses it
+    found[6] = {**found[6], "timestamp": "0001-01-01T00:00:00+01:00"}  # before year 1 in UTC
+    with serve_double(QualysDouble(DoubleConfig(findings=found, max_page_size=200))) as url:
+        yield url
+
+
+async def test_an_odd_finding_does_not_stop_the_poller(
+    db: asyncpg.Connection,
+    engine: AsyncEngine,
+    qualys_with_odd_findings: str,
+    make_settings: Callable[..., QualysSettings],
+) -> None:
+    """Before, a ValueError left poll_once: nothing of the window was stored, the watermark stayed,
+    and every later cycle read the same finding and failed again (found in a review)."""
+    result = await poller(engine, make_settings(gateway_url=qualys_with_odd_findings), Clock(NOW)).poll_once()
+    assert (result.stored, result.malformed) == (19, 1)  # the odd port is dropped, the time is not
+    assert await db.fetchval("SELECT count(*) FROM ingest_events") == 19
+    assert await db.fetchval("SELECT watermark FROM ingest_watermarks WHERE name = $1", WATERMARK) == NOW
+
+
 async def test_polls_store_once_and_move_the_watermark(
     db: asyncpg.Connection,
     engine: AsyncEngine,

@@ -26,7 +26,7 @@ class IngestSettings(CommonSettings):
         default=300.0,
         gt=0,
         description="Events stamped further ahead of this server's clock are rejected (a wrong node "
-        "clock): items posted, Hubble flows and Qualys findings alike.",
+        "clock): items posted, Hubble flows, Qualys findings and samples alike.",
     )
     events_retention_s: float = Field(
         default=30 * 86_400.0,

@@ -112,9 +112,8 @@ def decode(body: bytes, fmt: BodyFormat) -> Batch:
             items.append(orjson.loads(line))
             lines.append(number)
         except orjson.JSONDecodeError as exc:
-            index = len(items) + len(rejected)
-            rejected.append(Rejection(index, f"line is not valid JSON: {_short(exc)}", number))
-            # keep the index positions aligned with the non-blank lines
+            # the placeholders keep ``items`` aligned with the non-blank lines: its length is the index
+            rejected.append(Rejection(len(items), f"line is not valid JSON: {_short(exc)}", number))
             items.append(_NOT_JSON)
             lines.append(number)
     return Batch(items, lines, rejected)
@@ -254,6 +253,22 @@ MAX_FUTURE = timedelta(minutes=5)
 NUL_REASON = "contains a NUL character (\\u0000), which PostgreSQL cannot store in text or jsonb"
 
 
+def too_far_ahead(
+    moment: datetime, now: datetime, max_future: timedelta, name: str = "event_time"
+) -> str | None:
+    """The rejection reason of a time (``name``) stamped more than ``max_future`` ahead of ``now``,
+    else None. One item stamped years ahead would end profiles' learning, open anomaly windows and
+    hold findings open far ahead of the others (and make analysis drop every live item as late):
+    refused, like analysis refuses it."""
+    if moment <= now + max_future:
+        return None
+    ahead = int((moment - now).total_seconds())
+    return (
+        f"{name} is {ahead} s ahead of this server's clock (at most "
+        f"{int(max_future.total_seconds())} s; is the node's clock set?)"
+    )
+
+
 def storable(payload: str) -> bool:
     """PostgreSQL refuses NUL in ``text`` and ``jsonb``; JSON and pydantic allow it. One such event
     must cost its own item, not fail the whole batch's insert."""
@@ -274,20 +289,10 @@ def records(
     max_future: timedelta = MAX_FUTURE,
 ) -> Prepared:
     received_ms = millis(received_at)
-    latest = received_at + max_future
     out = Prepared([], [])
     for position, event in enumerate(events):
-        if event.event_time > latest:
-            # one event stamped years ahead would end profiles' learning, open anomaly windows
-            # and hold findings open far ahead of the others: refused, like analysis refuses it
-            ahead = int((event.event_time - received_at).total_seconds())
-            out.unstorable.append(
-                (
-                    position,
-                    f"event_time is {ahead} s ahead of this server's clock (at most "
-                    f"{int(max_future.total_seconds())} s; is the node's clock set?)",
-                )
-            )
+        if ahead := too_far_ahead(event.event_time, received_at, max_future):
+            out.unstorable.append((position, ahead))
             continue
         payload = event_json(event)
         if not storable(payload):

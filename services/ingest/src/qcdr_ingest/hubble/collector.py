@@ -3,10 +3,11 @@
 One replica at a time holds the stream (a PostgreSQL advisory lock, held while it streams; the
 others try again every ``retry_s``). Flows are converted by the ``hubble`` adapter, the same as
 ``POST /v1/events/hubble``, and stored in micro-batches (``batch_max`` flows, or what arrived
-within ``batch_wait_s``) with the watermark, the time of the latest flow read, in the same
-transaction. A new stream asks Relay for the flows since the watermark minus ``overlap`` (what
-was read but maybe not stored when the last one broke; event ids make re-reading harmless), and
-no further back than ``backfill``: Relay only replays what its agents' ring buffers still hold.
+within ``batch_wait_s``) with the watermark, the time of the latest flow stored or ignored (not
+of one refused, nor beyond the clock plus ``max_future``), in the same transaction. A new stream
+asks Relay for the flows since the watermark minus ``overlap`` (what was read but maybe not
+stored when the last one broke; event ids make re-reading harmless), and no further back than
+``backfill``: Relay only replays what its agents' ring buffers still hold.
 
 A broken stream is reopened after a delay that doubles from ``retry_s`` up to ``retry_max_s``,
 and starts again from ``retry_s`` once a stream has delivered: a reconnect loop around a
@@ -185,7 +186,7 @@ class HubbleCollector:
 
     async def _store(self, batch: list[observer_pb2.GetFlowsResponse]) -> None:
         items: list[dict[str, Any]] = []
-        latest: datetime | None = None
+        times: list[datetime | None] = []  # each item's flow time
         for response in batch:
             which = response.WhichOneof("response_types")
             if which == "lost_events":
@@ -197,9 +198,9 @@ class HubbleCollector:
             if which != "flow":
                 continue
             items.append(relay.as_json(response))
-            if response.flow.HasField("time"):
-                moment = response.flow.time.ToDatetime(tzinfo=UTC)
-                latest = moment if latest is None or moment > latest else latest
+            times.append(
+                response.flow.time.ToDatetime(tzinfo=UTC) if response.flow.HasField("time") else None
+            )
         if not items:
             return
         converted, prepared = service.prepare(
@@ -209,6 +210,7 @@ class HubbleCollector:
             default_cluster=self.cluster_id,
             max_future=self.max_future,
         )
+        latest = self._latest(times, converted.rejected)
         async with self.sessions() as session:
             stored = await repository.insert_events(
                 session, prepared.rows, service=self.service_name, reputation_fresh_s=self.reputation_fresh_s
@@ -234,6 +236,16 @@ class HubbleCollector:
             log.warning(
                 "hubble_flows_rejected", count=len(converted.rejected), reasons=dict(reasons.most_common(5))
             )
+
+    def _latest(self, times: list[datetime | None], rejected: list[service.Rejection]) -> datetime | None:
+        """The watermark a batch moves to: its newest flow that was stored (or already known) or
+        deliberately ignored. A refused flow does not count: one stamped ahead by a node whose clock
+        runs fast would make the next stream ask Relay for flows *since then*, and every flow until
+        then would never be read. Nor does anything beyond the clock plus ``max_future``."""
+        refused = {r.index for r in rejected}
+        bound = self.clock() + self.max_future
+        kept = [t for i, t in enumerate(times) if t is not None and i not in refused and t <= bound]
+        return max(kept, default=None)
 
 
 def _lost_source(value: int) -> str:

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from qcdr_ingest.events.service import NUL_REASON
+
 _HEX64 = re.compile(r"(?:sha256:)?([0-9a-fA-F]{64})")
 
 
 class MalformedImageError(ValueError):
-    """The record cannot be keyed (no sha) or is not an object."""
+    """The record cannot be keyed (no sha), is not an object, or holds what cannot be stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +86,17 @@ def parse_image(item: Any) -> ImageRecord:
             n = vulns.get(f"severity{level}Count")
             if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
                 counts[str(level)] = n
+    image_id = _text(item.get("imageId"))
+    # PostgreSQL refuses NUL in text: one such record would fail the whole poll's upsert
+    if image_id is not None and "\x00" in image_id:
+        raise MalformedImageError(f"image {key[:19]}: imageId {NUL_REASON}")
+    if any("\x00" in name for name in names):
+        raise MalformedImageError(f"image {key[:19]}: a repo name {NUL_REASON}")
     last_scanned = _scanned_at(item.get("lastScanned"), key)
     present = [int(k) for k, v in counts.items() if v > 0]
     return ImageRecord(
         image_key=key,
-        image_id=_text(item.get("imageId")),
+        image_id=image_id,
         names=tuple(dict.fromkeys(names)),
         digests=tuple(dict.fromkeys(digests)),
         scanned=last_scanned is not None,

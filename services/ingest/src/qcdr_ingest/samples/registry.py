@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
+from qcdr_common.contracts.events.v1 import Workload
 from qcdr_common.contracts.samples.v1 import WorkloadSample
 from qcdr_common.registry import Registry, import_submodules
+
+from qcdr_ingest.events.service import MAX_FUTURE, NUL_REASON, too_far_ahead
 
 
 class ShapeError(ValueError):
@@ -47,10 +51,37 @@ class Converted:
         return sum(r.count for r in self.rejected)
 
 
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """The newest time a sample may carry: ``now`` plus ``max_future`` (``QCDR_EVENTS_MAX_FUTURE_S``,
+    as for events). One sample from a node whose clock runs ahead would move analysis's clock
+    ahead and make it drop every live sample and event as late."""
+
+    now: datetime
+    max_future: timedelta = MAX_FUTURE
+
+    @property
+    def latest(self) -> datetime:
+        return self.now + self.max_future
+
+    def refuses(self, moment: datetime, name: str) -> str | None:
+        """The rejection reason of a time (field ``name``) beyond the horizon, else None."""
+        return too_far_ahead(moment, self.now, self.max_future, name)
+
+
+def unstorable(workload: Workload) -> str | None:
+    """:data:`NUL_REASON` when a workload field holds a NUL character, else None: analysis stores
+    workloads in PostgreSQL, which refuses NUL, and would dead-letter the whole envelope."""
+    for name, value in workload:
+        if isinstance(value, str) and "\x00" in value:
+            return f"workload.{name} {NUL_REASON}"
+    return None
+
+
 # decoded body -> how many samples it carries (ShapeError when it is not this source's shape)
 Size = Callable[[Any], int]
-# (decoded body, the cluster to assume where a sample names none) -> samples
-Convert = Callable[[Any, str], Converted]
+# (decoded body, the cluster to assume where a sample names none, the newest time allowed) -> samples
+Convert = Callable[[Any, str, Horizon], Converted]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,15 @@ Answers (problem bodies carry a stable ``reason``):
   counted, rejected ones listed by index with a reason;
 * 400 ``invalid_json`` (not JSON) or ``empty_batch`` (no samples); 404 ``unknown_source`` with
   ``known_sources``; 413 ``content_too_large`` (bytes) or ``too_many_items`` (more than
-  50,000 samples); 415 ``unsupported_media_type``; 422 ``invalid_body`` (JSON of the wrong shape)
-  or ``no_valid_items`` (every sample rejected, with ``rejections``); 429 ``rate_limited`` with
-  ``Retry-After``. A refused batch publishes nothing.
+  50,000 samples); 415 ``unsupported_media_type``; 422 ``invalid_body`` (JSON of the wrong shape),
+  ``no_valid_items`` (every sample rejected, with ``rejections``) or ``validation_error`` (a NUL
+  character in ``cluster``); 429 ``rate_limited`` with ``Retry-After``. A refused batch publishes
+  nothing.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -25,8 +27,9 @@ from qcdr_common.registry import Registry
 
 from qcdr_ingest.deps import RateLimiterDep, RelayDep, SessionDep, SettingsDep
 from qcdr_ingest.events.registry import unknown_source
+from qcdr_ingest.events.service import NUL_REASON
 from qcdr_ingest.samples import metrics, service
-from qcdr_ingest.samples.registry import Converted, SampleAdapter, ShapeError
+from qcdr_ingest.samples.registry import Converted, Horizon, SampleAdapter, ShapeError
 from qcdr_ingest.samples.schemas import (
     JSON_BODY_SCHEMA,
     MAX_SAMPLES_PER_REQUEST,
@@ -65,7 +68,9 @@ sample of a series is ignored); recording rules `level:<counter>:…rate…` as 
 from the labels `cluster`, `namespace`, `pod`, `container`, `image`, `image_digest`/`image_id`,
 `owner_kind`/`owner_name` or `workload_type`/`workload`. Other series are counted as ignored.
 
-Valid samples are published even when others are rejected (listed by index, with the reason).
+Valid samples are published even when others are rejected (listed by index, with the reason:
+a time more than `QCDR_EVENTS_MAX_FUTURE_S` (300 s) ahead of the server's clock, a NUL character
+in a workload, ...).
 At most {MAX_SAMPLES_PER_REQUEST:,} samples per request. `cluster` fills a workload that names none.
 """
 
@@ -113,7 +118,9 @@ def _listed(converted: Converted, limit: int) -> list[SampleRejection]:
         404: _problem("Unknown source (the body lists the known ones)"),
         413: _problem("Body larger than the byte limit, or more samples than the count limit"),
         415: _problem("Content-Type is not JSON"),
-        422: _problem("JSON of the wrong shape, or every sample rejected (with the reasons)"),
+        422: _problem(
+            "JSON of the wrong shape, every sample rejected (with the reasons), or a NUL in cluster"
+        ),
         429: _problem("Rate limit for this token and source; see Retry-After"),
     },
 )
@@ -138,6 +145,9 @@ async def post_samples(
     # the events' buckets, under a key of its own: samples and events of one token do not compete
     key = (principal.name, f"metrics/{source}")
     try:
+        if cluster is not None and "\x00" in cluster:
+            # it would be the cluster of every sample naming none, and analysis cannot store it
+            raise ApiError(422, f"query.cluster: {NUL_REASON}", reason="validation_error")
         _check_media_type(request)
         wait = limiter.wait_for(key)
         if wait is None:
@@ -165,7 +175,8 @@ async def post_samples(
     except ApiError as exc:
         raise _refused(source, exc) from None
 
-    converted = adapter.convert(data, cluster or settings.cluster_id)
+    horizon = Horizon(datetime.now(UTC), timedelta(seconds=settings.events_max_future_s))
+    converted = adapter.convert(data, cluster or settings.cluster_id, horizon)
     listed = _listed(converted, settings.events_rejections_listed)
     rejected = converted.rejected_count
     if not converted.samples and not converted.ignored:

@@ -5,7 +5,8 @@
                                "pod": "cart-7d9f-x2", "container": "app", "image_digest": "sha256:…"},
                   "values": {"cpu_cores": 0.2, "memory_bytes": 73400320}}]}
 
-A workload without ``cluster`` gets the request's default cluster.
+A workload without ``cluster`` gets the request's default cluster. A sample stamped further ahead
+than the horizon, or whose workload holds a NUL character, is rejected.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from qcdr_common.contracts.samples.v1 import WorkloadSample
 
-from qcdr_ingest.samples.registry import Converted, Rejection, ShapeError, register
+from qcdr_ingest.samples.registry import Converted, Horizon, Rejection, ShapeError, register, unstorable
 
 _SHAPE = 'body must be a JSON object {"samples": [...]}'
 
@@ -38,7 +39,7 @@ def _reason(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}"[:300] if where else str(error["msg"])[:300]
 
 
-def convert(body: Any, cluster: str) -> Converted:
+def convert(body: Any, cluster: str, horizon: Horizon) -> Converted:
     out = Converted([])
     for index, item in enumerate(body["samples"]):
         if not isinstance(item, dict):
@@ -51,6 +52,10 @@ def convert(body: Any, cluster: str) -> Converted:
             sample = WorkloadSample.model_validate(item)
         except ValidationError as exc:
             out.rejected.append(Rejection(index, _reason(exc)))
+            continue
+        refused = horizon.refuses(sample.time, "time") or unstorable(sample.workload)
+        if refused:
+            out.rejected.append(Rejection(index, refused))
             continue
         out.samples.append(sample)
         out.accepted += 1

@@ -33,7 +33,8 @@ Workload labels: ``cluster`` (else the request's default), ``namespace``, ``pod`
 ``namespace_workload_pod:kube_pod_owner:relabel``), and the digest from ``image_digest`` or
 ``image_id`` (the ``sha256:…`` part). A series naming no namespace, pod or owner (a node's or the
 root cgroup's) is ignored. Values must be finite and non-negative: NaN (Prometheus stale markers
-included), infinities and negative numbers are rejected per sample.
+included), infinities and negative numbers are rejected per sample, as are timestamps beyond the
+horizon (a node's clock ahead); a series whose workload labels hold a NUL character is rejected.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from pydantic import ValidationError
 from qcdr_common.contracts.events.v1 import Workload
 from qcdr_common.contracts.samples.v1 import KNOWN_METRICS, WorkloadSample
 
-from qcdr_ingest.samples.registry import Converted, Rejection, ShapeError, register
+from qcdr_ingest.events.service import millis
+from qcdr_ingest.samples.registry import Converted, Horizon, Rejection, ShapeError, register, unstorable
 
 GAUGES = {"container_memory_working_set_bytes": "memory_bytes"}
 COUNTERS = {
@@ -238,20 +240,28 @@ class _Builder:
         return self.out
 
 
-def _points(index: int, raw_samples: list[Any], out: Converted) -> list[tuple[int, int, float]]:
+def _points(
+    index: int, raw_samples: list[Any], out: Converted, horizon: Horizon
+) -> list[tuple[int, int, float]]:
     """(milliseconds, position, value) of the usable samples; the others rejected."""
     points: list[tuple[int, int, float]] = []
+    latest_ms = millis(horizon.latest)
     for position, raw in enumerate(raw_samples):
         try:
             if not isinstance(raw, dict):
                 raise _BadInputError(f"a sample must be an object, got {type(raw).__name__}")
-            points.append((_millis(raw.get("timestamp")), position, _value(raw.get("value"))))
+            ms = _millis(raw.get("timestamp"))
+            if ms > latest_ms and (
+                ahead := horizon.refuses(_EPOCH + timedelta(milliseconds=ms), "timestamp")
+            ):
+                raise _BadInputError(ahead)
+            points.append((ms, position, _value(raw.get("value"))))
         except _BadInputError as exc:
             out.rejected.append(Rejection(index, str(exc), position))
     return points
 
 
-def convert(body: Any, cluster: str) -> Converted:
+def convert(body: Any, cluster: str, horizon: Horizon) -> Converted:
     builder = _Builder()
     out = builder.out
     for index, series in enumerate(body["timeseries"]):
@@ -271,7 +281,10 @@ def convert(body: Any, cluster: str) -> Converted:
         if mapping is None or who is None or (mapping.per_container and who.container is None):
             out.ignored += count
             continue
-        points = _points(index, raw_samples, out)
+        if refused := unstorable(who):
+            out.rejected.append(Rejection(index, refused, count=count))
+            continue
+        points = _points(index, raw_samples, out, horizon)
         if not mapping.counter:
             for ms, position, value in points:
                 builder.add(index, position, who, ms, mapping.metric, value)
