@@ -53,3 +53,11 @@ async def test_detection_to_action_in_a_window(
         assert (await service.get("/v1/actions/stats", since=later)).status_code == 422
         window = await service.get("/v1/actions/stats", since=later, until=later.replace("+00:00", "Z"))
         assert window.status_code == 422
+        # the ends of the calendar overflowed (until - 24 h, or on the way to UTC): an HTTP 500
+        for edge in (
+            {"until": "0001-01-01T00:00:00Z"},
+            {"since": "0001-01-01T00:00:00+01:00"},
+            {"since": later, "until": "9999-12-31T23:59:59-01:00"},
+        ):
+            r = await service.get("/v1/actions/stats", **edge)
+            assert (r.status_code, r.json()["reason"]) == (422, "invalid_time_range"), (edge, r.text)

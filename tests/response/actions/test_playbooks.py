@@ -1,11 +1,17 @@
-"""Playbook files: loading, overriding, refusing bad files at start-up, and matching findings."""
+"""Playbook files: loading, overriding, refusing bad files at start-up, matching findings, and
+the targets they make of them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from qcdr_common.contracts.findings.v1 import Finding
+from qcdr_common.streams.consumer import Delivery
+from qcdr_response.actions import planner
+from qcdr_response.actions.context import ActionsContext
+from qcdr_response.actions.models import ActionRow
 from qcdr_response.actions.planner import target_of
 from qcdr_response.actions.playbook import (
     BUILTIN_DIR,
@@ -16,8 +22,13 @@ from qcdr_response.actions.playbook import (
     parse_duration,
 )
 from qcdr_response.actions.registry import load_actions
+from qcdr_response.lifecycle.handlers import FindingsHandler
+from qcdr_response.lifecycle.models import FindingRow
+from qcdr_response.worker import make_lifecycle
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.response.service.conftest import make_finding
+from tests.response.service.conftest import finding_envelope, make_finding, response_settings
 
 ONE = """
 playbooks:
@@ -91,6 +102,21 @@ playbooks:
         (
             "playbooks:\n  - name: x\n    match: {}\n    actions: [{action: block_binary, lease: true}]\n",
             "not true or false",
+        ),
+        # step parameters are checked as a request's are: one past 64 bits was stored as given and
+        # failed every findings batch the playbook matched (the action row could not be written)
+        *(
+            (
+                f"playbooks:\n  - name: x\n    match: {{}}\n    actions:\n"
+                f"      - {{action: {a}, params: {{{p}: {n}}}}}\n",
+                f"playbook 'x' step 1: {a}: parameter {p}: ",
+            )
+            for a, p, n in (
+                ("capture_forensics", "max_file_bytes", "99999999999999999999"),
+                ("quarantine_file", "max_bytes", "99999999999999999999"),
+                ("stop_container", "timeout", "-1"),
+                ("block_binary", "colour", "red"),
+            )
         ),
     ],
 )
@@ -188,3 +214,56 @@ def test_targets_from_findings_drop_what_is_malformed() -> None:
     assert t.owner_name == "api"
     init = target_of(make_finding(process={"name": "init", "pid": 1}))
     assert init.pid is None  # never PID 1
+    # only the malformed value is dropped (a Finding bounds neither names nor PIDs): the rest stays
+    long_pod = target_of(make_finding(pod="p" * 254, process={"name": "x", "path": "/tmp/x", "pid": 2**40}))
+    assert (long_pod.namespace, long_pod.pod, long_pod.pid, long_pod.binary) == (
+        "payments",
+        None,
+        None,
+        "/tmp/x",
+    )
+    assert target_of(make_finding(namespace="n" * 64)).namespace is None
+
+
+ISOLATE = """
+playbooks:
+  - name: scan-isolate
+    match: {categories: [Network_Scanning_Utility]}
+    actions:
+      - action: isolate_pod
+        require_approval: true
+"""
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(
+    ("overrides", "dropped"),
+    [
+        ({"pod": "p" * 254}, "pod: String should have at most 253 characters"),
+        ({"namespace": "n" * 64}, "namespace: String should have at most 63 characters"),
+    ],
+    ids=["pod", "namespace"],
+)
+async def test_a_long_workload_name_is_stored_and_the_step_skipped_with_the_reason(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, overrides: dict[str, str], dropped: str
+) -> None:
+    """A pod name past 253 characters (or a namespace past 63) is a valid Finding but no valid
+    action target: planning raised, the findings batch rolled back and the finding was retried
+    until dead-lettered - never stored or sent on, because a playbook matched it. Now the name is
+    left out, and the step that needs it is skipped saying so."""
+    write(tmp_path, "pb.yaml", ISOLATE)
+    books = tuple(load_playbooks(tmp_path, builtin=False, known_actions=load_actions().names()))
+    ctx = ActionsContext(cluster_id="t", playbooks=books)
+
+    async def plan(session: AsyncSession, findings: list[Finding]) -> int:
+        return len(await planner.plan(session, ctx, findings, ctx.playbooks))
+
+    finding = make_finding(event_time=datetime.now(UTC), **overrides)
+    handler = FindingsHandler(sessions, make_lifecycle(response_settings()), hooks=[plan])
+    await handler([Delivery("1-0", finding_envelope(finding), 1)])
+    async with sessions() as session:
+        assert await session.get(FindingRow, finding.id) is not None
+        [row] = (await session.scalars(select(ActionRow).where(ActionRow.finding_id == finding.id))).all()
+        assert row.state == "skipped"
+        assert "isolate_pod needs target field(s)" in (row.message or "")
+        assert f"left out of the finding's target: {dropped}" in (row.message or "")

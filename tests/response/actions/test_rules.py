@@ -3,7 +3,7 @@ rate limits, step order and cancellation, approvals, and the append-only audit t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -217,3 +217,55 @@ async def test_leases_end_by_themselves(sessions: async_sessionmaker[AsyncSessio
         assert await service.expire_leases(session, ctx, later.replace(year=later.year + 1)) == [row.id]
         assert row.state == "releasing"
         assert (await outbox_streams(session))[-1] == "response:actions"
+
+
+async def contained(
+    session: AsyncSession, ctx: ActionsContext, run_id: str, pod: str, outcome: ActionOutcome, **kw: Any
+) -> ActionRow:
+    target = ActionTarget(namespace="payments", pod=pod, binary="/tmp/xmrig")
+    [row] = await run(session, ctx, step(target=target, lease_seconds=60), run_id=run_id)
+    await execution.begin_execution(session, row.id, ActionOp.EXECUTE, 1, "t")
+    await execution.record_result(session, ctx, result(row, outcome, **kw))
+    assert row.state == "succeeded"
+    return row
+
+
+async def test_a_containment_without_an_undo_record_gets_no_lease(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A recovery that could not rebuild the undo record (``rebuild_undo`` gives None): the effect
+    stands, but a lease nothing could release would only come back as a failure at expiry."""
+    ctx = ActionsContext(cluster_id="t", enforce=True)
+    async with sessions.begin() as session:
+        row = await contained(session, ctx, "r-no-undo", "api-1", ActionOutcome.RECOVERED)
+        assert row.lease_expires_at is None
+        assert "no undo record, so no lease" in (row.message or "")
+        [result_event] = [a for a in await trail(session, row.id) if a.event == "result"]
+        assert "no undo record" in result_event.detail["no_lease"]
+        assert await service.expire_leases(session, ctx, datetime.now(UTC) + timedelta(days=30)) == []
+        with pytest.raises(service.ActionTransitionError, match="no running lease"):
+            await service.renew(session, ctx, row.id, "tester")
+
+
+async def test_a_lease_that_cannot_be_undone_does_not_hold_up_the_others(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A leased row that ``undo`` refuses (here: no undo record, as earlier versions leased after
+    a recovery) used to roll the whole expiry round back, and stayed first in line every round:
+    no lease was ever released again. Now it goes undo_failed with the reason."""
+    ctx = ActionsContext(cluster_id="t", enforce=True)
+    async with sessions.begin() as session:
+        stuck = await contained(session, ctx, "r-stuck", "api-1", ActionOutcome.SUCCEEDED, undo={"name": "x"})
+        ok = await contained(session, ctx, "r-ok", "api-2", ActionOutcome.SUCCEEDED, undo={"name": "y"})
+        stuck.undo = None  # what an earlier version stored, with a lease
+        stuck.lease_expires_at = (ok.lease_expires_at or datetime.now(UTC)) - timedelta(seconds=1)
+        await session.flush()
+        later = datetime.now(UTC) + timedelta(hours=2)
+        assert await service.expire_leases(session, ctx, later) == [ok.id]
+        assert ok.state == "releasing"
+        assert stuck.state == "undo_failed"
+        assert "the lease ended, but it cannot be undone: action" in (stuck.message or "")
+        assert "recorded nothing to undo" in (stuck.message or "")
+        refused = [a for a in await trail(session, stuck.id) if a.event == "refused"]
+        assert [(a.actor, a.detail["op"]) for a in refused] == [("lease-expiry", "undo")]
+        assert await service.expire_leases(session, ctx, later) == []  # not picked again

@@ -101,6 +101,27 @@ MALFORMED: list[dict[str, Any]] = [
     {"action": "label_pod", "target": ISOLATE["target"], "parameters": {"labels": {"app": "a\nb"}}},
     {"action": "isolate_pod", "target": ISOLATE["target"], "lease": "400d"},
     {"action": "label_pod", "target": ISOLATE["target"], "lease": "1h"},
+    # integers past 64 bits (valid JSON): the action row's JSONB encoder refused them, an HTTP 500
+    {
+        "action": "label_pod",
+        "target": {"namespace": "payments", "pod": "api-1", "pid_start_ticks": 2**64},
+        "parameters": {"labels": {"a": "b"}},
+    },
+    {
+        "action": "label_pod",
+        "target": {"namespace": "payments", "pod": "api-1", "pid": 2**64},
+        "parameters": {"labels": {"a": "b"}},
+    },
+    {
+        "action": "quarantine_file",
+        "target": {"container_id": "ab" * 32, "node": "n1", "path": "/tmp/x"},
+        "parameters": {"max_bytes": 2**64},
+    },
+    {
+        "action": "capture_forensics",
+        "target": {"container_id": "ab" * 32, "node": "n1"},
+        "parameters": {"max_file_bytes": 2**64},
+    },
 ]
 
 

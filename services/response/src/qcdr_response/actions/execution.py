@@ -54,6 +54,7 @@ async def record_result(session: AsyncSession, ctx: ActionsContext, result: Acti
     if row.attempt != result.attempt:
         return None
     now = datetime.now(UTC)
+    no_lease: str | None = None
     if result.op == ActionOp.EXECUTE:
         if row.state not in (ActionState.QUEUED.value, ActionState.RUNNING.value):
             return None
@@ -63,7 +64,13 @@ async def record_result(session: AsyncSession, ctx: ActionsContext, result: Acti
             message = f"done (recovered): {result.message}" if result.message else "done (recovered)"
         lease_end = None
         if state == ActionState.SUCCEEDED and row.containment and not row.dry_run and row.lease_seconds:
-            lease_end = now + timedelta(seconds=row.lease_seconds)
+            if result.undo is None:
+                # a recovery that could not rebuild the undo record: the containment stands, but
+                # nothing could release it when a lease ended (that blocked every other release)
+                no_lease = "no undo record, so no lease: it stays until removed by hand"
+                message = f"{message}; {no_lease}"
+            else:
+                lease_end = now + timedelta(seconds=row.lease_seconds)
         await service.set_state(
             session,
             row,
@@ -102,6 +109,7 @@ async def record_result(session: AsyncSession, ctx: ActionsContext, result: Acti
         outcome=result.outcome.value,
         message=result.message,
         details=result.details,
+        **({"no_lease": no_lease} if no_lease else {}),
     )
     if result.op == ActionOp.EXECUTE:
         await service.after_step(session, ctx, row, result.executor)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
+from pydantic import ValidationError
 from qcdr_common.contracts.actions.v1 import ActionTarget
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.logging import get_logger
@@ -37,6 +38,12 @@ def target_of(finding: Finding) -> ActionTarget:
     """What a finding names: its workload, process and (from attributes the sources carry) node,
     pod UID, and process start time. Malformed values are dropped, not guessed: an action that
     needs them then refuses with a clear reason."""
+    return _target_and_dropped(finding)[0]
+
+
+def _target_and_dropped(finding: Finding) -> tuple[ActionTarget, str]:
+    """``target_of`` and, when values were dropped, which and why (one line, for the skip reason:
+    a Finding bounds neither names nor numbers the way an ActionTarget does)."""
     w, p, attrs = finding.workload, finding.process, finding.attributes
     container_id = None
     if w.container_id:
@@ -60,11 +67,19 @@ def target_of(finding: Finding) -> ActionTarget:
         "pod_uid": attrs.get("pod_uid") if isinstance(attrs.get("pod_uid"), str) else None,
         "pid_start_time": attrs.get("process_start_time"),
     }
-    try:
-        target = ActionTarget.model_validate({k: v for k, v in values.items() if v is not None})
-    except ValueError:
-        target = ActionTarget(namespace=w.namespace, pod=w.pod)
-    return target
+    fields = {k: v for k, v in values.items() if v is not None}
+    dropped: list[str] = []
+    while True:
+        try:
+            return ActionTarget.model_validate(fields), "; ".join(dropped)
+        except ValidationError as exc:
+            bad = {
+                str(e["loc"][0]): e["msg"] for e in exc.errors() if e["loc"] and str(e["loc"][0]) in fields
+            }
+            if not bad:  # cannot happen (every field is checked alone); never guess
+                return ActionTarget(), "the finding names no usable target"
+            dropped += [f"{k}: {msg}" for k, msg in sorted(bad.items())]
+            fields = {k: v for k, v in fields.items() if k not in bad}
 
 
 async def plan(
@@ -87,9 +102,14 @@ async def plan(
                     event_time=finding.event_time.isoformat(),
                 )
                 continue
-            planned.append((finding, pb, target_of(finding)))
-    await _lock_cooldowns(session, [(pb, target) for _, pb, target in planned if pb.cooldown is not None])
-    for finding, pb, target in planned:
+            target, dropped = _target_and_dropped(finding)
+            if dropped:
+                log.info(
+                    "finding values left out of the action target", finding_id=finding.id, dropped=dropped
+                )
+            planned.append((finding, pb, target, dropped))
+    await _lock_cooldowns(session, [(pb, target) for _, pb, target, _ in planned if pb.cooldown is not None])
+    for finding, pb, target, dropped in planned:
         if pb.cooldown is not None and await _cooling_down(session, pb, target):
             SUPPRESSED.labels(pb.name).inc()
             log.info(
@@ -108,6 +128,7 @@ async def plan(
                 lease_seconds=s.lease,
                 continue_on_error=s.continue_on_error,
                 dry_run=s.dry_run,
+                dropped=dropped,
             )
             for s in pb.actions
         ]

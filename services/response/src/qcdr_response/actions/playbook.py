@@ -41,6 +41,9 @@ from qcdr_common.config_files import ConfigFileError, load_yaml_file
 from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.contracts.findings.v1 import Finding, FindingKind
 
+from qcdr_response.actions.base import InvalidRequestError
+from qcdr_response.actions.registry import load_actions
+
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 _SEVERITY_ORDER = {s: i for i, s in enumerate(("info", "low", "medium", "high", "critical"))}
 _DURATION = re.compile(r"^([0-9]+)([smhd]?)$")
@@ -181,8 +184,9 @@ def load_playbooks(
     user_dir: Path | None, *, builtin: bool = True, known_actions: Iterable[str] = ()
 ) -> list[Playbook]:
     """The shipped playbooks (unless ``builtin`` is off) and ``*.yaml`` from ``user_dir``; a user
-    playbook with a shipped one's name replaces it. Unknown action names fail here, at start-up,
-    not when a finding arrives."""
+    playbook with a shipped one's name replaces it. Unknown action names and parameters the action
+    refuses fail here, at start-up, not when a finding arrives (a parameter the action row cannot
+    store failed every findings batch the playbook matched)."""
     found: dict[str, tuple[Path, Playbook]] = {}
     dirs = ([BUILTIN_DIR] if builtin else []) + ([user_dir] if user_dir is not None else [])
     for d in dirs:
@@ -197,6 +201,7 @@ def load_playbooks(
                 found[pb.name] = (path, pb)
     known = set(known_actions)
     if known:
+        actions = load_actions()
         for path, pb in found.values():
             for i, step in enumerate(pb.actions, 1):
                 if step.action not in known:
@@ -204,6 +209,11 @@ def load_playbooks(
                         f"{path}: playbook {pb.name!r} step {i}: unknown action {step.action!r} "
                         f"(known: {', '.join(sorted(known))})"
                     )
+                if step.action in actions:
+                    try:
+                        actions.get(step.action).parse_params(step.params)
+                    except InvalidRequestError as exc:
+                        raise PlaybookError(f"{path}: playbook {pb.name!r} step {i}: {exc.reason}") from None
     return [pb for _, pb in found.values() if pb.enabled]
 
 

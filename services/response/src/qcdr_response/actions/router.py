@@ -109,10 +109,13 @@ async def stats(
     since: Annotated[datetime | None, Query(description="Start (default: 24 hours ago).")] = None,
     until: Annotated[datetime | None, Query(description="End (default: now).")] = None,
 ) -> ActionStats:
-    end = until or datetime.now(UTC)
-    start = since or end - timedelta(hours=24)
-    if start.tzinfo is None or end.tzinfo is None:
+    if any(t is not None and t.tzinfo is None for t in (since, until)):
         raise ApiError(422, "since and until need a time zone (e.g. Z)", reason="invalid_time_range")
+    try:  # times at the ends of the calendar (year 1, year 9999) overflow on the way to UTC
+        end = (until or datetime.now(UTC)).astimezone(UTC)
+        start = (since or end - timedelta(hours=24)).astimezone(UTC)
+    except OverflowError:
+        raise ApiError(422, "since or until is out of range", reason="invalid_time_range") from None
     if start >= end:
         raise ApiError(422, "since must be before until", reason="invalid_time_range")
     return await action_stats(session, start, end)

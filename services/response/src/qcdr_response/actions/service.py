@@ -17,19 +17,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from qcdr_common.contracts.actions.v1 import ActionOp, ActionTarget
+from qcdr_common.logging import get_logger
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qcdr_response.actions import audit, dispatch, safety, validation
-from qcdr_response.actions.base import Action, InvalidRequestError, Scope
+from qcdr_response.actions.base import Action, ActionError, InvalidRequestError, Scope
 from qcdr_response.actions.context import ActionsContext
 from qcdr_response.actions.models import ActionRow, ActionState
 from qcdr_response.actions.registry import load_actions
 
 _OK = frozenset({ActionState.SUCCEEDED.value, ActionState.DRY_RUN.value})
+LEASE_EXPIRY = "lease-expiry"  # the audit actor of what the lease loop does
+log = get_logger(__name__)
 
 
 class ActionNotFoundError(LookupError):
@@ -53,6 +56,8 @@ class StepRequest:
     lease_seconds: int | None = None
     continue_on_error: bool = False
     dry_run: bool = False
+    # values of the finding left out of ``target`` and why (playbooks), said when the step is refused
+    dropped: str = ""
 
 
 def action_for(name: str) -> Action[Any]:
@@ -111,6 +116,8 @@ async def start_run(
             if not lenient:
                 raise
             invalid, lease = exc.reason, None
+            if step.dropped:
+                invalid += f" (left out of the finding's target: {step.dropped})"
             known = load_actions()
             spec = known.get(step.action) if step.action in known else None
             name, scope = step.action, spec.scope if spec else Scope.CLUSTER
@@ -303,7 +310,10 @@ async def undo(
 async def expire_leases(
     session: AsyncSession, ctx: ActionsContext, now: datetime, limit: int = 100
 ) -> list[int]:
-    """Undo containment whose lease has ended (several workers may run this: SKIP LOCKED)."""
+    """Undo containment whose lease has ended (several workers may run this: SKIP LOCKED); returns
+    the ids now releasing. Each in a savepoint: one that cannot be undone (no undo record, an
+    action this version no longer has) goes ``undo_failed`` with the reason, and the rest are
+    still released (it used to roll the round back, and stayed first in line every round)."""
     ids = list(
         await session.scalars(
             select(ActionRow.id)
@@ -317,6 +327,26 @@ async def expire_leases(
             .with_for_update(skip_locked=True)
         )
     )
+    releasing = []
     for action_id in ids:
-        await undo(session, ctx, action_id, "lease-expiry", "the lease ended")
-    return ids
+        try:
+            async with session.begin_nested():
+                await undo(session, ctx, action_id, LEASE_EXPIRY, "the lease ended")
+        except (ActionError, ActionTransitionError, ValidationError) as exc:
+            why = f"the lease ended, but it cannot be undone: {_reason(exc)}"
+            row = await locked(session, action_id)
+            await set_state(session, row, ActionState.UNDO_FAILED, message=why)
+            await audit.record(session, row, LEASE_EXPIRY, "refused", op=ActionOp.UNDO.value, message=why)
+            log.warning("lease ended on an action that cannot be undone", action_id=action_id, reason=why)
+            continue
+        releasing.append(action_id)
+    return releasing
+
+
+def _reason(exc: ActionError | ActionTransitionError | ValidationError) -> str:
+    """One line: an action error's reason, or the first problem of a stored row that no longer
+    parses (a target or parameters written by an older version)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"stored {exc.title}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return exc.reason

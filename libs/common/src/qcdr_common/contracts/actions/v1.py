@@ -54,9 +54,11 @@ class ActionTarget(BaseModel):
     container: str | None = Field(default=None, max_length=63, description="The container's name in the pod.")
     container_id: str | None = Field(default=None, max_length=64)
     # host PID namespace (Tetragon reports host PIDs) and the process start time, to refuse a
-    # reused PID: ticks since boot (/proc/<pid>/stat field 22) when known, else a wall time
-    pid: int | None = Field(default=None, ge=1)
-    pid_start_ticks: int | None = Field(default=None, ge=0)
+    # reused PID: ticks since boot (/proc/<pid>/stat field 22) when known, else a wall time.
+    # Bounded (Linux's PID_MAX_LIMIT; a signed 64-bit tick count) so that no integer reaches the
+    # action row's JSONB that its encoder refuses (an unbounded one was an HTTP 500).
+    pid: int | None = Field(default=None, ge=1, le=4_194_304)
+    pid_start_ticks: int | None = Field(default=None, ge=0, le=2**63 - 1)
     pid_start_time: AwareDatetime | None = None
     # a path inside the container's filesystem (absolute, as the container sees it)
     path: str | None = Field(default=None, max_length=4096)

@@ -41,7 +41,10 @@ class ForensicsParams(BaseModel):
 
     paths: tuple[str, ...] = Field(default=(), max_length=64, description="Files to hash and copy.")
     allowed_roots: tuple[str, ...] = Field(default=DEFAULT_ALLOWED_ROOTS, min_length=1)
-    max_file_bytes: int = Field(default=1 * MiB, ge=0, description="Content kept per file (all is hashed).")
+    # bounded (1 TiB, far above any node's ceiling) like every integer that reaches the JSONB
+    max_file_bytes: int = Field(
+        default=1 * MiB, ge=0, le=MiB * MiB, description="Content kept per file (all is hashed)."
+    )
 
     _roots = field_validator("allowed_roots")(check_roots)
 

@@ -39,7 +39,8 @@ class QuarantineParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     allowed_roots: tuple[str, ...] = Field(default=DEFAULT_ALLOWED_ROOTS, min_length=1)
-    max_bytes: int = Field(default=64 * MiB, ge=1, description="Larger files are refused.")
+    # bounded (1 TiB, far above any node's ceiling) like every integer that reaches the JSONB
+    max_bytes: int = Field(default=64 * MiB, ge=1, le=MiB * MiB, description="Larger files are refused.")
     overwrite: bool = Field(default=False, description="Undo: replace a file now at the original path.")
 
     _roots = field_validator("allowed_roots")(check_roots)
