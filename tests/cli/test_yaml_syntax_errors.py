@@ -54,6 +54,23 @@ def test_a_syntax_error_is_one_line_with_the_position_and_no_quoted_text(name: s
 
 
 @pytest.mark.parametrize("name", list(LOADERS))
+@pytest.mark.parametrize("value", ["2024-02-30", "!!float hooks-secret-0f3c9a", "!!timestamp soon"])
+def test_a_value_yaml_cannot_build_is_a_position_without_the_value(
+    name: str, value: str, tmp_path: Path
+) -> None:
+    """PyYAML raised a bare ValueError (AttributeError for '!!timestamp soon') that named no position
+    and quoted the value; loaders that catch only YAML errors printed a traceback."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"version: 1\nwhen: {value}\n")
+    with pytest.raises(
+        ValueError, match=r"not a valid (timestamp|float) value"
+    ) as info:
+        LOADERS[name](path)
+    assert f"{path}: not valid YAML at line 2, column 7" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(LOADERS))
 def test_a_file_that_is_not_utf8_is_named_with_the_byte(name: str, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_bytes(b"name: caf\xe9\n")

@@ -45,10 +45,34 @@ def read_config_text(path: Path) -> str:
         raise ConfigFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
+_POSITIONED: dict[type[yaml.SafeLoader], type[yaml.SafeLoader]] = {}
+
+
+def _positioned(loader: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """``loader`` whose values that cannot be built ("2024-02-30", "!!float abc") are YAML errors
+    at the value's position. PyYAML raises a bare ValueError (or an AttributeError for
+    "!!timestamp soon") that names no position and quotes the value, which may be a secret."""
+    if (found := _POSITIONED.get(loader)) is not None:
+        return found
+
+    class Positioned(loader):  # type: ignore[valid-type,misc]  # a class chosen at run time
+        def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep)
+            except (ValueError, TypeError, AttributeError, OverflowError):  # never YAMLErrors
+                kind = str(node.tag).rsplit(":", 1)[-1]
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"not a valid {kind} value", node.start_mark
+                ) from None
+
+    _POSITIONED[loader] = Positioned
+    return Positioned
+
+
 def parse_yaml(text: str, source: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
     """``text`` as YAML (safe tags only: ``loader`` must be SafeLoader or a subclass)."""
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506  # SafeLoader or a subclass, by type
+        return yaml.load(text, Loader=_positioned(loader))  # noqa: S506  # SafeLoader or a subclass
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{source}: {yaml_error_text(exc)}") from None
 
