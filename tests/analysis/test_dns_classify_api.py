@@ -60,6 +60,8 @@ async def test_scores_a_batch_with_a_read_token(client: httpx.AsyncClient) -> No
         ({"names": ["a..b"]}, "invalid_name"),
         ({"names": ["-lead.example"]}, "invalid_name"),
         ({"names": ["x" * 64 + ".example"]}, "invalid_name"),
+        # a label ending in a newline: "$" matches before it, a full match does not
+        ({"names": ["a\n.example"]}, "invalid_name"),
         ({"names": []}, None),
         ({"names": ["a.example"] * 1001}, None),
         ({"names": ["a.example"], "extra": 1}, None),

@@ -3,8 +3,11 @@ re-alert suppression, caps, JSON, and the path rules."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qcdr_analysis.detectors import DETECTORS, load_detectors
@@ -264,6 +267,66 @@ def test_json_round_trip_keeps_everything() -> None:
     assert copy.singletons == profile.singletons
     with pytest.raises(ValueError, match="version"):
         Profile.from_json({**profile.to_json(), "v": 99}, Limits(), 1)
+
+
+def ready_profile_json() -> dict[str, Any]:
+    """A learned, ready profile's JSON with every part filled (processes, destinations, ports,
+    files, workloads, behaviour seen after learning)."""
+    state = detector()
+    learn_api(state)
+    run(state, exec_event("/usr/bin/xmrig", READY))
+    profile = state.store.get(PROFILE)
+    assert profile is not None
+    data = profile.to_json()
+    assert all(data[part] for part in ("processes", "destinations", "ports", "files", "workloads", "novel"))
+    return data
+
+
+def _first(data: dict[str, Any], part: str) -> Any:
+    return next(iter(data[part].values())) if isinstance(data[part], dict) else data[part][0]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        # text where epoch seconds belong (a shared baseline of another producer): the API's
+        # datetime.fromtimestamp and the detector's comparisons failed on it for good
+        (lambda d: _first(d, "processes").__setitem__(1, "2026-03-01T12:00:00Z"), "processes.*time"),
+        (lambda d: _first(d, "destinations").__setitem__(2, "yesterday"), "destinations.*time"),
+        (lambda d: _first(d, "files").__setitem__(1, None), "files.*time"),
+        (lambda d: _first(d, "novel").__setitem__(3, "now"), "novel.*time"),
+        (lambda d: d.update(last_seen="2026-03-01"), "last_seen.*time"),
+        (lambda d: d["workloads"].update(w="now"), "workloads.*time"),
+        # numbers no datetime can hold (the API's fromtimestamp overflows)
+        (lambda d: _first(d, "ports").__setitem__(2, 1e300), "ports.*time"),
+        (lambda d: d.update(ready_at=float("nan")), "ready_at.*time"),
+        (lambda d: d.update(first_seen=float("inf")), "first_seen.*time"),
+        # counts: a bool is an int to Python, text and fractions are not counts
+        (lambda d: _first(d, "processes").__setitem__(0, True), "processes.*count"),
+        (lambda d: _first(d, "destinations").__setitem__(0, "3"), "destinations.*count"),
+        (lambda d: _first(d, "files").__setitem__(0, 2.5), "files.*count"),
+        (lambda d: _first(d, "novel").__setitem__(2, -1), "novel.*count"),
+        (lambda d: d.update(events=False), "events.*count"),
+        (lambda d: d.update(overflow={"processes": "many"}), "overflow.*count"),
+        (lambda d: _first(d, "processes")[3].update(x="1"), "parents.*count"),
+        # wrong shapes
+        (lambda d: _first(d, "processes").__setitem__(3, []), "parents.*not an object"),
+        (lambda d: d.update(destinations=[]), "destinations is a list"),
+        (lambda d: _first(d, "ports").pop(), "ports.*not a list of 3"),
+        (lambda d: d.update(ports={"http": [1, d["first_seen"], d["first_seen"]]}), "not a port number"),
+        (lambda d: _first(d, "files").__setitem__(3, "yes"), "written.*not true or false"),
+        (lambda d: d.update(ready="yes"), "ready.*not true or false"),
+        (lambda d: _first(d, "novel").__setitem__(0, 7), "novel.*not text"),
+    ],
+)
+def test_json_of_the_wrong_types_is_refused(spoil: Callable[[dict[str, Any]], None], reason: str) -> None:
+    """What a profile holds is checked when it is read (from Postgres, or from another cluster's
+    shared baseline): nothing that reads a loaded profile later can fail on a value's type."""
+    data = ready_profile_json()
+    assert Profile.from_json(copy.deepcopy(data), Limits(), 1).to_json() == data
+    spoil(data)
+    with pytest.raises(ValueError, match=reason):
+        Profile.from_json(data, Limits(), 1)
 
 
 def test_reset_clears_behaviour_keeps_workloads() -> None:

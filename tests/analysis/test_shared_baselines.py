@@ -408,17 +408,30 @@ async def test_a_baseline_that_is_no_ready_profile_is_poison(
     too_big = good.model_copy(
         update={"data": {**good.data, "processes": {**good.data["processes"], **extra}}}
     )
+    # right shape, wrong types: imported, these made GET /v1/profiles/{key} a 500 and the
+    # behaviour detector fail on every event of the image, for good (a ready profile is kept)
+    (path, (count, first, last, parents, hashes)) = next(iter(good.data["processes"].items()))
+    text_times = good.model_copy(
+        update={"data": {**good.data, "processes": {path: [count, "2026-03-01T12:00:00Z", last, {}, {}]}}}
+    )
+    bool_count = good.model_copy(
+        update={"data": {**good.data, "processes": {path: [True, first, last, parents, hashes]}}}
+    )
+    shape = good.model_copy(update={"data": {**good.data, "processes": {path: [count, first, last, [], {}]}}})
     handler = BaselinesHandler(cluster_b, detectors({"behaviour_profile": {"max_processes": 2}}))
-    batch = [other_key, good, not_ready, garbage, too_big]
+    batch = [other_key, good, not_ready, garbage, too_big, text_times, bool_count, shape]
     deliveries = [Delivery(f"{i}-0", baseline_envelope(b), 1) for i, b in enumerate(batch)]
     with pytest.raises(PoisonEnvelopeError) as error:
         await handler(deliveries)
     reasons = dict(error.value.problems)
-    assert list(reasons) == [deliveries[i].envelope.id for i in (0, 2, 3, 4)]
+    assert list(reasons) == [deliveries[i].envelope.id for i in (0, 2, 3, 4, 5, 6, 7)]
     assert "not 'sha256:0de1" in reasons[deliveries[0].envelope.id]
     assert "not a ready profile" in reasons[deliveries[2].envelope.id]
     assert "not a profile" in reasons[deliveries[3].envelope.id]
     assert "3 processes, more than this cluster's cap of 2" in reasons[deliveries[4].envelope.id]
+    assert "time '2026-03-01T12:00:00Z' is not epoch seconds" in reasons[deliveries[5].envelope.id]
+    assert "count True is not a non-negative integer" in reasons[deliveries[6].envelope.id]
+    assert "not a profile" in reasons[deliveries[7].envelope.id]
     # the good one of the batch is in
     assert [r["key"] for r in await rows(db, "SELECT key FROM analysis_profiles")] == [PROFILE]
 

@@ -1,9 +1,11 @@
 """The spoke role inside the federation app: ``install_spoke`` runs the agent in the lifespan (with
 the app's outbox relay), ``GET /v1/federation/spoke`` shows where it stands (never the secret) and
-``GET /v1/federation`` carries its summary."""
+``GET /v1/federation`` carries its summary; whatever heartbeat interval the hub tells, the status
+route answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -14,7 +16,9 @@ from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from qcdr_common.contracts.federation.v1 import POLICIES_STREAM
 from qcdr_federation.app import create_app
-from qcdr_federation.settings import FederationSettings
+from qcdr_federation.settings import MAX_HEARTBEAT_INTERVAL_S, FederationSettings
+from qcdr_federation.spoke.agent import build_agent
+from qcdr_federation.spoke.client import Credential
 from redis.asyncio import Redis
 
 from tests.federation.conftest import READ_HEADERS, WRITE_HEADERS, api_auth, bootstrap_token, declare_cluster
@@ -142,3 +146,45 @@ async def _other_replica(database_url: str, counts: dict[str, int], problems: li
         )
     finally:
         await connection.close()
+
+
+def hub_telling_a_huge_interval(request: httpx.Request) -> httpx.Response:
+    if request.url.path.endswith("/heartbeat"):
+        ack = {"health": "healthy", "heartbeat_interval_s": 1e15, "policies_etag": "e", "commands_pending": 0}
+        return httpx.Response(200, json=ack)
+    return httpx.Response(404)
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("refused", request=request)
+
+
+async def test_the_status_route_answers_whatever_interval_the_hub_told(
+    spoke_db: str, redis_url: str, spoke_prefix: str
+) -> None:
+    """The route lists the replicas seen within three intervals: a huge interval from the hub's
+    heartbeat ack overflowed the timedelta, and the route answered 500 until a restart."""
+    settings = make_spoke_settings(spoke_db, redis_url, spoke_prefix, "http://hub.test", consume_in_app=False)
+    app = create_app(settings, auth=api_auth())
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        redis = Redis.from_url(redis_url)
+        agent = build_agent(
+            settings,
+            app.state.engine,
+            redis,
+            asyncio.Event(),
+            state=app.state.spoke_state,
+            hub_transport=httpx.MockTransport(hub_telling_a_huge_interval),
+            response_transport=httpx.MockTransport(refused),
+        )
+        agent.client.credential = Credential("cid", SecretStr("cid.secret"))
+        try:
+            assert await agent.heartbeat.beat_once()
+        finally:
+            await agent.aclose()
+            await redis.aclose()
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://spoke.test") as spoke:
+            got = await spoke.get("/v1/federation/spoke", headers=READ_HEADERS)
+    assert got.status_code == 200, got.text
+    assert got.json()["heartbeat_interval_s"] == MAX_HEARTBEAT_INTERVAL_S

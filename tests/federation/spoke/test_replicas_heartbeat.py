@@ -1,7 +1,8 @@
 """Two spoke replicas heartbeat in turn: each heartbeat carries the counts summed and the problems
 joined over the replicas seen lately, so the hub's view (and the cluster's health, degraded while
 a problem is reported) does not flip with whichever replica spoke last. Found by the replicas
-audit: each heartbeat carried its own process's counters and problems."""
+audit: each heartbeat carried its own process's counters and problems. And the interval the hub
+tells is clamped: a huge one stopped the heartbeats."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from qcdr_common.contracts.federation.v1 import PendingAction
+from qcdr_common.contracts.federation.v1 import ClusterHealth, ClusterHeartbeat, HeartbeatAck, PendingAction
 from qcdr_common.db import make_session_factory
+from qcdr_federation.settings import MAX_HEARTBEAT_INTERVAL_S
 from qcdr_federation.spoke.heartbeat import Heartbeat
 from qcdr_federation.spoke.models import SpokeReplicaRow
 from qcdr_federation.spoke.registration import Registrar
 from qcdr_federation.spoke.response_api import ResponseApiError
 from qcdr_federation.spoke.runtime import RESPONSE_API, AgentState
+from qcdr_federation.spoke.status import StatusTracker
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -107,3 +110,28 @@ async def test_a_replica_that_stopped_heartbeating_no_longer_counts(spoke_engine
     async with sessions() as session:
         ids = (await session.scalars(select(SpokeReplicaRow.replica_id))).all()
     assert ids == [b.state.replica_id]
+
+
+class HugeIntervalHub:
+    """Takes every heartbeat and answers an interval far past any a hub can be configured with
+    (any positive number passes the ack's schema)."""
+
+    async def heartbeat(self, heartbeat: ClusterHeartbeat) -> HeartbeatAck:
+        return HeartbeatAck(
+            health=ClusterHealth.HEALTHY, heartbeat_interval_s=1e15, policies_etag="e", commands_pending=0
+        )
+
+
+async def test_a_huge_interval_from_the_hub_is_clamped_and_the_heartbeats_go_on(
+    spoke_engine: AsyncEngine,
+) -> None:
+    """Taken as told, the next heartbeat's "replicas seen within three intervals" overflowed a
+    timedelta: no heartbeat was built again (and the loop would have slept that long)."""
+    a = replica(spoke_engine)
+    hub: Any = HugeIntervalHub()
+    a.client = hub
+    a.status = StatusTracker(a.settings, a.sessions, hub, a.registrar, a.state)
+    assert await a.beat_once()
+    assert a.state.heartbeat_interval_s == MAX_HEARTBEAT_INTERVAL_S
+    assert await a.beat_once()
+    assert a.state.counts["heartbeats"] == 2

@@ -1,5 +1,6 @@
 """The spoke's tables: migration 0004 against the models, the policy set stored with its outbox
-envelopes in one transaction, statuses guarded by the held generation, and the state row."""
+envelopes in one transaction, statuses guarded by the held generation (and left unreported until
+the hub took them), and the state row."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from pydantic import SecretStr
 from qcdr_common.contracts.federation.v1 import (
     POLICIES_STREAM,
     POLICY_PLACED,
@@ -26,6 +29,7 @@ from qcdr_common.streams.outbox import OutboxRelay
 from qcdr_federation.db import VERSION_TABLE, downgrade, upgrade
 from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.spoke import repository as repo
+from qcdr_federation.spoke.client import Credential, HubClient, HubError
 from qcdr_federation.spoke.models import (
     SpokeBaselineRow,
     SpokeCommandResultRow,
@@ -35,13 +39,15 @@ from qcdr_federation.spoke.models import (
     SpokeStateRow,
 )
 from qcdr_federation.spoke.policies import apply_placed_set
-from qcdr_federation.spoke.status import StatusUpdate, record_update
+from qcdr_federation.spoke.registration import Registrar
+from qcdr_federation.spoke.runtime import AgentState
+from qcdr_federation.spoke.status import StatusTracker, StatusUpdate, record_update
 from redis.asyncio import Redis
 from sqlalchemy import Connection, MetaData, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.federation.spoke.conftest import read_stream
+from tests.federation.spoke.conftest import make_spoke_settings, read_stream
 
 pytestmark = [pytest.mark.db]
 
@@ -288,6 +294,31 @@ async def test_statuses_follow_the_held_generation_only(spoke_engine: AsyncEngin
 
 
 # --------------------------------------------------------------------------- state row
+
+
+async def test_a_status_report_the_hub_did_not_take_stays_unreported(spoke_engine: AsyncEngine) -> None:
+    """A redirect (an ingress in front of the hub) counted as delivered: the statuses were marked
+    reported and never sent again. The report fails (retried later) and they stay unreported."""
+    await apply(spoke_engine, placed_set(policy("p1"), etag="e1"))
+    s = make_spoke_settings(
+        "postgresql+asyncpg://unused@127.0.0.1/unused", "redis://127.0.0.1", "p", "http://hub.test"
+    )
+
+    def redirecting(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(308, headers={"Location": "https://hub.test" + request.url.path})
+
+    sessions = make_session_factory(spoke_engine)
+    state = AgentState.from_settings(s)
+    client = HubClient(s, transport=httpx.MockTransport(redirecting))
+    client.credential = Credential("cid", SecretStr("cid.secret"))
+    tracker = StatusTracker(s, sessions, client, Registrar(s, sessions, client, state), state)
+    try:
+        with pytest.raises(HubError, match="308"):
+            await tracker.report_once()
+    finally:
+        await client.aclose()
+    async with sessions() as session:
+        assert [r.policy_id for r in await repo.unreported(session, 10)] == ["p1"]
 
 
 async def test_state_is_reset_when_the_hub_or_name_changes(spoke_engine: AsyncEngine) -> None:

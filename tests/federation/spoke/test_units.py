@@ -5,25 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from qcdr_common.contracts.federation.v1 import (
+    BaselineUpload,
     CommandKind,
+    CommandResult,
     FederationRole,
     PlacedPolicy,
     PlacedPolicySet,
     PolicyApplyState,
+    SharedBaseline,
     SpokeCommand,
+    StatusReport,
 )
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.streams.envelope import new_envelope
 from qcdr_federation.backoff import Backoff, StoppedError, unless_stopped
-from qcdr_federation.settings import FederationSettings
+from qcdr_federation.settings import MAX_HEARTBEAT_INTERVAL_S, MIN_HEARTBEAT_INTERVAL_S, FederationSettings
 from qcdr_federation.spoke import baselines
 from qcdr_federation.spoke.baselines import BaselineSync
 from qcdr_federation.spoke.client import Credential, HubClient, HubError, HubErrorKind
@@ -352,6 +357,43 @@ async def test_hub_errors_are_classified(
     await client.aclose()
 
 
+def _sends(call: str) -> Callable[[HubClient], Awaitable[object]]:
+    """A hub call whose answer carries nothing the spoke reads (only its status says delivered)."""
+    baseline = SharedBaseline(profile_key=f"sha256:{0:064x}", source_cluster="spoke-a", generation=1, data={})
+    calls: dict[str, Callable[[HubClient], Awaitable[object]]] = {
+        "status": lambda c: c.report_status(StatusReport(policies=())),
+        "command_result": lambda c: c.command_result("c1", CommandResult(status_code=200, body={"ok": True})),
+        "baselines": lambda c: c.upload_baselines(BaselineUpload(baselines=[baseline])),
+        # a 304 is "unchanged" only to a conditional GET (one that sent an ETag)
+        "policies_unconditional": lambda c: c.policies(None, 0),
+    }
+    return calls[call]
+
+
+@pytest.mark.parametrize("call", ["status", "command_result", "baselines", "policies_unconditional"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(308, headers={"Location": "https://hub.test/federation/v1/x"}),
+        httpx.Response(302, headers={"Location": "https://login.example/"}),
+        httpx.Response(304),
+    ],
+    ids=["308", "302", "304"],
+)
+async def test_an_answer_that_is_no_2xx_is_no_delivery(call: str, answer: httpx.Response) -> None:
+    """Every answer under 400 counted as success: behind a redirecting ingress (http -> https),
+    statuses were marked reported and command results never sent again, the hub never got them.
+    Anything but a 2xx is a hub error (server kind: retried)."""
+    client = HubClient(settings(), transport=httpx.MockTransport(lambda request: answer))
+    client.credential = Credential("cid", SecretStr("cid.secret"))
+    with pytest.raises(HubError) as caught:
+        await _sends(call)(client)
+    assert caught.value.kind is HubErrorKind.SERVER
+    assert caught.value.retryable
+    assert caught.value.status == answer.status_code
+    await client.aclose()
+
+
 async def test_unreachable_hub_and_no_credential() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
@@ -390,6 +432,36 @@ async def test_the_credential_travels_as_a_bearer_token_and_etags_are_echoed() -
 
 def test_credential_age_setting_defaults_to_a_week() -> None:
     assert settings().credential_max_age_s == timedelta(days=7).total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("told", "held"),
+    [
+        (12.5, 12.5),
+        (1e15, MAX_HEARTBEAT_INTERVAL_S),
+        (float("inf"), MAX_HEARTBEAT_INTERVAL_S),
+        (1e-9, MIN_HEARTBEAT_INTERVAL_S),
+        (float("nan"), 10.0),  # no number: the interval held (the setting's) stays
+    ],
+)
+def test_the_heartbeat_interval_the_hub_tells_is_clamped_into_the_settings_range(
+    told: float, held: float
+) -> None:
+    """The hub's value (registration answer, heartbeat ack) is only schema-checked as a float: a
+    huge one overflowed the spoke's "three intervals ago" and its sleep."""
+    state = AgentState.from_settings(settings())
+    state.take_heartbeat_interval(told)
+    assert state.heartbeat_interval_s == held
+
+
+@pytest.mark.parametrize("interval", ["1e15", "inf", "0", "0.01"])
+def test_the_heartbeat_interval_setting_is_bounded(interval: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub tells its own setting to every spoke: it is bounded by the same range."""
+    monkeypatch.setenv("QCDR_FEDERATION_HEARTBEAT_INTERVAL_S", interval)
+    with pytest.raises(ValidationError, match=r"(?i)heartbeat_interval_s"):
+        settings()
+    monkeypatch.setenv("QCDR_FEDERATION_HEARTBEAT_INTERVAL_S", "300")
+    assert settings().heartbeat_interval_s == MAX_HEARTBEAT_INTERVAL_S
 
 
 # --------------------------------------------------------------------------- baseline uploads

@@ -30,6 +30,11 @@ def admission_tls(ca_file: Path) -> ssl.SSLContext:
 
 # the longest a bootstrap token lives: the API, the CLI and the configured default alike
 MAX_BOOTSTRAP_TOKEN_TTL_S = 30 * 86_400
+# the heartbeat intervals a hub may set and a spoke takes from its hub (clamped into this range):
+# a spoke computes "three intervals ago" and sleeps an interval, which a huge value overflows or
+# turns into never
+MIN_HEARTBEAT_INTERVAL_S = 0.1
+MAX_HEARTBEAT_INTERVAL_S = 300.0
 
 
 class FederationSettings(CommonSettings):
@@ -49,7 +54,8 @@ class FederationSettings(CommonSettings):
     # ------------------------------------------------------------------ hub
     heartbeat_interval_s: float = Field(
         default=10.0,
-        gt=0,
+        ge=MIN_HEARTBEAT_INTERVAL_S,
+        le=MAX_HEARTBEAT_INTERVAL_S,
         validation_alias="QCDR_FEDERATION_HEARTBEAT_INTERVAL_S",
         description="The interval the hub tells spokes to heartbeat at (Karmada's agent: 10 s).",
     )

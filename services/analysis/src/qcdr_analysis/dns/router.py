@@ -23,12 +23,13 @@ log = get_logger(__name__)
 __all__ = ["router", "warm_classifier"]
 
 # Host-name characters (underscore too: SRV and DKIM names carry it), labels of 1-63 characters.
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+# fullmatch: "$" would also match before a trailing newline ("a\n" a label)
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 def _canonical(raw: str) -> str | None:
     name = raw.strip().rstrip(".").lower()
-    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
         return None
     return name
 

@@ -24,11 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 SCHEMA_VERSION = 1
 LEARNING = "learning"
 READY = "ready"
+
+# event times a profile can hold: what a datetime can be (a day of slack either side), so the API
+# and the repository can always turn them back into one
+MIN_TIME = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
 
 # what the missing-mass estimate (rarity) is kept for
 PROCESSES = "processes"
@@ -385,34 +391,50 @@ class Profile:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], limits: Limits, generation: int) -> Profile:
+        """The profile ``to_json`` wrote; ValueError for JSON that is not one (wrong version, a
+        count that is no non-negative integer, a time that is no epoch time a datetime can hold,
+        a part of the wrong shape). A shared baseline comes from another cluster through the hub:
+        what is loaded here is checked, so nothing that reads a profile later fails on it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"profile JSON is a {type(data).__name__}, not an object")
         if data.get("v") != SCHEMA_VERSION:
             raise ValueError(f"profile JSON version {data.get('v')!r} is not {SCHEMA_VERSION}")
         profile = cls(str(data["key"]), limits, generation)
         if data.get("first_seen") is not None:
-            profile.first_seen = float(data["first_seen"])
-            profile.ready_at = float(data["ready_at"])
-        profile.last_seen = None if data.get("last_seen") is None else float(data["last_seen"])
-        profile.ready = bool(data.get("ready"))
-        profile.events = int(data.get("events", 0))
-        for path, (count, first, last, parents, hashes) in data.get("processes", {}).items():
+            profile.first_seen = _time(data["first_seen"], "first_seen")
+            profile.ready_at = _time(data["ready_at"], "ready_at")
+        profile.last_seen = None if data.get("last_seen") is None else _time(data["last_seen"], "last_seen")
+        profile.ready = _bool(data.get("ready", False), "ready")
+        profile.events = _count(data.get("events", 0), "events")
+        for path, entry in _object(data, "processes").items():
+            count, first, last, parents, hashes = _entry(entry, 5, "processes", path)
             process = profile.processes[path] = ProcessSeen(first, count)
             process.last = last
-            process.parents = {str(k): int(v) for k, v in parents.items()}
-            process.hashes = {str(k): int(v) for k, v in hashes.items()}
-        for key, (count, first, last) in data.get("destinations", {}).items():
+            process.parents = _counts(parents, f"parents of process {path!r}")
+            process.hashes = _counts(hashes, f"hashes of process {path!r}")
+        for key, entry in _object(data, "destinations").items():
+            count, first, last = _entry(entry, 3, "destinations", key)
             seen = profile.destinations[key] = Seen(first, count)
             seen.last = last
-        for port, (count, first, last) in data.get("ports", {}).items():
+        for port, entry in _object(data, "ports").items():
+            count, first, last = _entry(entry, 3, "ports", port)
+            if not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"ports: {port!r:.80} is not a port number")
             seen = profile.ports[int(port)] = Seen(first, count)
             seen.last = last
-        for path, (count, first, last, written) in data.get("files", {}).items():
-            entry = profile.files[path] = FileSeen(first, bool(written))
-            entry.count, entry.last = count, last
-        profile.workloads = {str(k): float(v) for k, v in data.get("workloads", {}).items()}
-        for category, value, count, first, last, alerted in data.get("novel", []):
+        for path, entry in _object(data, "files").items():
+            count, first, last, written = _entry(entry, 4, "files", path)
+            file = profile.files[path] = FileSeen(first, _bool(written, f"files[{path!r:.80}]: written"))
+            file.count, file.last = count, last
+        profile.workloads = {k: _time(v, f"workloads[{k!r}]") for k, v in _object(data, "workloads").items()}
+        novel_entries = data.get("novel", [])
+        if not isinstance(novel_entries, list):
+            raise ValueError(f"novel is a {type(novel_entries).__name__}, not a list")
+        for entry in novel_entries:
+            category, value, count, first, last, alerted = _novel(entry)
             novel = profile.novel[f"{category}\x1f{value}"] = Novel(category, value, first)
             novel.count, novel.last, novel.alerted = count, last, alerted
-        profile.overflow = {str(k): int(v) for k, v in data.get("overflow", {}).items()}
+        profile.overflow = _counts(data.get("overflow", {}), "overflow")
         shared = data.get("shared")
         profile.shared = dict(shared) if isinstance(shared, dict) else None
         inherited = data.get("inherited")
@@ -426,3 +448,65 @@ class Profile:
             profile.observations[kind] = sum(counts)
             profile.singletons[kind] = sum(1 for c in counts if c == 1)
         return profile
+
+
+# ---------------------------------------------------------------------- checks of from_json
+
+
+def _count(value: Any, what: str) -> int:
+    # bool is an int to Python, never a count here
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what}: count {value!r:.40} is not a non-negative integer")
+    return value
+
+
+def _time(value: Any, what: str) -> float:
+    # NaN fails the range check too
+    if isinstance(value, bool) or not isinstance(value, int | float) or not MIN_TIME <= value <= MAX_TIME:
+        raise ValueError(f"{what}: time {value!r:.40} is not epoch seconds within the datetime range")
+    return float(value)
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what}: {value!r:.40} is not true or false")
+    return value
+
+
+def _object(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _counts(value: Any, what: str) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is a {type(value).__name__}, not an object")
+    return {str(k): _count(v, f"{what}[{k!r}]") for k, v in value.items()}
+
+
+def _entry(value: Any, size: int, name: str, key: str) -> list[Any]:
+    """``[count, first, last, *rest]`` of ``name[key]``, the three checked."""
+    what = f"{name}[{key!r:.80}]"
+    if not isinstance(value, list) or len(value) != size:
+        raise ValueError(f"{what} is not a list of {size}")
+    count, first, last, *rest = value
+    return [_count(count, what), _time(first, what), _time(last, what), *rest]
+
+
+def _novel(value: Any) -> tuple[str, str, int, float, float, float | None]:
+    if not isinstance(value, list) or len(value) != 6:
+        raise ValueError(f"novel: {value!r:.80} is not a list of 6")
+    category, value_, count, first, last, alerted = value
+    if not isinstance(category, str) or not isinstance(value_, str):
+        raise ValueError(f"novel: category and value {category!r:.40}, {value_!r:.40} are not text")
+    what = f"novel[{category!r:.40}, {value_!r:.80}]"
+    return (
+        category,
+        value_,
+        _count(count, what),
+        _time(first, what),
+        _time(last, what),
+        None if alerted is None else _time(alerted, what),
+    )

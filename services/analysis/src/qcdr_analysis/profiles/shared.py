@@ -60,11 +60,14 @@ class Imported:
 
 def read_baseline(baseline: SharedBaseline, limits: Limits) -> Profile:
     """The shared profile as a :class:`Profile`; ValueError when it cannot be one (a profile
-    JSON this code does not read, another key, never learned)."""
+    JSON this code does not read, a value of the wrong type, another key, never learned).
+
+    The data comes from another cluster, through the hub, as it was uploaded: whatever fails to
+    read it makes the envelope poison (dead-lettered with the reason), never a profile here."""
     data = baseline.data
     try:
         profile = Profile.from_json(data, limits, 0)
-    except (KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # any failure on foreign data is a bad baseline, not a crash
         raise ValueError(f"data is not a profile: {exc!r}") from None
     if profile.key != baseline.profile_key:
         raise ValueError(f"data is the profile of {profile.key!r}, not {baseline.profile_key!r}")

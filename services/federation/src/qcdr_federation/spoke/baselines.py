@@ -217,9 +217,25 @@ class BaselineSync:
                 self.notify()
             total += len(envelopes)
             self.state.counts["baselines_received"] += len(envelopes)
-            cursor = next_cursor
-            if not (page.more if page.more is not None else len(page.items) >= FETCH_LIMIT):
+            more = page.more if page.more is not None else len(page.items) >= FETCH_LIMIT
+            if more and next_cursor == cursor:
+                # asked again, the hub would hand out the same page for ever: this page is taken,
+                # the fetch ends, and the next sync asks again
+                self._cursor_stuck(cursor, len(page.items))
                 return total
+            cursor = next_cursor
+            if not more:
+                return total
+
+    def _cursor_stuck(self, cursor: str | None, items: int) -> None:
+        error = HubError(
+            HubErrorKind.SERVER,
+            f"a baselines page of {items} after cursor {cursor!r:.40} says more follow"
+            " but does not move the cursor",
+            status=200,
+        )
+        self.registrar.failed(error)
+        log.error("federation_baselines_cursor_stuck", error=error.describe())
 
     async def sync_once(self) -> tuple[int, int]:
         return await self.upload(), await self.fetch()

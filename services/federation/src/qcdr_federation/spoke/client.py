@@ -159,7 +159,9 @@ class HubClient:
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         authenticated: bool = True,
+        not_modified: bool = False,
     ) -> httpx.Response:
+        """The hub's 2xx answer (or 304 where ``not_modified``); HubError for anything else."""
         send_headers = dict(headers or {})
         credential = self.credential
         if authenticated:
@@ -185,8 +187,19 @@ class HubClient:
             raise HubError(HubErrorKind.UNREACHABLE, f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise HubError(HubErrorKind.UNREACHABLE, f"{type(exc).__name__}: {exc}") from None
-        if response.status_code < 400:
+        if response.is_success or (not_modified and response.status_code == 304):
             return response
+        if response.status_code < 400:
+            # the hub never redirects (and the client does not follow): a 3xx is an ingress or a
+            # proxy in the way, and what was sent did not reach the hub
+            where = response.headers.get("Location")
+            raise HubError(
+                HubErrorKind.SERVER,
+                f"unexpected {response.status_code} answer"
+                + (f" redirecting to {where[:200]!r} (is the hub URL right?)" if where else ""),
+                status=response.status_code,
+                credential_id=used,
+            )
         reason, detail = _problem(response)
         if response.status_code == 401:
             kind = HubErrorKind.UNAUTHORIZED
@@ -240,6 +253,7 @@ class HubClient:
             params=params,
             headers=headers,
             timeout_s=wait_s + self.timeout_s,
+            not_modified=bool(etag),
         )
         if response.status_code == 304:
             return None

@@ -161,7 +161,7 @@ class Heartbeat:
             return False
         self.state.contact_ok()
         self.state.counts["heartbeats"] += 1
-        self.state.heartbeat_interval_s = ack.heartbeat_interval_s
+        self.state.take_heartbeat_interval(ack.heartbeat_interval_s)
         if ack.rotate_credential:
             self.registrar.request_rotation()
         await self.status.mark_reported(rows)

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge
 
 SYNCS = Counter(
     "qcdr_federation_spoke_syncs",
-    "Policy pulls from the hub by outcome: changed (a new set stored), unchanged (304), failed.",
+    "Policy pulls from the hub by outcome: changed (a new set stored), unchanged (304), superseded "
+    "(another replica stored a set meanwhile: asked again), failed.",
     ["outcome"],
 )
 FORWARDED = Counter(

@@ -6,6 +6,12 @@ while ``federation.policy_placed`` (new, or generation / content hash changed) a
 ``federation.policy_removed`` (gone) envelopes go into the outbox for ``federation:policies``.
 While the hub is unreachable nothing changes here (the last good set stands); after a restart the
 stored ETag makes the first pull a catch-up.
+
+Every replica of the spoke pulls. A set is stored only when the stored one did not change while
+the hub was asked (same ETag and set number): the hub served the answer after the stored set, so
+it is at least as new. Otherwise another replica stored a set meanwhile, maybe a newer one than
+this answer, which is dropped and asked again from the stored ETag. Generations alone cannot say
+which set is newer: a rollout that rolls back gives clusters a lower generation again.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from qcdr_federation.settings import FederationSettings
 from qcdr_federation.spoke import repository as repo
 from qcdr_federation.spoke.client import HubClient, HubError
 from qcdr_federation.spoke.metrics import SYNCS
-from qcdr_federation.spoke.models import SpokePolicyRow
+from qcdr_federation.spoke.models import SpokePolicyRow, SpokeStateRow
 from qcdr_federation.spoke.registration import Registrar
 from qcdr_federation.spoke.runtime import AgentState, utcnow
 
@@ -130,6 +136,12 @@ async def apply_placed_set(
     return changes
 
 
+def _position(state: SpokeStateRow | None) -> tuple[str | None, int]:
+    """Which set is stored: its ETag and its number (every set that changed something takes one;
+    together they tell a set stored meanwhile even when its ETag is one seen before)."""
+    return (state.policies_etag, state.policy_sequence) if state is not None else (None, 0)
+
+
 class PolicyPuller:
     def __init__(
         self,
@@ -148,16 +160,19 @@ class PolicyPuller:
         self.notify = notify  # wakes the outbox relay
         self.wait_s = settings.long_poll_max_s
 
-    async def _stored_etag(self) -> str | None:
+    async def _stored(self) -> tuple[str | None, int]:
         async with self.sessions() as session:
-            row = await repo.get_state(session)
-        return row.policies_etag if row is not None else None
+            return _position(await repo.get_state(session))
+
+    async def _stored_etag(self) -> str | None:
+        return (await self._stored())[0]
 
     async def pull_once(
         self, etag: str | None, wait_s: float, stop: asyncio.Event | None = None
     ) -> str | None:
         """One pull; returns the ETag to send next. Raises HubError when the hub does not answer,
         :class:`StoppedError` when ``stop`` is set while the hub holds the request."""
+        before = await self._stored()  # what is stored as the hub is asked
         call = self.client.policies(etag, wait_s)
         result = await (unless_stopped(call, stop) if stop is not None else call)
         self.state.contact_ok()
@@ -166,6 +181,15 @@ class PolicyPuller:
             return etag
         placed, new_etag = result
         async with self.sessions() as session:
+            state = await repo.get_state(session, for_update=True)  # apply_placed_set's lock, taken first
+            now_stored = _position(state)
+            if now_stored != before and now_stored[0] != new_etag:  # the same ETag: the same set
+                # another replica stored a set while this one waited for the hub: its set may be
+                # newer than this answer (a slower one), and storing this one would roll it back
+                await session.rollback()
+                SYNCS.labels(outcome="superseded").inc()
+                log.info("federation_policies_superseded", etag=new_etag[:80], stored=str(now_stored[0])[:80])
+                return now_stored[0]
             changes = await apply_placed_set(session, placed, new_etag, cluster_id=self.settings.cluster_id)
             await session.commit()
         SYNCS.labels(outcome="changed").inc()

@@ -278,6 +278,6 @@ class Registrar:
         self.state.contact_ok()
         self.state.cluster_id = answer.cluster_id
         self.state.registered = True
-        self.state.heartbeat_interval_s = answer.heartbeat_interval_s
+        self.state.take_heartbeat_interval(answer.heartbeat_interval_s)
         self.state.clear_problem(REGISTRATION)
         self.ready.set()

@@ -6,6 +6,7 @@ metrics and ``GET /v1/federation/spoke`` add to it.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
@@ -16,7 +17,7 @@ from typing import Any
 
 from qcdr_common.logging import get_logger
 
-from qcdr_federation.settings import FederationSettings
+from qcdr_federation.settings import MAX_HEARTBEAT_INTERVAL_S, MIN_HEARTBEAT_INTERVAL_S, FederationSettings
 from qcdr_federation.spoke.client import HubError, HubErrorKind
 from qcdr_federation.spoke.metrics import HUB_UP, LAST_CONTACT
 
@@ -65,6 +66,23 @@ class AgentState:
             hub_url=settings.hub_url,
             heartbeat_interval_s=settings.heartbeat_interval_s,
         )
+
+    def take_heartbeat_interval(self, told: float) -> None:
+        """The interval the hub told (registration, heartbeat ack), clamped into the range a hub can
+        be configured with: a huge one overflowed "three intervals ago" (the status route a 500)
+        and stopped the heartbeats; one that is no number is ignored."""
+        if math.isnan(told):
+            log.warning("federation_heartbeat_interval_ignored", told=repr(told))
+            return
+        interval = min(max(told, MIN_HEARTBEAT_INTERVAL_S), MAX_HEARTBEAT_INTERVAL_S)
+        if interval != told and interval != self.heartbeat_interval_s:
+            log.warning(
+                "federation_heartbeat_interval_clamped",
+                told=repr(told),
+                interval=interval,
+                range=f"{MIN_HEARTBEAT_INTERVAL_S:g}..{MAX_HEARTBEAT_INTERVAL_S:g} s",
+            )
+        self.heartbeat_interval_s = interval
 
     # ------------------------------------------------------------------ contact with the hub
 
