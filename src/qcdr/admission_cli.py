@@ -23,7 +23,7 @@ from qcdr_admission.pss import (
     pod_path,
     pod_spec_of,
 )
-from qcdr_common.config_files import yaml_error_text
+from qcdr_common.config_files import positioned, yaml_error_text
 
 admission_app = typer.Typer(
     name="admission", help="Admission checks, offline: the Pod Security Standards.", no_args_is_help=True
@@ -31,7 +31,8 @@ admission_app = typer.Typer(
 
 SUFFIXES = (".yaml", ".yml", ".json")
 CHECK_LEVELS = tuple(level for level in LEVELS if level != "privileged")
-Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# CSafeLoader where libyaml is built; a value it cannot build is a YAML error at its position
+Loader: Any = positioned(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -183,3 +184,37 @@ def test_unreadable_input_exits_2_with_the_reason(tmp_path: Path) -> None:
     result = runner.invoke(app, ["admission", "check", str(empty)])
     assert result.exit_code == 2
     assert "no .yaml, .yml, .json files" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("2024-02-30", "timestamp"),
+        ("2024-13-01", "timestamp"),
+        ("!!timestamp soon", "timestamp"),
+        ("!!float s3cr3t-value", "float"),
+        ("!!int s3cr3t-value", "int"),
+        ("!!bool s3cr3t-value", "bool"),
+    ],
+)
+def test_a_value_yaml_cannot_build_is_one_line_and_the_other_files_are_checked(
+    tmp_path: Path, value: str, kind: str
+) -> None:
+    """PyYAML resolves these scalars (an impossible date, an explicit tag) but raises a bare
+    ValueError/AttributeError/KeyError building them, not a YAMLError: the check died with a
+    traceback. Now it is the file's one-line error, with the position and without the value."""
+    bad = tmp_path / "a-bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n"
+        f"    released: {value}\nspec:\n  containers: []\n"
+    )
+    write(tmp_path / "b-good.yaml", deployment("fine"))
+    result = runner.invoke(app, ["admission", "check", str(tmp_path), "--json"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"qcdr: error: {bad}: not valid YAML at line 6, column 15: not a valid {kind} value\n"
+    )
+    assert [doc["name"] for doc in lines(result.stdout)] == ["fine"]  # the other files still checked
+    assert "s3cr3t" not in result.output + result.stderr

@@ -54,7 +54,9 @@ def test_a_syntax_error_is_one_line_with_the_position_and_no_quoted_text(name: s
 
 
 @pytest.mark.parametrize("name", list(LOADERS))
-@pytest.mark.parametrize("value", ["2024-02-30", "!!float hooks-secret-0f3c9a", "!!timestamp soon"])
+@pytest.mark.parametrize(
+    "value", ["2024-02-30", "!!float hooks-secret-0f3c9a", "!!timestamp soon", "!!bool maybe", "!!float"]
+)
 def test_a_value_yaml_cannot_build_is_a_position_without_the_value(
     name: str, value: str, tmp_path: Path
 ) -> None:
@@ -62,9 +64,7 @@ def test_a_value_yaml_cannot_build_is_a_position_without_the_value(
     and quoted the value; loaders that catch only YAML errors printed a traceback."""
     path = tmp_path / "config.yaml"
     path.write_text(f"version: 1\nwhen: {value}\n")
-    with pytest.raises(
-        ValueError, match=r"not a valid (timestamp|float) value"
-    ) as info:
+    with pytest.raises(ValueError, match=r"not a valid (timestamp|float|bool) value") as info:
         LOADERS[name](path)
     assert f"{path}: not valid YAML at line 2, column 7" in str(info.value)
     assert SECRET not in str(info.value)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from qcdr_admission.engine import Mode
+from qcdr_admission.policies.model import AdmissionPolicy
 from qcdr_admission.policies.reload import PolicyStore
 from qcdr_common.db import make_engine
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -167,3 +170,59 @@ async def test_the_last_good_set_survives_a_database_outage(committed_db: str, r
         assert any(r.check == "disallowLatestTag" for r in store.evaluate(LATEST))
         await client.aclose()
         await dead.dispose()
+
+
+async def test_a_stored_policy_that_no_longer_validates_is_shown_flagged_and_can_be_fixed_or_deleted(
+    committed_db: str, redis_url: str
+) -> None:
+    """What an upgrade that dropped a check leaves in the table. The engine skips it (documented),
+    but the API re-validated every row: the list and that policy's GET answered 500, so the
+    operator could not see which one it was. Both show it with its stored JSON and why."""
+    stale = {"name": "old-rules", "mode": "enforce", "checks": {"a_check_removed_in_v2": True}}
+    conn = await asyncpg.connect(committed_db.replace("+asyncpg", ""))
+    try:
+        for name in ("old-rules", "older-rules"):
+            await conn.execute(
+                "INSERT INTO admission_policies (name, spec, enabled, version, generation, updated_by)"
+                " VALUES ($1, $2::jsonb, true, 1, 1, 'ops')",
+                name,
+                json.dumps(stale | {"name": name}),
+            )
+        await conn.execute("UPDATE admission_policy_state SET generation = 1")
+    finally:
+        await conn.close()
+    app = make_app(committed_db, redis_url)
+    async with LifespanManager(app) as manager:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://adm")
+        store: PolicyStore = app.state.policy_store
+        assert (await client.post("/v1/admission/policies", json=policy(), headers=W)).status_code == 201
+        reason = "checks: Value error, unknown check 'a_check_removed_in_v2' (known: allowed_registries,"
+        assert store.skipped["old-rules"].startswith(reason)
+        assert any(r.check == "disallowLatestTag" for r in store.evaluate(LATEST))  # the others apply
+
+        listed = await client.get("/v1/admission/policies", headers=R)
+        assert listed.status_code == 200, listed.text
+        items = {i["policy"]["name"]: i for i in listed.json()["items"]}
+        assert sorted(items) == ["default-security", "no-latest", "old-rules", "older-rules"]
+        assert items["old-rules"]["policy"] == stale  # as stored, not a re-serialisation
+        assert items["old-rules"]["invalid"].startswith(reason)
+        assert (items["old-rules"]["stored"], items["old-rules"]["version"]) == (True, 1)
+        assert items["no-latest"]["invalid"] is None
+        assert items["no-latest"]["policy"] == AdmissionPolicy.model_validate(policy()).model_dump(
+            mode="json"
+        )
+        assert items["default-security"]["invalid"] is None
+        one = await client.get("/v1/admission/policies/old-rules", headers=R)
+        assert one.status_code == 200, one.text
+        assert (one.json()["policy"], one.json()["invalid"]) == (stale, items["old-rules"]["invalid"])
+
+        fixed = await client.put("/v1/admission/policies/old-rules", json=policy(name="old-rules"), headers=W)
+        assert (fixed.status_code, fixed.json()["version"], fixed.json()["invalid"]) == (200, 2, None)
+        gone = await client.delete("/v1/admission/policies/older-rules", headers=W)
+        assert gone.status_code == 204
+        assert store.skipped == {}
+        assert {r.source for r in store.evaluate(LATEST) if r.check == "disallowLatestTag"} == {
+            "policy:no-latest",
+            "policy:old-rules",
+        }
+        await client.aclose()

@@ -85,6 +85,48 @@ def test_read_only_root_fs_and_root_user() -> None:
     assert violations({"block_root_user": True}, spec) == []
 
 
+@pytest.mark.parametrize(
+    ("pod", "containers", "expected"),
+    [
+        # every container overrides the pod's 0: nothing runs as root, but the template says root
+        # (a container added without runAsUser would be); the docs say "runAsUser: 0 anywhere"
+        (
+            {"runAsUser": 0},
+            [{"runAsUser": 1000}, {"runAsUser": 1001}],
+            ["spec.securityContext must not set runAsUser=0"],
+        ),
+        (
+            {"runAsUser": 0, "runAsNonRoot": True},
+            [{"runAsUser": 1000}, None],
+            ['spec.securityContext must not set runAsUser=0 (inherited by container "c1")'],
+        ),
+        (
+            {"runAsUser": 1000},
+            [{"runAsUser": 0}, None],
+            ['container "c0" must not run as root (runAsUser=0)'],
+        ),
+        (
+            {"runAsUser": 0},
+            [{"runAsUser": 0}, None],
+            [
+                'spec.securityContext must not set runAsUser=0 (inherited by container "c1")',
+                'container "c0" must not run as root (runAsUser=0)',
+            ],
+        ),
+        ({"runAsUser": 1000}, [{"runAsUser": 1001}, None], []),
+    ],
+)
+def test_root_user_names_where_the_zero_is(
+    pod: dict[str, Any], containers: list[dict[str, Any] | None], expected: list[str]
+) -> None:
+    """A pod-level runAsUser 0 was ignored when every container set a non-zero UID."""
+    spec = {
+        "securityContext": pod,
+        "containers": [container(name=f"c{i}", securityContext=sc) for i, sc in enumerate(containers)],
+    }
+    assert violations({"block_root_user": True}, spec) == expected
+
+
 def test_required_labels() -> None:
     checks = {"required_labels": {"values": ["team"], "equal": {"env": "prod"}}}
     assert len(violations(checks, one(), labels={})) == 2

@@ -4,9 +4,11 @@ new certificate without a restart, while an open keep-alive connection keeps wor
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -154,3 +156,126 @@ def test_serve_refuses_plain_http_when_tls_is_required(monkeypatch: pytest.Monke
         get_settings.cache_clear()
     assert result.exit_code == 2
     assert "QCDR_ADMISSION_TLS_CERT" in result.output
+
+
+def _unusable_pair(tmp_path: Path, what: str) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+
+    files = write_dev_certs(tmp_path / "good", ["localhost"])
+    other = write_dev_certs(tmp_path / "other", ["localhost"])
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM\n")
+    encrypted = tmp_path / "encrypted.key"
+    key = serialization.load_pem_private_key(files.key.read_bytes(), None)
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return {
+        "cert missing": (tmp_path / "nope.crt", files.key),
+        "key missing": (files.cert, tmp_path / "nope.key"),
+        "cert a directory": (tmp_path, files.key),
+        "cert not PEM": (junk, files.key),
+        "key not PEM": (files.cert, junk),
+        "key of another cert": (files.cert, other.key),
+        "key encrypted": (files.cert, encrypted),
+    }[what]
+
+
+@pytest.mark.parametrize(
+    ("what", "message"),
+    [
+        ("cert missing", "QCDR_ADMISSION_TLS_CERT {cert}: No such file or directory"),
+        ("key missing", "QCDR_ADMISSION_TLS_KEY {key}: No such file or directory"),
+        ("cert a directory", "QCDR_ADMISSION_TLS_CERT {cert}: Is a directory"),
+        ("cert not PEM", "QCDR_ADMISSION_TLS_CERT {cert}: no PEM certificate in it"),
+        ("key not PEM", "QCDR_ADMISSION_TLS_KEY {key}: no PEM private key in it (or an encrypted one)"),
+        ("key of another cert", "QCDR_ADMISSION_TLS_KEY {key}: not the private key of the certificate"),
+        # OpenSSL asked for the passphrase on the terminal (and would at every reload)
+        ("key encrypted", "QCDR_ADMISSION_TLS_KEY {key}: no PEM private key in it (or an encrypted one)"),
+    ],
+)
+def test_serve_with_unusable_tls_files_is_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str, message: str
+) -> None:
+    """ReloadingTLS's FileNotFoundError / ssl.SSLError ("PEM lib", naming neither file) escaped
+    `serve` as a traceback, where every other configuration mistake is one line and exit 2."""
+    from qcdr_admission.settings import get_settings
+
+    cert, key = _unusable_pair(tmp_path, what)
+    monkeypatch.setenv("QCDR_ADMISSION_TLS_CERT", str(cert))
+    monkeypatch.setenv("QCDR_ADMISSION_TLS_KEY", str(key))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: pytest.fail("served"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["serve"])
+    finally:
+        get_settings.cache_clear()
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2
+    expected = "qcdr-admission serve: configuration error: " + message.format(cert=cert, key=key)
+    assert result.stderr == expected + "\n"
+
+
+_WATCHED: list[Path] = []  # the --out directory the audit hook samples while a test runs
+_EXPOSED: set[str] = set()
+_SAMPLES: list[str] = []
+
+
+def _sample_key_files(event: str, _args: tuple[object, ...]) -> None:
+    if not _WATCHED or event not in {"open", "os.chmod", "os.rename"}:
+        return
+    out = _WATCHED.pop()  # the hook's own opens are not sampled
+    try:
+        for path in out.iterdir():
+            if path.is_symlink() or not path.is_file() or b"PRIVATE KEY" not in path.read_bytes():
+                continue
+            _SAMPLES.append(event)
+            if path.stat().st_mode & 0o077:
+                _EXPOSED.add(path.name)
+    finally:
+        _WATCHED.append(out)
+
+
+sys.addaudithook(_sample_key_files)  # audit hooks cannot be removed: inert unless _WATCHED is set
+
+
+def test_certs_key_bytes_are_never_in_a_file_others_can_read(tmp_path: Path) -> None:
+    """The keys went into .ca.key.tmp / .tls.key.tmp created 0644 (umask 022) and were chmodded
+    0600 only after the write: for that window the CA key was world-readable. The files under --out
+    are sampled at every open, chmod and rename the process makes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    old = os.umask(0o022)
+    _WATCHED.append(out)
+    try:
+        write_dev_certs(out, ["localhost"])
+    finally:
+        _WATCHED.clear()
+        os.umask(old)
+    assert _SAMPLES, "never sampled a file holding a key"
+    assert not _EXPOSED, f"private key bytes in files others can read: {sorted(_EXPOSED)}"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {
+        "ca.crt": "0o644",
+        "ca.key": "0o600",
+        "tls.crt": "0o644",
+        "tls.key": "0o600",
+    }
+
+
+def test_certs_a_stale_temp_symlink_is_replaced_not_followed(tmp_path: Path) -> None:
+    """A .tls.key.tmp left behind was opened and written through: a symlink there sent the key
+    into the file it points at."""
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("unrelated\n")
+    (out / ".tls.key.tmp").symlink_to(elsewhere)
+    files = write_dev_certs(out, ["localhost"])
+    assert elsewhere.read_text() == "unrelated\n"
+    assert b"PRIVATE KEY" in files.key.read_bytes()
+    assert not files.key.is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]

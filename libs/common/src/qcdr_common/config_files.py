@@ -48,10 +48,11 @@ def read_config_text(path: Path) -> str:
 _POSITIONED: dict[type[yaml.SafeLoader], type[yaml.SafeLoader]] = {}
 
 
-def _positioned(loader: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
-    """``loader`` whose values that cannot be built ("2024-02-30", "!!float abc") are YAML errors
-    at the value's position. PyYAML raises a bare ValueError (or an AttributeError for
-    "!!timestamp soon") that names no position and quotes the value, which may be a secret."""
+def positioned(loader: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """``loader`` (SafeLoader, CSafeLoader or a subclass) whose values that cannot be built
+    ("2024-02-30", "!!float abc", "!!bool maybe") are YAML errors at the value's position. PyYAML
+    raises a bare ValueError (KeyError, AttributeError, IndexError) that names no position and may
+    quote the value, which may be a secret."""
     if (found := _POSITIONED.get(loader)) is not None:
         return found
 
@@ -59,7 +60,7 @@ def _positioned(loader: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
         def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
             try:
                 return super().construct_object(node, deep)
-            except (ValueError, TypeError, AttributeError, OverflowError):  # never YAMLErrors
+            except (ValueError, TypeError, AttributeError, LookupError, ArithmeticError):  # no YAMLError
                 kind = str(node.tag).rsplit(":", 1)[-1]
                 raise yaml.constructor.ConstructorError(
                     None, None, f"not a valid {kind} value", node.start_mark
@@ -72,7 +73,7 @@ def _positioned(loader: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
 def parse_yaml(text: str, source: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
     """``text`` as YAML (safe tags only: ``loader`` must be SafeLoader or a subclass)."""
     try:
-        return yaml.load(text, Loader=_positioned(loader))  # noqa: S506  # SafeLoader or a subclass
+        return yaml.load(text, Loader=positioned(loader))  # noqa: S506  # SafeLoader or a subclass
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{source}: {yaml_error_text(exc)}") from None
 

@@ -9,6 +9,7 @@ development dependency of the workspace).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,7 +120,14 @@ def write_dev_certs(
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
+    """``data`` into ``path`` atomically (a reader never sees half a file), with ``mode`` from the
+    moment the file exists: a key's bytes are never in a file others can read, not even briefly."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    tmp.unlink(missing_ok=True)  # left by an interrupted run; a symlink there is not followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, mode)  # exactly ``mode`` whatever the umask (ca.crt and tls.crt stay 0644)
+        f.write(data)
+        f.flush()
+        os.fsync(fd)
+    tmp.replace(path)

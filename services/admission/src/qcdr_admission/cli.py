@@ -56,7 +56,7 @@ def serve(
     from qcdr_common.logging import configure_logging, get_logger
     from qcdr_common.service_cli import build_app, configured
 
-    from qcdr_admission.tls import uvicorn_config
+    from qcdr_admission.tls import TLSFilesError, uvicorn_config
 
     settings = configured("admission", get_settings)
     if settings.tls_cert is None:
@@ -72,15 +72,23 @@ def serve(
             "serving plain HTTP: the API server cannot call /validate without TLS",
             hint="set QCDR_ADMISSION_TLS_CERT and QCDR_ADMISSION_TLS_KEY",
         )
-    config = uvicorn_config(
-        build_app("admission", "qcdr_admission.app:create_app"),
-        host=host or settings.http_host,
-        port=port or settings.http_port,
-        cert=settings.tls_cert,
-        key=settings.tls_key,
-        reload_interval_s=settings.tls_reload_interval_s,
-        log_level=settings.log_level,
-    )
+    try:
+        config = uvicorn_config(
+            build_app("admission", "qcdr_admission.app:create_app"),
+            host=host or settings.http_host,
+            port=port or settings.http_port,
+            cert=settings.tls_cert,
+            key=settings.tls_key,
+            reload_interval_s=settings.tls_reload_interval_s,
+            log_level=settings.log_level,
+        )
+    except TLSFilesError as exc:  # the wording of qcdr_common.service_cli's configuration errors
+        typer.echo(
+            f"qcdr-admission serve: configuration error: QCDR_ADMISSION_TLS_{exc.which.upper()} "
+            f"{exc.path}: {exc.reason}",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     uvicorn.Server(config).run()
 
 

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qcdr_common.logging import get_logger
 
@@ -26,16 +26,50 @@ log = get_logger(__name__)
 _Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 
+class TLSFilesError(ValueError):
+    """The certificate or the key file cannot be used: :attr:`which` one, and why (no file content)."""
+
+    def __init__(self, which: Literal["cert", "key"], path: Path, reason: str) -> None:
+        super().__init__(f"{which} {path}: {reason}")
+        self.which, self.path, self.reason = which, path, reason
+
+
+def _no_passphrase() -> bytes:
+    # an encrypted key fails to load instead of OpenSSL prompting on the terminal (at every reload)
+    return b""
+
+
 def _server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    ctx.load_cert_chain(cert, key, password=_no_passphrase)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
+def _diagnose(cert: Path, key: Path, exc: OSError) -> TLSFilesError:
+    """Which file made ``load_cert_chain`` fail: OpenSSL's own text ("PEM lib") names neither."""
+    files: tuple[tuple[Literal["cert", "key"], Path], ...] = (("cert", cert), ("key", key))
+    for which, path in files:
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as unreadable:
+            return TLSFilesError(which, path, unreadable.strerror or type(unreadable).__name__)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        return TLSFilesError("cert", cert, "no PEM certificate in it")
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+        return TLSFilesError("key", key, "not the private key of the certificate")
+    return TLSFilesError("key", key, "no PEM private key in it (or an encrypted one)")
+
+
 class ReloadingTLS:
-    """The listening context (:attr:`listening`) and the newest context built from the files."""
+    """The listening context (:attr:`listening`) and the newest context built from the files.
+
+    :class:`TLSFilesError` when the files cannot be used at start; later, a reload that fails keeps
+    the current context."""
 
     def __init__(
         self, cert: str | os.PathLike[str], key: str | os.PathLike[str], *, interval_s: float = 5.0
@@ -43,11 +77,14 @@ class ReloadingTLS:
         self.cert = Path(cert)
         self.key = Path(key)
         self.interval_s = interval_s
-        self._stamp = self._stat()
-        self.current = _server_context(self.cert, self.key)
+        try:
+            self._stamp = self._stat()
+            self.current = _server_context(self.cert, self.key)
+            self.listening = _server_context(self.cert, self.key)
+        except OSError as exc:  # ssl.SSLError is one too
+            raise _diagnose(self.cert, self.key, exc) from None
         self._checked = time.monotonic()
         self.reloads = 0
-        self.listening = _server_context(self.cert, self.key)
         self.listening.sni_callback = self._on_client_hello
 
     def _stat(self) -> _Stamp:
@@ -103,7 +140,7 @@ def uvicorn_config(
 ) -> Any:
     """A uvicorn Config for the webhook: TLS from reloading files when ``cert``/``key`` are set,
     no access log (the decision log records every review), keep-alive long enough for the API
-    server's connection reuse."""
+    server's connection reuse. :class:`TLSFilesError` when ``cert``/``key`` cannot be used."""
     import uvicorn
 
     kwargs: dict[str, Any] = {}

@@ -29,6 +29,16 @@ from qcdr_admission.policies.pause import pause
 log = get_logger("qcdr.admission.policies")
 
 
+def invalid_reason(exc: ValidationError) -> str:
+    """The first error of a stored policy that no longer validates, as one line:
+    ``checks: Value error, unknown check 'x' (...)`` (and how many more there are)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in first["loc"]) or "policy"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return " ".join(f"{where}: {first['msg']}{more}".split())[:500]
+
+
 class PolicyStore:
     """The engine the webhook evaluates with, reloaded in the background."""
 
@@ -89,7 +99,7 @@ class PolicyStore:
             try:
                 stored.append(AdmissionPolicy.model_validate(row.spec))
             except ValidationError as exc:
-                skipped[row.name] = str(exc).splitlines()[0]
+                skipped[row.name] = invalid_reason(exc)
         if skipped != self.skipped and skipped:
             log.error("admission_policies_skipped", policies=skipped)
         self.skipped = skipped

@@ -5,14 +5,17 @@ Reads need the read scope, changes the write scope. Errors are problem details w
 name that differs from the path), ``policy_not_found`` (404), ``policy_exists`` (409),
 ``built_in_policy`` (409: a built-in that was never stored cannot be deleted; store it with
 ``enabled: false`` instead). A change is committed, then this replica reloads at once; the
-others within ``policies_poll_s``.
+others within ``policies_poll_s``. A stored policy that no longer validates (a check removed in
+an upgrade) is listed and read as its stored JSON with ``invalid`` saying why; the engine skips
+it until it is replaced or deleted.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
+from pydantic import ValidationError
 from qcdr_common.api.auth import ReadPrincipal, WritePrincipal
 from qcdr_common.api.errors import ApiError, FieldError
 from qcdr_common.logging import get_logger
@@ -22,7 +25,7 @@ from qcdr_admission.policies import repository as repo
 from qcdr_admission.policies.defaults import BUILT_IN
 from qcdr_admission.policies.model import AdmissionPolicy
 from qcdr_admission.policies.models import PolicyRow
-from qcdr_admission.policies.reload import PolicyStore
+from qcdr_admission.policies.reload import PolicyStore, invalid_reason
 from qcdr_admission.policies.schemas import PolicyList, PolicyRead
 
 router = APIRouter(prefix="/v1/admission", tags=["admission policies"])
@@ -43,8 +46,14 @@ def _store(request: Request) -> PolicyStore | None:
 
 
 def _read(row: PolicyRow) -> PolicyRead:
+    try:
+        policy: AdmissionPolicy | dict[str, Any] = AdmissionPolicy.model_validate(row.spec)
+        invalid = None
+    except ValidationError as exc:  # stored before an upgrade that dropped or tightened a check
+        policy, invalid = row.spec, invalid_reason(exc)
     return PolicyRead(
-        policy=AdmissionPolicy.model_validate(row.spec),
+        policy=policy,
+        invalid=invalid,
         built_in=row.name in _BUILT_IN,
         stored=True,
         version=row.version,

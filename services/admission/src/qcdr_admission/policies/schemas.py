@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -10,7 +11,10 @@ from qcdr_admission.policies.model import AdmissionPolicy
 
 
 class PolicyRead(BaseModel):
-    policy: AdmissionPolicy
+    # a stored policy that no longer validates (a check removed in an upgrade) is its stored JSON
+    # as it is, with ``invalid`` saying why: the engine skips it; PUT fixes it, DELETE removes it
+    policy: AdmissionPolicy | dict[str, Any]
+    invalid: str | None = None
     built_in: bool  # a built-in policy (not stored, or stored under a built-in's name)
     stored: bool
     version: int | None  # None for a built-in that was never stored

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from qcdr_admission.policies.context import CheckContext
-from qcdr_admission.pss.pod import Container, boolean, integer, mapping, mappings, string
+from qcdr_admission.pss.pod import Container, boolean, mapping, mappings, string
 
 
 def host_flag(ctx: CheckContext, field: str) -> list[str]:
@@ -21,11 +21,6 @@ def effective(ctx: CheckContext, c: Container, field: str) -> Any:
     """The container's securityContext value, else the pod's (pod-level fields only)."""
     value = c.sc.get(field)
     return value if value is not None else ctx.pod.sc.get(field)
-
-
-def effective_int(ctx: CheckContext, c: Container, field: str) -> int | None:
-    value = integer(c.sc, field, c.sc_path)
-    return value if value is not None else integer(ctx.pod.sc, field, "spec.securityContext")
 
 
 def effective_bool(ctx: CheckContext, c: Container, field: str) -> bool | None:
