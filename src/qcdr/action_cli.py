@@ -15,6 +15,7 @@ import httpx
 import orjson
 import typer
 from pydantic import SecretStr
+from qcdr_common.logging import redact_url
 from qcdr_common.secret_text import check_header_secret, describe_http_error
 from rich.console import Console
 from rich.markup import escape
@@ -28,9 +29,32 @@ action_app = typer.Typer(
 out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)
 
+
+def _check_url(url: str) -> str:
+    """``--url`` (or ``QCDR_RESPONSE_URL``), checked once before anything is sent: one that httpx
+    cannot parse (``http://[::1``, ``http://response:abc``) raised ``httpx.InvalidURL``, no
+    ``httpx.HTTPError``, as a traceback. A usage error (exit 2) in one line, user-info redacted."""
+    try:
+        parsed = httpx.URL(url)
+        why = "" if parsed.scheme in ("http", "https") and parsed.host else "not an http(s) URL with a host"
+    except httpx.InvalidURL as exc:
+        why = str(exc)
+    if why:
+        shown = escape(redact_url(url))
+        err.print(
+            f"[red]error:[/red] --url / QCDR_RESPONSE_URL {shown}: {escape(why)}",
+            markup=True,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    return url
+
+
 Url = Annotated[
     str,
-    typer.Option("--url", envvar="QCDR_RESPONSE_URL", help="The response service's base URL."),
+    typer.Option(
+        "--url", envvar="QCDR_RESPONSE_URL", help="The response service's base URL.", callback=_check_url
+    ),
 ]
 TokenFile = Annotated[
     Path | None,
@@ -71,7 +95,7 @@ def _call(method: str, url: str, path: str, token_file: Path | None, **kwargs: A
             response = client.request(method, path, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         why = describe_http_error(exc)
-        raise ApiCallError(f"cannot reach the response service at {url}: {why}") from None
+        raise ApiCallError(f"cannot reach the response service at {redact_url(url)}: {why}") from None
     try:
         body = response.json()
     except ValueError:
@@ -85,7 +109,8 @@ def _call(method: str, url: str, path: str, token_file: Path | None, **kwargs: A
         raise ApiCallError(f"HTTP {response.status_code}{suffix}: {detail}")
     if body is None:
         raise ApiCallError(
-            f"{url} answered HTTP {response.status_code} but not with JSON: is it the response service?"
+            f"{redact_url(url)} answered HTTP {response.status_code} but not with JSON: "
+            "is it the response service?"
         )
     return body
 

@@ -1,9 +1,9 @@
 """``--apply``: server-side apply of the generated documents, then prune what qcdr no longer makes.
 
-Each pipeline (the CDR policies; the threat-intel blocklist) is applied and pruned on its own,
-selected by its ``qcdr.io/pipeline`` label, and only when it ran: a CDR-only run never touches the
-threat-intel objects, and a threat-intel run whose feeds all failed leaves the cluster's last good
-blocklist alone rather than pruning it.
+Each pipeline (the CDR policies; the threat-intel blocklist; the DNS resolve-and-deny policy) is
+applied and pruned on its own, selected by its ``qcdr.io/pipeline`` label, and only when it ran: a
+CDR-only run never touches the threat-intel or DNS objects, and a threat-intel run whose feeds all
+failed leaves the cluster's last good blocklist alone rather than pruning it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from qcdr_common.contracts.policies.v1 import PolicyDocument
 from qcdr_ingest.intel.model import FeedStatus
+from qcdr_response.dns.resolve_deny import PIPELINE as DNS_PIPELINE
 from qcdr_response.policies.apply import ApplyReport, KubeConfigError, apply_documents, load_client
-from qcdr_response.policies.metadata import CDR_SELECTOR
+from qcdr_response.policies.metadata import CDR_SELECTOR, MANAGED_BY, PIPELINE_LABEL
 from qcdr_response.policies.threat_intel import SELECTOR as THREAT_INTEL_SELECTOR
 
 if TYPE_CHECKING:
     from qcdr.pipeline import RunReport
+
+
+# the objects the resolve-and-deny documents are labelled with (as the response service selects
+# them, qcdr_response.dns.service.SELECTOR), so pruning stays within that pipeline
+DNS_SELECTOR = {**MANAGED_BY, PIPELINE_LABEL: DNS_PIPELINE}
 
 
 class ApplyError(RuntimeError):
@@ -53,6 +59,8 @@ class ClusterApplier:
                 skipped.append("threat intel: every feed failed; the cluster's blocklist was left as it is")
             else:
                 batches.append((report.intel.documents, dict(THREAT_INTEL_SELECTOR)))
+        if report.dns is not None:
+            batches.append((report.dns.documents, dict(DNS_SELECTOR)))
         try:
             client = load_client(self.kubeconfig)
         except KubeConfigError as exc:

@@ -233,3 +233,37 @@ def test_a_token_file_that_cannot_be_used_is_named(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert f"cannot read the token file {missing}: No such file or directory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://[::1", "Invalid port: ':1'"),
+        ("http://response:abc", "Invalid port: 'abc'"),
+        ("http://ops:s3cret-pass@[x]", "Invalid IPv6 address: '[x]'"),
+        ("127.0.0.1:8103", "not an http(s) URL with a host"),
+    ],
+)
+@pytest.mark.parametrize("through", ["--url", "QCDR_RESPONSE_URL"])
+def test_a_url_that_is_not_one_is_a_usage_error_in_one_line(url: str, why: str, through: str) -> None:
+    """httpx.InvalidURL is no httpx.HTTPError: it escaped as a traceback. The URL is checked once,
+    before anything is sent, and its user-info never shown."""
+    env = {"QCDR_API_TOKEN": TOKEN}
+    args = ["action", "list"]
+    if through == "--url":
+        args += ["--url", url]
+    else:
+        env["QCDR_RESPONSE_URL"] = url
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.strip().splitlines() == [
+        f"error: --url / QCDR_RESPONSE_URL {url.replace('ops:s3cret-pass', '***')}: {why}"
+    ]
+
+
+def test_an_unreachable_service_is_named_without_its_user_info() -> None:
+    result = qcdr("http://ops:s3cret-pass@127.0.0.1:9", "list")
+    assert result.exit_code == 1, result.output
+    assert "cannot reach the response service at http://***@127.0.0.1:9: ConnectError" in result.stderr
+    assert "s3cret" not in result.output

@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 from qcdr_common.testing.dns_zone import Records, Zone, serve_zone
+from qcdr_common.testing.k8s_server import K8sTestServer
 from qcdr_common.testing.schemas import ManifestValidator
 from qcdr_ingest.qualys.demo_data import generate_findings
 from typer.testing import CliRunner
@@ -128,6 +129,45 @@ def test_listed_names_become_a_valid_deny_that_outlives_a_failed_lookup(
         human.output
     )
     assert "Loaded 4 domains from bad-domains" in human.output
+
+
+def test_apply_applies_and_prunes_the_deny_within_its_own_pipeline(
+    zone: tuple[int, Zone], files: dict[str, Path], tmp_path: Path, shared_path: Path
+) -> None:
+    """--apply applies the resolve-and-deny documents too (they were written and never applied),
+    and prunes a group of that pipeline the run no longer makes, never the other pipelines'."""
+    port, _ = zone
+    stale = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumCIDRGroup",
+        "metadata": {
+            "name": "qcdr-dns-blocked-007",
+            "labels": {"app.kubernetes.io/managed-by": "qcdr", "qcdr.io/pipeline": "dns-resolve-deny"},
+        },
+        "spec": {"externalCIDRs": ["198.51.100.7/32"]},
+    }
+    server = K8sTestServer(validator=ManifestValidator(shared_path))
+    with server.serve():
+        server.seed(stale)
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        args = [*_args(files, port), "--apply", "--kubeconfig", str(kubeconfig), "--json"]
+        result = runner.invoke(app, args, env={"ABUSEIPDB_API_KEY": ""})
+        assert result.exit_code == 0, result.output
+        applied = orjson.loads(result.stdout)["apply"]
+        assert not applied["failed"], applied["failed"]
+        assert applied["pruned"] == ["CiliumCIDRGroup/qcdr-dns-blocked-007"]
+        groups = server.objects("CiliumCIDRGroup")
+        assert set(groups) == {(None, "qcdr-dns-blocked-000")}
+        assert groups[(None, "qcdr-dns-blocked-000")]["spec"]["externalCIDRs"] == [
+            "203.0.113.10/32",
+            "2001:db8::10/128",
+            "2001:db8::66/128",
+        ]
+        pipelines = {
+            o["metadata"]["labels"]["qcdr.io/pipeline"]
+            for o in server.objects("CiliumClusterwideNetworkPolicy").values()
+        }
+        assert {"cdr", "dns-resolve-deny"} <= pipelines  # the CDR batch's objects were not pruned
 
 
 @pytest.mark.parametrize("content", [b'{"203.0.113.10": {"expi', b"[]", b"null"])

@@ -188,6 +188,27 @@ async def test_a_failed_kind_is_not_pruned(
     assert set(server.objects("TracingPolicy")) == {(None, "old-name")}
 
 
+async def test_a_failed_cidr_group_is_not_pruned_through_its_other_version(
+    shared_path: Path, server: K8sTestServer, client: AsyncClient
+) -> None:
+    """CiliumCIDRGroup is managed at v2 and v2alpha1 (one CRD, two versions): a new group that
+    failed at v2 held back only the v2 listing, and the v2alpha1 one deleted the old group."""
+
+    def group(name: str, **extra: Any) -> dict[str, Any]:
+        meta = {"name": name, "labels": dict(MANAGED)}
+        return {"apiVersion": CILIUM, "kind": "CiliumCIDRGroup", "metadata": meta, "spec": extra}
+
+    await apply_documents([make_doc(group("old-group", externalCIDRs=["203.0.113.7/32"]))], client)
+    bad = group("new-group", externalCIDRs=["203.0.113.7/32"], unknownField=True)  # 422
+    report = await apply_documents([make_doc(bad)], client)
+    assert [(str(f.ref), f.code) for f in report.failed] == [("CiliumCIDRGroup/new-group", 422)]
+    assert report.pruned == []
+    assert set(server.objects("CiliumCIDRGroup")) == {(None, "old-group")}
+    assert [w for w in report.warnings if "not pruned" in w] == [
+        "CiliumCIDRGroup: not pruned because some of its documents failed to apply"
+    ]
+
+
 async def test_kind_not_installed() -> None:
     server = K8sTestServer(
         installed=DEFAULT_INSTALLED - {GVK("cilium.io", "v2", "CiliumCIDRGroup")},

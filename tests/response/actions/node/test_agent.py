@@ -230,6 +230,54 @@ async def test_dry_run_changes_nothing_even_in_recovery(
     assert status(container) == "running"
 
 
+async def test_quarantine_through_a_link_to_a_name_that_is_not_utf8_is_published(
+    agent: NodeAgent, redis: Redis, redis_prefix: str, run_pod: RunPod
+) -> None:
+    """The file was removed, then the result could not be serialised: handle raised after the
+    effect, the redelivery the same, and the request was dead-lettered with no result and no undo
+    record. Now the result is published, its undo able to restore the exact name."""
+    odd = "\"/tmp/$(printf '\\377')\""  # the byte 0xff
+    script = f"printf x > {odd} && ln -s {odd} /tmp/link && touch /tmp/ready && exec sleep 600"
+    container = run_pod(script, ready="/tmp/ready")
+    result = await agent.handle(envelope_for(make_request("quarantine_file", container, path="/tmp/link")))
+    assert result is not None
+    assert result.outcome is ActionOutcome.SUCCEEDED, result.message
+    (published,) = await results(redis, redis_prefix)
+    assert published.payload_as(ActionResult) == result
+    assert result.undo is not None
+    assert result.undo["path_hex"] == b"/tmp/\xff".hex()
+
+
+class _OddText(Action[Any]):
+    name = "odd_text"
+    scope = Scope.NODE
+    description = "reports text with a surrogate escape, as os.fsdecode gives for a non-UTF-8 name"
+
+    async def execute(self, ctx: Any, request: ActionRequest) -> Done:
+        name = os.fsdecode(b"/tmp/\xff")
+        return Done(ActionOutcome.SUCCEEDED, f"did {name}", {"path": name, name: [name]}, {"path": name})
+
+
+async def test_a_result_with_text_that_is_not_utf8_is_still_published(
+    agent: NodeAgent, redis: Redis, redis_prefix: str
+) -> None:
+    """Whatever an action reports after its effect, the result is stored and published (the text
+    made JSON-safe), never an exception after the side effect."""
+    agent.actions = Registry("action")
+    agent.actions.add(_OddText.name, _OddText())
+    result = await agent.handle(envelope_for(make_request("odd_text", None)))
+    assert result is not None
+    assert result.outcome is ActionOutcome.SUCCEEDED
+    shown = r"/tmp/\xff"
+    assert (result.message, result.details, result.undo) == (
+        f"did {shown}",
+        {"path": shown, shown: [shown]},
+        {"path": shown},
+    )
+    (published,) = await results(redis, redis_prefix)
+    assert published.payload_as(ActionResult) == result
+
+
 class _ClusterThing(Action[Any]):
     name = "cluster_thing"
     scope = Scope.CLUSTER

@@ -11,6 +11,7 @@ from typing import Any
 
 from docker.models.containers import Container
 from qcdr_common.contracts.actions.v1 import ActionOutcome
+from qcdr_response.actions.node import _procfs
 from qcdr_response.actions.node._context import NodeContext
 
 from tests.response.actions.node.conftest import (
@@ -35,6 +36,7 @@ SCRIPT = " && ".join(
     ]
 )
 forensics = node_actions().get("capture_forensics")
+PROC = Path("/proc")
 
 
 def listening(container: Container) -> bool:
@@ -121,6 +123,55 @@ def check_files(bundle: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == (0o600 if path.is_file() else 0o700), path
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+# a process named \xff\xfe, one running an executable under /tmp/\xff, and a link to a file
+# named \xfe: names a process or an intruder chooses, none of them UTF-8
+ODD_NAMES = " && ".join(
+    [
+        r"""(sh -c 'printf "\377\376" > /proc/self/comm; while :; do sleep 1; done' &)""",
+        r"""mkdir "/tmp/$(printf '\377')" && cp /bin/busybox "/tmp/$(printf '\377')/sleep" """,
+        r"""("/tmp/$(printf '\377')/sleep" 1006 &)""",
+        r"""printf payload > "/tmp/$(printf '\376')" && ln -s "/tmp/$(printf '\376')" /tmp/link""",
+        "touch /tmp/ready",
+        "exec sleep 600",
+    ]
+)
+
+
+async def test_names_that_are_not_utf8_are_in_the_bundle_as_escaped_text(
+    node_ctx: NodeContext, run_pod: RunPod
+) -> None:
+    """One such name made the whole capture fail (a UnicodeDecodeError reading /proc, or a
+    surrogate escape canonical_json cannot encode): the bundle lists them as \\xNN text."""
+    pod = run_pod(ODD_NAMES, ready="/tmp/ready")
+
+    def started() -> bool:
+        found = read_all(pod, "comm") + read_all(pod, "cmdline")
+        return b"\xff\xfe\n" in found and b"1006\0" in b"".join(found)
+
+    wait_for(started, "the oddly named processes")
+    request = make_request("capture_forensics", pod, parameters={"paths": ["/tmp/link"]})
+    done = await forensics.execute(node_ctx, request)
+    assert done.outcome is ActionOutcome.SUCCEEDED, done.message
+    manifest = load_bundle(Path(done.details["bundle"]))
+    procs = manifest["processes"]
+    assert any(p["comm"] == "\\xff\\xfe" for p in procs), procs
+    assert any(p["exe"] == "/tmp/\\xff/sleep" and p["cmdline"][1:] == ["1006"] for p in procs), procs
+    (link,) = manifest["files"]
+    assert (link["path"], link["resolved_path"]) == ("/tmp/link", "/tmp/\\xfe")
+    assert link["sha256"] == hashlib.sha256(b"payload").hexdigest()
+
+
+def read_all(container: Container, name: str) -> list[bytes]:
+    """/proc/<pid>/<name> of each process of the container."""
+    found = []
+    for pid in _procfs.container_pids(PROC, str(container.id)):
+        try:
+            found.append((PROC / str(pid) / name).read_bytes())
+        except OSError:
+            continue
+    return found
 
 
 async def test_dry_run_writes_nothing(node_ctx: NodeContext, run_pod: RunPod) -> None:

@@ -76,6 +76,34 @@ async def test_kills_a_process_inside_by_host_pid(node_ctx: NodeContext, run_pod
         await kill.execute(node_ctx, request)
 
 
+async def test_kills_a_process_whose_name_is_not_utf8(node_ctx: NodeContext, run_pod: RunPod) -> None:
+    """A process names itself (comm) with any bytes: \\xff\\xfe made /proc/<pid>/stat
+    undecodable and the process unkillable. Its name is reported as escaped text."""
+    # a child shell renames itself and loops (its sleeps are other processes)
+    container = run_pod(r"""sh -c 'printf "\377\376" > /proc/self/comm; while :; do sleep 1; done' & wait""")
+    found: list[int] = []
+
+    def renamed() -> bool:
+        for pid in _procfs.container_pids(PROC, str(container.id)):
+            try:
+                if (PROC / str(pid) / "comm").read_bytes() == b"\xff\xfe\n":
+                    found.append(pid)
+                    return True
+            except OSError:
+                continue
+        return False
+
+    wait_for(renamed, "the renamed process")
+    pid = found[0]
+    start = int((PROC / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[19])
+    done = await kill.execute(
+        node_ctx, make_request("kill_process", container, pid=pid, pid_start_ticks=start)
+    )
+    assert done.outcome is ActionOutcome.SUCCEEDED, done.message
+    assert (done.details["comm"], done.message) == ("\\xff\\xfe", f"sent SIGKILL to PID {pid} (\\xff\\xfe)")
+    wait_for(lambda: not alive(pid, start), f"PID {pid} to die")
+
+
 async def test_start_time_as_a_wall_clock(node_ctx: NodeContext, run_pod: RunPod) -> None:
     container = run_pod(SCRIPT)
     pid = host_pid(container, ["sleep", "1001"])

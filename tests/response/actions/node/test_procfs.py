@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
-from qcdr_response.actions.node import _procfs
+from qcdr_response.actions.node import _freezer, _procfs
 
 CID = "f622126c6b2e030ab29264ba5334f8cedd6358d928ea500d7f553b03df917451"
 
@@ -48,6 +49,45 @@ def test_stat_with_an_awkward_command_name(tmp_path: Path) -> None:
     assert (st.comm, st.state, st.ppid, st.start_ticks) == ("evil) (x y", "S", 7, 123456)
     with pytest.raises(ProcessLookupError):
         _procfs.read_stat(tmp_path, 43)
+
+
+def test_names_that_are_not_utf8_are_reported_as_escaped_text(tmp_path: Path) -> None:
+    """A process chooses its own name, command line, executable and socket paths: bytes that are
+    not UTF-8 (a process can set comm to \\xff\\xfe) are reported as \\xNN text, never a
+    UnicodeDecodeError (which made the process unkillable and its container's forensics fail)."""
+    (tmp_path / "42" / "net").mkdir(parents=True)
+    fields = ["S", "7", *["0"] * 17, "123456", *["0"] * 10]
+    (tmp_path / "42" / "stat").write_bytes(b"42 (\xff\xfe) " + " ".join(fields).encode() + b"\n")
+    (tmp_path / "42" / "status").write_bytes(b"Name:\t\xff\xfe\nUid:\t1000\t1000\t1000\t1000\n")
+    (tmp_path / "42" / "cmdline").write_bytes(b"\xff\xfe\0-x\0")
+    (tmp_path / "42" / "cgroup").write_bytes(f"0::/\xff/docker-{CID}.scope\n".encode("latin-1"))
+    (tmp_path / "42" / "exe").symlink_to(os.fsdecode(b"/tmp/\xff"))
+    (tmp_path / "42" / "net" / "unix").write_bytes(
+        b"Num       RefCount Protocol Flags    Type St Inode Path\n"
+        b"0000000000000000: 00000002 00000000 00010000 0001 01 557 /run/\xff app.sock\n"
+    )
+    info = _procfs.process_info(tmp_path, 42)
+    assert (info["comm"], info["cmdline"], info["exe"], info["uid"]) == (
+        "\\xff\\xfe",
+        ["\\xff\\xfe", "-x"],
+        "/tmp/\\xff",
+        1000,
+    )
+    (sock,) = _procfs.net_sockets(tmp_path, 42)
+    assert sock["path"] == "/run/\\xff app.sock"  # the whole path, its space too
+    orjson.dumps([info, sock])  # plain text: serialises
+    assert _procfs.in_container(tmp_path, 42, CID)
+
+
+def test_a_cgroup_path_that_is_not_utf8_is_found_by_its_exact_bytes(tmp_path: Path) -> None:
+    """The freezer looks the cgroup path of /proc/<pid>/cgroup up below the cgroup root: the
+    exact bytes, not a decoding of them."""
+    (tmp_path / "proc" / "42").mkdir(parents=True)
+    line = b"0::/kubepods/\xff/cri-containerd-" + CID.encode() + b".scope\n"
+    (tmp_path / "proc" / "42" / "cgroup").write_bytes(line)
+    scope = tmp_path / "cg" / os.fsdecode(line[4:-1])
+    scope.mkdir(parents=True)
+    assert _freezer.freezer_dir(tmp_path / "proc", tmp_path / "cg", 42, CID) == (scope, 2)
 
 
 def test_socket_tables(tmp_path: Path) -> None:

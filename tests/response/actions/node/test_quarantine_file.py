@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import orjson
 import pytest
 from docker.models.containers import Container
 from qcdr_common.contracts.actions.v1 import ActionOp, ActionOutcome
@@ -127,6 +129,60 @@ async def test_a_symlink_inside_the_roots_is_followed_confined(node_ctx: NodeCon
     assert done.details["resolved_path"] == "/tmp/payload.sh"
     assert not inside(pod, "/tmp/payload.sh").exists()
     assert inside(pod, "/app/good-link").is_symlink()  # the link itself stays
+
+
+# /tmp/link leads to a file whose name is the byte 0xff; beside it one named by the four
+# characters \xff, which only looks the same
+ODD = " && ".join(
+    [
+        r"""printf payload > "/tmp/$(printf '\377')" && ln -s "/tmp/$(printf '\377')" /tmp/link""",
+        r"""printf lookalike > '/tmp/\xff'""",
+        "touch /tmp/ready",
+        "exec sleep 600",
+    ]
+)
+
+
+async def test_quarantine_and_restore_through_a_link_to_a_name_that_is_not_utf8(
+    node_ctx: NodeContext, run_pod: RunPod
+) -> None:
+    """The result reports the name as text (a surrogate escape in it could not be serialised:
+    the file was gone and no result ever came); the undo record keeps the exact bytes, so undo
+    puts back the very name, not its look-alike."""
+    pod = run_pod(ODD, ready="/tmp/ready")
+    odd, lookalike = container_root(pod) / "tmp" / os.fsdecode(b"\xff"), inside(pod, r"/tmp/\xff")
+    request = make_request("quarantine_file", pod, path="/tmp/link")
+    done = await quarantine.execute(node_ctx, request)
+    assert done.outcome is ActionOutcome.SUCCEEDED, done.message
+    assert not odd.exists()
+    assert lookalike.read_bytes() == b"lookalike"
+    assert done.details["resolved_path"] == r"/tmp/\xff"
+    assert done.message.startswith(r"quarantined /tmp/\xff ")
+    assert done.undo is not None
+    assert (done.undo["path"], done.undo["path_hex"]) == (r"/tmp/\xff", b"/tmp/\xff".hex())
+    orjson.dumps([done.message, done.details, done.undo])  # plain text: serialises
+    assert await quarantine.recovered_undo(node_ctx, request) == done.undo
+
+    undo = make_request("quarantine_file", pod, op=ActionOp.UNDO, undo=done.undo, action_id=request.action_id)
+    restored = await quarantine.undo(node_ctx, undo)
+    assert restored.outcome is ActionOutcome.SUCCEEDED, restored.message
+    assert odd.read_bytes() == b"payload"
+    assert lookalike.read_bytes() == b"lookalike"
+    assert await quarantine.present(node_ctx, undo) is True
+
+
+@pytest.mark.parametrize(
+    ("path_hex", "match"),
+    [("zz", "non-hexadecimal"), (b"/tmp/\xfe".hex(), "does not match path"), (7, "not a string")],
+)
+async def test_an_undo_record_whose_bytes_disagree_is_refused(
+    node_ctx: NodeContext, path_hex: object, match: str
+) -> None:
+    record = {"container_id": "a" * 64, "path": r"/tmp/\xff", "path_hex": path_hex}
+    record |= {"sha256": "0" * 64, "mode": 0o644, "uid": 0, "gid": 0}
+    request = make_request("quarantine_file", None, container_id="a" * 64, op=ActionOp.UNDO, undo=record)
+    with pytest.raises(InvalidRequestError, match=f"undo record: .*{match}"):
+        await quarantine.undo(node_ctx, request)
 
 
 async def test_dry_run_changes_nothing(node_ctx: NodeContext, unchanged_pod: Container) -> None:

@@ -180,15 +180,17 @@ class NodeAgent:
             return _failed(f"internal error: {type(exc).__name__}: {exc}")
 
     async def _finish(self, cause: Envelope, request: ActionRequest, key: str, done: Done) -> ActionResult:
+        # the effect has happened: whatever text the action reported, the result is published
+        message, details, undo = (_jsonable(v) for v in (done.message, done.details, done.undo))
         result = ActionResult(
             action_id=request.action_id,
             op=request.op,
             action=request.action,
             attempt=request.attempt,
             outcome=done.outcome,
-            message=done.message[:4000],
-            details=_jsonable(done.details),
-            undo=done.undo,
+            message=message[:4000],
+            details=details,
+            undo=undo,
             executor=self.ctx.node,
             finished_at=datetime.now(UTC),
         )
@@ -260,6 +262,30 @@ def _failed(reason: str) -> Done:
     return Done(ActionOutcome.FAILED, reason)
 
 
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    value: dict[str, Any] = orjson.loads(orjson.dumps(details, default=str))
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON gives it back: types orjson does not know as their ``str()``, and text
+    that is not valid UTF-8 (a surrogate escape: a file or process name that is not UTF-8) with
+    those characters as ``\\xNN``, so that it can always be stored and published."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=str))
+    except orjson.JSONEncodeError as exc:
+        log.warning("result made JSON-safe", error=str(exc))
+        return orjson.loads(orjson.dumps(_utf8(value), default=lambda v: _utf8(str(v))))
+
+
+def _utf8(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            try:
+                raw = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = value.encode("utf-8", "backslashreplace")
+            return raw.decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, dict):
+        return {_utf8(str(k)): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8(v) for v in value]
     return value

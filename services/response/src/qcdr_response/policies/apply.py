@@ -311,13 +311,19 @@ async def _prune(
             "the managed selector is empty: pruning skipped (it would select every object)"
         )
         return
-    failed_kinds = {(f.ref.api_version, f.ref.kind) for f in report.failed}
+    # by group and kind, as _identity: one CRD served at two versions (CiliumCIDRGroup v2 and
+    # v2alpha1) lists the same objects under either, so a failure at one version holds back both
+    failed_kinds = {_identity(f.ref)[:2] for f in report.failed}
     wanted = {_identity(ref) for ref in desired}
+    held: set[tuple[str, str]] = set()
     for managed in managed_kinds:
-        if (managed.api_version, managed.kind) in failed_kinds:
-            report.warnings.append(
-                f"{managed.kind}: not pruned because some of its documents failed to apply"
-            )
+        group_kind = (managed.api_version.rpartition("/")[0], managed.kind)
+        if group_kind in failed_kinds:
+            if group_kind not in held:
+                held.add(group_kind)
+                report.warnings.append(
+                    f"{managed.kind}: not pruned because some of its documents failed to apply"
+                )
             continue
         res = _generic_resource(managed)
         try:

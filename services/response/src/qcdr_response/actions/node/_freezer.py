@@ -21,9 +21,10 @@ _SETTLE_S = 5.0
 
 
 def _lines(proc: Path, pid: int) -> list[tuple[str, str]]:
-    """(controllers, path) per line of /proc/<pid>/cgroup."""
+    """(controllers, path) per line of /proc/<pid>/cgroup; a path keeps its exact bytes
+    (surrogate escapes), it is looked up below the cgroup root."""
     out = []
-    for line in (proc / str(pid) / "cgroup").read_text().splitlines():
+    for line in os.fsdecode((proc / str(pid) / "cgroup").read_bytes()).splitlines():
         _, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         out.append((controllers, path))

@@ -7,6 +7,11 @@ from the container's root, and ``..`` never climbs above that root. So ``/tmp/x 
 reaches the *container's* ``/etc/passwd`` (refused unless it lies under an allowed root), and
 ``../../../../etc/passwd`` stops at the root instead of reaching the host's. A component swapped
 for a symlink between the check and the open fails the open (``ELOOP``/``ENOTDIR``).
+
+A symlink's target is bytes and need not be UTF-8: inside, a path is ``str`` with surrogate
+escapes (``os.fsdecode``, exact bytes for the system calls); whatever leaves the agent (messages,
+details, undo records, manifests) is ``shown()`` text, and an undo record keeps the exact bytes
+beside it (``path_record``/``record_path``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import stat
 from collections import deque
 from pathlib import Path, PurePosixPath
 from types import TracebackType
+from typing import Any
 
 from qcdr_response.actions import validation
 from qcdr_response.actions.base import ActionError, TargetGoneError
@@ -28,6 +34,35 @@ DEFAULT_ALLOWED_ROOTS = (
 )
 
 
+def shown(path: str | PurePosixPath) -> str:
+    """A container path as text that always serialises: the bytes a name that is not UTF-8 holds
+    appear as ``\\xNN`` (``/tmp/\\xff``); a UTF-8 path is unchanged."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def path_record(path: str | PurePosixPath) -> dict[str, str]:
+    """``{"path": shown(path)}``, with ``path_hex`` (the exact bytes) when the shown text is not
+    the path itself, so a record restores the very name, not its display form."""
+    record = {"path": shown(path)}
+    if record["path"] != str(path):
+        record["path_hex"] = os.fsencode(str(path)).hex()
+    return record
+
+
+def record_path(record: dict[str, Any]) -> str:
+    """The path a ``path_record`` describes (surrogate escapes for bytes that are not UTF-8);
+    ``ValueError`` when its ``path_hex`` is not hex or does not match its ``path``."""
+    if "path_hex" not in record:
+        return str(record["path"])
+    raw = record["path_hex"]
+    if not isinstance(raw, str):
+        raise ValueError("path_hex is not a string")
+    path = os.fsdecode(bytes.fromhex(raw))
+    if shown(path) != record["path"]:
+        raise ValueError("path_hex does not match path")
+    return path
+
+
 class Resolved:
     """Where a path led: the parent directory (an ``O_PATH`` descriptor, closed with the object),
     the final name in it, the canonical container path reached, and the entry's ``lstat``
@@ -38,6 +73,7 @@ class Resolved:
         self.parent_fd = fds[-1]
         self.name = name
         self.path = PurePosixPath("/" + "/".join([*names, name]))
+        self.shown = shown(self.path)
         self.stat = st
 
     def close(self) -> None:
@@ -60,14 +96,14 @@ class Resolved:
         try:
             fd = os.open(self.name, flags, dir_fd=self.parent_fd)
         except OSError as exc:
-            raise ActionError(f"{self.path}: cannot open ({exc.strerror})") from None
+            raise ActionError(f"{self.shown}: cannot open ({exc.strerror})") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise ActionError(f"{self.path} is not a regular file")
+            raise ActionError(f"{self.shown} is not a regular file")
         if max_bytes is not None and st.st_size > max_bytes:
             os.close(fd)
-            raise ActionError(f"{self.path} is {st.st_size} bytes, over the limit of {max_bytes}")
+            raise ActionError(f"{self.shown} is {st.st_size} bytes, over the limit of {max_bytes}")
         return fd, st
 
     def still_same(self, st: os.stat_result) -> bool:
@@ -124,7 +160,7 @@ def resolve(root: Path, path: PurePosixPath, *, allow_missing: bool = False) -> 
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
                 if hops > MAX_SYMLINKS:
-                    raise ActionError(f"{path}: too many levels of symbolic links")
+                    raise ActionError(f"{shown(path)}: too many levels of symbolic links")
                 link = os.readlink(part, dir_fd=fds[-1])
                 if link.startswith("/"):  # re-rooted at the container's root
                     while len(fds) > 1:
@@ -141,7 +177,7 @@ def resolve(root: Path, path: PurePosixPath, *, allow_missing: bool = False) -> 
             except OSError as exc:
                 raise ActionError(f"{_join(names, part)}: cannot open ({exc.strerror})") from None
             names.append(part)
-        raise ActionError(f"{path} leads to the container's root directory")
+        raise ActionError(f"{shown(path)} leads to the container's root directory")
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -149,7 +185,7 @@ def resolve(root: Path, path: PurePosixPath, *, allow_missing: bool = False) -> 
 
 
 def _join(names: list[str], part: str) -> str:
-    return "/" + "/".join([*names, part])
+    return shown("/" + "/".join([*names, part]))
 
 
 def resolve_allowed(
@@ -163,5 +199,5 @@ def resolve_allowed(
         validation.under_roots(resolved.path, roots)
     except ActionError as exc:
         resolved.close()
-        raise ActionError(f"{path} leads to {resolved.path}: {exc.reason}") from None
+        raise ActionError(f"{shown(path)} leads to {resolved.shown}: {exc.reason}") from None
     return resolved

@@ -1,5 +1,10 @@
 """Reading ``/proc`` (the host's: the agent runs with ``hostPID``): process start times, cgroup
-membership, the processes of a container, and the sockets they hold. Never ``environ``."""
+membership, the processes of a container, and the sockets they hold. Never ``environ``.
+
+Everything is read as bytes: a process chooses its own name (``comm``), command line, executable
+and socket paths, none of them need be UTF-8. What is reported is ``_text()`` (bytes that are not
+UTF-8 shown as ``\\xNN``, so it always serialises); cgroup paths, which are looked up again,
+keep their exact bytes as surrogate escapes."""
 
 from __future__ import annotations
 
@@ -29,6 +34,11 @@ _TCP_STATES = {
 _MAX_CMDLINE = 4096
 
 
+def _text(raw: bytes) -> str:
+    """Bytes a process chose, as text for a report: what is not UTF-8 appears as ``\\xNN``."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class ProcStat:
     pid: int
@@ -41,19 +51,21 @@ class ProcStat:
 def read_stat(proc: Path, pid: int) -> ProcStat:
     """``/proc/<pid>/stat``; ``ProcessLookupError`` when there is no such process."""
     try:
-        raw = (proc / str(pid) / "stat").read_text()
+        raw = (proc / str(pid) / "stat").read_bytes()
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessLookupError(pid) from None
-    # comm may hold spaces and parentheses: it ends at the last ')'
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
+    # comm may hold spaces and parentheses (and any byte but NUL): it ends at the last ')'
+    comm = _text(raw[raw.index(b"(") + 1 : raw.rindex(b")")])
+    fields = raw[raw.rindex(b")") + 2 :].split()
     # fields[0] is field 3 (state); field N is fields[N - 3]
-    return ProcStat(pid=pid, comm=comm, state=fields[0], ppid=int(fields[1]), start_ticks=int(fields[19]))
+    return ProcStat(
+        pid=pid, comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19])
+    )
 
 
 def cgroup_text(proc: Path, pid: int) -> str:
     try:
-        return (proc / str(pid) / "cgroup").read_text()
+        return os.fsdecode((proc / str(pid) / "cgroup").read_bytes())
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessLookupError(pid) from None
 
@@ -74,7 +86,7 @@ def in_container(proc: Path, pid: int, container_id: str) -> bool:
 
 def own_container_id(proc: Path) -> str | None:
     try:
-        ids = cgroup_container_ids((proc / "self" / "cgroup").read_text())
+        ids = cgroup_container_ids(os.fsdecode((proc / "self" / "cgroup").read_bytes()))
     except OSError:
         return None
     return next(iter(sorted(ids)), None) if len(ids) == 1 else None
@@ -104,8 +116,9 @@ def start_time_tolerance() -> timedelta:
 
 def uid_of(proc: Path, pid: int) -> int | None:
     try:
-        for line in (proc / str(pid) / "status").read_text().splitlines():
-            if line.startswith("Uid:"):
+        # the status file's Name: line is the process's own choice of bytes
+        for line in (proc / str(pid) / "status").read_bytes().splitlines():
+            if line.startswith(b"Uid:"):
                 return int(line.split()[1])
     except OSError:
         return None
@@ -117,11 +130,11 @@ def process_info(proc: Path, pid: int) -> dict[str, Any]:
     st = read_stat(proc, pid)
     try:
         raw = (proc / str(pid) / "cmdline").read_bytes()[:_MAX_CMDLINE]
-        cmdline = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        cmdline = [_text(a) for a in raw.split(b"\0") if a]
     except OSError:
         cmdline = []
     try:
-        exe: str | None = str((proc / str(pid) / "exe").readlink())
+        exe: str | None = _text(os.fsencode((proc / str(pid) / "exe").readlink()))
     except OSError:
         exe = None
     return {
@@ -182,7 +195,7 @@ def net_sockets(proc: Path, pid: int) -> list[dict[str, Any]]:
     net = proc / str(pid) / "net"
     for proto in ("tcp", "tcp6", "udp", "udp6"):
         try:
-            lines = (net / proto).read_text().splitlines()[1:]
+            lines = (net / proto).read_bytes().decode("ascii", "replace").splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -199,12 +212,12 @@ def net_sockets(proc: Path, pid: int) -> list[dict[str, Any]]:
                 }
             )
     try:
-        lines = (net / "unix").read_text().splitlines()[1:]
+        unix = (net / "unix").read_bytes().splitlines()[1:]
     except OSError:
-        lines = []
-    for line in lines:
-        f = line.split()
-        sockets.append(
-            {"proto": "unix", "path": f[7] if len(f) > 7 else None, "state": f[5], "inode": int(f[6])}
-        )
+        unix = []
+    for raw in unix:
+        # a socket's path is whatever bytes it was bound to, spaces included: the rest of the line
+        u = raw.split(None, 7)
+        path = _text(u[7]) if len(u) > 7 else None
+        sockets.append({"proto": "unix", "path": path, "state": u[5].decode(), "inode": int(u[6])})
     return sockets

@@ -93,7 +93,7 @@ def _files(
         entries.append(entry)
         try:
             with resolve_allowed(root, path, p.allowed_roots) as r:
-                entry["resolved_path"] = str(r.path)
+                entry["resolved_path"] = r.shown
                 fd, st = r.open_regular()
                 try:
                     entry |= {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}

@@ -30,7 +30,10 @@ from qcdr_response.actions.node._paths import (
     DEFAULT_ALLOWED_ROOTS,
     check_roots,
     container_root,
+    path_record,
+    record_path,
     resolve_allowed,
+    shown,
 )
 from qcdr_response.actions.registry import ACTIONS
 
@@ -94,10 +97,7 @@ class QuarantineFile(Action[NodeContext]):
         kept = sorted(ctx.quarantine_root.glob(f"*/action-{request.action_id}.json"))
         if not kept:
             return None
-        meta = json.loads(kept[0].read_bytes())
-        undo = {k: meta[k] for k in ("container_id", "sha256", "mode", "uid", "gid", "mtime_ns")}
-        undo["path"] = str(meta["resolved_path"])
-        return undo
+        return _undo_from(json.loads(kept[0].read_bytes()))
 
     async def execute(self, ctx: NodeContext, request: ActionRequest) -> Done:
         p = cast(QuarantineParams, self.parse_params(request.parameters))
@@ -126,23 +126,23 @@ def _quarantine(box: Box, ctx: NodeContext, request: ActionRequest, p: Quarantin
     root = container_root(ctx.proc_root, box.init_pid)
     with resolve_allowed(root, path, p.allowed_roots, allow_missing=True) as r:
         if r.stat is None:
-            raise TargetGoneError(f"{r.path} does not exist in the container")
+            raise TargetGoneError(f"{r.shown} does not exist in the container")
         fd, st = r.open_regular(limit)
         try:
-            details: dict[str, Any] = {**box.describe(), "path": path, "resolved_path": str(r.path)}
+            details: dict[str, Any] = {**box.describe(), "path": path, "resolved_path": r.shown}
             details |= {"size": st.st_size, "mode": oct(stat.S_IMODE(st.st_mode)), "uid": st.st_uid}
             # other hard links keep the content reachable in the container: reported, not chased
             details["links"] = st.st_nlink
             if request.dry_run:
                 details["sha256"] = _sha256_fd(fd)
-                return Done(ActionOutcome.DRY_RUN, f"would quarantine {r.path}", details)
+                return Done(ActionOutcome.DRY_RUN, f"would quarantine {r.shown}", details)
             qroot = private_dir(ctx.quarantine_root)
             staging = qroot / f".staging-{uuid.uuid4().hex}"
             info = copy_hashing(fd, staging, keep=limit + 1)
             after = os.fstat(fd)
             if info["size"] > limit or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                 staging.unlink()
-                raise ActionError(f"{r.path} changed while it was copied: left in place")
+                raise ActionError(f"{r.shown} changed while it was copied: left in place")
             sha = info["sha256"]
             content = private_dir(qroot / sha) / "content"
             if content.exists():
@@ -151,7 +151,7 @@ def _quarantine(box: Box, ctx: NodeContext, request: ActionRequest, p: Quarantin
                 staging.rename(content)
             meta = {
                 "original_path": path,
-                "resolved_path": str(r.path),
+                **{f"resolved_{k}": v for k, v in path_record(r.path).items()},
                 "container_id": box.id,
                 "container": box.name,
                 "pod": box.pod,
@@ -172,24 +172,39 @@ def _quarantine(box: Box, ctx: NodeContext, request: ActionRequest, p: Quarantin
             }
             write_private(_meta_path(ctx, sha, request.action_id), json.dumps(meta, indent=2).encode())
             if not r.still_same(st):
-                raise ActionError(f"{r.path} was replaced while it was copied: left in place (copy kept)")
+                raise ActionError(f"{r.shown} was replaced while it was copied: left in place (copy kept)")
             os.unlink(r.name, dir_fd=r.parent_fd)
         finally:
             os.close(fd)
-    undo = {k: meta[k] for k in ("container_id", "sha256", "mode", "uid", "gid", "mtime_ns")}
-    undo["path"] = str(r.path)
     details |= {"sha256": sha, "quarantine": str(content.parent)}
-    return Done(ActionOutcome.SUCCEEDED, f"quarantined {r.path} (sha256 {sha[:12]})", details, undo)
+    return Done(
+        ActionOutcome.SUCCEEDED, f"quarantined {r.shown} (sha256 {sha[:12]})", details, _undo_from(meta)
+    )
+
+
+def _undo_from(meta: dict[str, Any]) -> dict[str, Any]:
+    """The undo record of a quarantine, from its metadata: ``path`` is text, with ``path_hex``
+    when the name is not UTF-8 (metadata written before ``resolved_path_hex`` existed holds the
+    surrogate escapes of such a name: read the same)."""
+    undo = {k: meta[k] for k in ("container_id", "sha256", "mode", "uid", "gid", "mtime_ns")}
+    hexed = meta.get("resolved_path_hex")
+    path = os.fsdecode(bytes.fromhex(hexed)) if isinstance(hexed, str) else str(meta["resolved_path"])
+    return undo | path_record(path)
 
 
 def _undo_record(request: ActionRequest) -> dict[str, Any]:
-    record = request.undo or {}
+    """The request's undo record, checked, with ``path`` the exact name to restore."""
+    record = dict(request.undo or {})
     need = {"container_id": str, "path": str, "sha256": str, "mode": int, "uid": int, "gid": int}
     for key, kind in need.items():
         if not isinstance(record.get(key), kind):
             raise InvalidRequestError(f"undo record: {key} missing or not a {kind.__name__}")
     if len(record["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in record["sha256"]):
         raise InvalidRequestError("undo record: sha256 is not a hex digest")
+    try:
+        record["path"] = record_path(record)
+    except ValueError as exc:
+        raise InvalidRequestError(f"undo record: {exc}") from None
     return record
 
 
@@ -209,28 +224,29 @@ def _restore(
     box: Box, ctx: NodeContext, request: ActionRequest, record: dict[str, Any], p: QuarantineParams
 ) -> Done:
     sha, path = record["sha256"], record["path"]
+    text = shown(path)
     content = ctx.quarantine_root / sha / "content"
     try:
         data = content.read_bytes()
     except FileNotFoundError:
         raise ActionError(f"the quarantine holds no file with sha256 {sha}") from None
     if hashlib.sha256(data).hexdigest() != sha:
-        raise ActionError(f"the quarantined copy of {path} no longer matches its sha256: not restored")
+        raise ActionError(f"the quarantined copy of {text} no longer matches its sha256: not restored")
     root = container_root(ctx.proc_root, box.init_pid)
     try:
         r = resolve_allowed(root, path, p.allowed_roots, allow_missing=True)
     except TargetGoneError as exc:
-        raise ActionError(f"cannot restore {path}: {exc.reason}") from None
+        raise ActionError(f"cannot restore {text}: {exc.reason}") from None
     with r:
-        details: dict[str, Any] = {**box.describe(), "path": path, "sha256": sha, "size": len(data)}
+        details: dict[str, Any] = {**box.describe(), "path": text, "sha256": sha, "size": len(data)}
         if r.stat is not None:
             if not p.overwrite:
-                raise ActionError(f"{path} exists again in the container: not replaced (set overwrite)")
+                raise ActionError(f"{text} exists again in the container: not replaced (set overwrite)")
             if not stat.S_ISREG(r.stat.st_mode):
-                raise ActionError(f"{path} is now not a regular file: not replaced")
+                raise ActionError(f"{text} is now not a regular file: not replaced")
             details["replaced"] = True
         if request.dry_run:
-            return Done(ActionOutcome.DRY_RUN, f"would restore {path}", details)
+            return Done(ActionOutcome.DRY_RUN, f"would restore {text}", details)
         tmp = f".qcdr-restore-{uuid.uuid4().hex}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600, dir_fd=r.parent_fd)
@@ -254,7 +270,7 @@ def _restore(
         kept = json.loads(meta.read_bytes())
         kept["restored_at"] = datetime.now(UTC).isoformat()
         write_private(meta, json.dumps(kept, indent=2).encode())
-    return Done(ActionOutcome.SUCCEEDED, f"restored {path} (sha256 {sha[:12]})", details)
+    return Done(ActionOutcome.SUCCEEDED, f"restored {text} (sha256 {sha[:12]})", details)
 
 
 ACTIONS.add(QuarantineFile.name, QuarantineFile(), __name__)
