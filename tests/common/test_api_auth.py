@@ -28,10 +28,12 @@ from qcdr_common.api import (
     WritePrincipal,
     require_scope,
 )
+from qcdr_common.db import make_engine
 from qcdr_common.service_app import PUBLIC_PATHS, create_service_app
 from qcdr_common.settings import CommonSettings
 from qcdr_common.testing.logs import capture_logs
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.datastructures import Headers
@@ -398,6 +400,42 @@ async def test_values_postgres_refuses_are_422(database_url: str) -> None:
             assert (await c.get("/v1/echo", params={"q": "ok"}, headers=bearer(READER))).json() == {"q": "ok"}
             nul = await c.get("/v1/echo", params={"q": "a\x00b"}, headers=bearer(READER))
             assert_problem(nul, 422, "invalid_value")
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"n": 18446744073709551616}',  # 2**64: orjson encodes no integer past 64 bits
+        b'{"s": "a\\ud800b"}',  # a lone surrogate, as JSON may escape one
+    ],
+    ids=["int-past-64-bits", "lone-surrogate"],
+)
+async def test_values_that_cannot_be_encoded_for_the_database_are_422(database_url: str, body: bytes) -> None:
+    """A value JSON carries but a statement cannot be encoded from fails before the database
+    (SQLAlchemy's StatementError, not a DBAPIError): still the caller's bad input, not a 500."""
+    app = make_app()
+    engine = make_engine(database_url)  # the services' engine: orjson for JSON columns
+
+    @app.post("/v1/store")
+    async def store(value: dict[str, Any]) -> dict[str, str]:
+        statement = text("SELECT CAST(:v AS jsonb)").bindparams(bindparam("v", type_=JSONB))
+        async with engine.connect() as conn:
+            await conn.execute(statement, {"v": value})
+        return {"stored": "yes"}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = {**bearer(ADMIN), "content-type": "application/json"}
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            ok = await c.post("/v1/store", content=b'{"n": 1, "s": "ok"}', headers=headers)
+            assert ok.json() == {"stored": "yes"}
+            refused = assert_problem(
+                await c.post("/v1/store", content=body, headers=headers), 422, "invalid_value"
+            )
+            assert refused["detail"] == "a value in the request was not acceptable"
     finally:
         await engine.dispose()
 

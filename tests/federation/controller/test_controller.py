@@ -9,15 +9,18 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import lightkube
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
+from prometheus_client import REGISTRY
 from qcdr_common.db import make_engine, make_session_factory
 from qcdr_common.testing.k8s import DEFAULT_INSTALLED, GVK, K8sTestServer
 from qcdr_federation.app import create_app
@@ -26,6 +29,7 @@ from qcdr_federation.hub.clusters.service import declare_cluster
 from qcdr_federation.hub.controller.controller import Controller
 from qcdr_federation.hub.controller.convert import policy_spec
 from qcdr_federation.hub.controller.kinds import CrdKind, resource
+from qcdr_federation.hub.controller.writeback import StatusWriter
 from qcdr_federation.hub.policies.models import FederatedPolicyRow
 from qcdr_federation.hub.policies.service import apply_spec
 from qcdr_federation.settings import FederationSettings
@@ -505,6 +509,55 @@ async def test_status_is_patched_only_when_it_changes(
     assert before >= 1
     await asyncio.sleep(1.0)  # five status rounds at 0.2 s
     assert status_patches() == before
+
+
+class RefusingClient:
+    """The test server's client, except that the API server refuses one object's status patch."""
+
+    def __init__(self, client: lightkube.AsyncClient, refused: str) -> None:
+        self.client = client
+        self.refused = refused
+
+    async def patch(self, res: Any, name: str, obj: Any, **kwargs: Any) -> Any:
+        if name == self.refused:
+            raise ApiError(status=Status(code=422, message="status.lastHeartbeat: Invalid value"))
+        return await self.client.patch(res, name, obj, **kwargs)
+
+
+async def test_one_objects_refused_status_patch_does_not_hold_up_the_others(
+    hub_app: FastAPI, kube: lightkube.AsyncClient, hub_settings: FederationSettings
+) -> None:
+    """One object whose status the API server refuses (before, a spoke's year-1 timestamp did it)
+    is logged and counted; the other objects' status is still written, in the same round."""
+    for name in ("aaa", "bbb"):
+        await create(kube, cluster_object(name, labels={"env": "prod"}))
+    controller = controller_of(hub_app)
+
+    async def reconciled() -> None:
+        assert {"aaa", "bbb"} <= set(controller.outcomes[CrdKind.CLUSTER])
+
+    await eventually(reconciled)
+    cache = controller.informers[CrdKind.CLUSTER].cache
+    stale = {n: {k: v for k, v in cache[n].items() if k != "status"} for n in ("aaa", "bbb")}
+    writer = StatusWriter(
+        cast(lightkube.AsyncClient, RefusingClient(kube, "aaa")), sessions_of(hub_app), hub_settings
+    )
+    failures = (
+        REGISTRY.get_sample_value(
+            "qcdr_federation_controller_status_patch_failures_total", {"kind": CrdKind.CLUSTER.value}
+        )
+        or 0.0
+    )
+
+    updated = await writer.write(CrdKind.CLUSTER, stale, controller.outcomes[CrdKind.CLUSTER])
+
+    assert [o["metadata"]["name"] for o in updated] == ["bbb"]
+    assert (
+        REGISTRY.get_sample_value(
+            "qcdr_federation_controller_status_patch_failures_total", {"kind": CrdKind.CLUSTER.value}
+        )
+        == failures + 1
+    )
 
 
 async def test_objects_deleted_while_the_controller_was_away_are_collected_at_start(

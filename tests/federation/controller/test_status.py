@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -122,6 +122,11 @@ def test_rfc3339() -> None:
     assert st.rfc3339(datetime(2025, 1, 2, 3, 4, 5, 678, tzinfo=UTC)) == "2025-01-02T03:04:05Z"
     assert st.rfc3339(datetime(2025, 1, 2, 3, 4, 5)) == "2025-01-02T03:04:05Z"
     assert st.rfc3339(None) is None
+    # a spoke may report any aware datetime: the API server takes only a four-digit year
+    assert st.rfc3339(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+    assert st.rfc3339(datetime(999, 1, 1, 0, 0, 0)) == "0999-01-01T00:00:00Z"
+    east = timezone(timedelta(hours=1))  # UTC would be year 0: the earliest time there is
+    assert st.rfc3339(datetime(1, 1, 1, tzinfo=east)) == "0001-01-01T00:00:00Z"
 
 
 # --------------------------------------------------------------------------- policies

@@ -12,11 +12,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from qcdr_common.contracts.events.v1 import SecurityEvent
+from qcdr_common.contracts.federation.v1 import ForwardBatch, ForwardKind, Rejected
 from qcdr_common.contracts.findings.v1 import Finding
 from qcdr_common.streams.envelope import Envelope
 from qcdr_common.streams.names import stream_key
 from qcdr_federation.db.base import OUTBOX
 from qcdr_federation.hub.forwarding.models import ForwardedFindingRow
+from qcdr_federation.hub.forwarding.service import check
 from qcdr_federation.hub.install import prune_received
 from qcdr_federation.settings import FederationSettings
 from redis.asyncio import Redis
@@ -170,6 +172,47 @@ async def test_bad_items_are_rejected_one_by_one(hub_client: httpx.AsyncClient, 
     assert reasons[4].startswith("unexpected:")
     assert forwarded("events", "rejected") == rejected_before + 4
     assert sorted(e.payload["id"] for _, e in await outbox_envelopes(hub_app)) == ["evt-1", "evt-5"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "odd", "reason"),
+    [
+        ("findings", finding(2, title="a\x00b"), "title: contains a NUL character"),
+        (
+            "findings",
+            finding(2, attributes={"n": 2**64}),
+            "attributes.n: integer is outside the 64-bit range",
+        ),
+        ("findings", finding(2, attributes={"a\x00": 1}), "attributes.<key>: contains a NUL character"),
+        ("events", event(2, raw={"n": -(2**63) - 1}), "raw.n: integer is outside the 64-bit range"),
+    ],
+    ids=["nul-in-text", "int-past-64-bits", "nul-in-a-key", "int-below-64-bits"],
+)
+async def test_an_item_that_cannot_be_stored_is_rejected_alone(
+    hub_client: httpx.AsyncClient, kind: str, odd: dict[str, Any], reason: str
+) -> None:
+    """Valid by the model but not storable (PostgreSQL refuses NUL, orjson integers past 64 bits,
+    UTF-8 lone surrogates): the item's own rejection. Failing the batch would make the spoke
+    dead-letter (422) or retry forever (500) every other item of it."""
+    spoke = await register_spoke(hub_client, "eu-1")
+    good = event(1) if kind == "events" else finding(1)
+    response = await hub_client.post(
+        "/federation/v1/forward", json={"kind": kind, "items": [good, odd]}, headers=spoke.headers
+    )
+    assert response.status_code == 200, response.text
+    ack = response.json()
+    assert ack["accepted"] == 1
+    assert [r["index"] for r in ack["rejected"]] == [1]
+    assert ack["rejected"][0]["reason"].startswith(reason)
+
+
+def test_a_lone_surrogate_is_rejected_alone() -> None:
+    """The route's JSON parser already refuses a body with one; check() still holds it per item."""
+    checked = check(
+        ForwardBatch(kind=ForwardKind.EVENTS, items=[event(1), event(2, raw={"x": "\ud800"})]), "eu-1"
+    )
+    assert [i for i, _ in checked.items] == [0]
+    assert checked.rejected == [Rejected(index=1, reason="raw.x: is not valid UTF-8 (an unpaired surrogate)")]
 
 
 async def test_findings_are_stored_for_the_console(hub_client: httpx.AsyncClient, hub_app: Any) -> None:

@@ -4,6 +4,7 @@ paths and every refusal (401 with its reason, logged and counted, never the secr
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,9 @@ from tests.federation.conftest import (
 )
 
 pytestmark = [pytest.mark.db, pytest.mark.redis]
+
+
+JSON_BODY = {"content-type": "application/json"}
 
 
 def failures(reason: str) -> float:
@@ -125,12 +129,48 @@ async def test_problems_reported_make_the_cluster_degraded(hub_client: httpx.Asy
 
 
 async def _register(client: httpx.AsyncClient, name: str, token: str) -> httpx.Response:
-    return await client.post("/federation/v1/register", json={"cluster_name": name, "bootstrap_token": token})
+    # json.dumps writes ASCII: a lone surrogate in the token goes as its escape, as JSON allows
+    body = json.dumps({"cluster_name": name, "bootstrap_token": token})
+    return await client.post("/federation/v1/register", content=body, headers=JSON_BODY)
 
 
 async def _heartbeat(client: httpx.AsyncClient, credential: str) -> httpx.Response:
     body = {"sent_at": datetime.now(UTC).isoformat(), "version": "test"}
     return await client.post("/federation/v1/heartbeat", json=body, headers=bearer(credential))
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        ({"problems": ["disk \udc80 full"]}, ": problems.0: text is not valid UTF-8"),
+        ({"counts": {"events_forwarded": 2**64}}, ".counts.events_forwarded: Input should be less than"),
+        ({"counts": {"events_forwarded": -1}}, ".counts.events_forwarded: Input should be greater than"),
+        ({"node_count": 2**63}, ".node_count: Input should be less than"),
+        (
+            {"actions": [{"action_id": "a", "action": "kill", "state": "pending", "target": {"pid": 2**64}}]},
+            ".actions.0: target.pid: integer is outside the 64-bit range",
+        ),
+    ],
+    ids=[
+        "lone-surrogate",
+        "count-past-64-bits",
+        "negative-count",
+        "node-count-past-int64",
+        "int-in-free-form",
+    ],
+)
+async def test_a_heartbeat_the_hub_could_not_store_is_422(
+    hub_client: httpx.AsyncClient, fields: dict[str, Any], detail: str
+) -> None:
+    """JSON carries lone surrogates and integers of any size; the database and orjson do not. A
+    heartbeat with one is the spoke's bad input (422 naming the field), not a 500."""
+    spoke = await register_spoke(hub_client, "eu-1")
+    body = json.dumps({"sent_at": datetime.now(UTC).isoformat(), **fields})
+    response = await hub_client.post(
+        "/federation/v1/heartbeat", content=body, headers={**spoke.headers, **JSON_BODY}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"body{detail}"), response.json()["detail"]
 
 
 async def test_a_lost_registration_answer_can_be_retried_until_the_spoke_heartbeats(
@@ -187,6 +227,7 @@ async def test_every_bootstrap_refusal_is_401_logged_and_counted(
         ("expired", "eu-1", expired),
         ("revoked", "eu-1", revoked),
         ("wrong_cluster", "eu-1", for_other),
+        ("unknown", "eu-1", "0123456789abcdef.not-utf-8-\ud800"),  # no 500 hashing it
     ]
     before = failures("invalid_bootstrap_token")
     for why, name, token in cases:

@@ -200,3 +200,27 @@ async def test_render_failure_shows_in_the_status(client: httpx.AsyncClient, clu
     assert (view["eu-2"]["placed"], view["eu-2"]["state"], view["eu-2"]["in_sync"]) == (True, "failed", False)
     assert "cannot render" in view["eu-2"]["message"]
     assert view["eu-3"]["state"] == "pending"
+
+
+async def test_a_report_dated_in_the_future_is_stored_at_the_hubs_time(
+    client: httpx.AsyncClient, clusters: Clusters
+) -> None:
+    """A spoke whose clock runs ahead cannot date a status past the hub's clock: kept at the hub's
+    time, it does not win over the spoke's later reports once its clock is right again."""
+    await clusters.add("eu-1", {"env": "prod"})
+    created = await client.post("/v1/federated-policies", json=policy_body(), headers=WRITE_HEADERS)
+    pid = created.json()["id"]
+    content_hash = await desired_hash(client, "eu-1")
+    before = datetime.now(UTC)
+    await post(
+        client, "eu-1", {**report(pid, 1, content_hash, "proposed"), "observed_at": "9999-12-31T23:59:59Z"}
+    )
+    observed = datetime.fromisoformat((await status_of(client, pid))["eu-1"]["observed_at"])
+    assert before <= observed <= datetime.now(UTC)
+
+    await post(
+        client,
+        "eu-1",
+        {**report(pid, 1, content_hash, "applied"), "observed_at": datetime.now(UTC).isoformat()},
+    )
+    assert (await status_of(client, pid))["eu-1"]["state"] == "applied"

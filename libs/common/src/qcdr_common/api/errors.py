@@ -9,8 +9,9 @@ Every 4xx/5xx a service answers looks like::
 
 served as ``application/problem+json``. SOAR playbooks branch on ``reason`` (stable snake_case
 codes); ``detail`` is for people. Request validation errors are 422 with one entry per field, and
-errors a caller can cause (a value the database rejects, a unique-key conflict) map to 4xx, so a
-500 always means a bug here: it is logged with its traceback and answered without internals.
+errors a caller can cause (a value the database rejects or that cannot be encoded for it, a
+unique-key conflict) map to 4xx, so a 500 always means a bug here: it is logged with its traceback
+and answered without internals.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qcdr_common.logging import get_logger
@@ -198,6 +199,21 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return await _unexpected(request, exc)
 
 
+# What a JSON body can carry but orjson (JSON/JSONB columns) cannot encode into a statement's
+# parameters: integers past 64 bits and lone surrogates.
+_UNENCODABLE = ("Integer exceeds 64-bit range", "surrogates not allowed")
+
+
+async def _statement_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StatementError)
+    cause = exc.orig
+    if isinstance(cause, TypeError) and any(text in str(cause) for text in _UNENCODABLE):
+        # The statement never reached the database; the last defence behind the models' bounds.
+        log.warning("api_data_error", path=request.url.path, error=type(cause).__name__)
+        return problem_response(422, "a value in the request was not acceptable", reason="invalid_value")
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The JSON log renderer does not format exc_info, so the traceback goes in as text.
     trace = "".join(traceback.format_exception(exc))[-4000:]
@@ -210,5 +226,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(DBAPIError, _database_error)  # a StatementError, handled first
+    app.add_exception_handler(StatementError, _statement_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -92,7 +92,9 @@ def forget_verified(state: object) -> None:
 
 
 def sha256(value: str) -> bytes:
-    return hashlib.sha256(value.encode()).digest()
+    # "surrogatepass": a token JSON smuggled a lone surrogate into matches no stored hash (a 401
+    # like any wrong token) instead of failing to encode
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
 
 def new_secret_pair() -> tuple[str, str]:

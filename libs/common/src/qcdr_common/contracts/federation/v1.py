@@ -16,7 +16,7 @@ on ``federation:baselines`` (``federation.baseline_shared``), both through the o
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -26,7 +26,9 @@ from pydantic import (
     SecretStr,
     field_serializer,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 VERSION = 1
 
@@ -49,6 +51,51 @@ ANNOTATION_HUB = "federation.qualys.com/hub"
 CLUSTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 POLICY_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 MAX_FORWARD_ITEMS = 1000
+
+# what PostgreSQL (BIGINT, JSONB) and orjson hold: a count past it is a 422, not a failed write
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
+def _unstorable(value: Any, where: str) -> str | None:
+    """Why ``value`` (a field's, walked into lists and dicts) cannot be stored or encoded, or None."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return f"{where}: text is not valid UTF-8 (an unpaired surrogate)"
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            return f"{where}: integer is outside the 64-bit range"
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            found = _unstorable(key, f"{where} (a key)") or _unstorable(inner, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            found = _unstorable(inner, f"{where}.{i}")
+            if found:
+                return found
+    return None  # nested models check themselves; SecretStr is the credential check's
+
+
+class _Contract(BaseModel):
+    """A federation payload: every string valid UTF-8 and every integer within 64 bits, also in
+    free-form fields. JSON can carry ``"\\ud800"`` and ``2**64``; the database and orjson cannot,
+    and a payload they refuse must be a 422 that names the field, not a 500."""
+
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        fields = {**self.__dict__, **(self.__pydantic_extra__ or {})}
+        for name, value in fields.items():
+            found = _unstorable(value, name)
+            if found:
+                raise PydanticCustomError("invalid_value", "{reason}", {"reason": found})
+        return self
 
 
 class FederationRole(StrEnum):
@@ -86,7 +133,7 @@ class SelectorOperator(StrEnum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-class LabelSelectorRequirement(BaseModel):
+class LabelSelectorRequirement(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     key: str = Field(min_length=1, max_length=317)
@@ -94,7 +141,7 @@ class LabelSelectorRequirement(BaseModel):
     values: tuple[str, ...] = ()
 
 
-class LabelSelector(BaseModel):
+class LabelSelector(_Contract):
     """Kubernetes label-selector semantics: every ``match_labels`` pair and every expression must
     hold; an empty selector selects every cluster."""
 
@@ -104,7 +151,7 @@ class LabelSelector(BaseModel):
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 
 
-class Placement(BaseModel):
+class Placement(_Contract):
     """Which clusters get a policy: ``excluded_clusters`` always wins; otherwise a cluster named in
     ``clusters`` or matched by ``cluster_selector``. Neither given: no cluster (a policy is never
     spread everywhere by omission — Karmada refuses empty selectors for the same reason)."""
@@ -116,7 +163,7 @@ class Placement(BaseModel):
     excluded_clusters: tuple[str, ...] = ()
 
 
-class PatchOp(BaseModel):
+class PatchOp(_Contract):
     """One RFC 6902 operation on the rendered manifest (``add``, ``remove``, ``replace``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -126,7 +173,7 @@ class PatchOp(BaseModel):
     value: Any = None
 
 
-class Override(BaseModel):
+class Override(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cluster_name: str = Field(pattern=CLUSTER_NAME_PATTERN)
@@ -134,7 +181,7 @@ class Override(BaseModel):
     patches: tuple[PatchOp, ...] = ()
 
 
-class Rollout(BaseModel):
+class Rollout(_Contract):
     """How a new generation reaches the clusters it is placed on.
 
     ``all`` (the default): every placed cluster gets it at once. ``progressive``: at most
@@ -187,7 +234,7 @@ class Rollout(BaseModel):
         return max(1, placed * int(self.max_concurrency[:-1]) // 100)
 
 
-class FederatedPolicySpec(BaseModel):
+class FederatedPolicySpec(_Contract):
     """A federated policy as the REST API and the CRD controller hand it to the hub.
 
     ``template`` is a whole manifest of one of :class:`PolicyKind` (apiVersion, kind, metadata with
@@ -204,7 +251,7 @@ class FederatedPolicySpec(BaseModel):
     rollout: Rollout | None = None
 
 
-class PlacedPolicy(BaseModel):
+class PlacedPolicy(_Contract):
     """One federated policy as rendered for one cluster (overrides applied, labels added)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -217,7 +264,7 @@ class PlacedPolicy(BaseModel):
     manifest: dict[str, Any]
 
 
-class PlacedPolicySet(BaseModel):
+class PlacedPolicySet(_Contract):
     """Everything placed on one cluster; ``etag`` changes exactly when the set does."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -241,7 +288,7 @@ class PolicyPlaced(PlacedPolicy):
     sequence: int | None = Field(default=None, ge=1, description=SEQUENCE_DESCRIPTION)
 
 
-class PolicyRemoved(BaseModel):
+class PolicyRemoved(_Contract):
     """Stream payload on a spoke (``federation.policy_removed``): the policy left this cluster's
     placement (deleted on the hub, placement changed, or disabled by an override)."""
 
@@ -266,7 +313,7 @@ class PolicyApplyState(StrEnum):
     REVOKED = "revoked"
 
 
-class PolicyApplyStatus(BaseModel):
+class PolicyApplyStatus(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy_id: str
@@ -277,7 +324,7 @@ class PolicyApplyStatus(BaseModel):
     observed_at: AwareDatetime
 
 
-class StatusReport(BaseModel):
+class StatusReport(_Contract):
     """``POST /federation/v1/status``: changes since the last report (also carried by heartbeats)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -288,7 +335,7 @@ class StatusReport(BaseModel):
 # --------------------------------------------------------------------------- registration, heartbeat
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cluster_name: str = Field(pattern=CLUSTER_NAME_PATTERN)
@@ -303,7 +350,7 @@ class RegisterRequest(BaseModel):
         return value.get_secret_value()
 
 
-class RegisterResponse(BaseModel):
+class RegisterResponse(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cluster_id: str
@@ -318,7 +365,7 @@ class RegisterResponse(BaseModel):
         return value.get_secret_value()
 
 
-class PendingAction(BaseModel):
+class PendingAction(_Contract):
     """A response action on the spoke waiting for approval (from its ``/v1/actions``)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -332,15 +379,15 @@ class PendingAction(BaseModel):
     lease_expires_at: AwareDatetime | None = None
 
 
-class ClusterHeartbeat(BaseModel):
+class ClusterHeartbeat(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sent_at: AwareDatetime
     version: str = Field(default="", max_length=64)
     kubernetes_version: str | None = Field(default=None, max_length=64)
-    node_count: int | None = Field(default=None, ge=0)
-    pod_count: int | None = Field(default=None, ge=0)
-    counts: dict[str, int] = Field(
+    node_count: Count | None = None
+    pod_count: Count | None = None
+    counts: dict[str, Count] = Field(
         default_factory=dict, description="events_forwarded, findings_forwarded, ..."
     )
     # full per-policy status of what the spoke holds (the hub replaces its copy)
@@ -351,7 +398,7 @@ class ClusterHeartbeat(BaseModel):
     problems: tuple[str, ...] = Field(default=(), max_length=50)
 
 
-class HeartbeatAck(BaseModel):
+class HeartbeatAck(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     health: ClusterHealth
@@ -371,7 +418,8 @@ class ForwardKind(StrEnum):
 
 
 class ForwardBatch(BaseModel):
-    """``POST /federation/v1/forward``: at-least-once; the hub keeps each item once (by its id)."""
+    """``POST /federation/v1/forward``: at-least-once; the hub keeps each item once (by its id).
+    Not a ``_Contract``: the hub checks each item alone and rejects only the bad ones."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -379,14 +427,14 @@ class ForwardBatch(BaseModel):
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_FORWARD_ITEMS)
 
 
-class Rejected(BaseModel):
+class Rejected(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     index: int
     reason: str
 
 
-class ForwardAck(BaseModel):
+class ForwardAck(_Contract):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     accepted: int
@@ -394,7 +442,7 @@ class ForwardAck(BaseModel):
     rejected: tuple[Rejected, ...] = ()
 
 
-class SharedBaseline(BaseModel):
+class SharedBaseline(_Contract):
     """A ready behavioural profile of one image, shared through the hub (payload of
     ``federation.baseline_shared`` on a spoke too). ``data`` is the profile's JSON as analysis
     stores it (``qcdr_analysis.profiles.profile.Profile.to_json``)."""
@@ -409,7 +457,7 @@ class SharedBaseline(BaseModel):
     shared_at: AwareDatetime | None = None
 
 
-class BaselineUpload(BaseModel):
+class BaselineUpload(_Contract):
     """``POST /federation/v1/baselines``: ready profiles the spoke learned."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -427,7 +475,7 @@ class CommandKind(StrEnum):
     RENEW = "renew"
 
 
-class SpokeCommand(BaseModel):
+class SpokeCommand(_Contract):
     """Something a hub user asked a spoke to do to one of its response actions."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -442,7 +490,7 @@ class SpokeCommand(BaseModel):
     lease_s: int | None = Field(default=None, ge=1)
 
 
-class CommandResult(BaseModel):
+class CommandResult(_Contract):
     """What the spoke's response API answered (status and body, passed back to the hub caller)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

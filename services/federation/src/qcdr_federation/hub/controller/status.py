@@ -64,12 +64,17 @@ class Outcome:
 
 
 def rfc3339(value: datetime | None) -> str | None:
-    """``metav1.Time``: UTC, whole seconds, ``Z``."""
+    """``metav1.Time``: UTC, whole seconds, ``Z``, a four-digit year (``strftime("%Y")`` writes
+    year 1 as "1", which the API server refuses)."""
     if value is None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, or 9999 west of it
+        utc = datetime.min if value.year == 1 else datetime.max
+    return utc.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def _clip(message: str) -> str:

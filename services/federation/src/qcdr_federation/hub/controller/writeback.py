@@ -32,6 +32,11 @@ STATUS_PATCHES = Counter(
     "Status write-backs to federation objects, by kind.",
     ["kind"],
 )
+STATUS_PATCH_FAILURES = Counter(
+    "qcdr_federation_controller_status_patch_failures_total",
+    "Status write-backs the API server refused or that failed (retried next time), by kind.",
+    ["kind"],
+)
 
 
 class StatusWriter:
@@ -70,7 +75,17 @@ class StatusWriter:
             patch = st.status_patch(current if isinstance(current, Mapping) else None, body)
             if patch is None:
                 continue
-            answer = await self._patch(kind, name, patch)
+            try:
+                answer = await self._patch(kind, name, patch)
+            except Exception as exc:  # one object's refused patch must not stop the others' status
+                STATUS_PATCH_FAILURES.labels(kind.value).inc()
+                log.warning(
+                    "federation_controller_status_patch_failed",
+                    kind=kind.value,
+                    name=name,
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+                continue
             if answer is not None:
                 updated.append(answer)
         return updated

@@ -30,6 +30,8 @@ from qcdr_federation.streams import EVENT_OBSERVED, EVENTS
 
 SOURCE = "federation"
 MAX_REASON = 300
+# orjson, which writes the JSON(B) columns and the outbox, encodes integers in this range only
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass
@@ -46,6 +48,39 @@ def _reason(exc: ValidationError) -> str:
     more = exc.error_count() - 1
     text = f"{where}: {first['msg']}" + (f" (and {more} more)" if more else "")
     return text[:MAX_REASON]
+
+
+def _unstorable(value: Any, where: tuple[str | int, ...] = ()) -> str | None:
+    """Why a valid item still cannot be stored (PostgreSQL text and JSONB refuse NUL, UTF-8 has no
+    lone surrogates, orjson no integers past 64 bits), or None: the item's own rejection, rather
+    than a failed batch."""
+    problem: str | None = None
+    if isinstance(value, str):
+        if "\x00" in value:
+            problem = "contains a NUL character"
+        elif not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                problem = "is not valid UTF-8 (an unpaired surrogate)"
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            problem = "integer is outside the 64-bit range"
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            found = _unstorable(key, (*where, "<key>")) or _unstorable(inner, (*where, key))
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            found = _unstorable(inner, (*where, i))
+            if found:
+                return found
+    if problem is None:
+        return None
+    return f"{'.'.join(str(p) for p in where) or 'item'}: {problem}"[:MAX_REASON]
 
 
 def _with_cluster(item: SecurityEvent | Finding, cluster: str) -> SecurityEvent | Finding:
@@ -65,6 +100,10 @@ def check(batch: ForwardBatch, cluster_name: str) -> Checked:
             checked.rejected.append(Rejected(index=index, reason=_reason(exc)))
             continue
         assert isinstance(item, SecurityEvent | Finding)
+        unstorable = _unstorable(item.model_dump(mode="json"))
+        if unstorable is not None:
+            checked.rejected.append(Rejected(index=index, reason=unstorable))
+            continue
         checked.items.append((index, _with_cluster(item, cluster_name)))
     return checked
 

@@ -98,7 +98,11 @@ async def record_statuses(
     or older than the stored one, is ignored; reports for unknown policy ids too). Rows change only
     when generation, hash, state or message do, so a heartbeat repeating the same statuses costs
     one read and writes nothing. ``full`` (a heartbeat's complete list): policies the spoke no
-    longer mentions keep their last row, so both modes store the same way; it only shows in the log."""
+    longer mentions keep their last row, so both modes store the same way; it only shows in the log.
+    ``observed_at`` is kept no later than the hub's clock: a spoke's clock cannot date a status
+    in the future (and so have it win over every later report)."""
+    now = datetime.now(UTC)
+    statuses = [s if s.observed_at <= now else s.model_copy(update={"observed_at": now}) for s in statuses]
     newest = _newest(statuses)
     if not newest:
         return
@@ -114,7 +118,6 @@ async def record_statuses(
         for pid, status in known.items()
     ):
         return
-    now = datetime.now(UTC)
     outcomes: list[str] = []
     rows = await repo.statuses_for_cluster(session, cluster_id, known.keys(), for_update=True)
     missing = sorted(pid for pid in known if pid not in rows)  # one lock order for every writer
