@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from qcdr_common.contracts.federation.v1 import RegisterRequest
 from qcdr_federation.hub.clusters.models import BootstrapTokenRow, ClusterRow
 from qcdr_federation.hub.clusters.registration import register
-from qcdr_federation.hub.clusters.service import declare_cluster
+from qcdr_federation.hub.clusters.service import declare_cluster, remove_cluster
 from qcdr_federation.hub.controller import status as st
 from qcdr_federation.hub.controller.kinds import CrdKind
 from qcdr_federation.hub.controller.reconcile import Reconciler, SecretUnavailableError
@@ -252,6 +252,34 @@ async def test_deleting_removes_only_clusters_objects_made(
     assert kept.source == "api"
 
 
+async def test_a_cluster_the_api_declared_is_a_conflict_and_left_alone(
+    reconciler: Reconciler, secrets: Secrets, sessions: async_sessionmaker[AsyncSession], notify: Counter
+) -> None:
+    """Once the object replaced the API cluster's placement labels (moving every policy placed by
+    them) and registered its Secret's token for it, reporting success."""
+    async with sessions() as session:
+        api = await declare_cluster(session, "prod-eu", {"env": "prod"}, source="api")
+        await session.commit()
+    secrets.data[("qualys-system", "prod-eu-bootstrap")] = {"token": TOKEN}
+    for obj in (prod_eu(labels={"env": "dev"}), prod_eu(paused=True)):
+        outcome = await reconciler.reconcile_cluster(obj)
+        assert (outcome.ok, outcome.reason, outcome.retry) == (False, st.REASON_CLUSTER_CONFLICT, False)
+        assert f"declared through the api (id {api.id})" in outcome.message
+    row = await cluster(sessions, "prod-eu")
+    assert row is not None
+    assert (row.source, dict(row.labels), row.removed_at) == ("api", {"env": "prod"}, None)
+    assert await tokens(sessions) == []
+    assert notify.calls == 0
+    # once the API removes it, the object may declare the name anew
+    async with sessions() as session:
+        await remove_cluster(session, "prod-eu")
+        await session.commit()
+    assert (await reconciler.reconcile_cluster(prod_eu())).ok
+    revived = await cluster(sessions, "prod-eu")
+    assert revived is not None
+    assert revived.source == "crd"
+
+
 # --------------------------------------------------------------------------- policies
 
 
@@ -372,6 +400,24 @@ async def test_a_template_the_hub_refuses_keeps_the_last_good_generation(
     )
     assert unparsable.reason == st.REASON_VALIDATION_FAILED
     assert unparsable.message.startswith("spec.overrides[0].clusterName")
+    assert (await policies(sessions))["deny-shadow"].generation == 1
+
+
+async def test_a_nul_in_the_spec_is_validation_failed_naming_the_field(
+    reconciler: Reconciler, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The CRD schema and the contract let U+0000 through, PostgreSQL's jsonb does not: once a
+    retryable ReconcileError every 30 s for ever that never said which field."""
+    good = await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp())
+    refused = await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(description="a\x00b"))
+    assert (refused.ok, refused.reason, refused.retry) == (False, st.REASON_VALIDATION_FAILED, False)
+    assert refused.message.startswith("spec.description: contains a NUL character")
+    assert refused.policy_id == good.policy_id
+    template = ftp()["spec"]["template"]
+    template["spec"]["kprobes"][0]["message"] = "x\x00"
+    nested = await reconciler.reconcile_policy(CrdKind.TRACING_POLICY, ftp(template=template))
+    assert nested.reason == st.REASON_VALIDATION_FAILED
+    assert nested.message.startswith("spec.template.spec.kprobes[0].message: contains a NUL character")
     assert (await policies(sessions))["deny-shadow"].generation == 1
 
 

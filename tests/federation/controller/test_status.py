@@ -96,6 +96,19 @@ def test_an_invalid_cluster_says_so_in_both_conditions() -> None:
     assert body["state"] == "pending"
 
 
+def test_a_conflicting_cluster_object_shows_none_of_the_api_clusters_state() -> None:
+    """The hub cluster of that name is the REST API's: its registration and heartbeats are not
+    this object's (once it read Registered=True for a cluster it had failed to take over)."""
+    outcome = st.Outcome(2, ok=False, reason=st.REASON_CLUSTER_CONFLICT, message="declared through the api")
+    body = st.cluster_status(outcome, view(ClusterHealth.HEALTHY), generation=2, previous=None, now=NOW)
+    assert conditions(body) == {
+        "Registered": ("False", "ClusterConflict"),
+        "Ready": ("False", "ClusterConflict"),
+    }
+    assert (body["registered"], body["state"]) == (False, "pending")
+    assert "lastHeartbeat" not in body
+
+
 def test_transition_time_moves_only_when_the_status_does() -> None:
     first = st.cluster_status(
         st.Outcome(1, ok=True), view(ClusterHealth.HEALTHY), generation=1, previous=None, now=NOW

@@ -182,6 +182,20 @@ def _bad_patch(body: dict[str, Any]) -> None:
             "DNS-1123 subdomain",
         ),
         (_bad(lambda b: b.update(surprise=1)), "validation_error", ["body", "surprise"], "Extra inputs"),
+        # valid JSON, but PostgreSQL's jsonb refuses a NUL: once a 500 instead of a named field
+        (_bad(lambda b: b.update(description="a\x00b")), "invalid_policy", ["body", "description"], "NUL"),
+        (
+            _bad(lambda b: b["template"]["spec"].update(extra="a\x00b")),
+            "invalid_policy",
+            ["body", "template", "spec", "extra"],
+            "NUL",
+        ),
+        (
+            _bad(lambda b: b["template"]["spec"].update({"ex\x00tra": 1})),
+            "invalid_policy",
+            ["body", "template", "spec"],
+            "NUL",
+        ),
     ],
 )
 async def test_bad_input_is_refused_with_reasons_and_nothing_stored(

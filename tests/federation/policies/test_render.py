@@ -299,6 +299,26 @@ def test_patch_failures_name_the_cluster_when_it_exists() -> None:
         check_spec(spec, {"eu-1"})
 
 
+def test_a_nul_anywhere_in_the_spec_is_an_issue_at_its_field() -> None:
+    """JSON and the contract allow U+0000 in any string, PostgreSQL's jsonb does not: the check
+    names each field (a key with a NUL at the map holding it) before the hub tries to store it."""
+    template = tracing_policy()
+    template["spec"]["note"] = "a\x00b"
+    template["spec"]["k\x00ey"] = {"deep": ["ok", "x\x00"]}
+    spec = spec_of(template, description="\x00")
+    issues = _where(spec_issues(spec, set()))
+    assert set(issues) == {
+        "description",
+        "template.spec",
+        "template.spec.note",
+        "template.spec.k\\u0000ey.deep.1",
+    }
+    assert all("NUL" in msg for msg in issues.values()), issues
+    assert "'k\\x00ey'" in issues["template.spec"]
+    with pytest.raises(PolicySpecError, match="NUL"):
+        check_spec(spec_of(tracing_policy(), description="\x00"), set())
+
+
 def test_spec_hash_changes_exactly_with_the_spec() -> None:
     one = spec_of(tracing_policy())
     assert spec_hash(one) == spec_hash(spec_of(tracing_policy()))

@@ -4,9 +4,10 @@ a route); placements are announced after the commit so waiting spokes hear of it
 
 Ownership: the hub rows a controller makes carry source ``crd``. A deleted object, and the
 garbage collection after each full list, remove only such rows — a cluster or policy made through
-the API is never touched, and an object whose name an API-made policy already holds reports
-``PolicyConflict`` instead of overwriting it. The two policy kinds share the hub's policy names,
-so a FederatedTracingPolicy and a FederatedNetworkPolicy of the same name conflict too.
+the API is never touched, and an object whose name an API-made cluster or policy already holds
+reports ``ClusterConflict`` or ``PolicyConflict`` instead of overwriting it. The two policy kinds
+share the hub's policy names, so a FederatedTracingPolicy and a FederatedNetworkPolicy of the same
+name conflict too.
 """
 
 from __future__ import annotations
@@ -118,6 +119,16 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _cluster_conflict(row: ClusterRow) -> str | None:
+    """Why a ``FederatedCluster`` may not manage this hub cluster (None: it may)."""
+    if row.source != SOURCE:
+        return (
+            f"the hub already has a cluster named {row.name!r} declared through the {row.source} "
+            f"(id {row.id}); rename this object or remove that cluster"
+        )
+    return None
+
+
 def _policy_conflict(row: FederatedPolicyRow, kind: CrdKind) -> str | None:
     """Why the object ``kind``/``row.name`` may not manage this hub policy (None: it may)."""
     if row.source != SOURCE:
@@ -165,6 +176,10 @@ class Reconciler:
         token, registration = await self._bootstrap_token(decl)
         async with self.sessions() as session:
             before = await get_cluster(session, decl.name)
+            conflict = _cluster_conflict(before) if before is not None else None
+            if conflict is not None:
+                # its labels and tokens stay as the API set them
+                return st.Outcome(generation, ok=False, reason=st.REASON_CLUSTER_CONFLICT, message=conflict)
             # placements move only when a cluster appears or its labels change
             changed = before is None or dict(before.labels) != decl.labels
             await declare_cluster(session, decl.name, decl.labels, source=SOURCE)

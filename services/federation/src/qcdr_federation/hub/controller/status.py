@@ -19,7 +19,7 @@ from qcdr_federation.hub.policies.rollout import RolloutProgress
 from qcdr_federation.hub.policies.schemas import FederatedPolicyStatus
 
 # condition types and reasons (the original's Go types named Ready, Synced, SyncSuccess,
-# SyncFailed, PolicyConflict and ValidationFailed; the rest are this controller's)
+# SyncFailed, PolicyConflict and ValidationFailed; the rest, ClusterConflict too, are this controller's)
 READY = "Ready"
 REGISTERED = "Registered"
 SYNCED = "Synced"
@@ -39,6 +39,7 @@ REASON_SYNC_PENDING = "SyncPending"
 REASON_SYNC_FAILED = "SyncFailed"
 REASON_VALIDATION_FAILED = "ValidationFailed"
 REASON_POLICY_CONFLICT = "PolicyConflict"
+REASON_CLUSTER_CONFLICT = "ClusterConflict"
 REASON_RECONCILE_ERROR = "ReconcileError"
 
 _MAX_MESSAGE = 2000
@@ -49,7 +50,8 @@ class Outcome:
     """The result of the last reconcile of one object.
 
     ``ok``: the hub holds what the object's ``generation`` says. Otherwise ``reason`` and
-    ``message`` say why not (``ValidationFailed``, ``PolicyConflict``, ``ReconcileError``).
+    ``message`` say why not (``ValidationFailed``, ``ClusterConflict``, ``PolicyConflict``,
+    ``ReconcileError``).
     ``registration`` (clusters): why the cluster is not registered yet, as a (reason, message)
     pair when it is the controller's doing (no Secret, paused, ...). ``policy_id``: the hub policy.
     """
@@ -134,6 +136,8 @@ def cluster_status(
     # what the hub's state reflects: the generation last reconciled
     generation = outcome.generation if outcome else generation
     body: dict[str, Any] = {"observedGeneration": generation}
+    if outcome is not None and outcome.reason == REASON_CLUSTER_CONFLICT:
+        view = None  # the hub's cluster of that name is the API's, not this object's
     if view is not None:
         cells = sorted(view.policies.values(), key=lambda c: c.name)
         body.update(

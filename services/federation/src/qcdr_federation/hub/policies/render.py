@@ -237,16 +237,40 @@ def render(
 # --------------------------------------------------------------------------- the whole spec
 
 
+def nul_issues(value: Any, loc: Loc = ()) -> list[Issue]:
+    """Every string (keys too) holding a NUL character: JSON allows it, PostgreSQL's jsonb does
+    not, so the hub names the field instead of failing to store it."""
+    issues: list[Issue] = []
+    if isinstance(value, str):
+        if "\x00" in value:
+            issues.append(Issue(loc, "contains a NUL character (\\u0000), which the hub cannot store"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                issues.append(
+                    Issue(loc, f"key {key!r} contains a NUL character (\\u0000), which the hub cannot store")
+                )
+                key = key.replace("\x00", "\\u0000")  # the path stays one printable line
+            issues += nul_issues(item, (*loc, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            issues += nul_issues(item, (*loc, index))
+    return issues
+
+
 def spec_issues(spec: FederatedPolicySpec, existing_clusters: Collection[str]) -> list[Issue]:
     """Everything wrong with a spec: the template, the placement, and the patches of every override
     whose cluster exists (each renders now; a patch for a cluster not declared yet is checked when
     that cluster appears, and a failure then leaves the policy off that cluster, with a reason)."""
     issues = manifest_issues(spec.template)
     issues += placement_issues(spec)
+    data = spec_json(spec)
     try:
-        canonical_json(spec_json(spec))
+        canonical_json(data)
     except orjson.JSONEncodeError as exc:
         issues.append(Issue(("template",), f"cannot be encoded as canonical JSON: {exc}"))
+    else:
+        issues += nul_issues(data)
     if issues:
         return issues
     for override in spec.overrides:
