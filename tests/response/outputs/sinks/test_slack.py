@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from qcdr_common.testing.sinks.slack import SlackServer
 from qcdr_response.outputs.base import Status
 from qcdr_response.outputs.message import MessageKind, OutputMessage
 from qcdr_response.outputs.registry import SINKS
-from qcdr_response.outputs.sinks.slack import SlackConfig, SlackSink
+from qcdr_response.outputs.sinks.slack import SlackConfig, SlackSink, when
 
 from tests.response.outputs.sinks.messages import delivery
 from tests.response.service.conftest import make_finding
@@ -239,6 +240,11 @@ async def test_connection_refused_is_retried() -> None:
         await made.aclose()
     assert outcome.status is Status.RETRY
     assert TOKEN not in outcome.detail
+
+
+def test_a_zero_time_shows_a_four_digit_year() -> None:
+    """Go's zero time (a "no time" placeholder) reads 0001-01-01, not strftime's unpadded 1-01-01."""
+    assert when(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01 00:00:00 UTC"
 
 
 def test_config() -> None:

@@ -8,6 +8,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import certifi
@@ -186,6 +187,39 @@ async def test_a_long_msg_is_cut_to_the_limit(rsyslog: Rsyslog) -> None:
     parsed = parse_rfc5424(line)
     assert parsed.msg.startswith("[HIGH] éé")
     assert parsed.structured_data["qcdr@32473"]["deliveryId"] == message.id
+
+
+@pytest.mark.parametrize("max_message_bytes", [480, 8192])
+def test_a_long_cef_record_is_shortened_and_still_parses(max_message_bytes: int) -> None:
+    """Cutting the CEF record's tail would drop Severity and the whole extension: a long title (a drift
+    title quoting a long non-ASCII path) and explanation are shortened inside the record instead."""
+    path = "/opt/" + "/".join(["数据" * 100] * 15)  # 9 KB of UTF-8, shorter than PATH_MAX
+    finding = make_finding(severity="critical", title=f"New executable {path}", explanation=f"{path} ran")
+    message = make_message(finding)
+    sink = make_sink(514, format="cef", max_message_bytes=max_message_bytes)
+
+    frame = sink.frame(message)
+    assert len(frame) <= max_message_bytes
+    cef = parse_cef(parse_rfc5424(frame.decode()).msg)
+    assert cef.name.startswith("New executable")
+    assert cef.name.endswith("…")
+    assert len(cef.name) <= 512  # the CEF spec's bound for Name
+    assert cef.severity == "10"
+    assert cef.extensions["externalId"] == message.id
+    assert cef.extensions.get("msg", "…").endswith("…")  # shortened, or left out of the smallest record
+
+
+def test_a_zero_time_has_a_four_digit_year_and_no_cef_times() -> None:
+    """Go's zero time (0001-01-01, a "no time" placeholder) must still give RFC 5424's 4DIGIT year; CEF's
+    rt/start/end are epoch milliseconds, where a time before 1970 is no valid value, so they are left out."""
+    zero = datetime(1, 1, 1, tzinfo=UTC)
+    message = make_message(make_finding(event_time=zero), first_seen=zero, last_seen=zero)
+
+    parsed = parse_rfc5424(make_sink(514, format="cef").frame(message).decode())
+    assert parsed.timestamp == zero
+    cef = parse_cef(parsed.msg)
+    assert cef.extensions["externalId"] == message.id
+    assert not {"rt", "start", "end"} & cef.extensions.keys()
 
 
 async def test_tls_verifies_the_server_by_default(rsyslog: Rsyslog) -> None:

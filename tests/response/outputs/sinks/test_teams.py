@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -116,8 +117,44 @@ async def test_every_kind_of_card_passes_the_schema(
     assert len(content["body"]) == 2  # no explanation, no text block for it
 
 
-async def test_long_text_stays_under_the_card_limit(server: TeamsServer, sink: TeamsSink) -> None:
-    finding = make_finding(title="T" * 5000, explanation="E" * 50_000, category="C" * 200)
+_CONTROL_PATH = "/tmp/" + "/".join(["\x01" * 200] * 20)  # a valid Linux path; each byte is 6 bytes of JSON
+_WIDE = "\U0001f600"  # one character, four bytes of UTF-8
+
+
+# Teams' 28 KB counts bytes of the JSON, not characters: text of control characters (\u0001) or of
+# 4-byte characters passes the character clips and must still be shortened to fit.
+def test_a_zero_time_shows_a_four_digit_year() -> None:
+    """Go's zero time (a "no time" placeholder) reads 0001-01-01, not strftime's unpadded 1-01-01."""
+    zero = datetime(1, 1, 1, tzinfo=UTC)
+    content = card(message(finding=make_finding(event_time=zero), first_seen=zero, last_seen=zero))
+    facts = {fact["title"]: fact["value"] for fact in content["body"][1]["facts"]}
+    assert facts["First seen"] == facts["Last seen"] == "0001-01-01 00:00:00 UTC"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"title": "T" * 5000, "explanation": "E" * 50_000, "category": "C" * 200}, id="ascii"),
+        pytest.param(
+            {"title": f"New executable {_CONTROL_PATH}", "explanation": f"{_CONTROL_PATH} was executed"},
+            id="control-characters",
+        ),
+        pytest.param(
+            {
+                "title": _WIDE * 5000,
+                "explanation": _WIDE * 50_000,
+                "category": _WIDE * 200,
+                "workload": {"cluster": _WIDE * 1000, "namespace": _WIDE * 1000, "pod": _WIDE * 1000},
+                "techniques": [_WIDE * 1000],
+            },
+            id="four-byte-characters",
+        ),
+    ],
+)
+async def test_long_text_stays_under_the_card_limit(
+    server: TeamsServer, sink: TeamsSink, fields: dict[str, Any]
+) -> None:
+    finding = make_finding(**fields)
     outcome = await send_one(sink, message(finding=finding))
     assert outcome.status is Status.DELIVERED, outcome.detail
     assert len(server.received[0].raw) < 28 * 1024

@@ -4,6 +4,7 @@ CEF:0 record as MSG; RFC 6587 octet-counting framing for TCP and TLS (RFC 5425).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal, get_args
 
@@ -24,6 +25,12 @@ CEF_SEVERITY = {"critical": 10, "high": 7, "medium": 5, "low": 3, "info": 1}
 _PRINTUSASCII = re.compile(r"[^!-~]")
 _SD_ESCAPE = re.compile(r'(["\\\]])')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# CEF header field lengths (ArcSight CEF spec): vendor, product, version, signature id, name
+CEF_HEADER_MAX = (63, 63, 31, 1023, 512)
+# extension values shortened first when a record is over the limit; the rest keep the record useful
+_CEF_SHORTEN_FIRST = ("msg", "filePath", "request", "sproc", "dhost", "cs6", "cs1")
+# then, if still over, whole entries are dropped from the end, all but these
+_CEF_KEEP = frozenset({"rt", "cnt", "cat", "externalId"})
 
 
 def header_field(value: str | None, max_len: int) -> str:
@@ -38,7 +45,8 @@ def sd_value(value: str) -> str:
 
 
 def timestamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = when.astimezone(UTC)  # FULL-DATE is 4DIGIT; %Y does not pad years below 1000
+    return f"{when.year:04d}" + when.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def structured_data(sd_id: str, message: OutputMessage) -> str:
@@ -74,16 +82,39 @@ def _cef_ext(value: str) -> str:
     return _CONTROL.sub(" ", escaped)
 
 
-def cef_msg(message: OutputMessage, vendor: str, product: str, version: str) -> str:
+def _clip_escaped(value: str, escape: Callable[[str], str], limit: int) -> str:
+    """``value`` escaped, cut (between characters, never inside an escape) to ``limit`` UTF-8 bytes."""
+    escaped = escape(value)
+    if len(escaped.encode()) <= limit:
+        return escaped
+    room, used, out = limit - len("…".encode()), 0, []
+    for char in value:
+        piece = escape(char)
+        used += len(piece.encode())
+        if used > room:
+            break
+        out.append(piece)
+    return "".join(out) + "…" if room >= 0 else ""
+
+
+def _epoch_ms(when: datetime) -> str | None:
+    """CEF times are milliseconds since the epoch; a time before it (a zero-time placeholder) has none."""
+    value = int(when.timestamp() * 1000)
+    return str(value) if value >= 0 else None
+
+
+def cef_msg(
+    message: OutputMessage, vendor: str, product: str, version: str, max_bytes: int | None = None
+) -> str:
+    """A CEF:0 record with header fields bounded to the spec's lengths. Over ``max_bytes`` (UTF-8), the
+    extension values are shortened (``msg`` first), then optional ones dropped from the end, then the
+    Name shortened: the record is never cut at its tail, which would lose Severity and the extension."""
     f, w = message.finding, message.finding.workload
 
-    def ms(when: datetime) -> str:
-        return str(int(when.timestamp() * 1000))
-
     ext: list[tuple[str, str | None]] = [
-        ("rt", ms(message.last_seen)),
-        ("start", ms(message.first_seen)),
-        ("end", ms(message.last_seen)),
+        ("rt", _epoch_ms(message.last_seen)),
+        ("start", _epoch_ms(message.first_seen)),
+        ("end", _epoch_ms(message.last_seen)),
         ("cnt", str(message.count)),
         ("cat", f.category),
         ("externalId", message.id),
@@ -109,11 +140,37 @@ def cef_msg(message: OutputMessage, vendor: str, product: str, version: str) -> 
         ("request", message.link),
     ]
     labels_without_value = {f"{key}Label" for key, value in ext if key.startswith("cs") and not value}
-    extension = " ".join(
-        f"{key}={_cef_ext(value)}" for key, value in ext if value and key not in labels_without_value
-    )
-    fields = (vendor, product, version, f.category, message.title, str(CEF_SEVERITY[message.severity]))
-    return "CEF:0|" + "|".join(_cef_header(v) for v in fields) + "|" + extension
+    values = {key: value for key, value in ext if value and key not in labels_without_value}
+    escaped = {key: _cef_ext(value) for key, value in values.items()}
+    header = [
+        _clip_escaped(value, _cef_header, limit)
+        for value, limit in zip(
+            (vendor, product, version, f.category, message.title), CEF_HEADER_MAX, strict=True
+        )
+    ]
+    severity = str(CEF_SEVERITY[message.severity])
+
+    def record() -> str:
+        extension = " ".join(f"{key}={value}" for key, value in escaped.items())
+        return "CEF:0|" + "|".join(header) + f"|{severity}|" + extension
+
+    if max_bytes is None:
+        return record()
+    for key in _CEF_SHORTEN_FIRST:
+        excess = len(record().encode()) - max_bytes
+        if excess <= 0:
+            break
+        if key in escaped:
+            escaped[key] = _clip_escaped(values[key], _cef_ext, max(len(escaped[key].encode()) - excess, 0))
+    for key in [key for key in reversed(escaped) if key not in _CEF_KEEP and not key.endswith("Label")]:
+        if len(record().encode()) <= max_bytes:
+            break
+        del escaped[key]
+        escaped.pop(f"{key}Label", None)
+    excess = len(record().encode()) - max_bytes
+    if excess > 0:  # the header alone is too big for the room: shorten the Name (at least one character)
+        header[4] = _clip_escaped(message.title, _cef_header, max(len(header[4].encode()) - excess, 4))
+    return record()
 
 
 def rfc5424(
@@ -123,18 +180,21 @@ def rfc5424(
     hostname: str,
     app_name: str,
     sd_id: str,
-    msg: str,
+    msg: str | Callable[[int], str],
     max_bytes: int,
 ) -> bytes:
-    """One RFC 5424 message; MSG is cut (on a character boundary) so the whole fits ``max_bytes``."""
+    """One RFC 5424 message; MSG is cut (on a character boundary) so the whole fits ``max_bytes``.
+    ``msg`` may be a function of the bytes left for it, to shorten a structured MSG itself (CEF)."""
     pri = FACILITY_CODES[facility] * 8 + SYSLOG_SEVERITY[message.severity]
     head = (
         f"<{pri}>1 {timestamp(message.last_seen)} {header_field(hostname, 255)} {header_field(app_name, 48)} "
         f"- {header_field(message.kind.value, 32)} {structured_data(sd_id, message)}"
     ).encode()
+    room = max_bytes - len(head) - 1
+    if callable(msg):
+        msg = msg(room) if room > 0 else ""
     if not msg:
         return head
-    room = max_bytes - len(head) - 1
     if room <= 0:  # header and structured data alone fill it: send them whole, without MSG
         return head
     encoded = msg.encode()

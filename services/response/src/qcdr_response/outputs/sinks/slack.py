@@ -68,7 +68,8 @@ def block_id(delivery_id: str) -> str:
 
 
 def when(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S UTC")  # %Y does not pad years < 1000
 
 
 def facts(message: OutputMessage) -> list[tuple[str, str]]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -93,8 +94,9 @@ class SyslogSink(Sink[SyslogConfig]):
     def frame(self, message: OutputMessage) -> bytes:
         """The syslog message (without transport framing)."""
         c = self.config
-        if c.format == "cef":
-            msg = fmt.cef_msg(message, c.cef_vendor, c.cef_product, c.cef_version)
+        msg: str | Callable[[int], str]
+        if c.format == "cef":  # the record shortens its own values to the room left, keeping it parseable
+            msg = partial(fmt.cef_msg, message, c.cef_vendor, c.cef_product, c.cef_version)
         else:
             msg = fmt.text_msg(message)
         return fmt.rfc5424(

@@ -6,14 +6,18 @@ Body: ``{"type": "message", "attachments": [{"contentType": "application/vnd.mic
 critical and high, warning for medium, accent below, good for a resolve) with the title (its
 ``id`` carries the delivery id) and the summary line, a FactSet (severity, category, techniques,
 cluster, namespace, pod, count, first and last seen, finding), the explanation, and an
-``Action.OpenUrl`` when the message has a link. Text is cut so a card stays far below Teams' 28 KB.
+``Action.OpenUrl`` when the message has a link. Text is cut so a card stays far below Teams' 28 KB:
+control characters are shown as spaces, and the 28 KB counts bytes of the JSON, so when a card of
+wide characters still exceeds ``CARD_BUDGET`` its explanation, then its longest facts, are shortened.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import ConfigDict, Field
 
 from qcdr_response.outputs.base import SinkConfig
@@ -27,6 +31,9 @@ CARD_VERSION = "1.5"
 STYLE = {"critical": "attention", "high": "attention", "medium": "warning", "low": "accent", "info": "accent"}
 _PREFIX = {MessageKind.UPDATE: "Update: ", MessageKind.RESOLVE: "Resolved: ", MessageKind.TEST: "Test: "}
 TITLE_MAX, FACT_MAX, TEXT_MAX = 300, 500, 4000
+# Teams refuses a card over 28 KB of JSON; leave room for the message envelope around the card
+CARD_BUDGET = 27 * 1024
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # all but "\n", which JSON escapes as two bytes
 
 
 class TeamsConfig(SinkConfig):
@@ -40,11 +47,43 @@ class TeamsConfig(SinkConfig):
 
 
 def when(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S UTC")  # %Y does not pad years < 1000
 
 
 def _clip(text: str, limit: int) -> str:
+    text = _CONTROL.sub(" ", text)  # a control character is 6 bytes of JSON (\u0001) and shows nothing
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_size(value: object) -> int:
+    return len(orjson.dumps(value))
+
+
+def _clip_bytes(text: str, limit: int) -> str:
+    """``text`` cut so its JSON string (quotes excluded) is at most ``limit`` bytes, "…" included."""
+    if _json_size(text) - 2 <= limit:
+        return text
+    room, used = limit - 3, 0
+    for end, char in enumerate(text):
+        used += _json_size(char) - 2
+        if used > room:
+            return text[:end] + "…"
+    return text
+
+
+def _fit(content: dict[str, Any]) -> None:
+    """Shorten the explanation, then the longest facts, until the card's JSON fits ``CARD_BUDGET``."""
+    texts: list[tuple[dict[str, Any], str]] = [
+        (block, "text") for block in content["body"][2:] if block["type"] == "TextBlock"
+    ]
+    facts = next(block["facts"] for block in content["body"] if block["type"] == "FactSet")
+    texts += [(fact, "value") for fact in sorted(facts, key=lambda fact: -_json_size(fact["value"]))]
+    for holder, key in texts:
+        excess = _json_size(content) - CARD_BUDGET
+        if excess <= 0:
+            return
+        holder[key] = _clip_bytes(holder[key], max(_json_size(holder[key]) - 2 - excess, 16))
 
 
 def card(message: OutputMessage) -> dict[str, Any]:
@@ -107,6 +146,7 @@ def card(message: OutputMessage) -> dict[str, Any]:
     }
     if message.link:
         content["actions"] = [{"type": "Action.OpenUrl", "title": "Open in qcdr", "url": message.link}]
+    _fit(content)
     return content
 
 
