@@ -59,7 +59,7 @@ async def test_without_the_ca_admission_is_unavailable_not_trusted(admission_url
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(None, "No such file or directory"), (b"not a certificate\n", "no PEM certificate")],
+    [(None, "No such file or directory"), (b"not a certificate\n", "no certificate or crl found")],
 )
 def test_a_ca_file_that_cannot_be_used_is_a_settings_error(
     tmp_path: Path, content: bytes | None, reason: str
@@ -67,5 +67,7 @@ def test_a_ca_file_that_cannot_be_used_is_a_settings_error(
     ca = tmp_path / "ca.crt"
     if content is not None:
         ca.write_bytes(content)
-    with pytest.raises(ValidationError, match=f"(?s)console_admission_ca_file.*{ca}: {reason}"):
+    with pytest.raises(
+        ValidationError, match=f"(?s)console_admission_ca_file.*cannot load {ca} as CA certificates: {reason}"
+    ):
         settings("https://qcdr-admission-webhook.qualys-system.svc", ca)

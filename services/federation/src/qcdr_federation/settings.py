@@ -8,7 +8,6 @@ One service, three roles: ``standalone`` (the default: the API answers, nothing 
 
 from __future__ import annotations
 
-import ssl
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,17 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from qcdr_common.contracts.events.v1 import Severity
 from qcdr_common.contracts.federation.v1 import CLUSTER_NAME_PATTERN, FederationRole
 from qcdr_common.settings import CommonSettings
-
-
-def admission_tls(ca_file: Path) -> ssl.SSLContext:
-    """A client context that trusts ``ca_file``; ValueError naming the file when it cannot."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file))
-    except ssl.SSLError:  # an OSError too: first
-        raise ValueError(f"{ca_file}: no PEM certificate in it") from None
-    except OSError as exc:
-        raise ValueError(f"{ca_file}: {exc.strerror or exc}") from None
-
+from qcdr_common.tls_files import ca_context
 
 # the longest a bootstrap token lives: the API, the CLI and the configured default alike
 MAX_BOOTSTRAP_TOKEN_TTL_S = 30 * 86_400
@@ -349,7 +338,7 @@ class FederationSettings(CommonSettings):
     @classmethod
     def _ca_file(cls, value: Path | None) -> Path | None:
         if value is not None:
-            admission_tls(value)  # unreadable or not PEM: one line at start-up, not a failing page
+            ca_context(value)  # unreadable or not PEM: one line at start-up, not a failing page
         return value
 
     def console_token(self) -> SecretStr | None:

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from qcdr_common.testing.sinks.slack import SlackServer
 from qcdr_response.outputs.base import Status
-from qcdr_response.outputs.message import MessageKind, OutputMessage
+from qcdr_response.outputs.message import MessageKind, OutputMessage, when
 from qcdr_response.outputs.registry import SINKS
-from qcdr_response.outputs.sinks.slack import SlackConfig, SlackSink, when
+from qcdr_response.outputs.sinks.slack import SlackConfig, SlackSink
 
 from tests.response.outputs.sinks.messages import delivery
 from tests.response.service.conftest import make_finding

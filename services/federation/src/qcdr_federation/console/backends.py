@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 import httpx
 from qcdr_common.logging import get_logger
+from qcdr_common.tls_files import ca_context
 
-from qcdr_federation.settings import FederationSettings, admission_tls
+from qcdr_federation.settings import FederationSettings
 
 log = get_logger("qcdr.federation.console.backends")
 
@@ -70,7 +71,7 @@ class Backends:
         }
         transports = transports or {}
         ca_file = settings.console_admission_ca_file
-        verify: ssl.SSLContext | bool = admission_tls(ca_file) if ca_file is not None else True
+        verify: ssl.SSLContext | bool = ca_context(ca_file) if ca_file is not None else True
         self._clients: dict[Service, httpx.AsyncClient] = {
             name: httpx.AsyncClient(
                 base_url=urls[name],

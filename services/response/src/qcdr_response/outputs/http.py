@@ -13,9 +13,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from qcdr_common.secret_text import describe_http_error
+from qcdr_common.tls_files import ca_context
 
 from qcdr_response.outputs.base import MAX_AGE_LIMIT_S, Outcome, Status
-from qcdr_response.outputs.tls import ca_context
 
 # 401/403 are retried too (until max age): a rotated or mistyped token is fixed by an operator, and
 # the alerts queued meanwhile must still arrive afterwards.

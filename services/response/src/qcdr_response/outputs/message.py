@@ -3,7 +3,7 @@ same group key), independent of any sink's format."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -52,3 +52,9 @@ class OutputMessage(BaseModel):
 
 def age_seconds(message: OutputMessage, now: datetime) -> float:
     return (now - message.created_at).total_seconds()
+
+
+def when(value: datetime) -> str:
+    """``2026-12-06 17:30:00 UTC``: the time chat messages show (``%Y`` does not pad years < 1000)."""
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S UTC")

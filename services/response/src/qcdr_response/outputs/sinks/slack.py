@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from qcdr_response.outputs.base import SinkConfig
 from qcdr_response.outputs.http import redact_url
-from qcdr_response.outputs.message import MessageKind, OutputMessage
+from qcdr_response.outputs.message import MessageKind, OutputMessage, when
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.webhook import JsonHttpSink, SecretHttpUrl
 
@@ -65,11 +64,6 @@ def clip(text: str, limit: int) -> str:
 def block_id(delivery_id: str) -> str:
     value = f"qcdr-{delivery_id}"
     return value if len(value) <= BLOCK_ID_MAX else "qcdr-" + hashlib.sha256(delivery_id.encode()).hexdigest()
-
-
-def when(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    return f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S UTC")  # %Y does not pad years < 1000
 
 
 def facts(message: OutputMessage) -> list[tuple[str, str]]:

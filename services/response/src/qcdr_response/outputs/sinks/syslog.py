@@ -21,12 +21,13 @@ from functools import partial
 from typing import Literal
 
 from pydantic import Field, model_validator
+from qcdr_common.tls_files import ca_context, load_client_certificate
 
 from qcdr_response.outputs.base import Outcome, Sink, SinkConfig, Status
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks import _syslog_format as fmt
-from qcdr_response.outputs.tls import CaFile, ca_context, load_client_certificate
+from qcdr_response.outputs.tls import CaFile
 
 _DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
 

@@ -14,7 +14,6 @@ wide characters still exceeds ``CARD_BUDGET`` its explanation, then its longest 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -22,7 +21,7 @@ from pydantic import ConfigDict, Field
 
 from qcdr_response.outputs.base import SinkConfig
 from qcdr_response.outputs.http import redact_url
-from qcdr_response.outputs.message import MessageKind, OutputMessage
+from qcdr_response.outputs.message import MessageKind, OutputMessage, when
 from qcdr_response.outputs.registry import SINKS
 from qcdr_response.outputs.sinks.webhook import JsonHttpSink, SecretHttpUrl
 
@@ -44,11 +43,6 @@ class TeamsConfig(SinkConfig):
         description="The workflow's HTTP POST URL (…/workflows/<id>/triggers/manual/paths/invoke?…&sig=…)."
     )
     batch_size: int = Field(default=1, ge=1, le=1)
-
-
-def when(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    return f"{value.year:04d}" + value.strftime("-%m-%d %H:%M:%S UTC")  # %Y does not pad years < 1000
 
 
 def _clip(text: str, limit: int) -> str:

@@ -24,12 +24,13 @@ import httpx
 import orjson
 from pydantic import AfterValidator, ConfigDict, Field, SecretStr, field_validator
 from qcdr_common.secret_text import scrub, url_secrets
+from qcdr_common.tls_files import ca_context
 
 from qcdr_response.outputs.base import C, Outcome, Sink, SinkConfig, Status
 from qcdr_response.outputs.http import classify, failure, make_client, redact_url
 from qcdr_response.outputs.message import OutputMessage
 from qcdr_response.outputs.registry import SINKS
-from qcdr_response.outputs.tls import CaFile, ca_context
+from qcdr_response.outputs.tls import CaFile
 
 USER_AGENT = "qcdr-outputs/1"
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
