@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
 from fastapi import FastAPI, Request, Response
+from qcdr_common.testing.redis_keys import delete_prefixed_keys
 from scratch import scratch_database  # type: ignore[import-not-found,unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,10 +359,11 @@ def run(seconds: int, runs: int) -> dict[str, Any]:
         (work / "review.json").write_bytes(review_body())
         only = os.environ.get("BENCH_ONLY")
         variants: list[tuple[str, str, dict[str, str]]] = [("noop", "do-nothing FastAPI webhook", {})]
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
         if database_url is not None:
             env = {
                 "DATABASE_URL": database_url,
-                "QCDR_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+                "QCDR_REDIS_PREFIX": prefix,
                 **dict(e.split("=", 1) for e in os.environ.get("BENCH_LOG_ENV", "").split() if e),
             }
             variants.append(("webhook", "qcdr webhook, decision log off", env))
@@ -390,6 +392,8 @@ def run(seconds: int, runs: int) -> dict[str, Any]:
                     await conn.close()
 
             stored = asyncio.run(count())
+            # the machine's Redis outlives the run: leave nothing of it behind
+            delete_prefixed_keys(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), prefix)
     noop = rows[0]
     return {
         "machine": machine(),

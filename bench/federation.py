@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 import orjson
 from doc import machine, update_section  # type: ignore[import-not-found,unused-ignore]
+from qcdr_common.testing.redis_keys import delete_prefixed_keys
 from scratch import scratch_database  # type: ignore[import-not-found,unused-ignore]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,12 @@ def free_port() -> int:
 @contextmanager
 def hub(database_url: str) -> Iterator[str]:
     port = free_port()
+    prefix = f"bench-fed-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "QCDR_REDIS_PREFIX": f"bench-fed-{uuid.uuid4().hex[:6]}",
+        "QCDR_REDIS_PREFIX": prefix,
         "QCDR_API_TOKEN": TOKEN,
         "FEDERATION_ROLE": "hub",
         "QCDR_CLUSTER_ID": "hub",
@@ -105,6 +107,8 @@ def hub(database_url: str) -> Iterator[str]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            # the machine's Redis outlives the run: leave nothing of it behind
+            delete_prefixed_keys(env["REDIS_URL"], prefix)
 
 
 def admin_headers() -> dict[str, str]:
